@@ -1,0 +1,12 @@
+//! Everything that crosses a process boundary in Leasehold, and nothing else.
+//!
+//! - [`ids`]: the newtypes for sites, servers, accounts and epochs.
+//! - [`wire`]: the versioned envelope, every message type, the CBOR codec, frames.
+//! - [`transport`]: QUIC (quinn) with mutual TLS (rustls, ring), certificates, peer identity.
+//!
+//! Architecture invariant: this crate knows nothing of actix, of the decision core, or of
+//! config files. The gateway and the node agent depend on it; it depends on neither.
+
+pub mod ids;
+pub mod transport;
+pub mod wire;

@@ -1,0 +1,334 @@
+//! A quinn endpoint bound to one address and one ALPN, with mutual TLS against the
+//! federation CA. A site gateway runs two: the federation endpoint (site ALPN, peers) and
+//! the management endpoint (node ALPN, its node agents); a node agent runs one client.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+
+use super::certs::Identity;
+use super::connection::{Connection, Inbox, close_code};
+use super::identity::{IdentityError, PeerName, PeerPolicy};
+use super::{Alpn, tls};
+use crate::wire::Sender;
+use crate::wire::frame::DEFAULT_MAX_FRAME_BYTES;
+
+/// Limits of every connection of an endpoint.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest frame accepted or sent.
+    pub max_frame_bytes: u32,
+    /// How long a request waits for its answer, and a stream for its frame.
+    pub request_timeout: Duration,
+    /// A connection with no traffic for this long is dead.
+    pub idle_timeout: Duration,
+    /// QUIC keep-alive, well inside `idle_timeout`.
+    pub keep_alive: Duration,
+    /// Requests and one-way messages a peer may have in flight at once.
+    pub max_concurrent_streams: u32,
+    /// Decoded messages waiting for the connection's owner.
+    pub inbox_capacity: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            request_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(1),
+            max_concurrent_streams: 256,
+            inbox_capacity: 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("QUIC rejected the TLS configuration: {0}")]
+    QuicCrypto(String),
+    #[error("cannot listen on {addr}: {source} (is another process using it?)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid transport limit: {0}")]
+    Limit(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot start a connection to {peer} at {addr}: {source}")]
+    Start {
+        peer: String,
+        addr: SocketAddr,
+        #[source]
+        source: quinn::ConnectError,
+    },
+    #[error("handshake with {peer} at {addr} failed: {source}")]
+    Handshake {
+        peer: String,
+        addr: SocketAddr,
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    #[error("{peer} at {addr} presented an unusable identity: {reason}")]
+    Identity {
+        peer: String,
+        addr: SocketAddr,
+        reason: String,
+    },
+}
+
+/// Why an incoming connection was not accepted. Every one is logged with its reason.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("refused a connection from {remote}: {reason}")]
+    Refused { remote: SocketAddr, reason: String },
+}
+
+pub struct Endpoint {
+    inner: quinn::Endpoint,
+    alpn: Alpn,
+    policy: Arc<RwLock<PeerPolicy>>,
+    limits: Limits,
+}
+
+impl Endpoint {
+    /// Listens on `addr` for peers that `policy` admits, and can dial out as well.
+    /// Must be called inside the tokio runtime that will drive the endpoint for its life.
+    pub fn listen(
+        addr: SocketAddr,
+        identity: &Identity,
+        alpn: Alpn,
+        policy: PeerPolicy,
+        limits: Limits,
+    ) -> Result<Endpoint, EndpointError> {
+        let policy = Arc::new(RwLock::new(policy));
+        let server_tls = tls::server_config(identity, alpn, policy.clone())?;
+        let server_crypto = QuicServerConfig::try_from(server_tls)
+            .map_err(|error| EndpointError::QuicCrypto(error.to_string()))?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        server_config.transport_config(transport_config(&limits)?);
+        let mut inner = quinn::Endpoint::server(server_config, addr)
+            .map_err(|source| EndpointError::Bind { addr, source })?;
+        inner.set_default_client_config(client_config(identity, alpn, &limits)?);
+        Ok(Endpoint {
+            inner,
+            alpn,
+            policy,
+            limits,
+        })
+    }
+
+    /// An endpoint that only dials out (a node agent), bound to `addr` (port 0 is fine).
+    pub fn dial_only(
+        addr: SocketAddr,
+        identity: &Identity,
+        alpn: Alpn,
+        limits: Limits,
+    ) -> Result<Endpoint, EndpointError> {
+        let mut inner =
+            quinn::Endpoint::client(addr).map_err(|source| EndpointError::Bind { addr, source })?;
+        inner.set_default_client_config(client_config(identity, alpn, &limits)?);
+        Ok(Endpoint {
+            inner,
+            alpn,
+            policy: Arc::new(RwLock::new(PeerPolicy::Sites(Default::default()))),
+            limits,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// Replaces who may connect from now on (after a config reload). Open connections
+    /// are not re-checked here; their owner decides.
+    pub fn set_policy(&self, policy: PeerPolicy) {
+        // A poisoned lock means a panic elsewhere, which is fatal to the process anyway
+        // (docs/architecture.md); keep serving with the new policy regardless.
+        match self.policy.write() {
+            Ok(mut current) => *current = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
+    }
+
+    /// Dials `expected` at `addr`. The server's certificate must name `expected`.
+    ///
+    /// With TLS 1.3 a client learns that the server refused *its* certificate only on
+    /// first use of the connection: a refused client sees this succeed and its first
+    /// request fail. Callers log early request failures as possible refusals.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: &PeerName,
+    ) -> Result<(Connection, Inbox), ConnectError> {
+        let peer = expected.to_string();
+        let connecting = self
+            .inner
+            .connect(addr, &expected.dns_name())
+            .map_err(|source| ConnectError::Start {
+                peer: peer.clone(),
+                addr,
+                source,
+            })?;
+        let connection = connecting.await.map_err(|source| ConnectError::Handshake {
+            peer: peer.clone(),
+            addr,
+            source,
+        })?;
+        let name = peer_name(&connection)
+            .map_err(|error| error.to_string())
+            .and_then(|name| {
+                if &name == expected {
+                    Ok(name)
+                } else {
+                    Err(format!("its certificate names {name}, not {expected}"))
+                }
+            });
+        let name = match name {
+            Ok(name) => name,
+            Err(reason) => {
+                connection.close(close_code::REFUSED.into(), reason.as_bytes());
+                return Err(ConnectError::Identity { peer, addr, reason });
+            }
+        };
+        let remote_role = match self.alpn {
+            Alpn::Site => Sender::Site,
+            Alpn::Node => Sender::Gateway,
+        };
+        Ok(Connection::start(
+            connection,
+            name,
+            remote_role,
+            self.limits.clone(),
+        ))
+    }
+
+    /// The next peer knocking; `None` once the endpoint is closed. Finish its handshake
+    /// with [`Handshake::finish`], in a task of its own when serving many peers, so that
+    /// one slow peer never holds up the next.
+    pub async fn accept(&self) -> Option<Handshake> {
+        let incoming = self.inner.accept().await?;
+        Some(Handshake {
+            incoming,
+            alpn: self.alpn,
+            policy: self.policy.clone(),
+            limits: self.limits.clone(),
+        })
+    }
+
+    /// Closes every connection with `reason` and stops accepting.
+    pub fn close(&self, reason: &str) {
+        self.inner.close(close_code::DONE.into(), reason.as_bytes());
+    }
+
+    /// Waits until every connection has told its peer it is closed.
+    pub async fn wait_idle(&self) {
+        self.inner.wait_idle().await;
+    }
+}
+
+/// An incoming connection whose handshake has not finished yet.
+pub struct Handshake {
+    incoming: quinn::Incoming,
+    alpn: Alpn,
+    policy: Arc<RwLock<PeerPolicy>>,
+    limits: Limits,
+}
+
+impl Handshake {
+    pub fn remote_address(&self) -> SocketAddr {
+        self.incoming.remote_address()
+    }
+
+    /// Completes the handshake. A refusal (foreign CA, expired certificate, a peer the
+    /// policy does not admit, a wrong ALPN) is logged with its reason and returned.
+    pub async fn finish(self) -> Result<(Connection, Inbox), AcceptError> {
+        let Handshake {
+            incoming,
+            alpn,
+            policy,
+            limits,
+        } = self;
+        let remote = incoming.remote_address();
+        let outcome = match incoming.await {
+            Ok(connection) => admit(alpn, &policy, limits, connection),
+            Err(error) => Err(AcceptError::Refused {
+                remote,
+                reason: error.to_string(),
+            }),
+        };
+        if let Err(error) = &outcome {
+            tracing::warn!(%error, ?alpn, "incoming connection refused");
+        }
+        outcome
+    }
+}
+
+/// The TLS verifier already checked the CA and the policy; this checks again on the
+/// established connection, so that a verifier bug cannot let a peer through unnamed.
+fn admit(
+    alpn: Alpn,
+    policy: &RwLock<PeerPolicy>,
+    limits: Limits,
+    connection: quinn::Connection,
+) -> Result<(Connection, Inbox), AcceptError> {
+    let remote = connection.remote_address();
+    let refuse = |reason: String| {
+        connection.close(close_code::REFUSED.into(), reason.as_bytes());
+        AcceptError::Refused { remote, reason }
+    };
+    let name = peer_name(&connection).map_err(|error| refuse(error.to_string()))?;
+    let admitted = match policy.read() {
+        Ok(policy) => policy.admits(&name).map_err(|refusal| refusal.to_string()),
+        Err(_) => Err("peer policy unavailable".to_owned()),
+    };
+    admitted.map_err(refuse)?;
+    let remote_role = match alpn {
+        Alpn::Site => Sender::Site,
+        Alpn::Node => Sender::Node,
+    };
+    Ok(Connection::start(connection, name, remote_role, limits))
+}
+
+/// The name in the certificate the peer presented in this connection's handshake.
+fn peer_name(connection: &quinn::Connection) -> Result<PeerName, IdentityError> {
+    match connection.peer_identity() {
+        Some(chain) => tls::peer_name_of(chain.as_ref()),
+        None => Err(IdentityError::NoPeerCertificate {
+            reason: "the handshake carried no certificate",
+        }),
+    }
+}
+
+fn client_config(
+    identity: &Identity,
+    alpn: Alpn,
+    limits: &Limits,
+) -> Result<quinn::ClientConfig, EndpointError> {
+    let client_tls = tls::client_config(identity, alpn)?;
+    let client_crypto = QuicClientConfig::try_from(client_tls)
+        .map_err(|error| EndpointError::QuicCrypto(error.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(client_crypto));
+    config.transport_config(transport_config(limits)?);
+    Ok(config)
+}
+
+fn transport_config(limits: &Limits) -> Result<Arc<quinn::TransportConfig>, EndpointError> {
+    let mut config = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(limits.idle_timeout)
+        .map_err(|_| EndpointError::Limit(format!("idle timeout {:?}", limits.idle_timeout)))?;
+    config
+        .max_idle_timeout(Some(idle))
+        .keep_alive_interval(Some(limits.keep_alive))
+        .max_concurrent_bidi_streams(limits.max_concurrent_streams.into())
+        .max_concurrent_uni_streams(limits.max_concurrent_streams.into());
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,130 @@
+//! Messages between two site gateways (ALPN `leasehold-site/1`): liveness, the account
+//! catalogue, and loans of servers. The sender's site is never a field: it is the name in
+//! the sender's certificate, which the transport has checked.
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{DataRef, Health, Refusal, Software};
+use crate::ids::{AccountId, Epoch, ServerId, SiteId};
+
+/// First message on a site-to-site connection, from the side that opened it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerHello {
+    pub site: SiteId,
+    pub config_version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerWelcome {
+    pub site: SiteId,
+    pub config_version: u64,
+}
+
+/// Liveness and RTT probe; the answer echoes `seq` and `sent_at_us`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ping {
+    pub seq: u64,
+    /// The sender's monotonic clock; only the sender interprets it.
+    pub sent_at_us: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pong {
+    pub seq: u64,
+    pub sent_at_us: u64,
+}
+
+/// The accounts a site homes, so that a peer can run a server for them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountCatalogue {
+    pub site: SiteId,
+    /// Grows with every config change; a receiver keeps the newest.
+    pub version: u64,
+    pub accounts: Vec<AccountSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountSpec {
+    pub name: AccountId,
+    pub home: SiteId,
+    pub min_servers: u32,
+    pub max_servers: u32,
+    pub priority: u32,
+    pub target_load: f64,
+    pub failover: Vec<SiteId>,
+    pub software: Software,
+    pub data: DataRef,
+}
+
+/// Borrower → lender: lend me up to `count` servers for `account`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestLoan {
+    pub account: AccountId,
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LoanOffer {
+    /// Possibly fewer than asked; each lent server is re-initialized by the lender.
+    Granted {
+        servers: Vec<LentServer>,
+    },
+    Refused(Refusal),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LentServer {
+    pub server: ServerId,
+    pub epoch: Epoch,
+    /// Where the server serves the account's traffic.
+    pub service_addr: String,
+    pub ttl_ms: u64,
+}
+
+/// Borrower → lender: keep this loan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenewLoan {
+    pub server: ServerId,
+    pub epoch: Epoch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LoanRenewal {
+    /// Valid for `ttl_ms` from when the borrower sent the request.
+    Renewed {
+        epoch: Epoch,
+        ttl_ms: u64,
+    },
+    Refused(Refusal),
+}
+
+/// Borrower → lender: I am done with this server (it is drained).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReturnLoan {
+    pub server: ServerId,
+    pub epoch: Epoch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoanReturned {
+    pub server: ServerId,
+    pub epoch: Epoch,
+}
+
+/// Lender → borrower: I need this server back; drain it within `grace_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecallLoan {
+    pub server: ServerId,
+    pub epoch: Epoch,
+    pub grace_ms: u64,
+}
+
+/// Lender → borrower: health and load of a lent server, relayed from its node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LentServerStatus {
+    pub server: ServerId,
+    pub epoch: Epoch,
+    pub account: AccountId,
+    pub health: Health,
+    pub load: Option<f64>,
+}

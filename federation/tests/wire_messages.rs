@@ -1,0 +1,315 @@
+//! Every message kind round-trips through envelope, CBOR and frame, and reaches the typed
+//! dispatcher as itself; golden encodings pin the wire format of version 1.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
+use leasehold_federation::wire::catalogue::{
+    ONE_WAY_KINDS, REQUEST_KINDS, RESPONSE_KINDS, open_inbound_one_way, open_inbound_request,
+};
+use leasehold_federation::wire::common::*;
+use leasehold_federation::wire::frame::DEFAULT_MAX_FRAME_BYTES;
+use leasehold_federation::wire::node::*;
+use leasehold_federation::wire::site::*;
+use leasehold_federation::wire::{Envelope, Message, Sender};
+
+fn server() -> ServerId {
+    ServerId::parse("a1").unwrap()
+}
+fn site() -> SiteId {
+    SiteId::parse("site-a").unwrap()
+}
+fn account() -> AccountId {
+    AccountId::parse("shop").unwrap()
+}
+fn epoch() -> Epoch {
+    Epoch::from_journal(7)
+}
+fn software() -> Software {
+    Software {
+        label: "shop-web 1.0".into(),
+        command: "{leasehold}".into(),
+        args: vec![
+            "workload".into(),
+            "--listen".into(),
+            "{service_addr}".into(),
+        ],
+        env: BTreeMap::from([("GREETING".into(), "hello".into())]),
+        health_path: Some("/health".into()),
+        metrics_path: Some("/metrics".into()),
+        load_metric: Some("leasehold_workload_load".into()),
+        stop_timeout_ms: 2000,
+    }
+}
+fn refusal() -> Refusal {
+    Refusal {
+        cause: RefusalCause::StaleEpoch { seen: epoch() },
+        detail: "epoch e6 is older than e7".into(),
+    }
+}
+
+/// Seals, frames, unframes and opens `message`; returns the envelope it travelled in.
+fn round_trip<M: Message + PartialEq + std::fmt::Debug>(message: M) -> Envelope {
+    let framed = Envelope::frame(99, &message, DEFAULT_MAX_FRAME_BYTES).unwrap();
+    let envelope = Envelope::from_frame(&framed, DEFAULT_MAX_FRAME_BYTES).unwrap();
+    assert_eq!(envelope.id, 99);
+    assert_eq!(envelope.kind, M::KIND);
+    assert_eq!(envelope.open::<M>().unwrap(), message);
+    envelope
+}
+
+/// One sample of every kind (two for some responses), each checked by `round_trip`.
+fn samples() -> Vec<Envelope> {
+    let running = Some(RunningWorkload {
+        account: account(),
+        epoch: epoch(),
+    });
+    let pointer = InitPointer {
+        account: account(),
+        software: software(),
+        data: DataRef {
+            dir: "data/shop".into(),
+        },
+        epoch: epoch(),
+    };
+    vec![
+        // node → gateway
+        round_trip(RegisterServer {
+            server: server(),
+            agent_version: "0.1.0".into(),
+            running: running.clone(),
+            highest_epoch: epoch(),
+        }),
+        round_trip(Registration::Accepted {
+            site: site(),
+            heartbeat_interval_ms: 250,
+            lease_ttl_ms: 2000,
+        }),
+        round_trip(Registration::Refused(refusal())),
+        round_trip(RenewLease {
+            server: server(),
+            epoch: epoch(),
+        }),
+        round_trip(LeaseRenewal::Renewed {
+            epoch: epoch(),
+            ttl_ms: 2000,
+        }),
+        round_trip(LeaseRenewal::Refused(refusal())),
+        round_trip(Heartbeat {
+            server: server(),
+            seq: 12,
+            running,
+            health: Health::Unhealthy {
+                reason: "GET /health answered 503".into(),
+            },
+            load: Some(17.5),
+        }),
+        round_trip(WorkloadJoined {
+            server: server(),
+            account: account(),
+            epoch: epoch(),
+            start_ms: 120,
+        }),
+        round_trip(WorkloadFailed {
+            server: server(),
+            account: account(),
+            epoch: epoch(),
+            reason: "exited with 1 before its health check passed".into(),
+        }),
+        round_trip(WorkloadStopped {
+            server: server(),
+            account: account(),
+            epoch: epoch(),
+            cause: StopCause::Exited { code: Some(1) },
+        }),
+        // gateway → node
+        round_trip(ApplyPointer {
+            server: server(),
+            pointer,
+        }),
+        round_trip(PointerApplication::Accepted { epoch: epoch() }),
+        round_trip(PointerApplication::Refused(refusal())),
+        round_trip(StopWorkload {
+            server: server(),
+            epoch: epoch(),
+            drain_ms: 1000,
+            reason: "moving to blog".into(),
+        }),
+        round_trip(StopOutcome::Stopped { epoch: epoch() }),
+        // site ↔ site
+        round_trip(PeerHello {
+            site: site(),
+            config_version: 3,
+        }),
+        round_trip(PeerWelcome {
+            site: SiteId::parse("site-b").unwrap(),
+            config_version: 5,
+        }),
+        round_trip(Ping {
+            seq: 1,
+            sent_at_us: 123_456,
+        }),
+        round_trip(Pong {
+            seq: 1,
+            sent_at_us: 123_456,
+        }),
+        round_trip(AccountCatalogue {
+            site: site(),
+            version: 4,
+            accounts: vec![AccountSpec {
+                name: account(),
+                home: site(),
+                min_servers: 1,
+                max_servers: 4,
+                priority: 20,
+                target_load: 20.0,
+                failover: vec![SiteId::parse("site-b").unwrap()],
+                software: software(),
+                data: DataRef {
+                    dir: "data/shop".into(),
+                },
+            }],
+        }),
+        round_trip(RequestLoan {
+            account: account(),
+            count: 2,
+        }),
+        round_trip(LoanOffer::Granted {
+            servers: vec![LentServer {
+                server: ServerId::parse("b1").unwrap(),
+                epoch: epoch(),
+                service_addr: "127.0.0.1:8201".into(),
+                ttl_ms: 2000,
+            }],
+        }),
+        round_trip(LoanOffer::Refused(Refusal {
+            cause: RefusalCause::NothingToSpare,
+            detail: "reserve of 1 reached".into(),
+        })),
+        round_trip(RenewLoan {
+            server: server(),
+            epoch: epoch(),
+        }),
+        round_trip(LoanRenewal::Renewed {
+            epoch: epoch(),
+            ttl_ms: 2000,
+        }),
+        round_trip(ReturnLoan {
+            server: server(),
+            epoch: epoch(),
+        }),
+        round_trip(LoanReturned {
+            server: server(),
+            epoch: epoch(),
+        }),
+        round_trip(RecallLoan {
+            server: server(),
+            epoch: epoch(),
+            grace_ms: 3000,
+        }),
+        round_trip(LentServerStatus {
+            server: server(),
+            epoch: epoch(),
+            account: account(),
+            health: Health::Healthy,
+            load: None,
+        }),
+    ]
+}
+
+#[test]
+fn every_kind_in_the_catalogue_has_a_round_tripping_sample() {
+    let sampled: BTreeSet<String> = samples()
+        .into_iter()
+        .map(|envelope| envelope.kind)
+        .collect();
+    let catalogue: BTreeSet<String> = REQUEST_KINDS
+        .iter()
+        .chain(ONE_WAY_KINDS)
+        .map(|(kind, _)| kind.to_string())
+        .chain(RESPONSE_KINDS.iter().map(|kind| kind.to_string()))
+        .collect();
+    assert_eq!(
+        sampled, catalogue,
+        "every message kind needs a sample here, and every sample a catalogue entry"
+    );
+}
+
+#[test]
+fn the_dispatcher_opens_every_kind_as_itself_from_its_sender() {
+    for (kind, sender) in REQUEST_KINDS {
+        let envelope = sample_envelope(kind);
+        let request = open_inbound_request(&envelope, *sender, ()).unwrap();
+        assert_eq!(request.kind(), *kind);
+    }
+    for (kind, sender) in ONE_WAY_KINDS {
+        let envelope = sample_envelope(kind);
+        let message = open_inbound_one_way(&envelope, *sender).unwrap();
+        assert_eq!(message.kind(), *kind);
+    }
+}
+
+#[test]
+fn a_kind_from_the_wrong_role_is_refused_by_name() {
+    let heartbeat = sample_envelope("Heartbeat");
+    let error = open_inbound_one_way(&heartbeat, Sender::Site).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "message `Heartbeat` is not valid here: the peer's role may not send it"
+    );
+    let apply = sample_envelope("ApplyPointer");
+    let error = open_inbound_request(&apply, Sender::Node, ()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("the peer's role may not send it"),
+        "{error}"
+    );
+    // A request sent as a one-way message, and a response sent as a request.
+    let error = open_inbound_one_way(&sample_envelope("RenewLease"), Sender::Node).unwrap_err();
+    assert!(
+        error.to_string().contains("not a one-way message"),
+        "{error}"
+    );
+    let error = open_inbound_request(&sample_envelope("Pong"), Sender::Site, ()).unwrap_err();
+    assert!(error.to_string().contains("it is not a request"), "{error}");
+}
+
+/// The sample envelope of `kind`.
+fn sample_envelope(kind: &str) -> Envelope {
+    samples()
+        .into_iter()
+        .find(|envelope| envelope.kind == kind)
+        .unwrap_or_else(|| panic!("no sample for {kind}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Golden samples: if one of these changes, the wire format of version 1 changed, and
+/// peers of an older build would misread us. Bump `WIRE_VERSION` instead.
+#[test]
+fn golden_encodings_of_version_1_do_not_change() {
+    let renew = Envelope::seal(
+        42,
+        &RenewLease {
+            server: server(),
+            epoch: epoch(),
+        },
+    )
+    .unwrap();
+    assert_eq!(hex(&renew.to_bytes().unwrap()), GOLDEN_RENEW_LEASE);
+    let renewed = Envelope::seal(
+        42,
+        &LeaseRenewal::Renewed {
+            epoch: epoch(),
+            ttl_ms: 2000,
+        },
+    )
+    .unwrap();
+    assert_eq!(hex(&renewed.to_bytes().unwrap()), GOLDEN_LEASE_RENEWED);
+}
+
+const GOLDEN_RENEW_LEASE: &str = "a4617601646b696e646a52656e65774c65617365626964182a64626f647952a2667365727665726261316565706f636807";
+const GOLDEN_LEASE_RENEWED: &str = "a4617601646b696e646c4c6561736552656e6577616c626964182a64626f6479581ba16752656e65776564a26565706f6368076674746c5f6d731907d0";

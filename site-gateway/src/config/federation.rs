@@ -1,0 +1,233 @@
+//! Checks across the files of one federation: names that must match between sites, and
+//! things that must be unique across all of them.
+//!
+//! These run on the raw layer, so a file with errors of its own still takes part and one
+//! run reports everything.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use toml::Spanned;
+
+use super::error::{ConfigError, Source};
+use super::raw::RawSite;
+
+pub(crate) struct File {
+    pub source: Source,
+    pub raw: RawSite,
+}
+
+impl File {
+    fn name(&self) -> &str {
+        self.raw.site.name.get_ref()
+    }
+
+    fn lists_peer(&self, site: &str) -> bool {
+        self.raw.peers.iter().any(|p| p.name.get_ref() == site)
+    }
+}
+
+pub(crate) fn check(files: &[File]) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut sites: BTreeMap<&str, &File> = BTreeMap::new();
+    for f in files {
+        match sites.get(f.name()) {
+            Some(first) => errors.push(f.source.error_at(
+                f.raw.site.name.span(),
+                format!(
+                    "site `{}` is defined by two files: {} and {}",
+                    f.name(),
+                    first.source.place(&first.raw.site.name.span()),
+                    f.source.path.display()
+                ),
+            )),
+            None => {
+                sites.insert(f.name(), f);
+            }
+        }
+    }
+    for f in files {
+        references(f, &sites, &mut errors);
+    }
+    unique(files, &mut errors);
+    listeners(files, &mut errors);
+    errors
+}
+
+/// `owner` says whose reference it is, e.g. "site `site-a`".
+fn undefined(f: &File, entry: &Spanned<String>, what: &str, owner: &str) -> ConfigError {
+    f.source.error_at(
+        entry.span(),
+        format!(
+            "{what} `{}` of {owner} is not defined by any of the files checked",
+            entry.get_ref(),
+        ),
+    )
+}
+
+/// Every site a file names must be one of the files, and peerings must agree both ways.
+fn references(f: &File, sites: &BTreeMap<&str, &File>, errors: &mut Vec<ConfigError>) {
+    let site = format!("site `{}`", f.name());
+    for p in &f.raw.peers {
+        let Some(other) = sites.get(p.name.get_ref().as_str()) else {
+            errors.push(undefined(f, &p.name, "peer", &site));
+            continue;
+        };
+        if !other.lists_peer(f.name()) {
+            errors.push(f.source.error_at(
+                p.name.span(),
+                format!(
+                    "site `{}` lists `{}` as a peer, but site `{}` ({}) does not list `{}`; peerings must be configured on both sides",
+                    f.name(),
+                    other.name(),
+                    other.name(),
+                    other.source.path.display(),
+                    f.name()
+                ),
+            ));
+        }
+        if let (Ok(addr), Ok(theirs)) = (
+            p.addr.get_ref().parse::<SocketAddr>(),
+            other
+                .raw
+                .site
+                .federation_addr
+                .get_ref()
+                .parse::<SocketAddr>(),
+        ) {
+            // A site listening on every interface can be reached at any of its IPs.
+            let matches = if theirs.ip().is_unspecified() {
+                addr.port() == theirs.port()
+            } else {
+                addr == theirs
+            };
+            if !matches {
+                errors.push(f.source.error_at(
+                    p.addr.span(),
+                    format!(
+                        "peer `{}` of site `{}` has addr {addr}, but that site's federation_addr is {theirs} ({})",
+                        other.name(),
+                        f.name(),
+                        other.source.place(&other.raw.site.federation_addr.span())
+                    ),
+                ));
+            }
+        }
+    }
+    let lending = &f.raw.lending;
+    let lists = [
+        ("lending.lend_to site", lending.lend_to.as_deref()),
+        ("lending.borrow_from site", lending.borrow_from.as_deref()),
+    ];
+    for (what, list) in lists {
+        for entry in list.unwrap_or_default() {
+            if !sites.contains_key(entry.get_ref().as_str()) {
+                errors.push(undefined(f, entry, what, &site));
+            }
+        }
+    }
+    for a in &f.raw.accounts {
+        for entry in &a.failover {
+            if !sites.contains_key(entry.get_ref().as_str()) {
+                let owner = format!("account `{}` at {site}", a.name.get_ref());
+                errors.push(undefined(f, entry, "failover site", &owner));
+            }
+        }
+    }
+}
+
+/// Accounts are homed at one site and servers belong to one inventory, federation-wide.
+fn unique(files: &[File], errors: &mut Vec<ConfigError>) {
+    let accounts = files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| f.raw.accounts.iter().map(move |a| (i, &a.name)));
+    duplicates(files, accounts, errors, |name, first, second| {
+        format!(
+            "account `{name}` is homed at two sites, `{first}` and `{second}`; an account has one home site"
+        )
+    });
+    let servers = files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| f.raw.servers.iter().map(move |s| (i, &s.id)));
+    duplicates(files, servers, errors, |id, first, second| {
+        format!(
+            "server `{id}` is in the inventory of two sites, `{first}` and `{second}`; server ids must be unique across the federation"
+        )
+    });
+}
+
+/// Reports each name that appears in more than one file, at its later place. Repeats
+/// within one file are the file's own check.
+fn duplicates<'a>(
+    files: &[File],
+    names: impl Iterator<Item = (usize, &'a Spanned<String>)>,
+    errors: &mut Vec<ConfigError>,
+    message: impl Fn(&str, &str, &str) -> String,
+) {
+    let mut first: BTreeMap<&str, (usize, Range<usize>)> = BTreeMap::new();
+    for (i, name) in names {
+        match first.get(name.get_ref().as_str()) {
+            Some((j, span)) if *j != i => {
+                let (a, b) = (&files[*j], &files[i]);
+                let text = message(name.get_ref(), a.name(), b.name());
+                errors.push(b.source.error_at(
+                    name.span(),
+                    format!("{text} (first at {})", a.source.place(span)),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                first.insert(name.get_ref(), (i, name.span()));
+            }
+        }
+    }
+}
+
+/// Listeners on one address in two files. Unspecified IPs are skipped: sites on different
+/// hosts may all bind 0.0.0.0 on the same port.
+fn listeners(files: &[File], errors: &mut Vec<ConfigError>) {
+    let mut seen: BTreeMap<SocketAddr, (usize, String, Range<usize>)> = BTreeMap::new();
+    for (i, f) in files.iter().enumerate() {
+        let s = &f.raw.site;
+        let gateway = [
+            ("admin_addr".to_owned(), &s.admin_addr),
+            ("federation_addr".to_owned(), &s.federation_addr),
+            ("management_addr".to_owned(), &s.management_addr),
+        ];
+        let servers = f.raw.servers.iter().map(|sv| {
+            (
+                format!("service_addr of server `{}`", sv.id.get_ref()),
+                &sv.service_addr,
+            )
+        });
+        for (label, raw) in gateway.into_iter().chain(servers) {
+            let Ok(addr) = raw.get_ref().parse::<SocketAddr>() else {
+                continue;
+            };
+            if addr.ip().is_unspecified() {
+                continue;
+            }
+            match seen.get(&addr) {
+                Some((j, other_label, span)) if *j != i => {
+                    let other = &files[*j];
+                    errors.push(f.source.error_at(
+                        raw.span(),
+                        format!(
+                            "site `{}`: {label} {addr} is the same address as {other_label} of site `{}` (at {}); two listeners cannot share an address",
+                            f.name(),
+                            other.name(),
+                            other.source.place(span)
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(addr, (i, label, raw.span()));
+                }
+            }
+        }
+    }
+}

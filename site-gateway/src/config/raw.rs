@@ -1,0 +1,100 @@
+//! The site file exactly as written: serde structs that refuse unknown keys and keep the
+//! spans later checks point at. Nothing here is validated beyond TOML types.
+//!
+//! Names and addresses stay strings here (with spans) so that an invalid one becomes one
+//! collected error among many, instead of stopping deserialization at the first.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSite {
+    pub site: RawSiteSection,
+    #[serde(default)]
+    pub timings: RawTimings,
+    #[serde(default)]
+    pub lending: RawLending,
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<RawPeer>,
+    #[serde(default, rename = "server")]
+    pub servers: Vec<RawServer>,
+    #[serde(default, rename = "account")]
+    pub accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSiteSection {
+    pub name: Spanned<String>,
+    pub admin_addr: Spanned<String>,
+    pub federation_addr: Spanned<String>,
+    pub management_addr: Spanned<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTimings {
+    pub lease_ttl_ms: Option<Spanned<u64>>,
+    pub renew_interval_ms: Option<Spanned<u64>>,
+    pub heartbeat_interval_ms: Option<Spanned<u64>>,
+    pub heartbeat_misses_before_failed: Option<Spanned<u32>>,
+    pub move_cooldown_ms: Option<Spanned<u64>>,
+    pub drain_timeout_ms: Option<Spanned<u64>>,
+    pub workload_stop_timeout_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLending {
+    pub reserve: Option<Spanned<u32>>,
+    pub max_lent: Option<Spanned<u32>>,
+    /// `None` (absent) means every peer; `Some([])` means nobody.
+    pub lend_to: Option<Vec<Spanned<String>>>,
+    pub borrow_from: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPeer {
+    pub name: Spanned<String>,
+    pub addr: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub id: Spanned<String>,
+    pub service_addr: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAccount {
+    pub name: Spanned<String>,
+    pub min_servers: Spanned<u32>,
+    pub max_servers: Spanned<u32>,
+    #[serde(default)]
+    pub priority: u32,
+    pub target_load: Spanned<f64>,
+    #[serde(default)]
+    pub failover: Vec<Spanned<String>>,
+    pub workload: RawWorkload,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWorkload {
+    pub software: Spanned<String>,
+    pub command: Spanned<String>,
+    #[serde(default)]
+    pub args: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, Spanned<String>>,
+    pub data_dir: Spanned<String>,
+    pub health_path: Option<Spanned<String>>,
+    pub metrics_path: Option<Spanned<String>>,
+    pub load_metric: Option<Spanned<String>>,
+}

@@ -1,0 +1,243 @@
+//! One test per check of a single site file.
+
+use std::time::Duration;
+
+use super::{BASE, check, edit, errors, one_error};
+
+#[test]
+fn base_config_is_valid_and_gets_defaults() {
+    let config = match check(BASE) {
+        Ok(config) => config,
+        Err(errors) => panic!("{errors:#?}"),
+    };
+    assert_eq!(config.site.name.as_str(), "site-a");
+    assert_eq!(config.timings.lease_ttl, Duration::from_millis(2000));
+    assert_eq!(config.timings.renew_interval, Duration::from_millis(500));
+    assert_eq!(config.timings.heartbeat_misses_before_failed, 4);
+    // Absent lend_to / borrow_from mean every peer.
+    assert_eq!(config.lending.lend_to.len(), 1);
+    assert_eq!(config.lending.borrow_from[0].as_str(), "site-b");
+    assert!(config.accounts[0].workload.env.is_empty());
+    assert_eq!(config.path.to_str(), Some("site-a.toml"));
+    assert_eq!(
+        config.summary(),
+        "site-a: 2 servers, 1 account (shop), 1 peer (site-b), lease TTL 2000 ms"
+    );
+}
+
+#[test]
+fn min_greater_than_max_names_the_account() {
+    let text = edit(BASE, "min_servers = 1", "min_servers = 3");
+    one_error(
+        &text,
+        "account `shop` at site `site-a`: min_servers 3 is greater than max_servers 2",
+    );
+}
+
+#[test]
+fn max_servers_zero() {
+    let text = edit(BASE, "max_servers = 2", "max_servers = 0");
+    one_error(&text, "account `shop` at site `site-a`: max_servers is 0");
+}
+
+#[test]
+fn target_load_must_be_positive_and_finite() {
+    for bad in ["0.0", "-1.5", "nan", "inf"] {
+        let text = edit(BASE, "target_load = 20.0", &format!("target_load = {bad}"));
+        one_error(&text, "account `shop` at site `site-a`: target_load");
+    }
+}
+
+#[test]
+fn duplicate_server_id() {
+    let text = edit(BASE, r#"id = "a2""#, r#"id = "a1""#);
+    one_error(
+        &text,
+        "server `a1` at site `site-a` is listed twice (first at site-a.toml:16)",
+    );
+}
+
+#[test]
+fn duplicate_account() {
+    let second = BASE.split("[[account]]").nth(1).unwrap_or_default();
+    let text = format!("{BASE}\n[[account]]{second}");
+    one_error(&text, "account `shop` at site `site-a` is defined twice");
+}
+
+#[test]
+fn duplicate_peer() {
+    let text = format!("{BASE}\n[[peer]]\nname = \"site-b\"\naddr = \"127.0.0.1:7202\"\n");
+    one_error(&text, "peer `site-b` of site `site-a` is listed twice");
+}
+
+#[test]
+fn peer_named_like_the_site() {
+    let text = format!("{BASE}\n[[peer]]\nname = \"site-a\"\naddr = \"127.0.0.1:7209\"\n");
+    one_error(&text, "site `site-a` lists itself as a peer");
+}
+
+#[test]
+fn failover_to_itself() {
+    let text = edit(BASE, r#"failover = ["site-b"]"#, r#"failover = ["site-a"]"#);
+    one_error(&text, "failover site `site-a` is this site itself");
+}
+
+#[test]
+fn failover_listed_twice() {
+    let text = edit(
+        BASE,
+        r#"failover = ["site-b"]"#,
+        r#"failover = ["site-b", "site-b"]"#,
+    );
+    one_error(&text, "failover site `site-b` is listed twice");
+}
+
+#[test]
+fn failover_not_a_peer() {
+    let text = edit(BASE, r#"failover = ["site-b"]"#, r#"failover = ["site-d"]"#);
+    one_error(
+        &text,
+        "account `shop` at site `site-a`: failover site `site-d` is not a configured peer (peers: site-b)",
+    );
+}
+
+#[test]
+fn lend_to_and_borrow_from_must_be_peers() {
+    let text = edit(
+        BASE,
+        "max_lent = 1",
+        "max_lent = 1\nlend_to = [\"site-x\"]\nborrow_from = [\"site-y\"]",
+    );
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors[0].contains("lending.lend_to names `site-x`, which is not a configured peer"));
+    assert!(errors[1].contains("lending.borrow_from names `site-y`"));
+}
+
+#[test]
+fn reserve_more_than_servers() {
+    let text = edit(BASE, "reserve = 1", "reserve = 3");
+    one_error(
+        &text,
+        "site `site-a`: lending.reserve 3 is more than the site's 2 servers",
+    );
+}
+
+#[test]
+fn two_listeners_on_one_address() {
+    let text = edit(BASE, "127.0.0.1:8102", "127.0.0.1:7301");
+    one_error(
+        &text,
+        "site `site-a`: service_addr of server `a2` 127.0.0.1:7301 is the same address as management_addr",
+    );
+}
+
+#[test]
+fn gateway_listener_on_any_ip_clashes_with_same_port() {
+    let text = edit(
+        BASE,
+        "admin_addr = \"127.0.0.1:7101\"",
+        "admin_addr = \"0.0.0.0:7201\"",
+    );
+    one_error(
+        &text,
+        "federation_addr 127.0.0.1:7201 is the same address as admin_addr",
+    );
+}
+
+#[test]
+fn ttl_not_longer_than_renew_interval() {
+    let text = format!("{BASE}\n[timings]\nlease_ttl_ms = 400\n");
+    let message = one_error(
+        &text,
+        "lease TTL 400 ms is not longer than its renew interval 500 ms",
+    );
+    assert!(message.starts_with("site `site-a`"));
+}
+
+#[test]
+fn zero_timings() {
+    let text = format!("{BASE}\n[timings]\nheartbeat_interval_ms = 0\ndrain_timeout_ms = 0\n");
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors[0].contains("timings.heartbeat_interval_ms must be greater than 0"));
+    assert!(errors[1].contains("timings.drain_timeout_ms must be greater than 0"));
+}
+
+#[test]
+fn zero_heartbeat_misses() {
+    let text = format!("{BASE}\n[timings]\nheartbeat_misses_before_failed = 0\n");
+    one_error(
+        &text,
+        "timings.heartbeat_misses_before_failed must be at least 1",
+    );
+}
+
+#[test]
+fn unknown_placeholder_names_account_and_placeholder() {
+    let text = edit(
+        BASE,
+        "{service_addr}\"]",
+        "{service_adr}\"]\nenv = { X = \"{nope}\" }",
+    );
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors[0].contains(
+        "account `shop` at site `site-a`: unknown placeholder `{service_adr}` in workload.args"
+    ));
+    assert!(errors[1].contains("unknown placeholder `{nope}` in workload.env.X"));
+}
+
+#[test]
+fn metrics_path_and_load_metric_go_together() {
+    let text = edit(
+        BASE,
+        "data_dir = ",
+        "metrics_path = \"/metrics\"\ndata_dir = ",
+    );
+    one_error(&text, "workload.metrics_path is set but load_metric is not");
+    let text = edit(BASE, "data_dir = ", "load_metric = \"load\"\ndata_dir = ");
+    one_error(&text, "workload.load_metric is set but metrics_path is not");
+}
+
+#[test]
+fn http_paths_start_with_slash() {
+    let text = edit(BASE, "data_dir = ", "health_path = \"health\"\ndata_dir = ");
+    one_error(&text, "workload.health_path `health` must start with '/'");
+}
+
+#[test]
+fn empty_command() {
+    let text = edit(BASE, "command = \"{leasehold}\"", "command = \"\"");
+    one_error(&text, "workload.command is empty");
+}
+
+#[test]
+fn invalid_ids_and_addresses() {
+    let text = edit(BASE, r#"id = "a2""#, r#"id = "A_2""#);
+    one_error(&text, "invalid server id `A_2`");
+    let text = edit(BASE, "127.0.0.1:7202", "localhost:7202");
+    one_error(
+        &text,
+        "addr of peer `site-b` `localhost:7202` is not an IP:port address",
+    );
+}
+
+#[test]
+fn every_error_is_reported_with_its_line() {
+    let text = edit(BASE, "min_servers = 1", "min_servers = 3");
+    let text = edit(&text, r#"id = "a2""#, r#"id = "a1""#);
+    let text = edit(&text, "reserve = 1", "reserve = 5");
+    let found = match check(&text) {
+        Ok(_) => panic!("accepted"),
+        Err(errors) => errors,
+    };
+    let places: Vec<_> = found.iter().map(|e| e.line_col).collect();
+    assert_eq!(places.len(), 3, "{found:#?}");
+    assert!(places.contains(&Some((8, 11))), "reserve: {places:?}");
+    assert!(
+        places.contains(&Some((20, 6))),
+        "duplicate server: {places:?}"
+    );
+    assert!(places.contains(&Some((25, 15))), "min_servers: {places:?}");
+}

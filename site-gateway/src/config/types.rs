@@ -1,0 +1,175 @@
+//! The validated site config: what the gateway and node agents run from. Every value here
+//! has passed the checks in `validate`, so users never re-check it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use leasehold_federation::ids::{AccountId, ServerId, SiteId};
+
+/// One site's config file, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteConfig {
+    /// The file it was read from (as given), so reloads and messages can name it.
+    pub path: PathBuf,
+    pub site: SiteSection,
+    pub timings: Timings,
+    pub lending: Lending,
+    pub peers: Vec<Peer>,
+    pub servers: Vec<Server>,
+    pub accounts: Vec<Account>,
+}
+
+/// `[site]`: who this site is and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteSection {
+    pub name: SiteId,
+    /// Admin HTTP API, metrics and status page.
+    pub admin_addr: SocketAddr,
+    /// QUIC, site to site.
+    pub federation_addr: SocketAddr,
+    /// QUIC, node agents (the management channel).
+    pub management_addr: SocketAddr,
+}
+
+/// `[timings]`, with defaults chosen from the failover target (lease 2 s, renewed four
+/// times per TTL, heartbeats four times a second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    pub lease_ttl: Duration,
+    pub renew_interval: Duration,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_misses_before_failed: u32,
+    /// A server that just moved does not move again before this.
+    pub move_cooldown: Duration,
+    /// How long a server drains before it leaves its group.
+    pub drain_timeout: Duration,
+    /// Graceful stop of a workload before a forced kill.
+    pub workload_stop_timeout: Duration,
+}
+
+impl Timings {
+    pub const DEFAULT_LEASE_TTL_MS: u64 = 2000;
+    pub const DEFAULT_RENEW_INTERVAL_MS: u64 = 500;
+    pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 250;
+    pub const DEFAULT_HEARTBEAT_MISSES_BEFORE_FAILED: u32 = 4;
+    pub const DEFAULT_MOVE_COOLDOWN_MS: u64 = 10_000;
+    pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 1000;
+    pub const DEFAULT_WORKLOAD_STOP_TIMEOUT_MS: u64 = 2000;
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_millis(Self::DEFAULT_LEASE_TTL_MS),
+            renew_interval: Duration::from_millis(Self::DEFAULT_RENEW_INTERVAL_MS),
+            heartbeat_interval: Duration::from_millis(Self::DEFAULT_HEARTBEAT_INTERVAL_MS),
+            heartbeat_misses_before_failed: Self::DEFAULT_HEARTBEAT_MISSES_BEFORE_FAILED,
+            move_cooldown: Duration::from_millis(Self::DEFAULT_MOVE_COOLDOWN_MS),
+            drain_timeout: Duration::from_millis(Self::DEFAULT_DRAIN_TIMEOUT_MS),
+            workload_stop_timeout: Duration::from_millis(Self::DEFAULT_WORKLOAD_STOP_TIMEOUT_MS),
+        }
+    }
+}
+
+/// `[lending]`, with the defaults resolved: absent lists become every peer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Lending {
+    /// Free servers this site never lends.
+    pub reserve: u32,
+    /// At most this many servers lent out at once (0: lend nothing).
+    pub max_lent: u32,
+    /// Sites allowed to borrow from this one.
+    pub lend_to: Vec<SiteId>,
+    /// Sites to borrow from, in order of preference.
+    pub borrow_from: Vec<SiteId>,
+}
+
+/// `[[peer]]`: another site and its federation address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub name: SiteId,
+    pub addr: SocketAddr,
+}
+
+/// `[[server]]`: one server of this site's inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub id: ServerId,
+    /// Where the server's workload serves customer traffic.
+    pub service_addr: SocketAddr,
+}
+
+/// `[[account]]`: an account homed at this site, with its SLA and workload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    pub name: AccountId,
+    pub min_servers: u32,
+    pub max_servers: u32,
+    /// Higher wins when servers are short.
+    pub priority: u32,
+    /// Per-server load the account aims for, in the unit of its load metric; > 0, finite.
+    pub target_load: f64,
+    /// Sites that take the account over, in order.
+    pub failover: Vec<SiteId>,
+    pub workload: Workload,
+}
+
+/// `[account.workload]`: the software and data half of the initialization pointer.
+/// Command, args and env values may hold placeholders (see [`super::placeholders`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// A label for the software version, shown in status and audit.
+    pub software: String,
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// The account's data; a relative path is under the node's work directory.
+    pub data_dir: PathBuf,
+    pub health_path: Option<String>,
+    pub metrics_path: Option<String>,
+    /// The gauge in `metrics_path` that is the load; set exactly when `metrics_path` is.
+    pub load_metric: Option<String>,
+}
+
+impl SiteConfig {
+    /// One line for `config check` and logs, e.g.
+    /// `site-a: 4 servers, 2 accounts (shop, blog), 2 peers (site-b, site-c), lease TTL 2000 ms`.
+    pub fn summary(&self) -> String {
+        let accounts: Vec<&str> = self.accounts.iter().map(|a| a.name.as_str()).collect();
+        let peers: Vec<&str> = self.peers.iter().map(|p| p.name.as_str()).collect();
+        format!(
+            "{}: {}, {}, {}, lease TTL {} ms",
+            self.site.name,
+            count(self.servers.len(), "server"),
+            listed(accounts.len(), "account", &accounts),
+            listed(peers.len(), "peer", &peers),
+            self.timings.lease_ttl.as_millis()
+        )
+    }
+
+    pub fn account(&self, name: &AccountId) -> Option<&Account> {
+        self.accounts.iter().find(|a| &a.name == name)
+    }
+
+    pub fn peer(&self, name: &SiteId) -> Option<&Peer> {
+        self.peers.iter().find(|p| &p.name == name)
+    }
+}
+
+fn count(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+fn listed(n: usize, word: &str, names: &[&str]) -> String {
+    if names.is_empty() {
+        count(n, word)
+    } else {
+        format!("{} ({})", count(n, word), names.join(", "))
+    }
+}

@@ -1,0 +1,370 @@
+//! One file's own semantic checks: raw layer in, [`SiteConfig`] or every error found out.
+//! Accounts are checked in `account.rs`; checks across files in `federation.rs`.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use leasehold_federation::ids::{InvalidId, ServerId, SiteId};
+use toml::Spanned;
+
+use super::error::{ConfigError, Source};
+use super::raw::{RawLending, RawSite, RawTimings};
+use super::types::{Lending, Peer, Server, SiteConfig, SiteSection, Timings};
+
+/// Collects errors for one file, so that every check runs even after one has failed.
+pub(crate) struct Checker<'a> {
+    pub source: &'a Source,
+    /// The site's name as written, for messages, even when it is not a valid id.
+    pub site: &'a str,
+    pub errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.errors.push(self.source.error_at(span, message));
+    }
+
+    /// Parses an id, or records why not with `subject` saying whose it is.
+    pub fn id<T>(
+        &mut self,
+        raw: &Spanned<String>,
+        subject: &str,
+        parse: fn(&str) -> Result<T, InvalidId>,
+    ) -> Option<T> {
+        match parse(raw.get_ref()) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.error(raw.span(), format!("{subject}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn addr(&mut self, raw: &Spanned<String>, subject: &str) -> Option<SocketAddr> {
+        match raw.get_ref().parse() {
+            Ok(addr) => Some(addr),
+            Err(e) => {
+                self.error(
+                    raw.span(),
+                    format!(
+                        "{subject} `{}` is not an IP:port address ({e}); write e.g. `127.0.0.1:7101`",
+                        raw.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+pub(crate) fn validate(source: &Source, raw: &RawSite) -> Result<SiteConfig, Vec<ConfigError>> {
+    let mut c = Checker {
+        source,
+        site: raw.site.name.get_ref(),
+        errors: Vec::new(),
+    };
+    let site = site_section(&mut c, raw);
+    let timings = timings(&mut c, &raw.timings);
+    let peers = peers(&mut c, raw);
+    let peer_names: Vec<&str> = raw
+        .peers
+        .iter()
+        .map(|p| p.name.get_ref().as_str())
+        .collect();
+    let servers = servers(&mut c, raw);
+    let lending = lending(&mut c, &raw.lending, &peer_names, raw.servers.len());
+    listeners(&mut c, raw);
+    let accounts = super::account::accounts(&mut c, &raw.accounts, &peer_names);
+
+    match (site, peers, servers, lending, accounts) {
+        (Some(site), Some(peers), Some(servers), Some(lending), Some(accounts))
+            if c.errors.is_empty() =>
+        {
+            Ok(SiteConfig {
+                path: source.path.clone(),
+                site,
+                timings,
+                lending,
+                peers,
+                servers,
+                accounts,
+            })
+        }
+        _ => Err(c.errors),
+    }
+}
+
+fn site_section(c: &mut Checker<'_>, raw: &RawSite) -> Option<SiteSection> {
+    let s = &raw.site;
+    let name = c.id(&s.name, "[site] name", SiteId::parse);
+    let subject = |key| format!("{key} of site `{}`", s.name.get_ref());
+    let admin_addr = c.addr(&s.admin_addr, &subject("admin_addr"));
+    let federation_addr = c.addr(&s.federation_addr, &subject("federation_addr"));
+    let management_addr = c.addr(&s.management_addr, &subject("management_addr"));
+    Some(SiteSection {
+        name: name?,
+        admin_addr: admin_addr?,
+        federation_addr: federation_addr?,
+        management_addr: management_addr?,
+    })
+}
+
+fn timings(c: &mut Checker<'_>, raw: &RawTimings) -> Timings {
+    let mut positive = |value: &Option<Spanned<u64>>, key: &str, default: u64| match value {
+        Some(v) if *v.get_ref() == 0 => {
+            c.error(
+                v.span(),
+                format!(
+                    "site `{}`: timings.{key} must be greater than 0 (default {default})",
+                    c.site
+                ),
+            );
+            Duration::from_millis(default)
+        }
+        Some(v) => Duration::from_millis(*v.get_ref()),
+        None => Duration::from_millis(default),
+    };
+    let t = Timings {
+        lease_ttl: positive(
+            &raw.lease_ttl_ms,
+            "lease_ttl_ms",
+            Timings::DEFAULT_LEASE_TTL_MS,
+        ),
+        renew_interval: positive(
+            &raw.renew_interval_ms,
+            "renew_interval_ms",
+            Timings::DEFAULT_RENEW_INTERVAL_MS,
+        ),
+        heartbeat_interval: positive(
+            &raw.heartbeat_interval_ms,
+            "heartbeat_interval_ms",
+            Timings::DEFAULT_HEARTBEAT_INTERVAL_MS,
+        ),
+        move_cooldown: positive(
+            &raw.move_cooldown_ms,
+            "move_cooldown_ms",
+            Timings::DEFAULT_MOVE_COOLDOWN_MS,
+        ),
+        drain_timeout: positive(
+            &raw.drain_timeout_ms,
+            "drain_timeout_ms",
+            Timings::DEFAULT_DRAIN_TIMEOUT_MS,
+        ),
+        workload_stop_timeout: positive(
+            &raw.workload_stop_timeout_ms,
+            "workload_stop_timeout_ms",
+            Timings::DEFAULT_WORKLOAD_STOP_TIMEOUT_MS,
+        ),
+        heartbeat_misses_before_failed: Timings::DEFAULT_HEARTBEAT_MISSES_BEFORE_FAILED,
+    };
+    let misses = match &raw.heartbeat_misses_before_failed {
+        Some(v) if *v.get_ref() == 0 => {
+            c.error(
+                v.span(),
+                format!(
+                    "site `{}`: timings.heartbeat_misses_before_failed must be at least 1",
+                    c.site
+                ),
+            );
+            t.heartbeat_misses_before_failed
+        }
+        Some(v) => *v.get_ref(),
+        None => t.heartbeat_misses_before_failed,
+    };
+    // A lease that expires before it is renewed lapses on every round; zero values were
+    // reported above and would only add noise here.
+    let zero = |v: &Option<Spanned<u64>>| v.as_ref().is_some_and(|v| *v.get_ref() == 0);
+    if !zero(&raw.lease_ttl_ms) && !zero(&raw.renew_interval_ms) && t.renew_interval >= t.lease_ttl
+    {
+        let span = raw
+            .lease_ttl_ms
+            .as_ref()
+            .or(raw.renew_interval_ms.as_ref())
+            .map_or(0..0, |v| v.span());
+        c.error(
+            span,
+            format!(
+                "site `{}`: lease TTL {} ms is not longer than its renew interval {} ms; a lease would lapse before it is renewed",
+                c.site,
+                t.lease_ttl.as_millis(),
+                t.renew_interval.as_millis()
+            ),
+        );
+    }
+    Timings {
+        heartbeat_misses_before_failed: misses,
+        ..t
+    }
+}
+
+fn peers(c: &mut Checker<'_>, raw: &RawSite) -> Option<Vec<Peer>> {
+    let mut out = Some(Vec::new());
+    for (i, p) in raw.peers.iter().enumerate() {
+        let name = p.name.get_ref();
+        let subject = format!("peer of site `{}`", c.site);
+        let id = c.id(&p.name, &subject, SiteId::parse);
+        if name == c.site {
+            c.error(
+                p.name.span(),
+                format!("site `{}` lists itself as a peer", c.site),
+            );
+        }
+        if let Some(first) = raw.peers[..i].iter().find(|q| q.name.get_ref() == name) {
+            let msg = format!(
+                "peer `{name}` of site `{}` is listed twice (first at {})",
+                c.site,
+                c.source.place(&first.name.span())
+            );
+            c.error(p.name.span(), msg);
+        }
+        let addr = c.addr(&p.addr, &format!("addr of peer `{name}`"));
+        match (id, addr, out.as_mut()) {
+            (Some(name), Some(addr), Some(list)) => list.push(Peer { name, addr }),
+            _ => out = None,
+        }
+    }
+    out
+}
+
+fn servers(c: &mut Checker<'_>, raw: &RawSite) -> Option<Vec<Server>> {
+    let mut out = Some(Vec::new());
+    for (i, s) in raw.servers.iter().enumerate() {
+        let id_text = s.id.get_ref();
+        let id = c.id(
+            &s.id,
+            &format!("server of site `{}`", c.site),
+            ServerId::parse,
+        );
+        if let Some(first) = raw.servers[..i].iter().find(|t| t.id.get_ref() == id_text) {
+            let msg = format!(
+                "server `{id_text}` at site `{}` is listed twice (first at {}); server ids must be unique",
+                c.site,
+                c.source.place(&first.id.span())
+            );
+            c.error(s.id.span(), msg);
+        }
+        let addr = c.addr(
+            &s.service_addr,
+            &format!("service_addr of server `{id_text}`"),
+        );
+        match (id, addr, out.as_mut()) {
+            (Some(id), Some(service_addr), Some(list)) => list.push(Server { id, service_addr }),
+            _ => out = None,
+        }
+    }
+    out
+}
+
+fn lending(
+    c: &mut Checker<'_>,
+    raw: &RawLending,
+    peers: &[&str],
+    server_count: usize,
+) -> Option<Lending> {
+    let reserve = raw.reserve.as_ref().map_or(0, |r| *r.get_ref());
+    if let Some(r) = &raw.reserve
+        && *r.get_ref() as usize > server_count
+    {
+        c.error(
+            r.span(),
+            format!(
+                "site `{}`: lending.reserve {reserve} is more than the site's {server_count} servers",
+                c.site
+            ),
+        );
+    }
+    let lend_to = site_list(c, raw.lend_to.as_deref(), "lending.lend_to", peers);
+    let borrow_from = site_list(c, raw.borrow_from.as_deref(), "lending.borrow_from", peers);
+    Some(Lending {
+        reserve,
+        max_lent: raw.max_lent.as_ref().map_or(0, |m| *m.get_ref()),
+        lend_to: lend_to?,
+        borrow_from: borrow_from?,
+    })
+}
+
+/// A list of peer names (lend_to, borrow_from); absent means every peer, in `[[peer]]` order.
+fn site_list(
+    c: &mut Checker<'_>,
+    list: Option<&[Spanned<String>]>,
+    key: &str,
+    peers: &[&str],
+) -> Option<Vec<SiteId>> {
+    let Some(list) = list else {
+        return peers.iter().map(|p| SiteId::parse(p).ok()).collect();
+    };
+    let mut out = Some(Vec::new());
+    for (i, entry) in list.iter().enumerate() {
+        let name = entry.get_ref();
+        if list[..i].iter().any(|e| e.get_ref() == name) {
+            c.error(
+                entry.span(),
+                format!("site `{}`: {key} lists `{name}` twice", c.site),
+            );
+        }
+        if !peers.contains(&name.as_str()) {
+            c.error(
+                entry.span(),
+                format!(
+                    "site `{}`: {key} names `{name}`, which is not a configured peer ({})",
+                    c.site,
+                    known(peers)
+                ),
+            );
+            out = None;
+        }
+        match (SiteId::parse(name), out.as_mut()) {
+            (Ok(id), Some(v)) => v.push(id),
+            _ => out = None,
+        }
+    }
+    out
+}
+
+/// "peers: a, b" or "no peers are configured", for messages about unknown peers.
+pub(crate) fn known(peers: &[&str]) -> String {
+    if peers.is_empty() {
+        "no peers are configured".to_owned()
+    } else {
+        format!("peers: {}", peers.join(", "))
+    }
+}
+
+/// Two of this file's listeners on one address. The gateway's own three share a host, so
+/// there an unspecified IP also clashes with any IP on the same port.
+fn listeners(c: &mut Checker<'_>, raw: &RawSite) {
+    let s = &raw.site;
+    let mut seen: Vec<(SocketAddr, String, Range<usize>, bool)> = Vec::new();
+    let gateway = [
+        ("admin_addr", &s.admin_addr),
+        ("federation_addr", &s.federation_addr),
+        ("management_addr", &s.management_addr),
+    ];
+    let gateway = gateway.iter().map(|(k, v)| ((*k).to_owned(), *v, true));
+    let servers = raw.servers.iter().map(|sv| {
+        let label = format!("service_addr of server `{}`", sv.id.get_ref());
+        (label, &sv.service_addr, false)
+    });
+    for (label, raw_addr, on_gateway) in gateway.chain(servers) {
+        let Ok(addr) = raw_addr.get_ref().parse::<SocketAddr>() else {
+            continue;
+        };
+        let clash = seen.iter().find(|(other, _, _, other_on_gateway)| {
+            *other == addr
+                || (on_gateway
+                    && *other_on_gateway
+                    && other.port() == addr.port()
+                    && (other.ip().is_unspecified() || addr.ip().is_unspecified()))
+        });
+        if let Some((_, other_label, other_span, _)) = clash {
+            let msg = format!(
+                "site `{}`: {label} {addr} is the same address as {other_label} (at {}); two listeners cannot share an address",
+                c.site,
+                c.source.place(other_span)
+            );
+            c.error(raw_addr.span(), msg);
+        }
+        seen.push((addr, label, raw_addr.span(), on_gateway));
+    }
+}

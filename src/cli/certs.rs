@@ -1,0 +1,80 @@
+//! `leasehold certs ...`: create the federation's CA and issue site and node certificates.
+//!
+//! Prints the paths it wrote, never key material: terminal scrollback and CI logs outlive
+//! the keys' file permissions.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use leasehold_federation::ids::{ServerId, SiteId};
+use leasehold_federation::transport::certs;
+use leasehold_federation::transport::identity::PeerName;
+
+#[derive(Debug, clap::Args)]
+pub struct CertsArgs {
+    #[command(subcommand)]
+    pub command: CertsCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CertsCommand {
+    /// Create the federation CA (DIR/ca.crt, DIR/ca.key). Do this once per federation.
+    Init {
+        /// Directory that holds the CA and every certificate it issues.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Replace an existing CA. Every certificate it issued stops being trusted.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a site certificate (DIR/sites/NAME.*), or with --node a node certificate
+    /// (DIR/nodes/ID.*), signed by the CA in DIR.
+    Issue {
+        /// Directory made by `leasehold certs init`.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The site, e.g. `site-a`.
+        #[arg(long, value_name = "NAME")]
+        site: SiteId,
+        /// Issue for the node agent on server ID, at site NAME.
+        #[arg(long, value_name = "ID")]
+        node: Option<ServerId>,
+        /// Replace an existing certificate and key.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
+    let written = match args.command {
+        CertsCommand::Init { dir, force } => certs::init_ca(&dir, force)
+            .with_context(|| format!("creating the federation CA in {}", dir.display()))?,
+        CertsCommand::Issue {
+            dir,
+            site,
+            node,
+            force,
+        } => {
+            let name = match node {
+                Some(server) => PeerName::Node { site, server },
+                None => PeerName::Site(site),
+            };
+            certs::issue(&dir, &name, force)
+                .with_context(|| format!("issuing a certificate for {name}"))?
+        }
+    };
+    for path in &written {
+        println!("wrote {}{}", path.display(), describe(path));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Marks key files, so the operator knows which files must stay private.
+fn describe(path: &Path) -> &'static str {
+    if path.extension().is_some_and(|ext| ext == "key") {
+        " (mode 0600)"
+    } else {
+        ""
+    }
+}

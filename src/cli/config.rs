@@ -1,0 +1,57 @@
+//! `leasehold config check FILE...`: validates site files, alone or as one federation,
+//! with the same loader the gateway starts from. Exits 78 (EX_CONFIG) on any error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use leasehold_site_gateway::config;
+
+/// EX_CONFIG from sysexits.h, as Vector's `validate` uses: scripts can tell a refused
+/// config from a crash.
+const EX_CONFIG: u8 = 78;
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    command: ConfigCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ConfigCommand {
+    /// Check site config files. Give every file of the federation to check the references
+    /// between sites as well; exits 0 when valid, 78 when not.
+    Check {
+        /// Site config files (TOML), e.g. configs/site-a.toml configs/site-b.toml.
+        #[arg(required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+    },
+}
+
+pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        ConfigCommand::Check { files } => Ok(check(&files)),
+    }
+}
+
+fn check(files: &[PathBuf]) -> ExitCode {
+    match config::load_federation(files) {
+        Ok(sites) => {
+            for site in &sites {
+                if files.len() == 1 {
+                    println!(
+                        "{} (cross-site references not checked: give all the federation's files to check them)",
+                        site.summary()
+                    );
+                } else {
+                    println!("{}", site.summary());
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("config refused; fix the errors above, nothing was changed");
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
