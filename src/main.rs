@@ -24,7 +24,17 @@ enum Command {
     Config(cli::config::ConfigArgs),
     /// Create the federation's CA and issue site and node certificates.
     Certs(cli::certs::CertsArgs),
-    /// Run the three-site demo on this machine with the configs in configs/.
+    /// Run a site gateway.
+    Gateway(cli::gateway::GatewayArgs),
+    /// Run the node agent of one server.
+    Node(cli::node::NodeArgs),
+    /// Run many simulated servers in one process.
+    Fleet(cli::fleet::FleetArgs),
+    /// Run the demo workload: a small HTTP service that reports its own load.
+    Workload(cli::workload::WorkloadArgs),
+    /// Measure the decision core.
+    Bench(cli::bench::BenchArgs),
+    /// Run the demo on this machine: site-a of configs/ with real node agents and workloads.
     Demo(cli::demo::DemoArgs),
 }
 
@@ -40,6 +50,11 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Config(args) => cli::config::run(args),
         Command::Certs(args) => cli::certs::run(args),
+        Command::Gateway(args) => cli::gateway::run(args),
+        Command::Node(args) => cli::node::run(args),
+        Command::Fleet(args) => cli::fleet::run(args),
+        Command::Workload(args) => cli::workload::run(args),
+        Command::Bench(args) => cli::bench::run(args),
         Command::Demo(args) => cli::demo::run(args),
     };
     match outcome {

@@ -372,6 +372,8 @@ async fn a_node_and_its_gateway_exchange_every_management_message() {
                             site: site("site-a"),
                             heartbeat_interval_ms: 250,
                             lease_ttl_ms: 2000,
+                            renew_interval_ms: 500,
+                            service_addr: "127.0.0.1:8101".into(),
                         })
                         .await
                         .unwrap();

@@ -1,3 +1,10 @@
-//! Seeded fault campaigns against a real Leasehold federation (`leasehold chaos`).
-//! Empty until the chaos issue (#6) builds it; it exists now so the workspace has the
-//! shape of the design card.
+//! Real Leasehold processes for integration tests, the demo and (issue #6) seeded fault
+//! campaigns. The binary's path is an argument, so the root package's tests pass
+//! `env!("CARGO_BIN_EXE_leasehold")` and the demo passes its own executable.
+//!
+//! - [`harness::process`]: child processes that die with their guard, pass or fail.
+//! - [`harness::site`]: site config files with free loopback ports, certificates.
+//! - [`harness::admin`]: polling a gateway's admin API with deadlines.
+//! - [`harness::evidence`]: reading node event logs and checking them.
+
+pub mod harness;

@@ -1,6 +1,8 @@
 //! Everything that crosses a process boundary in Leasehold, and nothing else.
 //!
 //! - [`ids`]: the newtypes for sites, servers, accounts and epochs.
+//! - [`placeholders`]: the `{name}` grammar of workload commands, shared by config check
+//!   and the node agent.
 //! - [`wire`]: the versioned envelope, every message type, the CBOR codec, frames.
 //! - [`transport`]: QUIC (quinn) with mutual TLS (rustls, ring), certificates, peer identity.
 //!
@@ -8,5 +10,6 @@
 //! config files. The gateway and the node agent depend on it; it depends on neither.
 
 pub mod ids;
+pub mod placeholders;
 pub mod transport;
 pub mod wire;

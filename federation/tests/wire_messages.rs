@@ -84,6 +84,8 @@ fn samples() -> Vec<Envelope> {
             site: site(),
             heartbeat_interval_ms: 250,
             lease_ttl_ms: 2000,
+            renew_interval_ms: 500,
+            service_addr: "127.0.0.1:8101".into(),
         }),
         round_trip(Registration::Refused(refusal())),
         round_trip(RenewLease {

@@ -1,3 +1,19 @@
-//! The Leasehold node agent (`leasehold node run`): its Server actor, the process driver
-//! and the event log. Empty until the one-site issue (#3) builds it; it exists now so the
-//! workspace has the shape of the design card.
+//! The Leasehold node agent (`leasehold node run`): one per server. It applies the
+//! gateway's initialization pointers under leases and epochs, runs the account's workload
+//! through the process driver, and keeps the event log that safety is judged from.
+//!
+//! - [`model`]: the plain state machine (no I/O, no clock).
+//! - [`actors`]: the `Server` actor and its management-channel link.
+//! - [`driver`]: the process driver, the guard, health and load probes.
+//! - [`event_log`] and [`evidence`]: the record and its checker (public: the gateway's
+//!   tests, the demo and the chaos checker read them).
+//! - [`agent`]: startup, restart recovery, signals.
+
+pub mod actors;
+pub mod agent;
+pub mod clock;
+pub mod driver;
+pub mod event_log;
+pub mod evidence;
+pub mod fleet;
+pub mod model;

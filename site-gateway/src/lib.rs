@@ -1,3 +1,10 @@
-//! A Leasehold site gateway. For now: the per-site config ([`config`]).
+//! A Leasehold site gateway (`leasehold gateway run`): its config ([`config`]), its
+//! decision core ([`model`], plain Rust), its journal ([`journal`]), the actor shell
+//! ([`actors`]), the admin API ([`api`]) and the start-up that ties them ([`gateway`]).
 
+pub mod actors;
+pub mod api;
 pub mod config;
+pub mod gateway;
+pub mod journal;
+pub mod model;

@@ -1,6 +1,11 @@
 //! The subcommands of `leasehold`, one module each. Each parses its own arguments and calls
 //! into the library crates; no decision logic lives here.
 
+pub mod bench;
 pub mod certs;
 pub mod config;
 pub mod demo;
+pub mod fleet;
+pub mod gateway;
+pub mod node;
+pub mod workload;

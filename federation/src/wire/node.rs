@@ -34,6 +34,10 @@ pub enum Registration {
         site: SiteId,
         heartbeat_interval_ms: u64,
         lease_ttl_ms: u64,
+        /// How often the node renews a lease it holds.
+        renew_interval_ms: u64,
+        /// Where this server's workload serves customer traffic (`{service_addr}`).
+        service_addr: String,
     },
     Refused(Refusal),
 }

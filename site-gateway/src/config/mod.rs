@@ -10,7 +10,7 @@ mod account;
 mod error;
 mod federation;
 mod parse;
-pub mod placeholders;
+pub use leasehold_federation::placeholders;
 mod raw;
 mod types;
 mod validate;

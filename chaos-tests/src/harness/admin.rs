@@ -1,0 +1,55 @@
+//! Reading a gateway's admin API: plain HTTP GETs with short timeouts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// GET `http://addr{path}` and parse the body as JSON.
+pub fn get_json(addr: SocketAddr, path: &str) -> Result<Value, String> {
+    let body = get_text(addr, path)?;
+    serde_json::from_str(&body).map_err(|error| format!("GET {path}: not JSON ({error}): {body}"))
+}
+
+/// GET `http://addr{path}` and return the body of a 2xx answer.
+pub fn get_text(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .get(&format!("http://{addr}{path}"))
+        .call()
+        .map_err(|error| format!("GET {path}: {error}"))?;
+    let status = response.status();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|error| format!("GET {path}: {error}"))?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("GET {path}: {status}: {body}"))
+    }
+}
+
+/// The `/v1/servers` entry of `server`, as JSON.
+pub fn server_state(addr: SocketAddr, server: &str) -> Result<Value, String> {
+    let servers = get_json(addr, "/v1/servers")?;
+    servers
+        .as_array()
+        .and_then(|servers| servers.iter().find(|entry| entry["id"] == server))
+        .cloned()
+        .ok_or_else(|| format!("no server {server} in {servers}"))
+}
+
+/// The `/v1/accounts` entry of `account`, as JSON.
+pub fn account_state(addr: SocketAddr, account: &str) -> Result<Value, String> {
+    let accounts = get_json(addr, "/v1/accounts")?;
+    accounts
+        .as_array()
+        .and_then(|accounts| accounts.iter().find(|entry| entry["name"] == account))
+        .cloned()
+        .ok_or_else(|| format!("no account {account} in {accounts}"))
+}

@@ -1,0 +1,153 @@
+//! Site config files for tests, with free loopback ports, and the certificates to run them.
+//! Tests never use the fixed ports of configs/; only the demo does.
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+
+use leasehold_federation::ids::{ServerId, SiteId};
+use leasehold_federation::transport::certs;
+use leasehold_federation::transport::identity::PeerName;
+
+/// An account of a test site; the workload is `leasehold workload` with a health check
+/// and its load metric, like the example configs.
+#[derive(Debug, Clone)]
+pub struct AccountSpec {
+    pub name: String,
+    pub min_servers: u32,
+    pub max_servers: u32,
+    pub priority: u32,
+    pub target_load: f64,
+    /// Another command than the demo workload (`command`, `args`), e.g. one that fails.
+    pub command: Option<(String, Vec<String>)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SiteSpec {
+    pub name: String,
+    pub servers: Vec<String>,
+    pub accounts: Vec<AccountSpec>,
+    /// `[timings]` keys to set, e.g. `("move_cooldown_ms", 1000)`.
+    pub timings: Vec<(&'static str, u64)>,
+}
+
+/// A site config written to disk, with the addresses it chose.
+#[derive(Debug, Clone)]
+pub struct PreparedSite {
+    pub name: String,
+    pub config: PathBuf,
+    pub admin: SocketAddr,
+    pub federation: SocketAddr,
+    pub management: SocketAddr,
+    pub servers: Vec<(String, SocketAddr)>,
+}
+
+/// A loopback port free for both TCP and UDP right now (QUIC listens on UDP, the admin
+/// API and workloads on TCP).
+pub fn free_port() -> Result<u16, String> {
+    for _ in 0..50 {
+        let tcp = TcpListener::bind("127.0.0.1:0").map_err(|error| error.to_string())?;
+        let port = tcp.local_addr().map_err(|error| error.to_string())?.port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no port free for both TCP and UDP after 50 tries".to_owned())
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Writes `dir/<site>.toml` for `spec` with fresh ports.
+pub fn prepare_site(dir: &Path, spec: &SiteSpec) -> Result<PreparedSite, String> {
+    let admin = loopback(free_port()?);
+    let federation = loopback(free_port()?);
+    let management = loopback(free_port()?);
+    let mut servers = Vec::new();
+    for id in &spec.servers {
+        servers.push((id.clone(), loopback(free_port()?)));
+    }
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "[site]\nname = \"{}\"\nadmin_addr = \"{admin}\"\nfederation_addr = \"{federation}\"\nmanagement_addr = \"{management}\"\n",
+        spec.name
+    );
+    if !spec.timings.is_empty() {
+        text.push_str("[timings]\n");
+        for (key, value) in &spec.timings {
+            let _ = writeln!(text, "{key} = {value}");
+        }
+        text.push('\n');
+    }
+    for (id, addr) in &servers {
+        let _ = writeln!(
+            text,
+            "[[server]]\nid = \"{id}\"\nservice_addr = \"{addr}\"\n"
+        );
+    }
+    for account in &spec.accounts {
+        let (command, args) = match &account.command {
+            Some((command, args)) => (command.clone(), args.clone()),
+            None => (
+                "{leasehold}".to_owned(),
+                [
+                    "workload",
+                    "--listen",
+                    "{service_addr}",
+                    "--data",
+                    "{data_dir}",
+                    "--account",
+                    "{account}",
+                ]
+                .iter()
+                .map(|arg| arg.to_string())
+                .collect(),
+            ),
+        };
+        let _ = writeln!(
+            text,
+            "[[account]]\nname = \"{name}\"\nmin_servers = {min}\nmax_servers = {max}\npriority = {priority}\ntarget_load = {target:?}\n\n[account.workload]\nsoftware = \"{name}-web 1.0\"\ncommand = {command:?}\nargs = {args:?}\ndata_dir = \"data/{name}\"\nhealth_path = \"/health\"\nmetrics_path = \"/metrics\"\nload_metric = \"leasehold_workload_load\"\n",
+            name = account.name,
+            min = account.min_servers,
+            max = account.max_servers,
+            priority = account.priority,
+            target = account.target_load,
+        );
+    }
+    let config = dir.join(format!("{}.toml", spec.name));
+    std::fs::write(&config, text)
+        .map_err(|error| format!("cannot write {}: {error}", config.display()))?;
+    Ok(PreparedSite {
+        name: spec.name.clone(),
+        config,
+        admin,
+        federation,
+        management,
+        servers,
+    })
+}
+
+/// A federation CA in `dir` with certificates for each site and each of its servers.
+pub fn create_certs(dir: &Path, sites: &[(&str, Vec<String>)]) -> Result<(), String> {
+    certs::init_ca(dir, true).map_err(|error| error.to_string())?;
+    for (site, servers) in sites {
+        let site = SiteId::parse(site).map_err(|error| error.to_string())?;
+        certs::issue(dir, &PeerName::Site(site.clone()), true)
+            .map_err(|error| error.to_string())?;
+        for server in servers {
+            let server = ServerId::parse(server).map_err(|error| error.to_string())?;
+            certs::issue(
+                dir,
+                &PeerName::Node {
+                    site: site.clone(),
+                    server,
+                },
+                true,
+            )
+            .map_err(|error| error.to_string())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! The messages the `Server` actor takes. Commands from the gateway carry their typed
+//! reply; everything else is an event (past tense) from the link, a probe or a timer task.
+
+use std::time::Duration;
+
+use leasehold_federation::ids::Epoch;
+use leasehold_federation::transport::connection::{Connection, ReplyPort};
+use leasehold_federation::wire::Reply;
+use leasehold_federation::wire::node::{ApplyPointer, LeaseRenewal, RunningWorkload, StopWorkload};
+use tokio::sync::oneshot;
+
+use crate::clock::MonoTime;
+use crate::driver::probe::CpuReading;
+
+/// The link registered with the gateway (`Registration::Accepted`).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Connected {
+    /// Counts connections, so that a late `Disconnected` of an old one is ignored.
+    pub generation: u64,
+    pub connection: Connection,
+    pub heartbeat_interval: Duration,
+    pub renew_interval: Duration,
+    pub service_addr: String,
+}
+
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Disconnected {
+    pub generation: u64,
+}
+
+/// What a `RegisterServer` should say: what runs, and the highest epoch applied.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "(Option<RunningWorkload>, Epoch)")]
+pub struct DescribeForRegistration;
+
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct ApplyPointerReceived(pub ApplyPointer, pub Reply<ApplyPointer, ReplyPort>);
+
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct StopWorkloadReceived(pub StopWorkload, pub Reply<StopWorkload, ReplyPort>);
+
+/// How a `RenewLease` sent at `sent_at` ended; `Err` means no answer (maybe done).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct RenewAnswered {
+    pub epoch: Epoch,
+    pub sent_at: MonoTime,
+    pub outcome: Result<LeaseRenewal, String>,
+}
+
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct HealthChecked {
+    pub epoch: Epoch,
+    pub outcome: Result<(), String>,
+}
+
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct LoadSampled {
+    pub epoch: Epoch,
+    pub load: Option<f64>,
+    pub cpu: Option<CpuReading>,
+}
+
+/// SIGTERM or SIGINT: stop the workload, then answer on `done`.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    pub done: oneshot::Sender<()>,
+}

@@ -1,0 +1,249 @@
+//! The `Server` actor's handlers: decode, call the model, perform the effects.
+
+use actix::{ActorFutureExt, AsyncContext, Context, Handler, MessageResult, WrapFuture};
+use leasehold_federation::ids::Epoch;
+use leasehold_federation::wire::common::Refusal;
+use leasehold_federation::wire::node::{LeaseRenewal, PointerApplication, StopOutcome};
+
+use super::{Link, Probes, Server, answer, spawn_reporter};
+use crate::actors::messages::*;
+use crate::clock::mono_now;
+use crate::driver::{DriverReport, probe};
+use crate::event_log::EventKind;
+
+impl Server {
+    /// A refused command changes nothing; it is logged with its reason and recorded.
+    fn record_refusal(&self, kind: &str, epoch: Epoch, refusal: &Refusal) {
+        tracing::warn!(kind, %epoch, %refusal, "command refused");
+        self.log.append(EventKind::CommandRefused {
+            kind: kind.to_owned(),
+            epoch,
+            reason: refusal.to_string(),
+        });
+    }
+}
+
+impl Handler<Connected> for Server {
+    type Result = ();
+
+    fn handle(&mut self, msg: Connected, ctx: &mut Context<Self>) {
+        self.model.set_renew_interval(msg.renew_interval);
+        self.service_addr = msg.service_addr;
+        let reports = spawn_reporter(msg.connection.clone());
+        self.link = Some(Link {
+            generation: msg.generation,
+            connection: msg.connection,
+            reports,
+        });
+        self.start_heartbeats(msg.heartbeat_interval, ctx);
+    }
+}
+
+impl Handler<Disconnected> for Server {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnected, ctx: &mut Context<Self>) {
+        if self
+            .link
+            .as_ref()
+            .is_some_and(|l| l.generation == msg.generation)
+        {
+            self.link = None;
+            if let Some(handle) = self.heartbeat.take() {
+                ctx.cancel_future(handle);
+            }
+        }
+    }
+}
+
+impl Handler<DescribeForRegistration> for Server {
+    type Result = MessageResult<DescribeForRegistration>;
+
+    fn handle(&mut self, _: DescribeForRegistration, _: &mut Context<Self>) -> Self::Result {
+        MessageResult((self.model.running(), self.model.highest_epoch()))
+    }
+}
+
+impl Handler<ApplyPointerReceived> for Server {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyPointerReceived, ctx: &mut Context<Self>) {
+        let ApplyPointerReceived(request, reply) = msg;
+        let (account, epoch) = (request.pointer.account.clone(), request.pointer.epoch);
+        match self
+            .model
+            .apply(&request.server, request.pointer, mono_now())
+        {
+            Err(refusal) => {
+                self.record_refusal("ApplyPointer", epoch, &refusal);
+                answer(reply, PointerApplication::Refused(refusal));
+            }
+            Ok(effects) => {
+                tracing::info!(%account, %epoch, "pointer accepted");
+                // S-2, D-1: the epoch is on disk before the gateway hears `Accepted` and
+                // before anything is acted on.
+                let log = self.log.clone();
+                let journal = async move {
+                    log.append_synced(EventKind::PointerAccepted { account, epoch })
+                        .await;
+                };
+                ctx.spawn(journal.into_actor(self).map(move |(), actor, ctx| {
+                    answer(reply, PointerApplication::Accepted { epoch });
+                    actor.perform(effects, ctx);
+                }));
+            }
+        }
+    }
+}
+
+impl Handler<StopWorkloadReceived> for Server {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopWorkloadReceived, ctx: &mut Context<Self>) {
+        let StopWorkloadReceived(request, reply) = msg;
+        let drain = std::time::Duration::from_millis(request.drain_ms);
+        match self
+            .model
+            .stop_requested(&request.server, request.epoch, drain)
+        {
+            Err(refusal) => {
+                self.record_refusal("StopWorkload", request.epoch, &refusal);
+                answer(reply, StopOutcome::Refused(refusal));
+            }
+            Ok(effects) => {
+                tracing::info!(epoch = %request.epoch, drain_ms = request.drain_ms, reason = %request.reason, "stop requested");
+                self.stop_replies
+                    .entry(request.epoch)
+                    .or_default()
+                    .push(reply);
+                self.perform(effects, ctx);
+            }
+        }
+    }
+}
+
+impl Handler<RenewAnswered> for Server {
+    type Result = ();
+
+    fn handle(&mut self, msg: RenewAnswered, ctx: &mut Context<Self>) {
+        let now = mono_now();
+        let effects = match msg.outcome {
+            Ok(LeaseRenewal::Renewed { epoch, ttl_ms }) if epoch == msg.epoch => {
+                self.model.lease_renewed(
+                    epoch,
+                    msg.sent_at,
+                    std::time::Duration::from_millis(ttl_ms),
+                    now,
+                )
+            }
+            Ok(LeaseRenewal::Renewed { epoch, .. }) => {
+                tracing::warn!(asked = %msg.epoch, got = %epoch, "renewal answered for another epoch");
+                self.model.renew_unanswered(msg.epoch, now);
+                Vec::new()
+            }
+            Ok(LeaseRenewal::Refused(refusal)) => {
+                tracing::warn!(epoch = %msg.epoch, %refusal, "lease refused");
+                self.model.lease_refused(msg.epoch, &refusal)
+            }
+            Err(error) => {
+                tracing::debug!(epoch = %msg.epoch, %error, "renewal unanswered");
+                self.model.renew_unanswered(msg.epoch, now);
+                Vec::new()
+            }
+        };
+        self.perform(effects, ctx);
+    }
+}
+
+impl Handler<DriverReport> for Server {
+    type Result = ();
+
+    fn handle(&mut self, msg: DriverReport, ctx: &mut Context<Self>) {
+        let now = mono_now();
+        let effects = match msg {
+            DriverReport::Started {
+                epoch,
+                pid,
+                health_url,
+                metrics,
+            } => {
+                self.model.workload_started(epoch, pid);
+                let addr = ctx.address();
+                let timeout = self.start_timeout;
+                let health = tokio::spawn(async move {
+                    let outcome = probe::wait_healthy(health_url, timeout).await;
+                    addr.do_send(HealthChecked { epoch, outcome });
+                });
+                self.replace_probes(Some(Probes {
+                    epoch,
+                    pid,
+                    metrics,
+                    health: Some(health),
+                }));
+                Vec::new()
+            }
+            DriverReport::StartFailed { epoch, reason } => {
+                self.model.start_failed(epoch, reason, now)
+            }
+            DriverReport::Gone {
+                epoch,
+                reason,
+                exit_code,
+            } => {
+                if self.probes.as_ref().is_some_and(|p| p.epoch == epoch) {
+                    self.replace_probes(None);
+                }
+                self.model.workload_gone(epoch, reason, exit_code, now)
+            }
+        };
+        self.perform(effects, ctx);
+    }
+}
+
+impl Server {
+    fn replace_probes(&mut self, probes: Option<Probes>) {
+        if let Some(old) = self.probes.take()
+            && let Some(health) = old.health
+        {
+            health.abort();
+        }
+        self.probes = probes;
+        self.load = None;
+        self.cpu = None;
+    }
+}
+
+impl Handler<HealthChecked> for Server {
+    type Result = ();
+
+    fn handle(&mut self, msg: HealthChecked, ctx: &mut Context<Self>) {
+        let effects = match msg.outcome {
+            Ok(()) => self.model.health_passed(msg.epoch, mono_now()),
+            Err(reason) => self.model.health_failed(msg.epoch, reason),
+        };
+        self.perform(effects, ctx);
+    }
+}
+
+impl Handler<LoadSampled> for Server {
+    type Result = ();
+
+    fn handle(&mut self, msg: LoadSampled, _: &mut Context<Self>) {
+        self.load_in_flight = false;
+        if self.probes.as_ref().is_some_and(|p| p.epoch == msg.epoch) {
+            self.load = msg.load;
+            self.cpu = msg.cpu;
+        }
+    }
+}
+
+impl Handler<Shutdown> for Server {
+    type Result = ();
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
+        tracing::info!("shutting down: stopping the workload");
+        self.shutdown_waiters.push(msg.done);
+        let effects = self.model.shutdown();
+        self.perform(effects, ctx);
+    }
+}

@@ -1,0 +1,180 @@
+//! `leasehold node run`: loads the node's identity, rebuilds its state from the event log
+//! (reaping any orphaned workload), starts the actors on an actix system over a tokio
+//! multi-thread runtime, and stops the workload on SIGTERM or SIGINT.
+
+pub mod recover;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Actor;
+use leasehold_federation::ids::ServerId;
+use leasehold_federation::transport::Alpn;
+use leasehold_federation::transport::certs::{CertError, load_node_identity};
+use leasehold_federation::transport::endpoint::{Endpoint, EndpointError, Limits};
+use leasehold_federation::transport::identity::PeerName;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::actors::Server;
+use crate::actors::link::{LinkTarget, run_link};
+use crate::actors::messages::Shutdown;
+use crate::driver::{Driver, DriverSetup, PID_FILE};
+use crate::event_log::{
+    EVENT_LOG_FILE, EventKind, EventLog, EventLogError, StopReason, read_events,
+};
+use crate::model::NodeModel;
+
+/// Until the gateway says otherwise at registration.
+const DEFAULT_RENEW_INTERVAL: Duration = Duration::from_millis(500);
+/// How long shutdown waits for the workload to stop before exiting anyway (the guard
+/// then kills it as the agent goes).
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub gateway: SocketAddr,
+    pub server: ServerId,
+    pub certs: PathBuf,
+    pub work: PathBuf,
+    pub start_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot load the node's certificate: {0}")]
+    Identity(#[from] CertError),
+    #[error("the certificate for {server} names {name}, not a node")]
+    NotANode { server: ServerId, name: String },
+    #[error("cannot use the work dir {path}: {source}")]
+    WorkDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot find the agent's own executable: {0}")]
+    Executable(#[source] std::io::Error),
+    #[error(transparent)]
+    EventLog(#[from] EventLogError),
+    #[error("cannot open the management endpoint: {0}")]
+    Endpoint(#[from] EndpointError),
+    #[error("cannot listen for signals: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Runs the agent until SIGTERM or SIGINT; returns once the workload is stopped.
+pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
+    let identity = load_node_identity(&options.certs, &options.server)?;
+    let site = match &identity.name {
+        PeerName::Node { site, .. } => site.clone(),
+        other => {
+            return Err(AgentError::NotANode {
+                server: options.server.clone(),
+                name: other.to_string(),
+            });
+        }
+    };
+    let work = absolute_work_dir(&options.work)?;
+    let log_path = work.join(EVENT_LOG_FILE);
+    let recovered = recover::recover(&read_events(&log_path)?);
+    let log = EventLog::open(&log_path, options.server.clone(), recovered.next_seq)?;
+    let agent_exe = std::env::current_exe().map_err(AgentError::Executable)?;
+    tracing::info!(server = %options.server, %site, work = %work.display(), highest_epoch = %recovered.highest_epoch, "node agent starting");
+
+    let runtime = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            // No runtime means no agent; nothing to fall back to.
+            .expect("tokio runtime")
+    });
+    runtime.block_on(async move {
+        log.append_synced(EventKind::AgentStarted {
+            agent_pid: std::process::id(),
+        })
+        .await;
+        if let Some(orphan) = &recovered.orphan {
+            let pid_file_pid = std::fs::read_to_string(work.join(PID_FILE))
+                .ok()
+                .and_then(|text| text.trim().parse().ok());
+            let alive = recover::reap(orphan, pid_file_pid).await;
+            tracing::warn!(account = %orphan.account, epoch = %orphan.epoch, alive, "reaped the workload of a previous agent");
+            log.append_synced(EventKind::WorkloadStopped {
+                account: orphan.account.clone(),
+                epoch: orphan.epoch,
+                pid: orphan.pid.or(pid_file_pid),
+                cause: StopReason::OrphanReaped,
+                exit_code: None,
+                reaped_alive: Some(alive),
+            })
+            .await;
+        }
+        // The quinn endpoint must live inside this runtime, for the life of the process.
+        let bind: SocketAddr = if options.gateway.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let endpoint = Arc::new(Endpoint::dial_only(
+            bind,
+            &identity,
+            Alpn::Node,
+            Limits::default(),
+        )?);
+        let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+
+        let setup = DriverSetup {
+            work: work.clone(),
+            server: options.server.clone(),
+            agent_exe,
+            log: log.clone(),
+            last_account: recovered.last_account.clone(),
+        };
+        let model = NodeModel::new(
+            options.server.clone(),
+            recovered.highest_epoch,
+            DEFAULT_RENEW_INTERVAL,
+        );
+        let server = Server::create(|ctx| {
+            let driver = Driver::spawn(setup, actix::AsyncContext::address(ctx).recipient());
+            Server::new(
+                options.server.clone(),
+                model,
+                log,
+                driver,
+                options.start_timeout,
+            )
+        });
+        let target = LinkTarget {
+            gateway: options.gateway,
+            site,
+            server: options.server.clone(),
+        };
+        tokio::spawn(run_link(endpoint.clone(), target, server.clone()));
+
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM"),
+            _ = interrupt.recv() => tracing::info!("SIGINT"),
+        }
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        server.do_send(Shutdown { done });
+        if tokio::time::timeout(SHUTDOWN_LIMIT, stopped).await.is_err() {
+            tracing::error!("the workload did not stop in time; exiting (its guard kills it)");
+        }
+        endpoint.close("agent shutting down");
+        actix::System::current().stop();
+        Ok(())
+    })
+}
+
+/// Creates the work dir and makes it absolute, since workloads run in other directories.
+fn absolute_work_dir(work: &Path) -> Result<PathBuf, AgentError> {
+    let failed = |source| AgentError::WorkDir {
+        path: work.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(work).map_err(failed)?;
+    std::fs::canonicalize(work).map_err(failed)
+}

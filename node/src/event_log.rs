@@ -1,0 +1,319 @@
+//! The node's append-only event log (`<work>/events.jsonl`): what the workload did, under
+//! which account and epoch, on the wall and monotonic clocks. Tests and the chaos checker
+//! judge safety from this file (see `evidence`), never from what the agent says.
+//!
+//! One JSON object per line:
+//! `{"seq":N,"wall_ms":..,"mono_ns":..,"server":"a1","event":"workload_started",...fields}`.
+//! Lines are written by one thread ([`EventLog`]) so that `seq` order is file order and
+//! `mono_ns` never goes backwards within a file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use leasehold_federation::ids::{AccountId, Epoch, ServerId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::clock::{mono_now, wall_ms};
+
+/// The file name of the event log inside the work dir.
+pub const EVENT_LOG_FILE: &str = "events.jsonl";
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub wall_ms: u64,
+    /// CLOCK_MONOTONIC when the line was written, comparable across processes on a machine.
+    pub mono_ns: u64,
+    pub server: ServerId,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened. The tag is the `event` field; the variant's fields sit beside it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    AgentStarted {
+        agent_pid: u32,
+    },
+    /// Written and fsynced before the gateway hears `Accepted` (invariant S-2).
+    PointerAccepted {
+        account: AccountId,
+        epoch: Epoch,
+    },
+    /// A command the node refused; nothing changed.
+    CommandRefused {
+        kind: String,
+        epoch: Epoch,
+        reason: String,
+    },
+    /// Written and fsynced before the process is spawned, so that a crash between the two
+    /// still leaves a record to reap from.
+    WorkloadStarting {
+        account: AccountId,
+        epoch: Epoch,
+    },
+    WorkloadStarted {
+        account: AccountId,
+        epoch: Epoch,
+        /// The workload process.
+        pid: u32,
+        /// Its process group (the guard's pid), killed as a whole.
+        pgid: u32,
+    },
+    WorkloadHealthy {
+        account: AccountId,
+        epoch: Epoch,
+    },
+    WorkloadFailed {
+        account: AccountId,
+        epoch: Epoch,
+        reason: String,
+    },
+    /// The node's own view of the lease end (anchored at the send time, invariant S-1).
+    LeaseExtended {
+        epoch: Epoch,
+        until_mono_ns: u64,
+    },
+    /// Written only after the process is confirmed gone.
+    WorkloadStopped {
+        account: AccountId,
+        epoch: Epoch,
+        /// The workload's pid, if it ever got one.
+        pid: Option<u32>,
+        cause: StopReason,
+        /// With `cause: exited`: the exit code (128 + signal for a signal).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// With `cause: orphan_reaped`: whether the process was still there to kill. When
+        /// it was not, the log cannot say when it ended (its guard killed it with the agent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reaped_alive: Option<bool>,
+    },
+}
+
+/// Why a workload stopped, as the event log says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// `StopWorkload` from the gateway.
+    Commanded,
+    /// A pointer with a newer epoch arrived.
+    Superseded,
+    /// The node's view of the lease ran out (invariant S-1).
+    LeaseExpired,
+    /// The gateway refused to renew the lease.
+    LeaseRefused,
+    /// The workload exited by itself.
+    Exited,
+    /// It did not pass its health check in time.
+    FailedHealth,
+    /// It could not be started (the command did not run); no process remained.
+    FailedStart,
+    /// Found running (or recorded as running) when the agent restarted.
+    OrphanReaped,
+    /// The agent was told to shut down.
+    AgentShutdown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventLogError {
+    #[error("cannot open the event log {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read the event log {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}:{line}: not an event: {source}")]
+    BadLine {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Reads every event of a log; a missing file is an empty log. A line that is not an event
+/// is an error naming its line number (1-based), since a checker must not skip evidence.
+pub fn read_events(path: &Path) -> Result<Vec<Event>, EventLogError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(EventLogError::Open {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut events = Vec::new();
+    for (index, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|source| EventLogError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = serde_json::from_str(&line).map_err(|source| EventLogError::BadLine {
+            path: path.to_owned(),
+            line: index + 1,
+            source,
+        })?;
+        events.push(event);
+    }
+    Ok(events)
+}
+
+enum Entry {
+    Append(EventKind),
+    Synced(EventKind, oneshot::Sender<()>),
+}
+
+/// The writer: a thread of its own owns the file, so neither an actor nor the driver ever
+/// waits on a disk inside a handler. Cheap to clone.
+#[derive(Clone)]
+pub struct EventLog {
+    sender: mpsc::Sender<Entry>,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog").finish_non_exhaustive()
+    }
+}
+
+impl EventLog {
+    /// Opens `path` for appending; `next_seq` continues the numbering of what is there.
+    pub fn open(path: &Path, server: ServerId, next_seq: u64) -> Result<EventLog, EventLogError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| EventLogError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let (sender, receiver) = mpsc::channel();
+        let writer = Writer {
+            file,
+            path: path.to_owned(),
+            server,
+            seq: next_seq,
+        };
+        std::thread::Builder::new()
+            .name("event-log".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|source| EventLogError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(EventLog { sender })
+    }
+
+    /// Appends without waiting and without fsync (lease extensions: frequent, and a lost
+    /// one only makes the checker more suspicious, never less).
+    pub fn append(&self, kind: EventKind) {
+        // The writer thread lives as long as the process (it exits the process on error).
+        let _ = self.sender.send(Entry::Append(kind));
+    }
+
+    /// Appends, fsyncs, and resolves once the line is on disk.
+    pub async fn append_synced(&self, kind: EventKind) {
+        let (done, written) = oneshot::channel();
+        if self.sender.send(Entry::Synced(kind, done)).is_ok() {
+            let _ = written.await;
+        }
+    }
+}
+
+struct Writer {
+    file: File,
+    path: PathBuf,
+    server: ServerId,
+    seq: u64,
+}
+
+impl Writer {
+    fn run(mut self, receiver: mpsc::Receiver<Entry>) {
+        for entry in receiver {
+            let (kind, done) = match entry {
+                Entry::Append(kind) => (kind, None),
+                Entry::Synced(kind, done) => (kind, Some(done)),
+            };
+            if let Err(error) = self.write(kind, done.is_some()) {
+                // A node that cannot keep its evidence must not act on anything more. Its
+                // guard kills the workload when the agent exits.
+                tracing::error!(path = %self.path.display(), %error, "event log write failed; exiting");
+                std::process::exit(74);
+            }
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn write(&mut self, kind: EventKind, sync: bool) -> io::Result<()> {
+        let event = Event {
+            seq: self.seq,
+            wall_ms: wall_ms(),
+            mono_ns: mono_now().as_nanos(),
+            server: self.server.clone(),
+            kind,
+        };
+        let mut line = serde_json::to_vec(&event).map_err(io::Error::other)?;
+        line.push(b'\n');
+        // One write per line, so a crash never leaves half a line behind another.
+        self.file.write_all(&line)?;
+        if sync {
+            self.file.sync_data()?;
+        }
+        self.seq += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_and_bad_lines_name_their_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENT_LOG_FILE);
+        let line = r#"{"seq":0,"wall_ms":1,"mono_ns":2,"server":"a1","event":"workload_stopped","account":"shop","epoch":3,"pid":null,"cause":"exited","exit_code":1}"#;
+        std::fs::write(&path, format!("{line}\n{{\"seq\":1}}\n")).unwrap();
+        match read_events(&path) {
+            Err(EventLogError::BadLine { line: 2, .. }) => {}
+            other => panic!("expected a bad line 2, got {other:?}"),
+        }
+        std::fs::write(&path, format!("{line}\n")).unwrap();
+        let events = read_events(&path).unwrap();
+        assert_eq!(serde_json::to_string(&events[0]).unwrap(), line);
+    }
+
+    #[test]
+    fn writer_numbers_lines_and_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENT_LOG_FILE);
+        let log = EventLog::open(&path, ServerId::parse("a1").unwrap(), 7).unwrap();
+        log.append(EventKind::AgentStarted { agent_pid: 1 });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(log.append_synced(EventKind::AgentStarted { agent_pid: 2 }));
+        let events = read_events(&path).unwrap();
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![7, 8]);
+        assert!(events[0].mono_ns <= events[1].mono_ns);
+    }
+}

@@ -1,0 +1,446 @@
+//! The SiteMaster actor: owns the site core ([`SiteModel`]) and performs its effects.
+//! Every round (`ROUND_INTERVAL`) it reads the heartbeat board, feeds each Group its
+//! account's load, and runs the core's tick. Effects are journaled before any command of
+//! theirs goes out (invariant D-1).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use hdrhistogram::Histogram;
+use leasehold_federation::ids::{Epoch, ServerId};
+use leasehold_federation::transport::connection::{Connection, Inbox};
+use leasehold_federation::transport::identity::PeerName;
+use leasehold_federation::wire::common::Refusal;
+use leasehold_federation::wire::node::{
+    LeaseRenewal, PointerApplication, Registration, RunningWorkload, StopOutcome,
+};
+use serde::Serialize;
+
+use super::HeartbeatBoard;
+use super::group::{DemandChanged, Group, LoadMeasured};
+use super::journal::{JournalWriter, Persist};
+use super::link::{CloseLink, Deliver, ServerLink, WorkloadEvent};
+use crate::model::Millis;
+use crate::model::effects::{Command, Effect, Observation};
+use crate::model::site::{SiteModel, SiteSnapshot};
+
+/// How often the master runs a round (failure detection, expiry, arbitration).
+pub const ROUND_INTERVAL: Duration = Duration::from_millis(100);
+
+pub struct SiteMaster {
+    model: SiteModel,
+    started: Instant,
+    journal: Addr<JournalWriter>,
+    groups: Vec<Addr<Group>>,
+    links: HashMap<ServerId, (u64, Addr<ServerLink>)>,
+    next_link_id: u64,
+    board: Arc<HeartbeatBoard>,
+    pending: Vec<Effect>,
+    rounds: u64,
+    reallocations: u64,
+    latency_ms: Histogram<u64>,
+}
+
+impl SiteMaster {
+    /// `recovered` are the effects of rebuilding the model from the journal; they are
+    /// performed when the actor starts.
+    pub fn new(
+        model: SiteModel,
+        started: Instant,
+        journal: Addr<JournalWriter>,
+        board: Arc<HeartbeatBoard>,
+        recovered: Vec<Effect>,
+    ) -> Self {
+        SiteMaster {
+            model,
+            started,
+            journal,
+            groups: Vec::new(),
+            links: HashMap::new(),
+            next_link_id: 1,
+            board,
+            pending: recovered,
+            rounds: 0,
+            reallocations: 0,
+            // 1 ms .. 10 min, 3 significant digits; the bounds are constants, so this
+            // cannot fail.
+            latency_ms: Histogram::new_with_bounds(1, 600_000, 3)
+                .unwrap_or_else(|_| Histogram::new(3).expect("3 significant digits is valid")),
+        }
+    }
+
+    fn now(&self) -> Millis {
+        Millis(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn at(&self, instant: Instant) -> Millis {
+        Millis(
+            u64::try_from(instant.saturating_duration_since(self.started).as_millis())
+                .unwrap_or(u64::MAX),
+        )
+    }
+
+    /// Journals and audits first, then commands: the commands of a batch go out only once
+    /// the journal writer (which serves batches in order) has made the batch durable.
+    fn perform(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+        let mut ops = Vec::new();
+        let mut audits = Vec::new();
+        let mut commands = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Journal(op) => ops.push(op),
+                Effect::Audit(entry) => {
+                    tracing::info!(
+                        site = %self.model.site(),
+                        kind = ?entry.kind,
+                        server = ?entry.server.as_ref().map(|s| s.to_string()),
+                        account = ?entry.account.as_ref().map(|a| a.to_string()),
+                        "{}",
+                        entry.reason
+                    );
+                    audits.push(entry);
+                }
+                Effect::Send(command) => commands.push(command),
+                Effect::Observe(observation) => self.observe(observation),
+            }
+        }
+        if ops.is_empty() && audits.is_empty() && commands.is_empty() {
+            return;
+        }
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let persisted = self.journal.send(Persist {
+            ops,
+            audits,
+            wall_ms,
+        });
+        ctx.spawn(persisted.into_actor(self).map(move |result, master, ctx| {
+            match result {
+                Ok(Ok(_)) => {
+                    for command in commands {
+                        master.deliver(command, ctx);
+                    }
+                }
+                Ok(Err(error)) => {
+                    // Acting on what is not journaled could reuse an epoch after a restart.
+                    tracing::error!(%error, "journal write failed; the gateway stops rather than act without it");
+                    System::current().stop_with_code(1);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "journal writer is gone; the gateway stops");
+                    System::current().stop_with_code(1);
+                }
+            }
+        }));
+    }
+
+    fn deliver(&mut self, command: Command, ctx: &mut Context<Self>) {
+        let server = match &command {
+            Command::Apply { server, .. } | Command::Stop { server, .. } => server.clone(),
+        };
+        if let Some((_, link)) = self.links.get(&server) {
+            // do_send: one command per decision, a low and bounded rate; the link answers
+            // through PointerAnswered / StopAnswered.
+            link.do_send(Deliver(command));
+            return;
+        }
+        let now = self.now();
+        let effects = match command {
+            Command::Apply { server, pointer } => self.model.pointer_answered(
+                &server,
+                pointer.epoch,
+                Err("not connected".to_owned()),
+                now,
+            ),
+            Command::Stop { server, epoch, .. } => {
+                self.model
+                    .stop_answered(&server, epoch, Err("not connected".to_owned()), now)
+            }
+        };
+        self.perform(effects, ctx);
+    }
+
+    fn observe(&mut self, observation: Observation) {
+        match observation {
+            Observation::Reallocated { latency_ms, .. } => {
+                self.reallocations += 1;
+                let _ = self.latency_ms.record(latency_ms.max(1));
+            }
+        }
+    }
+
+    fn round(&mut self, ctx: &mut Context<Self>) {
+        for (server, sample) in self.board.drain() {
+            let at = self.at(sample.at);
+            self.model
+                .heartbeat(&server, sample.health, sample.load, at);
+        }
+        let now = self.now();
+        for (group, (load, _)) in self.groups.iter().zip(self.model.account_loads()) {
+            group.do_send(LoadMeasured {
+                total_load: load,
+                now,
+            });
+        }
+        let effects = self.model.tick(now);
+        self.rounds += 1;
+        self.perform(effects, ctx);
+    }
+}
+
+impl Actor for SiteMaster {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Well above the default 16: every node's requests pass through here.
+        ctx.set_mailbox_capacity(4096);
+        let address = ctx.address();
+        self.groups = self
+            .model
+            .accounts()
+            .iter()
+            .enumerate()
+            .map(|(ix, account)| {
+                let sla = crate::model::demand::Sla {
+                    min_servers: account.config.min_servers,
+                    max_servers: account.config.max_servers,
+                    target_load: account.config.target_load,
+                };
+                Group::new(
+                    ix as u32,
+                    crate::model::demand::DemandModel::new(sla),
+                    address.clone().recipient(),
+                )
+                .start()
+            })
+            .collect();
+        let recovered = std::mem::take(&mut self.pending);
+        self.perform(recovered, ctx);
+        ctx.run_interval(ROUND_INTERVAL, |master, ctx| master.round(ctx));
+    }
+}
+
+/// A node agent's connection finished its handshake.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LinkUp {
+    pub connection: Connection,
+    pub inbox: Inbox,
+}
+
+impl Handler<LinkUp> for SiteMaster {
+    type Result = ();
+
+    fn handle(&mut self, message: LinkUp, ctx: &mut Context<Self>) {
+        let PeerName::Node { server, .. } = message.connection.peer().clone() else {
+            // The management listener's policy admits only nodes.
+            return;
+        };
+        let link_id = self.next_link_id;
+        self.next_link_id += 1;
+        let timeout = self.model.timings().workload_stop_timeout + Duration::from_secs(5);
+        ServerLink::new(
+            server,
+            link_id,
+            (message.connection, message.inbox),
+            ctx.address(),
+            self.board.clone(),
+            timeout,
+        )
+        .start();
+    }
+}
+
+/// A node introduced itself on its link.
+#[derive(Message)]
+#[rtype(result = "Result<Registration, Refusal>")]
+pub struct RegisterServer {
+    pub server: ServerId,
+    pub link_id: u64,
+    pub link: Addr<ServerLink>,
+    pub running: Option<RunningWorkload>,
+    pub highest_epoch: Epoch,
+}
+
+impl Handler<RegisterServer> for SiteMaster {
+    type Result = Result<Registration, Refusal>;
+
+    fn handle(&mut self, message: RegisterServer, ctx: &mut Context<Self>) -> Self::Result {
+        let now = self.now();
+        let (registration, effects) = self.model.register(
+            &message.server,
+            message.running.as_ref(),
+            message.highest_epoch,
+            now,
+        )?;
+        if let Some((_, old)) = self
+            .links
+            .insert(message.server.clone(), (message.link_id, message.link))
+        {
+            old.do_send(CloseLink);
+        }
+        tracing::info!(server = %message.server, "node registered");
+        self.perform(effects, ctx);
+        Ok(registration)
+    }
+}
+
+/// A node asks to keep its lease.
+#[derive(Message)]
+#[rtype(result = "LeaseRenewal")]
+pub struct RenewLease {
+    pub server: ServerId,
+    pub epoch: Epoch,
+}
+
+impl Handler<RenewLease> for SiteMaster {
+    type Result = MessageResult<RenewLease>;
+
+    fn handle(&mut self, message: RenewLease, _: &mut Context<Self>) -> Self::Result {
+        let now = self.now();
+        MessageResult(self.model.renew(&message.server, message.epoch, now))
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PointerAnswered {
+    pub server: ServerId,
+    pub epoch: Epoch,
+    pub answer: Result<PointerApplication, String>,
+}
+
+impl Handler<PointerAnswered> for SiteMaster {
+    type Result = ();
+
+    fn handle(&mut self, message: PointerAnswered, ctx: &mut Context<Self>) {
+        if let Err(error) = &message.answer {
+            tracing::warn!(server = %message.server, epoch = %message.epoch, %error, "pointer answer lost; the lease expires unless the node renews it");
+        }
+        let now = self.now();
+        let effects =
+            self.model
+                .pointer_answered(&message.server, message.epoch, message.answer, now);
+        self.perform(effects, ctx);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAnswered {
+    pub server: ServerId,
+    pub epoch: Epoch,
+    pub answer: Result<StopOutcome, String>,
+}
+
+impl Handler<StopAnswered> for SiteMaster {
+    type Result = ();
+
+    fn handle(&mut self, message: StopAnswered, ctx: &mut Context<Self>) {
+        let now = self.now();
+        let effects = self
+            .model
+            .stop_answered(&message.server, message.epoch, message.answer, now);
+        self.perform(effects, ctx);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkloadReported {
+    pub server: ServerId,
+    pub epoch: Epoch,
+    pub event: WorkloadEvent,
+}
+
+impl Handler<WorkloadReported> for SiteMaster {
+    type Result = ();
+
+    fn handle(&mut self, message: WorkloadReported, ctx: &mut Context<Self>) {
+        let now = self.now();
+        let effects = match &message.event {
+            WorkloadEvent::Joined => {
+                self.model
+                    .workload_joined(&message.server, message.epoch, now)
+            }
+            WorkloadEvent::Failed(reason) => {
+                self.model
+                    .workload_failed(&message.server, message.epoch, reason, now)
+            }
+            WorkloadEvent::Stopped(cause) => {
+                self.model
+                    .workload_stopped(&message.server, message.epoch, cause, now)
+            }
+        };
+        self.perform(effects, ctx);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LinkClosed {
+    pub server: ServerId,
+    pub link_id: u64,
+}
+
+impl Handler<LinkClosed> for SiteMaster {
+    type Result = ();
+
+    fn handle(&mut self, message: LinkClosed, _: &mut Context<Self>) {
+        // Only the current link's end disconnects the server; a replaced link's does not.
+        if self
+            .links
+            .get(&message.server)
+            .is_some_and(|(id, _)| *id == message.link_id)
+        {
+            self.links.remove(&message.server);
+            self.model.disconnected(&message.server);
+            tracing::info!(server = %message.server, "node disconnected");
+        }
+    }
+}
+
+impl Handler<DemandChanged> for SiteMaster {
+    type Result = ();
+
+    fn handle(&mut self, message: DemandChanged, _: &mut Context<Self>) {
+        self.model.set_demand(message.account, message.demand);
+    }
+}
+
+/// The site as the admin API shows it.
+#[derive(Message)]
+#[rtype(result = "Status")]
+pub struct GetStatus;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub snapshot: SiteSnapshot,
+    pub uptime_ms: u64,
+    pub rounds: u64,
+    pub reallocations: u64,
+    pub reallocation_ms_p50: Option<u64>,
+    pub reallocation_ms_p99: Option<u64>,
+}
+
+impl Handler<GetStatus> for SiteMaster {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        let now = self.now();
+        let percentile =
+            |q: f64| (!self.latency_ms.is_empty()).then(|| self.latency_ms.value_at_quantile(q));
+        MessageResult(Status {
+            snapshot: self.model.snapshot(now),
+            uptime_ms: now.0,
+            rounds: self.rounds,
+            reallocations: self.reallocations,
+            reallocation_ms_p50: percentile(0.5),
+            reallocation_ms_p99: percentile(0.99),
+        })
+    }
+}

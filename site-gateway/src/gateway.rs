@@ -1,0 +1,160 @@
+//! Starting a site gateway: load and check the config (the same loader as `config check`),
+//! load the site's certificate, recover the journal, then start the actors, the management
+//! listener and the admin API on one actix system over a multi-thread tokio runtime, and
+//! run until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use leasehold_federation::transport::Alpn;
+use leasehold_federation::transport::certs::{CertError, load_site_identity};
+use leasehold_federation::transport::endpoint::{Endpoint, EndpointError, Limits};
+use leasehold_federation::transport::identity::PeerPolicy;
+
+use crate::actors::HeartbeatBoard;
+use crate::actors::journal::JournalWriter;
+use crate::actors::master::{LinkUp, SiteMaster};
+use crate::config::{self, ConfigErrors, SiteConfig};
+use crate::journal::{Journal, JournalError};
+use crate::model::Millis;
+use crate::model::site::SiteModel;
+
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    pub config: PathBuf,
+    pub certs: PathBuf,
+    /// Where the journal lives; default `./leasehold-state-<site>`.
+    pub state: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Config(ConfigErrors),
+    #[error(transparent)]
+    Certs(#[from] CertError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("management listener: {0}")]
+    Listener(#[from] EndpointError),
+    #[error("admin API on {addr}: {source} (is another process using it?)")]
+    Admin {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Runs the gateway until SIGINT/SIGTERM. Everything that can be refused (config, certs,
+/// journal, addresses) is refused before anything starts.
+pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
+    let config = config::load_site(&options.config).map_err(GatewayError::Config)?;
+    let identity = load_site_identity(&options.certs, &config.site.name)?;
+    let state = options
+        .state
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("leasehold-state-{}", config.site.name)));
+    let (journal, recovered) = Journal::open(&state, &config.site.name)?;
+    tracing::info!(
+        site = %config.site.name,
+        leases = recovered.leases.len(),
+        state = %state.display(),
+        "journal recovered"
+    );
+    let runtime = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime builds on this platform")
+    });
+    runtime.block_on(serve(config, identity, journal, recovered))
+}
+
+async fn serve(
+    config: SiteConfig,
+    identity: leasehold_federation::transport::certs::Identity,
+    journal: Journal,
+    recovered: crate::model::site::Recovered,
+) -> Result<(), GatewayError> {
+    let started = Instant::now();
+    let policy = PeerPolicy::Nodes {
+        site: config.site.name.clone(),
+        servers: config
+            .servers
+            .iter()
+            .map(|server| server.id.clone())
+            .collect(),
+    };
+    // Created inside the runtime that drives it for the life of the process.
+    let endpoint = Endpoint::listen(
+        config.site.management_addr,
+        &identity,
+        Alpn::Node,
+        policy,
+        Limits::default(),
+    )?;
+    let journal_thread = Arbiter::new();
+    let journal = JournalWriter::start_in_arbiter(&journal_thread.handle(), move |_| {
+        JournalWriter::new(journal)
+    });
+    let board = Arc::new(HeartbeatBoard::default());
+    let (model, recovery_effects) = SiteModel::new(&config, &recovered, Millis(0));
+    let master = SiteMaster::new(model, started, journal.clone(), board, recovery_effects).start();
+    let admin =
+        crate::api::serve(config.site.admin_addr, master.clone(), journal).map_err(|source| {
+            GatewayError::Admin {
+                addr: config.site.admin_addr,
+                source,
+            }
+        })?;
+    let admin_handle = admin.handle();
+    actix::spawn(async move {
+        if let Err(error) = admin.await {
+            tracing::error!(%error, "admin API stopped");
+        }
+    });
+    let accepting = tokio::spawn(accept_nodes(endpoint, master));
+    tracing::info!(
+        site = %config.site.name,
+        management = %config.site.management_addr,
+        admin = %config.site.admin_addr,
+        "gateway running"
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    accepting.abort();
+    admin_handle.stop(true).await;
+    journal_thread.stop();
+    Ok(())
+}
+
+async fn accept_nodes(endpoint: Endpoint, master: Addr<SiteMaster>) {
+    while let Some(handshake) = endpoint.accept().await {
+        let master = master.clone();
+        tokio::spawn(async move {
+            // A refusal is logged by `finish` with its reason.
+            if let Ok((connection, inbox)) = handshake.finish().await {
+                master.do_send(LinkUp { connection, inbox });
+            }
+        });
+    }
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,406 @@
+//! The gateway's durable state in an embedded store (redb): leases, each server's highest
+//! epoch, and the audit log. Written before the gateway acts (invariant D-1), read back
+//! on start. Blocking: the `Journal` actor runs it on its own thread.
+//!
+//! Stored format version 1: values are JSON with a `v` field, so that a later version can
+//! read this one and migrate (see docs/decisions.md).
+
+use std::path::{Path, PathBuf};
+
+use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::model::effects::{AuditEntry, JournalOp};
+use crate::model::site::Recovered;
+
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
+const EPOCHS: TableDefinition<&str, u64> = TableDefinition::new("epochs");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+const FORMAT_VERSION: &str = "1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot create the state directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("journal {path}: {source}")]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+    #[error(
+        "journal {path} belongs to site `{found}`, not `{expected}`: point --state at this site's own directory"
+    )]
+    OtherSite {
+        path: PathBuf,
+        found: String,
+        expected: SiteId,
+    },
+    #[error("journal {path} has format {found}, this build reads format {FORMAT_VERSION}")]
+    Format { path: PathBuf, found: String },
+    #[error("journal {path}: record {key} is unreadable: {detail}")]
+    Record {
+        path: PathBuf,
+        key: String,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LeaseRecord {
+    v: u32,
+    account: AccountId,
+    epoch: Epoch,
+}
+
+/// One audit log entry as stored and served by `/v1/audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub wall_ms: u64,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+pub struct Journal {
+    db: Database,
+    path: PathBuf,
+    next_seq: u64,
+}
+
+impl Journal {
+    /// Opens (or creates) `dir/journal.redb` for `site` and reads back what it holds.
+    pub fn open(dir: &Path, site: &SiteId) -> Result<(Journal, Recovered), JournalError> {
+        std::fs::create_dir_all(dir).map_err(|source| JournalError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("journal.redb");
+        let store = |source: redb::Error| JournalError::Store {
+            path: path.clone(),
+            source,
+        };
+        let db = Database::create(&path).map_err(|e| store(e.into()))?;
+        let journal = Journal {
+            db,
+            path: path.clone(),
+            next_seq: 1,
+        };
+        journal.claim(site)?;
+        let (recovered, next_seq) = journal.read_back()?;
+        Ok((
+            Journal {
+                next_seq,
+                ..journal
+            },
+            recovered,
+        ))
+    }
+
+    fn store_error(&self, source: impl Into<redb::Error>) -> JournalError {
+        JournalError::Store {
+            path: self.path.clone(),
+            source: source.into(),
+        }
+    }
+
+    /// Marks a new journal as this site's, and refuses another site's.
+    fn claim(&self, site: &SiteId) -> Result<(), JournalError> {
+        let txn = self.db.begin_write().map_err(|e| self.store_error(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.store_error(e))?;
+            let existing = meta
+                .get("site")
+                .map_err(|e| self.store_error(e))?
+                .map(|value| value.value().to_owned());
+            match existing {
+                Some(found) if found != site.as_str() => {
+                    return Err(JournalError::OtherSite {
+                        path: self.path.clone(),
+                        found,
+                        expected: site.clone(),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("site", site.as_str())
+                        .map_err(|e| self.store_error(e))?;
+                    meta.insert("format", FORMAT_VERSION)
+                        .map_err(|e| self.store_error(e))?;
+                }
+            }
+            let format = meta
+                .get("format")
+                .map_err(|e| self.store_error(e))?
+                .map(|value| value.value().to_owned())
+                .unwrap_or_default();
+            if format != FORMAT_VERSION {
+                return Err(JournalError::Format {
+                    path: self.path.clone(),
+                    found: format,
+                });
+            }
+            txn.open_table(LEASES).map_err(|e| self.store_error(e))?;
+            txn.open_table(EPOCHS).map_err(|e| self.store_error(e))?;
+            txn.open_table(AUDIT).map_err(|e| self.store_error(e))?;
+        }
+        txn.commit().map_err(|e| self.store_error(e))
+    }
+
+    fn read_back(&self) -> Result<(Recovered, u64), JournalError> {
+        let txn = self.db.begin_read().map_err(|e| self.store_error(e))?;
+        let mut recovered = Recovered::default();
+        let leases = txn.open_table(LEASES).map_err(|e| self.store_error(e))?;
+        for row in leases.iter().map_err(|e| self.store_error(e))? {
+            let (key, value) = row.map_err(|e| self.store_error(e))?;
+            let server = self.parse_server(key.value())?;
+            let record: LeaseRecord =
+                serde_json::from_slice(value.value()).map_err(|error| JournalError::Record {
+                    path: self.path.clone(),
+                    key: format!("leases/{server}"),
+                    detail: error.to_string(),
+                })?;
+            recovered
+                .leases
+                .push((server, record.account, record.epoch));
+        }
+        let epochs = txn.open_table(EPOCHS).map_err(|e| self.store_error(e))?;
+        for row in epochs.iter().map_err(|e| self.store_error(e))? {
+            let (key, value) = row.map_err(|e| self.store_error(e))?;
+            let server = self.parse_server(key.value())?;
+            recovered
+                .epochs
+                .push((server, Epoch::from_journal(value.value())));
+        }
+        let audit = txn.open_table(AUDIT).map_err(|e| self.store_error(e))?;
+        let next_seq = audit
+            .last()
+            .map_err(|e| self.store_error(e))?
+            .map(|(key, _)| key.value() + 1)
+            .unwrap_or(1);
+        Ok((recovered, next_seq))
+    }
+
+    fn parse_server(&self, key: &str) -> Result<ServerId, JournalError> {
+        ServerId::parse(key).map_err(|error| JournalError::Record {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            detail: error.to_string(),
+        })
+    }
+
+    /// Makes `ops` and `audits` durable in one transaction; returns the audit records as
+    /// numbered.
+    pub fn persist(
+        &mut self,
+        ops: &[JournalOp],
+        audits: &[AuditEntry],
+        wall_ms: u64,
+    ) -> Result<Vec<AuditRecord>, JournalError> {
+        let txn = self.db.begin_write().map_err(|e| self.store_error(e))?;
+        let mut records = Vec::with_capacity(audits.len());
+        {
+            let mut leases = txn.open_table(LEASES).map_err(|e| self.store_error(e))?;
+            let mut epochs = txn.open_table(EPOCHS).map_err(|e| self.store_error(e))?;
+            for op in ops {
+                match op {
+                    JournalOp::LeaseGranted {
+                        server,
+                        account,
+                        epoch,
+                    } => {
+                        let record = LeaseRecord {
+                            v: 1,
+                            account: account.clone(),
+                            epoch: *epoch,
+                        };
+                        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+                        leases
+                            .insert(server.as_str(), bytes.as_slice())
+                            .map_err(|e| self.store_error(e))?;
+                        raise(&mut epochs, server, *epoch).map_err(|e| self.store_error(e))?;
+                    }
+                    JournalOp::LeaseEnded { server, epoch } => {
+                        let current = leases
+                            .get(server.as_str())
+                            .map_err(|e| self.store_error(e))?
+                            .and_then(|value| {
+                                serde_json::from_slice::<LeaseRecord>(value.value()).ok()
+                            });
+                        // Only the lease it names: a late end of an older lease must not
+                        // erase the newer one.
+                        if current.is_some_and(|record| record.epoch == *epoch) {
+                            leases
+                                .remove(server.as_str())
+                                .map_err(|e| self.store_error(e))?;
+                        }
+                    }
+                    JournalOp::EpochSeen { server, epoch } => {
+                        raise(&mut epochs, server, *epoch).map_err(|e| self.store_error(e))?;
+                    }
+                }
+            }
+            let mut audit = txn.open_table(AUDIT).map_err(|e| self.store_error(e))?;
+            for entry in audits {
+                let record = AuditRecord {
+                    seq: self.next_seq + records.len() as u64,
+                    wall_ms,
+                    entry: entry.clone(),
+                };
+                let bytes = serde_json::to_vec(&record).unwrap_or_default();
+                audit
+                    .insert(record.seq, bytes.as_slice())
+                    .map_err(|e| self.store_error(e))?;
+                records.push(record);
+            }
+        }
+        txn.commit().map_err(|e| self.store_error(e))?;
+        self.next_seq += records.len() as u64;
+        Ok(records)
+    }
+
+    /// Audit records with `seq > after`, oldest first, at most `limit`.
+    pub fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, JournalError> {
+        let txn = self.db.begin_read().map_err(|e| self.store_error(e))?;
+        let audit = txn.open_table(AUDIT).map_err(|e| self.store_error(e))?;
+        let mut records = Vec::new();
+        for row in audit
+            .range(after.saturating_add(1)..)
+            .map_err(|e| self.store_error(e))?
+            .take(limit)
+        {
+            let (key, value) = row.map_err(|e| self.store_error(e))?;
+            let record =
+                serde_json::from_slice(value.value()).map_err(|error| JournalError::Record {
+                    path: self.path.clone(),
+                    key: format!("audit/{}", key.value()),
+                    detail: error.to_string(),
+                })?;
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    /// The newest `limit` audit records, oldest first.
+    pub fn audit_tail(&self, limit: usize) -> Result<Vec<AuditRecord>, JournalError> {
+        let after = self.next_seq.saturating_sub(limit as u64 + 1);
+        self.audit_after(after, limit)
+    }
+}
+
+/// Epochs only grow (S-2): a write never lowers a server's highest epoch.
+fn raise(
+    epochs: &mut redb::Table<&str, u64>,
+    server: &ServerId,
+    epoch: Epoch,
+) -> Result<(), redb::StorageError> {
+    let current = epochs.get(server.as_str())?.map(|value| value.value());
+    if current.is_none_or(|current| current < epoch.value()) {
+        epochs.insert(server.as_str(), epoch.value())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::effects::AuditKind;
+
+    fn server(id: &str) -> ServerId {
+        ServerId::parse(id).unwrap()
+    }
+
+    fn account(id: &str) -> AccountId {
+        AccountId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn leases_and_epochs_survive_a_reopen_and_never_go_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = SiteId::parse("site-a").unwrap();
+        let e1 = Epoch::NONE.next();
+        let e2 = e1.next();
+        {
+            let (mut journal, recovered) = Journal::open(dir.path(), &site).unwrap();
+            assert_eq!(recovered, Recovered::default());
+            let granted = |epoch| JournalOp::LeaseGranted {
+                server: server("a1"),
+                account: account("shop"),
+                epoch,
+            };
+            journal
+                .persist(&[granted(e1), granted(e2)], &[], 0)
+                .unwrap();
+            // A late end of the older lease leaves the newer one in place.
+            journal
+                .persist(
+                    &[JournalOp::LeaseEnded {
+                        server: server("a1"),
+                        epoch: e1,
+                    }],
+                    &[],
+                    0,
+                )
+                .unwrap();
+            journal
+                .persist(
+                    &[JournalOp::EpochSeen {
+                        server: server("a2"),
+                        epoch: e2,
+                    }],
+                    &[],
+                    0,
+                )
+                .unwrap();
+        }
+        let (_, recovered) = Journal::open(dir.path(), &site).unwrap();
+        assert_eq!(recovered.leases, vec![(server("a1"), account("shop"), e2)]);
+        assert_eq!(
+            recovered.epochs,
+            vec![(server("a1"), e2), (server("a2"), e2)]
+        );
+    }
+
+    #[test]
+    fn audit_records_are_numbered_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = SiteId::parse("site-a").unwrap();
+        let entry = AuditEntry {
+            kind: AuditKind::Assign,
+            server: Some(server("a1")),
+            account: Some(account("shop")),
+            from: None,
+            epoch: None,
+            reason: "test".into(),
+        };
+        {
+            let (mut journal, _) = Journal::open(dir.path(), &site).unwrap();
+            let records = journal
+                .persist(&[], &[entry.clone(), entry.clone()], 5)
+                .unwrap();
+            assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
+        }
+        let (mut journal, _) = Journal::open(dir.path(), &site).unwrap();
+        let records = journal.persist(&[], &[entry], 6).unwrap();
+        assert_eq!(records[0].seq, 3);
+        assert_eq!(journal.audit_after(1, 10).unwrap().len(), 2);
+        assert_eq!(journal.audit_tail(1).unwrap()[0].seq, 3);
+    }
+
+    #[test]
+    fn another_sites_journal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        Journal::open(dir.path(), &SiteId::parse("site-a").unwrap()).unwrap();
+        let error = Journal::open(dir.path(), &SiteId::parse("site-b").unwrap())
+            .err()
+            .unwrap();
+        assert!(matches!(error, JournalError::OtherSite { .. }), "{error}");
+    }
+}

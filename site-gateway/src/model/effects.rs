@@ -1,0 +1,94 @@
+//! What the site core asks its shell to do: journal, send, audit, observe.
+//!
+//! The shell performs a batch of effects in two steps: every `Journal` and `Audit` effect
+//! of the batch is made durable first, in one transaction, then the `Send`s go out
+//! (invariant D-1: journal before acting). `Observe` is for metrics and reports only.
+
+use leasehold_federation::ids::{AccountId, Epoch, ServerId};
+use leasehold_federation::wire::common::InitPointer;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Journal(JournalOp),
+    Audit(AuditEntry),
+    Send(Command),
+    Observe(Observation),
+}
+
+/// A change to the durable lease state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JournalOp {
+    /// `server` is leased to `account` under `epoch` (and `epoch` is now its highest).
+    LeaseGranted {
+        server: ServerId,
+        account: AccountId,
+        epoch: Epoch,
+    },
+    /// The lease of `server` under `epoch` is over; the server holds no lease.
+    LeaseEnded { server: ServerId, epoch: Epoch },
+    /// `server` has seen `epoch` (a node reported it); no later lease may reuse it.
+    EpochSeen { server: ServerId, epoch: Epoch },
+}
+
+/// A command to one server's node agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Apply {
+        server: ServerId,
+        pointer: InitPointer,
+    },
+    Stop {
+        server: ServerId,
+        epoch: Epoch,
+        drain_ms: u64,
+        reason: String,
+    },
+}
+
+/// One decision or event of the site, with its reason, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub kind: AuditKind,
+    pub server: Option<ServerId>,
+    pub account: Option<AccountId>,
+    /// The account a server left, for moves.
+    pub from: Option<AccountId>,
+    pub epoch: Option<Epoch>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// A free server joins an account.
+    Assign,
+    /// A server is drained from one account to join another.
+    Reclaim,
+    /// A reclaimed server, drained, joins the account it was reclaimed for (under a new
+    /// epoch); `from` is the account it left.
+    Join,
+    /// A server is drained from an account and freed.
+    Release,
+    /// An account cannot get the servers its SLA asks for.
+    Shortfall,
+    /// A server missed its heartbeats; its lease is revoked.
+    ServerFailed,
+    /// A lease ended (stopped, expired, refused, workload exited or failed).
+    LeaseEnded,
+    /// A workload failed to start or failed its health check.
+    WorkloadFailed,
+    /// A lease recovered from the journal after a restart.
+    Recovered,
+}
+
+/// Facts for metrics and reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    /// A server joined `account`: `latency_ms` from the decision to the workload healthy.
+    Reallocated {
+        server: ServerId,
+        account: AccountId,
+        latency_ms: u64,
+    },
+}

@@ -1,0 +1,445 @@
+//! What nodes tell the site core, and what it answers: registration, heartbeats, lease
+//! renewals, the outcome of commands, and workload events.
+
+use leasehold_federation::ids::{Epoch, ServerId};
+use leasehold_federation::wire::common::{Health, Refusal, RefusalCause};
+use leasehold_federation::wire::node::{
+    LeaseRenewal, PointerApplication, Registration, RunningWorkload, StopCause, StopOutcome,
+};
+
+use super::server::{Lease, Next, Phase};
+use super::{SiteModel, audit, millis};
+use crate::model::Millis;
+use crate::model::arbiter::AccountIx;
+use crate::model::effects::{AuditKind, Command, Effect, JournalOp, Observation};
+
+impl SiteModel {
+    /// A node agent connected and introduced itself.
+    pub fn register(
+        &mut self,
+        server: &ServerId,
+        running: Option<&RunningWorkload>,
+        highest_epoch: Epoch,
+        now: Millis,
+    ) -> Result<(Registration, Vec<Effect>), Refusal> {
+        let ix = self.index_of(server)?;
+        let mut effects = Vec::new();
+        let entry = &mut self.servers[ix];
+        entry.connected = true;
+        entry.last_heartbeat = Some(now);
+        if highest_epoch > entry.highest_epoch {
+            // The node has seen an epoch we never journaled (e.g. a journal restored from
+            // an old copy): remember it, so no lease ever reuses it (S-2).
+            entry.highest_epoch = highest_epoch;
+            effects.push(Effect::Journal(JournalOp::EpochSeen {
+                server: server.clone(),
+                epoch: highest_epoch,
+            }));
+        }
+        let lease = entry.lease.clone();
+        match (&lease, running) {
+            (Some(lease), Some(running))
+                if lease.epoch == running.epoch
+                    && *self.account_name(lease.account) == running.account =>
+            {
+                // The node kept its workload through our restart or a reconnect.
+                let entry = &mut self.servers[ix];
+                if !lease.revoked && matches!(entry.phase, Phase::Failed { .. } | Phase::Offline) {
+                    entry.phase = Phase::Serving;
+                }
+            }
+            (Some(lease), _) if !lease.revoked => {
+                // We hold a lease the node no longer runs: it stopped when its lease ran out
+                // while we were away. Restore the same assignment under a new epoch.
+                let account = lease.account;
+                effects.extend(self.end_lease(ix, "its node no longer runs it", now));
+                if self.servers[ix].lease.is_none() {
+                    let reason = format!(
+                        "restoring {} on {server} after its node re-registered without it",
+                        self.account_name(account)
+                    );
+                    effects.extend(self.grant(
+                        ix,
+                        account,
+                        Grant::now(now, reason, AuditKind::Recovered),
+                    ));
+                }
+            }
+            (None, _) => {
+                let entry = &mut self.servers[ix];
+                if matches!(entry.phase, Phase::Offline | Phase::Failed { .. }) {
+                    entry.phase = Phase::Free;
+                }
+            }
+            (Some(_), _) => {}
+        }
+        let entry = &self.servers[ix];
+        let registration = Registration::Accepted {
+            site: self.site.clone(),
+            heartbeat_interval_ms: millis(self.timings.heartbeat_interval),
+            lease_ttl_ms: millis(self.timings.lease_ttl),
+            renew_interval_ms: millis(self.timings.renew_interval),
+            service_addr: entry.service_addr.clone(),
+        };
+        Ok((registration, effects))
+    }
+
+    pub fn heartbeat(&mut self, server: &ServerId, health: Health, load: Option<f64>, now: Millis) {
+        if let Some(entry) = self.server_mut(server) {
+            entry.connected = true;
+            entry.last_heartbeat = Some(now);
+            entry.health = health;
+            entry.load = load;
+            if matches!(entry.phase, Phase::Failed { .. }) && entry.lease.is_none() {
+                entry.phase = Phase::Free;
+            }
+        }
+    }
+
+    pub fn disconnected(&mut self, server: &ServerId) {
+        if let Some(entry) = self.server_mut(server) {
+            entry.connected = false;
+            if entry.phase == Phase::Free {
+                entry.phase = Phase::Offline;
+            }
+        }
+    }
+
+    /// A node asks to keep its lease. Only the current, unrevoked lease is renewed.
+    pub fn renew(&mut self, server: &ServerId, epoch: Epoch, now: Millis) -> LeaseRenewal {
+        let ttl = self.timings.lease_ttl;
+        let Some(entry) = self.server_mut(server) else {
+            return LeaseRenewal::Refused(refusal(RefusalCause::WrongServer, "unknown server"));
+        };
+        match &mut entry.lease {
+            Some(lease) if lease.epoch == epoch && !lease.revoked => {
+                lease.expires_at = lease.expires_at.max(now + ttl);
+                LeaseRenewal::Renewed {
+                    epoch,
+                    ttl_ms: millis(ttl),
+                }
+            }
+            Some(lease) if lease.epoch == epoch => LeaseRenewal::Refused(refusal(
+                RefusalCause::UnknownLease,
+                &format!("lease {epoch} of {server} is revoked"),
+            )),
+            Some(lease) if epoch < lease.epoch => LeaseRenewal::Refused(refusal(
+                RefusalCause::StaleEpoch { seen: lease.epoch },
+                &format!("{epoch} is older than the current lease {}", lease.epoch),
+            )),
+            _ => LeaseRenewal::Refused(refusal(
+                RefusalCause::UnknownLease,
+                &format!("{server} holds no lease under {epoch}"),
+            )),
+        }
+    }
+
+    /// The node's answer to `ApplyPointer`, or why there was none. A lost answer is "maybe
+    /// applied": the lease stays and simply expires if the node never renews it.
+    pub fn pointer_answered(
+        &mut self,
+        server: &ServerId,
+        epoch: Epoch,
+        answer: Result<PointerApplication, String>,
+        now: Millis,
+    ) -> Vec<Effect> {
+        let Ok(ix) = self.index_of(server) else {
+            return Vec::new();
+        };
+        match answer {
+            Ok(PointerApplication::Accepted { .. }) | Err(_) => Vec::new(),
+            Ok(PointerApplication::Refused(refusal)) => {
+                let mut effects = Vec::new();
+                if let RefusalCause::StaleEpoch { seen } = refusal.cause {
+                    let entry = &mut self.servers[ix];
+                    if seen > entry.highest_epoch {
+                        entry.highest_epoch = seen;
+                        effects.push(Effect::Journal(JournalOp::EpochSeen {
+                            server: server.clone(),
+                            epoch: seen,
+                        }));
+                    }
+                }
+                if self.current_epoch(ix) == Some(epoch) {
+                    let why = format!("the node refused the pointer: {}", refusal.detail);
+                    effects.extend(self.end_lease(ix, &why, now));
+                }
+                effects
+            }
+        }
+    }
+
+    /// The node's answer to `StopWorkload`. Without a `Stopped`, the lease is revoked and
+    /// the server waits for it to expire: only then is it sure the node has stopped.
+    pub fn stop_answered(
+        &mut self,
+        server: &ServerId,
+        epoch: Epoch,
+        answer: Result<StopOutcome, String>,
+        now: Millis,
+    ) -> Vec<Effect> {
+        let Ok(ix) = self.index_of(server) else {
+            return Vec::new();
+        };
+        if self.current_epoch(ix) != Some(epoch) {
+            return Vec::new();
+        }
+        match answer {
+            Ok(StopOutcome::Stopped { .. }) => self.end_lease(ix, "its workload stopped", now),
+            Ok(StopOutcome::Refused(_)) | Err(_) => {
+                if let Some(lease) = &mut self.servers[ix].lease {
+                    lease.revoked = true;
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    pub fn workload_joined(&mut self, server: &ServerId, epoch: Epoch, now: Millis) -> Vec<Effect> {
+        let Ok(ix) = self.index_of(server) else {
+            return Vec::new();
+        };
+        if self.current_epoch(ix) != Some(epoch) {
+            return Vec::new();
+        }
+        let entry = &mut self.servers[ix];
+        let Phase::Starting { decided_at } = entry.phase else {
+            return Vec::new();
+        };
+        entry.phase = Phase::Serving;
+        let account = entry.lease.as_ref().map(|lease| lease.account).unwrap_or(0);
+        vec![Effect::Observe(Observation::Reallocated {
+            server: server.clone(),
+            account: self.account_name(account).clone(),
+            latency_ms: millis(now.since(decided_at)),
+        })]
+    }
+
+    pub fn workload_failed(
+        &mut self,
+        server: &ServerId,
+        epoch: Epoch,
+        reason: &str,
+        now: Millis,
+    ) -> Vec<Effect> {
+        let Ok(ix) = self.index_of(server) else {
+            return Vec::new();
+        };
+        let Some(account) = self.current_lease(ix).map(|lease| lease.account) else {
+            return Vec::new();
+        };
+        if self.current_epoch(ix) != Some(epoch) {
+            return Vec::new();
+        }
+        self.servers[ix].avoid = Some((account, now));
+        let mut effects = vec![audit(
+            AuditKind::WorkloadFailed,
+            Some(server),
+            Some(self.account_name(account)),
+            None,
+            Some(epoch),
+            format!(
+                "{} failed on {server}: {reason}; {server} is avoided for it for {} s and another server will be tried",
+                self.account_name(account),
+                super::AVOID_AFTER_FAILURE.as_secs()
+            ),
+        )];
+        effects.extend(self.end_lease(ix, "its workload failed", now));
+        effects
+    }
+
+    pub fn workload_stopped(
+        &mut self,
+        server: &ServerId,
+        epoch: Epoch,
+        cause: &StopCause,
+        now: Millis,
+    ) -> Vec<Effect> {
+        let Ok(ix) = self.index_of(server) else {
+            return Vec::new();
+        };
+        if self.current_epoch(ix) != Some(epoch) {
+            return Vec::new();
+        }
+        self.end_lease(ix, &format!("its workload stopped ({cause:?})"), now)
+    }
+
+    fn index_of(&self, server: &ServerId) -> Result<usize, Refusal> {
+        self.server_index.get(server).copied().ok_or_else(|| {
+            refusal(
+                RefusalCause::WrongServer,
+                &format!("{server} is not in {}'s inventory", self.site),
+            )
+        })
+    }
+
+    fn current_lease(&self, ix: usize) -> Option<&Lease> {
+        self.servers[ix].lease.as_ref()
+    }
+
+    fn current_epoch(&self, ix: usize) -> Option<Epoch> {
+        self.current_lease(ix).map(|lease| lease.epoch)
+    }
+
+    /// Leases server `ix` to `account` under a fresh epoch: journal it, then send the
+    /// pointer (D-1, S-2). The caller has checked the server holds no lease.
+    pub(super) fn grant(&mut self, ix: usize, account: AccountIx, why: Grant) -> Vec<Effect> {
+        let Grant {
+            now,
+            decided_at,
+            reason,
+            kind,
+            from,
+        } = why;
+        let ttl = self.timings.lease_ttl;
+        let entry = &mut self.servers[ix];
+        debug_assert!(
+            entry.lease.is_none(),
+            "S-3: a leased server got a second lease"
+        );
+        let epoch = entry.highest_epoch.next();
+        entry.highest_epoch = epoch;
+        entry.lease = Some(Lease {
+            account,
+            epoch,
+            expires_at: now + ttl,
+            granted_at: now,
+            revoked: false,
+        });
+        entry.phase = Phase::Starting { decided_at };
+        let server = entry.id.clone();
+        let account_name = self.account_name(account).clone();
+        let from = from.map(|from| self.account_name(from).clone());
+        vec![
+            Effect::Journal(JournalOp::LeaseGranted {
+                server: server.clone(),
+                account: account_name.clone(),
+                epoch,
+            }),
+            audit(
+                kind,
+                Some(&server),
+                Some(&account_name),
+                from.as_ref(),
+                Some(epoch),
+                reason,
+            ),
+            Effect::Send(Command::Apply {
+                server,
+                pointer: self.pointer(account, epoch),
+            }),
+        ]
+    }
+
+    /// Ends the lease of server `ix` (journaled), then sends a draining server on to where
+    /// it was going.
+    pub(super) fn end_lease(&mut self, ix: usize, why: &str, now: Millis) -> Vec<Effect> {
+        let entry = &mut self.servers[ix];
+        let Some(lease) = entry.lease.take() else {
+            return Vec::new();
+        };
+        let (next, decided_at) = match entry.phase {
+            Phase::Draining { next, decided_at } => (next, decided_at),
+            _ => (Next::Free, now),
+        };
+        entry.phase = match entry.phase {
+            Phase::Failed { since } => Phase::Failed { since },
+            _ => entry.idle_phase(),
+        };
+        let server = entry.id.clone();
+        let account = self.account_name(lease.account).clone();
+        let mut effects = vec![
+            Effect::Journal(JournalOp::LeaseEnded {
+                server: server.clone(),
+                epoch: lease.epoch,
+            }),
+            audit(
+                AuditKind::LeaseEnded,
+                Some(&server),
+                Some(&account),
+                None,
+                Some(lease.epoch),
+                format!(
+                    "lease of {server} to {account} under {} ended: {why}",
+                    lease.epoch
+                ),
+            ),
+        ];
+        if let Next::Join(to) = next
+            && self.servers[ix].phase == Phase::Free
+        {
+            let reason = format!(
+                "{server} drained from {account} and joins {}",
+                self.account_name(to)
+            );
+            effects.extend(self.grant(
+                ix,
+                to,
+                Grant {
+                    now,
+                    decided_at,
+                    reason,
+                    kind: AuditKind::Join,
+                    from: Some(lease.account),
+                },
+            ));
+        }
+        effects
+    }
+
+    /// Tells a server to drain and stop, then go to `next`.
+    pub(super) fn drain(
+        &mut self,
+        ix: usize,
+        next: Next,
+        reason: String,
+        now: Millis,
+    ) -> Vec<Effect> {
+        let drain_ms = millis(self.timings.drain_timeout);
+        let entry = &mut self.servers[ix];
+        let Some(lease) = &entry.lease else {
+            return Vec::new();
+        };
+        let epoch = lease.epoch;
+        entry.phase = Phase::Draining {
+            next,
+            decided_at: now,
+        };
+        vec![Effect::Send(Command::Stop {
+            server: entry.id.clone(),
+            epoch,
+            drain_ms,
+            reason,
+        })]
+    }
+}
+
+/// Why and when a lease is granted, for its audit entry and its latency.
+pub(super) struct Grant {
+    pub now: Millis,
+    /// When the decision was made (earlier than `now` after a drain).
+    pub decided_at: Millis,
+    pub reason: String,
+    pub kind: AuditKind,
+    /// The account the server left, for a move.
+    pub from: Option<AccountIx>,
+}
+
+impl Grant {
+    pub fn now(now: Millis, reason: String, kind: AuditKind) -> Grant {
+        Grant {
+            now,
+            decided_at: now,
+            reason,
+            kind,
+            from: None,
+        }
+    }
+}
+
+fn refusal(cause: RefusalCause, detail: &str) -> Refusal {
+    Refusal {
+        cause,
+        detail: detail.to_owned(),
+    }
+}

@@ -1,0 +1,110 @@
+//! One server as the site core sees it: its connection, its lease and where it is in its
+//! life (free, starting, serving, draining, failed).
+
+use leasehold_federation::ids::{Epoch, ServerId};
+use leasehold_federation::wire::common::Health;
+
+use crate::model::Millis;
+use crate::model::arbiter::AccountIx;
+
+/// A lease of one server to one account of this site.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub account: AccountIx,
+    pub epoch: Epoch,
+    /// Renewed by the node; the server is not reused before this has passed.
+    pub expires_at: Millis,
+    /// When the account got the server (for the move cooldown).
+    pub granted_at: Millis,
+    /// No more renewals: the server failed or its stop went unanswered. The lease still
+    /// blocks the server until it expires, since the node may not know yet.
+    pub revoked: bool,
+}
+
+/// Where a draining server goes once its workload has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Join(AccountIx),
+    Free,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    /// Not connected, and no lease.
+    Offline,
+    /// Connected and healthy, no lease: the arbiter may assign it.
+    Free,
+    /// Leased; the pointer is sent; the workload is not healthy yet.
+    Starting { decided_at: Millis },
+    /// Leased, and the workload is healthy: it serves its account.
+    Serving,
+    /// Out of its account's endpoints; told to drain and stop; then `next`. `decided_at`
+    /// is when the move was decided, so a move's latency includes its drain.
+    Draining { next: Next, decided_at: Millis },
+    /// Missed its heartbeats; its lease is revoked and runs out.
+    Failed { since: Millis },
+}
+
+impl Phase {
+    /// The name the admin API shows (`state` in `/v1/servers`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Offline => "offline",
+            Phase::Free => "free",
+            Phase::Starting { .. } => "starting",
+            Phase::Serving => "serving",
+            Phase::Draining { .. } => "draining",
+            Phase::Failed { .. } => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerEntry {
+    pub id: ServerId,
+    pub service_addr: String,
+    pub connected: bool,
+    pub last_heartbeat: Option<Millis>,
+    pub health: Health,
+    pub load: Option<f64>,
+    /// The highest epoch ever issued to or seen from this server (invariant S-2).
+    pub highest_epoch: Epoch,
+    pub lease: Option<Lease>,
+    pub phase: Phase,
+    /// A workload of this account just failed here; do not try it here again soon.
+    pub avoid: Option<(AccountIx, Millis)>,
+}
+
+impl ServerEntry {
+    pub fn new(id: ServerId, service_addr: String) -> Self {
+        ServerEntry {
+            id,
+            service_addr,
+            connected: false,
+            last_heartbeat: None,
+            health: Health::Idle,
+            load: None,
+            highest_epoch: Epoch::NONE,
+            lease: None,
+            phase: Phase::Offline,
+            avoid: None,
+        }
+    }
+
+    /// The account this server serves now, for endpoints and load.
+    pub fn serving(&self) -> Option<AccountIx> {
+        match (&self.phase, &self.lease) {
+            (Phase::Serving, Some(lease)) if !lease.revoked => Some(lease.account),
+            _ => None,
+        }
+    }
+
+    /// The phase a server without a lease falls back to.
+    pub fn idle_phase(&self) -> Phase {
+        if self.connected {
+            Phase::Free
+        } else {
+            Phase::Offline
+        }
+    }
+}

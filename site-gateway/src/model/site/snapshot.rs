@@ -1,0 +1,141 @@
+//! A read-only picture of the site for the admin API, the demo and tests. Field names are
+//! part of the API (docs/api.md); `id`, `state`, `account`, `epoch` of servers and `name`,
+//! `home`, `owner`, `min_servers`, `max_servers`, `demand`, `servers`, `sla_met` of accounts
+//! are relied on by scripts.
+
+use leasehold_federation::ids::{AccountId, ServerId, SiteId};
+use leasehold_federation::wire::common::Health;
+use serde::Serialize;
+
+use super::SiteModel;
+use super::server::Phase;
+use crate::model::Millis;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteSnapshot {
+    pub site: SiteId,
+    pub servers: Vec<ServerSnapshot>,
+    pub accounts: Vec<AccountSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerSnapshot {
+    pub id: ServerId,
+    /// offline, free, starting, serving, draining, failed
+    pub state: &'static str,
+    pub account: Option<AccountId>,
+    /// The current lease's epoch, or the highest this server has had.
+    pub epoch: u64,
+    pub health: String,
+    pub load: Option<f64>,
+    pub service_addr: String,
+    pub connected: bool,
+    pub lease_expires_in_ms: Option<u64>,
+    pub lease_revoked: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountSnapshot {
+    pub name: AccountId,
+    pub home: SiteId,
+    pub owner: SiteId,
+    pub min_servers: u32,
+    pub max_servers: u32,
+    pub priority: u32,
+    pub target_load: f64,
+    pub demand: u32,
+    /// Servers serving the account now (healthy workload, unrevoked lease).
+    pub servers: u32,
+    /// Servers assigned whose workload is not healthy yet.
+    pub starting: u32,
+    /// Total load of the serving servers.
+    pub load: f64,
+    /// At least `min_servers` serve, and at least `demand`.
+    pub sla_met: bool,
+    /// Servers the account wants but the site could not give in the last round.
+    pub shortfall: Option<u32>,
+    pub endpoints: Vec<String>,
+}
+
+impl SiteModel {
+    pub fn snapshot(&self, now: Millis) -> SiteSnapshot {
+        let servers = self
+            .servers
+            .iter()
+            .map(|entry| ServerSnapshot {
+                id: entry.id.clone(),
+                state: entry.phase.name(),
+                account: entry
+                    .lease
+                    .as_ref()
+                    .map(|lease| self.account_name(lease.account).clone()),
+                epoch: entry
+                    .lease
+                    .as_ref()
+                    .map(|lease| lease.epoch)
+                    .unwrap_or(entry.highest_epoch)
+                    .value(),
+                health: match &entry.health {
+                    Health::Idle => "idle".to_owned(),
+                    Health::Starting => "starting".to_owned(),
+                    Health::Healthy => "healthy".to_owned(),
+                    Health::Unhealthy { reason } => format!("unhealthy: {reason}"),
+                },
+                load: entry.load,
+                service_addr: entry.service_addr.clone(),
+                connected: entry.connected,
+                lease_expires_in_ms: entry
+                    .lease
+                    .as_ref()
+                    .map(|lease| lease.expires_at.0.saturating_sub(now.0)),
+                lease_revoked: entry.lease.as_ref().is_some_and(|lease| lease.revoked),
+            })
+            .collect();
+        let loads = self.account_loads();
+        let accounts = self
+            .accounts
+            .iter()
+            .enumerate()
+            .map(|(ix, account)| {
+                let (load, serving) = loads[ix];
+                let endpoints: Vec<String> = self
+                    .servers
+                    .iter()
+                    .filter(|entry| entry.serving() == Some(ix as u32))
+                    .map(|entry| entry.service_addr.clone())
+                    .collect();
+                let starting = self
+                    .servers
+                    .iter()
+                    .filter(|entry| {
+                        matches!(entry.phase, Phase::Starting { .. })
+                            && entry.lease.as_ref().map(|lease| lease.account) == Some(ix as u32)
+                    })
+                    .count() as u32;
+                AccountSnapshot {
+                    name: account.config.name.clone(),
+                    home: self.site.clone(),
+                    owner: self.site.clone(),
+                    min_servers: account.config.min_servers,
+                    max_servers: account.config.max_servers,
+                    priority: account.config.priority,
+                    target_load: account.config.target_load,
+                    demand: account.demand,
+                    servers: serving,
+                    starting,
+                    load,
+                    sla_met: serving >= account.config.min_servers && serving >= account.demand,
+                    shortfall: account
+                        .shortfall
+                        .map(|(wanted, have)| wanted.saturating_sub(have)),
+                    endpoints,
+                }
+            })
+            .collect();
+        SiteSnapshot {
+            site: self.site.clone(),
+            servers,
+            accounts,
+        }
+    }
+}

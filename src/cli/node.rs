@@ -1,0 +1,84 @@
+//! `leasehold node run`: the node agent of one server; and the hidden `leasehold node
+//! guard`, the parent the agent puts between itself and every workload.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use leasehold_federation::ids::ServerId;
+use leasehold_node::agent::{AgentOptions, run_agent};
+use leasehold_node::driver::guard::run_guard;
+
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    pub command: NodeCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeCommand {
+    /// Run the agent: register with the site gateway, apply its pointers under leases,
+    /// run the account's workload, keep the event log. Stops the workload on SIGTERM.
+    Run {
+        /// The site gateway's management address.
+        #[arg(long, value_name = "ADDR")]
+        gateway: SocketAddr,
+        /// This server's id; its certificate is DIR/nodes/ID.crt.
+        #[arg(long, value_name = "ID")]
+        id: ServerId,
+        /// Directory made by `leasehold certs`.
+        #[arg(long, value_name = "DIR")]
+        certs: PathBuf,
+        /// Event log, data and scratch dirs [default: ./leasehold-node-<ID>].
+        #[arg(long, value_name = "DIR")]
+        work: Option<PathBuf>,
+        /// How long a new workload may take to pass its health check.
+        #[arg(long, value_name = "MS", default_value_t = 10_000)]
+        start_timeout_ms: u64,
+    },
+    /// Internal: run a workload that dies with its agent (started by the agent).
+    #[command(hide = true)]
+    Guard {
+        #[arg(long, value_name = "PID")]
+        agent_pid: u32,
+        #[arg(long, value_name = "FILE")]
+        pid_file: PathBuf,
+        /// The workload's command and arguments.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+}
+
+pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        NodeCommand::Run {
+            gateway,
+            id,
+            certs,
+            work,
+            start_timeout_ms,
+        } => {
+            let work = work.unwrap_or_else(|| PathBuf::from(format!("leasehold-node-{id}")));
+            run_agent(AgentOptions {
+                gateway,
+                server: id,
+                certs,
+                work,
+                start_timeout: Duration::from_millis(start_timeout_ms),
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        NodeCommand::Guard {
+            agent_pid,
+            pid_file,
+            command,
+        } => {
+            let (program, rest) = command
+                .split_first()
+                .ok_or_else(|| anyhow::anyhow!("guard: no command given"))?;
+            let code = run_guard(agent_pid, &pid_file, program, rest);
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+    }
+}

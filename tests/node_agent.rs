@@ -1,0 +1,858 @@
+//! The node agent as real processes: `leasehold node run` against a test gateway that
+//! speaks the management channel over real QUIC, running the real demo workload
+//! (`leasehold workload`). Safety is judged from the agent's event log.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
+use leasehold_federation::transport::Alpn;
+use leasehold_federation::transport::certs::load_site_identity;
+use leasehold_federation::transport::connection::{Connection, Inbox, ReplyPort};
+use leasehold_federation::transport::endpoint::{Endpoint, Limits};
+use leasehold_federation::transport::identity::PeerPolicy;
+use leasehold_federation::wire::common::*;
+use leasehold_federation::wire::node::*;
+use leasehold_federation::wire::{Inbound, InboundOneWay, InboundRequest, Reply};
+use leasehold_node::event_log::{Event, EventKind, StopReason, read_events};
+use leasehold_node::evidence::check_server_log;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+const TTL_MS: u64 = 1000;
+const RENEW_MS: u64 = 250;
+const STOP_TIMEOUT_MS: u64 = 2000;
+
+fn leasehold(args: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .args(args)
+        .output()
+        .expect("run leasehold");
+    assert!(
+        output.status.success(),
+        "leasehold {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn epoch(value: u64) -> Epoch {
+    Epoch::from_journal(value)
+}
+
+fn a1() -> ServerId {
+    ServerId::parse("a1").unwrap()
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Waits until `probe` returns something, polling; on timeout panics with what `last`
+/// says was last seen.
+async fn wait_for<T>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    last: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        if Instant::now() > deadline {
+            panic!("waited {within:?} for {what}; last seen: {}", last());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the test gateway has seen.
+#[derive(Default)]
+struct Seen {
+    registrations: Vec<RegisterServer>,
+    heartbeats: Vec<Heartbeat>,
+    joined: Vec<WorkloadJoined>,
+    failed: Vec<WorkloadFailed>,
+    stopped: Vec<WorkloadStopped>,
+    connection: Option<Connection>,
+    /// Renewals the gateway chose not to answer (held, so the node hears nothing).
+    unanswered: Vec<Reply<RenewLease, ReplyPort>>,
+}
+
+/// site-a's management listener, played by the test.
+struct Gateway {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Seen>>,
+    answer_renewals: Arc<AtomicBool>,
+    _endpoint: Arc<Endpoint>,
+}
+
+impl Gateway {
+    fn start(certs: &Path, service_addr: SocketAddr) -> Gateway {
+        let identity = load_site_identity(certs, &SiteId::parse("site-a").unwrap()).unwrap();
+        let policy = PeerPolicy::Nodes {
+            site: SiteId::parse("site-a").unwrap(),
+            servers: BTreeSet::from([a1()]),
+        };
+        let endpoint = Arc::new(
+            Endpoint::listen(
+                "127.0.0.1:0".parse().unwrap(),
+                &identity,
+                Alpn::Node,
+                policy,
+                Limits::default(),
+            )
+            .unwrap(),
+        );
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let answer_renewals = Arc::new(AtomicBool::new(true));
+        let (listener, state, answering) =
+            (endpoint.clone(), seen.clone(), answer_renewals.clone());
+        tokio::spawn(async move {
+            while let Some(handshake) = listener.accept().await {
+                let (connection, inbox) = handshake.finish().await.unwrap();
+                state.lock().unwrap().connection = Some(connection);
+                tokio::spawn(serve(
+                    inbox,
+                    state.clone(),
+                    answering.clone(),
+                    service_addr.to_string(),
+                ));
+            }
+        });
+        Gateway {
+            addr: endpoint.local_addr().unwrap(),
+            seen,
+            answer_renewals,
+            _endpoint: endpoint,
+        }
+    }
+
+    fn connection(&self) -> Connection {
+        self.seen
+            .lock()
+            .unwrap()
+            .connection
+            .clone()
+            .expect("connected")
+    }
+
+    async fn apply(&self, server: ServerId, pointer: InitPointer) -> PointerApplication {
+        let request = ApplyPointer { server, pointer };
+        self.connection().request(&request).await.unwrap()
+    }
+
+    async fn stop(&self, at: Epoch, drain_ms: u64) -> StopOutcome {
+        let request = StopWorkload {
+            server: a1(),
+            epoch: at,
+            drain_ms,
+            reason: "test".into(),
+        };
+        self.connection().request(&request).await.unwrap()
+    }
+
+    async fn wait_registrations(&self, count: usize) -> RegisterServer {
+        let seen = &self.seen;
+        wait_for(
+            "a registration",
+            Duration::from_secs(20),
+            || seen.lock().unwrap().registrations.get(count - 1).cloned(),
+            || format!("{} registrations", seen.lock().unwrap().registrations.len()),
+        )
+        .await
+    }
+
+    async fn wait_stopped_report(&self, at: Epoch, cause: StopCause) {
+        let seen = &self.seen;
+        wait_for(
+            &format!("WorkloadStopped for {at} with {cause:?}"),
+            Duration::from_secs(10),
+            || {
+                let seen = seen.lock().unwrap();
+                seen.stopped
+                    .iter()
+                    .any(|s| s.epoch == at && s.cause == cause)
+                    .then_some(())
+            },
+            || format!("{:?}", seen.lock().unwrap().stopped),
+        )
+        .await
+    }
+
+    async fn wait_joined(&self, at: Epoch) -> WorkloadJoined {
+        let seen = &self.seen;
+        wait_for(
+            &format!("WorkloadJoined for {at}"),
+            Duration::from_secs(20),
+            || {
+                let seen = seen.lock().unwrap();
+                seen.joined.iter().find(|j| j.epoch == at).cloned()
+            },
+            || {
+                let seen = seen.lock().unwrap();
+                format!("joined {:?}, failed {:?}", seen.joined, seen.failed)
+            },
+        )
+        .await
+    }
+}
+
+async fn serve(
+    mut inbox: Inbox,
+    seen: Arc<Mutex<Seen>>,
+    answer_renewals: Arc<AtomicBool>,
+    service_addr: String,
+) {
+    while let Some(Ok(message)) = inbox.next().await {
+        match message {
+            Inbound::Request(InboundRequest::RegisterServer(request, reply)) => {
+                seen.lock().unwrap().registrations.push(request);
+                let accepted = Registration::Accepted {
+                    site: SiteId::parse("site-a").unwrap(),
+                    heartbeat_interval_ms: 100,
+                    lease_ttl_ms: TTL_MS,
+                    renew_interval_ms: RENEW_MS,
+                    service_addr: service_addr.clone(),
+                };
+                reply.send(&accepted).await.unwrap();
+            }
+            Inbound::Request(InboundRequest::RenewLease(request, reply)) => {
+                if answer_renewals.load(Ordering::SeqCst) {
+                    let renewed = LeaseRenewal::Renewed {
+                        epoch: request.epoch,
+                        ttl_ms: TTL_MS,
+                    };
+                    let _ = reply.send(&renewed).await;
+                } else {
+                    seen.lock().unwrap().unanswered.push(reply);
+                }
+            }
+            Inbound::OneWay(InboundOneWay::Heartbeat(beat)) => {
+                seen.lock().unwrap().heartbeats.push(beat)
+            }
+            Inbound::OneWay(InboundOneWay::WorkloadJoined(m)) => {
+                seen.lock().unwrap().joined.push(m)
+            }
+            Inbound::OneWay(InboundOneWay::WorkloadFailed(m)) => {
+                seen.lock().unwrap().failed.push(m)
+            }
+            Inbound::OneWay(InboundOneWay::WorkloadStopped(m)) => {
+                seen.lock().unwrap().stopped.push(m)
+            }
+            other => panic!("unexpected from the node: {other:?}"),
+        }
+    }
+}
+
+/// A running `leasehold node run`, killed with every workload it started when dropped.
+struct Agent {
+    child: Child,
+    work: PathBuf,
+    output: PathBuf,
+}
+
+impl Agent {
+    fn start(gateway: SocketAddr, certs: &Path, work: &Path) -> Agent {
+        let output = work.with_extension(format!("agent-{}.log", std::process::id()));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&output)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+            .args([
+                "node",
+                "run",
+                "--gateway",
+                &gateway.to_string(),
+                "--id",
+                "a1",
+            ])
+            .arg("--certs")
+            .arg(certs)
+            .arg("--work")
+            .arg(work)
+            .env("LEASEHOLD_LOG", "info,leasehold_node=debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Agent {
+            child,
+            work: work.to_owned(),
+            output,
+        }
+    }
+
+    fn events(&self) -> Vec<Event> {
+        read_events(&self.work.join("events.jsonl")).unwrap()
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.output).unwrap_or_default()
+    }
+
+    /// Waits for an event that `matches`, returning it.
+    async fn wait_event(&self, what: &str, matches: impl Fn(&EventKind) -> bool) -> Event {
+        wait_for(
+            what,
+            Duration::from_secs(20),
+            || self.events().into_iter().find(|e| matches(&e.kind)),
+            || format!("{:#?}\nagent output:\n{}", self.events(), self.output()),
+        )
+        .await
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The guards should have done this; a test must not leak processes regardless.
+        for event in read_events(&self.work.join("events.jsonl")).unwrap_or_default() {
+            if let EventKind::WorkloadStarted { pgid, .. } = event.kind {
+                let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// A process that exists and is not a zombie.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// One test's world: certificates, a gateway, an agent, a service port.
+struct World {
+    _dir: TempDir,
+    certs: PathBuf,
+    work: PathBuf,
+    service: SocketAddr,
+    gateway: Gateway,
+    agent: Agent,
+}
+
+impl World {
+    async fn start() -> World {
+        let dir = TempDir::new().unwrap();
+        let certs = dir.path().join("certs");
+        let d = certs.to_str().unwrap();
+        leasehold(&["certs", "init", "--dir", d]);
+        leasehold(&["certs", "issue", "--dir", d, "--site", "site-a"]);
+        leasehold(&[
+            "certs", "issue", "--dir", d, "--site", "site-a", "--node", "a1",
+        ]);
+        let service = free_port();
+        let gateway = Gateway::start(&certs, service);
+        let work = dir.path().join("work");
+        let agent = Agent::start(gateway.addr, &certs, &work);
+        World {
+            _dir: dir,
+            certs,
+            work,
+            service,
+            gateway,
+            agent,
+        }
+    }
+
+    fn pointer(&self, account: &str, value: u64) -> InitPointer {
+        let args = [
+            "workload",
+            "--listen",
+            "{service_addr}",
+            "--data",
+            "{data_dir}",
+            "--account",
+            "{account}",
+            "--cost-us",
+            "200",
+        ];
+        InitPointer {
+            account: AccountId::parse(account).unwrap(),
+            software: Software {
+                label: "demo-1".into(),
+                command: "{leasehold}".into(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                env: BTreeMap::from([("GREETING".into(), "hello from {account}".into())]),
+                health_path: Some("/health".into()),
+                metrics_path: Some("/metrics".into()),
+                load_metric: Some("leasehold_workload_load".into()),
+                stop_timeout_ms: STOP_TIMEOUT_MS,
+            },
+            data: DataRef {
+                dir: format!("data/{account}"),
+            },
+            epoch: epoch(value),
+        }
+    }
+
+    /// Applies `account` at `value` and waits until it has joined; returns its pid.
+    async fn run(&self, account: &str, value: u64) -> u32 {
+        let outcome = self.gateway.apply(a1(), self.pointer(account, value)).await;
+        assert_eq!(
+            outcome,
+            PointerApplication::Accepted {
+                epoch: epoch(value)
+            }
+        );
+        self.gateway.wait_joined(epoch(value)).await;
+        self.pid_of(epoch(value))
+    }
+
+    fn pid_of(&self, at: Epoch) -> u32 {
+        self.agent
+            .events()
+            .iter()
+            .find_map(|e| match e.kind {
+                EventKind::WorkloadStarted { epoch, pid, .. } if epoch == at => Some(pid),
+                _ => None,
+            })
+            .expect("workload_started")
+    }
+
+    fn assert_no_violation(&self) {
+        // Shown when a test fails (and with --nocapture): the record the verdict is from.
+        eprintln!(
+            "{}",
+            std::fs::read_to_string(self.work.join("events.jsonl")).unwrap_or_default()
+        );
+        let events = self.agent.events();
+        let slack = Duration::from_millis(STOP_TIMEOUT_MS + 500);
+        let violations = check_server_log(&events, slack);
+        assert!(violations.is_empty(), "{violations:#?}\n{events:#?}");
+    }
+}
+
+fn stopped_event(at: Epoch) -> impl Fn(&EventKind) -> bool {
+    move |kind| matches!(kind, EventKind::WorkloadStopped { epoch, .. } if *epoch == at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_runs_the_workload_and_heartbeats_health_and_load() {
+    let world = World::start().await;
+    let registration = world.gateway.wait_registrations(1).await;
+    assert_eq!(registration.server, a1());
+    assert_eq!(registration.highest_epoch, Epoch::NONE);
+    assert_eq!(registration.running, None);
+
+    let pid = world.run("shop", 1).await;
+    let page = http_get(world.service, "/").unwrap_or_default();
+    assert!(page.contains("account: shop"), "{page}");
+    assert!(page.contains("hello from shop"), "{page}");
+    assert!(page.contains("epoch: 1"), "{page}");
+
+    let seen = &world.gateway.seen;
+    let beat = wait_for(
+        "a healthy heartbeat with a load",
+        Duration::from_secs(10),
+        || {
+            let seen = seen.lock().unwrap();
+            seen.heartbeats
+                .iter()
+                .rev()
+                .find(|b| b.health == Health::Healthy && b.load.is_some())
+                .cloned()
+        },
+        || format!("{:?}", seen.lock().unwrap().heartbeats.last()),
+    )
+    .await;
+    assert_eq!(
+        beat.running,
+        Some(RunningWorkload {
+            account: AccountId::parse("shop").unwrap(),
+            epoch: epoch(1)
+        })
+    );
+
+    // SIGTERM: the agent stops its workload, records why, and exits 0.
+    world.agent.signal(Signal::SIGTERM);
+    let stopped = world
+        .agent
+        .wait_event("workload_stopped", stopped_event(epoch(1)))
+        .await;
+    assert!(matches!(
+        stopped.kind,
+        EventKind::WorkloadStopped {
+            cause: StopReason::AgentShutdown,
+            ..
+        }
+    ));
+    assert!(!running(pid));
+    let mut agent = world.agent;
+    let status = wait_for(
+        "the agent to exit",
+        Duration::from_secs(10),
+        || agent.child.try_wait().unwrap(),
+        || "still running".into(),
+    )
+    .await;
+    assert!(status.success(), "{status}");
+    let violations = check_server_log(
+        &agent.events(),
+        Duration::from_millis(STOP_TIMEOUT_MS + 500),
+    );
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_epochs_and_wrong_server_ids_are_refused_and_change_nothing() {
+    let world = World::start().await;
+    world.gateway.wait_registrations(1).await;
+    let pid = world.run("shop", 2).await;
+    let events_before = world.agent.events().len();
+
+    for stale in [1, 2] {
+        let outcome = world
+            .gateway
+            .apply(a1(), world.pointer("blog", stale))
+            .await;
+        match outcome {
+            PointerApplication::Refused(Refusal {
+                cause: RefusalCause::StaleEpoch { seen },
+                ..
+            }) => assert_eq!(seen, epoch(2)),
+            other => panic!("epoch {stale}: {other:?}"),
+        }
+    }
+    let other = ServerId::parse("a9").unwrap();
+    match world.gateway.apply(other, world.pointer("blog", 3)).await {
+        PointerApplication::Refused(Refusal {
+            cause: RefusalCause::WrongServer,
+            ..
+        }) => {}
+        outcome => panic!("{outcome:?}"),
+    }
+    match world.gateway.stop(epoch(1), 0).await {
+        StopOutcome::Refused(Refusal {
+            cause: RefusalCause::StaleEpoch { seen },
+            ..
+        }) => assert_eq!(seen, epoch(2)),
+        outcome => panic!("{outcome:?}"),
+    }
+
+    let agent = &world.agent;
+    let refused = wait_for(
+        "four command_refused events",
+        Duration::from_secs(10),
+        || {
+            let refused: Vec<(String, Epoch)> = agent
+                .events()
+                .into_iter()
+                .filter_map(|e| match e.kind {
+                    EventKind::CommandRefused { kind, epoch, .. } => Some((kind, epoch)),
+                    _ => None,
+                })
+                .collect();
+            (refused.len() >= 4).then_some(refused)
+        },
+        || format!("{:#?}", agent.events()),
+    )
+    .await;
+    assert_eq!(
+        refused,
+        vec![
+            ("ApplyPointer".to_owned(), epoch(1)),
+            ("ApplyPointer".to_owned(), epoch(2)),
+            ("ApplyPointer".to_owned(), epoch(3)),
+            ("StopWorkload".to_owned(), epoch(1)),
+        ]
+    );
+    // The workload is untouched: same process, and nothing but refusals (and lease
+    // extensions, and a health line that may trail the Joined report) was recorded since.
+    assert!(running(pid));
+    let after: Vec<EventKind> = agent
+        .events()
+        .into_iter()
+        .skip(events_before)
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        after.iter().all(|k| matches!(
+            k,
+            EventKind::CommandRefused { .. }
+                | EventKind::LeaseExtended { .. }
+                | EventKind::WorkloadHealthy { .. }
+        )),
+        "{after:#?}"
+    );
+    assert!(
+        http_get(world.service, "/")
+            .unwrap_or_default()
+            .contains("account: shop")
+    );
+    world.assert_no_violation();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_pointer_for_another_account_stops_the_old_workload_first_and_clears_its_scratch() {
+    let world = World::start().await;
+    world.gateway.wait_registrations(1).await;
+    let old_pid = world.run("shop", 1).await;
+    let shop_scratch = world.work.join("scratch/shop");
+    std::fs::write(shop_scratch.join("cart.tmp"), "shop's secrets").unwrap();
+
+    let new_pid = world.run("blog", 2).await;
+    assert_ne!(old_pid, new_pid);
+    assert!(!running(old_pid));
+    let events = world.agent.events();
+    let position = |wanted: &dyn Fn(&EventKind) -> bool| {
+        events
+            .iter()
+            .position(|e| wanted(&e.kind))
+            .unwrap_or_else(|| panic!("{events:#?}"))
+    };
+    let old_stopped = position(
+        &|k| matches!(k, EventKind::WorkloadStopped { epoch, cause: StopReason::Superseded, .. } if *epoch == self::epoch(1)),
+    );
+    let new_starting = position(
+        &|k| matches!(k, EventKind::WorkloadStarting { epoch, .. } if *epoch == self::epoch(2)),
+    );
+    assert!(old_stopped < new_starting, "{events:#?}");
+    assert!(
+        !shop_scratch.exists(),
+        "the old account's scratch must be cleared"
+    );
+    assert!(world.work.join("scratch/blog").is_dir());
+    assert!(world.work.join("data/shop").is_dir(), "data is kept");
+    let page = http_get(world.service, "/").unwrap_or_default();
+    assert!(page.contains("account: blog"), "{page}");
+    world
+        .gateway
+        .wait_stopped_report(epoch(1), StopCause::Commanded)
+        .await;
+    world.assert_no_violation();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_renewals_go_unanswered_stops_its_workload_when_the_lease_ends() {
+    let world = World::start().await;
+    world.gateway.wait_registrations(1).await;
+    let pid = world.run("shop", 1).await;
+
+    world.gateway.answer_renewals.store(false, Ordering::SeqCst);
+    let silenced = Instant::now();
+    let stopped = world
+        .agent
+        .wait_event("workload_stopped", stopped_event(epoch(1)))
+        .await;
+    let bound = Duration::from_millis(TTL_MS + STOP_TIMEOUT_MS + 500);
+    assert!(
+        silenced.elapsed() < bound,
+        "stopped after {:?}",
+        silenced.elapsed()
+    );
+    assert!(matches!(
+        stopped.kind,
+        EventKind::WorkloadStopped {
+            cause: StopReason::LeaseExpired,
+            ..
+        }
+    ));
+    assert!(!running(pid));
+    // The node's own record: stopped no later than its last lease end plus the stop.
+    let until = world
+        .agent
+        .events()
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::LeaseExtended { until_mono_ns, .. } => Some(until_mono_ns),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    assert!(
+        stopped.mono_ns <= until + STOP_TIMEOUT_MS * 1_000_000,
+        "{stopped:?} vs {until}"
+    );
+    world.assert_no_violation();
+    world
+        .gateway
+        .wait_stopped_report(epoch(1), StopCause::LeaseExpired)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_takes_its_workload_along_and_a_restarted_agent_keeps_the_epoch() {
+    let mut world = World::start().await;
+    world.gateway.wait_registrations(1).await;
+    let pid = world.run("shop", 3).await;
+
+    world.agent.signal(Signal::SIGKILL);
+    let killed = Instant::now();
+    wait_for(
+        "the workload to die with its agent",
+        Duration::from_millis(1500),
+        || (!running(pid)).then_some(()),
+        || format!("pid {pid} still running"),
+    )
+    .await;
+    eprintln!(
+        "workload gone {:?} after the agent was killed",
+        killed.elapsed()
+    );
+
+    let restarted = Agent::start(world.gateway.addr, &world.certs, &world.work);
+    let old = std::mem::replace(&mut world.agent, restarted);
+    drop(old);
+    let registration = world.gateway.wait_registrations(2).await;
+    assert_eq!(registration.highest_epoch, epoch(3));
+    assert_eq!(registration.running, None);
+    let reaped = world
+        .agent
+        .wait_event("orphan_reaped", stopped_event(epoch(3)))
+        .await;
+    assert!(
+        matches!(
+            reaped.kind,
+            EventKind::WorkloadStopped {
+                cause: StopReason::OrphanReaped,
+                reaped_alive: Some(false),
+                ..
+            }
+        ),
+        "{reaped:?}"
+    );
+    // The restarted agent still fences: epoch 3 again is stale.
+    match world.gateway.apply(a1(), world.pointer("shop", 3)).await {
+        PointerApplication::Refused(Refusal {
+            cause: RefusalCause::StaleEpoch { seen },
+            ..
+        }) => {
+            assert_eq!(seen, epoch(3))
+        }
+        outcome => panic!("{outcome:?}"),
+    }
+    world.run("shop", 4).await;
+    world.assert_no_violation();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_workload_drains_stops_and_answers_stopped() {
+    let world = World::start().await;
+    world.gateway.wait_registrations(1).await;
+    let pid = world.run("shop", 1).await;
+    let asked = Instant::now();
+    let outcome = world.gateway.stop(epoch(1), 150).await;
+    assert_eq!(outcome, StopOutcome::Stopped { epoch: epoch(1) });
+    assert!(
+        asked.elapsed() >= Duration::from_millis(150),
+        "drained first"
+    );
+    assert!(!running(pid));
+    let stopped = world
+        .agent
+        .wait_event("workload_stopped", stopped_event(epoch(1)))
+        .await;
+    assert!(matches!(
+        stopped.kind,
+        EventKind::WorkloadStopped {
+            cause: StopReason::Commanded,
+            ..
+        }
+    ));
+    // Asking again is answered at once: nothing of epoch 1 runs.
+    assert_eq!(
+        world.gateway.stop(epoch(1), 0).await,
+        StopOutcome::Stopped { epoch: epoch(1) }
+    );
+    world.assert_no_violation();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_that_cannot_start_or_exits_early_is_reported_failed() {
+    let world = World::start().await;
+    world.gateway.wait_registrations(1).await;
+    let seen = &world.gateway.seen;
+    let wait_failed = |at: Epoch| {
+        wait_for(
+            "WorkloadFailed",
+            Duration::from_secs(10),
+            move || {
+                let seen = seen.lock().unwrap();
+                seen.failed.iter().find(|f| f.epoch == at).cloned()
+            },
+            move || format!("{:?}", seen.lock().unwrap().failed),
+        )
+    };
+
+    let mut missing = world.pointer("shop", 1);
+    missing.software.command = "/nonexistent/leasehold-test-binary".into();
+    let outcome = world.gateway.apply(a1(), missing).await;
+    assert_eq!(outcome, PointerApplication::Accepted { epoch: epoch(1) });
+    wait_failed(epoch(1)).await;
+    let stopped = world
+        .agent
+        .wait_event("workload_stopped", stopped_event(epoch(1)))
+        .await;
+    assert!(
+        matches!(
+            stopped.kind,
+            EventKind::WorkloadStopped {
+                cause: StopReason::FailedStart,
+                pid: None,
+                ..
+            }
+        ),
+        "{stopped:?}"
+    );
+
+    let mut early_exit = world.pointer("shop", 2);
+    early_exit.software.command = "sh".into();
+    early_exit.software.args = vec!["-c".into(), "exit 3".into()];
+    early_exit.software.health_path = None;
+    let outcome = world.gateway.apply(a1(), early_exit).await;
+    assert_eq!(outcome, PointerApplication::Accepted { epoch: epoch(2) });
+    let failed = wait_failed(epoch(2)).await;
+    assert!(failed.reason.contains("exited"), "{failed:?}");
+    let stopped = world
+        .agent
+        .wait_event("workload_stopped", stopped_event(epoch(2)))
+        .await;
+    assert!(
+        matches!(
+            stopped.kind,
+            EventKind::WorkloadStopped {
+                cause: StopReason::Exited,
+                exit_code: Some(3),
+                ..
+            }
+        ),
+        "{stopped:?}"
+    );
+    // The server is free again: the next pointer runs.
+    world.run("shop", 3).await;
+    world.assert_no_violation();
+}
