@@ -14,8 +14,18 @@ use clap::{Parser, Subcommand};
     about = "Servers for every account, at every site, never by two at once."
 )]
 struct Cli {
+    /// How log lines look on stderr: `text` for people, `json` (one object per line) for
+    /// log collectors. The level comes from LEASEHOLD_LOG (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,17 +46,23 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Run the demo on this machine: site-a of configs/ with real node agents and workloads.
     Demo(cli::demo::DemoArgs),
+    /// Show a site at a glance: accounts and their SLA, servers by state, latest decisions.
+    Status(cli::status::StatusArgs),
+    /// Print a gateway's audit log, each decision with its reason; --follow to tail it.
+    Audit(cli::audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LEASEHOLD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEASEHOLD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let outcome = match cli.command {
         Command::Config(args) => cli::config::run(args),
         Command::Certs(args) => cli::certs::run(args),
@@ -56,6 +72,8 @@ fn main() -> ExitCode {
         Command::Workload(args) => cli::workload::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Demo(args) => cli::demo::run(args),
+        Command::Status(args) => cli::status::run(args),
+        Command::Audit(args) => cli::audit::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -9,35 +9,35 @@ use std::time::Duration;
 
 use leasehold_chaos_tests::harness::admin::{account_state, get_json, get_text, server_state};
 use leasehold_chaos_tests::harness::evidence::{node_events, violations};
+use leasehold_chaos_tests::harness::onesite::{OneSite, SETTLE, account};
 use leasehold_chaos_tests::harness::process::{ProcessGuard, process_alive};
-use leasehold_chaos_tests::harness::site::{
-    AccountSpec, PreparedSite, SiteSpec, create_certs, prepare_site,
-};
+use leasehold_chaos_tests::harness::site::{AccountSpec, SiteSpec, create_certs, prepare_site};
 use leasehold_chaos_tests::harness::wait_for;
 use leasehold_node::event_log::{EventKind, StopReason};
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_leasehold");
+/// The harness's `FAST_TIMINGS` lease TTL.
 const LEASE_TTL: Duration = Duration::from_millis(1000);
-/// Generous: two cores run every process of every test at once.
-const SETTLE: Duration = Duration::from_secs(40);
 
+/// A running site (the harness's `OneSite`) in a temporary directory it owns; the test
+/// helpers below panic with what they saw, since a test cannot go on without them.
 struct Site {
-    dir: TempDir,
-    site: PreparedSite,
-    gateway: Option<ProcessGuard>,
-    nodes: Vec<(String, ProcessGuard)>,
+    _dir: TempDir,
+    inner: OneSite,
 }
 
-fn account(name: &str, min: u32, max: u32, priority: u32) -> AccountSpec {
-    AccountSpec {
-        name: name.into(),
-        min_servers: min,
-        max_servers: max,
-        priority,
-        target_load: 5.0,
-        command: None,
+impl std::ops::Deref for Site {
+    type Target = OneSite;
+    fn deref(&self) -> &OneSite {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Site {
+    fn deref_mut(&mut self) -> &mut OneSite {
+        &mut self.inner
     }
 }
 
@@ -49,120 +49,29 @@ impl Site {
     /// A site whose inventory is `servers`, with node agents on `agents` only.
     fn start_with_agents(servers: &[&str], agents: &[&str], accounts: Vec<AccountSpec>) -> Site {
         let dir = TempDir::new().unwrap();
-        let servers: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
-        let spec = SiteSpec {
-            name: "site-a".into(),
-            servers: servers.clone(),
+        let inner = OneSite::start(
+            Path::new(BINARY),
+            dir.path(),
+            "site-a",
+            servers,
+            agents,
             accounts,
-            timings: vec![
-                ("lease_ttl_ms", LEASE_TTL.as_millis() as u64),
-                ("renew_interval_ms", 250),
-                ("heartbeat_interval_ms", 100),
-                ("heartbeat_misses_before_failed", 5),
-                ("move_cooldown_ms", 1000),
-                ("drain_timeout_ms", 200),
-                ("workload_stop_timeout_ms", 1000),
-            ],
-        };
-        let site = prepare_site(dir.path(), &spec).unwrap();
-        create_certs(&dir.path().join("certs"), &[("site-a", servers.clone())]).unwrap();
-        let mut started = Site {
-            dir,
-            site,
-            gateway: None,
-            nodes: Vec::new(),
-        };
-        started.start_gateway();
-        for server in agents {
-            started.start_node(server);
-        }
-        started
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn admin(&self) -> SocketAddr {
-        self.site.admin
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        Site { _dir: dir, inner }
     }
 
     fn start_gateway(&mut self) {
-        let args: Vec<String> = [
-            "gateway",
-            "run",
-            "--config",
-            self.site.config.to_str().unwrap(),
-            "--certs",
-            self.path("certs").to_str().unwrap(),
-            "--state",
-            self.path("state").to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let gateway = ProcessGuard::spawn(
-            "gateway",
-            Path::new(BINARY),
-            &args,
-            &self.path("gateway.log"),
-        )
-        .unwrap();
-        self.gateway = Some(gateway);
-        let admin = self.admin();
-        wait_for("the gateway to be ready", SETTLE, || {
-            get_text(admin, "/ready")
-        })
-        .unwrap_or_else(|error| panic!("{error}\n{}", self.gateway_output()));
-    }
-
-    fn start_node(&mut self, server: &str) {
-        let work = self.path(&format!("nodes/{server}"));
-        let args: Vec<String> = vec![
-            "node".into(),
-            "run".into(),
-            "--gateway".into(),
-            self.site.management.to_string(),
-            "--id".into(),
-            server.into(),
-            "--certs".into(),
-            self.path("certs").to_str().unwrap().into(),
-            "--work".into(),
-            work.to_str().unwrap().into(),
-        ];
-        std::fs::create_dir_all(&work).unwrap();
-        let log = self.path(&format!("node-{server}.log"));
-        let node = ProcessGuard::spawn(server, Path::new(BINARY), &args, &log).unwrap();
-        self.nodes.push((server.to_owned(), node));
-    }
-
-    fn work(&self, server: &str) -> PathBuf {
-        self.path(&format!("nodes/{server}"))
-    }
-
-    fn gateway_output(&self) -> String {
-        self.gateway
-            .as_ref()
-            .map(|g| g.output())
-            .unwrap_or_default()
+        self.inner
+            .start_gateway()
+            .unwrap_or_else(|error| panic!("{error}"));
     }
 
     /// Waits until `account` has exactly `count` serving servers.
     fn wait_serving(&self, account: &str, count: u64) -> serde_json::Value {
-        let admin = self.admin();
-        wait_for(
-            &format!("{account} to have {count} serving servers"),
-            SETTLE,
-            || {
-                let state = account_state(admin, account)?;
-                if state["servers"] == count {
-                    Ok(state)
-                } else {
-                    Err(state.to_string())
-                }
-            },
-        )
-        .unwrap_or_else(|error| panic!("{error}\n--- gateway log ---\n{}", self.gateway_output()))
+        self.inner
+            .wait_serving(account, count)
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// Every node's log is free of violations (S-1 with 100 ms of scheduling slack, S-2, S-3).
@@ -594,5 +503,54 @@ fn a_config_that_check_refuses_is_refused_by_the_gateway_with_the_same_message()
     assert!(
         !dir.path().join("state").exists(),
         "a refused config must change nothing"
+    );
+}
+
+#[test]
+fn with_log_format_json_every_log_line_is_one_json_object() {
+    let dir = TempDir::new().unwrap();
+    let spec = SiteSpec {
+        name: "site-a".into(),
+        servers: vec!["a1".into()],
+        accounts: vec![account("shop", 1, 1, 20)],
+        timings: Vec::new(),
+    };
+    let site = prepare_site(dir.path(), &spec).unwrap();
+    create_certs(&dir.path().join("certs"), &[("site-a", vec!["a1".into()])]).unwrap();
+    let args: Vec<String> = vec![
+        "--log-format".into(),
+        "json".into(),
+        "gateway".into(),
+        "run".into(),
+        "--config".into(),
+        site.config.to_str().unwrap().into(),
+        "--certs".into(),
+        dir.path().join("certs").to_str().unwrap().into(),
+        "--state".into(),
+        dir.path().join("state").to_str().unwrap().into(),
+    ];
+    let log = dir.path().join("gateway.log");
+    let gateway = ProcessGuard::spawn("gateway", Path::new(BINARY), &args, &log).unwrap();
+    wait_for("the gateway to be ready", SETTLE, || {
+        get_text(site.admin, "/ready")
+    })
+    .unwrap();
+    let output = gateway.output();
+    let lines: Vec<&str> = output
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    assert!(lines.len() >= 2, "{output}");
+    for line in lines {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|error| panic!("not one JSON object ({error}): {line}"));
+        assert!(
+            event["level"].is_string() && event["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        output.contains(r#""message":"gateway running""#),
+        "{output}"
     );
 }

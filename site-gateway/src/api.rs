@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::journal::{JournalWriter, ReadAudit};
 use crate::actors::master::{GetStatus, SiteMaster, Status};
+use crate::actors::peer::{GetPeerStatus, Peer, PeerStatus};
 
 #[derive(Clone)]
 struct Api {
     master: Addr<SiteMaster>,
     journal: Addr<JournalWriter>,
+    peers: Vec<Addr<Peer>>,
 }
 
 /// Binds the admin API and returns the server to run (on the current actix system).
@@ -23,18 +25,34 @@ pub fn serve(
     addr: SocketAddr,
     master: Addr<SiteMaster>,
     journal: Addr<JournalWriter>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    peers: Vec<Addr<Peer>>,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let api = Api { master, journal };
+    let scrape = web::Data::new(crate::metrics::Scrape::new(metrics, master.clone()));
+    let api = Api {
+        master,
+        journal,
+        peers,
+    };
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(api.clone()))
+            .app_data(scrape.clone())
+            .route(
+                "/",
+                web::get().to(|api: web::Data<Api>| {
+                    crate::page::index(api.master.clone(), api.journal.clone(), api.peers.clone())
+                }),
+            )
             .route("/live", web::get().to(live))
             .route("/ready", web::get().to(ready))
             .route("/v1/status", web::get().to(status))
             .route("/v1/servers", web::get().to(servers))
+            .route("/v1/peers", web::get().to(list_peers))
             .route("/v1/accounts", web::get().to(accounts))
             .route("/v1/accounts/{name}/endpoints", web::get().to(endpoints))
             .route("/v1/audit", web::get().to(audit))
+            .route("/metrics", web::get().to(crate::metrics::serve_metrics))
             .default_service(web::to(not_found))
     })
     .workers(1)
@@ -88,6 +106,8 @@ struct StatusBody {
     reallocations: u64,
     reallocation_ms_p50: Option<u64>,
     reallocation_ms_p99: Option<u64>,
+    /// The running config and live edits: hash, last refused edit, reload counts.
+    config: crate::actors::master::ConfigStatus,
 }
 
 async fn status(api: web::Data<Api>) -> HttpResponse {
@@ -115,6 +135,7 @@ async fn status(api: web::Data<Api>) -> HttpResponse {
         reallocations: status.reallocations,
         reallocation_ms_p50: status.reallocation_ms_p50,
         reallocation_ms_p99: status.reallocation_ms_p99,
+        config: status.config,
     })
 }
 
@@ -123,6 +144,19 @@ async fn servers(api: web::Data<Api>) -> HttpResponse {
         Some(status) => HttpResponse::Ok().json(status.snapshot.servers),
         None => unavailable(),
     }
+}
+
+/// Every configured peer: liveness, RTT, connections both ways, its catalogue.
+async fn list_peers(api: web::Data<Api>) -> HttpResponse {
+    let mut peers: Vec<PeerStatus> = Vec::with_capacity(api.peers.len());
+    for peer in &api.peers {
+        match peer.send(GetPeerStatus).await {
+            Ok(status) => peers.push(status),
+            Err(_) => return unavailable(),
+        }
+    }
+    peers.sort_by(|a, b| a.name.cmp(&b.name));
+    HttpResponse::Ok().json(peers)
 }
 
 async fn accounts(api: web::Data<Api>) -> HttpResponse {

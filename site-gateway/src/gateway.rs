@@ -1,7 +1,8 @@
 //! Starting a site gateway: load and check the config (the same loader as `config check`),
 //! load the site's certificate, recover the journal, then start the actors, the management
 //! listener and the admin API on one actix system over a multi-thread tokio runtime, and
-//! run until SIGINT or SIGTERM.
+//! run until SIGINT or SIGTERM. SIGHUP and edits of the config file reload it
+//! (`crate::reload`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,7 +38,7 @@ pub enum GatewayError {
     Certs(#[from] CertError),
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("management listener: {0}")]
+    #[error("management or federation listener: {0}")]
     Listener(#[from] EndpointError),
     #[error("admin API on {addr}: {source} (is another process using it?)")]
     Admin {
@@ -45,6 +46,8 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Reload(#[from] crate::reload::ReloadError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -53,6 +56,10 @@ pub enum GatewayError {
 /// journal, addresses) is refused before anything starts.
 pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
     let config = config::load_site(&options.config).map_err(GatewayError::Config)?;
+    // The hash names this config in status and audit; an unreadable file was refused above.
+    let hash = std::fs::read(&options.config)
+        .map(|bytes| crate::reload::hash(&bytes))
+        .unwrap_or_default();
     let identity = load_site_identity(&options.certs, &config.site.name)?;
     let state = options
         .state
@@ -71,11 +78,12 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
             .build()
             .expect("a tokio runtime builds on this platform")
     });
-    runtime.block_on(serve(config, identity, journal, recovered))
+    runtime.block_on(serve(config, hash, identity, journal, recovered))
 }
 
 async fn serve(
     config: SiteConfig,
+    hash: String,
     identity: leasehold_federation::transport::certs::Identity,
     journal: Journal,
     recovered: crate::model::site::Recovered,
@@ -97,20 +105,36 @@ async fn serve(
         policy,
         Limits::default(),
     )?;
+    let peers = crate::federation::start(&config, &identity, started)?;
     let journal_thread = Arbiter::new();
     let journal = JournalWriter::start_in_arbiter(&journal_thread.handle(), move |_| {
         JournalWriter::new(journal)
     });
     let board = Arc::new(HeartbeatBoard::default());
     let (model, recovery_effects) = SiteModel::new(&config, &recovered, Millis(0));
-    let master = SiteMaster::new(model, started, journal.clone(), board, recovery_effects).start();
-    let admin =
-        crate::api::serve(config.site.admin_addr, master.clone(), journal).map_err(|source| {
-            GatewayError::Admin {
-                addr: config.site.admin_addr,
-                source,
-            }
-        })?;
+    let metrics = Arc::new(crate::metrics::Metrics::new(&config.site.name));
+    let master = SiteMaster::new(
+        model,
+        started,
+        journal.clone(),
+        board,
+        recovery_effects,
+        metrics.clone(),
+    )
+    .with_config(config.clone(), hash)
+    .start();
+    crate::reload::start(config.path.clone(), master.clone())?;
+    let admin = crate::api::serve(
+        config.site.admin_addr,
+        master.clone(),
+        journal,
+        metrics,
+        peers,
+    )
+    .map_err(|source| GatewayError::Admin {
+        addr: config.site.admin_addr,
+        source,
+    })?;
     let admin_handle = admin.handle();
     actix::spawn(async move {
         if let Err(error) = admin.await {

@@ -5,6 +5,10 @@
 pub mod actors;
 pub mod api;
 pub mod config;
+pub mod federation;
 pub mod gateway;
 pub mod journal;
+pub mod metrics;
 pub mod model;
+pub mod page;
+pub mod reload;

@@ -1,5 +1,6 @@
 //! `leasehold config check FILE...`: validates site files, alone or as one federation,
-//! with the same loader the gateway starts from. Exits 78 (EX_CONFIG) on any error.
+//! with the same loader the gateway starts from, and `leasehold config diff OLD NEW`: what
+//! an edit would change. Both exit 78 (EX_CONFIG) on any error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,11 +26,16 @@ enum ConfigCommand {
         #[arg(required = true, num_args = 1..)]
         files: Vec<PathBuf>,
     },
+    /// Print what changing a running site's file from OLD to NEW would change (both are
+    /// checked first); exits 0 with the list ("no changes" when equal), 78 if either is
+    /// refused.
+    Diff { old: PathBuf, new: PathBuf },
 }
 
 pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         ConfigCommand::Check { files } => Ok(check(&files)),
+        ConfigCommand::Diff { old, new } => Ok(diff(&old, &new)),
     }
 }
 
@@ -51,6 +57,25 @@ fn check(files: &[PathBuf]) -> ExitCode {
         Err(errors) => {
             eprintln!("{errors}");
             eprintln!("config refused; fix the errors above, nothing was changed");
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+fn diff(old: &std::path::Path, new: &std::path::Path) -> ExitCode {
+    // Both sides are checked alone (as the gateway loads its own file), so a refused file
+    // is reported with its errors, never diffed.
+    let (before, after) = (config::load_site(old), config::load_site(new));
+    match (before, after) {
+        (Ok(before), Ok(after)) => {
+            print!("{}", config::diff::diff(&before, &after));
+            ExitCode::SUCCESS
+        }
+        (before, after) => {
+            for errors in [before.err(), after.err()].into_iter().flatten() {
+                eprintln!("{errors}");
+            }
+            eprintln!("config refused; nothing was compared");
             ExitCode::from(EX_CONFIG)
         }
     }

@@ -1,6 +1,7 @@
 //! The subcommands of `leasehold`, one module each. Each parses its own arguments and calls
 //! into the library crates; no decision logic lives here.
 
+pub mod audit;
 pub mod bench;
 pub mod certs;
 pub mod config;
@@ -8,4 +9,5 @@ pub mod demo;
 pub mod fleet;
 pub mod gateway;
 pub mod node;
+pub mod status;
 pub mod workload;

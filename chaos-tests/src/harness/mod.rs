@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod evidence;
 pub mod load;
+pub mod onesite;
 pub mod process;
 pub mod site;
 

@@ -61,13 +61,44 @@ fn loopback(port: u16) -> SocketAddr {
 
 /// Writes `dir/<site>.toml` for `spec` with fresh ports.
 pub fn prepare_site(dir: &Path, spec: &SiteSpec) -> Result<PreparedSite, String> {
-    let admin = loopback(free_port()?);
-    let federation = loopback(free_port()?);
-    let management = loopback(free_port()?);
-    let mut servers = Vec::new();
-    for id in &spec.servers {
-        servers.push((id.clone(), loopback(free_port()?)));
+    let mut sites = prepare_federation(dir, std::slice::from_ref(spec))?;
+    Ok(sites.remove(0))
+}
+
+/// Writes one config per spec with fresh ports; every site peers with every other, and
+/// each account fails over to the other sites in the order given.
+pub fn prepare_federation(dir: &Path, specs: &[SiteSpec]) -> Result<Vec<PreparedSite>, String> {
+    let mut plans = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let mut servers = Vec::new();
+        for id in &spec.servers {
+            servers.push((id.clone(), loopback(free_port()?)));
+        }
+        plans.push(PreparedSite {
+            name: spec.name.clone(),
+            config: dir.join(format!("{}.toml", spec.name)),
+            admin: loopback(free_port()?),
+            federation: loopback(free_port()?),
+            management: loopback(free_port()?),
+            servers,
+        });
     }
+    for (spec, plan) in specs.iter().zip(&plans) {
+        let peers: Vec<&PreparedSite> = plans.iter().filter(|p| p.name != plan.name).collect();
+        write_site(spec, plan, &peers)?;
+    }
+    Ok(plans)
+}
+
+fn write_site(spec: &SiteSpec, plan: &PreparedSite, peers: &[&PreparedSite]) -> Result<(), String> {
+    let PreparedSite {
+        admin,
+        federation,
+        management,
+        servers,
+        config,
+        ..
+    } = plan;
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -81,7 +112,15 @@ pub fn prepare_site(dir: &Path, spec: &SiteSpec) -> Result<PreparedSite, String>
         }
         text.push('\n');
     }
-    for (id, addr) in &servers {
+    for peer in peers {
+        let _ = writeln!(
+            text,
+            "[[peer]]\nname = \"{}\"\naddr = \"{}\"\n",
+            peer.name, peer.federation
+        );
+    }
+    let failover: Vec<&str> = peers.iter().map(|peer| peer.name.as_str()).collect();
+    for (id, addr) in servers {
         let _ = writeln!(
             text,
             "[[server]]\nid = \"{id}\"\nservice_addr = \"{addr}\"\n"
@@ -108,7 +147,7 @@ pub fn prepare_site(dir: &Path, spec: &SiteSpec) -> Result<PreparedSite, String>
         };
         let _ = writeln!(
             text,
-            "[[account]]\nname = \"{name}\"\nmin_servers = {min}\nmax_servers = {max}\npriority = {priority}\ntarget_load = {target:?}\n\n[account.workload]\nsoftware = \"{name}-web 1.0\"\ncommand = {command:?}\nargs = {args:?}\ndata_dir = \"data/{name}\"\nhealth_path = \"/health\"\nmetrics_path = \"/metrics\"\nload_metric = \"leasehold_workload_load\"\n",
+            "[[account]]\nname = \"{name}\"\nmin_servers = {min}\nmax_servers = {max}\npriority = {priority}\ntarget_load = {target:?}\nfailover = {failover:?}\n\n[account.workload]\nsoftware = \"{name}-web 1.0\"\ncommand = {command:?}\nargs = {args:?}\ndata_dir = \"data/{name}\"\nhealth_path = \"/health\"\nmetrics_path = \"/metrics\"\nload_metric = \"leasehold_workload_load\"\n",
             name = account.name,
             min = account.min_servers,
             max = account.max_servers,
@@ -116,17 +155,8 @@ pub fn prepare_site(dir: &Path, spec: &SiteSpec) -> Result<PreparedSite, String>
             target = account.target_load,
         );
     }
-    let config = dir.join(format!("{}.toml", spec.name));
-    std::fs::write(&config, text)
-        .map_err(|error| format!("cannot write {}: {error}", config.display()))?;
-    Ok(PreparedSite {
-        name: spec.name.clone(),
-        config,
-        admin,
-        federation,
-        management,
-        servers,
-    })
+    std::fs::write(config, text)
+        .map_err(|error| format!("cannot write {}: {error}", config.display()))
 }
 
 /// A federation CA in `dir` with certificates for each site and each of its servers.

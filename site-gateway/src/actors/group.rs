@@ -61,3 +61,18 @@ impl Handler<LoadMeasured> for Group {
         }
     }
 }
+
+/// A config edit changed the account's SLA.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetSla(pub crate::model::demand::Sla);
+
+impl Handler<SetSla> for Group {
+    type Result = ();
+
+    fn handle(&mut self, message: SetSla, _: &mut Context<Self>) {
+        self.model.set_sla(message.0);
+        // Re-announce on the next load sample, clamped to the new bounds at once.
+        self.demand = None;
+    }
+}

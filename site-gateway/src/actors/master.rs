@@ -19,12 +19,19 @@ use leasehold_federation::wire::node::{
 use serde::Serialize;
 
 use super::HeartbeatBoard;
-use super::group::{DemandChanged, Group, LoadMeasured};
+use super::group::{DemandChanged, Group, LoadMeasured, SetSla};
 use super::journal::{JournalWriter, Persist};
 use super::link::{CloseLink, Deliver, ServerLink, WorkloadEvent};
+use crate::config::SiteConfig;
+use crate::metrics::Metrics;
 use crate::model::Millis;
+use crate::model::arbiter::AccountIx;
+use crate::model::demand::{DemandModel, Sla};
 use crate::model::effects::{Command, Effect, Observation};
 use crate::model::site::{SiteModel, SiteSnapshot};
+
+/// The exit code when the journal cannot be written (EX_IOERR).
+pub const EXIT_JOURNAL_FAILED: i32 = 74;
 
 /// How often the master runs a round (failure detection, expiry, arbitration).
 pub const ROUND_INTERVAL: Duration = Duration::from_millis(100);
@@ -33,7 +40,8 @@ pub struct SiteMaster {
     model: SiteModel,
     started: Instant,
     journal: Addr<JournalWriter>,
-    groups: Vec<Addr<Group>>,
+    /// By account index; `None` for a removed (tombstoned) account.
+    groups: Vec<Option<Addr<Group>>>,
     links: HashMap<ServerId, (u64, Addr<ServerLink>)>,
     next_link_id: u64,
     board: Arc<HeartbeatBoard>,
@@ -41,9 +49,67 @@ pub struct SiteMaster {
     rounds: u64,
     reallocations: u64,
     latency_ms: Histogram<u64>,
+    metrics: Arc<Metrics>,
+    /// The config the site runs on (the last good one) and what reloads did.
+    config: Option<SiteConfig>,
+    config_status: ConfigStatus,
+}
+
+/// The config the site runs on and the outcome of live edits (`/v1/status` `config`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConfigStatus {
+    pub path: String,
+    /// sha256 of the file's bytes, hex.
+    pub hash: String,
+    /// Wall-clock ms when this config was loaded or applied.
+    pub applied_at_ms: u64,
+    /// The errors of the last refused edit (file:line:column each), until an edit is
+    /// applied.
+    pub last_refused: Option<String>,
+    pub reloads_applied: u64,
+    pub reloads_refused: u64,
+    /// What the running config differs in from the file and needs a restart to take.
+    pub needs_restart: Vec<String>,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn sla_of(account: &crate::config::Account) -> Sla {
+    Sla {
+        min_servers: account.min_servers,
+        max_servers: account.max_servers,
+        target_load: account.target_load,
+    }
 }
 
 impl SiteMaster {
+    /// The config the model was built from and its hash: live edits are diffed against it.
+    pub fn with_config(mut self, config: SiteConfig, hash: String) -> Self {
+        self.config_status = ConfigStatus {
+            path: config.path.display().to_string(),
+            hash,
+            applied_at_ms: wall_ms(),
+            ..ConfigStatus::default()
+        };
+        self.config = Some(config);
+        self
+    }
+
+    fn start_group(&self, ix: AccountIx, ctx: &mut Context<Self>) -> Addr<Group> {
+        let config = &self.model.accounts()[ix as usize].config;
+        Group::new(
+            ix,
+            DemandModel::new(sla_of(config)),
+            ctx.address().recipient(),
+        )
+        .start()
+    }
+
     /// `recovered` are the effects of rebuilding the model from the journal; they are
     /// performed when the actor starts.
     pub fn new(
@@ -52,6 +118,7 @@ impl SiteMaster {
         journal: Addr<JournalWriter>,
         board: Arc<HeartbeatBoard>,
         recovered: Vec<Effect>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         SiteMaster {
             model,
@@ -62,8 +129,11 @@ impl SiteMaster {
             next_link_id: 1,
             board,
             pending: recovered,
+            metrics,
             rounds: 0,
             reallocations: 0,
+            config: None,
+            config_status: ConfigStatus::default(),
             // 1 ms .. 10 min, 3 significant digits; the bounds are constants, so this
             // cannot fail.
             latency_ms: Histogram::new_with_bounds(1, 600_000, 3)
@@ -90,7 +160,10 @@ impl SiteMaster {
         let mut commands = Vec::new();
         for effect in effects {
             match effect {
-                Effect::Journal(op) => ops.push(op),
+                Effect::Journal(op) => {
+                    self.metrics.journal_op(&op); // metrics
+                    ops.push(op)
+                }
                 Effect::Audit(entry) => {
                     tracing::info!(
                         site = %self.model.site(),
@@ -100,6 +173,7 @@ impl SiteMaster {
                         "{}",
                         entry.reason
                     );
+                    self.metrics.audit(&entry); // metrics
                     audits.push(entry);
                 }
                 Effect::Send(command) => commands.push(command),
@@ -113,6 +187,7 @@ impl SiteMaster {
             .duration_since(UNIX_EPOCH)
             .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0);
+        let sent = Instant::now(); // metrics: the journal round trip
         let persisted = self.journal.send(Persist {
             ops,
             audits,
@@ -121,18 +196,21 @@ impl SiteMaster {
         ctx.spawn(persisted.into_actor(self).map(move |result, master, ctx| {
             match result {
                 Ok(Ok(_)) => {
+                    master.metrics.journal_written(sent.elapsed()); // metrics
                     for command in commands {
                         master.deliver(command, ctx);
                     }
                 }
                 Ok(Err(error)) => {
                     // Acting on what is not journaled could reuse an epoch after a restart.
-                    tracing::error!(%error, "journal write failed; the gateway stops rather than act without it");
-                    System::current().stop_with_code(1);
+                    // Exit at once: the nodes' leases run out and they stop their
+                    // workloads (S-1), and a restart recovers from what is durable.
+                    tracing::error!(%error, "journal write failed; the gateway exits rather than act without it");
+                    std::process::exit(EXIT_JOURNAL_FAILED);
                 }
                 Err(error) => {
-                    tracing::error!(%error, "journal writer is gone; the gateway stops");
-                    System::current().stop_with_code(1);
+                    tracing::error!(%error, "journal writer is gone; the gateway exits");
+                    std::process::exit(EXIT_JOURNAL_FAILED);
                 }
             }
         }));
@@ -165,15 +243,18 @@ impl SiteMaster {
     }
 
     fn observe(&mut self, observation: Observation) {
+        self.metrics.observe(&observation); // metrics
         match observation {
             Observation::Reallocated { latency_ms, .. } => {
                 self.reallocations += 1;
                 let _ = self.latency_ms.record(latency_ms.max(1));
             }
+            Observation::LeaseEnded { .. } => {}
         }
     }
 
     fn round(&mut self, ctx: &mut Context<Self>) {
+        let began = Instant::now(); // metrics: the round's duration, measured in the shell
         for (server, sample) in self.board.drain() {
             let at = self.at(sample.at);
             self.model
@@ -181,6 +262,7 @@ impl SiteMaster {
         }
         let now = self.now();
         for (group, (load, _)) in self.groups.iter().zip(self.model.account_loads()) {
+            let Some(group) = group else { continue };
             group.do_send(LoadMeasured {
                 total_load: load,
                 now,
@@ -189,6 +271,7 @@ impl SiteMaster {
         let effects = self.model.tick(now);
         self.rounds += 1;
         self.perform(effects, ctx);
+        self.metrics.round_finished(began.elapsed()); // metrics
     }
 }
 
@@ -198,25 +281,8 @@ impl Actor for SiteMaster {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Well above the default 16: every node's requests pass through here.
         ctx.set_mailbox_capacity(4096);
-        let address = ctx.address();
-        self.groups = self
-            .model
-            .accounts()
-            .iter()
-            .enumerate()
-            .map(|(ix, account)| {
-                let sla = crate::model::demand::Sla {
-                    min_servers: account.config.min_servers,
-                    max_servers: account.config.max_servers,
-                    target_load: account.config.target_load,
-                };
-                Group::new(
-                    ix as u32,
-                    crate::model::demand::DemandModel::new(sla),
-                    address.clone().recipient(),
-                )
-                .start()
-            })
+        self.groups = (0..self.model.accounts().len())
+            .map(|ix| Some(self.start_group(ix as AccountIx, ctx)))
             .collect();
         let recovered = std::mem::take(&mut self.pending);
         self.perform(recovered, ctx);
@@ -302,7 +368,9 @@ impl Handler<RenewLease> for SiteMaster {
 
     fn handle(&mut self, message: RenewLease, _: &mut Context<Self>) -> Self::Result {
         let now = self.now();
-        MessageResult(self.model.renew(&message.server, message.epoch, now))
+        let renewal = self.model.renew(&message.server, message.epoch, now);
+        self.metrics.renewal(&renewal); // metrics
+        MessageResult(renewal)
     }
 }
 
@@ -425,6 +493,7 @@ pub struct Status {
     pub reallocations: u64,
     pub reallocation_ms_p50: Option<u64>,
     pub reallocation_ms_p99: Option<u64>,
+    pub config: ConfigStatus,
 }
 
 impl Handler<GetStatus> for SiteMaster {
@@ -441,6 +510,127 @@ impl Handler<GetStatus> for SiteMaster {
             reallocations: self.reallocations,
             reallocation_ms_p50: percentile(0.5),
             reallocation_ms_p99: percentile(0.99),
+            config: self.config_status.clone(),
         })
+    }
+}
+
+/// A live edit that passed `config::load_site` (the reload task validated it off the
+/// actor); `hash` is the sha256 of the file's bytes, hex.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ApplyConfig {
+    pub config: SiteConfig,
+    pub hash: String,
+}
+
+impl Handler<ApplyConfig> for SiteMaster {
+    type Result = ();
+
+    fn handle(&mut self, message: ApplyConfig, ctx: &mut Context<Self>) {
+        let ApplyConfig { config, hash } = message;
+        let short = &hash[..hash.len().min(12)];
+        if hash == self.config_status.hash {
+            match self.config_status.last_refused.take() {
+                // The file is back to the config the site runs on: the refusal is over,
+                // with nothing to apply.
+                Some(_) => {
+                    tracing::info!(
+                        hash = short,
+                        "config file is back to the running config; refusal cleared"
+                    );
+                    self.metrics.config_reload(true); // metrics
+                    self.config_status.reloads_applied += 1;
+                    self.config_status.applied_at_ms = wall_ms();
+                }
+                // A SIGHUP or a touch without a change: nothing to apply, nothing to count.
+                None => tracing::info!(hash = short, "config file unchanged; nothing applied"),
+            }
+            return;
+        }
+        let diff = self
+            .config
+            .as_ref()
+            .map(|old| crate::config::diff::diff(old, &config));
+        let now = self.now();
+        let (done, effects) = self.model.reconfigure(&config, &hash, now);
+        for ix in &done.stopped {
+            // Dropping the last address stops the Group once its mailbox is empty.
+            if let Some(slot) = self.groups.get_mut(*ix as usize) {
+                *slot = None;
+            }
+        }
+        for ix in &done.started {
+            let group = self.start_group(*ix, ctx);
+            let ix = *ix as usize;
+            if ix >= self.groups.len() {
+                self.groups.resize(ix + 1, None);
+            }
+            self.groups[ix] = Some(group);
+        }
+        for ix in &done.sla_changed {
+            if let Some(Some(group)) = self.groups.get(*ix as usize) {
+                let sla = sla_of(&self.model.accounts()[*ix as usize].config);
+                group.do_send(SetSla(sla));
+            }
+        }
+        let mut needs_restart = diff
+            .as_ref()
+            .map(|diff| diff.needs_restart.clone())
+            .unwrap_or_default();
+        let accounts_changed = diff.as_ref().is_some_and(|diff| {
+            !(diff.accounts_added.is_empty()
+                && diff.accounts_removed.is_empty()
+                && diff.accounts_changed.is_empty())
+        });
+        if accounts_changed && !config.peers.is_empty() {
+            // Peers got the catalogue at start-up; it is rebuilt only then.
+            needs_restart.push("the account catalogue announced to peers".to_owned());
+        }
+        for what in &needs_restart {
+            tracing::warn!(what = %what, "this part of the config edit needs a restart and was not applied");
+        }
+        match &diff {
+            Some(diff) => tracing::info!(hash = short, "config applied:\n{diff}"),
+            None => tracing::info!(hash = short, "config applied"),
+        }
+        self.metrics.config_reload(true); // metrics
+        self.config_status = ConfigStatus {
+            path: config.path.display().to_string(),
+            hash,
+            applied_at_ms: wall_ms(),
+            last_refused: None,
+            reloads_applied: self.config_status.reloads_applied + 1,
+            reloads_refused: self.config_status.reloads_refused,
+            needs_restart,
+        };
+        // Keep the addresses and inventory the site actually runs with, so a later diff
+        // still reports them as needing a restart.
+        let mut running = config;
+        if let Some(old) = &self.config {
+            running.site = old.site.clone();
+            running.servers = old.servers.clone();
+            running.peers = old.peers.clone();
+        }
+        self.config = Some(running);
+        self.perform(effects, ctx);
+    }
+}
+
+/// A live edit that `config::load_site` refused; `errors` is its Display (file:line:column
+/// for each error). The site keeps running on its last good config.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConfigRefused {
+    pub errors: String,
+}
+
+impl Handler<ConfigRefused> for SiteMaster {
+    type Result = ();
+
+    fn handle(&mut self, message: ConfigRefused, _: &mut Context<Self>) {
+        self.metrics.config_reload(false); // metrics
+        self.config_status.reloads_refused += 1;
+        self.config_status.last_refused = Some(message.errors);
     }
 }

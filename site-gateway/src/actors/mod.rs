@@ -6,11 +6,13 @@
 //! - [`group::Group`]: one per account; turns load into demand.
 //! - [`link::ServerLink`]: one per connected node agent; owns its QUIC connection.
 //! - [`journal::JournalWriter`]: the journal, on a thread of its own (it blocks on fsync).
+//! - [`peer::Peer`]: one per peer site; its connections, liveness, RTT and catalogue.
 
 pub mod group;
 pub mod journal;
 pub mod link;
 pub mod master;
+pub mod peer;
 
 use std::time::Instant;
 

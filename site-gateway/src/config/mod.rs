@@ -7,6 +7,7 @@
 //! [`load_federation`], so they accept and refuse the same files with the same messages.
 
 mod account;
+pub mod diff;
 mod error;
 mod federation;
 mod parse;

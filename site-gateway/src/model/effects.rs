@@ -80,11 +80,60 @@ pub enum AuditKind {
     WorkloadFailed,
     /// A lease recovered from the journal after a restart.
     Recovered,
+    /// A live config edit was applied; the reason names the change and the file's hash.
+    Config,
+}
+
+/// Why a lease ended; the audit entry says it in words, metrics count it by this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaseEndCause {
+    /// The gateway's lease timer ran out without a renewal, or the node reported it stopped
+    /// because its own lease ran out (S-1).
+    Expired,
+    /// The node drained and stopped the workload when told to (a move or a release), or
+    /// for a newer command.
+    Stopped,
+    /// The workload exited by itself.
+    WorkloadExited,
+    /// The workload failed to start or failed its health check.
+    WorkloadFailed,
+    /// The node refused the pointer (e.g. a stale epoch).
+    PointerRefused,
+    /// The node re-registered without the workload the gateway held a lease for.
+    NodeLostWorkload,
+    /// The account is no longer in the config (seen when the journal is recovered).
+    AccountRemoved,
+}
+
+impl LeaseEndCause {
+    pub const ALL: [LeaseEndCause; 7] = [
+        LeaseEndCause::Expired,
+        LeaseEndCause::Stopped,
+        LeaseEndCause::WorkloadExited,
+        LeaseEndCause::WorkloadFailed,
+        LeaseEndCause::PointerRefused,
+        LeaseEndCause::NodeLostWorkload,
+        LeaseEndCause::AccountRemoved,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            LeaseEndCause::Expired => "expired",
+            LeaseEndCause::Stopped => "stopped",
+            LeaseEndCause::WorkloadExited => "workload_exited",
+            LeaseEndCause::WorkloadFailed => "workload_failed",
+            LeaseEndCause::PointerRefused => "pointer_refused",
+            LeaseEndCause::NodeLostWorkload => "node_lost_workload",
+            LeaseEndCause::AccountRemoved => "account_removed",
+        }
+    }
 }
 
 /// Facts for metrics and reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation {
+    /// A lease ended (its audit entry has the details).
+    LeaseEnded { cause: LeaseEndCause },
     /// A server joined `account`: `latency_ms` from the decision to the workload healthy.
     Reallocated {
         server: ServerId,

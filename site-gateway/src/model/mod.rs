@@ -5,6 +5,7 @@
 pub mod arbiter;
 pub mod demand;
 pub mod effects;
+pub mod peers;
 pub mod site;
 
 use std::ops::{Add, Sub};

@@ -11,7 +11,7 @@ use super::server::{Lease, Next, Phase};
 use super::{SiteModel, audit, millis};
 use crate::model::Millis;
 use crate::model::arbiter::AccountIx;
-use crate::model::effects::{AuditKind, Command, Effect, JournalOp, Observation};
+use crate::model::effects::{AuditKind, Command, Effect, JournalOp, LeaseEndCause, Observation};
 
 impl SiteModel {
     /// A node agent connected and introduced itself.
@@ -52,8 +52,14 @@ impl SiteModel {
                 // We hold a lease the node no longer runs: it stopped when its lease ran out
                 // while we were away. Restore the same assignment under a new epoch.
                 let account = lease.account;
-                effects.extend(self.end_lease(ix, "its node no longer runs it", now));
-                if self.servers[ix].lease.is_none() {
+                effects.extend(self.end_lease(
+                    ix,
+                    LeaseEndCause::NodeLostWorkload,
+                    "its node no longer runs it",
+                    now,
+                ));
+                // A removed account's lease is not restored: the server goes free.
+                if self.servers[ix].lease.is_none() && !self.accounts[account as usize].removed {
                     let reason = format!(
                         "restoring {} on {server} after its node re-registered without it",
                         self.account_name(account)
@@ -162,7 +168,7 @@ impl SiteModel {
                 }
                 if self.current_epoch(ix) == Some(epoch) {
                     let why = format!("the node refused the pointer: {}", refusal.detail);
-                    effects.extend(self.end_lease(ix, &why, now));
+                    effects.extend(self.end_lease(ix, LeaseEndCause::PointerRefused, &why, now));
                 }
                 effects
             }
@@ -185,7 +191,9 @@ impl SiteModel {
             return Vec::new();
         }
         match answer {
-            Ok(StopOutcome::Stopped { .. }) => self.end_lease(ix, "its workload stopped", now),
+            Ok(StopOutcome::Stopped { .. }) => {
+                self.end_lease(ix, LeaseEndCause::Stopped, "its workload stopped", now)
+            }
             Ok(StopOutcome::Refused(_)) | Err(_) => {
                 if let Some(lease) = &mut self.servers[ix].lease {
                     lease.revoked = true;
@@ -244,7 +252,12 @@ impl SiteModel {
                 super::AVOID_AFTER_FAILURE.as_secs()
             ),
         )];
-        effects.extend(self.end_lease(ix, "its workload failed", now));
+        effects.extend(self.end_lease(
+            ix,
+            LeaseEndCause::WorkloadFailed,
+            "its workload failed",
+            now,
+        ));
         effects
     }
 
@@ -261,7 +274,12 @@ impl SiteModel {
         if self.current_epoch(ix) != Some(epoch) {
             return Vec::new();
         }
-        self.end_lease(ix, &format!("its workload stopped ({cause:?})"), now)
+        let end = match cause {
+            StopCause::LeaseExpired => LeaseEndCause::Expired,
+            StopCause::Exited { .. } => LeaseEndCause::WorkloadExited,
+            StopCause::Commanded => LeaseEndCause::Stopped,
+        };
+        self.end_lease(ix, end, &format!("its workload stopped ({cause:?})"), now)
     }
 
     fn index_of(&self, server: &ServerId) -> Result<usize, Refusal> {
@@ -333,7 +351,13 @@ impl SiteModel {
 
     /// Ends the lease of server `ix` (journaled), then sends a draining server on to where
     /// it was going.
-    pub(super) fn end_lease(&mut self, ix: usize, why: &str, now: Millis) -> Vec<Effect> {
+    pub(super) fn end_lease(
+        &mut self,
+        ix: usize,
+        cause: LeaseEndCause,
+        why: &str,
+        now: Millis,
+    ) -> Vec<Effect> {
         let entry = &mut self.servers[ix];
         let Some(lease) = entry.lease.take() else {
             return Vec::new();
@@ -364,6 +388,7 @@ impl SiteModel {
                     lease.epoch
                 ),
             ),
+            Effect::Observe(Observation::LeaseEnded { cause }),
         ];
         if let Next::Join(to) = next
             && self.servers[ix].phase == Phase::Free

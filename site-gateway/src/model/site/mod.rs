@@ -11,6 +11,7 @@
 //! - D-1: effects put `Journal` before `Send` for the same change.
 
 mod events;
+mod reconfigure;
 mod server;
 mod snapshot;
 mod tick;
@@ -24,12 +25,13 @@ use std::time::Duration;
 use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
 use leasehold_federation::wire::common::{DataRef, InitPointer, Software};
 
+pub use reconfigure::Reconfigured;
 pub use server::{Lease, Next, Phase, ServerEntry};
 pub use snapshot::{AccountSnapshot, ServerSnapshot, SiteSnapshot};
 
 use super::Millis;
 use super::arbiter::{AccountIx, Arbiter};
-use super::effects::{AuditEntry, AuditKind, Effect, JournalOp};
+use super::effects::{AuditEntry, AuditKind, Effect, JournalOp, LeaseEndCause, Observation};
 use crate::config::{Account, SiteConfig, Timings};
 
 /// How long a server is not offered again to an account whose workload failed on it.
@@ -48,6 +50,20 @@ pub struct AccountEntry {
     pub demand: u32,
     /// (wanted, have) when the last round could not serve the account's SLA.
     pub shortfall: Option<(u32, u32)>,
+    /// Removed by a config edit: kept at its index (leases name accounts by index) and
+    /// asking for no servers, so its servers drain and go free (docs/decisions.md).
+    pub removed: bool,
+}
+
+impl AccountEntry {
+    fn new(config: Account) -> AccountEntry {
+        AccountEntry {
+            demand: config.min_servers,
+            config,
+            shortfall: None,
+            removed: false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -74,11 +90,7 @@ impl SiteModel {
         let accounts: Vec<AccountEntry> = config
             .accounts
             .iter()
-            .map(|account| AccountEntry {
-                config: account.clone(),
-                demand: account.min_servers,
-                shortfall: None,
-            })
+            .map(|account| AccountEntry::new(account.clone()))
             .collect();
         let account_index = accounts
             .iter()
@@ -156,6 +168,9 @@ impl SiteModel {
                         server: server.clone(),
                         epoch: *epoch,
                     }));
+                    effects.push(Effect::Observe(Observation::LeaseEnded {
+                        cause: LeaseEndCause::AccountRemoved,
+                    }));
                     effects.push(audit(
                         AuditKind::LeaseEnded,
                         Some(server),
@@ -207,7 +222,9 @@ impl SiteModel {
 
     /// The Group actor's demand for an account.
     pub fn set_demand(&mut self, account: AccountIx, demand: u32) {
-        if let Some(entry) = self.accounts.get_mut(account as usize) {
+        if let Some(entry) = self.accounts.get_mut(account as usize)
+            && !entry.removed
+        {
             entry.demand = demand.clamp(entry.config.min_servers, entry.config.max_servers);
         }
     }
@@ -230,21 +247,32 @@ impl SiteModel {
         let config = &self.accounts[account as usize].config;
         InitPointer {
             account: config.name.clone(),
-            software: Software {
-                label: config.workload.software.clone(),
-                command: config.workload.command.clone(),
-                args: config.workload.args.clone(),
-                env: config.workload.env.clone(),
-                health_path: config.workload.health_path.clone(),
-                metrics_path: config.workload.metrics_path.clone(),
-                load_metric: config.workload.load_metric.clone(),
-                stop_timeout_ms: millis(self.timings.workload_stop_timeout),
-            },
-            data: DataRef {
-                dir: config.workload.data_dir.display().to_string(),
-            },
+            software: software_of(config, self.timings.workload_stop_timeout),
+            data: data_of(config),
             epoch,
         }
+    }
+}
+
+/// The software half of an account's pointer, as nodes (ours, or a peer's for a loan) run
+/// it.
+pub fn software_of(config: &Account, stop_timeout: Duration) -> Software {
+    Software {
+        label: config.workload.software.clone(),
+        command: config.workload.command.clone(),
+        args: config.workload.args.clone(),
+        env: config.workload.env.clone(),
+        health_path: config.workload.health_path.clone(),
+        metrics_path: config.workload.metrics_path.clone(),
+        load_metric: config.workload.load_metric.clone(),
+        stop_timeout_ms: millis(stop_timeout),
+    }
+}
+
+/// The data half of an account's pointer.
+pub fn data_of(config: &Account) -> DataRef {
+    DataRef {
+        dir: config.workload.data_dir.display().to_string(),
     }
 }
 

@@ -96,6 +96,13 @@ impl SiteModel {
             .accounts
             .iter()
             .enumerate()
+            // A removed account is shown only while a server still holds a lease of it.
+            .filter(|(ix, account)| {
+                !account.removed
+                    || self.servers.iter().any(|entry| {
+                        entry.lease.as_ref().map(|lease| lease.account) == Some(*ix as u32)
+                    })
+            })
             .map(|(ix, account)| {
                 let (load, serving) = loads[ix];
                 let endpoints: Vec<String> = self

@@ -572,3 +572,157 @@ proptest! {
         }
     }
 }
+
+/// Servers joined and renewed at `now`, so the next round sees them serving.
+fn settle(model: &mut SiteModel, granted: &[(ServerId, AccountId, Epoch)], now: Millis) {
+    heartbeat_all(model, now);
+    for (server, _, epoch) in granted {
+        model.workload_joined(server, *epoch, now);
+        model.renew(server, *epoch, now);
+    }
+}
+
+fn config_audits(effects: &[Effect]) -> Vec<String> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Audit(entry) if entry.kind == crate::model::effects::AuditKind::Config => {
+                Some(entry.reason.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_added_account_gets_a_new_index_and_servers_in_the_next_round() {
+    let mut model = running_site(3, &[("shop", 1, 1, 10)]);
+    let granted = applies(&model.tick(Millis(100)));
+    assert_eq!(granted.len(), 1);
+    let (done, effects) = model.reconfigure(
+        &config(3, &[("shop", 1, 1, 10), ("wiki", 2, 2, 5)]),
+        "abcdef0123456789",
+        Millis(200),
+    );
+    assert_eq!(done.started, vec![1]);
+    let audits = config_audits(&effects);
+    assert!(
+        audits.iter().any(|a| a.contains("wiki added")),
+        "{audits:?}"
+    );
+    assert!(
+        audits.iter().any(|a| a.contains("abcdef0123456789")),
+        "the hash is audited: {audits:?}"
+    );
+    assert_eq!(model.account_ix(&account_id("wiki")), Some(1));
+    heartbeat_all(&mut model, Millis(300));
+    let effects = model.tick(Millis(300));
+    let wiki: Vec<_> = applies(&effects)
+        .into_iter()
+        .filter(|(_, account, _)| account == &account_id("wiki"))
+        .collect();
+    assert_eq!(wiki.len(), 2, "{effects:?}");
+}
+
+#[test]
+fn a_removed_account_is_drained_and_freed_and_gets_no_new_lease() {
+    let mut model = running_site(2, &[("shop", 1, 1, 10), ("blog", 1, 1, 5)]);
+    let granted = applies(&model.tick(Millis(100)));
+    assert_eq!(granted.len(), 2);
+    settle(&mut model, &granted, Millis(150));
+    let (blog_server, _, blog_epoch) = granted
+        .iter()
+        .find(|(_, account, _)| account == &account_id("blog"))
+        .cloned()
+        .unwrap();
+    let (done, _) = model.reconfigure(&config(2, &[("shop", 1, 1, 10)]), "h", Millis(200));
+    assert_eq!(done.stopped, vec![1]);
+    // Past the move cooldown, the arbiter releases blog's server on the drain path.
+    let now = Millis(200) + Timings::default().move_cooldown;
+    settle(&mut model, &granted, now);
+    let effects = model.tick(now);
+    assert_eq!(stops(&effects), vec![(blog_server.clone(), blog_epoch)]);
+    assert!(effects.iter().any(|e| matches!(e, Effect::Audit(entry)
+        if entry.kind == crate::model::effects::AuditKind::Release)));
+    let effects = model.stop_answered(
+        &blog_server,
+        blog_epoch,
+        Ok(StopOutcome::Stopped { epoch: blog_epoch }),
+        now,
+    );
+    assert!(applies(&effects).is_empty());
+    assert_eq!(model.server(&blog_server).unwrap().phase, Phase::Free);
+    for step in 1..5u64 {
+        let later = now + Duration::from_millis(100 * step);
+        heartbeat_all(&mut model, later);
+        model.renew(&granted[0].0, granted[0].2, later);
+        model.renew(&granted[1].0, granted[1].2, later);
+        let effects = model.tick(later);
+        assert!(
+            applies(&effects)
+                .iter()
+                .all(|(_, account, _)| account != &account_id("blog")),
+            "{effects:?}"
+        );
+    }
+    assert!(
+        model
+            .snapshot(now)
+            .accounts
+            .iter()
+            .all(|a| a.name != account_id("blog")),
+        "a drained tombstone leaves the snapshot"
+    );
+    // A re-added name gets its old index back.
+    let (done, _) = model.reconfigure(
+        &config(2, &[("shop", 1, 1, 10), ("blog", 1, 1, 5)]),
+        "h2",
+        now,
+    );
+    assert_eq!(done.started, vec![1]);
+    assert_eq!(model.account_ix(&account_id("blog")), Some(1));
+}
+
+#[test]
+fn a_changed_sla_is_used_by_the_next_round() {
+    let mut model = running_site(3, &[("shop", 1, 3, 10)]);
+    let granted = applies(&model.tick(Millis(100)));
+    assert_eq!(granted.len(), 1);
+    settle(&mut model, &granted, Millis(150));
+    let (done, effects) = model.reconfigure(&config(3, &[("shop", 3, 3, 10)]), "h", Millis(200));
+    assert_eq!(done.sla_changed, vec![0]);
+    assert!(
+        config_audits(&effects)
+            .iter()
+            .any(|a| a.contains("min_servers"))
+    );
+    let effects = model.tick(Millis(200));
+    assert_eq!(applies(&effects).len(), 2, "{effects:?}");
+}
+
+#[test]
+fn changed_timings_apply_from_the_next_renewal() {
+    let mut model = running_site(1, &[("shop", 1, 1, 10)]);
+    let granted = applies(&model.tick(Millis(100)));
+    let (server, _, epoch) = granted[0].clone();
+    let mut new = config(1, &[("shop", 1, 1, 10)]);
+    new.timings.lease_ttl = Duration::from_secs(7);
+    let (_, effects) = model.reconfigure(&new, "h", Millis(150));
+    assert!(
+        config_audits(&effects)
+            .iter()
+            .any(|a| a.contains("timings"))
+    );
+    match model.renew(&server, epoch, Millis(200)) {
+        LeaseRenewal::Renewed { ttl_ms, .. } => assert_eq!(ttl_ms, 7000),
+        other => panic!("renewal refused: {other:?}"),
+    }
+}
+
+#[test]
+fn an_unchanged_config_changes_nothing_but_is_audited() {
+    let mut model = running_site(1, &[("shop", 1, 1, 10)]);
+    let (done, effects) = model.reconfigure(&config(1, &[("shop", 1, 1, 10)]), "h", Millis(0));
+    assert_eq!(done, Default::default());
+    assert_eq!(config_audits(&effects).len(), 1);
+}

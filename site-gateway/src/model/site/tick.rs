@@ -6,7 +6,7 @@ use super::server::{Next, Phase};
 use super::{AVOID_AFTER_FAILURE, SiteModel, audit};
 use crate::model::Millis;
 use crate::model::arbiter::{AccountIx, AccountView, Decision, Round, ServerView, SiteView, Slot};
-use crate::model::effects::{AuditKind, Effect};
+use crate::model::effects::{AuditKind, Effect, LeaseEndCause};
 
 impl SiteModel {
     pub fn tick(&mut self, now: Millis) -> Vec<Effect> {
@@ -75,7 +75,12 @@ impl SiteModel {
                 .as_ref()
                 .is_some_and(|lease| lease.expires_at < now);
             if expired {
-                effects.extend(self.end_lease(ix, "it expired without renewal", now));
+                effects.extend(self.end_lease(
+                    ix,
+                    LeaseEndCause::Expired,
+                    "it expired without renewal",
+                    now,
+                ));
             }
         }
         effects
@@ -86,11 +91,20 @@ impl SiteModel {
         let accounts = self
             .accounts
             .iter()
-            .map(|account| AccountView {
-                priority: account.config.priority,
-                min_servers: account.config.min_servers,
-                max_servers: account.config.max_servers,
-                demand: account.demand,
+            .map(|account| match account.removed {
+                // A tombstone asks for nothing: the arbiter releases what it still holds.
+                true => AccountView {
+                    priority: account.config.priority,
+                    min_servers: 0,
+                    max_servers: 0,
+                    demand: 0,
+                },
+                false => AccountView {
+                    priority: account.config.priority,
+                    min_servers: account.config.min_servers,
+                    max_servers: account.config.max_servers,
+                    demand: account.demand,
+                },
             })
             .collect();
         let servers = self

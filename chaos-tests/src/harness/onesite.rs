@@ -1,0 +1,170 @@
+//! One site of real processes for a test: a gateway on free ports and a node agent per
+//! server, all under process guards, in a directory the caller owns (and deletes).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::admin::{account_state, get_text};
+use super::process::ProcessGuard;
+use super::site::{AccountSpec, PreparedSite, SiteSpec, create_certs, prepare_site};
+use super::wait_for;
+
+/// Generous: two cores run every process of every test at once.
+pub const SETTLE: Duration = Duration::from_secs(40);
+
+/// Timings that make a test site settle in about a second, yet keep leases renewed several
+/// times per TTL as in production.
+pub const FAST_TIMINGS: [(&str, u64); 7] = [
+    ("lease_ttl_ms", 1000),
+    ("renew_interval_ms", 250),
+    ("heartbeat_interval_ms", 100),
+    ("heartbeat_misses_before_failed", 5),
+    ("move_cooldown_ms", 1000),
+    ("drain_timeout_ms", 200),
+    ("workload_stop_timeout_ms", 1000),
+];
+
+/// An account running the demo workload (`leasehold workload`) with target load 5.
+pub fn account(name: &str, min: u32, max: u32, priority: u32) -> AccountSpec {
+    AccountSpec {
+        name: name.into(),
+        min_servers: min,
+        max_servers: max,
+        priority,
+        target_load: 5.0,
+        command: None,
+    }
+}
+
+/// A running site. Dropping it kills its gateway and node agents (and their workloads).
+pub struct OneSite {
+    binary: PathBuf,
+    dir: PathBuf,
+    pub site: PreparedSite,
+    pub gateway: Option<ProcessGuard>,
+    pub nodes: Vec<(String, ProcessGuard)>,
+}
+
+impl OneSite {
+    /// Writes site `name` into `dir` with `servers` and `accounts`, creates certificates,
+    /// starts the gateway (waiting until it is ready) and a node agent on each of `agents`.
+    pub fn start(
+        binary: &Path,
+        dir: &Path,
+        name: &str,
+        servers: &[&str],
+        agents: &[&str],
+        accounts: Vec<AccountSpec>,
+    ) -> Result<OneSite, String> {
+        let servers: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
+        let spec = SiteSpec {
+            name: name.into(),
+            servers: servers.clone(),
+            accounts,
+            timings: FAST_TIMINGS.to_vec(),
+        };
+        let site = prepare_site(dir, &spec)?;
+        create_certs(&dir.join("certs"), &[(name, servers)])?;
+        let mut started = OneSite {
+            binary: binary.to_path_buf(),
+            dir: dir.to_path_buf(),
+            site,
+            gateway: None,
+            nodes: Vec::new(),
+        };
+        started.start_gateway()?;
+        for server in agents {
+            started.start_node(server)?;
+        }
+        Ok(started)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.site.admin
+    }
+
+    /// Starts the gateway and waits until `/ready` answers.
+    pub fn start_gateway(&mut self) -> Result<(), String> {
+        let path = |name: &str| self.path(name).to_string_lossy().into_owned();
+        let args: Vec<String> = vec![
+            "gateway".into(),
+            "run".into(),
+            "--config".into(),
+            self.site.config.to_string_lossy().into_owned(),
+            "--certs".into(),
+            path("certs"),
+            "--state".into(),
+            path("state"),
+        ];
+        let gateway =
+            ProcessGuard::spawn("gateway", &self.binary, &args, &self.path("gateway.log"))?;
+        self.gateway = Some(gateway);
+        let admin = self.admin();
+        wait_for("the gateway to be ready", SETTLE, || {
+            get_text(admin, "/ready")
+        })
+        .map(|_| ())
+        .map_err(|error| format!("{error}\n--- gateway log ---\n{}", self.gateway_output()))
+    }
+
+    /// Starts the node agent of `server`, working in `nodes/<server>`.
+    pub fn start_node(&mut self, server: &str) -> Result<(), String> {
+        let work = self.work(server);
+        std::fs::create_dir_all(&work)
+            .map_err(|error| format!("cannot create {}: {error}", work.display()))?;
+        let args: Vec<String> = vec![
+            "node".into(),
+            "run".into(),
+            "--gateway".into(),
+            self.site.management.to_string(),
+            "--id".into(),
+            server.into(),
+            "--certs".into(),
+            self.path("certs").to_string_lossy().into_owned(),
+            "--work".into(),
+            work.to_string_lossy().into_owned(),
+        ];
+        let log = self.path(&format!("node-{server}.log"));
+        let node = ProcessGuard::spawn(server, &self.binary, &args, &log)?;
+        self.nodes.push((server.to_owned(), node));
+        Ok(())
+    }
+
+    /// The node agent's work directory (its event log lives there).
+    pub fn work(&self, server: &str) -> PathBuf {
+        self.path(&format!("nodes/{server}"))
+    }
+
+    pub fn gateway_output(&self) -> String {
+        self.gateway
+            .as_ref()
+            .map(|gateway| gateway.output())
+            .unwrap_or_default()
+    }
+
+    /// Waits until `account` has exactly `count` serving servers; returns its
+    /// `/v1/accounts` entry.
+    pub fn wait_serving(&self, account: &str, count: u64) -> Result<Value, String> {
+        let admin = self.admin();
+        wait_for(
+            &format!("{account} to have {count} serving servers"),
+            SETTLE,
+            || {
+                let state = account_state(admin, account)?;
+                if state["servers"] == count {
+                    Ok(state)
+                } else {
+                    Err(state.to_string())
+                }
+            },
+        )
+        .map_err(|error| format!("{error}\n--- gateway log ---\n{}", self.gateway_output()))
+    }
+}

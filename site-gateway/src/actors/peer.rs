@@ -1,0 +1,395 @@
+//! The Peer actor: one per peer site in the config. It keeps an outgoing QUIC connection
+//! to the peer's federation address (dialling again with backoff when it drops), pings it
+//! to judge liveness and measure RTT, announces this site's account catalogue, and keeps
+//! the peer's. Its inbound connection (the peer dialling us) is served by a read loop that
+//! answers stateless requests itself and hands the rest to this actor.
+//!
+//! Each side sends its own requests on the connection it dialled, so either side's view
+//! of the other depends only on its own dialling: no tie-break between two connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use leasehold_federation::ids::SiteId;
+use leasehold_federation::transport::connection::{Connection, Inbox, ReplyPort, close_code};
+use leasehold_federation::transport::endpoint::Endpoint;
+use leasehold_federation::transport::identity::PeerName;
+use leasehold_federation::wire::common::{Refusal, RefusalCause};
+use leasehold_federation::wire::site::{
+    AccountCatalogue, LoanOffer, LoanRenewal, PeerHello, PeerWelcome, Ping, Pong,
+};
+use leasehold_federation::wire::{Inbound, InboundOneWay, InboundRequest};
+use serde::Serialize;
+
+use crate::model::Millis;
+use crate::model::peers::{Liveness, PeerHealth};
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What a Peer needs to know of its own site.
+#[derive(Clone)]
+pub struct Local {
+    pub site: SiteId,
+    pub endpoint: Arc<Endpoint>,
+    pub catalogue: Arc<AccountCatalogue>,
+    pub ping_interval: Duration,
+    pub misses: u32,
+    pub started: Instant,
+}
+
+pub struct Peer {
+    name: SiteId,
+    addr: SocketAddr,
+    local: Local,
+    health: PeerHealth,
+    outgoing: Option<(u64, Connection)>,
+    inbound: Option<(u64, Connection)>,
+    generation: u64,
+    dialing: bool,
+    backoff: Duration,
+    seq: u64,
+    /// Refusals and failures are logged when they change, not on every retry.
+    last_failure: Option<String>,
+    catalogue: Option<AccountCatalogue>,
+}
+
+impl Peer {
+    pub fn new(name: SiteId, addr: SocketAddr, local: Local) -> Self {
+        let health = PeerHealth::new(local.ping_interval, local.misses);
+        Peer {
+            name,
+            addr,
+            local,
+            health,
+            outgoing: None,
+            inbound: None,
+            generation: 0,
+            dialing: false,
+            backoff: BACKOFF_FIRST,
+            seq: 0,
+            last_failure: None,
+            catalogue: None,
+        }
+    }
+
+    fn now(&self) -> Millis {
+        Millis(u64::try_from(self.local.started.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn dial(&mut self, ctx: &mut Context<Self>) {
+        if self.dialing || self.outgoing.is_some() {
+            return;
+        }
+        self.dialing = true;
+        self.generation += 1;
+        let generation = self.generation;
+        let endpoint = self.local.endpoint.clone();
+        let (addr, name) = (self.addr, PeerName::Site(self.name.clone()));
+        let hello = PeerHello {
+            site: self.local.site.clone(),
+            config_version: self.local.catalogue.version,
+        };
+        let catalogue = self.local.catalogue.clone();
+        let timeout = self.local.ping_interval * self.local.misses;
+        let dialled = async move {
+            let (connection, inbox) = endpoint
+                .connect(addr, &name)
+                .await
+                .map_err(|error| error.to_string())?;
+            // With TLS 1.3 a refusal of our certificate shows up on first use, so the
+            // hello doubles as the check that the peer accepted us.
+            let welcome = connection
+                .request_within(&hello, timeout)
+                .await
+                .map_err(|error| {
+                    format!(
+                        "the peer did not answer our hello (it may refuse our certificate): {error}"
+                    )
+                })?;
+            connection
+                .send(catalogue.as_ref())
+                .await
+                .map_err(|error| error.to_string())?;
+            Ok::<_, String>((connection, inbox, welcome))
+        };
+        ctx.spawn(dialled.into_actor(self).map(move |result, peer, ctx| {
+            peer.dialing = false;
+            match result {
+                Ok((connection, inbox, welcome)) => {
+                    peer.connected(generation, connection, inbox, welcome, ctx)
+                }
+                Err(reason) => peer.dial_failed(reason, ctx),
+            }
+        }));
+    }
+
+    fn connected(
+        &mut self,
+        generation: u64,
+        connection: Connection,
+        inbox: Inbox,
+        welcome: PeerWelcome,
+        ctx: &mut Context<Self>,
+    ) {
+        if welcome.site != self.name {
+            self.dial_failed(format!("it introduced itself as `{}`", welcome.site), ctx);
+            connection.close(close_code::REFUSED, "wrong site in welcome");
+            return;
+        }
+        tracing::info!(peer = %self.name, addr = %self.addr, "peer connected");
+        self.last_failure = None;
+        self.backoff = BACKOFF_FIRST;
+        self.health.answered(self.now(), connection.rtt());
+        // The peer may also send on the connection we dialled; serve it like an inbound one.
+        tokio::spawn(serve_inbound(
+            self.name.clone(),
+            self.local.clone(),
+            inbox,
+            ctx.address(),
+        ));
+        let watched = connection.clone();
+        ctx.spawn(
+            async move { watched.closed().await }
+                .into_actor(self)
+                .map(move |why, peer, ctx| peer.lost(generation, why.to_string(), ctx)),
+        );
+        self.outgoing = Some((generation, connection));
+    }
+
+    fn dial_failed(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if self.last_failure.as_ref() != Some(&reason) {
+            tracing::warn!(peer = %self.name, addr = %self.addr, %reason, "cannot reach peer; retrying with backoff");
+            self.last_failure = Some(reason);
+        }
+        let delay = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        ctx.run_later(delay, |peer, ctx| peer.dial(ctx));
+    }
+
+    fn lost(&mut self, generation: u64, why: String, ctx: &mut Context<Self>) {
+        if self
+            .outgoing
+            .as_ref()
+            .is_some_and(|(g, _)| *g == generation)
+        {
+            tracing::warn!(peer = %self.name, %why, "connection to peer lost");
+            self.outgoing = None;
+            self.health.lost();
+            self.dial(ctx);
+        }
+    }
+
+    fn redial(&mut self, generation: u64, ctx: &mut Context<Self>) {
+        if let Some((current, connection)) = &self.outgoing
+            && *current == generation
+        {
+            tracing::warn!(peer = %self.name, "peer silent; dropping the connection and dialling again");
+            connection.close(close_code::DONE, "peer silent");
+            self.outgoing = None;
+            self.dial(ctx);
+        }
+    }
+
+    fn ping(&mut self, ctx: &mut Context<Self>) {
+        let Some((generation, connection)) = self.outgoing.clone() else {
+            return;
+        };
+        self.seq += 1;
+        let sent = Instant::now();
+        let ping = Ping {
+            seq: self.seq,
+            sent_at_us: u64::try_from(sent.duration_since(self.local.started).as_micros())
+                .unwrap_or(u64::MAX),
+        };
+        let timeout = self.local.ping_interval * 2;
+        ctx.spawn(
+            async move { connection.request_within(&ping, timeout).await }
+                .into_actor(self)
+                .map(move |answer, peer, ctx| match answer {
+                    // The RTT is timed on our side, per ping, so a late pong still counts.
+                    Ok(_) => {
+                        let now = peer.now();
+                        peer.health.answered(now, sent.elapsed());
+                    }
+                    Err(error) => {
+                        tracing::debug!(peer = %peer.name, generation, %error, "ping unanswered");
+                        // A peer that died without closing (kill -9, a cut link) leaves a
+                        // connection QUIC would keep until its idle timeout: once the pings
+                        // say down, drop it and dial afresh.
+                        let now = peer.now();
+                        if peer.health.judge(now) == Liveness::Down {
+                            peer.redial(generation, ctx);
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+impl Actor for Peer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.dial(ctx);
+        ctx.run_interval(self.local.ping_interval, |peer, ctx| peer.ping(ctx));
+    }
+}
+
+/// The peer dialled us; its connection is served here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DialledIn {
+    pub connection: Connection,
+    pub inbox: Inbox,
+}
+
+impl Handler<DialledIn> for Peer {
+    type Result = ();
+
+    fn handle(&mut self, message: DialledIn, ctx: &mut Context<Self>) {
+        self.generation += 1;
+        if let Some((_, old)) = self.inbound.replace((self.generation, message.connection)) {
+            old.close(close_code::DONE, "replaced by a newer connection");
+        }
+        tokio::spawn(serve_inbound(
+            self.name.clone(),
+            self.local.clone(),
+            message.inbox,
+            ctx.address(),
+        ));
+    }
+}
+
+/// The peer announced its accounts.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CatalogueReceived(AccountCatalogue);
+
+impl Handler<CatalogueReceived> for Peer {
+    type Result = ();
+
+    fn handle(&mut self, CatalogueReceived(catalogue): CatalogueReceived, _: &mut Context<Self>) {
+        // Keep the newest: a reordered older announcement must not undo a newer one.
+        if self
+            .catalogue
+            .as_ref()
+            .is_none_or(|current| catalogue.version >= current.version)
+        {
+            tracing::info!(peer = %self.name, version = catalogue.version, accounts = catalogue.accounts.len(), "peer catalogue received");
+            self.catalogue = Some(catalogue);
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "PeerStatus")]
+pub struct GetPeerStatus;
+
+/// One element of `GET /v1/peers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub name: SiteId,
+    pub addr: SocketAddr,
+    pub state: Liveness,
+    /// Smoothed RTT of our pings, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    pub silent_ms: Option<u64>,
+    /// Our connection to it is up.
+    pub dialled: bool,
+    /// Its connection to us is up.
+    pub dialled_in: bool,
+    pub catalogue_version: Option<u64>,
+    /// The accounts it homes, from its catalogue.
+    pub accounts: Vec<String>,
+}
+
+impl Handler<GetPeerStatus> for Peer {
+    type Result = MessageResult<GetPeerStatus>;
+
+    fn handle(&mut self, _: GetPeerStatus, _: &mut Context<Self>) -> Self::Result {
+        let now = self.now();
+        MessageResult(PeerStatus {
+            name: self.name.clone(),
+            addr: self.addr,
+            state: self.health.judge(now),
+            rtt_ms: self.health.rtt().map(|rtt| rtt.as_secs_f64() * 1000.0),
+            silent_ms: self
+                .health
+                .silent_for(now)
+                .map(|silent| u64::try_from(silent.as_millis()).unwrap_or(u64::MAX)),
+            dialled: self.outgoing.is_some(),
+            dialled_in: self.inbound.is_some(),
+            catalogue_version: self.catalogue.as_ref().map(|c| c.version),
+            accounts: self
+                .catalogue
+                .as_ref()
+                .map(|c| c.accounts.iter().map(|a| a.name.to_string()).collect())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// Answers what a peer sends on one connection. Hello and ping need no state and are
+/// answered here; the catalogue goes to the Peer actor. Loans are not built yet (#4): a
+/// loan request is refused with that reason rather than left unanswered.
+async fn serve_inbound(name: SiteId, local: Local, mut inbox: Inbox, peer: Addr<Peer>) {
+    while let Some(message) = inbox.next().await {
+        match message {
+            Ok(Inbound::Request(request)) => answer(&name, &local, request).await,
+            Ok(Inbound::OneWay(InboundOneWay::AccountCatalogue(catalogue))) => {
+                if catalogue.site == name {
+                    peer.do_send(CatalogueReceived(catalogue));
+                } else {
+                    tracing::warn!(peer = %name, claimed = %catalogue.site, "refused: a peer announced another site's catalogue");
+                }
+            }
+            Ok(Inbound::OneWay(other)) => {
+                tracing::warn!(peer = %name, kind = other.kind(), "ignored: loans are not built yet");
+            }
+            Err(error) => {
+                tracing::info!(peer = %name, %error, "peer connection ended");
+                break;
+            }
+        }
+    }
+}
+
+async fn answer(name: &SiteId, local: &Local, request: InboundRequest<ReplyPort>) {
+    let not_yet = || Refusal {
+        cause: RefusalCause::NotAllowed,
+        detail: format!("{} does not lend servers yet", local.site),
+    };
+    let sent = match request {
+        InboundRequest::PeerHello(hello, reply) => {
+            if hello.site != *name {
+                tracing::warn!(peer = %name, claimed = %hello.site, "a peer's hello names another site");
+            }
+            reply
+                .send(&PeerWelcome {
+                    site: local.site.clone(),
+                    config_version: local.catalogue.version,
+                })
+                .await
+        }
+        InboundRequest::Ping(ping, reply) => {
+            reply
+                .send(&Pong {
+                    seq: ping.seq,
+                    sent_at_us: ping.sent_at_us,
+                })
+                .await
+        }
+        InboundRequest::RequestLoan(_, reply) => reply.send(&LoanOffer::Refused(not_yet())).await,
+        InboundRequest::RenewLoan(_, reply) => reply.send(&LoanRenewal::Refused(not_yet())).await,
+        other => {
+            tracing::warn!(peer = %name, kind = other.kind(), "unanswered: loans are not built yet");
+            return;
+        }
+    };
+    if let Err(error) = sent {
+        tracing::debug!(peer = %name, %error, "answer to peer not delivered");
+    }
+}

@@ -1,0 +1,334 @@
+//! What an edit of a site file changes: the gateway applies a reload as this diff, and
+//! `leasehold config diff OLD NEW` prints it before anyone edits a running site.
+
+use std::fmt;
+
+use super::types::{Account, SiteConfig};
+
+/// The difference between two validated configs of one site.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigDiff {
+    pub accounts_added: Vec<String>,
+    pub accounts_removed: Vec<String>,
+    /// Each changed account with the names of its changed fields.
+    pub accounts_changed: Vec<(String, Vec<&'static str>)>,
+    pub peers_added: Vec<String>,
+    pub peers_removed: Vec<String>,
+    /// Peers whose address changed.
+    pub peers_changed: Vec<String>,
+    /// The names of the `[timings]` keys that changed.
+    pub timings_changed: Vec<&'static str>,
+    pub lending_changed: bool,
+    /// What a running gateway cannot take without a restart, in words.
+    pub needs_restart: Vec<String>,
+}
+
+impl ConfigDiff {
+    pub fn is_empty(&self) -> bool {
+        *self == ConfigDiff::default()
+    }
+}
+
+pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
+    let mut diff = ConfigDiff::default();
+    for account in &new.accounts {
+        match old.account(&account.name) {
+            None => diff.accounts_added.push(account.name.to_string()),
+            Some(before) => {
+                let fields = account_fields(before, account);
+                if !fields.is_empty() {
+                    diff.accounts_changed
+                        .push((account.name.to_string(), fields));
+                }
+            }
+        }
+    }
+    for account in &old.accounts {
+        if new.account(&account.name).is_none() {
+            diff.accounts_removed.push(account.name.to_string());
+        }
+    }
+    for peer in &new.peers {
+        match old.peer(&peer.name) {
+            None => diff.peers_added.push(peer.name.to_string()),
+            Some(before) if before.addr != peer.addr => {
+                diff.peers_changed.push(peer.name.to_string())
+            }
+            Some(_) => {}
+        }
+    }
+    for peer in &old.peers {
+        if new.peer(&peer.name).is_none() {
+            diff.peers_removed.push(peer.name.to_string());
+        }
+    }
+    let (a, b) = (&old.timings, &new.timings);
+    let timings = [
+        ("lease_ttl_ms", a.lease_ttl != b.lease_ttl),
+        ("renew_interval_ms", a.renew_interval != b.renew_interval),
+        (
+            "heartbeat_interval_ms",
+            a.heartbeat_interval != b.heartbeat_interval,
+        ),
+        (
+            "heartbeat_misses_before_failed",
+            a.heartbeat_misses_before_failed != b.heartbeat_misses_before_failed,
+        ),
+        ("move_cooldown_ms", a.move_cooldown != b.move_cooldown),
+        ("drain_timeout_ms", a.drain_timeout != b.drain_timeout),
+        (
+            "workload_stop_timeout_ms",
+            a.workload_stop_timeout != b.workload_stop_timeout,
+        ),
+    ];
+    diff.timings_changed = timings
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name)
+        .collect();
+    diff.lending_changed = old.lending != new.lending;
+    // These are bound at start-up: the listeners' sockets, the certificate's site name and
+    // the management listener's list of admitted servers.
+    let (s, t) = (&old.site, &new.site);
+    let mut restart = |what: &str, before: String, after: String| {
+        if before != after {
+            diff.needs_restart
+                .push(format!("{what}: {before} -> {after}"));
+        }
+    };
+    restart("site name", s.name.to_string(), t.name.to_string());
+    restart(
+        "admin_addr",
+        s.admin_addr.to_string(),
+        t.admin_addr.to_string(),
+    );
+    restart(
+        "federation_addr",
+        s.federation_addr.to_string(),
+        t.federation_addr.to_string(),
+    );
+    restart(
+        "management_addr",
+        s.management_addr.to_string(),
+        t.management_addr.to_string(),
+    );
+    // Peers are connected by the federation listener and the Peer actors built at
+    // start-up; changing them live is not built yet (docs/configuration.md "Live edits").
+    for (sign, names) in [
+        ("+", &diff.peers_added),
+        ("-", &diff.peers_removed),
+        ("~", &diff.peers_changed),
+    ] {
+        for name in names {
+            diff.needs_restart.push(format!("peer {sign}{name}"));
+        }
+    }
+    if old.servers != new.servers {
+        let names = |config: &SiteConfig| {
+            config
+                .servers
+                .iter()
+                .map(|server| format!("{}@{}", server.id, server.service_addr))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        diff.needs_restart.push(format!(
+            "server inventory: [{}] -> [{}]",
+            names(old),
+            names(new)
+        ));
+    }
+    diff
+}
+
+/// The names (as in the file) of the fields of an account that differ; the site core
+/// applies account edits with it.
+pub fn diff_accounts(a: &Account, b: &Account) -> Vec<&'static str> {
+    account_fields(a, b)
+}
+
+fn account_fields(a: &Account, b: &Account) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    if a.min_servers != b.min_servers {
+        fields.push("min_servers");
+    }
+    if a.max_servers != b.max_servers {
+        fields.push("max_servers");
+    }
+    if a.priority != b.priority {
+        fields.push("priority");
+    }
+    // Bitwise: validated target loads are finite, and a rewrite of the same number is no
+    // change.
+    if a.target_load.to_bits() != b.target_load.to_bits() {
+        fields.push("target_load");
+    }
+    if a.failover != b.failover {
+        fields.push("failover");
+    }
+    if a.workload != b.workload {
+        fields.push("workload");
+    }
+    fields
+}
+
+impl fmt::Display for ConfigDiff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return writeln!(f, "no changes");
+        }
+        for name in &self.accounts_added {
+            writeln!(f, "+ account {name}: gets a group and servers")?;
+        }
+        for name in &self.accounts_removed {
+            writeln!(f, "- account {name}: drained, its servers freed")?;
+        }
+        for (name, fields) in &self.accounts_changed {
+            writeln!(
+                f,
+                "~ account {name}: {} (used from the next decision)",
+                fields.join(", ")
+            )?;
+        }
+        for name in &self.peers_added {
+            writeln!(f, "+ peer {name}")?;
+        }
+        for name in &self.peers_removed {
+            writeln!(f, "- peer {name}")?;
+        }
+        for name in &self.peers_changed {
+            writeln!(f, "~ peer {name}: address changed")?;
+        }
+        if !self.timings_changed.is_empty() {
+            writeln!(
+                f,
+                "~ timings: {} (apply from each lease's next grant or renewal)",
+                self.timings_changed.join(", ")
+            )?;
+        }
+        if self.lending_changed {
+            writeln!(f, "~ lending changed (loans are not built yet: no effect)")?;
+        }
+        for what in &self.needs_restart {
+            writeln!(f, "! needs a restart, not applied live: {what}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::types::{Peer, Server, SiteSection, Timings, Workload};
+
+    fn account(name: &str, min: u32) -> Account {
+        Account {
+            name: name.parse().expect("a valid account name"),
+            min_servers: min,
+            max_servers: 3,
+            priority: 10,
+            target_load: 5.0,
+            failover: Vec::new(),
+            workload: Workload {
+                software: "v1".into(),
+                command: "run".into(),
+                args: Vec::new(),
+                env: Default::default(),
+                data_dir: "data".into(),
+                health_path: None,
+                metrics_path: None,
+                load_metric: None,
+            },
+        }
+    }
+
+    fn config() -> SiteConfig {
+        SiteConfig {
+            path: "site-a.toml".into(),
+            site: SiteSection {
+                name: "site-a".parse().expect("a valid site name"),
+                admin_addr: "127.0.0.1:1".parse().expect("an address"),
+                federation_addr: "127.0.0.1:2".parse().expect("an address"),
+                management_addr: "127.0.0.1:3".parse().expect("an address"),
+            },
+            timings: Timings::default(),
+            lending: Default::default(),
+            peers: vec![Peer {
+                name: "site-b".parse().expect("a valid site name"),
+                addr: "127.0.0.1:4".parse().expect("an address"),
+            }],
+            servers: vec![Server {
+                id: "a1".parse().expect("a valid server id"),
+                service_addr: "127.0.0.1:5".parse().expect("an address"),
+            }],
+            accounts: vec![account("shop", 1), account("blog", 1)],
+        }
+    }
+
+    #[test]
+    fn equal_configs_have_no_changes() {
+        let diff = diff(&config(), &config());
+        assert!(diff.is_empty());
+        assert_eq!(diff.to_string(), "no changes\n");
+    }
+
+    #[test]
+    fn accounts_added_removed_and_changed_are_named() {
+        let old = config();
+        let mut new = config();
+        new.accounts.remove(1);
+        new.accounts[0].min_servers = 2;
+        new.accounts[0].workload.software = "v2".into();
+        new.accounts.push(account("wiki", 1));
+        let diff = diff(&old, &new);
+        assert_eq!(diff.accounts_added, ["wiki"]);
+        assert_eq!(diff.accounts_removed, ["blog"]);
+        assert_eq!(
+            diff.accounts_changed,
+            [("shop".to_owned(), vec!["min_servers", "workload"])]
+        );
+        assert!(diff.needs_restart.is_empty());
+        let text = diff.to_string();
+        assert!(text.contains("+ account wiki"), "{text}");
+        assert!(text.contains("- account blog"), "{text}");
+        assert!(
+            text.contains("~ account shop: min_servers, workload"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn peers_timings_and_lending() {
+        let old = config();
+        let mut new = config();
+        new.peers[0].addr = "127.0.0.1:9".parse().expect("an address");
+        new.peers.push(Peer {
+            name: "site-c".parse().expect("a valid site name"),
+            addr: "127.0.0.1:8".parse().expect("an address"),
+        });
+        new.timings.lease_ttl = Duration::from_secs(5);
+        new.lending.max_lent = 2;
+        let diff = diff(&old, &new);
+        assert_eq!(diff.peers_added, ["site-c"]);
+        assert_eq!(diff.peers_changed, ["site-b"]);
+        assert_eq!(diff.needs_restart, ["peer +site-c", "peer ~site-b"]);
+        assert_eq!(diff.timings_changed, ["lease_ttl_ms"]);
+        assert!(diff.lending_changed);
+    }
+
+    #[test]
+    fn addresses_and_inventory_need_a_restart() {
+        let old = config();
+        let mut new = config();
+        new.site.admin_addr = "127.0.0.1:7".parse().expect("an address");
+        new.servers.push(Server {
+            id: "a2".parse().expect("a valid server id"),
+            service_addr: "127.0.0.1:6".parse().expect("an address"),
+        });
+        let diff = diff(&old, &new);
+        assert_eq!(diff.needs_restart.len(), 2, "{diff:?}");
+        assert!(diff.to_string().contains("needs a restart"));
+    }
+}

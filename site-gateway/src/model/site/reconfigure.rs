@@ -1,0 +1,153 @@
+//! A live config edit, applied to the site core as a diff (docs/configuration.md "Live
+//! edits"). Accounts keep their index for the life of the process, because leases, the
+//! arbiter's views and the Group actors all name an account by its position: a removed
+//! account is tombstoned, never deleted, and a re-added name gets its old index back.
+
+use super::{AccountEntry, SiteModel, audit};
+use crate::config::SiteConfig;
+use crate::config::diff::diff_accounts;
+use crate::model::Millis;
+use crate::model::arbiter::AccountIx;
+use crate::model::effects::{AuditKind, Effect};
+
+/// What [`SiteModel::reconfigure`] changed, for the shell to follow with its actors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// Accounts that need a Group (new ones and re-added tombstones).
+    pub started: Vec<AccountIx>,
+    /// Accounts whose Group must stop (now tombstoned).
+    pub stopped: Vec<AccountIx>,
+    /// Accounts still present whose SLA (min, max, target load) changed.
+    pub sla_changed: Vec<AccountIx>,
+}
+
+impl SiteModel {
+    /// Applies `new` (already validated; `hash` names it in the audit log). SLAs and
+    /// workloads are replaced in place, so the next round decides with them and the next
+    /// grant runs the new workload; timings are replaced, so grants and renewals from now
+    /// on use them. A removed account keeps its index with `removed` set: its view asks for
+    /// no servers, so the arbiter drains and frees them on the ordinary release path, and no
+    /// new lease is ever granted for it. The server inventory and the site's addresses need
+    /// a restart and are not touched here (the shell reports them).
+    pub fn reconfigure(
+        &mut self,
+        new: &SiteConfig,
+        hash: &str,
+        _now: Millis,
+    ) -> (Reconfigured, Vec<Effect>) {
+        let short = &hash[..hash.len().min(12)];
+        let mut done = Reconfigured::default();
+        let mut effects = Vec::new();
+        let mut summary = Vec::new();
+        for account in &new.accounts {
+            match self.account_index.get(&account.name).copied() {
+                Some(ix) if self.accounts[ix as usize].removed => {
+                    let entry = &mut self.accounts[ix as usize];
+                    *entry = AccountEntry::new(account.clone());
+                    done.started.push(ix);
+                    summary.push(format!("+{}", account.name));
+                    effects.push(audit(
+                        AuditKind::Config,
+                        None,
+                        Some(&account.name),
+                        None,
+                        None,
+                        format!("config {short}: account {} added back; its group starts and asks for {} to {} servers", account.name, account.min_servers, account.max_servers),
+                    ));
+                }
+                Some(ix) => {
+                    let entry = &mut self.accounts[ix as usize];
+                    let fields = diff_accounts(&entry.config, account);
+                    if fields.is_empty() {
+                        continue;
+                    }
+                    let sla = ["min_servers", "max_servers", "target_load"];
+                    if fields.iter().any(|field| sla.contains(field)) {
+                        done.sla_changed.push(ix);
+                    }
+                    entry.config = account.clone();
+                    entry.demand = entry.demand.clamp(account.min_servers, account.max_servers);
+                    summary.push(format!("~{}({})", account.name, fields.join(",")));
+                    effects.push(audit(
+                        AuditKind::Config,
+                        None,
+                        Some(&account.name),
+                        None,
+                        None,
+                        format!(
+                            "config {short}: account {} changed ({}); the next round decides with it{}",
+                            account.name,
+                            fields.join(", "),
+                            if fields.contains(&"workload") {
+                                ", and new leases run the new workload"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ));
+                }
+                None => {
+                    let ix = self.accounts.len() as AccountIx;
+                    self.accounts.push(AccountEntry::new(account.clone()));
+                    self.account_index.insert(account.name.clone(), ix);
+                    done.started.push(ix);
+                    summary.push(format!("+{}", account.name));
+                    effects.push(audit(
+                        AuditKind::Config,
+                        None,
+                        Some(&account.name),
+                        None,
+                        None,
+                        format!("config {short}: account {} added; its group starts and asks for {} to {} servers", account.name, account.min_servers, account.max_servers),
+                    ));
+                }
+            }
+        }
+        for ix in 0..self.accounts.len() {
+            let entry = &mut self.accounts[ix];
+            if entry.removed || new.account(&entry.config.name).is_some() {
+                continue;
+            }
+            entry.removed = true;
+            entry.demand = 0;
+            entry.shortfall = None;
+            done.stopped.push(ix as AccountIx);
+            let name = entry.config.name.clone();
+            summary.push(format!("-{name}"));
+            effects.push(audit(
+                AuditKind::Config,
+                None,
+                Some(&name),
+                None,
+                None,
+                format!("config {short}: account {name} removed; its servers are drained and freed, and it gets no new lease"),
+            ));
+        }
+        if self.timings != new.timings {
+            self.timings = new.timings;
+            summary.push("timings".to_owned());
+            effects.push(audit(
+                AuditKind::Config,
+                None,
+                None,
+                None,
+                None,
+                format!("config {short}: timings changed; they apply from each lease's next grant or renewal and each node's next registration"),
+            ));
+        }
+        let summary = if summary.is_empty() {
+            "no change to accounts or timings".to_owned()
+        } else {
+            summary.join(" ")
+        };
+        effects.push(audit(
+            AuditKind::Config,
+            None,
+            None,
+            None,
+            None,
+            format!("config {hash} of {} applied: {summary}", new.path.display()),
+        ));
+        (done, effects)
+    }
+}

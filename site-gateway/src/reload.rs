@@ -1,0 +1,145 @@
+//! Live config edits: SIGHUP, or a change of the config file seen by a watcher on its
+//! directory (editors save by writing a new file and renaming it over the old, which a
+//! watch on the file itself would lose). Triggers are debounced; the whole file is then
+//! validated off the actors, by `config::load_site` as `leasehold config check` does, and
+//! the master gets either the new config (applied as a diff) or the errors (the site keeps
+//! its last good config).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use actix::Addr;
+use notify::{EventKind, RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::actors::master::{ApplyConfig, ConfigRefused, SiteMaster};
+use crate::config;
+
+/// Quiet time after the last trigger before the file is read: an editor's save is several
+/// events (write, rename, chmod), and a half-written file must not be judged.
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("cannot watch {dir} for config edits: {source}")]
+    Watch {
+        dir: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("cannot listen for SIGHUP: {0}")]
+    Signal(std::io::Error),
+}
+
+/// The hex sha256 of `bytes`: how audit entries and `/v1/status` name a config.
+pub fn hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Starts the watcher and the SIGHUP listener for `path` on the current tokio runtime.
+/// Edits go to `master` until the process ends.
+pub fn start(path: PathBuf, master: Addr<SiteMaster>) -> Result<(), ReloadError> {
+    let (trigger, mut triggers) = mpsc::unbounded_channel::<&'static str>();
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(|name| name.to_os_string());
+    let on_change = trigger.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        // Opens and reads (ours included) are not edits; anything else naming the file is
+        // (create, write, rename onto it, remove).
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
+        let ours = event
+            .paths
+            .iter()
+            .any(|changed| changed.file_name() == name.as_deref());
+        if ours {
+            let _ = on_change.send("file change");
+        }
+    })
+    .map_err(|source| ReloadError::Watch {
+        dir: dir.clone(),
+        source,
+    })?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|source| ReloadError::Watch {
+            dir: dir.clone(),
+            source,
+        })?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(ReloadError::Signal)?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            if trigger.send("SIGHUP").is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        // The watcher stops when dropped: it lives as long as this task.
+        let _watcher = watcher;
+        while let Some(first) = triggers.recv().await {
+            let mut why = first;
+            // Debounce: wait until DEBOUNCE passes with no further trigger.
+            loop {
+                match tokio::time::timeout(DEBOUNCE, triggers.recv()).await {
+                    Ok(Some(next)) => {
+                        if next == "SIGHUP" {
+                            why = next;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            let file = path.clone();
+            match tokio::task::spawn_blocking(move || check(&file)).await {
+                Ok(Ok((config, hash))) => {
+                    tracing::info!(trigger = why, file = %path.display(), hash = &hash[..12], "config edit accepted by the checks; applying");
+                    master.do_send(ApplyConfig { config, hash });
+                }
+                Ok(Err(errors)) => {
+                    tracing::warn!(
+                        trigger = why,
+                        "config edit refused; the site keeps its last good config:\n{errors}"
+                    );
+                    master.do_send(ConfigRefused { errors });
+                }
+                Err(error) => tracing::error!(%error, "config check task failed"),
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Reads, hashes and validates the file (blocking: file I/O and parsing).
+fn check(path: &Path) -> Result<(config::SiteConfig, String), String> {
+    // The hash is of the bytes read here; should the file change again between this read
+    // and the loader's, that change is itself a trigger and is checked next.
+    let bytes = std::fs::read(path)
+        .map_err(|error| format!("{}: cannot read config file: {error}", path.display()))?;
+    let config = config::load_site(path).map_err(|errors| errors.to_string())?;
+    Ok((config, hash(&bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_hex_sha256() {
+        assert_eq!(
+            hash(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

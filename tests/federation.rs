@@ -1,0 +1,238 @@
+//! Three real gateways on loopback: each keeps a QUIC connection to each peer, judges its
+//! liveness from pings, measures RTT, and holds the account catalogue the peer announced.
+//! A site the config does not list is refused, with the reason in the log.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use leasehold_chaos_tests::harness::admin::{get_json, get_text};
+use leasehold_chaos_tests::harness::process::ProcessGuard;
+use leasehold_chaos_tests::harness::site::{
+    AccountSpec, PreparedSite, SiteSpec, create_certs, prepare_federation,
+};
+use leasehold_chaos_tests::harness::wait_for;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use tempfile::TempDir;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_leasehold");
+const SETTLE: Duration = Duration::from_secs(40);
+
+fn spec(name: &str, server: &str, account: &str) -> SiteSpec {
+    SiteSpec {
+        name: name.into(),
+        servers: vec![server.into()],
+        accounts: vec![AccountSpec {
+            name: account.into(),
+            min_servers: 1,
+            max_servers: 1,
+            priority: 10,
+            target_load: 5.0,
+            command: None,
+        }],
+        timings: vec![
+            ("heartbeat_interval_ms", 100),
+            ("heartbeat_misses_before_failed", 5),
+            ("lease_ttl_ms", 1000),
+            ("renew_interval_ms", 250),
+        ],
+    }
+}
+
+struct Federation {
+    dir: TempDir,
+    sites: Vec<PreparedSite>,
+    gateways: Vec<Option<ProcessGuard>>,
+}
+
+impl Federation {
+    fn start(specs: &[SiteSpec]) -> Federation {
+        let dir = TempDir::new().unwrap();
+        let sites = prepare_federation(dir.path(), specs).unwrap();
+        let certs: Vec<(&str, Vec<String>)> = specs
+            .iter()
+            .map(|spec| (spec.name.as_str(), spec.servers.clone()))
+            .collect();
+        create_certs(&dir.path().join("certs"), &certs).unwrap();
+        let mut federation = Federation {
+            dir,
+            gateways: sites.iter().map(|_| None).collect(),
+            sites,
+        };
+        for index in 0..federation.sites.len() {
+            federation.start_gateway(index);
+        }
+        federation
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start_gateway(&mut self, index: usize) {
+        let site = &self.sites[index];
+        let args: Vec<String> = vec![
+            "gateway".into(),
+            "run".into(),
+            "--config".into(),
+            site.config.to_str().unwrap().into(),
+            "--certs".into(),
+            self.path("certs").to_str().unwrap().into(),
+            "--state".into(),
+            self.path(&format!("state-{}", site.name))
+                .to_str()
+                .unwrap()
+                .into(),
+        ];
+        let log = self.path(&format!("gateway-{}.log", site.name));
+        let gateway = ProcessGuard::spawn(&site.name, Path::new(BINARY), &args, &log).unwrap();
+        let admin = site.admin;
+        wait_for("the gateway to be ready", SETTLE, || {
+            get_text(admin, "/ready")
+        })
+        .unwrap_or_else(|error| panic!("{error}\n{}", gateway.output()));
+        self.gateways[index] = Some(gateway);
+    }
+
+    fn output(&self, index: usize) -> String {
+        std::fs::read_to_string(self.path(&format!("gateway-{}.log", self.sites[index].name)))
+            .unwrap_or_default()
+    }
+
+    /// `observer`'s view of `peer` once `accept` holds for it.
+    fn wait_peer(
+        &self,
+        observer: usize,
+        peer: &str,
+        what: &str,
+        accept: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let admin = self.sites[observer].admin;
+        wait_for(
+            &format!(
+                "{}'s view of {peer} to be {what}",
+                self.sites[observer].name
+            ),
+            SETTLE,
+            || {
+                let peers = get_json(admin, "/v1/peers")?;
+                let entry = peers
+                    .as_array()
+                    .and_then(|peers| peers.iter().find(|p| p["name"] == peer))
+                    .cloned()
+                    .ok_or_else(|| format!("{peer} not listed: {peers}"))?;
+                if accept(&entry) {
+                    Ok(entry)
+                } else {
+                    Err(entry.to_string())
+                }
+            },
+        )
+        .unwrap_or_else(|error| panic!("{error}\n{}", self.output(observer)))
+    }
+}
+
+fn three_sites() -> Vec<SiteSpec> {
+    vec![
+        spec("site-a", "a1", "shop"),
+        spec("site-b", "b1", "wiki"),
+        spec("site-c", "c1", "mail"),
+    ]
+}
+
+#[test]
+fn three_sites_see_each_other_up_with_an_rtt_and_each_others_accounts() {
+    let federation = Federation::start(&three_sites());
+    let homes = [("site-a", "shop"), ("site-b", "wiki"), ("site-c", "mail")];
+    for (observer, (name, _)) in homes.iter().enumerate() {
+        for (peer, account) in homes.iter().filter(|(peer, _)| peer != name) {
+            let view = federation.wait_peer(observer, peer, "up with its catalogue", |p| {
+                p["state"] == "up"
+                    && p["dialled"] == true
+                    && p["dialled_in"] == true
+                    && p["accounts"] == serde_json::json!([account])
+            });
+            let rtt = view["rtt_ms"].as_f64().expect("an RTT once up");
+            assert!(rtt > 0.0 && rtt < 1000.0, "{name} sees {peer} at {rtt} ms");
+            assert!(view["catalogue_version"].as_u64().is_some());
+        }
+        let peers = get_json(federation.sites[observer].admin, "/v1/peers").unwrap();
+        assert_eq!(peers.as_array().unwrap().len(), 2, "{peers}");
+    }
+}
+
+#[test]
+fn a_killed_peer_goes_down_and_comes_back_up_when_it_restarts() {
+    let mut federation = Federation::start(&three_sites());
+    federation.wait_peer(0, "site-c", "up", |p| p["state"] == "up");
+    federation.gateways[2]
+        .as_ref()
+        .unwrap()
+        .signal(Signal::SIGKILL)
+        .unwrap();
+    // 5 missed pings of 100 ms: down after half a second of silence (or at once, when
+    // the connection's loss is noticed first).
+    federation.wait_peer(0, "site-c", "down", |p| p["state"] == "down");
+    federation.gateways[2] = None;
+    federation.start_gateway(2);
+    federation.wait_peer(0, "site-c", "up again", |p| {
+        p["state"] == "up" && p["dialled"] == true && p["dialled_in"] == true
+    });
+    federation.wait_peer(2, "site-a", "up", |p| p["state"] == "up");
+}
+
+#[test]
+fn a_site_the_config_does_not_list_is_refused_with_the_reason() {
+    // site-z knows site-a as a peer, but site-a's config does not list site-z.
+    let federation = Federation::start(&[spec("site-a", "a1", "shop")]);
+    let dir = federation.dir.path();
+    std::fs::create_dir_all(dir.join("intruder")).unwrap();
+    // Write site-z's config by hand: peer site-a at its real federation address.
+    let z = spec("site-z", "z1", "evil");
+    let plan = prepare_federation(&dir.join("intruder"), std::slice::from_ref(&z)).unwrap();
+    let mut text = std::fs::read_to_string(&plan[0].config).unwrap();
+    text = text.replacen(
+        "[[server]]",
+        &format!(
+            "[[peer]]\nname = \"site-a\"\naddr = \"{}\"\n\n[[server]]",
+            federation.sites[0].federation
+        ),
+        1,
+    );
+    std::fs::write(&plan[0].config, text).unwrap();
+    leasehold_federation::transport::certs::issue(
+        &dir.join("certs"),
+        &leasehold_federation::transport::identity::PeerName::Site(
+            leasehold_federation::ids::SiteId::parse("site-z").unwrap(),
+        ),
+        true,
+    )
+    .unwrap();
+    let args: Vec<String> = vec![
+        "gateway".into(),
+        "run".into(),
+        "--config".into(),
+        plan[0].config.to_str().unwrap().into(),
+        "--certs".into(),
+        dir.join("certs").to_str().unwrap().into(),
+        "--state".into(),
+        dir.join("state-z").to_str().unwrap().into(),
+    ];
+    let z_log = dir.join("gateway-site-z.log");
+    let _z = ProcessGuard::spawn("site-z", Path::new(BINARY), &args, &z_log).unwrap();
+    wait_for("site-a to log the refusal of site-z", SETTLE, || {
+        let log = federation.output(0);
+        if log.contains(
+            "certificate names site `site-z`, which this site's config does not list as a peer",
+        ) {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .unwrap();
+    let peers = get_json(federation.sites[0].admin, "/v1/peers").unwrap();
+    assert_eq!(peers, serde_json::json!([]), "site-a lists no peer");
+    let z_view = get_json(plan[0].admin, "/v1/peers").unwrap();
+    assert_eq!(z_view[0]["state"], "down", "{z_view}");
+}

@@ -1,0 +1,354 @@
+//! `GET /metrics` of a real gateway with node agents: the series follow what the JSON API
+//! says, counters count what happened, and Prometheus' own parser (`promtool check
+//! metrics`, from Debian's prometheus package) accepts the output.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use leasehold_chaos_tests::harness::admin::{account_state, get_json, get_text};
+use leasehold_chaos_tests::harness::process::ProcessGuard;
+use leasehold_chaos_tests::harness::site::{
+    AccountSpec, PreparedSite, SiteSpec, create_certs, prepare_site,
+};
+use leasehold_chaos_tests::harness::wait_for;
+use nix::sys::signal::Signal;
+use tempfile::TempDir;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_leasehold");
+/// Generous: two cores run every process of every test at once.
+const SETTLE: Duration = Duration::from_secs(40);
+
+struct Site {
+    dir: TempDir,
+    site: PreparedSite,
+    gateway: ProcessGuard,
+    nodes: Vec<(String, ProcessGuard)>,
+}
+
+fn account(name: &str, priority: u32) -> AccountSpec {
+    AccountSpec {
+        name: name.into(),
+        min_servers: 1,
+        max_servers: 1,
+        priority,
+        target_load: 5.0,
+        command: None,
+    }
+}
+
+impl Site {
+    /// Site `site-a` with servers a1..a3, node agents on all, and accounts shop and blog
+    /// (one server each), with the short timings of the other end-to-end tests.
+    fn start() -> Site {
+        let dir = TempDir::new().unwrap();
+        let servers: Vec<String> = ["a1", "a2", "a3"].map(String::from).to_vec();
+        let spec = SiteSpec {
+            name: "site-a".into(),
+            servers: servers.clone(),
+            accounts: vec![account("shop", 20), account("blog", 10)],
+            timings: vec![
+                ("lease_ttl_ms", 1000),
+                ("renew_interval_ms", 250),
+                ("heartbeat_interval_ms", 100),
+                ("heartbeat_misses_before_failed", 5),
+                ("move_cooldown_ms", 1000),
+                ("drain_timeout_ms", 200),
+                ("workload_stop_timeout_ms", 1000),
+            ],
+        };
+        let site = prepare_site(dir.path(), &spec).unwrap();
+        let certs = dir.path().join("certs");
+        create_certs(&certs, &[("site-a", servers.clone())]).unwrap();
+        let args = [
+            "gateway",
+            "run",
+            "--config",
+            path_str(&site.config),
+            "--certs",
+            path_str(&certs),
+            "--state",
+            path_str(&dir.path().join("state")),
+        ]
+        .map(String::from)
+        .to_vec();
+        let gateway = ProcessGuard::spawn(
+            "gateway",
+            Path::new(BINARY),
+            &args,
+            &dir.path().join("gateway.log"),
+        )
+        .unwrap();
+        let mut started = Site {
+            dir,
+            site,
+            gateway,
+            nodes: Vec::new(),
+        };
+        let admin = started.admin();
+        wait_for("the gateway to be ready", SETTLE, || {
+            get_text(admin, "/ready")
+        })
+        .unwrap_or_else(|error| panic!("{error}\n{}", started.gateway.output()));
+        for server in &servers {
+            started.start_node(server);
+        }
+        started
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn admin(&self) -> SocketAddr {
+        self.site.admin
+    }
+
+    fn start_node(&mut self, server: &str) {
+        let work = self.path(&format!("nodes/{server}"));
+        std::fs::create_dir_all(&work).unwrap();
+        let args = [
+            "node",
+            "run",
+            "--gateway",
+            &self.site.management.to_string(),
+            "--id",
+            server,
+            "--certs",
+            path_str(&self.path("certs")),
+            "--work",
+            path_str(&work),
+        ]
+        .map(String::from)
+        .to_vec();
+        let log = self.path(&format!("node-{server}.log"));
+        let node = ProcessGuard::spawn(server, Path::new(BINARY), &args, &log).unwrap();
+        self.nodes.push((server.to_owned(), node));
+    }
+
+    fn wait_served(&self) {
+        let admin = self.admin();
+        for name in ["shop", "blog"] {
+            wait_for(&format!("{name} to be served"), SETTLE, || {
+                let state = account_state(admin, name)?;
+                if state["servers"] == 1 && state["sla_met"] == true {
+                    Ok(())
+                } else {
+                    Err(state.to_string())
+                }
+            })
+            .unwrap_or_else(|error| panic!("{error}\n{}", self.gateway.output()));
+        }
+    }
+
+    fn scrape(&self) -> String {
+        get_text(self.admin(), "/metrics").unwrap_or_else(|error| panic!("{error}"))
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+/// The value of the sample `series` (name and labels exactly as printed), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    sample(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+/// Runs `promtool check metrics` on `text` and fails the test with its output unless it
+/// exits 0. promtool is Prometheus' own parser and linter; a missing promtool fails too,
+/// so the check is never skipped without anyone noticing.
+fn promtool_accepts(text: &str) {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) => panic!(
+            "cannot run promtool ({error}): install Debian's prometheus package \
+             (`apt-get install prometheus`; .ci/run installs it) to check /metrics"
+        ),
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics refused /metrics ({}):\n{}{}\n--- /metrics ---\n{text}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+}
+
+#[test]
+fn metrics_describe_a_served_site_and_promtool_accepts_them() {
+    let site = Site::start();
+    site.wait_served();
+    let admin = site.admin();
+
+    // The state gauges and /v1/servers agree; retried, since a round may fall between the
+    // two reads.
+    let first = wait_for("/metrics to agree with /v1/servers", SETTLE, || {
+        let text = site.scrape();
+        let servers = get_json(admin, "/v1/servers")?;
+        let servers = servers.as_array().ok_or("/v1/servers is not an array")?;
+        for state in [
+            "offline", "free", "starting", "serving", "draining", "failed",
+        ] {
+            let listed = servers.iter().filter(|s| s["state"] == state).count() as f64;
+            let series = format!(r#"leasehold_servers{{site="site-a",state="{state}"}}"#);
+            match sample(&text, &series) {
+                Some(exported) if exported == listed => {}
+                other => return Err(format!("{series} is {other:?}, /v1/servers has {listed}")),
+            }
+        }
+        Ok(text)
+    })
+    .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        value(
+            &first,
+            r#"leasehold_servers{site="site-a",state="serving"}"#
+        ),
+        2.0
+    );
+    for name in ["shop", "blog"] {
+        let labels = format!(r#"{{site="site-a",account="{name}"}}"#);
+        assert_eq!(
+            value(
+                &first,
+                &format!("leasehold_account_serving_servers{labels}")
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(&first, &format!("leasehold_account_min_servers{labels}")),
+            1.0
+        );
+        assert_eq!(
+            value(&first, &format!("leasehold_account_sla_met{labels}")),
+            1.0
+        );
+        assert!(value(&first, &format!("leasehold_account_demand_servers{labels}")) >= 1.0);
+        assert!(value(&first, &format!("leasehold_account_load{labels}")) >= 0.0);
+    }
+    assert!(value(&first, r#"leasehold_leases_granted_total{site="site-a"}"#) >= 2.0);
+    assert!(
+        value(
+            &first,
+            r#"leasehold_decisions_total{site="site-a",kind="assign"}"#
+        ) >= 2.0
+    );
+    assert!(
+        value(
+            &first,
+            r#"leasehold_reallocation_seconds_count{site="site-a"}"#
+        ) >= 2.0
+    );
+    assert!(
+        value(
+            &first,
+            r#"leasehold_decision_round_seconds_count{site="site-a"}"#
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &first,
+            r#"leasehold_journal_write_seconds_count{site="site-a"}"#
+        ) >= 1.0
+    );
+    assert_eq!(
+        value(
+            &first,
+            r#"leasehold_lease_renewals_refused_total{site="site-a"}"#
+        ),
+        0.0
+    );
+    assert!(first.contains("# TYPE leasehold_leases_renewed_total counter"));
+    assert!(first.contains("# TYPE leasehold_decision_round_seconds histogram"));
+
+    // Nodes renew every 250 ms: a second later the counter has grown.
+    let renewed = |text: &str| value(text, r#"leasehold_leases_renewed_total{site="site-a"}"#);
+    std::thread::sleep(Duration::from_millis(1200));
+    let second = site.scrape();
+    assert!(
+        renewed(&second) > renewed(&first),
+        "renewals did not grow: {} then {}",
+        renewed(&first),
+        renewed(&second)
+    );
+    assert!(
+        value(
+            &second,
+            r#"leasehold_decision_round_seconds_count{site="site-a"}"#
+        ) > value(
+            &first,
+            r#"leasehold_decision_round_seconds_count{site="site-a"}"#
+        )
+    );
+
+    promtool_accepts(&second);
+}
+
+#[test]
+fn metrics_count_a_failed_server_and_its_expired_lease() {
+    let mut site = Site::start();
+    site.wait_served();
+    let admin = site.admin();
+    let servers = get_json(admin, "/v1/servers").unwrap();
+    let victim = servers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["account"] == "shop" && s["state"] == "serving")
+        .and_then(|s| s["id"].as_str())
+        .unwrap()
+        .to_owned();
+    let position = site.nodes.iter().position(|(id, _)| *id == victim).unwrap();
+    let (_, node) = site.nodes.remove(position);
+    node.signal(Signal::SIGKILL).unwrap();
+
+    // Silent for 500 ms: failed, lease revoked; 1 s after its last renewal: expired.
+    let text = wait_for("the expired lease to be counted", SETTLE, || {
+        let text = site.scrape();
+        let expired = sample(
+            &text,
+            r#"leasehold_leases_ended_total{site="site-a",why="expired"}"#,
+        );
+        let failed = sample(
+            &text,
+            r#"leasehold_decisions_total{site="site-a",kind="server_failed"}"#,
+        );
+        match (expired, failed) {
+            (Some(expired), Some(failed)) if expired >= 1.0 && failed >= 1.0 => Ok(text),
+            _ => Err(format!("expired {expired:?}, server_failed {failed:?}")),
+        }
+    })
+    .unwrap_or_else(|error| panic!("{error}\n{}", site.gateway.output()));
+    // Every cause is a label of its own, present from the start.
+    assert!(
+        text.contains(r#"leasehold_leases_ended_total{site="site-a",why="account_removed"} 0"#),
+        "{text}"
+    );
+    // The free third server replaces the victim for shop.
+    site.wait_served();
+    drop(node);
+    promtool_accepts(&site.scrape());
+}
