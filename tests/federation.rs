@@ -236,3 +236,71 @@ fn a_site_the_config_does_not_list_is_refused_with_the_reason() {
     let z_view = get_json(plan[0].admin, "/v1/peers").unwrap();
     assert_eq!(z_view[0]["state"], "down", "{z_view}");
 }
+
+#[test]
+fn a_peer_added_by_a_config_edit_is_connected_and_one_removed_is_left() {
+    let specs = vec![spec("site-a", "a1", "shop"), spec("site-b", "b1", "wiki")];
+    let dir = TempDir::new().unwrap();
+    let sites = prepare_federation(dir.path(), &specs).unwrap();
+    create_certs(
+        &dir.path().join("certs"),
+        &[("site-a", vec!["a1".into()]), ("site-b", vec!["b1".into()])],
+    )
+    .unwrap();
+    // site-a starts without site-b in its config; site-b already lists site-a.
+    let full = std::fs::read_to_string(&sites[0].config).unwrap();
+    let peer_block = format!(
+        "[[peer]]\nname = \"site-b\"\naddr = \"{}\"\n",
+        sites[1].federation
+    );
+    assert!(full.contains(&peer_block), "{full}");
+    let alone = full
+        .replace(&peer_block, "")
+        .replace("failover = [\"site-b\"]", "failover = []");
+    std::fs::write(&sites[0].config, &alone).unwrap();
+    let mut federation = Federation {
+        dir,
+        gateways: vec![None, None],
+        sites,
+    };
+    federation.start_gateway(0);
+    federation.start_gateway(1);
+    let a_admin = federation.sites[0].admin;
+    assert_eq!(
+        get_json(a_admin, "/v1/peers").unwrap(),
+        serde_json::json!([])
+    );
+    federation.wait_peer(1, "site-a", "down (site-a refuses it)", |p| {
+        p["state"] == "down"
+    });
+
+    // Save site-a's config with site-b in it, as an editor does (write, then rename).
+    let save = |text: &str| {
+        let path = &federation.sites[0].config;
+        let temporary = path.with_extension("toml.new");
+        std::fs::write(&temporary, text).unwrap();
+        std::fs::rename(&temporary, path).unwrap();
+    };
+    save(&full);
+    federation.wait_peer(0, "site-b", "up after the edit", |p| {
+        p["state"] == "up" && p["accounts"] == serde_json::json!(["wiki"])
+    });
+    federation.wait_peer(1, "site-a", "up once site-a admits it", |p| {
+        p["state"] == "up" && p["accounts"] == serde_json::json!(["shop"])
+    });
+
+    // And out again: site-a leaves site-b, and site-b sees site-a go down.
+    save(&alone);
+    wait_for("site-a to list no peer", SETTLE, || {
+        let peers = get_json(a_admin, "/v1/peers")?;
+        if peers == serde_json::json!([]) {
+            Ok(())
+        } else {
+            Err(peers.to_string())
+        }
+    })
+    .unwrap();
+    federation.wait_peer(1, "site-a", "down after site-a left it", |p| {
+        p["state"] == "down"
+    });
+}

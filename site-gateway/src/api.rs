@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -11,13 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::journal::{JournalWriter, ReadAudit};
 use crate::actors::master::{GetStatus, SiteMaster, Status};
-use crate::actors::peer::{GetPeerStatus, Peer, PeerStatus};
+use crate::actors::peer::{GetPeerStatus, PeerStatus};
+use crate::federation::Federation;
 
 #[derive(Clone)]
 struct Api {
     master: Addr<SiteMaster>,
     journal: Addr<JournalWriter>,
-    peers: Vec<Addr<Peer>>,
+    peers: Arc<Federation>,
 }
 
 /// Binds the admin API and returns the server to run (on the current actix system).
@@ -26,7 +28,7 @@ pub fn serve(
     master: Addr<SiteMaster>,
     journal: Addr<JournalWriter>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
-    peers: Vec<Addr<Peer>>,
+    peers: Arc<Federation>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let scrape = web::Data::new(crate::metrics::Scrape::new(metrics, master.clone()));
     let api = Api {
@@ -41,7 +43,7 @@ pub fn serve(
             .route(
                 "/",
                 web::get().to(|api: web::Data<Api>| {
-                    crate::page::index(api.master.clone(), api.journal.clone(), api.peers.clone())
+                    crate::page::index(api.master.clone(), api.journal.clone(), api.peers.peers())
                 }),
             )
             .route("/live", web::get().to(live))
@@ -148,8 +150,9 @@ async fn servers(api: web::Data<Api>) -> HttpResponse {
 
 /// Every configured peer: liveness, RTT, connections both ways, its catalogue.
 async fn list_peers(api: web::Data<Api>) -> HttpResponse {
-    let mut peers: Vec<PeerStatus> = Vec::with_capacity(api.peers.len());
-    for peer in &api.peers {
+    let current = api.peers.peers();
+    let mut peers: Vec<PeerStatus> = Vec::with_capacity(current.len());
+    for peer in &current {
         match peer.send(GetPeerStatus).await {
             Ok(status) => peers.push(status),
             Err(_) => return unavailable(),

@@ -1,8 +1,9 @@
 //! This site's side of the federation: the federation listener, one Peer actor per peer
 //! in the config, and the account catalogue this site announces.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -13,7 +14,7 @@ use leasehold_federation::transport::endpoint::{Endpoint, EndpointError, Limits}
 use leasehold_federation::transport::identity::{PeerName, PeerPolicy};
 use leasehold_federation::wire::site::{AccountCatalogue, AccountSpec};
 
-use crate::actors::peer::{DialledIn, Local, Peer};
+use crate::actors::peer::{Announce, DialledIn, Leave, Local, Peer};
 use crate::config::SiteConfig;
 use crate::model::site::{data_of, software_of};
 
@@ -46,19 +47,102 @@ pub fn catalogue(config: &SiteConfig) -> AccountCatalogue {
     }
 }
 
+/// The Peer actors of this site by peer name, shared by the accept loop, the admin API and
+/// the status page; a live config edit changes it.
+pub type PeerDirectory = Arc<RwLock<BTreeMap<SiteId, Addr<Peer>>>>;
+
+/// This site's side of the federation, kept so that a config edit can add, remove and
+/// re-address peers and announce a new catalogue without a restart.
+pub struct Federation {
+    endpoint: Arc<Endpoint>,
+    local: Mutex<Local>,
+    peers: PeerDirectory,
+    addrs: Mutex<BTreeMap<SiteId, SocketAddr>>,
+}
+
+impl Federation {
+    /// The peers now, in name order.
+    pub fn peers(&self) -> Vec<Addr<Peer>> {
+        match self.peers.read() {
+            Ok(peers) => peers.values().cloned().collect(),
+            Err(poisoned) => poisoned.into_inner().values().cloned().collect(),
+        }
+    }
+
+    pub fn directory(&self) -> PeerDirectory {
+        self.peers.clone()
+    }
+
+    /// Applies an accepted config edit (from inside the actix system): peers added are
+    /// dialled, removed ones left, re-addressed ones dialled at their new address; the
+    /// listener admits exactly the new peers; every peer gets the new catalogue.
+    pub fn apply(&self, config: &SiteConfig) {
+        let catalogue = Arc::new(catalogue(config));
+        let local = {
+            let mut local = lock(&self.local);
+            local.catalogue = catalogue.clone();
+            local.clone()
+        };
+        self.endpoint.set_policy(policy(config));
+        let mut addrs = lock(&self.addrs);
+        let mut peers = match self.peers.write() {
+            Ok(peers) => peers,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let wanted: BTreeMap<SiteId, SocketAddr> = config
+            .peers
+            .iter()
+            .map(|peer| (peer.name.clone(), peer.addr))
+            .collect();
+        let gone: Vec<SiteId> = addrs
+            .iter()
+            .filter(|(name, addr)| wanted.get(*name) != Some(*addr))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(peer) = peers.remove(&name) {
+                peer.do_send(Leave);
+            }
+            addrs.remove(&name);
+            tracing::info!(peer = %name, "peer removed from the config");
+        }
+        for (name, addr) in &wanted {
+            match peers.get(name) {
+                Some(peer) => peer.do_send(Announce(catalogue.clone())),
+                None => {
+                    let peer = Peer::new(name.clone(), *addr, local.clone()).start();
+                    peers.insert(name.clone(), peer);
+                    addrs.insert(name.clone(), *addr);
+                    tracing::info!(peer = %name, %addr, "peer added by a config edit");
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn policy(config: &SiteConfig) -> PeerPolicy {
+    PeerPolicy::Sites(config.peers.iter().map(|peer| peer.name.clone()).collect())
+}
+
 /// Listens on `federation_addr` for the configured peers only, starts a Peer actor per
 /// peer, and hands each peer's inbound connections to its actor.
 pub fn start(
     config: &SiteConfig,
     identity: &Identity,
     started: Instant,
-) -> Result<Vec<Addr<Peer>>, EndpointError> {
-    let policy = PeerPolicy::Sites(config.peers.iter().map(|peer| peer.name.clone()).collect());
+) -> Result<Arc<Federation>, EndpointError> {
     let endpoint = Arc::new(Endpoint::listen(
         config.site.federation_addr,
         identity,
         Alpn::Site,
-        policy,
+        policy(config),
         Limits::default(),
     )?);
     let local = Local {
@@ -69,20 +153,24 @@ pub fn start(
         misses: config.timings.heartbeat_misses_before_failed,
         started,
     };
-    let peers: HashMap<SiteId, Addr<Peer>> = config
-        .peers
-        .iter()
-        .map(|peer| {
-            let actor = Peer::new(peer.name.clone(), peer.addr, local.clone()).start();
-            (peer.name.clone(), actor)
-        })
-        .collect();
-    let addresses = peers.values().cloned().collect();
-    tokio::spawn(accept_peers(endpoint, peers));
-    Ok(addresses)
+    let mut peers = BTreeMap::new();
+    let mut addrs = BTreeMap::new();
+    for peer in &config.peers {
+        let actor = Peer::new(peer.name.clone(), peer.addr, local.clone()).start();
+        peers.insert(peer.name.clone(), actor);
+        addrs.insert(peer.name.clone(), peer.addr);
+    }
+    let directory: PeerDirectory = Arc::new(RwLock::new(peers));
+    tokio::spawn(accept_peers(endpoint.clone(), directory.clone()));
+    Ok(Arc::new(Federation {
+        endpoint,
+        local: Mutex::new(local),
+        peers: directory,
+        addrs: Mutex::new(addrs),
+    }))
 }
 
-async fn accept_peers(endpoint: Arc<Endpoint>, peers: HashMap<SiteId, Addr<Peer>>) {
+async fn accept_peers(endpoint: Arc<Endpoint>, peers: PeerDirectory) {
     while let Some(handshake) = endpoint.accept().await {
         let peers = peers.clone();
         tokio::spawn(async move {
@@ -93,7 +181,11 @@ async fn accept_peers(endpoint: Arc<Endpoint>, peers: HashMap<SiteId, Addr<Peer>
             let PeerName::Site(site) = connection.peer().clone() else {
                 return;
             };
-            if let Some(peer) = peers.get(&site) {
+            let peer = match peers.read() {
+                Ok(peers) => peers.get(&site).cloned(),
+                Err(poisoned) => poisoned.into_inner().get(&site).cloned(),
+            };
+            if let Some(peer) = peer {
                 peer.do_send(DialledIn { connection, inbox });
             }
         });

@@ -122,6 +122,7 @@ async fn serve(
         metrics.clone(),
     )
     .with_config(config.clone(), hash)
+    .with_federation(peers.clone())
     .start();
     crate::reload::start(config.path.clone(), master.clone())?;
     let admin = crate::api::serve(

@@ -188,6 +188,15 @@ impl Journal {
         Ok((recovered, next_seq))
     }
 
+    /// A record as stored; an encoding failure is an error, never an empty value.
+    fn encode(&self, record: &impl Serialize, key: &str) -> Result<Vec<u8>, JournalError> {
+        serde_json::to_vec(record).map_err(|error| JournalError::Record {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            detail: error.to_string(),
+        })
+    }
+
     fn parse_server(&self, key: &str) -> Result<ServerId, JournalError> {
         ServerId::parse(key).map_err(|error| JournalError::Record {
             path: self.path.clone(),
@@ -221,7 +230,7 @@ impl Journal {
                             account: account.clone(),
                             epoch: *epoch,
                         };
-                        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+                        let bytes = self.encode(&record, &format!("leases/{server}"))?;
                         leases
                             .insert(server.as_str(), bytes.as_slice())
                             .map_err(|e| self.store_error(e))?;
@@ -254,7 +263,7 @@ impl Journal {
                     wall_ms,
                     entry: entry.clone(),
                 };
-                let bytes = serde_json::to_vec(&record).unwrap_or_default();
+                let bytes = self.encode(&record, &format!("audit/{}", record.seq))?;
                 audit
                     .insert(record.seq, bytes.as_slice())
                     .map_err(|e| self.store_error(e))?;

@@ -43,6 +43,9 @@ pub fn hash(bytes: &[u8]) -> String {
 /// Starts the watcher and the SIGHUP listener for `path` on the current tokio runtime.
 /// Edits go to `master` until the process ends.
 pub fn start(path: PathBuf, master: Addr<SiteMaster>) -> Result<(), ReloadError> {
+    // Unbounded on purpose: the notify callback runs on the watcher's own thread and must
+    // not block; every entry is a `&'static str` and the debounce below drains them all,
+    // so a burst of file events costs a few words each.
     let (trigger, mut triggers) = mpsc::unbounded_channel::<&'static str>();
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),

@@ -23,6 +23,7 @@ use super::group::{DemandChanged, Group, LoadMeasured, SetSla};
 use super::journal::{JournalWriter, Persist};
 use super::link::{CloseLink, Deliver, ServerLink, WorkloadEvent};
 use crate::config::SiteConfig;
+use crate::federation::Federation;
 use crate::metrics::Metrics;
 use crate::model::Millis;
 use crate::model::arbiter::AccountIx;
@@ -53,6 +54,8 @@ pub struct SiteMaster {
     /// The config the site runs on (the last good one) and what reloads did.
     config: Option<SiteConfig>,
     config_status: ConfigStatus,
+    /// The peers, changed by config edits; `None` in tests that run no federation.
+    federation: Option<Arc<Federation>>,
 }
 
 /// The config the site runs on and the outcome of live edits (`/v1/status` `config`).
@@ -100,6 +103,12 @@ impl SiteMaster {
         self
     }
 
+    /// The federation whose peers and catalogue config edits change.
+    pub fn with_federation(mut self, federation: Arc<Federation>) -> Self {
+        self.federation = Some(federation);
+        self
+    }
+
     fn start_group(&self, ix: AccountIx, ctx: &mut Context<Self>) -> Addr<Group> {
         let config = &self.model.accounts()[ix as usize].config;
         Group::new(
@@ -134,6 +143,7 @@ impl SiteMaster {
             reallocations: 0,
             config: None,
             config_status: ConfigStatus::default(),
+            federation: None,
             // 1 ms .. 10 min, 3 significant digits; the bounds are constants, so this
             // cannot fail.
             latency_ms: Histogram::new_with_bounds(1, 600_000, 3)
@@ -574,18 +584,13 @@ impl Handler<ApplyConfig> for SiteMaster {
                 group.do_send(SetSla(sla));
             }
         }
-        let mut needs_restart = diff
+        let needs_restart = diff
             .as_ref()
             .map(|diff| diff.needs_restart.clone())
             .unwrap_or_default();
-        let accounts_changed = diff.as_ref().is_some_and(|diff| {
-            !(diff.accounts_added.is_empty()
-                && diff.accounts_removed.is_empty()
-                && diff.accounts_changed.is_empty())
-        });
-        if accounts_changed && !config.peers.is_empty() {
-            // Peers got the catalogue at start-up; it is rebuilt only then.
-            needs_restart.push("the account catalogue announced to peers".to_owned());
+        // Peers added, removed or re-addressed, and the new catalogue, take effect now.
+        if let Some(federation) = &self.federation {
+            federation.apply(&config);
         }
         for what in &needs_restart {
             tracing::warn!(what = %what, "this part of the config edit needs a restart and was not applied");

@@ -263,6 +263,46 @@ impl Handler<DialledIn> for Peer {
     }
 }
 
+/// This site's accounts changed (a config edit): announce them to the peer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Announce(pub Arc<AccountCatalogue>);
+
+impl Handler<Announce> for Peer {
+    type Result = ();
+
+    fn handle(&mut self, Announce(catalogue): Announce, ctx: &mut Context<Self>) {
+        self.local.catalogue = catalogue.clone();
+        if let Some((_, connection)) = self.outgoing.clone() {
+            let name = self.name.clone();
+            ctx.spawn(
+                async move {
+                    if let Err(error) = connection.send(catalogue.as_ref()).await {
+                        tracing::warn!(peer = %name, %error, "new catalogue not delivered; it goes with the next connection");
+                    }
+                }
+                .into_actor(self),
+            );
+        }
+    }
+}
+
+/// The peer left the config: close its connections and stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave;
+
+impl Handler<Leave> for Peer {
+    type Result = ();
+
+    fn handle(&mut self, _: Leave, ctx: &mut Context<Self>) {
+        for (_, connection) in self.outgoing.take().into_iter().chain(self.inbound.take()) {
+            connection.close(close_code::DONE, "removed from the config");
+        }
+        ctx.stop();
+    }
+}
+
 /// The peer announced its accounts.
 #[derive(Message)]
 #[rtype(result = "()")]

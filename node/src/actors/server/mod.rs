@@ -250,7 +250,10 @@ where
     });
 }
 
-/// Sends a connection's reports in order, until the connection is replaced.
+/// Sends a connection's reports in order, until the connection is replaced. Unbounded on
+/// purpose: reports come one per workload event (a handful per pointer), the actor must not
+/// wait on the network to record one, and a report dropped for lack of room would leave
+/// the gateway wrong about a workload.
 fn spawn_reporter(connection: Connection) -> mpsc::UnboundedSender<Report> {
     let (sender, mut receiver) = mpsc::unbounded_channel();
     tokio::spawn(async move {
