@@ -158,6 +158,13 @@ fn three_sites_see_each_other_up_with_an_rtt_and_each_others_accounts() {
         }
         let peers = get_json(federation.sites[observer].admin, "/v1/peers").unwrap();
         assert_eq!(peers.as_array().unwrap().len(), 2, "{peers}");
+        let metrics = get_text(federation.sites[observer].admin, "/metrics").unwrap();
+        for (peer, _) in homes.iter().filter(|(peer, _)| peer != name) {
+            let up = format!("leasehold_peer_up{{site=\"{name}\",peer=\"{peer}\"}} 1");
+            assert!(metrics.contains(&up), "no `{up}` in:\n{metrics}");
+            let rtt = format!("leasehold_peer_rtt_seconds{{site=\"{name}\",peer=\"{peer}\"}}");
+            assert!(metrics.contains(&rtt), "no `{rtt}` in:\n{metrics}");
+        }
     }
 }
 

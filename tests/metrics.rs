@@ -3,129 +3,56 @@
 //! metrics`, from Debian's prometheus package) accepts the output.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use leasehold_chaos_tests::harness::admin::{account_state, get_json, get_text};
-use leasehold_chaos_tests::harness::process::ProcessGuard;
-use leasehold_chaos_tests::harness::site::{
-    AccountSpec, PreparedSite, SiteSpec, create_certs, prepare_site,
-};
+use leasehold_chaos_tests::harness::onesite::{OneSite, SETTLE, account};
 use leasehold_chaos_tests::harness::wait_for;
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_leasehold");
-/// Generous: two cores run every process of every test at once.
-const SETTLE: Duration = Duration::from_secs(40);
 
+/// Site `site-a` with servers a1..a3, node agents on all, and accounts shop and blog (one
+/// server each), from the harness, in a temporary directory it owns.
 struct Site {
-    dir: TempDir,
-    site: PreparedSite,
-    gateway: ProcessGuard,
-    nodes: Vec<(String, ProcessGuard)>,
+    _dir: TempDir,
+    inner: OneSite,
 }
 
-fn account(name: &str, priority: u32) -> AccountSpec {
-    AccountSpec {
-        name: name.into(),
-        min_servers: 1,
-        max_servers: 1,
-        priority,
-        target_load: 5.0,
-        command: None,
+impl std::ops::Deref for Site {
+    type Target = OneSite;
+    fn deref(&self) -> &OneSite {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Site {
+    fn deref_mut(&mut self) -> &mut OneSite {
+        &mut self.inner
     }
 }
 
 impl Site {
-    /// Site `site-a` with servers a1..a3, node agents on all, and accounts shop and blog
-    /// (one server each), with the short timings of the other end-to-end tests.
     fn start() -> Site {
         let dir = TempDir::new().unwrap();
-        let servers: Vec<String> = ["a1", "a2", "a3"].map(String::from).to_vec();
-        let spec = SiteSpec {
-            name: "site-a".into(),
-            servers: servers.clone(),
-            accounts: vec![account("shop", 20), account("blog", 10)],
-            timings: vec![
-                ("lease_ttl_ms", 1000),
-                ("renew_interval_ms", 250),
-                ("heartbeat_interval_ms", 100),
-                ("heartbeat_misses_before_failed", 5),
-                ("move_cooldown_ms", 1000),
-                ("drain_timeout_ms", 200),
-                ("workload_stop_timeout_ms", 1000),
-            ],
-        };
-        let site = prepare_site(dir.path(), &spec).unwrap();
-        let certs = dir.path().join("certs");
-        create_certs(&certs, &[("site-a", servers.clone())]).unwrap();
-        let args = [
-            "gateway",
-            "run",
-            "--config",
-            path_str(&site.config),
-            "--certs",
-            path_str(&certs),
-            "--state",
-            path_str(&dir.path().join("state")),
-        ]
-        .map(String::from)
-        .to_vec();
-        let gateway = ProcessGuard::spawn(
-            "gateway",
+        let servers = ["a1", "a2", "a3"];
+        let inner = OneSite::start(
             Path::new(BINARY),
-            &args,
-            &dir.path().join("gateway.log"),
+            dir.path(),
+            "site-a",
+            &servers,
+            &servers,
+            vec![account("shop", 1, 1, 20), account("blog", 1, 1, 10)],
         )
-        .unwrap();
-        let mut started = Site {
-            dir,
-            site,
-            gateway,
-            nodes: Vec::new(),
-        };
-        let admin = started.admin();
-        wait_for("the gateway to be ready", SETTLE, || {
-            get_text(admin, "/ready")
-        })
-        .unwrap_or_else(|error| panic!("{error}\n{}", started.gateway.output()));
-        for server in &servers {
-            started.start_node(server);
-        }
-        started
+        .unwrap_or_else(|error| panic!("{error}"));
+        Site { _dir: dir, inner }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn admin(&self) -> SocketAddr {
-        self.site.admin
-    }
-
-    fn start_node(&mut self, server: &str) {
-        let work = self.path(&format!("nodes/{server}"));
-        std::fs::create_dir_all(&work).unwrap();
-        let args = [
-            "node",
-            "run",
-            "--gateway",
-            &self.site.management.to_string(),
-            "--id",
-            server,
-            "--certs",
-            path_str(&self.path("certs")),
-            "--work",
-            path_str(&work),
-        ]
-        .map(String::from)
-        .to_vec();
-        let log = self.path(&format!("node-{server}.log"));
-        let node = ProcessGuard::spawn(server, Path::new(BINARY), &args, &log).unwrap();
-        self.nodes.push((server.to_owned(), node));
+    fn gateway_log(&self) -> String {
+        self.inner.gateway_output()
     }
 
     fn wait_served(&self) {
@@ -139,17 +66,13 @@ impl Site {
                     Err(state.to_string())
                 }
             })
-            .unwrap_or_else(|error| panic!("{error}\n{}", self.gateway.output()));
+            .unwrap_or_else(|error| panic!("{error}\n{}", self.gateway_log()));
         }
     }
 
     fn scrape(&self) -> String {
         get_text(self.admin(), "/metrics").unwrap_or_else(|error| panic!("{error}"))
     }
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
 }
 
 /// The value of the sample `series` (name and labels exactly as printed), if present.
@@ -341,7 +264,7 @@ fn metrics_count_a_failed_server_and_its_expired_lease() {
             _ => Err(format!("expired {expired:?}, server_failed {failed:?}")),
         }
     })
-    .unwrap_or_else(|error| panic!("{error}\n{}", site.gateway.output()));
+    .unwrap_or_else(|error| panic!("{error}\n{}", site.gateway_log()));
     // Every cause is a label of its own, present from the start.
     assert!(
         text.contains(r#"leasehold_leases_ended_total{site="site-a",why="account_removed"} 0"#),

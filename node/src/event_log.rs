@@ -144,7 +144,10 @@ pub enum EventLogError {
 }
 
 /// Reads every event of a log; a missing file is an empty log. A line that is not an event
-/// is an error naming its line number (1-based), since a checker must not skip evidence.
+/// is an error naming its line number (1-based), since a checker must not skip evidence,
+/// with one exception: a last line without its newline is a write torn by a crash. Every
+/// event that anything waited on was fsynced whole, newline included, before it was acted
+/// on, so a torn tail records nothing that happened; it is left out.
 pub fn read_events(path: &Path) -> Result<Vec<Event>, EventLogError> {
     let file = match File::open(path) {
         Ok(file) => file,
@@ -157,22 +160,59 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>, EventLogError> {
         }
     };
     let mut events = Vec::new();
-    for (index, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| EventLogError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let read = reader
+            .read_line(&mut line)
+            .map_err(|source| EventLogError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let torn = !line.ends_with('\n');
         if line.trim().is_empty() {
             continue;
         }
-        let event = serde_json::from_str(&line).map_err(|source| EventLogError::BadLine {
-            path: path.to_owned(),
-            line: index + 1,
-            source,
-        })?;
-        events.push(event);
+        match serde_json::from_str(&line) {
+            Ok(event) => events.push(event),
+            Err(_) if torn => break,
+            Err(source) => {
+                return Err(EventLogError::BadLine {
+                    path: path.to_owned(),
+                    line: number,
+                    source,
+                });
+            }
+        }
     }
     Ok(events)
+}
+
+/// Cuts a torn last line (see [`read_events`]) off the log, so that the next event starts
+/// on a line of its own. Returns how many bytes were cut.
+fn cut_torn_tail(path: &Path) -> io::Result<u64> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(error),
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(0);
+    }
+    let keep = bytes
+        .iter()
+        .rposition(|byte| *byte == b'\n')
+        .map_or(0, |at| at + 1);
+    let file = OpenOptions::new().write(true).open(path)?;
+    file.set_len(keep as u64)?;
+    file.sync_all()?;
+    Ok((bytes.len() - keep) as u64)
 }
 
 enum Entry {
@@ -196,6 +236,13 @@ impl std::fmt::Debug for EventLog {
 impl EventLog {
     /// Opens `path` for appending; `next_seq` continues the numbering of what is there.
     pub fn open(path: &Path, server: ServerId, next_seq: u64) -> Result<EventLog, EventLogError> {
+        let cut = cut_torn_tail(path).map_err(|source| EventLogError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        if cut > 0 {
+            tracing::warn!(path = %path.display(), bytes = cut, "cut a torn last line (a crash mid-write) off the event log");
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -315,5 +362,29 @@ mod tests {
         let events = read_events(&path).unwrap();
         assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![7, 8]);
         assert!(events[0].mono_ns <= events[1].mono_ns);
+    }
+
+    /// A crash mid-write leaves a last line without its newline: reading skips it (nothing
+    /// waited on it), and reopening cuts it off so the next event gets a line of its own.
+    /// A bad line that is not the torn tail is still an error.
+    #[test]
+    fn a_torn_last_line_is_skipped_and_cut_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENT_LOG_FILE);
+        let line = r#"{"seq":0,"wall_ms":1,"mono_ns":2,"server":"a1","event":"agent_started","agent_pid":9}"#;
+        std::fs::write(&path, format!("{line}\n{{\"seq\":1,\"wall_ms\"")).unwrap();
+        assert_eq!(read_events(&path).unwrap().len(), 1);
+        let log = EventLog::open(&path, ServerId::parse("a1").unwrap(), 1).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(log.append_synced(EventKind::AgentStarted { agent_pid: 10 }));
+        let events = read_events(&path).unwrap();
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![0, 1]);
+        std::fs::write(&path, format!("{{\"seq\":1}}\n{line}\n")).unwrap();
+        assert!(matches!(
+            read_events(&path),
+            Err(EventLogError::BadLine { line: 1, .. })
+        ));
     }
 }

@@ -30,7 +30,11 @@ pub fn serve(
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     peers: Arc<Federation>,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let scrape = web::Data::new(crate::metrics::Scrape::new(metrics, master.clone()));
+    let scrape = web::Data::new(crate::metrics::Scrape::new(
+        metrics,
+        master.clone(),
+        peers.clone(),
+    ));
     let api = Api {
         master,
         journal,

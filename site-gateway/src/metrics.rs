@@ -37,7 +37,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::actors::master::{GetStatus, SiteMaster};
+use crate::actors::peer::{GetPeerStatus, PeerStatus};
+use crate::federation::Federation;
 use crate::model::effects::{AuditEntry, AuditKind, JournalOp, LeaseEndCause, Observation};
+use crate::model::peers::Liveness;
 use crate::model::site::SiteSnapshot;
 
 /// Every server state of `/v1/servers`; each gets a `servers` series, 0 included, so a
@@ -86,6 +89,11 @@ struct AccountLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WhyLabels {
     why: &'static str,
 }
@@ -125,6 +133,8 @@ pub struct Metrics {
     reallocation: Histogram,
     journal_write: Histogram,
     config_reloads: Family<ResultLabels, Counter>,
+    peer_up: Family<PeerLabels, Gauge>,
+    peer_rtt: Family<PeerLabels, FloatGauge>,
 }
 
 /// Seconds, from well under a millisecond (a round on an idle site) to past the round
@@ -154,6 +164,8 @@ impl Metrics {
             account_min: Family::default(),
             account_sla_met: Family::default(),
             account_load: Family::default(),
+            peer_up: Family::default(),
+            peer_rtt: Family::default(),
             leases_granted: Counter::default(),
             leases_renewed: Counter::default(),
             renewals_refused: Counter::default(),
@@ -244,6 +256,17 @@ impl Metrics {
             "Live config edits (SIGHUP or a change of the file), applied or refused by the same checks as `leasehold config check`",
             metrics.config_reloads.clone(),
         );
+        registry.register(
+            "peer_up",
+            "1 while a peer site answers pings (liveness `up`), 0 when it is suspect or down",
+            metrics.peer_up.clone(),
+        );
+        registry.register_with_unit(
+            "peer_rtt",
+            "Smoothed round-trip time of this site's pings to a peer site; absent until it answers",
+            Unit::Seconds,
+            metrics.peer_rtt.clone(),
+        );
         for result in ["applied", "refused"] {
             metrics
                 .config_reloads
@@ -330,16 +353,38 @@ impl Metrics {
 
     /// Sets the state gauges from `snapshot` and encodes every series in the Prometheus
     /// text format (0.0.4).
-    pub fn encode(&self, snapshot: &SiteSnapshot) -> Result<String, std::fmt::Error> {
+    pub fn encode(
+        &self,
+        snapshot: &SiteSnapshot,
+        peers: &[PeerStatus],
+    ) -> Result<String, std::fmt::Error> {
         // A poisoned lock only means another scrape panicked; the gauges are reset below.
         let _scrape = self
             .scrape
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.set_snapshot(snapshot);
+        self.set_peers(peers);
         let mut text = String::new();
         prometheus_text::encode(&mut text, &self.registry)?;
         Ok(text)
+    }
+
+    /// Peers as their Peer actors see them now; a peer removed by an edit drops out.
+    fn set_peers(&self, peers: &[PeerStatus]) {
+        self.peer_up.clear();
+        self.peer_rtt.clear();
+        for peer in peers {
+            let labels = PeerLabels {
+                peer: peer.name.to_string(),
+            };
+            self.peer_up
+                .get_or_create(&labels)
+                .set(i64::from(peer.state == Liveness::Up));
+            if let Some(rtt_ms) = peer.rtt_ms {
+                self.peer_rtt.get_or_create(&labels).set(rtt_ms / 1000.0);
+            }
+        }
     }
 
     fn set_snapshot(&self, snapshot: &SiteSnapshot) {
@@ -393,11 +438,20 @@ impl Metrics {
 pub struct Scrape {
     metrics: Arc<Metrics>,
     master: Addr<SiteMaster>,
+    federation: Arc<Federation>,
 }
 
 impl Scrape {
-    pub fn new(metrics: Arc<Metrics>, master: Addr<SiteMaster>) -> Scrape {
-        Scrape { metrics, master }
+    pub fn new(
+        metrics: Arc<Metrics>,
+        master: Addr<SiteMaster>,
+        federation: Arc<Federation>,
+    ) -> Scrape {
+        Scrape {
+            metrics,
+            master,
+            federation,
+        }
     }
 }
 
@@ -408,7 +462,14 @@ pub async fn serve_metrics(scrape: web::Data<Scrape>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .body("the site master is not answering; the gateway may be shutting down\n");
     };
-    match scrape.metrics.encode(&status.snapshot) {
+    let mut peers = Vec::new();
+    for peer in scrape.federation.peers() {
+        // A peer removed by an edit while we ask simply drops out of this scrape.
+        if let Ok(status) = peer.send(GetPeerStatus).await {
+            peers.push(status);
+        }
+    }
+    match scrape.metrics.encode(&status.snapshot, &peers) {
         Ok(text) => HttpResponse::Ok()
             .content_type(prometheus_text::CONTENT_TYPE)
             .body(text),
@@ -497,7 +558,7 @@ mod tests {
     #[test]
     fn metrics_state_gauges_follow_the_snapshot_with_zeros() {
         let metrics = Metrics::new(&site());
-        let text = metrics.encode(&snapshot()).expect("encodes");
+        let text = metrics.encode(&snapshot(), &[]).expect("encodes");
         assert!(text.contains(r#"leasehold_servers{site="site-a",state="serving"} 2"#));
         assert!(text.contains(r#"leasehold_servers{site="site-a",state="free"} 1"#));
         assert!(text.contains(r#"leasehold_servers{site="site-a",state="failed"} 0"#));
@@ -514,7 +575,7 @@ mod tests {
         // A later snapshot without an account drops its series; counts are not summed.
         let mut later = snapshot();
         later.accounts.truncate(1);
-        let text = metrics.encode(&later).expect("encodes");
+        let text = metrics.encode(&later, &[]).expect("encodes");
         assert!(!text.contains(r#"account="blog""#), "{text}");
         assert!(text.contains(r#"leasehold_servers{site="site-a",state="serving"} 2"#));
     }
@@ -549,7 +610,7 @@ mod tests {
             latency_ms: 40,
         });
         metrics.round_finished(Duration::from_micros(300));
-        let text = metrics.encode(&snapshot()).expect("encodes");
+        let text = metrics.encode(&snapshot(), &[]).expect("encodes");
         for expected in [
             r#"leasehold_leases_granted_total{site="site-a"} 1"#,
             r#"leasehold_leases_renewed_total{site="site-a"} 1"#,
@@ -568,5 +629,42 @@ mod tests {
             assert!(text.contains(expected), "missing {expected}:\n{text}");
         }
         assert!(!text.contains(r#"kind="lease_ended""#), "{text}");
+    }
+
+    #[test]
+    fn metrics_peers_are_up_or_not_with_their_rtt() {
+        let metrics = Metrics::new(&site());
+        let peer = |name: &str, state: Liveness, rtt_ms: Option<f64>| PeerStatus {
+            name: name.parse().expect("a valid site id"),
+            addr: "127.0.0.1:7202".parse().expect("an address"),
+            state,
+            rtt_ms,
+            silent_ms: None,
+            dialled: true,
+            dialled_in: true,
+            catalogue_version: None,
+            accounts: Vec::new(),
+        };
+        let peers = [
+            peer("site-b", Liveness::Up, Some(40.0)),
+            peer("site-c", Liveness::Down, None),
+        ];
+        let text = metrics.encode(&snapshot(), &peers).expect("encodes");
+        assert!(
+            text.contains(r#"leasehold_peer_up{site="site-a",peer="site-b"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"leasehold_peer_up{site="site-a",peer="site-c"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"leasehold_peer_rtt_seconds{site="site-a",peer="site-b"} 0.04"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"leasehold_peer_rtt_seconds{site="site-a",peer="site-c"}"#));
+        // A peer removed by an edit drops out at the next scrape.
+        let text = metrics.encode(&snapshot(), &peers[..1]).expect("encodes");
+        assert!(!text.contains(r#"peer="site-c""#), "{text}");
     }
 }
