@@ -45,14 +45,29 @@ pub struct PreparedSite {
 /// A loopback port free for both TCP and UDP right now (QUIC listens on UDP, the admin
 /// API and workloads on TCP).
 pub fn free_port() -> Result<u16, String> {
-    for _ in 0..50 {
-        let tcp = TcpListener::bind("127.0.0.1:0").map_err(|error| error.to_string())?;
-        let port = tcp.local_addr().map_err(|error| error.to_string())?.port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
+    PortPicker::default().pick()
+}
+
+/// Picks ports for one set of configs and holds each one bound until dropped, so that no
+/// two picks of a plan can be the same port (a port released at once is often handed out
+/// again by the next bind to port 0), and no other test's plan can take one meanwhile.
+#[derive(Default)]
+pub struct PortPicker {
+    held: Vec<(TcpListener, UdpSocket)>,
+}
+
+impl PortPicker {
+    pub fn pick(&mut self) -> Result<u16, String> {
+        for _ in 0..50 {
+            let tcp = TcpListener::bind("127.0.0.1:0").map_err(|error| error.to_string())?;
+            let port = tcp.local_addr().map_err(|error| error.to_string())?.port();
+            if let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) {
+                self.held.push((tcp, udp));
+                return Ok(port);
+            }
         }
+        Err("no port free for both TCP and UDP after 50 tries".to_owned())
     }
-    Err("no port free for both TCP and UDP after 50 tries".to_owned())
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -68,18 +83,19 @@ pub fn prepare_site(dir: &Path, spec: &SiteSpec) -> Result<PreparedSite, String>
 /// Writes one config per spec with fresh ports; every site peers with every other, and
 /// each account fails over to the other sites in the order given.
 pub fn prepare_federation(dir: &Path, specs: &[SiteSpec]) -> Result<Vec<PreparedSite>, String> {
+    let mut ports = PortPicker::default();
     let mut plans = Vec::with_capacity(specs.len());
     for spec in specs {
         let mut servers = Vec::new();
         for id in &spec.servers {
-            servers.push((id.clone(), loopback(free_port()?)));
+            servers.push((id.clone(), loopback(ports.pick()?)));
         }
         plans.push(PreparedSite {
             name: spec.name.clone(),
             config: dir.join(format!("{}.toml", spec.name)),
-            admin: loopback(free_port()?),
-            federation: loopback(free_port()?),
-            management: loopback(free_port()?),
+            admin: loopback(ports.pick()?),
+            federation: loopback(ports.pick()?),
+            management: loopback(ports.pick()?),
             servers,
         });
     }
