@@ -5,86 +5,49 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use leasehold_chaos_tests::harness::admin::{get_json, get_text};
+use leasehold_chaos_tests::harness::admin::get_json;
 use leasehold_chaos_tests::harness::evidence::violations;
+use leasehold_chaos_tests::harness::onesite::{OneSite, account};
 use leasehold_chaos_tests::harness::process::ProcessGuard;
-use leasehold_chaos_tests::harness::site::{
-    AccountSpec, PreparedSite, SiteSpec, create_certs, prepare_site,
-};
 use leasehold_chaos_tests::harness::wait_for;
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_leasehold");
+/// The harness's `FAST_TIMINGS` lease TTL.
 const LEASE_TTL: Duration = Duration::from_millis(1000);
 /// Generous: two cores run every process of every test at once.
 const SETTLE: Duration = Duration::from_secs(60);
 
+/// A gateway for site-a whose inventory is f1..f20 (certificates for those only), from the
+/// harness, with no node agents: the fleet plays them.
 struct Site {
-    dir: TempDir,
-    site: PreparedSite,
-    gateway: ProcessGuard,
+    _dir: TempDir,
+    inner: OneSite,
 }
 
-fn account(name: &str, min: u32, max: u32, priority: u32) -> AccountSpec {
-    AccountSpec {
-        name: name.into(),
-        min_servers: min,
-        max_servers: max,
-        priority,
-        target_load: 5.0,
-        command: None,
+impl std::ops::Deref for Site {
+    type Target = OneSite;
+    fn deref(&self) -> &OneSite {
+        &self.inner
     }
 }
 
 impl Site {
-    /// A gateway for site-a whose inventory is f1..f20, with certificates for those only.
     fn start() -> Site {
         let dir = TempDir::new().unwrap();
         let servers: Vec<String> = (1..=20).map(|n| format!("f{n}")).collect();
-        let spec = SiteSpec {
-            name: "site-a".into(),
-            servers: servers.clone(),
-            accounts: vec![account("shop", 2, 10, 20), account("blog", 1, 5, 10)],
-            timings: vec![
-                ("lease_ttl_ms", LEASE_TTL.as_millis() as u64),
-                ("renew_interval_ms", 250),
-                ("heartbeat_interval_ms", 100),
-                ("heartbeat_misses_before_failed", 5),
-                ("move_cooldown_ms", 1000),
-                ("drain_timeout_ms", 200),
-                ("workload_stop_timeout_ms", 1000),
-            ],
-        };
-        let site = prepare_site(dir.path(), &spec).unwrap();
-        create_certs(&dir.path().join("certs"), &[("site-a", servers)]).unwrap();
-        let args = strings(&[
-            "gateway",
-            "run",
-            "--config",
-            site.config.to_str().unwrap(),
-            "--certs",
-            dir.path().join("certs").to_str().unwrap(),
-            "--state",
-            dir.path().join("state").to_str().unwrap(),
-        ]);
-        let gateway = ProcessGuard::spawn(
-            "gateway",
+        let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
+        let inner = OneSite::start(
             Path::new(BINARY),
-            &args,
-            &dir.path().join("gateway.log"),
+            dir.path(),
+            "site-a",
+            &servers,
+            &[],
+            vec![account("shop", 2, 10, 20), account("blog", 1, 5, 10)],
         )
-        .unwrap();
-        let admin = site.admin;
-        wait_for("the gateway to be ready", SETTLE, || {
-            get_text(admin, "/ready")
-        })
-        .unwrap_or_else(|error| panic!("{error}\n{}", gateway.output()));
-        Site { dir, site, gateway }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        .unwrap_or_else(|error| panic!("{error}"));
+        Site { _dir: dir, inner }
     }
 
     fn fleet(&self, name: &str, extra: &[&str]) -> ProcessGuard {
@@ -147,7 +110,7 @@ fn a_fleet_of_twenty_serves_both_minimums_and_its_death_drops_them() {
         panic!(
             "{error}\n--- fleet ---\n{}\n--- gateway ---\n{}",
             fleet.output(),
-            site.gateway.output()
+            site.gateway_output()
         )
     };
 
@@ -272,9 +235,9 @@ fn a_fleet_outside_the_inventory_is_refused_with_the_reason() {
     );
     // And the gateway logged each refusal too.
     assert!(
-        site.gateway.output().contains("not in site-a's inventory"),
+        site.gateway_output().contains("not in site-a's inventory"),
         "{}",
-        site.gateway.output()
+        site.gateway_output()
     );
     let servers = site.servers().unwrap();
     assert!(
