@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use actix::prelude::*;
 use leasehold_federation::ids::SiteId;
@@ -22,10 +22,7 @@ use crate::model::site::{data_of, software_of};
 /// version is the wall-clock millisecond the config was loaded, so it grows across
 /// restarts and reloads and a peer keeps the newest.
 pub fn catalogue(config: &SiteConfig) -> AccountCatalogue {
-    let version = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
+    let version = crate::actors::wall_ms();
     AccountCatalogue {
         site: config.site.name.clone(),
         version,

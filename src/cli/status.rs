@@ -580,7 +580,8 @@ pub fn text(value: &Value) -> String {
     }
 }
 
-fn number(value: &Value) -> String {
+/// A JSON number as a cell with one decimal, or `-`.
+pub fn number(value: &Value) -> String {
     value
         .as_f64()
         .map(|n| format!("{n:.1}"))

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use hdrhistogram::Histogram;
@@ -18,10 +18,10 @@ use leasehold_federation::wire::node::{
 };
 use serde::Serialize;
 
-use super::HeartbeatBoard;
 use super::group::{DemandChanged, Group, LoadMeasured, SetSla};
 use super::journal::{JournalWriter, Persist};
 use super::link::{CloseLink, Deliver, ServerLink, WorkloadEvent};
+use super::{HeartbeatBoard, wall_ms};
 use crate::config::SiteConfig;
 use crate::federation::Federation;
 use crate::metrics::Metrics;
@@ -73,13 +73,6 @@ pub struct ConfigStatus {
     pub reloads_refused: u64,
     /// What the running config differs in from the file and needs a restart to take.
     pub needs_restart: Vec<String>,
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 fn sla_of(account: &crate::config::Account) -> Sla {
@@ -193,10 +186,7 @@ impl SiteMaster {
         if ops.is_empty() && audits.is_empty() && commands.is_empty() {
             return;
         }
-        let wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        let wall_ms = wall_ms();
         let sent = Instant::now(); // metrics: the journal round trip
         let persisted = self.journal.send(Persist {
             ops,

@@ -20,6 +20,15 @@ use dashmap::DashMap;
 use leasehold_federation::ids::ServerId;
 use leasehold_federation::wire::common::Health;
 
+/// Wall-clock milliseconds since the Unix epoch, for audit records, config status and
+/// catalogue versions: what people and peers read, never what decisions are timed by.
+pub(crate) fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// The latest heartbeat of each server. Connection tasks write it directly, so heartbeats
 /// never queue behind other work in a mailbox; the master reads it once per round.
 #[derive(Debug, Default)]

@@ -8,6 +8,8 @@ use std::time::Duration;
 use leasehold_chaos_tests::harness::load::LoadCounts;
 use serde_json::Value;
 
+use crate::cli::status::{number, text};
+
 /// ANSI: clear the screen and move the cursor home.
 pub const CLEAR: &str = "\x1b[2J\x1b[H";
 
@@ -176,22 +178,6 @@ fn cut(line: &str, width: usize) -> String {
     let mut short: String = line.chars().take(width.saturating_sub(1)).collect();
     short.push('…');
     short
-}
-
-/// A JSON value as a cell: strings bare, null as "-".
-fn text(value: &Value) -> String {
-    match value {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn number(value: &Value) -> String {
-    value
-        .as_f64()
-        .map(|n| format!("{n:.1}"))
-        .unwrap_or_else(|| "-".to_owned())
 }
 
 fn sla(value: &Value) -> &'static str {

@@ -27,16 +27,10 @@ impl SiteModel {
         let entry = &mut self.servers[ix];
         entry.connected = true;
         entry.last_heartbeat = Some(now);
-        if highest_epoch > entry.highest_epoch {
-            // The node has seen an epoch we never journaled (e.g. a journal restored from
-            // an old copy): remember it, so no lease ever reuses it (S-2).
-            entry.highest_epoch = highest_epoch;
-            effects.push(Effect::Journal(JournalOp::EpochSeen {
-                server: server.clone(),
-                epoch: highest_epoch,
-            }));
-        }
-        let lease = entry.lease.clone();
+        // The node may have seen an epoch we never journaled (e.g. a journal restored from
+        // an old copy).
+        effects.extend(self.epoch_seen(ix, highest_epoch));
+        let lease = self.servers[ix].lease.clone();
         match (&lease, running) {
             (Some(lease), Some(running))
                 if lease.epoch == running.epoch
@@ -157,14 +151,7 @@ impl SiteModel {
             Ok(PointerApplication::Refused(refusal)) => {
                 let mut effects = Vec::new();
                 if let RefusalCause::StaleEpoch { seen } = refusal.cause {
-                    let entry = &mut self.servers[ix];
-                    if seen > entry.highest_epoch {
-                        entry.highest_epoch = seen;
-                        effects.push(Effect::Journal(JournalOp::EpochSeen {
-                            server: server.clone(),
-                            epoch: seen,
-                        }));
-                    }
+                    effects.extend(self.epoch_seen(ix, seen));
                 }
                 if self.current_epoch(ix) == Some(epoch) {
                     let why = format!("the node refused the pointer: {}", refusal.detail);
@@ -280,6 +267,20 @@ impl SiteModel {
             StopCause::Commanded => LeaseEndCause::Stopped,
         };
         self.end_lease(ix, end, &format!("its workload stopped ({cause:?})"), now)
+    }
+
+    /// A node reports having seen `epoch`: if that is above what we know of server `ix`,
+    /// remember it (journaled), so that no lease ever reuses it (S-2).
+    fn epoch_seen(&mut self, ix: usize, epoch: Epoch) -> Option<Effect> {
+        let entry = &mut self.servers[ix];
+        if epoch <= entry.highest_epoch {
+            return None;
+        }
+        entry.highest_epoch = epoch;
+        Some(Effect::Journal(JournalOp::EpochSeen {
+            server: entry.id.clone(),
+            epoch,
+        }))
     }
 
     fn index_of(&self, server: &ServerId) -> Result<usize, Refusal> {

@@ -3,6 +3,8 @@
 //! arbiter's views and the Group actors all name an account by its position: a removed
 //! account is tombstoned, never deleted, and a re-added name gets its old index back.
 
+use leasehold_federation::ids::AccountId;
+
 use super::{AccountEntry, SiteModel, audit};
 use crate::config::SiteConfig;
 use crate::config::diff::diff_accounts;
@@ -46,13 +48,7 @@ impl SiteModel {
                     *entry = AccountEntry::new(account.clone());
                     done.started.push(ix);
                     summary.push(format!("+{}", account.name));
-                    effects.push(audit(
-                        AuditKind::Config,
-                        None,
-                        Some(&account.name),
-                        None,
-                        None,
-                        format!("config {short}: account {} added back; its group starts and asks for {} to {} servers", account.name, account.min_servers, account.max_servers),
+                    effects.push(config_audit(Some(&account.name), format!("config {short}: account {} added back; its group starts and asks for {} to {} servers", account.name, account.min_servers, account.max_servers),
                     ));
                 }
                 Some(ix) => {
@@ -68,13 +64,7 @@ impl SiteModel {
                     entry.config = account.clone();
                     entry.demand = entry.demand.clamp(account.min_servers, account.max_servers);
                     summary.push(format!("~{}({})", account.name, fields.join(",")));
-                    effects.push(audit(
-                        AuditKind::Config,
-                        None,
-                        Some(&account.name),
-                        None,
-                        None,
-                        format!(
+                    effects.push(config_audit(Some(&account.name), format!(
                             "config {short}: account {} changed ({}); the next round decides with it{}",
                             account.name,
                             fields.join(", "),
@@ -92,13 +82,7 @@ impl SiteModel {
                     self.account_index.insert(account.name.clone(), ix);
                     done.started.push(ix);
                     summary.push(format!("+{}", account.name));
-                    effects.push(audit(
-                        AuditKind::Config,
-                        None,
-                        Some(&account.name),
-                        None,
-                        None,
-                        format!("config {short}: account {} added; its group starts and asks for {} to {} servers", account.name, account.min_servers, account.max_servers),
+                    effects.push(config_audit(Some(&account.name), format!("config {short}: account {} added; its group starts and asks for {} to {} servers", account.name, account.min_servers, account.max_servers),
                     ));
                 }
             }
@@ -114,25 +98,13 @@ impl SiteModel {
             done.stopped.push(ix as AccountIx);
             let name = entry.config.name.clone();
             summary.push(format!("-{name}"));
-            effects.push(audit(
-                AuditKind::Config,
-                None,
-                Some(&name),
-                None,
-                None,
-                format!("config {short}: account {name} removed; its servers are drained and freed, and it gets no new lease"),
+            effects.push(config_audit(Some(&name), format!("config {short}: account {name} removed; its servers are drained and freed, and it gets no new lease"),
             ));
         }
         if self.timings != new.timings {
             self.timings = new.timings;
             summary.push("timings".to_owned());
-            effects.push(audit(
-                AuditKind::Config,
-                None,
-                None,
-                None,
-                None,
-                format!("config {short}: timings changed; they apply from each lease's next grant or renewal and each node's next registration"),
+            effects.push(config_audit(None, format!("config {short}: timings changed; they apply from each lease's next grant or renewal and each node's next registration"),
             ));
         }
         let summary = if summary.is_empty() {
@@ -140,14 +112,15 @@ impl SiteModel {
         } else {
             summary.join(" ")
         };
-        effects.push(audit(
-            AuditKind::Config,
-            None,
-            None,
-            None,
+        effects.push(config_audit(
             None,
             format!("config {hash} of {} applied: {summary}", new.path.display()),
         ));
         (done, effects)
     }
+}
+
+/// A `config` audit entry, about `account` or the site as a whole.
+fn config_audit(account: Option<&AccountId>, reason: String) -> Effect {
+    audit(AuditKind::Config, None, account, None, None, reason)
 }
