@@ -44,7 +44,7 @@ enum Command {
     Workload(cli::workload::WorkloadArgs),
     /// Measure the decision core.
     Bench(cli::bench::BenchArgs),
-    /// Run the demo on this machine: site-a of configs/ with real node agents and workloads.
+    /// Run the demo on this machine: the three sites of configs/, real node agents and workloads.
     Demo(cli::demo::DemoArgs),
     /// Show a site at a glance: accounts and their SLA, servers by state, latest decisions.
     Status(cli::status::StatusArgs),

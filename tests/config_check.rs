@@ -155,7 +155,7 @@ fn min_above_max_names_the_account() {
 fn all_errors_are_reported_in_one_run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let text = read(&example("site-a"));
-    let text = edit(&text, "max_servers = 4", "max_servers = 0");
+    let text = edit(&text, "max_servers = 6", "max_servers = 0");
     let text = edit(&text, "id = \"a3\"", "id = \"a2\"");
     let text = edit(&text, "lease_ttl_ms = 2000", "lease_ttl_ms = 300");
     let text = edit(&text, "\"{account}\"", "\"{acount}\"");

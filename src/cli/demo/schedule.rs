@@ -1,6 +1,7 @@
-//! The demo's load schedule: three phases, a third of the duration each, with the request
-//! rates per account. docs/demo.md explains, from the SLA of configs/site-a.toml, why these
-//! rates make servers move both ways.
+//! The demo's load schedule: four phases, a quarter of the duration each, with the request
+//! rates per account of every site. docs/demo.md explains, from the SLAs and lending terms
+//! of configs/, why these rates move servers both ways inside site-a, make site-a borrow
+//! from site-b and site-c during shop's burst, and give the servers back after it.
 
 use std::time::Duration;
 
@@ -11,36 +12,62 @@ pub struct Phase {
     pub rates: Vec<(&'static str, f64)>,
 }
 
-/// The accounts the schedule drives; the demo refuses a site-a without them.
-pub const ACCOUNTS: [&str; 2] = ["shop", "blog"];
+/// The accounts the schedule drives, each with its home site; the demo refuses configs
+/// whose sites do not home them.
+pub const ACCOUNTS: [(&str, &str); 4] = [
+    ("site-a", "shop"),
+    ("site-a", "blog"),
+    ("site-b", "wiki"),
+    ("site-c", "mail"),
+];
 
-/// With target_load 20 per server: shop 50 → 3 servers (2.5 rounds up), blog 35 → 2,
-/// 5 → the minimum of 1 after the demand's slow shrink.
+/// All with target_load 20 per server (docs/demo.md has the arithmetic): shop 50 → 3
+/// servers, 110 → 6 (its max, 3 more than site-a can give it); blog 35 → 2; wiki 50 → 3
+/// (its max); mail 70 → 4 (its max); 5 → each account's minimum after the slow shrink.
 pub fn phases() -> Vec<Phase> {
     vec![
         Phase {
-            name: "shop busy, blog quiet",
-            rates: vec![("shop", 50.0), ("blog", 5.0)],
+            name: "shop busy, blog quiet; site-b and site-c busy",
+            rates: vec![
+                ("shop", 50.0),
+                ("blog", 5.0),
+                ("wiki", 50.0),
+                ("mail", 70.0),
+            ],
         },
         Phase {
-            name: "shop quiet, blog busy",
-            rates: vec![("shop", 5.0), ("blog", 35.0)],
+            name: "shop quiet, blog busy; no peer has a server to lend",
+            rates: vec![
+                ("shop", 5.0),
+                ("blog", 35.0),
+                ("wiki", 50.0),
+                ("mail", 70.0),
+            ],
         },
         Phase {
-            name: "both busy: 5 servers wanted, 4 exist; shop's priority wins",
-            rates: vec![("shop", 50.0), ("blog", 35.0)],
+            name: "shop burst: 6 wanted, site-a can give 3; borrowed from site-b and site-c",
+            rates: vec![
+                ("shop", 110.0),
+                ("blog", 5.0),
+                ("wiki", 5.0),
+                ("mail", 20.0),
+            ],
+        },
+        Phase {
+            name: "burst over: the borrowed servers go back",
+            rates: vec![("shop", 5.0), ("blog", 5.0), ("wiki", 5.0), ("mail", 20.0)],
         },
     ]
 }
 
-/// The phase (index) at `elapsed` into a run of `duration`: thirds, the last one taking
-/// whatever rounding leaves and any time past the end.
+/// The phase (index) at `elapsed` into a run of `duration`: equal parts, the last one
+/// taking whatever rounding leaves and any time past the end.
 pub fn phase_at(elapsed: Duration, duration: Duration, phases: usize) -> usize {
     if phases == 0 || duration.is_zero() {
         return 0;
     }
     let fraction = elapsed.as_secs_f64() / duration.as_secs_f64();
-    // Truncation is the point: the index of the third we are in.
+    // Truncation is the point: the index of the part we are in.
     let index = (fraction * phases as f64).floor() as usize;
     index.min(phases - 1)
 }
@@ -58,20 +85,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn thirds_of_the_duration() {
+    fn equal_parts_of_the_duration() {
         let duration = Duration::from_secs(60);
-        assert_eq!(phase_at(Duration::ZERO, duration, 3), 0);
-        assert_eq!(phase_at(Duration::from_secs(19), duration, 3), 0);
-        assert_eq!(phase_at(Duration::from_secs(20), duration, 3), 1);
-        assert_eq!(phase_at(Duration::from_secs(59), duration, 3), 2);
-        assert_eq!(phase_at(Duration::from_secs(600), duration, 3), 2);
-        assert_eq!(phase_start(2, duration, 3), 40.0);
+        assert_eq!(phase_at(Duration::ZERO, duration, 4), 0);
+        assert_eq!(phase_at(Duration::from_secs(14), duration, 4), 0);
+        assert_eq!(phase_at(Duration::from_secs(15), duration, 4), 1);
+        assert_eq!(phase_at(Duration::from_secs(59), duration, 4), 3);
+        assert_eq!(phase_at(Duration::from_secs(600), duration, 4), 3);
+        assert_eq!(phase_start(2, duration, 4), 30.0);
     }
 
     #[test]
     fn every_phase_names_every_account() {
         for phase in phases() {
-            for account in ACCOUNTS {
+            assert_eq!(phase.rates.len(), ACCOUNTS.len(), "{phase:?}");
+            for (_, account) in ACCOUNTS {
                 assert!(phase.rates.iter().any(|(name, _)| *name == account));
             }
         }

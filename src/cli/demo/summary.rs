@@ -1,6 +1,7 @@
-//! The end of a run: what moved, how the SLAs fared, how long moves took and whether any
-//! node broke a safety rule, from evidence (the gateway's audit log, the node event logs,
-//! the SLA samples the demo took), printed for a person and written as JSON.
+//! The end of a run: what moved inside each site, what was lent between sites, how the
+//! SLAs fared, how long moves and loans took and whether any node broke a safety rule, from
+//! evidence (the gateways' audit logs and `/v1/loans`, the node event logs, the SLA samples
+//! the demo took), printed for a person; `report.rs` writes the same as JSON.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -9,13 +10,28 @@ use std::time::Duration;
 use leasehold_chaos_tests::harness::load::LoadCounts;
 use leasehold_node::event_log::{Event, EventKind};
 use leasehold_node::evidence::Violation;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::loans::{LoanCounts, LoanView};
 use super::site::Started;
 
-/// One `assign`, `reclaim` or `release` of the audit log.
+/// Audit kinds of a move inside a site (a reclaim's `join` is folded into its decision).
+const MOVE_KINDS: [&str; 3] = ["assign", "reclaim", "release"];
+/// Audit kinds of a loan between sites.
+pub const LOAN_KINDS: [&str; 6] = [
+    "borrow",
+    "lend",
+    "loan_return",
+    "loan_recall",
+    "loan_expired",
+    "loan_refused",
+];
+
+/// One `assign`, `reclaim` or `release` of a site's audit log, or one loan event
+/// (`LOAN_KINDS`), which has `peer` and no `from`/`to`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Move {
+    pub site: String,
     pub seq: u64,
     pub wall_ms: u64,
     /// Seconds after the load began; negative for the setup's moves.
@@ -24,27 +40,37 @@ pub struct Move {
     pub server: String,
     /// An account, or "free".
     pub from: String,
+    /// An account, or "free"; for a loan event, its account.
     pub to: String,
+    /// For a loan event: the other site.
+    pub peer: Option<String>,
     pub epoch: Option<u64>,
     pub reason: String,
     /// For a reclaim: when the drained server joined its new account.
     pub joined_t_s: Option<f64>,
 }
 
-/// The moves among `records` (audit records as the API returns them). A reclaim is
-/// audited twice: the decision (`reclaim`), and the `join` once the server has drained;
-/// the join is folded into its decision as `joined_t_s`, so that each move counts once.
-pub fn moves(records: &[Value], load_start_wall_ms: u64) -> Vec<Move> {
+impl Move {
+    pub fn is_loan(&self) -> bool {
+        LOAN_KINDS.contains(&self.kind.as_str())
+    }
+}
+
+/// The moves and loan events among one site's audit `records` (as the API returns them),
+/// in their order. A reclaim is audited twice: the decision (`reclaim`), and the `join`
+/// once the server has drained; the join is folded into its decision as `joined_t_s`, so
+/// that each move counts once.
+pub fn moves(site: &str, records: &[Value], load_start_wall_ms: u64) -> Vec<Move> {
     let mut moves: Vec<Move> = Vec::new();
     for r in records {
         let kind = r["kind"].as_str().unwrap_or("");
-        if !matches!(kind, "assign" | "reclaim" | "release" | "join") {
+        let is_loan = LOAN_KINDS.contains(&kind);
+        if !(is_loan || kind == "join" || MOVE_KINDS.contains(&kind)) {
             continue;
         }
         let wall_ms = r["wall_ms"].as_u64().unwrap_or(0);
         let t_s = (wall_ms as f64 - load_start_wall_ms as f64) / 1000.0;
-        let server = r["server"].as_str().unwrap_or("?").to_owned();
-        let from = r["from"].as_str();
+        let server = r["server"].as_str().unwrap_or("-").to_owned();
         if kind == "join" {
             if let Some(decision) = moves
                 .iter_mut()
@@ -55,14 +81,19 @@ pub fn moves(records: &[Value], load_start_wall_ms: u64) -> Vec<Move> {
             }
             continue;
         }
+        let account = r["account"].as_str();
         moves.push(Move {
+            site: site.to_owned(),
             seq: r["seq"].as_u64().unwrap_or(0),
             wall_ms,
             t_s,
             kind: kind.to_owned(),
             server,
-            from: from.unwrap_or("free").to_owned(),
-            to: r["account"].as_str().unwrap_or("free").to_owned(),
+            from: r["from"].as_str().unwrap_or("free").to_owned(),
+            to: account
+                .unwrap_or(if is_loan { "-" } else { "free" })
+                .to_owned(),
+            peer: r["peer"].as_str().map(str::to_owned),
             epoch: r["epoch"].as_u64(),
             reason: r["reason"].as_str().unwrap_or("").to_owned(),
             joined_t_s: None,
@@ -71,10 +102,10 @@ pub fn moves(records: &[Value], load_start_wall_ms: u64) -> Vec<Move> {
     moves
 }
 
-/// How many moves went each way, keyed `from->to`.
-pub fn by_direction(moves: &[Move]) -> BTreeMap<String, u64> {
+/// How many moves (not loan events) went each way, keyed `from->to`.
+pub fn by_direction<'a>(moves: impl IntoIterator<Item = &'a Move>) -> BTreeMap<String, u64> {
     let mut directions = BTreeMap::new();
-    for m in moves {
+    for m in moves.into_iter().filter(|m| !m.is_loan()) {
         *directions
             .entry(format!("{}->{}", m.from, m.to))
             .or_insert(0) += 1;
@@ -120,103 +151,104 @@ pub struct SlaSeconds {
     pub observed: f64,
 }
 
+/// What one site left behind.
+#[derive(Debug)]
+pub struct SiteEvidence {
+    pub site: String,
+    /// Moves and loan events from its audit log, in order.
+    pub moves: Vec<Move>,
+    /// `/v1/status` just before its gateway was stopped.
+    pub status: Value,
+    /// `/v1/loans` just before its gateway was stopped.
+    pub loans: LoanView,
+    /// How many node agents it ran.
+    pub nodes: usize,
+    /// What `check_server_log` found in its nodes' event logs: (node work dir, violation).
+    pub violations: Vec<(String, Violation)>,
+}
+
+/// The loans of the federation: counts summed over the sites that serve `/v1/loans`, and
+/// every loan's latency.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoanTotals {
+    /// Sites whose gateway served `/v1/loans`.
+    pub sites: usize,
+    pub counts: LoanCounts,
+    /// Sorted.
+    pub latencies_ms: Vec<f64>,
+}
+
 /// Everything the summary says.
 #[derive(Debug)]
 pub struct Summary {
-    pub site: String,
+    pub sites: Vec<SiteEvidence>,
     pub duration: Duration,
     pub planned: Duration,
     pub interrupted: bool,
     pub schedule: Value,
-    pub moves: Vec<Move>,
     pub sla: BTreeMap<String, SlaSeconds>,
     pub node_latencies_ms: Vec<f64>,
-    /// `/v1/status` just before the gateway was stopped.
-    pub gateway_status: Value,
     pub requests: Vec<(String, LoadCounts)>,
-    pub violations: Vec<(String, Violation)>,
     pub started: Vec<Started>,
     pub left_running: Vec<Started>,
     pub work_dir: String,
 }
 
-fn round1(value: f64) -> f64 {
+pub fn round1(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
 }
 
 impl Summary {
-    fn sorted_latencies(&self) -> Vec<f64> {
+    pub fn site_names(&self) -> Vec<&str> {
+        self.sites.iter().map(|s| s.site.as_str()).collect()
+    }
+
+    /// Every site's moves and loan events, in time order.
+    pub fn timeline(&self) -> Vec<&Move> {
+        let mut all: Vec<&Move> = self.sites.iter().flat_map(|s| &s.moves).collect();
+        all.sort_by_key(|m| m.wall_ms);
+        all
+    }
+
+    /// Moves inside the sites (no loan events), in time order.
+    pub fn moves(&self) -> Vec<&Move> {
+        self.timeline()
+            .into_iter()
+            .filter(|m| !m.is_loan())
+            .collect()
+    }
+
+    pub fn violations(&self) -> impl Iterator<Item = (&str, &String, &Violation)> {
+        self.sites.iter().flat_map(|s| {
+            s.violations
+                .iter()
+                .map(move |(work, violation)| (s.site.as_str(), work, violation))
+        })
+    }
+
+    pub fn violation_count(&self) -> usize {
+        self.sites.iter().map(|s| s.violations.len()).sum()
+    }
+
+    pub fn sorted_latencies(&self) -> Vec<f64> {
         let mut sorted = self.node_latencies_ms.clone();
         sorted.sort_by(f64::total_cmp);
         sorted
     }
 
-    /// The report, as `--report` writes it.
-    pub fn to_json(&self) -> Value {
-        let sorted = self.sorted_latencies();
-        let moves: Vec<Value> = self
-            .moves
-            .iter()
-            .map(|m| {
-                json!({"seq": m.seq, "wall_ms": m.wall_ms, "t_s": round1(m.t_s), "kind": m.kind,
-                    "server": m.server, "from": m.from, "to": m.to, "epoch": m.epoch,
-                    "reason": m.reason, "joined_t_s": m.joined_t_s.map(round1)})
-            })
-            .collect();
-        let sla_met: BTreeMap<&str, f64> = self
-            .sla
-            .iter()
-            .map(|(name, s)| (name.as_str(), round1(s.met)))
-            .collect();
-        let observed: BTreeMap<&str, f64> = self
-            .sla
-            .iter()
-            .map(|(name, s)| (name.as_str(), round1(s.observed)))
-            .collect();
-        let requests: BTreeMap<&str, Value> = self
-            .requests
-            .iter()
-            .map(|(name, c)| {
-                (
-                    name.as_str(),
-                    json!({"sent": c.sent, "ok": c.ok, "failed": c.failed}),
-                )
-            })
-            .collect();
-        let process = |p: &Started| json!({"name": p.name, "pid": p.pid});
-        json!({
-            "duration_s": round1(self.duration.as_secs_f64()),
-            "duration_planned_s": self.planned.as_secs(),
-            "interrupted": self.interrupted,
-            "sites": [self.site],
-            "schedule": self.schedule,
-            "reallocations": self.moves.len(),
-            "moves": moves,
-            "moves_by_direction": by_direction(&self.moves),
-            "sla_met_seconds": sla_met,
-            "seconds_observed": observed,
-            "reallocation_ms": {
-                "source": "node event logs: pointer_accepted -> workload_healthy, per epoch",
-                "count": sorted.len(),
-                "p50": percentile(&sorted, 0.50).map(round1),
-                "p99": percentile(&sorted, 0.99).map(round1),
-                "max": sorted.last().copied().map(round1),
-            },
-            "gateway_reallocation_ms": {
-                "source": "gateway /v1/status: decision -> workload healthy, since the gateway started",
-                "count": self.gateway_status["reallocations"],
-                "p50": self.gateway_status["reallocation_ms_p50"],
-                "p99": self.gateway_status["reallocation_ms_p99"],
-            },
-            "requests": requests,
-            "safety_violations": self.violations.len(),
-            "violations": self.violations.iter()
-                .map(|(work, v)| json!({"node_work": work, "violation": v.to_string()}))
-                .collect::<Vec<_>>(),
-            "processes": self.started.iter().map(process).collect::<Vec<_>>(),
-            "processes_left": self.left_running.iter().map(process).collect::<Vec<_>>(),
-            "work_dir": self.work_dir,
-        })
+    pub fn loan_totals(&self) -> LoanTotals {
+        let mut totals = LoanTotals::default();
+        for site in &self.sites {
+            if let Some(loans) = site.loans.loans() {
+                totals.sites += 1;
+                totals.counts.add(&loans.counts);
+                totals
+                    .latencies_ms
+                    .extend(loans.latencies_ms.iter().copied());
+            }
+        }
+        totals.latencies_ms.sort_by(f64::total_cmp);
+        totals
     }
 
     /// The summary for a person.
@@ -229,36 +261,37 @@ impl Summary {
         };
         let _ = writeln!(
             out,
-            "leasehold demo: summary ({}, {ended} of load)",
-            self.site
+            "leasehold demo: summary ({}; {ended} of load)",
+            self.site_names().join(", ")
         );
-        let directions: Vec<String> = by_direction(&self.moves)
+        let moves = self.moves();
+        let directions: Vec<String> = by_direction(moves.iter().copied())
             .iter()
             .map(|(direction, count)| format!("{direction} {count}"))
             .collect();
         let _ = writeln!(
             out,
-            "  moves: {} ({})",
-            self.moves.len(),
+            "  moves inside the sites: {} ({})",
+            moves.len(),
             directions.join(", ")
         );
-        let _ = writeln!(out, "  timeline (t = seconds after the load began):");
-        for m in &self.moves {
-            let when = if m.t_s < 0.0 {
-                "setup".to_owned()
-            } else {
-                format!("t+{:.1}s", m.t_s)
-            };
-            let joined = m
-                .joined_t_s
-                .map(|t| format!(" (drained; joined at t+{t:.1}s)"))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "    {when:<8} {:<4} {:<7} {:<5} → {:<5} {}{joined}",
-                m.server, m.kind, m.from, m.to, m.reason
-            );
+        let per_site: Vec<String> = self
+            .sites
+            .iter()
+            .map(|s| {
+                let count = s.moves.iter().filter(|m| !m.is_loan()).count();
+                format!("{} {count}", s.site)
+            })
+            .collect();
+        let _ = writeln!(out, "  moves per site: {}", per_site.join(", "));
+        let _ = writeln!(
+            out,
+            "  timeline of moves and loans (t = seconds after the load began):"
+        );
+        for m in self.timeline() {
+            let _ = writeln!(out, "    {}", timeline_line(m));
         }
+        self.render_loans(&mut out);
         for (name, s) in &self.sla {
             let share = if s.observed > 0.0 {
                 100.0 * s.met / s.observed
@@ -271,28 +304,7 @@ impl Summary {
                 s.met, s.observed
             );
         }
-        let sorted = self.sorted_latencies();
-        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0} ms"));
-        let _ = writeln!(
-            out,
-            "  reallocation latency, pointer accepted → workload healthy (node event logs, {} moves): p50 {}, p99 {}, max {}",
-            sorted.len(),
-            ms(percentile(&sorted, 0.50)),
-            ms(percentile(&sorted, 0.99)),
-            ms(sorted.last().copied()),
-        );
-        let gateway_ms = |key: &str| {
-            self.gateway_status[key]
-                .as_u64()
-                .map_or("-".to_owned(), |v| format!("{v} ms"))
-        };
-        let _ = writeln!(
-            out,
-            "  reallocation latency, decision → workload healthy (gateway /v1/status, {} joins): p50 {}, p99 {}",
-            self.gateway_status["reallocations"],
-            gateway_ms("reallocation_ms_p50"),
-            gateway_ms("reallocation_ms_p99"),
-        );
+        self.render_latencies(&mut out);
         for (name, c) in &self.requests {
             let _ = writeln!(
                 out,
@@ -300,13 +312,15 @@ impl Summary {
                 c.sent, c.ok, c.failed
             );
         }
+        let nodes: usize = self.sites.iter().map(|s| s.nodes).sum();
         let _ = writeln!(
             out,
-            "  safety violations in the node event logs: {}",
-            self.violations.len()
+            "  safety violations in the node event logs ({nodes} nodes of {} sites): {}",
+            self.sites.len(),
+            self.violation_count()
         );
-        for (work, violation) in &self.violations {
-            let _ = writeln!(out, "    {work}: {violation}");
+        for (site, work, violation) in self.violations() {
+            let _ = writeln!(out, "    {site} {work}: {violation}");
         }
         let _ = writeln!(
             out,
@@ -323,14 +337,103 @@ impl Summary {
         }
         out
     }
+
+    fn render_loans(&self, out: &mut String) {
+        let totals = self.loan_totals();
+        if totals.sites == 0 {
+            let _ = writeln!(
+                out,
+                "  loans: no gateway served GET /v1/loans (a build without loans)"
+            );
+            return;
+        }
+        let c = &totals.counts;
+        let _ = writeln!(
+            out,
+            "  loans (GET /v1/loans of {} sites): {} borrowed, {} returned, {} recalled, {} expired, {} lent",
+            totals.sites, c.borrowed, c.returned, c.recalled, c.expired, c.lent
+        );
+        let sorted = &totals.latencies_ms;
+        let _ = writeln!(
+            out,
+            "  loan latency, request → lent server serving ({} loans): p50 {}, p99 {}, max {}",
+            sorted.len(),
+            ms(percentile(sorted, 0.50)),
+            ms(percentile(sorted, 0.99)),
+            ms(sorted.last().copied()),
+        );
+    }
+
+    fn render_latencies(&self, out: &mut String) {
+        let sorted = self.sorted_latencies();
+        let _ = writeln!(
+            out,
+            "  reallocation latency, pointer accepted → workload healthy (node event logs, {} moves): p50 {}, p99 {}, max {}",
+            sorted.len(),
+            ms(percentile(&sorted, 0.50)),
+            ms(percentile(&sorted, 0.99)),
+            ms(sorted.last().copied()),
+        );
+        let gateway_ms = |status: &Value, key: &str| {
+            status[key]
+                .as_u64()
+                .map_or("-".to_owned(), |v| format!("{v} ms"))
+        };
+        let per_site: Vec<String> = self
+            .sites
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {} joins p50 {} p99 {}",
+                    s.site,
+                    s.status["reallocations"],
+                    gateway_ms(&s.status, "reallocation_ms_p50"),
+                    gateway_ms(&s.status, "reallocation_ms_p99"),
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  reallocation latency, decision → workload healthy (gateway /v1/status): {}",
+            per_site.join("; ")
+        );
+    }
+}
+
+fn ms(value: Option<f64>) -> String {
+    value.map_or("-".to_owned(), |v| format!("{v:.0} ms"))
+}
+
+/// `t+24.5s  site-a a1   reclaim     shop → blog   reason (drained; joined at t+25.5s)`.
+fn timeline_line(m: &Move) -> String {
+    let when = if m.t_s < 0.0 {
+        "setup".to_owned()
+    } else {
+        format!("t+{:.1}s", m.t_s)
+    };
+    let what = match &m.peer {
+        Some(peer) if m.is_loan() => format!("{} ↔ {peer}", m.to),
+        _ if m.is_loan() => m.to.clone(),
+        _ => format!("{} → {}", m.from, m.to),
+    };
+    let joined = m
+        .joined_t_s
+        .map(|t| format!(" (drained; joined at t+{t:.1}s)"))
+        .unwrap_or_default();
+    format!(
+        "{when:<8} {} {:<4} {:<12} {what:<15} {}{joined}",
+        m.site, m.server, m.kind, m.reason
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
-    fn moves_name_free_servers_and_directions() {
+    fn moves_name_free_servers_and_directions_and_loans_stay_apart() {
         let records = vec![
             json!({"seq": 1, "wall_ms": 1000, "kind": "assign", "server": "a1",
                 "account": "shop", "from": null, "epoch": 1, "reason": "r"}),
@@ -342,12 +445,19 @@ mod tests {
                 "account": null, "from": "blog", "epoch": 2, "reason": "r"}),
             json!({"seq": 5, "wall_ms": 6000, "kind": "join", "server": "a1",
                 "account": "blog", "from": "shop", "epoch": 2, "reason": "joins"}),
+            json!({"seq": 6, "wall_ms": 7000, "kind": "borrow", "server": "b3",
+                "account": "shop", "from": null, "peer": "site-b", "epoch": 4,
+                "reason": "lent"}),
         ];
-        let moves = moves(&records, 2000);
-        assert_eq!(moves.len(), 3);
+        let moves = moves("site-a", &records, 2000);
+        assert_eq!(moves.len(), 4);
         assert_eq!(moves[1].joined_t_s, Some(4.0));
         assert_eq!(moves[0].t_s, -1.0);
+        assert!(moves[3].is_loan());
+        assert_eq!(moves[3].peer.as_deref(), Some("site-b"));
+        assert!(timeline_line(&moves[3]).contains("shop ↔ site-b"));
         let directions = by_direction(&moves);
+        assert_eq!(directions.len(), 3, "{directions:?}");
         assert_eq!(directions["free->shop"], 1);
         assert_eq!(directions["shop->blog"], 1);
         assert_eq!(directions["blog->free"], 1);

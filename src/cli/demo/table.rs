@@ -1,6 +1,8 @@
-//! The live view: once a second, what each server runs and what each account gets, from
-//! the gateway's admin API. A terminal gets a table redrawn in place; a pipe or a log gets
-//! one compact line a second plus each new audit record once, so it reads as a history.
+//! The live view: once a second, what each server of each site runs, what each account
+//! gets (its borrowed servers included), the loans between sites and the latest decisions,
+//! from the gateways' admin APIs. A terminal gets a table redrawn in place, at most 100
+//! columns wide; a pipe or a log gets one compact line a second plus each new audit record
+//! once, so it reads as a history.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -8,24 +10,39 @@ use std::time::Duration;
 use leasehold_chaos_tests::harness::load::LoadCounts;
 use serde_json::Value;
 
+use super::loans::{LoanCounts, LoanView};
+use super::summary::percentile;
 use crate::cli::status::{number, text};
 
 /// ANSI: clear the screen and move the cursor home.
 pub const CLEAR: &str = "\x1b[2J\x1b[H";
+/// The table's width on a terminal.
+pub const WIDTH: usize = 100;
+/// One site's column of servers.
+const COLUMN: usize = 31;
+/// Audit lines shown under the table, newest last, across the sites.
+const AUDIT_LINES: usize = 6;
 
-/// What the gateway said this second.
+/// What one gateway said this second.
 #[derive(Debug, Clone)]
-pub struct Sample {
+pub struct SiteState {
     pub servers: Vec<Value>,
     pub accounts: Vec<Value>,
     /// The newest audit records, oldest first.
     pub audit: Vec<Value>,
+    pub loans: LoanView,
+}
+
+/// One site's part of a sample: its state, or why it could not be read.
+#[derive(Debug, Clone)]
+pub struct SiteSample {
+    pub site: String,
+    pub state: Result<SiteState, String>,
 }
 
 /// Where the run is.
 #[derive(Debug, Clone)]
 pub struct Header<'a> {
-    pub site: &'a str,
     pub elapsed: Duration,
     pub duration: Duration,
     pub phase: usize,
@@ -35,58 +52,117 @@ pub struct Header<'a> {
 }
 
 impl Header<'_> {
-    fn line(&self) -> String {
-        let rates: Vec<String> = self
-            .rates
-            .iter()
-            .map(|(account, rate)| format!("{account} {rate:.0}/s"))
-            .collect();
+    fn when(&self) -> String {
         format!(
-            "{} / {}  phase {}/{}: {}  load: {}",
+            "{} / {}  phase {}/{}: {}",
             clock(self.elapsed),
             clock(self.duration),
             self.phase + 1,
             self.phases,
             self.phase_name,
-            rates.join(", ")
         )
+    }
+
+    fn rates(&self) -> String {
+        let rates: Vec<String> = self
+            .rates
+            .iter()
+            .map(|(account, rate)| format!("{account} {rate:.0}/s"))
+            .collect();
+        rates.join(", ")
     }
 }
 
 /// The full table, for a terminal.
-pub fn render(header: &Header, sample: &Sample, requests: &[(String, LoadCounts)]) -> String {
+pub fn render(header: &Header, sample: &[SiteSample], requests: &[(String, LoadCounts)]) -> String {
     let mut out = String::new();
+    let names: Vec<&str> = sample.iter().map(|s| s.site.as_str()).collect();
     let _ = writeln!(
         out,
-        "leasehold demo: site {} (Ctrl-C ends early with the summary)",
-        header.site
+        "leasehold demo: {} (Ctrl-C ends early with the summary)",
+        names.join(", ")
     );
-    let _ = writeln!(out, "{}", header.line());
+    let _ = writeln!(out, "{}", cut(&header.when(), WIDTH));
+    let _ = writeln!(out, "{}", cut(&format!("load: {}", header.rates()), WIDTH));
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "{:<8} {:<9} {:<8} {:>5} {:>6}  HEALTH",
-        "SERVER", "STATE", "ACCOUNT", "EPOCH", "LOAD"
-    );
-    for server in &sample.servers {
-        let _ = writeln!(
-            out,
-            "{:<8} {:<9} {:<8} {:>5} {:>6}  {}",
-            text(&server["id"]),
-            text(&server["state"]),
-            text(&server["account"]),
-            text(&server["epoch"]),
-            number(&server["load"]),
-            text(&server["health"]),
-        );
+    servers(&mut out, sample);
+    let _ = writeln!(out);
+    accounts(&mut out, sample, requests);
+    let _ = writeln!(out);
+    loans(&mut out, sample);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "LATEST DECISIONS (GET /v1/audit of each site)");
+    for (site, record) in latest_audit(sample, AUDIT_LINES) {
+        let _ = writeln!(out, "  {}", audit_line(site, record, WIDTH - 2));
     }
-    let _ = writeln!(out);
+    out
+}
+
+/// Each site a column: its servers, a lent one as `b3 serving shop@site-a`.
+fn servers(out: &mut String, sample: &[SiteSample]) {
+    let mut columns: Vec<Vec<String>> = Vec::new();
+    for site in sample {
+        let mut column = Vec::new();
+        match &site.state {
+            Ok(state) => {
+                let title = match state.loans.loans() {
+                    Some(loans) => format!(
+                        "{}  lends {}, borrows {}",
+                        site.site.to_uppercase(),
+                        loans.lent.len(),
+                        loans.borrowed.len()
+                    ),
+                    None => site.site.to_uppercase(),
+                };
+                column.push(title);
+                for server in &state.servers {
+                    column.push(format!(
+                        "{:<3} {:<8} {:<12} {:>4}",
+                        text(&server["id"]),
+                        text(&server["state"]),
+                        server_account(server),
+                        epoch(&server["epoch"]),
+                    ));
+                }
+            }
+            Err(error) => {
+                column.push(site.site.to_uppercase());
+                column.push("cannot read:".to_owned());
+                column.push(error.clone());
+            }
+        }
+        columns.push(column);
+    }
+    let rows = columns.iter().map(Vec::len).max().unwrap_or(0);
+    for row in 0..rows {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|column| {
+                let cell = column.get(row).map(String::as_str).unwrap_or("");
+                format!("{:<COLUMN$}", cut(cell, COLUMN))
+            })
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+}
+
+/// Every account, at its home site, with its borrowed servers and the demo's requests.
+fn accounts(out: &mut String, sample: &[SiteSample], requests: &[(String, LoadCounts)]) {
     let _ = writeln!(
         out,
-        "{:<8} {:>6} {:>7} {:>8} {:>6}  {:<4} {:>9}  {:>14}",
-        "ACCOUNT", "DEMAND", "SERVERS", "STARTING", "LOAD", "SLA", "SHORTFALL", "REQUESTS OK/ALL"
+        "{:<8} {:<7} {:>6} {:>7} {:>8} {:>8} {:>6}  {:<3} {:>9}  {:>15}",
+        "ACCOUNT",
+        "SITE",
+        "DEMAND",
+        "SERVERS",
+        "BORROWED",
+        "STARTING",
+        "LOAD",
+        "SLA",
+        "SHORTFALL",
+        "REQUESTS OK/ALL"
     );
-    for account in &sample.accounts {
+    for (site, account) in home_accounts(sample) {
         let name = text(&account["name"]);
         let counts = requests
             .iter()
@@ -95,10 +171,12 @@ pub fn render(header: &Header, sample: &Sample, requests: &[(String, LoadCounts)
             .unwrap_or_else(|| "-".to_owned());
         let _ = writeln!(
             out,
-            "{:<8} {:>6} {:>7} {:>8} {:>6}  {:<4} {:>9}  {:>14}",
+            "{:<8} {:<7} {:>6} {:>7} {:>8} {:>8} {:>6}  {:<3} {:>9}  {:>15}",
             name,
+            site,
             text(&account["demand"]),
             text(&account["servers"]),
+            text(&account["borrowed"]),
             text(&account["starting"]),
             number(&account["load"]),
             sla(&account["sla_met"]),
@@ -106,62 +184,182 @@ pub fn render(header: &Header, sample: &Sample, requests: &[(String, LoadCounts)
             counts,
         );
     }
-    let _ = writeln!(out);
-    let _ = writeln!(out, "LATEST DECISIONS (GET /v1/audit?limit=5)");
-    for record in &sample.audit {
-        let _ = writeln!(out, "  {}", audit_line(record, 110));
+}
+
+/// The federation's loans: counts summed over the sites, then each loan now.
+fn loans(out: &mut String, sample: &[SiteSample]) {
+    let mut total = LoanCounts::default();
+    let mut latencies = Vec::new();
+    let mut served = false;
+    for site in sample {
+        if let Ok(state) = &site.state
+            && let Some(loans) = state.loans.loans()
+        {
+            served = true;
+            total.add(&loans.counts);
+            latencies.extend(loans.latencies_ms.iter().copied());
+        }
     }
-    out
+    if !served {
+        let _ = writeln!(
+            out,
+            "LOANS: no gateway serves GET /v1/loans (a build without loans)"
+        );
+        return;
+    }
+    latencies.sort_by(f64::total_cmp);
+    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0} ms"));
+    let line = format!(
+        "LOANS  borrowed {}, returned {}, recalled {}, expired {}; latency p50 {}, max {}",
+        total.borrowed,
+        total.returned,
+        total.recalled,
+        total.expired,
+        ms(percentile(&latencies, 0.5)),
+        ms(latencies.last().copied()),
+    );
+    let _ = writeln!(out, "{}", cut(&line, WIDTH));
+    for site in sample {
+        let Ok(state) = &site.state else { continue };
+        let Some(loans) = state.loans.loans() else {
+            continue;
+        };
+        for loan in &loans.borrowed {
+            let latency = loan["latency_ms"]
+                .as_f64()
+                .map_or(String::new(), |ms| format!(", {ms:.0} ms to serve"));
+            let line = format!(
+                "{} borrows {} of {} for {}: {} {}{latency}, lease {} ms left",
+                site.site,
+                text(&loan["server"]),
+                text(&loan["lender"]),
+                text(&loan["account"]),
+                text(&loan["state"]),
+                epoch(&loan["epoch"]),
+                text(&loan["expires_in_ms"]),
+            );
+            let _ = writeln!(out, "  {}", cut(&line, WIDTH - 2));
+        }
+    }
 }
 
-/// One line for a pipe: time, phase, every server, every account.
-pub fn compact(header: &Header, sample: &Sample) -> String {
-    let servers: Vec<String> = sample
-        .servers
-        .iter()
-        .map(|s| {
-            format!(
-                "{} {} {} e{} {}",
-                text(&s["id"]),
-                text(&s["state"]),
-                text(&s["account"]),
-                text(&s["epoch"]),
-                number(&s["load"])
-            )
-        })
-        .collect();
-    let accounts: Vec<String> = sample
-        .accounts
-        .iter()
-        .map(|a| {
-            format!(
-                "{} demand {} servers {} load {} {}",
-                text(&a["name"]),
-                text(&a["demand"]),
-                text(&a["servers"]),
-                number(&a["load"]),
-                sla(&a["sla_met"])
-            )
-        })
-        .collect();
-    format!(
-        "{} | {} | {}",
-        header.line(),
-        servers.join(", "),
-        accounts.join(", ")
-    )
+/// Each site's accounts that it homes (a gateway may also list accounts it serves for
+/// another site), with the site's name.
+fn home_accounts(sample: &[SiteSample]) -> Vec<(&str, &Value)> {
+    let mut rows = Vec::new();
+    for site in sample {
+        let Ok(state) = &site.state else { continue };
+        for account in &state.accounts {
+            if account["home"]
+                .as_str()
+                .is_none_or(|home| home == site.site)
+            {
+                rows.push((site.site.as_str(), account));
+            }
+        }
+    }
+    rows
 }
 
-/// `#12 reclaim a3 shop → blog (e5): reason`, cut to `width` characters.
-pub fn audit_line(record: &Value, width: usize) -> String {
+/// The newest `count` audit records across the sites, oldest first.
+fn latest_audit(sample: &[SiteSample], count: usize) -> Vec<(&str, &Value)> {
+    let mut all: Vec<(&str, &Value)> = Vec::new();
+    for site in sample {
+        if let Ok(state) = &site.state {
+            all.extend(
+                state
+                    .audit
+                    .iter()
+                    .map(|record| (site.site.as_str(), record)),
+            );
+        }
+    }
+    all.sort_by_key(|(_, record)| record["wall_ms"].as_u64().unwrap_or(0));
+    let skip = all.len().saturating_sub(count);
+    all.split_off(skip)
+}
+
+/// One line for a pipe: time, phase, rates, then each site's servers and accounts.
+pub fn compact(header: &Header, sample: &[SiteSample]) -> String {
+    let mut parts = vec![format!("{}  load: {}", header.when(), header.rates())];
+    for site in sample {
+        let state = match &site.state {
+            Ok(state) => state,
+            Err(error) => {
+                parts.push(format!("{} cannot read: {error}", site.site));
+                continue;
+            }
+        };
+        let servers: Vec<String> = state
+            .servers
+            .iter()
+            .map(|s| match s["state"].as_str() {
+                Some("serving") => format!(
+                    "{} {} {}",
+                    text(&s["id"]),
+                    server_account(s),
+                    epoch(&s["epoch"])
+                ),
+                Some("free" | "offline") | None => {
+                    format!("{} {}", text(&s["id"]), text(&s["state"]))
+                }
+                Some(other) => format!(
+                    "{} {other} {} {}",
+                    text(&s["id"]),
+                    server_account(s),
+                    epoch(&s["epoch"])
+                ),
+            })
+            .collect();
+        let accounts: Vec<String> = state
+            .accounts
+            .iter()
+            .filter(|a| a["home"].as_str().is_none_or(|home| home == site.site))
+            .map(|a| {
+                let borrowed = match a["borrowed"].as_u64() {
+                    Some(n) if n > 0 => format!(" ({n} borrowed)"),
+                    _ => String::new(),
+                };
+                format!(
+                    "{} {}/{}{borrowed} load {} {}",
+                    text(&a["name"]),
+                    text(&a["servers"]),
+                    text(&a["demand"]),
+                    number(&a["load"]),
+                    sla(&a["sla_met"])
+                )
+            })
+            .collect();
+        let lending = match state.loans.loans() {
+            Some(loans) => format!(
+                "; lends {}, borrows {}",
+                loans.lent.len(),
+                loans.borrowed.len()
+            ),
+            None => String::new(),
+        };
+        parts.push(format!(
+            "{} {}; {}{lending}",
+            site.site,
+            servers.join(", "),
+            accounts.join(", ")
+        ));
+    }
+    parts.join(" | ")
+}
+
+/// `site-a #12 reclaim a3 shop → blog (e5): reason`, cut to `width` characters.
+pub fn audit_line(site: &str, record: &Value, width: usize) -> String {
     let from = record["from"].as_str().unwrap_or("free");
     let to = record["account"].as_str().unwrap_or("free");
-    let what = match record["kind"].as_str() {
-        Some("assign" | "reclaim" | "release" | "join") => format!("{from} → {to}"),
-        _ => record["account"].as_str().unwrap_or("").to_owned(),
+    let account = record["account"].as_str().unwrap_or("");
+    let what = match (record["kind"].as_str(), record["peer"].as_str()) {
+        (Some("assign" | "reclaim" | "release" | "join"), _) => format!("{from} → {to}"),
+        (_, Some(peer)) => format!("{account} ↔ {peer}"),
+        _ => account.to_owned(),
     };
     let line = format!(
-        "#{} {:<9} {:<4} {:<13} {}",
+        "{site} #{} {:<11} {:<4} {:<13} {}",
         text(&record["seq"]),
         text(&record["kind"]),
         record["server"].as_str().unwrap_or(""),
@@ -169,6 +367,20 @@ pub fn audit_line(record: &Value, width: usize) -> String {
         text(&record["reason"])
     );
     cut(&line, width)
+}
+
+/// The account a server runs; a lent one's with the borrower: `shop@site-a`.
+fn server_account(server: &Value) -> String {
+    match server["lent_to"].as_str() {
+        Some(borrower) => format!("{}@{borrower}", text(&server["account"])),
+        None => text(&server["account"]),
+    }
+}
+
+fn epoch(value: &Value) -> String {
+    value
+        .as_u64()
+        .map_or("-".to_owned(), |epoch| format!("e{epoch}"))
 }
 
 fn cut(line: &str, width: usize) -> String {
@@ -196,18 +408,107 @@ pub fn clock(duration: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use serde_json::json;
 
+    use super::super::loans;
+    use super::*;
+
     #[test]
-    fn audit_lines_name_the_move() {
+    fn audit_lines_name_the_site_and_the_move() {
         let record = json!({"seq": 7, "kind": "reclaim", "server": "a3", "account": "blog",
             "from": "shop", "epoch": 4, "reason": "blog below its demand"});
         assert_eq!(
-            audit_line(&record, 200),
-            "#7 reclaim   a3   shop → blog   blog below its demand"
+            audit_line("site-a", &record, 200),
+            "site-a #7 reclaim     a3   shop → blog   blog below its demand"
         );
-        assert_eq!(audit_line(&record, 10).chars().count(), 10);
+        assert_eq!(audit_line("site-a", &record, 10).chars().count(), 10);
+        let loan = json!({"seq": 9, "kind": "borrow", "server": "b3", "account": "shop",
+            "peer": "site-b", "epoch": 4, "reason": "lent"});
+        assert!(audit_line("site-a", &loan, 200).contains("shop ↔ site-b"));
+    }
+
+    fn state(servers: Vec<Value>, accounts: Vec<Value>, loans: LoanView) -> SiteState {
+        SiteState {
+            servers,
+            accounts,
+            audit: vec![],
+            loans,
+        }
+    }
+
+    /// Three sites with a lent server and a borrowing account fit in 100 columns, and show
+    /// the loan at both ends.
+    #[test]
+    fn the_table_shows_loans_within_100_columns() {
+        let lent = loans::parse(&json!({"borrowed": [], "lent": [{"server": "b2"}],
+            "counts": {"borrowed": 0, "returned": 0, "recalled": 0, "expired": 0, "lent": 1},
+            "latencies_ms": []}));
+        let borrowing = loans::parse(&json!({"borrowed": [{"server": "b2", "lender": "site-b",
+                "account": "shop", "epoch": 4, "state": "serving", "expires_in_ms": 1800,
+                "latency_ms": 35}], "lent": [],
+            "counts": {"borrowed": 1, "returned": 0, "recalled": 0, "expired": 0, "lent": 0},
+            "latencies_ms": [35]}));
+        let server = |id: &str, account: &str, lent_to: Option<&str>| {
+            json!({"id": id, "state": "serving", "account": account, "epoch": 14,
+                "lent_to": lent_to})
+        };
+        let account = |name: &str, home: &str, borrowed: u32| {
+            json!({"name": name, "home": home, "demand": 6, "servers": 6, "starting": 0,
+                "borrowed": borrowed, "load": 110.0, "sla_met": true, "shortfall": null})
+        };
+        let sample = vec![
+            SiteSample {
+                site: "site-a".into(),
+                state: Ok(state(
+                    vec![server("a1", "shop", None)],
+                    vec![account("shop", "site-a", 1)],
+                    borrowing,
+                )),
+            },
+            SiteSample {
+                site: "site-b".into(),
+                state: Ok(state(
+                    vec![
+                        server("b1", "wiki", None),
+                        server("b2", "shop", Some("site-a")),
+                    ],
+                    vec![account("wiki", "site-b", 0), account("shop", "site-a", 0)],
+                    lent,
+                )),
+            },
+            SiteSample {
+                site: "site-c".into(),
+                state: Err("GET /v1/servers: connection refused".into()),
+            },
+        ];
+        let rates = vec![("shop".to_owned(), 110.0)];
+        let header = Header {
+            elapsed: Duration::from_secs(37),
+            duration: Duration::from_secs(90),
+            phase: 2,
+            phases: 4,
+            phase_name: "shop burst: 6 wanted, site-a can give 3; borrowed from site-b and site-c",
+            rates: &rates,
+        };
+        let table = render(&header, &sample, &[("shop".into(), LoadCounts::default())]);
+        for line in table.lines() {
+            assert!(line.chars().count() <= WIDTH, "{} wide: {line}", line.len());
+        }
+        assert!(table.contains("b2  serving  shop@site-a"), "{table}");
+        assert!(table.contains("SITE-B  lends 1, borrows 0"), "{table}");
+        assert!(
+            table.contains("site-a borrows b2 of site-b for shop: serving e4"),
+            "{table}"
+        );
+        assert!(table.contains("LOANS  borrowed 1, returned 0"), "{table}");
+        // shop appears once, at its home, with its borrowed count.
+        let shop_rows: Vec<&str> = table.lines().filter(|l| l.starts_with("shop ")).collect();
+        assert_eq!(shop_rows.len(), 1, "{table}");
+        assert!(shop_rows[0].contains("site-a"), "{table}");
+        assert!(table.contains("cannot read:"), "{table}");
+        let line = compact(&header, &sample);
+        assert!(line.contains("b2 shop@site-a e14"), "{line}");
+        assert!(line.contains("shop 6/6 (1 borrowed)"), "{line}");
     }
 
     #[test]

@@ -1,0 +1,340 @@
+//! The run proper: start the federation, drive the load schedule while showing it live,
+//! gather each site's evidence, stop every process, and judge.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use leasehold_chaos_tests::harness::admin::get_json;
+use leasehold_chaos_tests::harness::evidence::{node_events, violations};
+use leasehold_chaos_tests::harness::load::{LoadCounts, LoadDriver};
+use leasehold_site_gateway::config::SiteConfig;
+use serde_json::{Value, json};
+
+use super::federation::{RunningFederation, SiteHandle};
+use super::summary::{self, SiteEvidence, SlaSeconds, Summary};
+use super::table::{self, Header, SiteSample, SiteState};
+use super::{DemoArgs, EXIT_INTERRUPTED, loans, schedule, site};
+
+/// Scheduling delay the S-1 checker tolerates past a lease's end, as in the tests.
+const STOP_SLACK: Duration = Duration::from_millis(100);
+/// The audit API's page size limit.
+const AUDIT_PAGE: usize = 1000;
+
+pub fn run_federation(
+    binary: &Path,
+    configs: &[&SiteConfig],
+    work: &Path,
+    args: &DemoArgs,
+    interrupt: &AtomicBool,
+) -> anyhow::Result<ExitCode> {
+    println!("starting the federation:");
+    let mut running = RunningFederation::start(binary, configs, work, interrupt)?;
+    let sites = running.sites.clone();
+    let phases = schedule::phases();
+    let duration = Duration::from_secs(args.duration);
+
+    let mut drivers = Vec::new();
+    for (home, account) in schedule::ACCOUNTS {
+        // The load goes where its customers would: to the servers its home gateway lists,
+        // borrowed ones included.
+        let Some(site) = sites.iter().find(|s| s.name == home) else {
+            anyhow::bail!("the schedule drives {account} at {home}, which the demo did not start");
+        };
+        let rate = phases[0]
+            .rates
+            .iter()
+            .find(|(name, _)| *name == account)
+            .map_or(0.0, |(_, rate)| *rate);
+        drivers.push(LoadDriver::start(site.admin, account, rate).map_err(anyhow::Error::msg)?);
+    }
+    let load_start = Instant::now();
+    let load_start_wall_ms = wall_ms();
+    let terminal = std::io::stdout().is_terminal();
+    let mut sla: BTreeMap<String, SlaSeconds> = BTreeMap::new();
+    let mut last_seq_shown: BTreeMap<String, u64> = BTreeMap::new();
+    let mut tick = 0u32;
+    loop {
+        let elapsed = load_start.elapsed();
+        if elapsed >= duration || interrupt.load(Ordering::Relaxed) {
+            break;
+        }
+        let phase = schedule::phase_at(elapsed, duration, phases.len());
+        let rates: Vec<(String, f64)> = phases[phase]
+            .rates
+            .iter()
+            .map(|(account, rate)| ((*account).to_owned(), *rate))
+            .collect();
+        for driver in &drivers {
+            if let Some((_, rate)) = rates.iter().find(|(name, _)| name == driver.account()) {
+                driver.set_rate(*rate);
+            }
+        }
+        let sample = sample(&sites);
+        record_sla(&mut sla, &sample);
+        let header = Header {
+            elapsed,
+            duration,
+            phase,
+            phases: phases.len(),
+            phase_name: phases[phase].name,
+            rates: &rates,
+        };
+        show(
+            &header,
+            &sample,
+            &counts(&drivers),
+            terminal,
+            &mut last_seq_shown,
+        );
+        tick += 1;
+        // Ticks at whole seconds from the start, however long a sample took.
+        let next = load_start + Duration::from_secs(u64::from(tick));
+        while Instant::now() < next && !interrupt.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50).min(next - Instant::now()));
+        }
+    }
+    let load_time = load_start.elapsed().min(duration);
+    let interrupted = interrupt.load(Ordering::Relaxed);
+
+    let requests: Vec<(String, LoadCounts)> = drivers
+        .into_iter()
+        .map(|driver| (driver.account().to_owned(), driver.stop()))
+        .collect();
+    println!();
+    println!(
+        "stopping: the load, then every node agent (they stop their workloads), then the gateways"
+    );
+    // Read the gateways' evidence while they still run.
+    let mut gateway_evidence: Vec<(Vec<Value>, Value, loans::LoanView)> = Vec::new();
+    for site in &sites {
+        gateway_evidence.push(read_gateway(site));
+    }
+    let stop_timeout = configs
+        .iter()
+        .map(|c| c.timings.workload_stop_timeout)
+        .max()
+        .unwrap_or_default();
+    running.stop(stop_timeout + Duration::from_secs(3));
+
+    let works = running.node_works();
+    let mut latencies = Vec::new();
+    for (_, work) in &works {
+        let events = node_events(work).map_err(anyhow::Error::msg)?;
+        latencies.extend(summary::node_latencies_ms(&events));
+    }
+    let mut evidence = Vec::new();
+    for (site, (audit, status, loans)) in sites.iter().zip(gateway_evidence) {
+        let site_works: Vec<&Path> = works
+            .iter()
+            .filter(|(name, _)| *name == site.name)
+            .map(|(_, work)| work.as_path())
+            .collect();
+        // A node stops its workload before its lease ends (D-12); the slack is for
+        // scheduling delay on a busy machine only (S-1).
+        let found = violations(&site_works, STOP_SLACK).map_err(anyhow::Error::msg)?;
+        evidence.push(SiteEvidence {
+            site: site.name.clone(),
+            moves: summary::moves(&site.name, &audit, load_start_wall_ms),
+            status,
+            loans,
+            nodes: site_works.len(),
+            violations: found,
+        });
+    }
+    let started = running.all_started();
+    let left = site::left_running(&started);
+
+    let summary = Summary {
+        sites: evidence,
+        duration: load_time,
+        planned: duration,
+        interrupted,
+        schedule: schedule_json(duration),
+        sla,
+        node_latencies_ms: latencies,
+        requests,
+        started,
+        left_running: left,
+        work_dir: work.display().to_string(),
+    };
+    println!();
+    print!("{}", summary.render());
+    if let Some(path) = &args.report {
+        let text =
+            serde_json::to_string_pretty(&summary.to_json()).context("cannot encode the report")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write the report {}", path.display()))?;
+        println!("  report: {}", path.display());
+    }
+    let _ = std::io::stdout().flush();
+    if summary.violation_count() > 0 || !summary.left_running.is_empty() {
+        return Ok(ExitCode::FAILURE);
+    }
+    if interrupted {
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A gateway's audit log, `/v1/status` and `/v1/loans`, each empty with the error printed
+/// if it cannot be read (the rest of the evidence still counts).
+fn read_gateway(site: &SiteHandle) -> (Vec<Value>, Value, loans::LoanView) {
+    let audit = read_audit(site.admin).unwrap_or_else(|error| {
+        eprintln!("cannot read the audit log of {}: {error}", site.name);
+        Vec::new()
+    });
+    let status = get_json(site.admin, "/v1/status").unwrap_or_else(|error| {
+        eprintln!("cannot read /v1/status of {}: {error}", site.name);
+        Value::Null
+    });
+    let loans = loans::read(site.admin);
+    if let loans::LoanView::Unreadable(error) = &loans {
+        eprintln!("cannot read /v1/loans of {}: {error}", site.name);
+    }
+    (audit, status, loans)
+}
+
+fn schedule_json(duration: Duration) -> Value {
+    let phases = schedule::phases();
+    let list: Vec<Value> = phases
+        .iter()
+        .enumerate()
+        .map(|(index, phase)| {
+            let rates: BTreeMap<&str, f64> = phase.rates.iter().copied().collect();
+            json!({
+                "phase": phase.name,
+                "from_s": schedule::phase_start(index, duration, phases.len()),
+                "to_s": schedule::phase_start(index + 1, duration, phases.len()),
+                "rates": rates,
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+/// Every gateway's view this second; a site that does not answer says why.
+fn sample(sites: &[SiteHandle]) -> Vec<SiteSample> {
+    sites
+        .iter()
+        .map(|site| SiteSample {
+            site: site.name.clone(),
+            state: site_state(site.admin),
+        })
+        .collect()
+}
+
+fn site_state(admin: SocketAddr) -> Result<SiteState, String> {
+    let array = |value: Value| value.as_array().cloned().unwrap_or_default();
+    Ok(SiteState {
+        servers: array(get_json(admin, "/v1/servers")?),
+        accounts: array(get_json(admin, "/v1/accounts")?),
+        audit: array(get_json(admin, "/v1/audit?limit=5")?),
+        loans: loans::read(admin),
+    })
+}
+
+/// One second of each account's SLA, as its home gateway judges it now.
+fn record_sla(sla: &mut BTreeMap<String, SlaSeconds>, sample: &[SiteSample]) {
+    for site in sample {
+        let Ok(state) = &site.state else { continue };
+        for account in &state.accounts {
+            let Some(name) = account["name"].as_str() else {
+                continue;
+            };
+            if account["home"]
+                .as_str()
+                .is_some_and(|home| home != site.site)
+            {
+                continue;
+            }
+            let seconds = sla.entry(name.to_owned()).or_default();
+            seconds.observed += 1.0;
+            if account["sla_met"].as_bool() == Some(true) {
+                seconds.met += 1.0;
+            }
+        }
+    }
+}
+
+fn counts(drivers: &[LoadDriver]) -> Vec<(String, LoadCounts)> {
+    drivers
+        .iter()
+        .map(|driver| (driver.account().to_owned(), driver.counts()))
+        .collect()
+}
+
+/// Redraws the table on a terminal; elsewhere prints a line, and each new audit record of
+/// each site once, so that the output is a readable history.
+fn show(
+    header: &Header,
+    sample: &[SiteSample],
+    requests: &[(String, LoadCounts)],
+    terminal: bool,
+    last_seq_shown: &mut BTreeMap<String, u64>,
+) {
+    let mut out = std::io::stdout().lock();
+    if terminal {
+        let _ = write!(
+            out,
+            "{}{}",
+            table::CLEAR,
+            table::render(header, sample, requests)
+        );
+    } else {
+        let _ = writeln!(out, "{}", table::compact(header, sample));
+        for site in sample {
+            let Ok(state) = &site.state else { continue };
+            for record in &state.audit {
+                let Some(seq) = record["seq"].as_u64() else {
+                    continue;
+                };
+                let shown = last_seq_shown.get(&site.site).copied();
+                if shown.is_none_or(|shown| seq > shown) {
+                    let _ = writeln!(
+                        out,
+                        "  audit {}",
+                        table::audit_line(&site.site, record, 160)
+                    );
+                    last_seq_shown.insert(site.site.clone(), seq);
+                }
+            }
+        }
+    }
+    let _ = out.flush();
+}
+
+/// Every audit record, oldest first, a page at a time.
+fn read_audit(admin: SocketAddr) -> Result<Vec<Value>, String> {
+    let mut records = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let page = get_json(
+            admin,
+            &format!("/v1/audit?after={after}&limit={AUDIT_PAGE}"),
+        )?;
+        let page = page.as_array().cloned().unwrap_or_default();
+        let full = page.len() == AUDIT_PAGE;
+        match page.last().and_then(|r| r["seq"].as_u64()) {
+            Some(seq) => after = seq,
+            None => break,
+        }
+        records.extend(page);
+        if !full {
+            break;
+        }
+    }
+    Ok(records)
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
