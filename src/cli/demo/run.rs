@@ -234,7 +234,8 @@ fn site_state(admin: SocketAddr) -> Result<SiteState, String> {
     Ok(SiteState {
         servers: array(get_json(admin, "/v1/servers")?),
         accounts: array(get_json(admin, "/v1/accounts")?),
-        audit: array(get_json(admin, "/v1/audit?limit=5")?),
+        // Enough that a pipe sees every record of a busy second once.
+        audit: array(get_json(admin, "/v1/audit?limit=20")?),
         loans: loans::read(admin),
     })
 }

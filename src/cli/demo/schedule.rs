@@ -22,40 +22,40 @@ pub const ACCOUNTS: [(&str, &str); 4] = [
 ];
 
 /// All with target_load 20 per server (docs/demo.md has the arithmetic): shop 50 → 3
-/// servers, 110 → 6 (its max, 3 more than site-a can give it); blog 35 → 2; wiki 50 → 3
-/// (its max); mail 70 → 4 (its max); 5 → each account's minimum after the slow shrink.
+/// servers, 110 → 6 (its max: 3 more than site-a can give it), 5 → 1; blog 35 → 2, 5 → 1;
+/// wiki 30 → 2, 10 → 1; mail 50 → 3, 25 → its minimum of 2. Shrinking takes 3 s a step.
 pub fn phases() -> Vec<Phase> {
     vec![
         Phase {
-            name: "shop busy, blog quiet; site-b and site-c busy",
+            name: "shop busy, blog quiet; wiki and mail busy too",
             rates: vec![
                 ("shop", 50.0),
                 ("blog", 5.0),
-                ("wiki", 50.0),
-                ("mail", 70.0),
+                ("wiki", 30.0),
+                ("mail", 50.0),
             ],
         },
         Phase {
-            name: "shop quiet, blog busy; no peer has a server to lend",
+            name: "shop quiet, blog busy: blog borrows until shop shrinks",
             rates: vec![
                 ("shop", 5.0),
                 ("blog", 35.0),
-                ("wiki", 50.0),
-                ("mail", 70.0),
+                ("wiki", 10.0),
+                ("mail", 25.0),
             ],
         },
         Phase {
-            name: "shop burst: 6 wanted, site-a can give 3; borrowed from site-b and site-c",
+            name: "shop burst: 6 wanted, site-a can give 3; the rest is borrowed",
             rates: vec![
                 ("shop", 110.0),
                 ("blog", 5.0),
-                ("wiki", 5.0),
-                ("mail", 20.0),
+                ("wiki", 10.0),
+                ("mail", 25.0),
             ],
         },
         Phase {
             name: "burst over: the borrowed servers go back",
-            rates: vec![("shop", 5.0), ("blog", 5.0), ("wiki", 5.0), ("mail", 20.0)],
+            rates: vec![("shop", 5.0), ("blog", 5.0), ("wiki", 10.0), ("mail", 25.0)],
         },
     ]
 }
