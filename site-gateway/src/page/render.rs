@@ -602,6 +602,7 @@ mod tests {
                     connected: true,
                     lease_expires_in_ms: Some(1800),
                     lease_revoked: false,
+                    lent_to: None,
                 }],
                 accounts: vec![AccountSnapshot {
                     name: shop.clone(),
@@ -614,6 +615,7 @@ mod tests {
                     demand: 2,
                     servers: 1,
                     starting: 0,
+                    borrowed: 0,
                     load: 1.5,
                     sla_met: false,
                     shortfall: Some(1),
@@ -643,6 +645,7 @@ mod tests {
                     account: Some(shop),
                     from: None,
                     epoch: Some(Epoch::from_journal(3)),
+                    peer: None,
                     reason: reason.to_owned(),
                 },
             }]),
