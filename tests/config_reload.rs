@@ -235,6 +235,7 @@ fn config_diff_prints_what_an_edit_would_change() {
         servers: vec!["a1".into()],
         accounts: vec![account("shop", 1, 1, 20), account("blog", 1, 1, 10)],
         timings: Vec::new(),
+        lending: None,
     };
     let old = prepare_site(dir.path(), &spec).unwrap().config;
     let text = std::fs::read_to_string(&old).unwrap();

@@ -2,18 +2,16 @@
 //! liveness from pings, measures RTT, and holds the account catalogue the peer announced.
 //! A site the config does not list is refused, with the reason in the log.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use leasehold_chaos_tests::harness::admin::{get_json, get_text};
+use leasehold_chaos_tests::harness::federation::Federation;
 use leasehold_chaos_tests::harness::process::ProcessGuard;
-use leasehold_chaos_tests::harness::site::{
-    AccountSpec, PreparedSite, SiteSpec, create_certs, prepare_federation,
-};
+use leasehold_chaos_tests::harness::site::{AccountSpec, SiteSpec, prepare_federation};
 use leasehold_chaos_tests::harness::wait_for;
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use tempfile::TempDir;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_leasehold");
 const SETTLE: Duration = Duration::from_secs(40);
@@ -36,100 +34,40 @@ fn spec(name: &str, server: &str, account: &str) -> SiteSpec {
             ("lease_ttl_ms", 1000),
             ("renew_interval_ms", 250),
         ],
+        lending: None,
     }
 }
 
-struct Federation {
-    dir: TempDir,
-    sites: Vec<PreparedSite>,
-    gateways: Vec<Option<ProcessGuard>>,
+fn start(specs: &[SiteSpec]) -> Federation {
+    Federation::start(Path::new(BINARY), specs.to_vec()).unwrap()
 }
 
-impl Federation {
-    fn start(specs: &[SiteSpec]) -> Federation {
-        let dir = TempDir::new().unwrap();
-        let sites = prepare_federation(dir.path(), specs).unwrap();
-        let certs: Vec<(&str, Vec<String>)> = specs
-            .iter()
-            .map(|spec| (spec.name.as_str(), spec.servers.clone()))
-            .collect();
-        create_certs(&dir.path().join("certs"), &certs).unwrap();
-        let mut federation = Federation {
-            dir,
-            gateways: sites.iter().map(|_| None).collect(),
-            sites,
-        };
-        for index in 0..federation.sites.len() {
-            federation.start_gateway(index);
-        }
-        federation
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn start_gateway(&mut self, index: usize) {
-        let site = &self.sites[index];
-        let args: Vec<String> = vec![
-            "gateway".into(),
-            "run".into(),
-            "--config".into(),
-            site.config.to_str().unwrap().into(),
-            "--certs".into(),
-            self.path("certs").to_str().unwrap().into(),
-            "--state".into(),
-            self.path(&format!("state-{}", site.name))
-                .to_str()
-                .unwrap()
-                .into(),
-        ];
-        let log = self.path(&format!("gateway-{}.log", site.name));
-        let gateway = ProcessGuard::spawn(&site.name, Path::new(BINARY), &args, &log).unwrap();
-        let admin = site.admin;
-        wait_for("the gateway to be ready", SETTLE, || {
-            get_text(admin, "/ready")
-        })
-        .unwrap_or_else(|error| panic!("{error}\n{}", gateway.output()));
-        self.gateways[index] = Some(gateway);
-    }
-
-    fn output(&self, index: usize) -> String {
-        std::fs::read_to_string(self.path(&format!("gateway-{}.log", self.sites[index].name)))
-            .unwrap_or_default()
-    }
-
-    /// `observer`'s view of `peer` once `accept` holds for it.
-    fn wait_peer(
-        &self,
-        observer: usize,
-        peer: &str,
-        what: &str,
-        accept: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let admin = self.sites[observer].admin;
-        wait_for(
-            &format!(
-                "{}'s view of {peer} to be {what}",
-                self.sites[observer].name
-            ),
-            SETTLE,
-            || {
-                let peers = get_json(admin, "/v1/peers")?;
-                let entry = peers
-                    .as_array()
-                    .and_then(|peers| peers.iter().find(|p| p["name"] == peer))
-                    .cloned()
-                    .ok_or_else(|| format!("{peer} not listed: {peers}"))?;
-                if accept(&entry) {
-                    Ok(entry)
-                } else {
-                    Err(entry.to_string())
-                }
-            },
-        )
-        .unwrap_or_else(|error| panic!("{error}\n{}", self.output(observer)))
-    }
+/// `observer`'s view of `peer` once `accept` holds for it.
+fn wait_peer(
+    federation: &Federation,
+    observer: usize,
+    peer: &str,
+    what: &str,
+    accept: impl Fn(&Value) -> bool,
+) -> Value {
+    let found = federation.wait_json(
+        observer,
+        "/v1/peers",
+        &format!("its view of {peer} to be {what}"),
+        SETTLE,
+        |peers| {
+            peers
+                .as_array()
+                .and_then(|peers| peers.iter().find(|p| p["name"] == peer))
+                .is_some_and(&accept)
+        },
+    );
+    let peers = found.unwrap_or_else(|error| panic!("{error}"));
+    peers
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["name"] == peer))
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn three_sites() -> Vec<SiteSpec> {
@@ -142,11 +80,11 @@ fn three_sites() -> Vec<SiteSpec> {
 
 #[test]
 fn three_sites_see_each_other_up_with_an_rtt_and_each_others_accounts() {
-    let federation = Federation::start(&three_sites());
+    let federation = start(&three_sites());
     let homes = [("site-a", "shop"), ("site-b", "wiki"), ("site-c", "mail")];
     for (observer, (name, _)) in homes.iter().enumerate() {
         for (peer, account) in homes.iter().filter(|(peer, _)| peer != name) {
-            let view = federation.wait_peer(observer, peer, "up with its catalogue", |p| {
+            let view = wait_peer(&federation, observer, peer, "up with its catalogue", |p| {
                 p["state"] == "up"
                     && p["dialled"] == true
                     && p["dialled_in"] == true
@@ -170,8 +108,8 @@ fn three_sites_see_each_other_up_with_an_rtt_and_each_others_accounts() {
 
 #[test]
 fn a_killed_peer_goes_down_and_comes_back_up_when_it_restarts() {
-    let mut federation = Federation::start(&three_sites());
-    federation.wait_peer(0, "site-c", "up", |p| p["state"] == "up");
+    let mut federation = start(&three_sites());
+    wait_peer(&federation, 0, "site-c", "up", |p| p["state"] == "up");
     federation.gateways[2]
         .as_ref()
         .unwrap()
@@ -179,20 +117,20 @@ fn a_killed_peer_goes_down_and_comes_back_up_when_it_restarts() {
         .unwrap();
     // 5 missed pings of 100 ms: down after half a second of silence (or at once, when
     // the connection's loss is noticed first).
-    federation.wait_peer(0, "site-c", "down", |p| p["state"] == "down");
+    wait_peer(&federation, 0, "site-c", "down", |p| p["state"] == "down");
     federation.gateways[2] = None;
-    federation.start_gateway(2);
-    federation.wait_peer(0, "site-c", "up again", |p| {
+    federation.start_gateway(2).unwrap();
+    wait_peer(&federation, 0, "site-c", "up again", |p| {
         p["state"] == "up" && p["dialled"] == true && p["dialled_in"] == true
     });
-    federation.wait_peer(2, "site-a", "up", |p| p["state"] == "up");
+    wait_peer(&federation, 2, "site-a", "up", |p| p["state"] == "up");
 }
 
 #[test]
 fn a_site_the_config_does_not_list_is_refused_with_the_reason() {
     // site-z knows site-a as a peer, but site-a's config does not list site-z.
-    let federation = Federation::start(&[spec("site-a", "a1", "shop")]);
-    let dir = federation.dir.path();
+    let federation = start(&[spec("site-a", "a1", "shop")]);
+    let dir = federation.dir();
     std::fs::create_dir_all(dir.join("intruder")).unwrap();
     // Write site-z's config by hand: peer site-a at its real federation address.
     let z = spec("site-z", "z1", "evil");
@@ -247,13 +185,8 @@ fn a_site_the_config_does_not_list_is_refused_with_the_reason() {
 #[test]
 fn a_peer_added_by_a_config_edit_is_connected_and_one_removed_is_left() {
     let specs = vec![spec("site-a", "a1", "shop"), spec("site-b", "b1", "wiki")];
-    let dir = TempDir::new().unwrap();
-    let sites = prepare_federation(dir.path(), &specs).unwrap();
-    create_certs(
-        &dir.path().join("certs"),
-        &[("site-a", vec!["a1".into()]), ("site-b", vec!["b1".into()])],
-    )
-    .unwrap();
+    let mut federation = Federation::prepare(Path::new(BINARY), specs).unwrap();
+    let sites = federation.sites.clone();
     // site-a starts without site-b in its config; site-b already lists site-a.
     let full = std::fs::read_to_string(&sites[0].config).unwrap();
     let peer_block = format!(
@@ -265,19 +198,14 @@ fn a_peer_added_by_a_config_edit_is_connected_and_one_removed_is_left() {
         .replace(&peer_block, "")
         .replace("failover = [\"site-b\"]", "failover = []");
     std::fs::write(&sites[0].config, &alone).unwrap();
-    let mut federation = Federation {
-        dir,
-        gateways: vec![None, None],
-        sites,
-    };
-    federation.start_gateway(0);
-    federation.start_gateway(1);
+    federation.start_gateway(0).unwrap();
+    federation.start_gateway(1).unwrap();
     let a_admin = federation.sites[0].admin;
     assert_eq!(
         get_json(a_admin, "/v1/peers").unwrap(),
         serde_json::json!([])
     );
-    federation.wait_peer(1, "site-a", "down (site-a refuses it)", |p| {
+    wait_peer(&federation, 1, "site-a", "down (site-a refuses it)", |p| {
         p["state"] == "down"
     });
 
@@ -289,10 +217,10 @@ fn a_peer_added_by_a_config_edit_is_connected_and_one_removed_is_left() {
         std::fs::rename(&temporary, path).unwrap();
     };
     save(&full);
-    federation.wait_peer(0, "site-b", "up after the edit", |p| {
+    wait_peer(&federation, 0, "site-b", "up after the edit", |p| {
         p["state"] == "up" && p["accounts"] == serde_json::json!(["wiki"])
     });
-    federation.wait_peer(1, "site-a", "up once site-a admits it", |p| {
+    wait_peer(&federation, 1, "site-a", "up once site-a admits it", |p| {
         p["state"] == "up" && p["accounts"] == serde_json::json!(["shop"])
     });
 
@@ -307,7 +235,7 @@ fn a_peer_added_by_a_config_edit_is_connected_and_one_removed_is_left() {
         }
     })
     .unwrap();
-    federation.wait_peer(1, "site-a", "down after site-a left it", |p| {
+    wait_peer(&federation, 1, "site-a", "down after site-a left it", |p| {
         p["state"] == "down"
     });
 }

@@ -514,6 +514,7 @@ fn with_log_format_json_every_log_line_is_one_json_object() {
         servers: vec!["a1".into()],
         accounts: vec![account("shop", 1, 1, 20)],
         timings: Vec::new(),
+        lending: None,
     };
     let site = prepare_site(dir.path(), &spec).unwrap();
     create_certs(&dir.path().join("certs"), &[("site-a", vec!["a1".into()])]).unwrap();

@@ -56,6 +56,7 @@ pub fn serve(
             .route("/v1/servers", web::get().to(servers))
             .route("/v1/peers", web::get().to(list_peers))
             .route("/v1/accounts", web::get().to(accounts))
+            .route("/v1/loans", web::get().to(loans))
             .route("/v1/accounts/{name}/endpoints", web::get().to(endpoints))
             .route("/v1/audit", web::get().to(audit))
             .route("/metrics", web::get().to(crate::metrics::serve_metrics))
@@ -164,6 +165,14 @@ async fn list_peers(api: web::Data<Api>) -> HttpResponse {
     }
     peers.sort_by(|a, b| a.name.cmp(&b.name));
     HttpResponse::Ok().json(peers)
+}
+
+/// Servers borrowed and lent, requests in flight, totals and loan latencies.
+async fn loans(api: web::Data<Api>) -> HttpResponse {
+    match api.master.send(crate::actors::loans::GetLoans).await {
+        Ok(loans) => HttpResponse::Ok().json(loans),
+        Err(_) => unavailable(),
+    }
 }
 
 async fn accounts(api: web::Data<Api>) -> HttpResponse {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -58,6 +58,19 @@ pub struct Federation {
 }
 
 impl Federation {
+    /// The Peer actor of `site`, if it is a peer now.
+    pub fn peer(&self, site: &SiteId) -> Option<Addr<Peer>> {
+        match self.peers.read() {
+            Ok(peers) => peers.get(site).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(site).cloned(),
+        }
+    }
+
+    /// The master, once started: Peers hand it loans and liveness from then on.
+    pub fn attach(&self, master: Addr<crate::actors::master::SiteMaster>) {
+        let _ = lock(&self.local).master.set(master);
+    }
+
     /// The peers now, in name order.
     pub fn peers(&self) -> Vec<Addr<Peer>> {
         match self.peers.read() {
@@ -149,6 +162,7 @@ pub fn start(
         ping_interval: config.timings.heartbeat_interval,
         misses: config.timings.heartbeat_misses_before_failed,
         started,
+        master: Arc::new(OnceLock::new()),
     };
     let mut peers = BTreeMap::new();
     let mut addrs = BTreeMap::new();

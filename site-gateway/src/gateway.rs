@@ -124,6 +124,7 @@ async fn serve(
     .with_config(config.clone(), hash)
     .with_federation(peers.clone())
     .start();
+    peers.attach(master.clone());
     crate::reload::start(config.path.clone(), master.clone())?;
     let admin = crate::api::serve(
         config.site.admin_addr,

@@ -11,13 +11,15 @@ use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::model::effects::{AuditEntry, JournalOp};
-use crate::model::site::Recovered;
+use crate::model::effects::{AuditEntry, JournalOp, LoanHolder};
+use crate::model::site::{BorrowRecord, Recovered};
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
 const EPOCHS: TableDefinition<&str, u64> = TableDefinition::new("epochs");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Servers peers lent us, by server id.
+const BORROWED: TableDefinition<&str, &[u8]> = TableDefinition::new("borrowed");
 
 const FORMAT_VERSION: &str = "1";
 
@@ -58,6 +60,16 @@ struct LeaseRecord {
     v: u32,
     account: AccountId,
     epoch: Epoch,
+    /// A loan to a peer site (absent in records written before loans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lent_to: Option<Box<LoanHolder>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BorrowedRecord {
+    v: u32,
+    #[serde(flatten)]
+    record: BorrowRecord,
 }
 
 /// One audit log entry as stored and served by `/v1/audit`.
@@ -150,6 +162,7 @@ impl Journal {
             txn.open_table(LEASES).map_err(|e| self.store_error(e))?;
             txn.open_table(EPOCHS).map_err(|e| self.store_error(e))?;
             txn.open_table(AUDIT).map_err(|e| self.store_error(e))?;
+            txn.open_table(BORROWED).map_err(|e| self.store_error(e))?;
         }
         txn.commit().map_err(|e| self.store_error(e))
     }
@@ -167,9 +180,23 @@ impl Journal {
                     key: format!("leases/{server}"),
                     detail: error.to_string(),
                 })?;
+            if let Some(holder) = record.lent_to {
+                recovered.lent.push((server.clone(), *holder));
+            }
             recovered
                 .leases
                 .push((server, record.account, record.epoch));
+        }
+        let borrowed = txn.open_table(BORROWED).map_err(|e| self.store_error(e))?;
+        for row in borrowed.iter().map_err(|e| self.store_error(e))? {
+            let (key, value) = row.map_err(|e| self.store_error(e))?;
+            let record: BorrowedRecord =
+                serde_json::from_slice(value.value()).map_err(|error| JournalError::Record {
+                    path: self.path.clone(),
+                    key: format!("borrowed/{}", key.value()),
+                    detail: error.to_string(),
+                })?;
+            recovered.borrowed.push(record.record);
         }
         let epochs = txn.open_table(EPOCHS).map_err(|e| self.store_error(e))?;
         for row in epochs.iter().map_err(|e| self.store_error(e))? {
@@ -218,17 +245,20 @@ impl Journal {
         {
             let mut leases = txn.open_table(LEASES).map_err(|e| self.store_error(e))?;
             let mut epochs = txn.open_table(EPOCHS).map_err(|e| self.store_error(e))?;
+            let mut borrowed = txn.open_table(BORROWED).map_err(|e| self.store_error(e))?;
             for op in ops {
                 match op {
                     JournalOp::LeaseGranted {
                         server,
                         account,
                         epoch,
+                        lent_to,
                     } => {
                         let record = LeaseRecord {
                             v: 1,
                             account: account.clone(),
                             epoch: *epoch,
+                            lent_to: lent_to.clone(),
                         };
                         let bytes = self.encode(&record, &format!("leases/{server}"))?;
                         leases
@@ -253,6 +283,41 @@ impl Journal {
                     }
                     JournalOp::EpochSeen { server, epoch } => {
                         raise(&mut epochs, server, *epoch).map_err(|e| self.store_error(e))?;
+                    }
+                    JournalOp::Borrowed {
+                        server,
+                        lender,
+                        account,
+                        epoch,
+                        service_addr,
+                    } => {
+                        let record = BorrowedRecord {
+                            v: 1,
+                            record: BorrowRecord {
+                                server: server.clone(),
+                                lender: lender.clone(),
+                                account: account.clone(),
+                                epoch: *epoch,
+                                service_addr: service_addr.clone(),
+                            },
+                        };
+                        let bytes = self.encode(&record, &format!("borrowed/{server}"))?;
+                        borrowed
+                            .insert(server.as_str(), bytes.as_slice())
+                            .map_err(|e| self.store_error(e))?;
+                    }
+                    JournalOp::BorrowEnded { server, epoch } => {
+                        let current = borrowed
+                            .get(server.as_str())
+                            .map_err(|e| self.store_error(e))?
+                            .and_then(|value| {
+                                serde_json::from_slice::<BorrowedRecord>(value.value()).ok()
+                            });
+                        if current.is_some_and(|current| current.record.epoch == *epoch) {
+                            borrowed
+                                .remove(server.as_str())
+                                .map_err(|e| self.store_error(e))?;
+                        }
                     }
                 }
             }
@@ -343,6 +408,7 @@ mod tests {
                 server: server("a1"),
                 account: account("shop"),
                 epoch,
+                lent_to: None,
             };
             journal
                 .persist(&[granted(e1), granted(e2)], &[], 0)
@@ -378,6 +444,86 @@ mod tests {
     }
 
     #[test]
+    fn loans_survive_a_reopen_on_both_sides() {
+        use leasehold_federation::wire::common::{DataRef, Software};
+        use leasehold_federation::wire::site::AccountSpec;
+
+        let dir = tempfile::tempdir().unwrap();
+        let site = SiteId::parse("site-b").unwrap();
+        let borrower = SiteId::parse("site-a").unwrap();
+        let e1 = Epoch::NONE.next();
+        let holder = LoanHolder {
+            borrower: borrower.clone(),
+            spec: AccountSpec {
+                name: account("shop"),
+                home: borrower.clone(),
+                min_servers: 1,
+                max_servers: 4,
+                priority: 20,
+                target_load: 20.0,
+                failover: vec![],
+                software: Software {
+                    label: "shop 1".into(),
+                    command: "{leasehold}".into(),
+                    args: vec!["workload".into()],
+                    env: Default::default(),
+                    health_path: None,
+                    metrics_path: None,
+                    load_metric: None,
+                    stop_timeout_ms: 1000,
+                },
+                data: DataRef {
+                    dir: "data/shop".into(),
+                },
+            },
+        };
+        let borrowed = |name: &str, epoch| JournalOp::Borrowed {
+            server: server(name),
+            lender: SiteId::parse("site-c").unwrap(),
+            account: account("wiki"),
+            epoch,
+            service_addr: "127.0.0.1:8301".into(),
+        };
+        {
+            let (mut journal, _) = Journal::open(dir.path(), &site).unwrap();
+            journal
+                .persist(
+                    &[
+                        JournalOp::LeaseGranted {
+                            server: server("b1"),
+                            account: account("shop"),
+                            epoch: e1,
+                            lent_to: Some(Box::new(holder.clone())),
+                        },
+                        borrowed("c1", e1),
+                        borrowed("c2", e1),
+                        // Only the loan it names ends: a late end of an older one does not.
+                        JournalOp::BorrowEnded {
+                            server: server("c1"),
+                            epoch: e1,
+                        },
+                        JournalOp::BorrowEnded {
+                            server: server("c2"),
+                            epoch: Epoch::NONE,
+                        },
+                    ],
+                    &[],
+                    0,
+                )
+                .unwrap();
+        }
+        let (_, recovered) = Journal::open(dir.path(), &site).unwrap();
+        assert_eq!(recovered.leases, vec![(server("b1"), account("shop"), e1)]);
+        assert_eq!(recovered.lent, vec![(server("b1"), holder)]);
+        let servers: Vec<&str> = recovered
+            .borrowed
+            .iter()
+            .map(|record| record.server.as_str())
+            .collect();
+        assert_eq!(servers, vec!["c2"]);
+    }
+
+    #[test]
     fn audit_records_are_numbered_across_reopens() {
         let dir = tempfile::tempdir().unwrap();
         let site = SiteId::parse("site-a").unwrap();
@@ -387,6 +533,7 @@ mod tests {
             account: Some(account("shop")),
             from: None,
             epoch: None,
+            peer: None,
             reason: "test".into(),
         };
         {

@@ -51,7 +51,7 @@ pub const SERVER_STATES: [&str; 6] = [
 ];
 
 /// The audit kinds counted as decisions (`lease_ended` has its own counter, with a cause).
-const DECISION_KINDS: [AuditKind; 8] = [
+const DECISION_KINDS: [AuditKind; 14] = [
     AuditKind::Assign,
     AuditKind::Reclaim,
     AuditKind::Join,
@@ -60,6 +60,12 @@ const DECISION_KINDS: [AuditKind; 8] = [
     AuditKind::ServerFailed,
     AuditKind::WorkloadFailed,
     AuditKind::Recovered,
+    AuditKind::Borrow,
+    AuditKind::Lend,
+    AuditKind::LoanReturn,
+    AuditKind::LoanRecall,
+    AuditKind::LoanExpired,
+    AuditKind::LoanRefused,
 ];
 
 /// The label value of an audit kind: the same word as `kind` in `/v1/audit`.
@@ -75,6 +81,12 @@ fn kind_label(kind: AuditKind) -> &'static str {
         AuditKind::WorkloadFailed => "workload_failed",
         AuditKind::Recovered => "recovered",
         AuditKind::Config => "config",
+        AuditKind::Borrow => "borrow",
+        AuditKind::Lend => "lend",
+        AuditKind::LoanReturn => "loan_return",
+        AuditKind::LoanRecall => "loan_recall",
+        AuditKind::LoanExpired => "loan_expired",
+        AuditKind::LoanRefused => "loan_refused",
     }
 }
 
@@ -131,6 +143,7 @@ pub struct Metrics {
     decisions: Family<KindLabels, Counter>,
     decision_round: Histogram,
     reallocation: Histogram,
+    loan_latency: Histogram,
     journal_write: Histogram,
     config_reloads: Family<ResultLabels, Counter>,
     peer_up: Family<PeerLabels, Gauge>,
@@ -173,6 +186,7 @@ impl Metrics {
             decisions: Family::default(),
             decision_round: Histogram::new(ROUND_BUCKETS),
             reallocation: Histogram::new(REALLOCATION_BUCKETS),
+            loan_latency: Histogram::new(REALLOCATION_BUCKETS),
             journal_write: Histogram::new(JOURNAL_BUCKETS),
             config_reloads: Family::default(),
         };
@@ -244,6 +258,12 @@ impl Metrics {
             "Time from the decision to give a server to an account to its workload healthy there (includes the drain of a move)",
             Unit::Seconds,
             metrics.reallocation.clone(),
+        );
+        registry.register_with_unit(
+            "loan",
+            "Time from this site's loan request to the lent server healthy at the lender",
+            Unit::Seconds,
+            metrics.loan_latency.clone(),
         );
         registry.register_with_unit(
             "journal_write",
@@ -323,6 +343,9 @@ impl Metrics {
                 self.leases_ended
                     .get_or_create(&WhyLabels { why: cause.label() })
                     .inc();
+            }
+            Observation::LoanServing { latency_ms } => {
+                self.loan_latency.observe(*latency_ms as f64 / 1000.0);
             }
         }
     }
@@ -506,6 +529,7 @@ mod tests {
             connected: true,
             lease_expires_in_ms: None,
             lease_revoked: false,
+            lent_to: None,
         }
     }
 
@@ -521,6 +545,7 @@ mod tests {
             demand,
             servers,
             starting: 0,
+            borrowed: 0,
             load,
             sla_met: servers >= 1 && servers >= demand,
             shortfall: None,
@@ -547,6 +572,7 @@ mod tests {
             account: Some("shop".parse::<AccountId>().expect("a valid account id")),
             from: None,
             epoch: Some(Epoch::NONE.next()),
+            peer: None,
             reason: reason.to_owned(),
         }
     }
@@ -584,6 +610,7 @@ mod tests {
     fn metrics_facts_are_counted_once_each() {
         let metrics = Metrics::new(&site());
         metrics.journal_op(&JournalOp::LeaseGranted {
+            lent_to: None,
             server: "a1".parse().expect("a valid server id"),
             account: "shop".parse().expect("a valid account id"),
             epoch: Epoch::NONE.next(),

@@ -132,8 +132,8 @@ struct Picture {
     audit: Vec<Value>,
     /// `None` until the gateway serves `/v1/peers` (issue #4).
     peers: Option<Vec<Value>>,
-    /// `None` until the gateway serves `/v1/loans` (issue #4).
-    loans: Option<Vec<Value>>,
+    /// `None` for a gateway older than loans (no `/v1/loans`).
+    loans: Option<Value>,
 }
 
 fn array(value: Value, path: &str) -> anyhow::Result<Vec<Value>> {
@@ -154,10 +154,7 @@ impl Picture {
             .get_optional("/v1/peers")?
             .map(|value| array(value, "/v1/peers"))
             .transpose()?;
-        let loans = gateway
-            .get_optional("/v1/loans")?
-            .map(|value| array(value, "/v1/loans"))
-            .transpose()?;
+        let loans = gateway.get_optional("/v1/loans")?;
         Ok(Picture {
             status,
             accounts,
@@ -282,8 +279,8 @@ impl Picture {
 
         section(&mut out, "Loans");
         match &self.loans {
-            Some(loans) if !loans.is_empty() => out.push_str(&generic(loans).render()),
-            _ => out.push_str("no loans\n"),
+            Some(loans) => out.push_str(&loans_text(loans)),
+            None => out.push_str("no loans (this gateway does not lend)\n"),
         }
 
         section(&mut out, "Latest Audit Entries");
@@ -452,35 +449,64 @@ fn peers_table(peers: &[Value]) -> Table {
     table
 }
 
-/// A table of JSON objects whose fields this build does not know yet: one column per key
-/// of the first object, so a newer gateway's peers and loans still print.
-fn generic(items: &[Value]) -> Table {
-    let keys: Vec<String> = items
-        .first()
-        .and_then(Value::as_object)
-        .map(|object| object.keys().cloned().collect())
-        .unwrap_or_default();
-    let header: Vec<String> = keys.iter().map(|key| title_case(key)).collect();
-    let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    let mut table = Table::new(&header);
-    for item in items {
-        table.row(keys.iter().map(|key| text(&item[key.as_str()])).collect());
+/// Servers borrowed and lent (`/v1/loans`), one row each, then the totals since start.
+fn loans_text(loans: &Value) -> String {
+    let mut table = Table::new(&[
+        "Direction",
+        "Server",
+        "Peer",
+        "Account",
+        "Epoch",
+        "State",
+        "Expires",
+    ]);
+    let rows = |key: &str| loans[key].as_array().cloned().unwrap_or_default();
+    for loan in rows("borrowed") {
+        table.row(vec![
+            "borrowed".into(),
+            text(&loan["server"]),
+            format!("from {}", text(&loan["lender"])),
+            text(&loan["account"]),
+            text(&loan["epoch"]),
+            text(&loan["state"]),
+            loan["expires_in_ms"]
+                .as_u64()
+                .map(|ms| format!("in {}", duration(ms)))
+                .unwrap_or_else(|| "-".into()),
+        ]);
     }
-    table
-}
-
-/// `last_heard_ms` -> `Last Heard Ms`, like the other headings.
-fn title_case(key: &str) -> String {
-    key.split('_')
-        .map(|word| {
-            let mut chars = word.chars();
-            match chars.next() {
-                Some(first) => first.to_uppercase().chain(chars).collect(),
-                None => String::new(),
-            }
-        })
-        .collect::<Vec<String>>()
-        .join(" ")
+    for loan in rows("lent") {
+        let state = match loan["recalled"].as_bool() {
+            Some(true) => format!("{} (recalled)", text(&loan["state"])),
+            _ => text(&loan["state"]),
+        };
+        table.row(vec![
+            "lent".into(),
+            text(&loan["server"]),
+            format!("to {}", text(&loan["borrower"])),
+            text(&loan["account"]),
+            text(&loan["epoch"]),
+            state,
+            loan["expires_in_ms"]
+                .as_u64()
+                .map(|ms| format!("in {}", duration(ms)))
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let counts = &loans["counts"];
+    let totals = format!(
+        "since start: borrowed {}, returned {}, recalled {}, expired {}, lent {}\n",
+        text(&counts["borrowed"]),
+        text(&counts["returned"]),
+        text(&counts["recalled"]),
+        text(&counts["expired"]),
+        text(&counts["lent"]),
+    );
+    if rows("borrowed").is_empty() && rows("lent").is_empty() {
+        format!("no loans; {totals}")
+    } else {
+        format!("{}{totals}", table.render())
+    }
 }
 
 /// The audit table's heading, as `leasehold status` prints it.

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod evidence;
+pub mod federation;
 pub mod load;
 pub mod onesite;
 pub mod process;

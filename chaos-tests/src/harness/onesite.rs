@@ -39,6 +39,37 @@ pub fn account(name: &str, min: u32, max: u32, priority: u32) -> AccountSpec {
     }
 }
 
+/// `leasehold gateway run` of the site in `config`.
+pub fn gateway_args(config: &Path, certs: &Path, state: &Path) -> Vec<String> {
+    let path = |path: &Path| path.to_string_lossy().into_owned();
+    vec![
+        "gateway".into(),
+        "run".into(),
+        "--config".into(),
+        path(config),
+        "--certs".into(),
+        path(certs),
+        "--state".into(),
+        path(state),
+    ]
+}
+
+/// `leasehold node run` of `server`, whose gateway manages it at `management`.
+pub fn node_args(management: SocketAddr, server: &str, certs: &Path, work: &Path) -> Vec<String> {
+    vec![
+        "node".into(),
+        "run".into(),
+        "--gateway".into(),
+        management.to_string(),
+        "--id".into(),
+        server.into(),
+        "--certs".into(),
+        certs.to_string_lossy().into_owned(),
+        "--work".into(),
+        work.to_string_lossy().into_owned(),
+    ]
+}
+
 /// A running site. Dropping it kills its gateway and node agents (and their workloads).
 pub struct OneSite {
     binary: PathBuf,
@@ -65,6 +96,7 @@ impl OneSite {
             servers: servers.clone(),
             accounts,
             timings: FAST_TIMINGS.to_vec(),
+            lending: None,
         };
         let site = prepare_site(dir, &spec)?;
         create_certs(&dir.join("certs"), &[(name, servers)])?;
@@ -92,17 +124,7 @@ impl OneSite {
 
     /// Starts the gateway and waits until `/ready` answers.
     pub fn start_gateway(&mut self) -> Result<(), String> {
-        let path = |name: &str| self.path(name).to_string_lossy().into_owned();
-        let args: Vec<String> = vec![
-            "gateway".into(),
-            "run".into(),
-            "--config".into(),
-            self.site.config.to_string_lossy().into_owned(),
-            "--certs".into(),
-            path("certs"),
-            "--state".into(),
-            path("state"),
-        ];
+        let args = gateway_args(&self.site.config, &self.path("certs"), &self.path("state"));
         let gateway =
             ProcessGuard::spawn("gateway", &self.binary, &args, &self.path("gateway.log"))?;
         self.gateway = Some(gateway);
@@ -119,18 +141,7 @@ impl OneSite {
         let work = self.work(server);
         std::fs::create_dir_all(&work)
             .map_err(|error| format!("cannot create {}: {error}", work.display()))?;
-        let args: Vec<String> = vec![
-            "node".into(),
-            "run".into(),
-            "--gateway".into(),
-            self.site.management.to_string(),
-            "--id".into(),
-            server.into(),
-            "--certs".into(),
-            self.path("certs").to_string_lossy().into_owned(),
-            "--work".into(),
-            work.to_string_lossy().into_owned(),
-        ];
+        let args = node_args(self.site.management, server, &self.path("certs"), &work);
         let log = self.path(&format!("node-{server}.log"));
         let node = ProcessGuard::spawn(server, &self.binary, &args, &log)?;
         self.nodes.push((server.to_owned(), node));

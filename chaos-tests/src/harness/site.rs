@@ -29,6 +29,9 @@ pub struct SiteSpec {
     pub accounts: Vec<AccountSpec>,
     /// `[timings]` keys to set, e.g. `("move_cooldown_ms", 1000)`.
     pub timings: Vec<(&'static str, u64)>,
+    /// `[lending]` `reserve` and `max_lent`; `lend_to` and `borrow_from` are left to their
+    /// default (every peer, nearest first). `None`: lend nothing.
+    pub lending: Option<(u32, u32)>,
 }
 
 /// A site config written to disk, with the addresses it chose.
@@ -99,11 +102,22 @@ pub fn prepare_federation(dir: &Path, specs: &[SiteSpec]) -> Result<Vec<Prepared
             servers,
         });
     }
-    for (spec, plan) in specs.iter().zip(&plans) {
-        let peers: Vec<&PreparedSite> = plans.iter().filter(|p| p.name != plan.name).collect();
-        write_site(spec, plan, &peers)?;
+    for index in 0..specs.len() {
+        rewrite_site(specs, &plans, index)?;
     }
     Ok(plans)
+}
+
+/// Writes the config of site `index` from `specs[index]` on the addresses of `plans` (a
+/// live edit, when its gateway runs).
+pub fn rewrite_site(
+    specs: &[SiteSpec],
+    plans: &[PreparedSite],
+    index: usize,
+) -> Result<(), String> {
+    let plan = &plans[index];
+    let peers: Vec<&PreparedSite> = plans.iter().filter(|p| p.name != plan.name).collect();
+    write_site(&specs[index], plan, &peers)
 }
 
 fn write_site(spec: &SiteSpec, plan: &PreparedSite, peers: &[&PreparedSite]) -> Result<(), String> {
@@ -127,6 +141,12 @@ fn write_site(spec: &SiteSpec, plan: &PreparedSite, peers: &[&PreparedSite]) -> 
             let _ = writeln!(text, "{key} = {value}");
         }
         text.push('\n');
+    }
+    if let Some((reserve, max_lent)) = spec.lending {
+        let _ = writeln!(
+            text,
+            "[lending]\nreserve = {reserve}\nmax_lent = {max_lent}\n"
+        );
     }
     for peer in peers {
         let _ = writeln!(
@@ -171,7 +191,10 @@ fn write_site(spec: &SiteSpec, plan: &PreparedSite, peers: &[&PreparedSite]) -> 
             target = account.target_load,
         );
     }
-    std::fs::write(config, text)
+    // As an editor saves: a watching gateway never reads a half-written file.
+    let temporary = config.with_extension("toml.new");
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, config))
         .map_err(|error| format!("cannot write {}: {error}", config.display()))
 }
 

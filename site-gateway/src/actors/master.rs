@@ -38,7 +38,7 @@ pub const EXIT_JOURNAL_FAILED: i32 = 74;
 pub const ROUND_INTERVAL: Duration = Duration::from_millis(100);
 
 pub struct SiteMaster {
-    model: SiteModel,
+    pub(super) model: SiteModel,
     started: Instant,
     journal: Addr<JournalWriter>,
     /// By account index; `None` for a removed (tombstoned) account.
@@ -55,7 +55,7 @@ pub struct SiteMaster {
     config: Option<SiteConfig>,
     config_status: ConfigStatus,
     /// The peers, changed by config edits; `None` in tests that run no federation.
-    federation: Option<Arc<Federation>>,
+    pub(super) federation: Option<Arc<Federation>>,
 }
 
 /// The config the site runs on and the outcome of live edits (`/v1/status` `config`).
@@ -144,7 +144,7 @@ impl SiteMaster {
         }
     }
 
-    fn now(&self) -> Millis {
+    pub(super) fn now(&self) -> Millis {
         Millis(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
@@ -157,10 +157,22 @@ impl SiteMaster {
 
     /// Journals and audits first, then commands: the commands of a batch go out only once
     /// the journal writer (which serves batches in order) has made the batch durable.
-    fn perform(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+    pub(super) fn perform(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+        self.perform_then(effects, ctx, None);
+    }
+
+    /// [`SiteMaster::perform`], then `durable` is told once the batch is journaled (a
+    /// loan offer is answered only then).
+    pub(super) fn perform_then(
+        &mut self,
+        effects: Vec<Effect>,
+        ctx: &mut Context<Self>,
+        durable: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
         let mut ops = Vec::new();
         let mut audits = Vec::new();
         let mut commands = Vec::new();
+        let mut to_peers = Vec::new();
         for effect in effects {
             match effect {
                 Effect::Journal(op) => {
@@ -180,10 +192,14 @@ impl SiteMaster {
                     audits.push(entry);
                 }
                 Effect::Send(command) => commands.push(command),
+                Effect::ToPeer { to, message } => to_peers.push((to, message)),
                 Effect::Observe(observation) => self.observe(observation),
             }
         }
-        if ops.is_empty() && audits.is_empty() && commands.is_empty() {
+        if ops.is_empty() && audits.is_empty() && commands.is_empty() && to_peers.is_empty() {
+            if let Some(durable) = durable {
+                let _ = durable.send(());
+            }
             return;
         }
         let wall_ms = wall_ms();
@@ -197,8 +213,14 @@ impl SiteMaster {
             match result {
                 Ok(Ok(_)) => {
                     master.metrics.journal_written(sent.elapsed()); // metrics
+                    if let Some(durable) = durable {
+                        let _ = durable.send(());
+                    }
                     for command in commands {
                         master.deliver(command, ctx);
+                    }
+                    for (to, message) in to_peers {
+                        master.send_to_peer(to, message, ctx);
                     }
                 }
                 Ok(Err(error)) => {
@@ -249,7 +271,7 @@ impl SiteMaster {
                 self.reallocations += 1;
                 let _ = self.latency_ms.record(latency_ms.max(1));
             }
-            Observation::LeaseEnded { .. } => {}
+            Observation::LeaseEnded { .. } | Observation::LoanServing { .. } => {}
         }
     }
 

@@ -11,6 +11,7 @@
 pub mod group;
 pub mod journal;
 pub mod link;
+pub mod loans;
 pub mod master;
 pub mod peer;
 

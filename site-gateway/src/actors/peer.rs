@@ -6,9 +6,13 @@
 //!
 //! Each side sends its own requests on the connection it dialled, so either side's view
 //! of the other depends only on its own dialling: no tie-break between two connections.
+//!
+//! Loans pass through here both ways: what the peer sends goes to the SiteMaster (a loan
+//! request with the peer's account spec from its catalogue), and what the master sends the
+//! peer ([`Outgoing`]) goes out on our connection, its answer back to the master.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -17,14 +21,23 @@ use leasehold_federation::transport::connection::{Connection, Inbox, ReplyPort, 
 use leasehold_federation::transport::endpoint::Endpoint;
 use leasehold_federation::transport::identity::PeerName;
 use leasehold_federation::wire::common::{Refusal, RefusalCause};
+use leasehold_federation::wire::site::LoanRenewal;
 use leasehold_federation::wire::site::{
-    AccountCatalogue, LoanOffer, LoanRenewal, PeerHello, PeerWelcome, Ping, Pong,
+    AccountCatalogue, LoanOffer, LoanReturned, PeerHello, PeerWelcome, Ping, Pong, RequestLoan,
 };
 use leasehold_federation::wire::{Inbound, InboundOneWay, InboundRequest};
 use serde::Serialize;
 
+use super::loans::{
+    LendTo, LoanAnswered, PeerSeen, RecallFrom, RenewLoanFrom, ReturnFrom, StatusFrom,
+};
+use super::master::SiteMaster;
 use crate::model::Millis;
+use crate::model::effects::PeerMessage;
 use crate::model::peers::{Liveness, PeerHealth};
+
+/// How long a loan request or renewal may take: the lender journals before it answers.
+const LOAN_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -38,6 +51,8 @@ pub struct Local {
     pub ping_interval: Duration,
     pub misses: u32,
     pub started: Instant,
+    /// The site's master, set once it has started (after the peers).
+    pub master: Arc<OnceLock<Addr<SiteMaster>>>,
 }
 
 pub struct Peer {
@@ -213,6 +228,7 @@ impl Peer {
                     Ok(_) => {
                         let now = peer.now();
                         peer.health.answered(now, sent.elapsed());
+                        peer.tell_master();
                     }
                     Err(error) => {
                         tracing::debug!(peer = %peer.name, generation, %error, "ping unanswered");
@@ -223,9 +239,23 @@ impl Peer {
                         if peer.health.judge(now) == Liveness::Down {
                             peer.redial(generation, ctx);
                         }
+                        peer.tell_master();
                     }
                 }),
         );
+    }
+
+    /// The master chooses lenders among peers that are up, nearest first when asked to.
+    fn tell_master(&self) {
+        if let Some(master) = self.local.master.get() {
+            let now = self.now();
+            // do_send: one per ping per peer, a low and fixed rate.
+            master.do_send(PeerSeen {
+                site: self.name.clone(),
+                up: self.health.judge(now) == Liveness::Up && self.outgoing.is_some(),
+                rtt: self.health.rtt(),
+            });
+        }
     }
 }
 
@@ -373,12 +403,12 @@ impl Handler<GetPeerStatus> for Peer {
 }
 
 /// Answers what a peer sends on one connection. Hello and ping need no state and are
-/// answered here; the catalogue goes to the Peer actor. Loans are not built yet (#4): a
-/// loan request is refused with that reason rather than left unanswered.
+/// answered here; a loan request goes to the Peer actor (it holds the peer's catalogue),
+/// the rest of the loan protocol to the master.
 async fn serve_inbound(name: SiteId, local: Local, mut inbox: Inbox, peer: Addr<Peer>) {
     while let Some(message) = inbox.next().await {
         match message {
-            Ok(Inbound::Request(request)) => answer(&name, &local, request).await,
+            Ok(Inbound::Request(request)) => answer(&name, &local, request, &peer).await,
             Ok(Inbound::OneWay(InboundOneWay::AccountCatalogue(catalogue))) => {
                 if catalogue.site == name {
                     peer.do_send(CatalogueReceived(catalogue));
@@ -386,8 +416,24 @@ async fn serve_inbound(name: SiteId, local: Local, mut inbox: Inbox, peer: Addr<
                     tracing::warn!(peer = %name, claimed = %catalogue.site, "refused: a peer announced another site's catalogue");
                 }
             }
+            Ok(Inbound::OneWay(InboundOneWay::RecallLoan(recall))) => {
+                if let Some(master) = local.master.get() {
+                    master.do_send(RecallFrom {
+                        lender: name.clone(),
+                        recall,
+                    });
+                }
+            }
+            Ok(Inbound::OneWay(InboundOneWay::LentServerStatus(status))) => {
+                if let Some(master) = local.master.get() {
+                    master.do_send(StatusFrom {
+                        lender: name.clone(),
+                        status,
+                    });
+                }
+            }
             Ok(Inbound::OneWay(other)) => {
-                tracing::warn!(peer = %name, kind = other.kind(), "ignored: loans are not built yet");
+                tracing::warn!(peer = %name, kind = other.kind(), "ignored: a site does not send this to a site");
             }
             Err(error) => {
                 tracing::info!(peer = %name, %error, "peer connection ended");
@@ -397,10 +443,15 @@ async fn serve_inbound(name: SiteId, local: Local, mut inbox: Inbox, peer: Addr<
     }
 }
 
-async fn answer(name: &SiteId, local: &Local, request: InboundRequest<ReplyPort>) {
-    let not_yet = || Refusal {
+async fn answer(
+    name: &SiteId,
+    local: &Local,
+    request: InboundRequest<ReplyPort>,
+    peer: &Addr<Peer>,
+) {
+    let not_started = || Refusal {
         cause: RefusalCause::NotAllowed,
-        detail: format!("{} does not lend servers yet", local.site),
+        detail: format!("{} is starting; ask again", local.site),
     };
     let sent = match request {
         InboundRequest::PeerHello(hello, reply) => {
@@ -422,14 +473,180 @@ async fn answer(name: &SiteId, local: &Local, request: InboundRequest<ReplyPort>
                 })
                 .await
         }
-        InboundRequest::RequestLoan(_, reply) => reply.send(&LoanOffer::Refused(not_yet())).await,
-        InboundRequest::RenewLoan(_, reply) => reply.send(&LoanRenewal::Refused(not_yet())).await,
+        InboundRequest::RequestLoan(request, reply) => {
+            let offer = match peer.send(LoanAsked(request)).await {
+                Ok(offer) => offer,
+                Err(_) => LoanOffer::Refused(not_started()),
+            };
+            reply.send(&offer).await
+        }
+        InboundRequest::RenewLoan(renew, reply) => {
+            let answer = match local.master.get() {
+                Some(master) => master
+                    .send(RenewLoanFrom {
+                        borrower: name.clone(),
+                        server: renew.server,
+                        epoch: renew.epoch,
+                    })
+                    .await
+                    .unwrap_or_else(|_| LoanRenewal::Refused(not_started())),
+                None => LoanRenewal::Refused(not_started()),
+            };
+            reply.send(&answer).await
+        }
+        InboundRequest::ReturnLoan(returned, reply) => {
+            if let Some(master) = local.master.get() {
+                master.do_send(ReturnFrom {
+                    borrower: name.clone(),
+                    server: returned.server.clone(),
+                    epoch: returned.epoch,
+                });
+            }
+            reply
+                .send(&LoanReturned {
+                    server: returned.server,
+                    epoch: returned.epoch,
+                })
+                .await
+        }
         other => {
-            tracing::warn!(peer = %name, kind = other.kind(), "unanswered: loans are not built yet");
+            tracing::warn!(peer = %name, kind = other.kind(), "unanswered: a site does not ask a site this");
             return;
         }
     };
     if let Err(error) = sent {
         tracing::debug!(peer = %name, %error, "answer to peer not delivered");
+    }
+}
+
+/// The peer asks us for servers: answered with its account from its catalogue.
+#[derive(Message)]
+#[rtype(result = "LoanOffer")]
+struct LoanAsked(RequestLoan);
+
+impl Handler<LoanAsked> for Peer {
+    type Result = ResponseFuture<LoanOffer>;
+
+    fn handle(&mut self, LoanAsked(request): LoanAsked, _: &mut Context<Self>) -> Self::Result {
+        let refuse = |detail: String| {
+            LoanOffer::Refused(Refusal {
+                cause: RefusalCause::NotAllowed,
+                detail,
+            })
+        };
+        let spec = self
+            .catalogue
+            .as_ref()
+            .and_then(|catalogue| {
+                catalogue
+                    .accounts
+                    .iter()
+                    .find(|a| a.name == request.account)
+            })
+            .cloned();
+        let (Some(spec), Some(master)) = (spec, self.local.master.get().cloned()) else {
+            let detail = format!(
+                "{} has no catalogue entry for {}'s account {} (its catalogue has not arrived, or does not list it)",
+                self.local.site, self.name, request.account
+            );
+            tracing::warn!(peer = %self.name, account = %request.account, "loan refused: account not in the peer's catalogue");
+            return Box::pin(async move { refuse(detail) });
+        };
+        let borrower = self.name.clone();
+        Box::pin(async move {
+            master
+                .send(LendTo {
+                    borrower,
+                    spec,
+                    count: request.count,
+                })
+                .await
+                .unwrap_or_else(|_| refuse("the lender's master is gone".to_owned()))
+        })
+    }
+}
+
+/// A message of the master's for this peer; answers to requests go back to the master.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Outgoing(pub PeerMessage);
+
+impl Handler<Outgoing> for Peer {
+    type Result = ();
+
+    fn handle(&mut self, Outgoing(message): Outgoing, ctx: &mut Context<Self>) {
+        let Some(master) = self.local.master.get().cloned() else {
+            return;
+        };
+        let lender = self.name.clone();
+        let connection = self
+            .outgoing
+            .as_ref()
+            .map(|(_, connection)| connection.clone());
+        let name = self.name.clone();
+        let work = async move {
+            let Some(connection) = connection else {
+                let why = "not connected".to_owned();
+                match message {
+                    PeerMessage::RequestLoan(request) => master.do_send(LoanAnswered::Offer {
+                        lender,
+                        account: request.account,
+                        answer: Err(why),
+                    }),
+                    PeerMessage::RenewLoan(renew) => master.do_send(LoanAnswered::Renewal {
+                        lender,
+                        server: renew.server,
+                        epoch: renew.epoch,
+                        answer: Err(why),
+                    }),
+                    _ => tracing::debug!(peer = %name, "not connected; message to peer dropped"),
+                }
+                return;
+            };
+            match message {
+                PeerMessage::RequestLoan(request) => {
+                    let answer = connection
+                        .request_within(&request, LOAN_REQUEST_TIMEOUT)
+                        .await
+                        .map_err(|error| error.to_string());
+                    master.do_send(LoanAnswered::Offer {
+                        lender,
+                        account: request.account,
+                        answer,
+                    });
+                }
+                PeerMessage::RenewLoan(renew) => {
+                    let answer = connection
+                        .request_within(&renew, LOAN_REQUEST_TIMEOUT)
+                        .await
+                        .map_err(|error| error.to_string());
+                    master.do_send(LoanAnswered::Renewal {
+                        lender,
+                        server: renew.server,
+                        epoch: renew.epoch,
+                        answer,
+                    });
+                }
+                PeerMessage::ReturnLoan(returned) => {
+                    if let Err(error) = connection
+                        .request_within(&returned, LOAN_REQUEST_TIMEOUT)
+                        .await
+                    {
+                        tracing::info!(peer = %name, server = %returned.server, %error, "return not acknowledged; the loan runs out at the lender instead");
+                    }
+                }
+                PeerMessage::RecallLoan(recall) => {
+                    if let Err(error) = connection.send(&recall).await {
+                        tracing::info!(peer = %name, server = %recall.server, %error, "recall not delivered; the server is stopped when its grace ends");
+                    }
+                }
+                PeerMessage::Status(status) => {
+                    if let Err(error) = connection.send(&status).await {
+                        tracing::debug!(peer = %name, %error, "lent-server status not delivered");
+                    }
+                }
+            }
+        };
+        ctx.spawn(work.into_actor(self));
     }
 }

@@ -199,7 +199,7 @@ impl fmt::Display for ConfigDiff {
             )?;
         }
         if self.lending_changed {
-            writeln!(f, "~ lending changed (loans are not built yet: no effect)")?;
+            writeln!(f, "~ lending changed (new loan requests follow it)")?;
         }
         for what in &self.needs_restart {
             writeln!(f, "! needs a restart, not applied live: {what}")?;

@@ -84,6 +84,8 @@ pub struct Lending {
     pub lend_to: Vec<SiteId>,
     /// Sites to borrow from, in order of preference.
     pub borrow_from: Vec<SiteId>,
+    /// `borrow_from` was not written: every peer, nearest (by measured RTT) first.
+    pub borrow_by_rtt: bool,
 }
 
 /// `[[peer]]`: another site and its federation address.

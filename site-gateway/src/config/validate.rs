@@ -281,6 +281,7 @@ fn lending(
         max_lent: raw.max_lent.as_ref().map_or(0, |m| *m.get_ref()),
         lend_to: lend_to?,
         borrow_from: borrow_from?,
+        borrow_by_rtt: raw.borrow_from.is_none(),
     })
 }
 

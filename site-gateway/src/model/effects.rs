@@ -4,8 +4,11 @@
 //! of the batch is made durable first, in one transaction, then the `Send`s go out
 //! (invariant D-1: journal before acting). `Observe` is for metrics and reports only.
 
-use leasehold_federation::ids::{AccountId, Epoch, ServerId};
+use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
 use leasehold_federation::wire::common::InitPointer;
+use leasehold_federation::wire::site::{
+    AccountSpec, LentServerStatus, RecallLoan, RenewLoan, RequestLoan, ReturnLoan,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -13,22 +16,57 @@ pub enum Effect {
     Journal(JournalOp),
     Audit(AuditEntry),
     Send(Command),
+    /// A message to a peer site, sent (like `Send`) only once the batch is durable.
+    ToPeer {
+        to: SiteId,
+        message: PeerMessage,
+    },
     Observe(Observation),
 }
 
+/// What the site core sends a peer site; the answers to requests come back as events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerMessage {
+    RequestLoan(RequestLoan),
+    RenewLoan(RenewLoan),
+    ReturnLoan(ReturnLoan),
+    RecallLoan(RecallLoan),
+    Status(LentServerStatus),
+}
+
+/// Who holds a lent server: the borrowing site, and the account as that site announced it
+/// (journaled with the lease, so that a restarted lender still knows what runs there).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoanHolder {
+    pub borrower: SiteId,
+    pub spec: AccountSpec,
+}
+
 /// A change to the durable lease state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JournalOp {
     /// `server` is leased to `account` under `epoch` (and `epoch` is now its highest).
     LeaseGranted {
         server: ServerId,
         account: AccountId,
         epoch: Epoch,
+        /// Set when the lease is a loan to a peer site.
+        lent_to: Option<Box<LoanHolder>>,
     },
     /// The lease of `server` under `epoch` is over; the server holds no lease.
     LeaseEnded { server: ServerId, epoch: Epoch },
     /// `server` has seen `epoch` (a node reported it); no later lease may reuse it.
     EpochSeen { server: ServerId, epoch: Epoch },
+    /// `lender` lent us `server` under its `epoch` for `account`.
+    Borrowed {
+        server: ServerId,
+        lender: SiteId,
+        account: AccountId,
+        epoch: Epoch,
+        service_addr: String,
+    },
+    /// We no longer count the borrowed `server` (returned, recalled, ended or expired).
+    BorrowEnded { server: ServerId, epoch: Epoch },
 }
 
 /// A command to one server's node agent.
@@ -55,6 +93,9 @@ pub struct AuditEntry {
     /// The account a server left, for moves.
     pub from: Option<AccountId>,
     pub epoch: Option<Epoch>,
+    /// The other site of a loan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<SiteId>,
     pub reason: String,
 }
 
@@ -82,6 +123,19 @@ pub enum AuditKind {
     Recovered,
     /// A live config edit was applied; the reason names the change and the file's hash.
     Config,
+    /// Borrower: a peer lent us a server for one of our accounts.
+    Borrow,
+    /// Lender: one of our servers is lent to a peer site for one of its accounts.
+    Lend,
+    /// A lent server went back (the borrower returned it, drained).
+    LoanReturn,
+    /// The lender asked for a lent server back, with a grace period to drain it.
+    LoanRecall,
+    /// A loan's lease ran out without renewal (borrower: we stop counting the server;
+    /// lender: the server comes home).
+    LoanExpired,
+    /// A peer refused our loan request, or granted fewer servers than asked.
+    LoanRefused,
 }
 
 /// Why a lease ended; the audit entry says it in words, metrics count it by this.
@@ -134,6 +188,8 @@ impl LeaseEndCause {
 pub enum Observation {
     /// A lease ended (its audit entry has the details).
     LeaseEnded { cause: LeaseEndCause },
+    /// Borrower: a borrowed server serves; `latency_ms` from our request to healthy.
+    LoanServing { latency_ms: u64 },
     /// A server joined `account`: `latency_ms` from the decision to the workload healthy.
     Reallocated {
         server: ServerId,

@@ -39,7 +39,7 @@ pub struct View {
     /// Site-to-site peers; `None` when the gateway could not say (renders a labelled
     /// empty section rather than invented data), empty when none are configured.
     pub peers: Option<Vec<PeerView>>,
-    /// Servers lent to or borrowed from peers (issue #4); `None` as for `peers`.
+    /// Servers lent to or borrowed from peers (`GET /v1/loans`); `None` as for `peers`.
     pub loans: Option<Vec<LoanView>>,
 }
 
@@ -70,7 +70,7 @@ pub enum LoanDirection {
     Out,
 }
 
-/// One loan as the page shows it; filled in when loans exist.
+/// One loan as the page shows it.
 #[derive(Debug, Clone)]
 pub struct LoanView {
     pub direction: LoanDirection,
@@ -115,14 +115,35 @@ pub async fn index(
         config: Some(status.config),
         audit,
         peers: peer_views(&peers).await,
-        // Loans are not built yet (issue #4): the section says so.
-        loans: None,
+        loans: loan_views(&master).await,
     };
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         // The page is a live view: a cached copy would show a site that no longer exists.
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(render(&view))
+}
+
+/// The servers this site borrowed and lent; `None` if the master does not answer.
+async fn loan_views(master: &Addr<SiteMaster>) -> Option<Vec<LoanView>> {
+    let loans = master.send(crate::actors::loans::GetLoans).await.ok()?;
+    let borrowed = loans.borrowed.into_iter().map(|loan| LoanView {
+        direction: LoanDirection::In,
+        server: loan.server.to_string(),
+        site: loan.lender.to_string(),
+        account: loan.account.to_string(),
+        epoch: loan.epoch,
+        expires_in_ms: Some(loan.expires_in_ms),
+    });
+    let lent = loans.lent.into_iter().map(|loan| LoanView {
+        direction: LoanDirection::Out,
+        server: loan.server.to_string(),
+        site: loan.borrower.to_string(),
+        account: loan.account.to_string(),
+        epoch: loan.epoch,
+        expires_in_ms: Some(loan.expires_in_ms),
+    });
+    Some(borrowed.chain(lent).collect())
 }
 
 /// What each peer actor says; `None` if one does not answer (the gateway is stopping).

@@ -232,9 +232,11 @@ fn account_row(
     )?;
     let mine: Vec<&ServerSnapshot> = servers
         .iter()
-        .filter(|server| server.account.as_ref().map(|a| a.as_str()) == Some(name))
+        .filter(|server| {
+            server.lent_to.is_none() && server.account.as_ref().map(|a| a.as_str()) == Some(name)
+        })
         .collect();
-    if mine.is_empty() {
+    if mine.is_empty() && account.borrowed == 0 {
         out.push_str("<span class=\"muted\">none</span>");
     }
     for server in mine {
@@ -245,6 +247,14 @@ fn account_row(
             state = Esc(server.state),
             epoch = server.epoch,
             id = Esc(server.id.as_str()),
+        )?;
+    }
+    if account.borrowed > 0 {
+        write!(
+            out,
+            "<span class=\"chip serving\" title=\"servers lent by peer sites (GET /v1/loans)\">\
+             +{} <small>borrowed</small></span>",
+            account.borrowed
         )?;
     }
     out.push_str("</td></tr>\n");
@@ -357,9 +367,14 @@ fn server_row(out: &mut String, server: &ServerSnapshot) -> fmt::Result {
         state = Esc(server.state),
         epoch = server.epoch,
         account_attr = Esc(account.unwrap_or("")),
-        account = match account {
-            Some(name) => Esc(name).to_string(),
-            None => "<span class=\"muted\">—</span>".to_owned(),
+        account = match (account, &server.lent_to) {
+            (Some(name), Some(site)) => format!(
+                "{} <small class=\"muted\">lent to {}</small>",
+                Esc(name),
+                Esc(site.as_str())
+            ),
+            (Some(name), None) => Esc(name).to_string(),
+            (None, _) => "<span class=\"muted\">—</span>".to_owned(),
         },
         offline = if server.connected {
             ""
@@ -602,6 +617,7 @@ mod tests {
                     connected: true,
                     lease_expires_in_ms: Some(1800),
                     lease_revoked: false,
+                    lent_to: None,
                 }],
                 accounts: vec![AccountSnapshot {
                     name: shop.clone(),
@@ -614,6 +630,7 @@ mod tests {
                     demand: 2,
                     servers: 1,
                     starting: 0,
+                    borrowed: 0,
                     load: 1.5,
                     sla_met: false,
                     shortfall: Some(1),
@@ -643,6 +660,7 @@ mod tests {
                     account: Some(shop),
                     from: None,
                     epoch: Some(Epoch::from_journal(3)),
+                    peer: None,
                     reason: reason.to_owned(),
                 },
             }]),

@@ -7,11 +7,17 @@ use leasehold_federation::wire::node::{
     LeaseRenewal, PointerApplication, Registration, RunningWorkload, StopCause, StopOutcome,
 };
 
-use super::server::{Lease, Next, Phase};
+use std::time::Duration;
+
+use leasehold_federation::wire::site::LentServerStatus;
+
+use super::server::{Lease, LoanTerms, Next, Phase};
 use super::{SiteModel, audit, millis};
 use crate::model::Millis;
 use crate::model::arbiter::AccountIx;
-use crate::model::effects::{AuditKind, Command, Effect, JournalOp, LeaseEndCause, Observation};
+use crate::model::effects::{
+    AuditKind, Command, Effect, JournalOp, LeaseEndCause, Observation, PeerMessage,
+};
 
 impl SiteModel {
     /// A node agent connected and introduced itself.
@@ -52,8 +58,9 @@ impl SiteModel {
                     "its node no longer runs it",
                     now,
                 ));
-                // A removed account's lease is not restored: the server goes free.
-                if self.servers[ix].lease.is_none() && !self.accounts[account as usize].removed {
+                // A removed account's lease is not restored, nor a loan (its borrower has
+                // seen it end): the server goes free.
+                if self.servers[ix].lease.is_none() && self.accounts[account as usize].is_home() {
                     let reason = format!(
                         "restoring {} on {server} after its node re-registered without it",
                         self.account_name(account)
@@ -112,7 +119,15 @@ impl SiteModel {
             return LeaseRenewal::Refused(refusal(RefusalCause::WrongServer, "unknown server"));
         };
         match &mut entry.lease {
-            Some(lease) if lease.epoch == epoch && !lease.revoked => {
+            // A lent server's node lease runs only as long as its loan does.
+            Some(lease)
+                if lease.epoch == epoch
+                    && !lease.revoked
+                    && lease
+                        .loan
+                        .as_ref()
+                        .is_none_or(|loan| loan.expires_at >= now) =>
+            {
                 lease.expires_at = lease.expires_at.max(now + ttl);
                 LeaseRenewal::Renewed {
                     epoch,
@@ -203,11 +218,14 @@ impl SiteModel {
         };
         entry.phase = Phase::Serving;
         let account = entry.lease.as_ref().map(|lease| lease.account).unwrap_or(0);
-        vec![Effect::Observe(Observation::Reallocated {
+        let mut effects = vec![Effect::Observe(Observation::Reallocated {
             server: server.clone(),
             account: self.account_name(account).clone(),
             latency_ms: millis(now.since(decided_at)),
-        })]
+        })];
+        // A lent server's borrower learns at once that it serves (its loan latency).
+        effects.extend(self.relay(ix, now));
+        effects
     }
 
     pub fn workload_failed(
@@ -283,7 +301,7 @@ impl SiteModel {
         }))
     }
 
-    fn index_of(&self, server: &ServerId) -> Result<usize, Refusal> {
+    pub(super) fn index_of(&self, server: &ServerId) -> Result<usize, Refusal> {
         self.server_index.get(server).copied().ok_or_else(|| {
             refusal(
                 RefusalCause::WrongServer,
@@ -309,6 +327,7 @@ impl SiteModel {
             reason,
             kind,
             from,
+            loan,
         } = why;
         let ttl = self.timings.lease_ttl;
         let entry = &mut self.servers[ix];
@@ -324,25 +343,32 @@ impl SiteModel {
             expires_at: now + ttl,
             granted_at: now,
             revoked: false,
+            loan,
         });
         entry.phase = Phase::Starting { decided_at };
         let server = entry.id.clone();
         let account_name = self.account_name(account).clone();
         let from = from.map(|from| self.account_name(from).clone());
+        let lent_to = self.accounts[account as usize].guest.clone();
+        let mut audited = audit(
+            kind,
+            Some(&server),
+            Some(&account_name),
+            from.as_ref(),
+            Some(epoch),
+            reason,
+        );
+        if let (Effect::Audit(entry), Some(holder)) = (&mut audited, &lent_to) {
+            entry.peer = Some(holder.borrower.clone());
+        }
         vec![
             Effect::Journal(JournalOp::LeaseGranted {
                 server: server.clone(),
                 account: account_name.clone(),
                 epoch,
+                lent_to,
             }),
-            audit(
-                kind,
-                Some(&server),
-                Some(&account_name),
-                from.as_ref(),
-                Some(epoch),
-                reason,
-            ),
+            audited,
             Effect::Send(Command::Apply {
                 server,
                 pointer: self.pointer(account, epoch),
@@ -391,6 +417,34 @@ impl SiteModel {
             ),
             Effect::Observe(Observation::LeaseEnded { cause }),
         ];
+        // The borrower stops counting a lent server as soon as its lease here is over.
+        if let Some(loan) = &lease.loan {
+            // The node may learn first that the loan ran out (its renewal is refused) and
+            // stop before the round notices: the audit log still says why.
+            if !lease.revoked && loan.expires_at < now {
+                effects.push(super::loan_audit(
+                    AuditKind::LoanExpired,
+                    &server,
+                    &account,
+                    &loan.borrower,
+                    lease.epoch,
+                    format!(
+                        "{} stopped renewing the loan of {server} for {account}; it stopped and came home",
+                        loan.borrower
+                    ),
+                ));
+            }
+            effects.push(Effect::ToPeer {
+                to: loan.borrower.clone(),
+                message: PeerMessage::Status(LentServerStatus {
+                    server: server.clone(),
+                    epoch: lease.epoch,
+                    account: account.clone(),
+                    health: Health::Idle,
+                    load: None,
+                }),
+            });
+        }
         if let Next::Join(to) = next
             && self.servers[ix].phase == Phase::Free
         {
@@ -407,6 +461,7 @@ impl SiteModel {
                     reason,
                     kind: AuditKind::Join,
                     from: Some(lease.account),
+                    loan: None,
                 },
             ));
         }
@@ -421,7 +476,20 @@ impl SiteModel {
         reason: String,
         now: Millis,
     ) -> Vec<Effect> {
-        let drain_ms = millis(self.timings.drain_timeout);
+        self.drain_for(ix, next, self.timings.drain_timeout, reason, now)
+    }
+
+    /// [`SiteModel::drain`] with a drain time of its own (a returned loan was drained by
+    /// its borrower already).
+    pub(super) fn drain_for(
+        &mut self,
+        ix: usize,
+        next: Next,
+        drain: Duration,
+        reason: String,
+        now: Millis,
+    ) -> Vec<Effect> {
+        let drain_ms = millis(drain);
         let entry = &mut self.servers[ix];
         let Some(lease) = &entry.lease else {
             return Vec::new();
@@ -449,6 +517,8 @@ pub(super) struct Grant {
     pub kind: AuditKind,
     /// The account the server left, for a move.
     pub from: Option<AccountIx>,
+    /// Set when the lease is a loan to a peer site.
+    pub loan: Option<LoanTerms>,
 }
 
 impl Grant {
@@ -459,6 +529,7 @@ impl Grant {
             reason,
             kind,
             from: None,
+            loan: None,
         }
     }
 }

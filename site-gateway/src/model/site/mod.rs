@@ -10,12 +10,16 @@
 //!   lease ends earlier, S-1, and the node stops its workload then).
 //! - D-1: effects put `Journal` before `Send` for the same change.
 
+mod borrow;
 mod events;
+mod lend;
 mod reconfigure;
 mod server;
 mod snapshot;
 mod tick;
 
+#[cfg(test)]
+mod loan_tests;
 #[cfg(test)]
 mod tests;
 
@@ -25,14 +29,20 @@ use std::time::Duration;
 use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
 use leasehold_federation::wire::common::{DataRef, InitPointer, Software};
 
+pub use borrow::{BorrowRecord, BorrowState, Borrowed, Borrowing, LoanCounts};
 pub use reconfigure::Reconfigured;
-pub use server::{Lease, Next, Phase, ServerEntry};
-pub use snapshot::{AccountSnapshot, ServerSnapshot, SiteSnapshot};
+pub use server::{Lease, LoanTerms, Next, Phase, ServerEntry};
+pub use snapshot::{
+    AccountSnapshot, AskSnapshot, BorrowedSnapshot, LentSnapshot, LoansSnapshot, ServerSnapshot,
+    SiteSnapshot,
+};
 
 use super::Millis;
 use super::arbiter::{AccountIx, Arbiter};
-use super::effects::{AuditEntry, AuditKind, Effect, JournalOp, LeaseEndCause, Observation};
-use crate::config::{Account, SiteConfig, Timings};
+use super::effects::{
+    AuditEntry, AuditKind, Effect, JournalOp, LeaseEndCause, LoanHolder, Observation,
+};
+use crate::config::{Account, Lending, SiteConfig, Timings, Workload};
 
 /// How long a server is not offered again to an account whose workload failed on it.
 pub const AVOID_AFTER_FAILURE: Duration = Duration::from_secs(30);
@@ -42,6 +52,10 @@ pub const AVOID_AFTER_FAILURE: Duration = Duration::from_secs(30);
 pub struct Recovered {
     pub leases: Vec<(ServerId, AccountId, Epoch)>,
     pub epochs: Vec<(ServerId, Epoch)>,
+    /// Of `leases`, those that are loans to a peer site, with their holder.
+    pub lent: Vec<(ServerId, LoanHolder)>,
+    /// Servers peers lent us.
+    pub borrowed: Vec<BorrowRecord>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +67,9 @@ pub struct AccountEntry {
     /// Removed by a config edit: kept at its index (leases name accounts by index) and
     /// asking for no servers, so its servers drain and go free (docs/decisions.md).
     pub removed: bool,
+    /// A peer's account that servers of ours are lent to (a "guest"): it asks the arbiter
+    /// for nothing, and its servers are out of the arbiter's reach until they come home.
+    pub guest: Option<Box<LoanHolder>>,
 }
 
 impl AccountEntry {
@@ -62,7 +79,47 @@ impl AccountEntry {
             config,
             shortfall: None,
             removed: false,
+            guest: None,
         }
+    }
+
+    fn guest(holder: LoanHolder) -> AccountEntry {
+        AccountEntry {
+            demand: 0,
+            config: guest_config(&holder),
+            shortfall: None,
+            removed: false,
+            guest: Some(Box::new(holder)),
+        }
+    }
+
+    /// One of this site's own accounts (not a tombstone, not a peer's).
+    pub fn is_home(&self) -> bool {
+        !self.removed && self.guest.is_none()
+    }
+}
+
+/// A peer's account as our grant code needs it: the software and data from its catalogue,
+/// and an SLA of nothing (the arbiter never serves it; loans do).
+fn guest_config(holder: &LoanHolder) -> Account {
+    let spec = &holder.spec;
+    Account {
+        name: spec.name.clone(),
+        min_servers: 0,
+        max_servers: 0,
+        priority: 0,
+        target_load: spec.target_load,
+        failover: Vec::new(),
+        workload: Workload {
+            software: spec.software.label.clone(),
+            command: spec.software.command.clone(),
+            args: spec.software.args.clone(),
+            env: spec.software.env.clone(),
+            data_dir: spec.data.dir.clone().into(),
+            health_path: spec.software.health_path.clone(),
+            metrics_path: spec.software.metrics_path.clone(),
+            load_metric: spec.software.load_metric.clone(),
+        },
     }
 }
 
@@ -74,6 +131,13 @@ pub struct SiteModel {
     account_index: HashMap<AccountId, AccountIx>,
     servers: Vec<ServerEntry>,
     server_index: HashMap<ServerId, usize>,
+    /// Guest accounts by (borrowing site, account): an index into `accounts`.
+    guests: HashMap<(SiteId, AccountId), AccountIx>,
+    lending: Lending,
+    /// Servers we borrowed, our requests in flight, and what we know of the peers.
+    borrowing: Borrowing,
+    /// No loan is asked for before this: our own nodes get the time to (re)connect first.
+    borrow_after: Millis,
     /// Scratch buffers only; no state carries from one round to the next.
     arbiter: Arbiter,
 }
@@ -114,6 +178,10 @@ impl SiteModel {
             account_index,
             servers,
             server_index,
+            guests: HashMap::new(),
+            lending: config.lending.clone(),
+            borrowing: Borrowing::default(),
+            borrow_after: now + startup_grace(&config.timings),
             arbiter: Arbiter::default(),
         };
         let effects = model.recover(recovered, now);
@@ -128,8 +196,17 @@ impl SiteModel {
             }
         }
         let ttl = self.timings.lease_ttl;
+        let lent: HashMap<&ServerId, &LoanHolder> = recovered
+            .lent
+            .iter()
+            .map(|(server, holder)| (server, holder))
+            .collect();
         for (server, account, epoch) in &recovered.leases {
-            let account_ix = self.account_index.get(account).copied();
+            let holder = lent.get(server).copied();
+            let account_ix = match holder {
+                Some(holder) => Some(self.guest_ix(holder)),
+                None => self.account_index.get(account).copied(),
+            };
             let Some(ix) = self.server_index.get(server).copied() else {
                 effects.push(Effect::Journal(JournalOp::LeaseEnded {
                     server: server.clone(),
@@ -141,12 +218,21 @@ impl SiteModel {
             entry.highest_epoch = entry.highest_epoch.max(*epoch);
             match account_ix {
                 Some(account_ix) => {
+                    // A loan gets one TTL for its borrower to renew it, as a lease does
+                    // for its node.
+                    let loan = holder.map(|holder| LoanTerms {
+                        borrower: holder.borrower.clone(),
+                        expires_at: now + ttl,
+                        recall_by: None,
+                        relayed_at: None,
+                    });
                     entry.lease = Some(Lease {
                         account: account_ix,
                         epoch: *epoch,
                         expires_at: now + ttl,
                         granted_at: now,
                         revoked: false,
+                        loan,
                     });
                     entry.phase = Phase::Serving;
                     // Counts as heard from: the node gets one TTL to come back.
@@ -182,6 +268,7 @@ impl SiteModel {
                 }
             }
         }
+        effects.extend(self.recover_borrowed(&recovered.borrowed, now));
         effects
     }
 
@@ -193,8 +280,18 @@ impl SiteModel {
         &self.timings
     }
 
+    /// Every account entry by index: home accounts, tombstones and guests (see
+    /// [`AccountEntry::is_home`]).
     pub fn accounts(&self) -> &[AccountEntry] {
         &self.accounts
+    }
+
+    pub fn borrowing(&self) -> &Borrowing {
+        &self.borrowing
+    }
+
+    pub fn lending(&self) -> &Lending {
+        &self.lending
     }
 
     pub fn servers(&self) -> &[ServerEntry] {
@@ -229,13 +326,20 @@ impl SiteModel {
         }
     }
 
-    /// Per account: (total load of its serving servers, how many serve it).
+    /// Per account: (total load of its serving servers, how many serve it), borrowed
+    /// servers included (their load is relayed by the lender).
     pub fn account_loads(&self) -> Vec<(f64, u32)> {
         let mut loads = vec![(0.0, 0u32); self.accounts.len()];
         for server in &self.servers {
             if let Some(account) = server.serving() {
                 let slot = &mut loads[account as usize];
                 slot.0 += server.load.unwrap_or(0.0).max(0.0);
+                slot.1 += 1;
+            }
+        }
+        for loan in self.borrowing.serving() {
+            if let Some(slot) = loads.get_mut(loan.account as usize) {
+                slot.0 += loan.load.unwrap_or(0.0).max(0.0);
                 slot.1 += 1;
             }
         }
@@ -252,6 +356,13 @@ impl SiteModel {
             epoch,
         }
     }
+}
+
+/// How long after start a site waits before it borrows: one lease TTL (a restarted
+/// gateway's nodes renew within it) plus the failure-detection window (a node that has not
+/// come back by then is as good as failed).
+pub fn startup_grace(timings: &Timings) -> Duration {
+    timings.lease_ttl + timings.heartbeat_interval * timings.heartbeat_misses_before_failed
 }
 
 /// The software half of an account's pointer, as nodes (ours, or a peer's for a loan) run
@@ -294,6 +405,27 @@ fn audit(
         account: account.cloned(),
         from: from.cloned(),
         epoch,
+        peer: None,
+        reason,
+    })
+}
+
+/// An audit entry about a loan, naming the other site.
+fn loan_audit(
+    kind: AuditKind,
+    server: &ServerId,
+    account: &AccountId,
+    peer: &SiteId,
+    epoch: Epoch,
+    reason: String,
+) -> Effect {
+    Effect::Audit(AuditEntry {
+        kind,
+        server: Some(server.clone()),
+        account: Some(account.clone()),
+        from: None,
+        epoch: Some(epoch),
+        peer: Some(peer.clone()),
         reason,
     })
 }

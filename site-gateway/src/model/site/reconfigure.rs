@@ -87,9 +87,15 @@ impl SiteModel {
                 }
             }
         }
+        if self.lending != new.lending {
+            self.lending = new.lending.clone();
+            summary.push("lending".to_owned());
+            effects.push(config_audit(None, format!("config {short}: lending changed (reserve {}, max_lent {}); loans already made run on, new requests follow it", new.lending.reserve, new.lending.max_lent),
+            ));
+        }
         for ix in 0..self.accounts.len() {
             let entry = &mut self.accounts[ix];
-            if entry.removed || new.account(&entry.config.name).is_some() {
+            if entry.removed || entry.guest.is_some() || new.account(&entry.config.name).is_some() {
                 continue;
             }
             entry.removed = true;

@@ -1,7 +1,7 @@
 //! One server as the site core sees it: its connection, its lease and where it is in its
 //! life (free, starting, serving, draining, failed).
 
-use leasehold_federation::ids::{Epoch, ServerId};
+use leasehold_federation::ids::{Epoch, ServerId, SiteId};
 use leasehold_federation::wire::common::Health;
 
 use crate::model::Millis;
@@ -19,6 +19,22 @@ pub struct Lease {
     /// No more renewals: the server failed or its stop went unanswered. The lease still
     /// blocks the server until it expires, since the node may not know yet.
     pub revoked: bool,
+    /// Set when the holder is a peer site: the server is lent (docs/loans.md).
+    pub loan: Option<LoanTerms>,
+}
+
+/// The loan side of a lease whose holder is a borrowing site. The node's lease is renewed
+/// only while the loan's own lease runs, so the node stops at most one TTL after the
+/// borrower stops renewing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoanTerms {
+    pub borrower: SiteId,
+    /// Renewed by the borrower's `RenewLoan`; past it, the server comes home.
+    pub expires_at: Millis,
+    /// Recalled: the borrower was told to drain it by then; after it, we stop it.
+    pub recall_by: Option<Millis>,
+    /// When its health was last relayed to the borrower.
+    pub relayed_at: Option<Millis>,
 }
 
 /// Where a draining server goes once its workload has stopped.

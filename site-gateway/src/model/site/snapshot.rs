@@ -7,8 +7,8 @@ use leasehold_federation::ids::{AccountId, ServerId, SiteId};
 use leasehold_federation::wire::common::Health;
 use serde::Serialize;
 
-use super::SiteModel;
 use super::server::Phase;
+use super::{LoanCounts, SiteModel};
 use crate::model::Millis;
 
 #[derive(Debug, Clone, Serialize)]
@@ -32,6 +32,8 @@ pub struct ServerSnapshot {
     pub connected: bool,
     pub lease_expires_in_ms: Option<u64>,
     pub lease_revoked: bool,
+    /// The borrowing site, when the server is lent (its `account` is that site's).
+    pub lent_to: Option<SiteId>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,8 +46,11 @@ pub struct AccountSnapshot {
     pub priority: u32,
     pub target_load: f64,
     pub demand: u32,
-    /// Servers serving the account now (healthy workload, unrevoked lease).
+    /// Servers serving the account now (healthy workload, unrevoked lease), borrowed
+    /// ones included.
     pub servers: u32,
+    /// Of `servers`, those borrowed from peers.
+    pub borrowed: u32,
     /// Servers assigned whose workload is not healthy yet.
     pub starting: u32,
     /// Total load of the serving servers.
@@ -89,6 +94,11 @@ impl SiteModel {
                     .as_ref()
                     .map(|lease| lease.expires_at.0.saturating_sub(now.0)),
                 lease_revoked: entry.lease.as_ref().is_some_and(|lease| lease.revoked),
+                lent_to: entry
+                    .lease
+                    .as_ref()
+                    .and_then(|lease| lease.loan.as_ref())
+                    .map(|loan| loan.borrower.clone()),
             })
             .collect();
         let loads = self.account_loads();
@@ -98,18 +108,26 @@ impl SiteModel {
             .enumerate()
             // A removed account is shown only while a server still holds a lease of it.
             .filter(|(ix, account)| {
-                !account.removed
-                    || self.servers.iter().any(|entry| {
-                        entry.lease.as_ref().map(|lease| lease.account) == Some(*ix as u32)
-                    })
+                account.guest.is_none()
+                    && (!account.removed
+                        || self.servers.iter().any(|entry| {
+                            entry.lease.as_ref().map(|lease| lease.account) == Some(*ix as u32)
+                        }))
             })
             .map(|(ix, account)| {
                 let (load, serving) = loads[ix];
+                let borrowed: Vec<&str> = self
+                    .borrowing
+                    .serving()
+                    .filter(|loan| loan.account == ix as u32)
+                    .map(|loan| loan.service_addr.as_str())
+                    .collect();
                 let endpoints: Vec<String> = self
                     .servers
                     .iter()
                     .filter(|entry| entry.serving() == Some(ix as u32))
                     .map(|entry| entry.service_addr.clone())
+                    .chain(borrowed.iter().map(|addr| (*addr).to_owned()))
                     .collect();
                 let starting = self
                     .servers
@@ -129,6 +147,7 @@ impl SiteModel {
                     target_load: account.config.target_load,
                     demand: account.demand,
                     servers: serving,
+                    borrowed: borrowed.len() as u32,
                     starting,
                     load,
                     sla_met: serving >= account.config.min_servers && serving >= account.demand,
@@ -143,6 +162,102 @@ impl SiteModel {
             site: self.site.clone(),
             servers,
             accounts,
+        }
+    }
+}
+
+/// `GET /v1/loans`: what this site borrowed and lent, with totals since start.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoansSnapshot {
+    pub site: SiteId,
+    pub borrowed: Vec<BorrowedSnapshot>,
+    pub lent: Vec<LentSnapshot>,
+    /// Requests in flight: (lender, account, count).
+    pub asking: Vec<AskSnapshot>,
+    pub counts: LoanCounts,
+    /// Every loan's latency from our request to the lent server healthy, oldest first (the
+    /// last 1000).
+    pub latencies_ms: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BorrowedSnapshot {
+    pub server: ServerId,
+    pub lender: SiteId,
+    pub account: AccountId,
+    pub epoch: u64,
+    /// starting, serving, returning
+    pub state: &'static str,
+    pub service_addr: String,
+    pub expires_in_ms: u64,
+    pub latency_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LentSnapshot {
+    pub server: ServerId,
+    pub borrower: SiteId,
+    pub account: AccountId,
+    pub epoch: u64,
+    /// The server's state here (starting, serving, draining, failed).
+    pub state: &'static str,
+    pub expires_in_ms: u64,
+    pub recalled: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AskSnapshot {
+    pub lender: SiteId,
+    pub account: AccountId,
+    pub count: u32,
+}
+
+impl SiteModel {
+    pub fn loans(&self, now: Millis) -> LoansSnapshot {
+        let borrowing = self.borrowing();
+        LoansSnapshot {
+            site: self.site.clone(),
+            borrowed: borrowing
+                .loans
+                .iter()
+                .map(|loan| BorrowedSnapshot {
+                    server: loan.server.clone(),
+                    lender: loan.lender.clone(),
+                    account: self.account_name(loan.account).clone(),
+                    epoch: loan.epoch.value(),
+                    state: loan.state.name(),
+                    service_addr: loan.service_addr.clone(),
+                    expires_in_ms: loan.expires_at.0.saturating_sub(now.0),
+                    latency_ms: loan.latency_ms,
+                })
+                .collect(),
+            lent: self
+                .lent()
+                .filter_map(|(ix, loan)| {
+                    let entry = &self.servers[ix];
+                    let lease = entry.lease.as_ref()?;
+                    Some(LentSnapshot {
+                        server: entry.id.clone(),
+                        borrower: loan.borrower.clone(),
+                        account: self.account_name(lease.account).clone(),
+                        epoch: lease.epoch.value(),
+                        state: entry.phase.name(),
+                        expires_in_ms: loan.expires_at.0.saturating_sub(now.0),
+                        recalled: loan.recall_by.is_some(),
+                    })
+                })
+                .collect(),
+            asking: borrowing
+                .asks
+                .iter()
+                .map(|ask| AskSnapshot {
+                    lender: ask.lender.clone(),
+                    account: self.account_name(ask.account).clone(),
+                    count: ask.count,
+                })
+                .collect(),
+            counts: borrowing.counts,
+            latencies_ms: borrowing.latencies_ms.iter().copied().collect(),
         }
     }
 }

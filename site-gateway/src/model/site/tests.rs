@@ -27,22 +27,35 @@ fn account_id(name: &str) -> AccountId {
 
 /// A site with `servers` servers and accounts (name, min, max, priority).
 fn config(servers: usize, accounts: &[(&str, u32, u32, u32)]) -> SiteConfig {
+    site_config("site-a", 'a', servers, accounts, Lending::default())
+}
+
+/// Site `name` with servers `<prefix>1..` (serving on 127.0.0.1:8000 + 100 × the prefix's
+/// place in the alphabet + n), accounts (name, min, max, priority) and `lending`.
+pub(super) fn site_config(
+    name: &str,
+    prefix: char,
+    servers: usize,
+    accounts: &[(&str, u32, u32, u32)],
+    lending: Lending,
+) -> SiteConfig {
     let addr = |port: u16| format!("127.0.0.1:{port}").parse().unwrap();
+    let base = 8000 + 100 * (prefix as u16 - 'a' as u16);
     SiteConfig {
-        path: PathBuf::from("test.toml"),
+        path: PathBuf::from(format!("{name}.toml")),
         site: SiteSection {
-            name: SiteId::parse("site-a").unwrap(),
+            name: SiteId::parse(name).unwrap(),
             admin_addr: addr(1),
             federation_addr: addr(2),
             management_addr: addr(3),
         },
         timings: Timings::default(),
-        lending: Lending::default(),
+        lending,
         peers: Vec::new(),
         servers: (1..=servers)
             .map(|n| Server {
-                id: server_id(n),
-                service_addr: addr(8000 + n as u16),
+                id: ServerId::parse(&format!("{prefix}{n}")).unwrap(),
+                service_addr: addr(base + n as u16),
             })
             .collect(),
         accounts: accounts
@@ -378,6 +391,8 @@ fn recovered_leases_are_kept_when_their_nodes_still_run_them() {
     let config = config(2, &[("shop", 1, 2, 10)]);
     let epoch = Epoch::from_journal(7);
     let recovered = Recovered {
+        lent: Vec::new(),
+        borrowed: Vec::new(),
         leases: vec![(server_id(1), account_id("shop"), epoch)],
         epochs: vec![
             (server_id(1), epoch),
@@ -421,6 +436,8 @@ fn a_recovered_lease_whose_node_stopped_is_restored_under_a_new_epoch() {
     let config = config(1, &[("shop", 1, 1, 10)]);
     let epoch = Epoch::from_journal(5);
     let recovered = Recovered {
+        lent: Vec::new(),
+        borrowed: Vec::new(),
         leases: vec![(server_id(1), account_id("shop"), epoch)],
         epochs: vec![(server_id(1), epoch)],
     };

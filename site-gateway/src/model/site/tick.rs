@@ -12,11 +12,15 @@ impl SiteModel {
     pub fn tick(&mut self, now: Millis) -> Vec<Effect> {
         let mut effects = self.detect_failures(now);
         effects.extend(self.expire_leases(now));
+        effects.extend(self.tick_lent(now));
         let views = self.view(now);
         let round = self
             .arbiter
             .round(&views.as_view(now, self.timings.move_cooldown));
         effects.extend(self.apply(round, now));
+        // Loans follow what the round left short: our own lent servers first, then peers.
+        effects.extend(self.recall_if_short(now));
+        effects.extend(self.tick_borrowed(now));
         effects
     }
 
@@ -91,8 +95,9 @@ impl SiteModel {
         let accounts = self
             .accounts
             .iter()
-            .map(|account| match account.removed {
+            .map(|account| match account.removed || account.guest.is_some() {
                 // A tombstone asks for nothing: the arbiter releases what it still holds.
+                // A guest asks for nothing either, and its servers are out of reach below.
                 true => AccountView {
                     priority: account.config.priority,
                     min_servers: 0,
@@ -113,7 +118,9 @@ impl SiteModel {
             .map(|entry| {
                 let slot = match (&entry.phase, &entry.lease) {
                     (Phase::Free, None) if entry.connected => Slot::Free,
-                    (Phase::Starting { .. } | Phase::Serving, Some(lease)) if !lease.revoked => {
+                    (Phase::Starting { .. } | Phase::Serving, Some(lease))
+                        if !lease.revoked && lease.loan.is_none() =>
+                    {
                         Slot::Held {
                             account: lease.account,
                             since: lease.granted_at,

@@ -1,0 +1,214 @@
+//! Several sites of real processes for a test: a gateway per site on free ports and, on
+//! request, a node agent per server, all under process guards, in a temporary directory
+//! that is deleted when the federation is dropped (kept with `LEASEHOLD_KEEP_TEST_DIRS`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use tempfile::TempDir;
+
+use super::admin::{get_json, get_text};
+use super::evidence::violations;
+use super::onesite::{SETTLE, gateway_args, node_args};
+use super::process::ProcessGuard;
+use super::site::{PreparedSite, SiteSpec, create_certs, prepare_federation, rewrite_site};
+use super::wait_for;
+
+pub struct Federation {
+    binary: PathBuf,
+    dir: TempDir,
+    pub specs: Vec<SiteSpec>,
+    pub sites: Vec<PreparedSite>,
+    pub gateways: Vec<Option<ProcessGuard>>,
+    /// (site index, server, agent)
+    pub nodes: Vec<(usize, String, ProcessGuard)>,
+}
+
+impl Federation {
+    /// Writes every site's config with free ports, creates the certificates, and starts
+    /// every gateway (waiting until each is ready). No node agent runs yet.
+    pub fn start(binary: &Path, specs: Vec<SiteSpec>) -> Result<Federation, String> {
+        let mut federation = Federation::prepare(binary, specs)?;
+        for index in 0..federation.sites.len() {
+            federation.start_gateway(index)?;
+        }
+        Ok(federation)
+    }
+
+    /// [`Federation::start`] without starting anything: the configs and certificates only.
+    pub fn prepare(binary: &Path, specs: Vec<SiteSpec>) -> Result<Federation, String> {
+        let mut dir = TempDir::new().map_err(|error| error.to_string())?;
+        if std::env::var_os("LEASEHOLD_KEEP_TEST_DIRS").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping the federation's files in {}", dir.path().display());
+        }
+        let sites = prepare_federation(dir.path(), &specs)?;
+        let certs: Vec<(&str, Vec<String>)> = specs
+            .iter()
+            .map(|spec| (spec.name.as_str(), spec.servers.clone()))
+            .collect();
+        create_certs(&dir.path().join("certs"), &certs)?;
+        Ok(Federation {
+            binary: binary.to_path_buf(),
+            dir,
+            gateways: sites.iter().map(|_| None).collect(),
+            sites,
+            specs,
+            nodes: Vec::new(),
+        })
+    }
+
+    /// The directory every file of the federation lives in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn admin(&self, index: usize) -> SocketAddr {
+        self.sites[index].admin
+    }
+
+    pub fn index(&self, site: &str) -> usize {
+        self.sites
+            .iter()
+            .position(|plan| plan.name == site)
+            .unwrap_or_else(|| panic!("no site {site} in this federation"))
+    }
+
+    /// Starts the gateway of site `index` on its journal and waits until `/ready` answers.
+    pub fn start_gateway(&mut self, index: usize) -> Result<(), String> {
+        let site = &self.sites[index];
+        let args = gateway_args(
+            &site.config,
+            &self.path("certs"),
+            &self.path(&format!("state-{}", site.name)),
+        );
+        let log = self.path(&format!("gateway-{}.log", site.name));
+        let gateway = ProcessGuard::spawn(&site.name, &self.binary, &args, &log)?;
+        self.gateways[index] = Some(gateway);
+        let admin = self.admin(index);
+        wait_for("the gateway to be ready", SETTLE, || {
+            get_text(admin, "/ready")
+        })
+        .map(|_| ())
+        .map_err(|error| format!("{error}\n--- gateway log ---\n{}", self.output(index)))
+    }
+
+    /// kill -9 of the gateway of site `index`; its node agents keep running.
+    pub fn kill_gateway(&mut self, index: usize) -> Result<(), String> {
+        match self.gateways[index].take() {
+            Some(mut gateway) => {
+                gateway.signal(Signal::SIGKILL)?;
+                gateway.stop(Duration::from_secs(5));
+                Ok(())
+            }
+            None => Err(format!(
+                "the gateway of {} is not running",
+                self.sites[index].name
+            )),
+        }
+    }
+
+    /// Starts a node agent for every server of every site.
+    pub fn start_all_nodes(&mut self) -> Result<(), String> {
+        for index in 0..self.sites.len() {
+            let servers: Vec<String> = self.sites[index]
+                .servers
+                .iter()
+                .map(|(id, _)| id.clone())
+                .collect();
+            for server in servers {
+                self.start_node(index, &server)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the node agent of `server` of site `index`, working in `nodes/<server>`.
+    pub fn start_node(&mut self, index: usize, server: &str) -> Result<(), String> {
+        let work = self.work(server);
+        std::fs::create_dir_all(&work)
+            .map_err(|error| format!("cannot create {}: {error}", work.display()))?;
+        let args = node_args(
+            self.sites[index].management,
+            server,
+            &self.path("certs"),
+            &work,
+        );
+        let log = self.path(&format!("node-{server}.log"));
+        let node = ProcessGuard::spawn(server, &self.binary, &args, &log)?;
+        self.nodes.push((index, server.to_owned(), node));
+        Ok(())
+    }
+
+    /// The node agent's work directory (its event log lives there).
+    pub fn work(&self, server: &str) -> PathBuf {
+        self.path(&format!("nodes/{server}"))
+    }
+
+    /// The log of site `index`'s gateway (also after it was killed).
+    pub fn output(&self, index: usize) -> String {
+        std::fs::read_to_string(self.path(&format!("gateway-{}.log", self.sites[index].name)))
+            .unwrap_or_default()
+    }
+
+    /// Every gateway's log, for a failure message.
+    pub fn outputs(&self) -> String {
+        (0..self.sites.len())
+            .map(|index| format!("--- {} ---\n{}", self.sites[index].name, self.output(index)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Rewrites site `index`'s config from `specs[index]` (edit `specs` first); a running
+    /// gateway applies it as a live edit.
+    pub fn edit(&self, index: usize) -> Result<(), String> {
+        rewrite_site(&self.specs, &self.sites, index)
+    }
+
+    /// Polls `GET path` on site `index` until `accept` holds; returns what it saw.
+    pub fn wait_json(
+        &self,
+        index: usize,
+        path: &str,
+        what: &str,
+        timeout: Duration,
+        accept: impl Fn(&Value) -> bool,
+    ) -> Result<Value, String> {
+        let admin = self.admin(index);
+        wait_for(
+            &format!("{}: {what}", self.sites[index].name),
+            timeout,
+            || {
+                let value = get_json(admin, path)?;
+                if accept(&value) {
+                    Ok(value)
+                } else {
+                    Err(value.to_string())
+                }
+            },
+        )
+        .map_err(|error| format!("{error}\n{}", self.outputs()))
+    }
+
+    /// Safety from every node's event log (S-1 within `stop_slack`, S-2, S-3): one line
+    /// per violation, empty when there is none.
+    pub fn violations(&self, stop_slack: Duration) -> Result<Vec<String>, String> {
+        let works: Vec<PathBuf> = self
+            .nodes
+            .iter()
+            .map(|(_, server, _)| self.work(server))
+            .collect();
+        let works: Vec<&Path> = works.iter().map(PathBuf::as_path).collect();
+        Ok(violations(&works, stop_slack)?
+            .into_iter()
+            .map(|(work, violation)| format!("{work}: {violation:?}"))
+            .collect())
+    }
+}
