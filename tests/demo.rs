@@ -91,6 +91,37 @@ fn demo_moves_servers_both_ways_lends_between_sites_safely_and_leaves_nothing_ru
         "{context}"
     );
 
+    // shop's burst is more than site-a has: it borrows from site-b or site-c, and gives the
+    // servers back once the burst is over (from every gateway's /v1/loans and audit log).
+    let count = |key: &str| report[key].as_u64().unwrap_or(0);
+    assert!(count("loans") >= 1, "no loan: {context}");
+    assert!(count("returns") >= 1, "no return: {context}");
+    assert!(count("lent") >= 1, "no site lent: {context}");
+    assert!(
+        report["loan_latency_ms"]["count"].as_u64().unwrap_or(0) >= 1,
+        "{context}"
+    );
+    assert!(
+        report["by_site"]["site-a"]["loans"]["borrowed"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{context}"
+    );
+    let events = report["loan_events"].as_array().unwrap();
+    for kind in ["borrow", "lend", "loan_return"] {
+        assert!(
+            events.iter().any(|e| e["kind"] == kind),
+            "no {kind} in the audit logs: {context}"
+        );
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "borrow" && e["site"] == "site-a" && e["account"] == "shop"),
+        "shop borrowed nothing: {context}"
+    );
+
     // Nothing the demo started runs on: the gateways, the agents, every workload and guard
     // in the node event logs.
     assert_eq!(report["processes_left"], serde_json::json!([]), "{context}");

@@ -17,6 +17,8 @@ pub struct LoanCounts {
     pub recalled: u64,
     /// Loans no longer counted because they were not renewed.
     pub expired: u64,
+    /// Loans the lender ended (the server failed, or it refused a renewal).
+    pub ended: u64,
     /// Servers lent out.
     pub lent: u64,
 }
@@ -29,6 +31,7 @@ impl LoanCounts {
             returned: count("returned"),
             recalled: count("recalled"),
             expired: count("expired"),
+            ended: count("ended"),
             lent: count("lent"),
         }
     }
@@ -38,6 +41,7 @@ impl LoanCounts {
         self.returned += other.returned;
         self.recalled += other.recalled;
         self.expired += other.expired;
+        self.ended += other.ended;
         self.lent += other.lent;
     }
 }

@@ -89,7 +89,7 @@ impl Summary {
         report
     }
 
-    /// `loans`, `returns`, `recalls`, `expired`, `lent`, `loan_latency_ms` and
+    /// `loans`, `returns`, `recalls`, `loans_expired`, `loans_ended`, `lent`, `loan_latency_ms` and
     /// `loan_events`, federation-wide; the counts are `null` when no gateway served
     /// `/v1/loans`, since there is nothing to count from.
     fn loans_json(&self) -> serde_json::Map<String, Value> {
@@ -117,6 +117,7 @@ impl Summary {
         map.insert("returns".into(), count(c.returned));
         map.insert("recalls".into(), count(c.recalled));
         map.insert("loans_expired".into(), count(c.expired));
+        map.insert("loans_ended".into(), count(c.ended));
         map.insert("lent".into(), count(c.lent));
         map.insert(
             "loan_latency_ms".into(),
@@ -160,7 +161,8 @@ fn gateway_reallocation(status: &Value) -> Value {
 
 fn loan_counts(counts: &LoanCounts) -> Value {
     json!({"borrowed": counts.borrowed, "returned": counts.returned,
-        "recalled": counts.recalled, "expired": counts.expired, "lent": counts.lent})
+        "recalled": counts.recalled, "expired": counts.expired, "ended": counts.ended,
+        "lent": counts.lent})
 }
 
 /// One site's part: its moves by direction, its loans and its nodes' safety.

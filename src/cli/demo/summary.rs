@@ -350,8 +350,8 @@ impl Summary {
         let c = &totals.counts;
         let _ = writeln!(
             out,
-            "  loans (GET /v1/loans of {} sites): {} borrowed, {} returned, {} recalled, {} expired, {} lent",
-            totals.sites, c.borrowed, c.returned, c.recalled, c.expired, c.lent
+            "  loans (GET /v1/loans of {} sites): {} borrowed, {} returned, {} recalled, {} expired, {} ended by the lender, {} lent",
+            totals.sites, c.borrowed, c.returned, c.recalled, c.expired, c.ended, c.lent
         );
         let sorted = &totals.latencies_ms;
         let _ = writeln!(
