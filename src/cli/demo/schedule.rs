@@ -23,7 +23,8 @@ pub const ACCOUNTS: [(&str, &str); 4] = [
 
 /// All with target_load 20 per server (docs/demo.md has the arithmetic): shop 50 → 3
 /// servers, 110 → 6 (its max: 3 more than site-a can give it), 5 → 1; blog 35 → 2, 5 → 1;
-/// wiki 30 → 2, 10 → 1; mail 50 → 3, 25 → its minimum of 2. Shrinking takes 3 s a step.
+/// wiki 30 → 2, 10 → 1, 50 → 3 (its max); mail 50 → 3, 25 → its minimum of 2. Shrinking
+/// takes 3 s a step.
 pub fn phases() -> Vec<Phase> {
     vec![
         Phase {
@@ -54,8 +55,8 @@ pub fn phases() -> Vec<Phase> {
             ],
         },
         Phase {
-            name: "burst over: the borrowed servers go back",
-            rates: vec![("shop", 5.0), ("blog", 5.0), ("wiki", 10.0), ("mail", 25.0)],
+            name: "burst over, borrowed servers go back; wiki busy: site-b recalls one",
+            rates: vec![("shop", 5.0), ("blog", 5.0), ("wiki", 50.0), ("mail", 25.0)],
         },
     ]
 }

@@ -359,7 +359,7 @@ pub fn audit_line(site: &str, record: &Value, width: usize) -> String {
         _ => account.to_owned(),
     };
     let line = format!(
-        "{site} #{} {:<11} {:<4} {:<13} {}",
+        "{site} #{} {:<12} {:<4} {:<13} {}",
         text(&record["seq"]),
         text(&record["kind"]),
         record["server"].as_str().unwrap_or(""),
@@ -419,7 +419,7 @@ mod tests {
             "from": "shop", "epoch": 4, "reason": "blog below its demand"});
         assert_eq!(
             audit_line("site-a", &record, 200),
-            "site-a #7 reclaim     a3   shop → blog   blog below its demand"
+            "site-a #7 reclaim      a3   shop → blog   blog below its demand"
         );
         assert_eq!(audit_line("site-a", &record, 10).chars().count(), 10);
         let loan = json!({"seq": 9, "kind": "borrow", "server": "b3", "account": "shop",
