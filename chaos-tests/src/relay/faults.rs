@@ -148,6 +148,17 @@ impl Faults {
         }
     }
 
+    /// The same faults with the directions swapped: for the relay of the connection the
+    /// other site dials. Between sites A and B there are two relays (A dials B through
+    /// one, B dials A through the other); to make A → B lossy on both connections, give
+    /// A's relay `faults` and B's relay `faults.reversed()`.
+    pub fn reversed(&self) -> Faults {
+        Faults {
+            to_target: self.from_target.clone(),
+            from_target: self.to_target.clone(),
+        }
+    }
+
     pub fn link(&self, direction: Direction) -> &LinkFaults {
         match direction {
             Direction::ToTarget => &self.to_target,
@@ -332,6 +343,10 @@ mod tests {
         assert!(Faults::partition().to_target.cut && Faults::partition().from_target.cut);
         let one_way = Faults::one_way(Direction::FromTarget);
         assert!(one_way.from_target.cut && !one_way.to_target.cut);
+        assert_eq!(
+            Faults::one_way(Direction::ToTarget).reversed(),
+            Faults::one_way(Direction::FromTarget)
+        );
         let rtt = Faults::rtt(Duration::from_millis(100));
         assert_eq!(rtt.to_target.delay, Duration::from_millis(50));
         assert_eq!(rtt.from_target.delay, Duration::from_millis(50));
