@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use leasehold_federation::ids::{AccountId, SiteId};
 
-use super::Term;
+use super::{Term, Vote};
 use crate::model::Millis;
 
 /// A grant this acceptor made: `holder` owns the account under `term` until `expires_at`
@@ -16,25 +16,6 @@ pub struct Grant {
     pub holder: SiteId,
     pub term: Term,
     pub expires_at: Millis,
-}
-
-/// An acceptor's answer to a request for ownership.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Vote {
-    /// Granted for `ttl` from receipt, under `term`.
-    Granted { term: Term },
-    /// Another site holds a grant here, until `for_ms` from now.
-    Held {
-        holder: SiteId,
-        term: Term,
-        for_ms: u64,
-    },
-    /// `term` is not above what this acceptor has promised for the account; the claimant
-    /// should try again above `promised`.
-    Stale { promised: Term },
-    /// This acceptor restarted and may have forgotten a grant: it grants nothing until
-    /// one `ttl` has passed since its start.
-    Quiet { for_ms: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +107,10 @@ impl Acceptor {
 mod tests {
     use super::*;
 
+    fn term(n: u64) -> Term {
+        (0..n).fold(Term::NONE, |term, _| term.next())
+    }
+
     fn site(name: &str) -> SiteId {
         SiteId::parse(name).unwrap()
     }
@@ -136,20 +121,20 @@ mod tests {
         let ttl = Duration::from_secs(2);
         let mut acceptor = Acceptor::new(ttl, Millis(0));
         assert!(matches!(
-            acceptor.ask(&shop, &site("site-a"), Term(1), Millis(100)),
+            acceptor.ask(&shop, &site("site-a"), term(1), Millis(100)),
             Vote::Quiet { .. }
         ));
-        let t = Millis(2000);
+        let start = Millis(2000);
         assert_eq!(
-            acceptor.ask(&shop, &site("site-a"), Term(1), t),
-            Vote::Granted { term: Term(1) }
+            acceptor.ask(&shop, &site("site-a"), term(1), start),
+            Vote::Granted { term: term(1) }
         );
         assert!(matches!(
             acceptor.ask(
                 &shop,
                 &site("site-b"),
-                Term(2),
-                t + Duration::from_millis(1999)
+                term(2),
+                start + Duration::from_millis(1999)
             ),
             Vote::Held { .. }
         ));
@@ -158,37 +143,37 @@ mod tests {
             acceptor.ask(
                 &shop,
                 &site("site-a"),
-                Term(1),
-                t + Duration::from_millis(1500)
+                term(1),
+                start + Duration::from_millis(1500)
             ),
-            Vote::Granted { term: Term(1) }
+            Vote::Granted { term: term(1) }
         );
-        let later = t + Duration::from_millis(3600);
+        let later = start + Duration::from_millis(3600);
         // Expired: a takeover needs a higher term.
         assert_eq!(
-            acceptor.ask(&shop, &site("site-b"), Term(1), later),
-            Vote::Stale { promised: Term(1) }
+            acceptor.ask(&shop, &site("site-b"), term(1), later),
+            Vote::Stale { promised: term(1) }
         );
         assert_eq!(
-            acceptor.ask(&shop, &site("site-b"), Term(2), later),
-            Vote::Granted { term: Term(2) }
+            acceptor.ask(&shop, &site("site-b"), term(2), later),
+            Vote::Granted { term: term(2) }
         );
         // The old holder cannot come back under its old term.
         let much_later = later + Duration::from_secs(3);
         assert_eq!(
-            acceptor.ask(&shop, &site("site-a"), Term(1), much_later),
-            Vote::Stale { promised: Term(2) }
+            acceptor.ask(&shop, &site("site-a"), term(1), much_later),
+            Vote::Stale { promised: term(2) }
         );
         // A release frees the account at once.
-        acceptor.release(&shop, &site("site-b"), Term(2));
+        acceptor.release(&shop, &site("site-b"), term(2));
         assert_eq!(
             acceptor.ask(
                 &shop,
                 &site("site-a"),
-                Term(3),
+                term(3),
                 later + Duration::from_millis(10)
             ),
-            Vote::Granted { term: Term(3) }
+            Vote::Granted { term: term(3) }
         );
     }
 }

@@ -23,29 +23,10 @@ mod sim_tests;
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-pub use acceptor::{Acceptor, Grant, Vote};
-pub use claimant::{Claimant, Standing};
-
-/// An ownership term: grows with every change of owner of an account, so that records of
-/// ownership sort and a stale claim is recognised.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-pub struct Term(pub u64);
-
-impl Term {
-    pub fn next(self) -> Term {
-        Term(self.0 + 1)
-    }
-}
-
-impl std::fmt::Display for Term {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "t{}", self.0)
-    }
-}
+pub use acceptor::{Acceptor, Grant};
+pub use claimant::{Change, Claimant, Standing};
+pub use leasehold_federation::ids::Term;
+pub use leasehold_federation::wire::site::Vote;
 
 /// The timing of ownership leases. Every site of a federation must use the same values
 /// (the config check compares them across site files).

@@ -162,7 +162,7 @@ fn simulate(seed: u64, planted: bool) -> Outcome {
         owned_at_end: false,
         takeovers: 0,
     };
-    let mut highest_acquired = Term(0);
+    let mut highest_acquired = Term::NONE;
     let mut last_owner: Option<usize> = None;
     for real in 0..RUN_MS {
         // Crashes and restarts.
