@@ -6,5 +6,7 @@
 //! - [`harness::site`]: site config files with free loopback ports, certificates.
 //! - [`harness::admin`]: polling a gateway's admin API with deadlines.
 //! - [`harness::evidence`]: reading node event logs and checking them.
+//! - [`relay`]: a fault-injecting UDP relay to put between sites (docs/relay.md).
 
 pub mod harness;
+pub mod relay;

@@ -141,6 +141,39 @@ impl fmt::Display for Epoch {
     }
 }
 
+/// An ownership term of an account (docs/ownership.md): grows with every change of owner,
+/// so that records of ownership sort and a stale claim is recognised. As for [`Epoch`],
+/// there is no `From<u64>`: a term comes from `next`, the wire or the journal.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Term(u64);
+
+impl Term {
+    /// The term before any owner.
+    pub const NONE: Term = Term(0);
+
+    pub fn next(self) -> Term {
+        Term(self.0.saturating_add(1))
+    }
+
+    pub fn value(self) -> u64 {
+        self.0
+    }
+
+    /// Rebuilds a term read back from durable storage.
+    pub fn from_journal(value: u64) -> Term {
+        Term(value)
+    }
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t{}", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
+use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId, Term};
 use leasehold_federation::wire::catalogue::{
     ONE_WAY_KINDS, REQUEST_KINDS, RESPONSE_KINDS, open_inbound_one_way, open_inbound_request,
 };
@@ -215,6 +215,39 @@ fn samples() -> Vec<Envelope> {
             account: account(),
             health: Health::Healthy,
             load: None,
+        }),
+        round_trip(ClaimOwnership {
+            claims: vec![OwnershipClaim {
+                account: account(),
+                term: Term::NONE.next(),
+                round: 7,
+            }],
+        }),
+        round_trip(OwnershipVotes {
+            votes: vec![
+                OwnershipVote {
+                    account: account(),
+                    round: 7,
+                    vote: Vote::Granted {
+                        term: Term::NONE.next(),
+                    },
+                },
+                OwnershipVote {
+                    account: account(),
+                    round: 8,
+                    vote: Vote::Held {
+                        holder: site(),
+                        term: Term::NONE.next(),
+                        for_ms: 1200,
+                    },
+                },
+            ],
+        }),
+        round_trip(ReleaseOwnership {
+            releases: vec![OwnershipRelease {
+                account: account(),
+                term: Term::NONE.next(),
+            }],
         }),
     ]
 }

@@ -97,8 +97,9 @@ catalogue! {
             RequestLoan => LoanOffer,
             RenewLoan => LoanRenewal,
             ReturnLoan => LoanReturned,
+            ClaimOwnership => OwnershipVotes,
         }
-        one_way { AccountCatalogue, RecallLoan, LentServerStatus }
+        one_way { AccountCatalogue, RecallLoan, LentServerStatus, ReleaseOwnership }
     }
 }
 

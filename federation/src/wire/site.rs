@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::common::{DataRef, Health, Refusal, Software};
-use crate::ids::{AccountId, Epoch, ServerId, SiteId};
+use crate::ids::{AccountId, Epoch, ServerId, SiteId, Term};
 
 /// First message on a site-to-site connection, from the side that opened it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,4 +127,62 @@ pub struct LentServerStatus {
     pub account: AccountId,
     pub health: Health,
     pub load: Option<f64>,
+}
+
+/// Claimant → acceptor: grant me ownership of these accounts (docs/ownership.md). One
+/// message carries every account the claimant asks for in a round, so that a federation
+/// with many accounts sends one message per peer per renew interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimOwnership {
+    pub claims: Vec<OwnershipClaim>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwnershipClaim {
+    pub account: AccountId,
+    pub term: Term,
+    /// The claimant's round, echoed in the vote.
+    pub round: u64,
+}
+
+/// Acceptor → claimant: one vote per claim, in any order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwnershipVotes {
+    pub votes: Vec<OwnershipVote>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwnershipVote {
+    pub account: AccountId,
+    pub round: u64,
+    pub vote: Vote,
+}
+
+/// An acceptor's answer to one claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Vote {
+    /// Granted for the acceptor's ownership TTL from receipt, under `term`.
+    Granted { term: Term },
+    /// Another site holds a grant here, for `for_ms` more.
+    Held {
+        holder: SiteId,
+        term: Term,
+        for_ms: u64,
+    },
+    /// The term is not above what this acceptor granted for the account before.
+    Stale { promised: Term },
+    /// The acceptor restarted and grants nothing for `for_ms` more.
+    Quiet { for_ms: u64 },
+}
+
+/// Holder → acceptor: I give these grants up (a handover).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseOwnership {
+    pub releases: Vec<OwnershipRelease>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwnershipRelease {
+    pub account: AccountId,
+    pub term: Term,
 }

@@ -96,8 +96,6 @@ impl Handler<Deliver> for ServerLink {
     type Result = ();
 
     fn handle(&mut self, Deliver(command): Deliver, ctx: &mut Context<Self>) {
-        let connection = self.connection.clone();
-        let master = self.master.clone();
         let timeout = self.command_timeout;
         match command {
             Command::Apply { server, pointer } => {
@@ -106,20 +104,11 @@ impl Handler<Deliver> for ServerLink {
                     server: server.clone(),
                     pointer,
                 };
-                ctx.spawn(
-                    async move {
-                        let answer = connection
-                            .request_within(&request, timeout)
-                            .await
-                            .map_err(|error| error.to_string());
-                        master.do_send(PointerAnswered {
-                            server,
-                            epoch,
-                            answer,
-                        });
-                    }
-                    .into_actor(self),
-                );
+                self.ask(ctx, request, timeout, move |answer| PointerAnswered {
+                    server,
+                    epoch,
+                    answer,
+                });
             }
             Command::Stop {
                 server,
@@ -135,22 +124,42 @@ impl Handler<Deliver> for ServerLink {
                 };
                 // The node drains, then stops (up to its stop timeout), then answers.
                 let timeout = timeout + Duration::from_millis(drain_ms);
-                ctx.spawn(
-                    async move {
-                        let answer = connection
-                            .request_within(&request, timeout)
-                            .await
-                            .map_err(|error| error.to_string());
-                        master.do_send(StopAnswered {
-                            server,
-                            epoch,
-                            answer,
-                        });
-                    }
-                    .into_actor(self),
-                );
+                self.ask(ctx, request, timeout, move |answer| StopAnswered {
+                    server,
+                    epoch,
+                    answer,
+                });
             }
         }
+    }
+}
+
+impl ServerLink {
+    /// Sends `request` to the node and hands the master `answered(answer)`, the answer
+    /// or why there was none (a lost answer is "maybe done").
+    fn ask<R, M>(
+        &self,
+        ctx: &mut Context<Self>,
+        request: R,
+        timeout: Duration,
+        answered: impl FnOnce(Result<R::Response, String>) -> M + 'static,
+    ) where
+        R: leasehold_federation::wire::Request,
+        M: Message<Result = ()> + Send + 'static,
+        SiteMaster: Handler<M>,
+    {
+        let connection = self.connection.clone();
+        let master = self.master.clone();
+        ctx.spawn(
+            async move {
+                let answer = connection
+                    .request_within(&request, timeout)
+                    .await
+                    .map_err(|error| error.to_string());
+                master.do_send(answered(answer));
+            }
+            .into_actor(self),
+        );
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod arbiter;
 pub mod demand;
 pub mod effects;
+pub mod ownership;
 pub mod peers;
 pub mod site;
 

@@ -1,0 +1,228 @@
+//! The claimant: a site's side of owning accounts. It asks every site for a grant, counts
+//! the answers of one round at a time, and owns an account from a majority of grants until
+//! the round's send time plus [`super::Timing::held_for`].
+
+use std::collections::{BTreeSet, HashMap};
+
+use leasehold_federation::ids::{AccountId, SiteId};
+
+use super::{Term, Timing, Vote, majority};
+use crate::model::Millis;
+
+/// Where this site stands with an account at some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    NotOwner,
+    /// This site owns the account under `term` until `until` on its own clock.
+    Owner {
+        term: Term,
+        until: Millis,
+    },
+}
+
+/// What an answer changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A majority granted a round that was not a renewal: this site now owns the account.
+    Acquired { term: Term, until: Millis },
+    /// A majority granted a renewal: ownership extends to `until`.
+    Renewed { term: Term, until: Millis },
+    /// A claim (not a renewal) can no longer reach a majority. The sites in `release`
+    /// granted it: releasing those grants lets another claimant win instead of every
+    /// claimant holding a minority until the grants run out. Safe because the claimant never
+    /// owned under this round, and ignores any later answer to it.
+    Failed { term: Term, release: Vec<SiteId> },
+}
+
+#[derive(Debug, Clone)]
+struct Round {
+    id: u64,
+    term: Term,
+    sent_at: Millis,
+    renewal: bool,
+    granted: BTreeSet<SiteId>,
+    refused: BTreeSet<SiteId>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Claim {
+    owner: Option<(Term, Millis)>,
+    /// The highest term seen for the account, in a grant or a refusal.
+    highest: Term,
+    round: Option<Round>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Claimant {
+    site: SiteId,
+    /// Every site of the federation, this one included: the acceptors.
+    sites: Vec<SiteId>,
+    timing: Timing,
+    claims: HashMap<AccountId, Claim>,
+    next_round: u64,
+    /// A planted bug for tests only: a renewal counts as granted on this site's own grant,
+    /// without a majority. The simulation shows the overlap checker catches it.
+    #[cfg(test)]
+    pub plant_renew_without_majority: bool,
+}
+
+impl Claimant {
+    pub fn new(site: SiteId, sites: Vec<SiteId>, timing: Timing) -> Claimant {
+        Claimant {
+            site,
+            sites,
+            timing,
+            claims: HashMap::new(),
+            next_round: 1,
+            #[cfg(test)]
+            plant_renew_without_majority: false,
+        }
+    }
+
+    pub fn timing(&self) -> &Timing {
+        &self.timing
+    }
+
+    /// Where this site stands with `account` at `now`.
+    pub fn standing(&self, account: &AccountId, now: Millis) -> Standing {
+        match self.claims.get(account).and_then(|claim| claim.owner) {
+            Some((term, until)) if now < until => Standing::Owner { term, until },
+            _ => Standing::NotOwner,
+        }
+    }
+
+    /// Whether a round for `account` is due: an owner renews every `renew_every`; a site
+    /// that wants the account asks again every `renew_every` until it gets it.
+    pub fn due(&self, account: &AccountId, now: Millis) -> bool {
+        match self
+            .claims
+            .get(account)
+            .and_then(|claim| claim.round.as_ref())
+        {
+            Some(round) => now.since(round.sent_at) >= self.timing.renew_every,
+            None => true,
+        }
+    }
+
+    /// Starts a round for `account` at `now`: a renewal under the current term if this site
+    /// owns it, else a claim one above the highest term seen. Returns the round's id and
+    /// term; the request goes to every site (this one included), and each answer comes
+    /// back through [`Claimant::answered`].
+    pub fn start_round(&mut self, account: &AccountId, now: Millis) -> (u64, Term) {
+        let standing = self.standing(account, now);
+        let claim = self.claims.entry(account.clone()).or_default();
+        let (term, renewal) = match standing {
+            Standing::Owner { term, .. } => (term, true),
+            Standing::NotOwner => (claim.highest.next(), false),
+        };
+        claim.highest = claim.highest.max(term);
+        let id = self.next_round;
+        self.next_round += 1;
+        claim.round = Some(Round {
+            id,
+            term,
+            sent_at: now,
+            renewal,
+            granted: BTreeSet::new(),
+            refused: BTreeSet::new(),
+        });
+        (id, term)
+    }
+
+    /// The acceptors to ask in a round.
+    pub fn sites(&self) -> &[SiteId] {
+        &self.sites
+    }
+
+    /// `from`'s answer to round `id` for `account`. An answer to an older round only teaches
+    /// the highest term.
+    pub fn answered(
+        &mut self,
+        account: &AccountId,
+        from: &SiteId,
+        id: u64,
+        vote: &Vote,
+        now: Millis,
+    ) -> Option<Change> {
+        let needed = majority(self.sites.len());
+        let held_for = self.timing.held_for();
+        #[cfg(test)]
+        let planted = self.plant_renew_without_majority && *from == self.site;
+        #[cfg(not(test))]
+        let planted = false;
+        let claim = self.claims.get_mut(account)?;
+        match vote {
+            Vote::Held { term, .. } => claim.highest = claim.highest.max(*term),
+            Vote::Stale { promised } => claim.highest = claim.highest.max(*promised),
+            Vote::Granted { .. } | Vote::Quiet { .. } => {}
+        }
+        let round = claim.round.as_mut().filter(|round| round.id == id)?;
+        let Vote::Granted { term } = vote else {
+            round.refused.insert(from.clone());
+            let hopeless = round.refused.len() > self.sites.len() - needed;
+            if hopeless && !round.renewal {
+                let (term, release) = (round.term, round.granted.iter().cloned().collect());
+                claim.round = None;
+                return Some(Change::Failed { term, release });
+            }
+            return None;
+        };
+        if *term != round.term || !self.sites.contains(from) {
+            return None;
+        }
+        round.granted.insert(from.clone());
+        let enough = round.granted.len() >= needed || (planted && round.renewal);
+        if !enough {
+            return None;
+        }
+        let (term, sent_at, renewal) = (round.term, round.sent_at, round.renewal);
+        claim.round = None;
+        let until = sent_at + held_for;
+        // A majority for a round sent before the current ownership began, or one that
+        // ends no later, changes nothing.
+        let until = match claim.owner {
+            Some((owned, current)) if owned == term => current.max(until),
+            _ => until,
+        };
+        if until <= now {
+            return None;
+        }
+        let was_owner =
+            matches!(claim.owner, Some((owned, current)) if owned == term && current > now);
+        claim.owner = Some((term, until));
+        Some(if renewal && was_owner {
+            Change::Renewed { term, until }
+        } else {
+            Change::Acquired { term, until }
+        })
+    }
+
+    /// Ownerships that ran out by `now` (the site must have stopped serving them), each
+    /// reported once.
+    pub fn expired(&mut self, now: Millis) -> Vec<(AccountId, Term)> {
+        let mut lost = Vec::new();
+        for (account, claim) in &mut self.claims {
+            if let Some((term, until)) = claim.owner
+                && until <= now
+            {
+                claim.owner = None;
+                lost.push((account.clone(), term));
+            }
+        }
+        lost.sort();
+        lost
+    }
+
+    /// Gives up `account` (a handover): the site stops counting itself owner at once.
+    /// Returns the term to release at the acceptors.
+    pub fn give_up(&mut self, account: &AccountId) -> Option<Term> {
+        let claim = self.claims.get_mut(account)?;
+        claim.round = None;
+        claim.owner.take().map(|(term, _)| term)
+    }
+
+    /// This site's name.
+    pub fn site(&self) -> &SiteId {
+        &self.site
+    }
+}
