@@ -123,6 +123,18 @@ async fn serve(
     )
     .with_config(config.clone(), hash)
     .with_federation(peers.clone())
+    .with_ownership(crate::model::ownership::SiteOwnership::new(
+        config.site.name.clone(),
+        config.peers.iter().map(|peer| peer.name.clone()).collect(),
+        config
+            .accounts
+            .iter()
+            .map(|account| account.name.clone())
+            .collect(),
+        config.timings.ownership(),
+        config.timings.failback_after,
+        Millis(0),
+    ))
     .start();
     peers.attach(master.clone());
     crate::reload::start(config.path.clone(), master.clone())?;

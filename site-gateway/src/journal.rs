@@ -534,6 +534,7 @@ mod tests {
             from: None,
             epoch: None,
             peer: None,
+            term: None,
             reason: "test".into(),
         };
         {

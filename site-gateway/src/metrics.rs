@@ -51,7 +51,7 @@ pub const SERVER_STATES: [&str; 6] = [
 ];
 
 /// The audit kinds counted as decisions (`lease_ended` has its own counter, with a cause).
-const DECISION_KINDS: [AuditKind; 14] = [
+const DECISION_KINDS: [AuditKind; 18] = [
     AuditKind::Assign,
     AuditKind::Reclaim,
     AuditKind::Join,
@@ -66,6 +66,10 @@ const DECISION_KINDS: [AuditKind; 14] = [
     AuditKind::LoanRecall,
     AuditKind::LoanExpired,
     AuditKind::LoanRefused,
+    AuditKind::OwnershipAcquired,
+    AuditKind::Takeover,
+    AuditKind::Handback,
+    AuditKind::OwnershipLost,
 ];
 
 /// The label value of an audit kind: the same word as `kind` in `/v1/audit`.
@@ -87,6 +91,10 @@ fn kind_label(kind: AuditKind) -> &'static str {
         AuditKind::LoanRecall => "loan_recall",
         AuditKind::LoanExpired => "loan_expired",
         AuditKind::LoanRefused => "loan_refused",
+        AuditKind::OwnershipAcquired => "ownership_acquired",
+        AuditKind::Takeover => "takeover",
+        AuditKind::Handback => "handback",
+        AuditKind::OwnershipLost => "ownership_lost",
     }
 }
 
@@ -537,7 +545,9 @@ mod tests {
         AccountSnapshot {
             name: name.parse().expect("a valid account id"),
             home: site(),
-            owner: site(),
+            owner: Some(site()),
+            ownership_term: None,
+            ownership_expires_in_ms: None,
             min_servers: 1,
             max_servers: 4,
             priority: 1,
@@ -573,6 +583,7 @@ mod tests {
             from: None,
             epoch: Some(Epoch::NONE.next()),
             peer: None,
+            term: None,
             reason: reason.to_owned(),
         }
     }

@@ -271,8 +271,10 @@ impl Reader {
                         })
                         .await
                     {
-                        Ok(answer) => answer,
-                        Err(_) => return,
+                        Ok(Some(answer)) => answer,
+                        // Not owned here now: no answer, so the node keeps the lease it has
+                        // (docs/ownership.md); dropping the reply resets its stream.
+                        Ok(None) | Err(_) => return,
                     }
                 } else {
                     LeaseRenewal::Refused(self.wrong_server(&message.server))

@@ -255,6 +255,10 @@ impl Handler<PeerSeen> for SiteMaster {
 
     fn handle(&mut self, message: PeerSeen, _: &mut Context<Self>) {
         self.model.peer_seen(&message.site, message.up, message.rtt);
+        let now = self.now();
+        if let Some(ownership) = &mut self.ownership {
+            ownership.peer_seen(&message.site, message.up, now);
+        }
     }
 }
 

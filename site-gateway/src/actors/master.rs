@@ -29,6 +29,7 @@ use crate::model::Millis;
 use crate::model::arbiter::AccountIx;
 use crate::model::demand::{DemandModel, Sla};
 use crate::model::effects::{Command, Effect, Observation};
+use crate::model::ownership::SiteOwnership;
 use crate::model::site::{SiteModel, SiteSnapshot};
 
 /// The exit code when the journal cannot be written (EX_IOERR).
@@ -56,6 +57,8 @@ pub struct SiteMaster {
     config_status: ConfigStatus,
     /// The peers, changed by config edits; `None` in tests that run no federation.
     pub(super) federation: Option<Arc<Federation>>,
+    /// Which accounts this site owns (docs/ownership.md); `None`: it owns its own for ever.
+    pub(super) ownership: Option<SiteOwnership>,
 }
 
 /// The config the site runs on and the outcome of live edits (`/v1/status` `config`).
@@ -94,6 +97,54 @@ impl SiteMaster {
         };
         self.config = Some(config);
         self
+    }
+
+    /// Decide ownership of accounts with `ownership` (docs/ownership.md).
+    pub fn with_ownership(mut self, ownership: SiteOwnership) -> Self {
+        self.ownership = Some(ownership);
+        self
+    }
+
+    /// Feeds the ownership core's view of every account to the site core, and takes over
+    /// the peer accounts it now owns (each gets a Group). Called before every round and
+    /// after every vote, so that nothing is served on an ownership that has run out.
+    pub(super) fn sync_ownership(&mut self, ctx: &mut Context<Self>) {
+        let now = self.now();
+        let Some(ownership) = &self.ownership else {
+            return;
+        };
+        let adopted: Vec<_> = ownership
+            .adopted()
+            .values()
+            .map(|spec| (spec.clone(), ownership.owner(&spec.name, now)))
+            .collect();
+        let names: Vec<_> = self
+            .model
+            .accounts()
+            .iter()
+            .filter(|account| account.guest.is_none())
+            .map(|account| account.config.name.clone())
+            .collect();
+        let owners: Vec<_> = names
+            .into_iter()
+            .map(|name| {
+                let owner = ownership.owner(&name, now);
+                (name, owner)
+            })
+            .collect();
+        for (name, owner) in owners {
+            self.model.set_owner(&name, owner);
+        }
+        for (spec, owner) in adopted {
+            if let Some(ix) = self.model.adopt(&spec, owner) {
+                let group = self.start_group(ix, ctx);
+                let ix = ix as usize;
+                if ix >= self.groups.len() {
+                    self.groups.resize(ix + 1, None);
+                }
+                self.groups[ix] = Some(group);
+            }
+        }
     }
 
     /// The federation whose peers and catalogue config edits change.
@@ -137,6 +188,7 @@ impl SiteMaster {
             config: None,
             config_status: ConfigStatus::default(),
             federation: None,
+            ownership: None,
             // 1 ms .. 10 min, 3 significant digits; the bounds are constants, so this
             // cannot fail.
             latency_ms: Histogram::new_with_bounds(1, 600_000, 3)
@@ -283,6 +335,11 @@ impl SiteMaster {
                 .heartbeat(&server, sample.health, sample.load, at);
         }
         let now = self.now();
+        let mut effects = match &mut self.ownership {
+            Some(ownership) => ownership.tick(now),
+            None => Vec::new(),
+        };
+        self.sync_ownership(ctx);
         for (group, (load, _)) in self.groups.iter().zip(self.model.account_loads()) {
             let Some(group) = group else { continue };
             group.do_send(LoadMeasured {
@@ -290,7 +347,7 @@ impl SiteMaster {
                 now,
             });
         }
-        let effects = self.model.tick(now);
+        effects.extend(self.model.tick(now));
         self.rounds += 1;
         self.perform(effects, ctx);
         self.metrics.round_finished(began.elapsed()); // metrics
@@ -306,6 +363,8 @@ impl Actor for SiteMaster {
         self.groups = (0..self.model.accounts().len())
             .map(|ix| Some(self.start_group(ix as AccountIx, ctx)))
             .collect();
+        // Before any node's renewal is answered: nothing is owned until a majority says so.
+        self.sync_ownership(ctx);
         let recovered = std::mem::take(&mut self.pending);
         self.perform(recovered, ctx);
         ctx.run_interval(ROUND_INTERVAL, |master, ctx| master.round(ctx));
@@ -377,9 +436,10 @@ impl Handler<RegisterServer> for SiteMaster {
     }
 }
 
-/// A node asks to keep its lease.
+/// A node asks to keep its lease. `None`: this site does not own the lease's account now,
+/// and the node gets no answer (docs/ownership.md).
 #[derive(Message)]
-#[rtype(result = "LeaseRenewal")]
+#[rtype(result = "Option<LeaseRenewal>")]
 pub struct RenewLease {
     pub server: ServerId,
     pub epoch: Epoch,
@@ -390,8 +450,12 @@ impl Handler<RenewLease> for SiteMaster {
 
     fn handle(&mut self, message: RenewLease, _: &mut Context<Self>) -> Self::Result {
         let now = self.now();
-        let renewal = self.model.renew(&message.server, message.epoch, now);
-        self.metrics.renewal(&renewal); // metrics
+        let renewal = self
+            .model
+            .renew_as_owner(&message.server, message.epoch, now);
+        if let Some(renewal) = &renewal {
+            self.metrics.renewal(renewal); // metrics
+        }
         MessageResult(renewal)
     }
 }
@@ -603,6 +667,9 @@ impl Handler<ApplyConfig> for SiteMaster {
         // Peers added, removed or re-addressed, and the new catalogue, take effect now.
         if let Some(federation) = &self.federation {
             federation.apply(&config);
+        }
+        if let Some(ownership) = &mut self.ownership {
+            ownership.set_home(config.accounts.iter().map(|a| a.name.clone()).collect());
         }
         for what in &needs_restart {
             tracing::warn!(what = %what, "this part of the config edit needs a restart and was not applied");

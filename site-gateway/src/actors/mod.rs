@@ -13,6 +13,7 @@ pub mod journal;
 pub mod link;
 pub mod loans;
 pub mod master;
+pub mod ownership;
 pub mod peer;
 
 use std::time::Instant;

@@ -32,12 +32,15 @@ use super::loans::{
     LendTo, LoanAnswered, PeerSeen, RecallFrom, RenewLoanFrom, ReturnFrom, StatusFrom,
 };
 use super::master::SiteMaster;
+use super::ownership::{CatalogueSeen, ClaimsFrom, OwnershipAnswered, ReleasedBy};
 use crate::model::Millis;
 use crate::model::effects::PeerMessage;
 use crate::model::peers::{Liveness, PeerHealth};
 
 /// How long a loan request or renewal may take: the lender journals before it answers.
 const LOAN_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an ownership claim may take: a vote later than this is of no use to a round.
+const OWNERSHIP_TIMEOUT: Duration = Duration::from_secs(1);
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -349,6 +352,12 @@ impl Handler<CatalogueReceived> for Peer {
             .is_none_or(|current| catalogue.version >= current.version)
         {
             tracing::info!(peer = %self.name, version = catalogue.version, accounts = catalogue.accounts.len(), "peer catalogue received");
+            if let Some(master) = self.local.master.get() {
+                master.do_send(CatalogueSeen {
+                    site: self.name.clone(),
+                    accounts: catalogue.accounts.clone(),
+                });
+            }
             self.catalogue = Some(catalogue);
         }
     }
@@ -424,6 +433,14 @@ async fn serve_inbound(name: SiteId, local: Local, mut inbox: Inbox, peer: Addr<
                     });
                 }
             }
+            Ok(Inbound::OneWay(InboundOneWay::ReleaseOwnership(releases))) => {
+                if let Some(master) = local.master.get() {
+                    master.do_send(ReleasedBy {
+                        from: name.clone(),
+                        releases,
+                    });
+                }
+            }
             Ok(Inbound::OneWay(InboundOneWay::LentServerStatus(status))) => {
                 if let Some(master) = local.master.get() {
                     master.do_send(StatusFrom {
@@ -493,6 +510,21 @@ async fn answer(
                 None => LoanRenewal::Refused(not_started()),
             };
             reply.send(&answer).await
+        }
+        InboundRequest::ClaimOwnership(claims, reply) => {
+            let votes = match local.master.get() {
+                Some(master) => master
+                    .send(ClaimsFrom {
+                        from: name.clone(),
+                        claims,
+                    })
+                    .await
+                    .ok(),
+                None => None,
+            };
+            // No master yet (starting): no answer; the claimant counts it as no vote.
+            let Some(votes) = votes else { return };
+            reply.send(&votes).await
         }
         InboundRequest::ReturnLoan(returned, reply) => {
             if let Some(master) = local.master.get() {
@@ -643,6 +675,22 @@ impl Handler<Outgoing> for Peer {
                 PeerMessage::Status(status) => {
                     if let Err(error) = connection.send(&status).await {
                         tracing::debug!(peer = %name, %error, "lent-server status not delivered");
+                    }
+                }
+                PeerMessage::ClaimOwnership(claims) => {
+                    match connection.request_within(&claims, OWNERSHIP_TIMEOUT).await {
+                        Ok(votes) => master.do_send(OwnershipAnswered {
+                            from: lender,
+                            votes,
+                        }),
+                        Err(error) => {
+                            tracing::debug!(peer = %name, %error, "ownership claim unanswered")
+                        }
+                    }
+                }
+                PeerMessage::ReleaseOwnership(releases) => {
+                    if let Err(error) = connection.send(&releases).await {
+                        tracing::info!(peer = %name, %error, "ownership release not delivered; the grant runs out instead");
                     }
                 }
             }

@@ -44,6 +44,9 @@ pub(crate) struct RawTimings {
     pub move_cooldown_ms: Option<Spanned<u64>>,
     pub drain_timeout_ms: Option<Spanned<u64>>,
     pub workload_stop_timeout_ms: Option<Spanned<u64>>,
+    pub ownership_ttl_ms: Option<Spanned<u64>>,
+    pub ownership_renew_interval_ms: Option<Spanned<u64>>,
+    pub failback_after_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -47,6 +47,13 @@ pub struct Timings {
     pub drain_timeout: Duration,
     /// Graceful stop of a workload before a forced kill.
     pub workload_stop_timeout: Duration,
+    /// How long a site's grant of ownership of an account lasts (docs/ownership.md).
+    pub ownership_ttl: Duration,
+    /// How often an owner renews its ownership.
+    pub ownership_renew_interval: Duration,
+    /// How long an account's home site must be up before a site that took the account over
+    /// gives it back.
+    pub failback_after: Duration,
 }
 
 impl Timings {
@@ -57,6 +64,23 @@ impl Timings {
     pub const DEFAULT_MOVE_COOLDOWN_MS: u64 = 10_000;
     pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 1000;
     pub const DEFAULT_WORKLOAD_STOP_TIMEOUT_MS: u64 = 2000;
+    pub const DEFAULT_OWNERSHIP_TTL_MS: u64 = 3000;
+    pub const DEFAULT_OWNERSHIP_RENEW_INTERVAL_MS: u64 = 500;
+    pub const DEFAULT_FAILBACK_AFTER_MS: u64 = 30_000;
+    /// The clock drift every site's ownership arithmetic allows for (1 %).
+    pub const CLOCK_DRIFT: f64 = 0.01;
+    /// The stall between an owner's decision and its effect that the arithmetic allows for.
+    pub const MAX_PAUSE: Duration = Duration::from_millis(100);
+
+    /// The ownership timing these timings give (docs/ownership.md).
+    pub fn ownership(&self) -> crate::model::ownership::Timing {
+        crate::model::ownership::Timing {
+            ttl: self.ownership_ttl,
+            renew_every: self.ownership_renew_interval,
+            drift: Self::CLOCK_DRIFT,
+            max_pause: Self::MAX_PAUSE,
+        }
+    }
 }
 
 impl Default for Timings {
@@ -69,6 +93,11 @@ impl Default for Timings {
             move_cooldown: Duration::from_millis(Self::DEFAULT_MOVE_COOLDOWN_MS),
             drain_timeout: Duration::from_millis(Self::DEFAULT_DRAIN_TIMEOUT_MS),
             workload_stop_timeout: Duration::from_millis(Self::DEFAULT_WORKLOAD_STOP_TIMEOUT_MS),
+            ownership_ttl: Duration::from_millis(Self::DEFAULT_OWNERSHIP_TTL_MS),
+            ownership_renew_interval: Duration::from_millis(
+                Self::DEFAULT_OWNERSHIP_RENEW_INTERVAL_MS,
+            ),
+            failback_after: Duration::from_millis(Self::DEFAULT_FAILBACK_AFTER_MS),
         }
     }
 }

@@ -156,8 +156,31 @@ fn timings(c: &mut Checker<'_>, raw: &RawTimings) -> Timings {
             "workload_stop_timeout_ms",
             Timings::DEFAULT_WORKLOAD_STOP_TIMEOUT_MS,
         ),
+        ownership_ttl: positive(
+            &raw.ownership_ttl_ms,
+            "ownership_ttl_ms",
+            Timings::DEFAULT_OWNERSHIP_TTL_MS,
+        ),
+        ownership_renew_interval: positive(
+            &raw.ownership_renew_interval_ms,
+            "ownership_renew_interval_ms",
+            Timings::DEFAULT_OWNERSHIP_RENEW_INTERVAL_MS,
+        ),
+        failback_after: positive(
+            &raw.failback_after_ms,
+            "failback_after_ms",
+            Timings::DEFAULT_FAILBACK_AFTER_MS,
+        ),
         heartbeat_misses_before_failed: Timings::DEFAULT_HEARTBEAT_MISSES_BEFORE_FAILED,
     };
+    if let Err(why) = t.ownership().check() {
+        let span = raw
+            .ownership_ttl_ms
+            .as_ref()
+            .or(raw.ownership_renew_interval_ms.as_ref())
+            .map_or(0..0, |v| v.span());
+        c.error(span, format!("site `{}`: ownership timings: {why}", c.site));
+    }
     let misses = match &raw.heartbeat_misses_before_failed {
         Some(v) if *v.get_ref() == 0 => {
             c.error(

@@ -4,10 +4,12 @@
 //! of the batch is made durable first, in one transaction, then the `Send`s go out
 //! (invariant D-1: journal before acting). `Observe` is for metrics and reports only.
 
+use leasehold_federation::ids::Term;
 use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
 use leasehold_federation::wire::common::InitPointer;
 use leasehold_federation::wire::site::{
-    AccountSpec, LentServerStatus, RecallLoan, RenewLoan, RequestLoan, ReturnLoan,
+    AccountSpec, ClaimOwnership, LentServerStatus, RecallLoan, ReleaseOwnership, RenewLoan,
+    RequestLoan, ReturnLoan,
 };
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +34,8 @@ pub enum PeerMessage {
     ReturnLoan(ReturnLoan),
     RecallLoan(RecallLoan),
     Status(LentServerStatus),
+    ClaimOwnership(ClaimOwnership),
+    ReleaseOwnership(ReleaseOwnership),
 }
 
 /// Who holds a lent server: the borrowing site, and the account as that site announced it
@@ -93,9 +97,12 @@ pub struct AuditEntry {
     /// The account a server left, for moves.
     pub from: Option<AccountId>,
     pub epoch: Option<Epoch>,
-    /// The other site of a loan.
+    /// The other site of a loan; the home site of an account taken over or handed back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<SiteId>,
+    /// The ownership term, for ownership records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<Term>,
     pub reason: String,
 }
 
@@ -136,6 +143,14 @@ pub enum AuditKind {
     LoanExpired,
     /// A peer refused our loan request, or granted fewer servers than asked.
     LoanRefused,
+    /// A majority granted this site ownership of one of its own accounts.
+    OwnershipAcquired,
+    /// This site took over a peer's account (its home and earlier failover sites down).
+    Takeover,
+    /// This site gave an account it took over back to its home site.
+    Handback,
+    /// This site could not renew an ownership in time and stopped serving the account.
+    OwnershipLost,
 }
 
 /// Why a lease ended; the audit entry says it in words, metrics count it by this.

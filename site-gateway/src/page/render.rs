@@ -210,9 +210,12 @@ fn account_row(
          <td>{owner}",
         name = Esc(name),
         priority = account.priority,
-        owner = Esc(account.owner.as_str()),
+        owner = Esc(account
+            .owner
+            .as_ref()
+            .map_or("none known", |owner| owner.as_str())),
     )?;
-    if account.home != account.owner {
+    if account.owner.as_ref() != Some(&account.home) {
         write!(
             out,
             "<div class=\"sub\">home {}</div>",
@@ -622,7 +625,9 @@ mod tests {
                 accounts: vec![AccountSnapshot {
                     name: shop.clone(),
                     home: site.clone(),
-                    owner: site,
+                    owner: Some(site),
+                    ownership_term: None,
+                    ownership_expires_in_ms: None,
                     min_servers: 1,
                     max_servers: 2,
                     priority: 20,
@@ -661,6 +666,7 @@ mod tests {
                     from: None,
                     epoch: Some(Epoch::from_journal(3)),
                     peer: None,
+                    term: None,
                     reason: reason.to_owned(),
                 },
             }]),

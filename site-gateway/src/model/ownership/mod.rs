@@ -17,9 +17,12 @@
 
 mod acceptor;
 mod claimant;
+mod site;
 
 #[cfg(test)]
 mod sim_tests;
+#[cfg(test)]
+mod site_tests;
 
 use std::time::Duration;
 
@@ -27,6 +30,7 @@ pub use acceptor::{Acceptor, Grant};
 pub use claimant::{Change, Claimant, Standing};
 pub use leasehold_federation::ids::Term;
 pub use leasehold_federation::wire::site::Vote;
+pub use site::{Owner, SiteOwnership};
 
 /// The timing of ownership leases. Every site of a federation must use the same values
 /// (the config check compares them across site files).

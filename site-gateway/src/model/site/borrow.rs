@@ -252,7 +252,11 @@ impl SiteModel {
         }
         effects.extend(self.renew_borrowed(now));
         for account in 0..self.accounts.len() {
-            if !self.accounts[account].is_home() {
+            // A loan never outlives our ownership of its account: one we do not own now
+            // gives its loans back and asks for none.
+            if !self.accounts[account].is_home()
+                || self.owned_until(account as AccountIx, now).is_none()
+            {
                 effects.extend(self.return_excess(account as AccountIx, 0, now));
                 continue;
             }
@@ -269,7 +273,13 @@ impl SiteModel {
         let every = self.timings.renew_interval;
         let give_up = self.timings.lease_ttl;
         let mut effects = Vec::new();
+        let owned: Vec<bool> = (0..self.accounts.len())
+            .map(|ix| self.owned_until(ix as AccountIx, now).is_some())
+            .collect();
         for loan in &mut self.borrowing.loans {
+            if !owned.get(loan.account as usize).copied().unwrap_or(false) {
+                continue;
+            }
             while loan
                 .renews_sent
                 .front()
@@ -460,6 +470,7 @@ impl SiteModel {
             from: None,
             epoch: None,
             peer: Some(lender.clone()),
+            term: None,
             reason: format!(
                 "{lender} lent nothing for {name}: {why}; asking the next lender, and {lender} again in {} s",
                 ASK_AGAIN_AFTER.as_secs()

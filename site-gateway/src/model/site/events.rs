@@ -18,6 +18,7 @@ use crate::model::arbiter::AccountIx;
 use crate::model::effects::{
     AuditKind, Command, Effect, JournalOp, LeaseEndCause, Observation, PeerMessage,
 };
+use crate::model::ownership::Owner;
 
 impl SiteModel {
     /// A node agent connected and introduced itself.
@@ -60,7 +61,10 @@ impl SiteModel {
                 ));
                 // A removed account's lease is not restored, nor a loan (its borrower has
                 // seen it end): the server goes free.
-                if self.servers[ix].lease.is_none() && self.accounts[account as usize].is_home() {
+                if self.servers[ix].lease.is_none()
+                    && self.accounts[account as usize].is_home()
+                    && self.owned_until(account, now).is_some()
+                {
                     let reason = format!(
                         "restoring {} on {server} after its node re-registered without it",
                         self.account_name(account)
@@ -113,8 +117,51 @@ impl SiteModel {
     }
 
     /// A node asks to keep its lease. Only the current, unrevoked lease is renewed.
+    /// [`SiteModel::renew`] for a site that owns accounts by majority lease: `None` when
+    /// the lease's account is not owned here now, and the node must get no answer. Not a
+    /// refusal: a refused node stops at once, an unanswered one keeps the lease it has,
+    /// which its last renewal bounded by the ownership then (docs/ownership.md), and asks
+    /// again; after a restart, this site owns its accounts again within a round or two.
+    pub fn renew_as_owner(
+        &mut self,
+        server: &ServerId,
+        epoch: Epoch,
+        now: Millis,
+    ) -> Option<LeaseRenewal> {
+        let account = self
+            .server(server)
+            .and_then(|entry| entry.lease.as_ref())
+            .filter(|lease| lease.epoch == epoch && lease.loan.is_none())
+            .map(|lease| lease.account);
+        if let Some(account) = account
+            && self.owned_until(account, now).is_none()
+        {
+            return None;
+        }
+        Some(self.renew(server, epoch, now))
+    }
+
+    /// Until when this site may serve `account` (its ownership's end), or `None`. Loans
+    /// are the lender's to bound (docs/loans.md): a guest account is always served.
+    pub(super) fn owned_until(&self, account: AccountIx, now: Millis) -> Option<Millis> {
+        let entry = &self.accounts[account as usize];
+        if entry.guest.is_some() {
+            return Some(Millis(u64::MAX));
+        }
+        match &entry.owner {
+            Owner::Here { until, .. } if *until > now => Some(*until),
+            _ => None,
+        }
+    }
+
     pub fn renew(&mut self, server: &ServerId, epoch: Epoch, now: Millis) -> LeaseRenewal {
-        let ttl = self.timings.lease_ttl;
+        let lease_ttl = self.timings.lease_ttl;
+        // A node's lease never outlives this site's ownership of its account.
+        let ttl = self
+            .server(server)
+            .and_then(|entry| entry.lease.as_ref())
+            .and_then(|lease| self.owned_until(lease.account, now))
+            .map_or(lease_ttl, |until| lease_ttl.min(until.since(now)));
         let Some(entry) = self.server_mut(server) else {
             return LeaseRenewal::Refused(refusal(RefusalCause::WrongServer, "unknown server"));
         };
@@ -445,8 +492,10 @@ impl SiteModel {
                 }),
             });
         }
+        // A move finishes only into an account this site still owns.
         if let Next::Join(to) = next
             && self.servers[ix].phase == Phase::Free
+            && self.owned_until(to, now).is_some()
         {
             let reason = format!(
                 "{server} drained from {account} and joins {}",

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
 use leasehold_federation::wire::common::{DataRef, InitPointer, Software};
+use leasehold_federation::wire::site::AccountSpec;
 
 pub use borrow::{BorrowRecord, BorrowState, Borrowed, Borrowing, LoanCounts};
 pub use reconfigure::Reconfigured;
@@ -42,6 +43,7 @@ use super::arbiter::{AccountIx, Arbiter};
 use super::effects::{
     AuditEntry, AuditKind, Effect, JournalOp, LeaseEndCause, LoanHolder, Observation,
 };
+use super::ownership::Owner;
 use crate::config::{Account, Lending, SiteConfig, Timings, Workload};
 
 /// How long a server is not offered again to an account whose workload failed on it.
@@ -70,6 +72,13 @@ pub struct AccountEntry {
     /// A peer's account that servers of ours are lent to (a "guest"): it asks the arbiter
     /// for nothing, and its servers are out of the arbiter's reach until they come home.
     pub guest: Option<Box<LoanHolder>>,
+    /// Whether this site owns the account now (docs/ownership.md). The master sets it
+    /// from its ownership core before every round; a site core on its own (tests, bench)
+    /// owns its accounts for ever.
+    pub owner: Owner,
+    /// A peer's account this site took over (its home site), served like its own while
+    /// owned here.
+    pub adopted_from: Option<SiteId>,
 }
 
 impl AccountEntry {
@@ -80,6 +89,11 @@ impl AccountEntry {
             shortfall: None,
             removed: false,
             guest: None,
+            owner: Owner::Here {
+                term: leasehold_federation::ids::Term::NONE.next(),
+                until: Millis(u64::MAX),
+            },
+            adopted_from: None,
         }
     }
 
@@ -90,26 +104,28 @@ impl AccountEntry {
             shortfall: None,
             removed: false,
             guest: Some(Box::new(holder)),
+            owner: Owner::Unknown,
+            adopted_from: None,
         }
     }
 
-    /// One of this site's own accounts (not a tombstone, not a peer's).
+    /// An account this site serves as its own: homed here or taken over, not a tombstone,
+    /// not a peer's guest.
     pub fn is_home(&self) -> bool {
         !self.removed && self.guest.is_none()
     }
 }
 
-/// A peer's account as our grant code needs it: the software and data from its catalogue,
-/// and an SLA of nothing (the arbiter never serves it; loans do).
-fn guest_config(holder: &LoanHolder) -> Account {
-    let spec = &holder.spec;
+/// A peer's account as its catalogue describes it, with its SLA (`sla`) or asking for
+/// nothing (a guest, served only by loans).
+fn account_from_spec(spec: &AccountSpec, sla: bool) -> Account {
     Account {
         name: spec.name.clone(),
-        min_servers: 0,
-        max_servers: 0,
-        priority: 0,
+        min_servers: if sla { spec.min_servers } else { 0 },
+        max_servers: if sla { spec.max_servers } else { 0 },
+        priority: if sla { spec.priority } else { 0 },
         target_load: spec.target_load,
-        failover: Vec::new(),
+        failover: spec.failover.clone(),
         workload: Workload {
             software: spec.software.label.clone(),
             command: spec.software.command.clone(),
@@ -121,6 +137,12 @@ fn guest_config(holder: &LoanHolder) -> Account {
             load_metric: spec.software.load_metric.clone(),
         },
     }
+}
+
+/// A peer's account as our grant code needs it for a loan: the software and data from its
+/// catalogue, and an SLA of nothing (the arbiter never serves it; loans do).
+fn guest_config(holder: &LoanHolder) -> Account {
+    account_from_spec(&holder.spec, false)
 }
 
 #[derive(Debug)]
@@ -317,6 +339,41 @@ impl SiteModel {
         &self.accounts[ix as usize].config.name
     }
 
+    /// Where this site stands with `account` (from the master's ownership core). Loses
+    /// nothing by itself: a site that no longer owns an account stops serving it at the
+    /// next round (docs/ownership.md).
+    pub fn set_owner(&mut self, account: &AccountId, owner: Owner) {
+        if let Some(ix) = self.account_index.get(account).copied() {
+            self.accounts[ix as usize].owner = owner;
+        }
+    }
+
+    /// A peer's account this site now owns: served like its own from the next round.
+    /// Returns its index when it is new here (the master starts its Group).
+    pub fn adopt(&mut self, spec: &AccountSpec, owner: Owner) -> Option<AccountIx> {
+        match self.account_index.get(&spec.name).copied() {
+            Some(ix) => {
+                let entry = &mut self.accounts[ix as usize];
+                entry.owner = owner;
+                if entry.adopted_from.is_some() && entry.removed {
+                    entry.removed = false;
+                    entry.config = account_from_spec(spec, true);
+                    return Some(ix);
+                }
+                None
+            }
+            None => {
+                let ix = self.accounts.len() as AccountIx;
+                let mut entry = AccountEntry::new(account_from_spec(spec, true));
+                entry.owner = owner;
+                entry.adopted_from = Some(spec.home.clone());
+                self.accounts.push(entry);
+                self.account_index.insert(spec.name.clone(), ix);
+                Some(ix)
+            }
+        }
+    }
+
     /// The Group actor's demand for an account.
     pub fn set_demand(&mut self, account: AccountIx, demand: u32) {
         if let Some(entry) = self.accounts.get_mut(account as usize)
@@ -406,6 +463,7 @@ fn audit(
         from: from.cloned(),
         epoch,
         peer: None,
+        term: None,
         reason,
     })
 }
@@ -426,6 +484,7 @@ fn loan_audit(
         from: None,
         epoch: Some(epoch),
         peer: Some(peer.clone()),
+        term: None,
         reason,
     })
 }

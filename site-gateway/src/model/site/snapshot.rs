@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::server::Phase;
 use super::{LoanCounts, SiteModel};
 use crate::model::Millis;
+use crate::model::ownership::Owner;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SiteSnapshot {
@@ -40,7 +41,12 @@ pub struct ServerSnapshot {
 pub struct AccountSnapshot {
     pub name: AccountId,
     pub home: SiteId,
-    pub owner: SiteId,
+    /// The site that owns the account now, as far as this site knows (itself, or the
+    /// holder its last claim learned of); `null` while nobody is known to.
+    pub owner: Option<SiteId>,
+    /// The ownership term, and the time left on this site's ownership, when it owns it.
+    pub ownership_term: Option<u64>,
+    pub ownership_expires_in_ms: Option<u64>,
     pub min_servers: u32,
     pub max_servers: u32,
     pub priority: u32,
@@ -108,8 +114,11 @@ impl SiteModel {
             .enumerate()
             // A removed account is shown only while a server still holds a lease of it.
             .filter(|(ix, account)| {
+                let gone = account.removed
+                    || (account.adopted_from.is_some()
+                        && !matches!(account.owner, Owner::Here { until, .. } if until > now));
                 account.guest.is_none()
-                    && (!account.removed
+                    && (!gone
                         || self.servers.iter().any(|entry| {
                             entry.lease.as_ref().map(|lease| lease.account) == Some(*ix as u32)
                         }))
@@ -137,10 +146,26 @@ impl SiteModel {
                             && entry.lease.as_ref().map(|lease| lease.account) == Some(ix as u32)
                     })
                     .count() as u32;
+                let (owner, term, expires) = match &account.owner {
+                    Owner::Here { term, until } if *until > now => (
+                        Some(self.site.clone()),
+                        Some(term.value()),
+                        Some(until.0.saturating_sub(now.0)),
+                    ),
+                    Owner::Here { .. } | Owner::Unknown => (None, None, None),
+                    Owner::There { holder, term } => {
+                        (Some(holder.clone()), Some(term.value()), None)
+                    }
+                };
                 AccountSnapshot {
                     name: account.config.name.clone(),
-                    home: self.site.clone(),
-                    owner: self.site.clone(),
+                    home: account
+                        .adopted_from
+                        .clone()
+                        .unwrap_or_else(|| self.site.clone()),
+                    owner,
+                    ownership_term: term,
+                    ownership_expires_in_ms: expires,
                     min_servers: account.config.min_servers,
                     max_servers: account.config.max_servers,
                     priority: account.config.priority,

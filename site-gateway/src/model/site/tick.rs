@@ -7,6 +7,7 @@ use super::{AVOID_AFTER_FAILURE, SiteModel, audit};
 use crate::model::Millis;
 use crate::model::arbiter::{AccountIx, AccountView, Decision, Round, ServerView, SiteView, Slot};
 use crate::model::effects::{AuditKind, Effect, LeaseEndCause};
+use crate::model::ownership::Owner;
 
 impl SiteModel {
     pub fn tick(&mut self, now: Millis) -> Vec<Effect> {
@@ -92,28 +93,55 @@ impl SiteModel {
 
     /// What the arbiter sees: index-based views of accounts and servers.
     pub fn view(&self, now: Millis) -> Views {
+        let servers = self.server_views(now);
+        // What the arbiter counts as an account's: held and incoming servers.
+        let mut held = vec![0u32; self.accounts.len()];
+        for server in &servers {
+            if let Slot::Held { account, .. } | Slot::Incoming { account } = server.slot {
+                held[account as usize] += 1;
+            }
+        }
         let accounts = self
             .accounts
             .iter()
-            .map(|account| match account.removed || account.guest.is_some() {
-                // A tombstone asks for nothing: the arbiter releases what it still holds.
-                // A guest asks for nothing either, and its servers are out of reach below.
-                true => AccountView {
+            .zip(held)
+            .map(|(account, held)| {
+                let nothing = AccountView {
                     priority: account.config.priority,
                     min_servers: 0,
                     max_servers: 0,
                     demand: 0,
-                },
-                false => AccountView {
-                    priority: account.config.priority,
-                    min_servers: account.config.min_servers,
-                    max_servers: account.config.max_servers,
-                    demand: account.demand,
-                },
+                };
+                // A tombstone asks for nothing: the arbiter releases what it still holds.
+                // A guest asks for nothing either, and its servers are out of reach below.
+                if account.removed || account.guest.is_some() {
+                    return nothing;
+                }
+                match (&account.owner, &account.adopted_from) {
+                    (Owner::Here { until, .. }, _) if *until > now => AccountView {
+                        priority: account.config.priority,
+                        min_servers: account.config.min_servers,
+                        max_servers: account.config.max_servers,
+                        demand: account.demand,
+                    },
+                    // Our own account, owner not known yet (at start): hold still, no new
+                    // grant, no release; unrenewed leases run out by themselves.
+                    (Owner::Unknown, None) => AccountView {
+                        priority: account.config.priority,
+                        min_servers: held,
+                        max_servers: held,
+                        demand: held,
+                    },
+                    // Owned elsewhere, or a taken-over account no longer ours: let go.
+                    _ => nothing,
+                }
             })
             .collect();
-        let servers = self
-            .servers
+        Views { accounts, servers }
+    }
+
+    fn server_views(&self, now: Millis) -> Vec<ServerView> {
+        self.servers
             .iter()
             .map(|entry| {
                 let slot = match (&entry.phase, &entry.lease) {
@@ -145,8 +173,7 @@ impl SiteModel {
                     avoid,
                 }
             })
-            .collect();
-        Views { accounts, servers }
+            .collect()
     }
 
     fn apply(&mut self, round: Round, now: Millis) -> Vec<Effect> {

@@ -1,0 +1,414 @@
+//! A site's ownership policy on top of the acceptor and the claimant: which accounts it
+//! claims (its own, and a peer's when the sites before it in the account's `failover` list
+//! are down), when it gives one back (its home site has been up for `failback_after`), and
+//! what it tells its peers. Plain state: `now` in, messages and audit entries out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use leasehold_federation::ids::{AccountId, SiteId};
+use leasehold_federation::wire::site::{
+    AccountSpec, ClaimOwnership, OwnershipClaim, OwnershipRelease, OwnershipVote, OwnershipVotes,
+    ReleaseOwnership,
+};
+
+use super::{Acceptor, Change, Claimant, Standing, Term, Timing, Vote};
+use crate::model::Millis;
+use crate::model::effects::{AuditEntry, AuditKind, Effect, PeerMessage};
+
+/// Where this site stands with an account, as the site core needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// This site owns it until `until`.
+    Here { term: Term, until: Millis },
+    /// Another site holds it (as far as our last claim learned).
+    There { holder: SiteId, term: Term },
+    /// Nobody is known to hold it; this site is claiming it (at start, after a restart).
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PeerState {
+    up: bool,
+    since: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct SiteOwnership {
+    site: SiteId,
+    /// A federation of one site owns its accounts without asking.
+    solo: bool,
+    acceptor: Acceptor,
+    claimant: Claimant,
+    home: BTreeSet<AccountId>,
+    peers: BTreeMap<SiteId, PeerState>,
+    catalogues: BTreeMap<SiteId, Vec<AccountSpec>>,
+    failback_after: Duration,
+    /// Other holders learned from votes, per account.
+    holders: HashMap<AccountId, (SiteId, Term)>,
+    /// When a site that does not own an account may claim it next (owners renew on time).
+    next_claim: HashMap<AccountId, Millis>,
+    /// Accounts we own but do not home: their spec, for the site core.
+    adopted: BTreeMap<AccountId, AccountSpec>,
+    /// Seed of the claim back-off (xorshift); from the site's name, so a run replays.
+    jitter: u64,
+}
+
+impl SiteOwnership {
+    pub fn new(
+        site: SiteId,
+        peers: Vec<SiteId>,
+        home: Vec<AccountId>,
+        timing: Timing,
+        failback_after: Duration,
+        now: Millis,
+    ) -> SiteOwnership {
+        let mut sites = peers.clone();
+        sites.push(site.clone());
+        sites.sort();
+        let jitter = site
+            .as_str()
+            .bytes()
+            .fold(0x9e37_79b9_7f4a_7c15_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            })
+            | 1;
+        SiteOwnership {
+            solo: peers.is_empty(),
+            acceptor: Acceptor::new(timing.ttl, now),
+            claimant: Claimant::new(site.clone(), sites, timing),
+            site,
+            home: home.into_iter().collect(),
+            peers: peers
+                .into_iter()
+                .map(|peer| {
+                    (
+                        peer,
+                        PeerState {
+                            up: false,
+                            since: now,
+                        },
+                    )
+                })
+                .collect(),
+            catalogues: BTreeMap::new(),
+            failback_after,
+            holders: HashMap::new(),
+            next_claim: HashMap::new(),
+            adopted: BTreeMap::new(),
+            jitter,
+        }
+    }
+
+    pub fn timing(&self) -> &Timing {
+        self.claimant.timing()
+    }
+
+    /// The accounts this site homes changed (a config edit).
+    pub fn set_home(&mut self, home: Vec<AccountId>) {
+        self.home = home.into_iter().collect();
+    }
+
+    pub fn peer_seen(&mut self, peer: &SiteId, up: bool, now: Millis) {
+        if let Some(state) = self.peers.get_mut(peer)
+            && state.up != up
+        {
+            *state = PeerState { up, since: now };
+        }
+    }
+
+    pub fn catalogue(&mut self, peer: &SiteId, accounts: Vec<AccountSpec>) {
+        if self.peers.contains_key(peer) {
+            self.catalogues.insert(peer.clone(), accounts);
+        }
+    }
+
+    /// Where this site stands with `account` at `now`.
+    pub fn owner(&self, account: &AccountId, now: Millis) -> Owner {
+        if self.solo && self.home.contains(account) {
+            return Owner::Here {
+                term: Term::NONE.next(),
+                until: Millis(u64::MAX),
+            };
+        }
+        match self.claimant.standing(account, now) {
+            Standing::Owner { term, until } => Owner::Here { term, until },
+            Standing::NotOwner => match self.holders.get(account) {
+                Some((holder, term)) => Owner::There {
+                    holder: holder.clone(),
+                    term: *term,
+                },
+                None => Owner::Unknown,
+            },
+        }
+    }
+
+    /// A peer's account this site owns now, with its spec.
+    pub fn adopted(&self) -> &BTreeMap<AccountId, AccountSpec> {
+        &self.adopted
+    }
+
+    fn up(&self, site: &SiteId) -> bool {
+        *site == self.site || self.peers.get(site).is_some_and(|peer| peer.up)
+    }
+
+    /// The accounts this site should own now: its own, each peer account whose home and
+    /// earlier failover sites are all down while this site is next in line, and those it
+    /// took over and still owns.
+    fn wanted(&self, now: Millis) -> BTreeMap<AccountId, Option<AccountSpec>> {
+        let mut wanted: BTreeMap<AccountId, Option<AccountSpec>> = self
+            .home
+            .iter()
+            .map(|account| (account.clone(), None))
+            .collect();
+        // An account taken over is kept (renewed) until it is handed back, even once its
+        // home is up again: the home gets it through the hand-back, never by a lapse.
+        for (account, spec) in &self.adopted {
+            if matches!(self.claimant.standing(account, now), Standing::Owner { .. }) {
+                wanted.insert(account.clone(), Some(spec.clone()));
+            }
+        }
+        for specs in self.catalogues.values() {
+            for spec in specs {
+                if self.home.contains(&spec.name) || !spec.failover.contains(&self.site) {
+                    continue;
+                }
+                let before_us = std::iter::once(&spec.home)
+                    .chain(spec.failover.iter().take_while(|site| **site != self.site));
+                if before_us.clone().all(|site| !self.up(site)) {
+                    wanted.insert(spec.name.clone(), Some(spec.clone()));
+                }
+            }
+        }
+        wanted
+    }
+
+    fn jitter(&mut self, bound_ms: u64) -> Duration {
+        self.jitter ^= self.jitter << 13;
+        self.jitter ^= self.jitter >> 7;
+        self.jitter ^= self.jitter << 17;
+        Duration::from_millis(self.jitter % bound_ms.max(1))
+    }
+
+    /// One round: ownerships that ran out, hand-backs, and the claims due now (this site's
+    /// own vote is counted at once; the peers' come back through [`Self::votes`]).
+    pub fn tick(&mut self, now: Millis) -> Vec<Effect> {
+        if self.solo {
+            return Vec::new();
+        }
+        let mut effects = Vec::new();
+        for (account, term) in self.claimant.expired(now) {
+            self.adopted.remove(&account);
+            effects.push(audit(
+                AuditKind::OwnershipLost,
+                &account,
+                None,
+                term,
+                format!("{} could not renew its ownership of {account} ({term}) from a majority of sites in time; it no longer serves it", self.site),
+            ));
+        }
+        effects.extend(self.hand_back(now));
+        let wanted = self.wanted(now);
+        let mut claims: Vec<OwnershipClaim> = Vec::new();
+        let renew_every = self.timing().renew_every;
+        for (account, spec) in wanted {
+            let owner = matches!(
+                self.claimant.standing(&account, now),
+                Standing::Owner { .. }
+            );
+            if !self.claimant.due(&account, now) {
+                continue;
+            }
+            if !owner && self.next_claim.get(&account).is_some_and(|at| now < *at) {
+                continue;
+            }
+            if !owner {
+                let wait = renew_every + self.jitter(200);
+                self.next_claim.insert(account.clone(), now + wait);
+            }
+            if let Some(spec) = spec {
+                self.adopted.entry(account.clone()).or_insert(spec);
+            }
+            let (round, term) = self.claimant.start_round(&account, now);
+            let vote = self.acceptor.ask(&account, &self.site.clone(), term, now);
+            let site = self.site.clone();
+            effects.extend(self.counted(&account, &site, round, &vote, now));
+            claims.push(OwnershipClaim {
+                account,
+                term,
+                round,
+            });
+        }
+        if !claims.is_empty() {
+            for peer in self.peers.keys() {
+                effects.push(Effect::ToPeer {
+                    to: peer.clone(),
+                    message: PeerMessage::ClaimOwnership(ClaimOwnership {
+                        claims: claims.clone(),
+                    }),
+                });
+            }
+        }
+        effects
+    }
+
+    /// Gives back every adopted account whose home site has been up for `failback_after`:
+    /// this site stops serving it at once and releases its grants, so the home site's
+    /// next claim wins (stop, then start; docs/ownership.md).
+    fn hand_back(&mut self, now: Millis) -> Vec<Effect> {
+        let back: Vec<(AccountId, SiteId)> = self
+            .adopted
+            .iter()
+            .filter(|(_, spec)| {
+                self.peers
+                    .get(&spec.home)
+                    .is_some_and(|peer| peer.up && now.since(peer.since) >= self.failback_after)
+            })
+            .map(|(account, spec)| (account.clone(), spec.home.clone()))
+            .collect();
+        let mut effects = Vec::new();
+        for (account, home) in back {
+            self.adopted.remove(&account);
+            let Some(term) = self.claimant.give_up(&account) else {
+                continue;
+            };
+            self.acceptor.release(&account, &self.site.clone(), term);
+            effects.push(audit(
+                AuditKind::Handback,
+                &account,
+                Some(&home),
+                term,
+                format!(
+                    "{home}, {account}'s home, has been up for {} s: {} gives {account} ({term}) back and stops serving it",
+                    self.failback_after.as_secs(),
+                    self.site
+                ),
+            ));
+            for peer in self.peers.keys() {
+                effects.push(Effect::ToPeer {
+                    to: peer.clone(),
+                    message: PeerMessage::ReleaseOwnership(ReleaseOwnership {
+                        releases: vec![OwnershipRelease {
+                            account: account.clone(),
+                            term,
+                        }],
+                    }),
+                });
+            }
+        }
+        effects
+    }
+
+    /// A peer's votes on our claims.
+    pub fn votes(&mut self, from: &SiteId, votes: &OwnershipVotes, now: Millis) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for vote in &votes.votes {
+            effects.extend(self.counted(&vote.account, from, vote.round, &vote.vote, now));
+        }
+        effects
+    }
+
+    fn counted(
+        &mut self,
+        account: &AccountId,
+        from: &SiteId,
+        round: u64,
+        vote: &Vote,
+        now: Millis,
+    ) -> Vec<Effect> {
+        if let Vote::Held { holder, term, .. } = vote
+            && *holder != self.site
+        {
+            self.holders
+                .insert(account.clone(), (holder.clone(), *term));
+        }
+        let mut effects = Vec::new();
+        match self.claimant.answered(account, from, round, vote, now) {
+            Some(Change::Acquired { term, .. }) => {
+                self.holders.remove(account);
+                let (kind, reason) = match self.adopted.get(account) {
+                    Some(spec) => (
+                        AuditKind::Takeover,
+                        format!(
+                            "{} took {account} over ({term}): its home {} and the sites before {} in its failover list are down",
+                            self.site, spec.home, self.site
+                        ),
+                    ),
+                    None => (
+                        AuditKind::OwnershipAcquired,
+                        format!(
+                            "{} owns {account} ({term}), granted by a majority of sites",
+                            self.site
+                        ),
+                    ),
+                };
+                let home = self.adopted.get(account).map(|spec| spec.home.clone());
+                effects.push(audit(kind, account, home.as_ref(), term, reason));
+            }
+            Some(Change::Failed { term, release }) => {
+                for acceptor in release {
+                    let releases = vec![OwnershipRelease {
+                        account: account.clone(),
+                        term,
+                    }];
+                    if acceptor == self.site {
+                        self.acceptor.release(account, &self.site.clone(), term);
+                    } else {
+                        effects.push(Effect::ToPeer {
+                            to: acceptor,
+                            message: PeerMessage::ReleaseOwnership(ReleaseOwnership { releases }),
+                        });
+                    }
+                }
+            }
+            Some(Change::Renewed { .. }) | None => {}
+        }
+        effects
+    }
+
+    /// A peer claims accounts: this site's acceptor votes on each.
+    pub fn claims(
+        &mut self,
+        from: &SiteId,
+        claims: &ClaimOwnership,
+        now: Millis,
+    ) -> OwnershipVotes {
+        OwnershipVotes {
+            votes: claims
+                .claims
+                .iter()
+                .map(|claim| OwnershipVote {
+                    account: claim.account.clone(),
+                    round: claim.round,
+                    vote: self.acceptor.ask(&claim.account, from, claim.term, now),
+                })
+                .collect(),
+        }
+    }
+
+    /// A peer gives grants up.
+    pub fn released(&mut self, from: &SiteId, releases: &ReleaseOwnership) {
+        for release in &releases.releases {
+            self.acceptor.release(&release.account, from, release.term);
+        }
+    }
+}
+
+fn audit(
+    kind: AuditKind,
+    account: &AccountId,
+    home: Option<&SiteId>,
+    term: Term,
+    reason: String,
+) -> Effect {
+    Effect::Audit(AuditEntry {
+        kind,
+        server: None,
+        account: Some(account.clone()),
+        from: None,
+        epoch: None,
+        peer: home.cloned(),
+        term: Some(term),
+        reason,
+    })
+}

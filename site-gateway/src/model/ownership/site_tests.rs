@@ -1,0 +1,254 @@
+//! Three sites' ownership policies on one clock, messages carried by hand: each owns its own
+//! accounts; when site-a dies, site-b (first in shop's failover list) takes shop over and
+//! site-c does not; when site-a is back for `failback_after`, site-b gives shop back.
+
+use std::time::Duration;
+
+use leasehold_federation::ids::{AccountId, SiteId};
+use leasehold_federation::wire::common::{DataRef, Software};
+use leasehold_federation::wire::site::AccountSpec;
+
+use super::{Owner, SiteOwnership, Timing};
+use crate::model::Millis;
+use crate::model::effects::{AuditKind, Effect, PeerMessage};
+
+const STEP: Duration = Duration::from_millis(50);
+
+fn site(name: &str) -> SiteId {
+    SiteId::parse(name).unwrap()
+}
+
+fn account(name: &str) -> AccountId {
+    AccountId::parse(name).unwrap()
+}
+
+fn timing() -> Timing {
+    Timing {
+        ttl: Duration::from_millis(1500),
+        renew_every: Duration::from_millis(250),
+        drift: 0.01,
+        max_pause: Duration::from_millis(100),
+    }
+}
+
+fn spec(name: &str, home: &str, failover: &[&str]) -> AccountSpec {
+    AccountSpec {
+        name: account(name),
+        home: site(home),
+        min_servers: 1,
+        max_servers: 2,
+        priority: 10,
+        target_load: 5.0,
+        failover: failover.iter().map(|s| site(s)).collect(),
+        software: Software {
+            label: format!("{name} 1"),
+            command: "{leasehold}".into(),
+            args: vec![],
+            env: Default::default(),
+            health_path: None,
+            metrics_path: None,
+            load_metric: None,
+            stop_timeout_ms: 1000,
+        },
+        data: DataRef {
+            dir: format!("data/{name}"),
+        },
+    }
+}
+
+struct World {
+    sites: Vec<SiteOwnership>,
+    names: Vec<SiteId>,
+    down: Vec<bool>,
+    now: Millis,
+    audits: Vec<(usize, AuditKind, AccountId)>,
+}
+
+impl World {
+    fn new() -> World {
+        let names = vec![site("site-a"), site("site-b"), site("site-c")];
+        let homes = [("site-a", "shop"), ("site-b", "wiki"), ("site-c", "mail")];
+        let sites = names
+            .iter()
+            .zip(homes)
+            .map(|(name, (_, home))| {
+                let peers = names.iter().filter(|p| *p != name).cloned().collect();
+                SiteOwnership::new(
+                    name.clone(),
+                    peers,
+                    vec![account(home)],
+                    timing(),
+                    Duration::from_secs(3),
+                    Millis(0),
+                )
+            })
+            .collect();
+        let mut world = World {
+            sites,
+            names,
+            down: vec![false; 3],
+            now: Millis(0),
+            audits: Vec::new(),
+        };
+        world.share_catalogues();
+        world.see_peers();
+        world
+    }
+
+    fn share_catalogues(&mut self) {
+        let specs = [
+            ("site-a", spec("shop", "site-a", &["site-b", "site-c"])),
+            ("site-b", spec("wiki", "site-b", &["site-c", "site-a"])),
+            ("site-c", spec("mail", "site-c", &["site-a", "site-b"])),
+        ];
+        for (i, me) in self.sites.iter_mut().enumerate() {
+            for (home, spec) in &specs {
+                if *home != self.names[i].as_str() {
+                    me.catalogue(&site(home), vec![spec.clone()]);
+                }
+            }
+        }
+    }
+
+    /// Each running site sees the others as up or down as they are.
+    fn see_peers(&mut self) {
+        for i in 0..3 {
+            for j in 0..3 {
+                if i != j {
+                    let up = !self.down[j];
+                    let name = self.names[j].clone();
+                    self.sites[i].peer_seen(&name, up, self.now);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: usize, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::ToPeer { to, message } => {
+                    let j = self.names.iter().position(|n| *n == to).unwrap();
+                    if self.down[j] || self.down[from] {
+                        continue;
+                    }
+                    let sender = self.names[from].clone();
+                    match message {
+                        PeerMessage::ClaimOwnership(claims) => {
+                            let votes = self.sites[j].claims(&sender, &claims, self.now);
+                            let answer = self.names[j].clone();
+                            let back = self.sites[from].votes(&answer, &votes, self.now);
+                            self.deliver(from, back);
+                        }
+                        PeerMessage::ReleaseOwnership(releases) => {
+                            self.sites[j].released(&sender, &releases);
+                        }
+                        other => panic!("not an ownership message: {other:?}"),
+                    }
+                }
+                Effect::Audit(entry) => {
+                    if let Some(account) = entry.account {
+                        self.audits.push((from, entry.kind, account));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn owners(&self, name: &str) -> Vec<usize> {
+        (0..3)
+            .filter(|i| !self.down[*i])
+            .filter(|i| {
+                matches!(
+                    self.sites[*i].owner(&account(name), self.now),
+                    Owner::Here { .. }
+                )
+            })
+            .collect()
+    }
+
+    /// Runs for `total`; at every step at most one site owns each account.
+    fn run(&mut self, total: Duration) {
+        let steps = total.as_millis() / STEP.as_millis();
+        for _ in 0..steps {
+            self.now = self.now + STEP;
+            self.see_peers();
+            for i in 0..3 {
+                if self.down[i] {
+                    continue;
+                }
+                let effects = self.sites[i].tick(self.now);
+                self.deliver(i, effects);
+            }
+            for name in ["shop", "wiki", "mail"] {
+                assert!(
+                    self.owners(name).len() <= 1,
+                    "{name} owned by {:?} at {:?}",
+                    self.owners(name),
+                    self.now
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn each_site_owns_its_own_accounts_once_the_acceptors_are_past_their_quiet_start() {
+    let mut world = World::new();
+    world.run(Duration::from_millis(1000));
+    assert!(
+        world.owners("shop").is_empty(),
+        "no grant during the quiet start"
+    );
+    world.run(Duration::from_millis(1500));
+    assert_eq!(world.owners("shop"), vec![0]);
+    assert_eq!(world.owners("wiki"), vec![1]);
+    assert_eq!(world.owners("mail"), vec![2]);
+    // The others know who holds shop.
+    assert!(matches!(
+        world.sites[1].owner(&account("shop"), world.now),
+        Owner::There { .. } | Owner::Unknown
+    ));
+}
+
+#[test]
+fn the_first_live_failover_site_takes_over_and_gives_back_after_the_home_is_up_again() {
+    let mut world = World::new();
+    world.run(Duration::from_millis(3000));
+    assert_eq!(world.owners("shop"), vec![0]);
+    world.down[0] = true;
+    world.run(Duration::from_millis(4000));
+    assert_eq!(
+        world.owners("shop"),
+        vec![1],
+        "site-b is first in shop's failover list"
+    );
+    assert!(
+        world
+            .audits
+            .iter()
+            .any(|(i, kind, a)| *i == 1 && *kind == AuditKind::Takeover && a.as_str() == "shop")
+    );
+    assert!(!world.sites[2].adopted().contains_key(&account("shop")));
+    // site-a restarts with no memory; site-b hands back after failback_after (3 s).
+    world.down[0] = false;
+    world.sites[0] = SiteOwnership::new(
+        site("site-a"),
+        vec![site("site-b"), site("site-c")],
+        vec![account("shop")],
+        timing(),
+        Duration::from_secs(3),
+        world.now,
+    );
+    world.share_catalogues();
+    world.run(Duration::from_millis(2500));
+    assert_eq!(world.owners("shop"), vec![1], "not before failback_after");
+    world.run(Duration::from_millis(2500));
+    assert_eq!(world.owners("shop"), vec![0], "back home");
+    assert!(
+        world
+            .audits
+            .iter()
+            .any(|(i, kind, a)| *i == 1 && *kind == AuditKind::Handback && a.as_str() == "shop")
+    );
+}
