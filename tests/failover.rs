@@ -30,12 +30,16 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const BOUND: Duration = Duration::from_secs(6);
 
 fn specs() -> Vec<SiteSpec> {
+    // No hand-back during these tests, unless a test sets it.
+    specs_with_failback(600_000)
+}
+
+fn specs_with_failback(failback_after_ms: u64) -> Vec<SiteSpec> {
     let mut timings = FAST_TIMINGS.to_vec();
     timings.extend([
         ("ownership_ttl_ms", 1500),
         ("ownership_renew_interval_ms", 250),
-        // No hand-back during a test: it is tested in the ownership core.
-        ("failback_after_ms", 600_000),
+        ("failback_after_ms", failback_after_ms),
     ]);
     let site = |name: &str, servers: &[&str], account_spec| SiteSpec {
         name: name.into(),
@@ -66,6 +70,32 @@ fn running() -> (MutexGuard<'static, ()>, Federation) {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut federation = Federation::start(Path::new(BINARY), specs()).unwrap();
+    settle(&mut federation);
+    (turn, federation)
+}
+
+/// As [`running`], with every path between sites through a relay; `plant` starts site-a's
+/// gateway with the test-only switch that renews ownership without a majority.
+fn running_through_relays(plant: bool) -> (MutexGuard<'static, ()>, Federation) {
+    let turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut federation =
+        Federation::prepare_with_relays(Path::new(BINARY), specs_with_failback(2000), 7).unwrap();
+    if plant {
+        federation.gateway_env[A] = vec![(
+            "LEASEHOLD_TEST_PLANT".to_owned(),
+            "renew-without-majority".to_owned(),
+        )];
+    }
+    for index in 0..federation.sites.len() {
+        federation.start_gateway(index).unwrap();
+    }
+    settle(&mut federation);
+    (turn, federation)
+}
+
+fn settle(federation: &mut Federation) {
     federation.start_all_nodes().unwrap();
     for (index, name) in [(0, "shop"), (1, "wiki"), (2, "mail")] {
         let site = federation.sites[index].name.clone();
@@ -85,7 +115,6 @@ fn running() -> (MutexGuard<'static, ()>, Federation) {
             )
             .unwrap();
     }
-    (turn, federation)
 }
 
 /// Waits until site-b owns shop and serves it; returns how long that took from `since`.
@@ -118,8 +147,8 @@ fn works(federation: &Federation, index: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-/// No instant at which shop ran at two sites, and S-1..S-3 on every node.
-fn assert_no_split_brain(federation: &Federation) {
+/// When shop ran at two sites at once, from every node's event log.
+fn shop_overlaps(federation: &Federation) -> Vec<String> {
     let sites: Vec<(String, Vec<PathBuf>)> = (0..federation.sites.len())
         .map(|index| {
             (
@@ -128,7 +157,12 @@ fn assert_no_split_brain(federation: &Federation) {
             )
         })
         .collect();
-    let overlaps = owner_overlaps(&sites, "shop", mono_now_ns()).unwrap();
+    owner_overlaps(&sites, "shop", mono_now_ns()).unwrap()
+}
+
+/// No instant at which shop ran at two sites, and S-1..S-3 on every node.
+fn assert_no_split_brain(federation: &Federation) {
+    let overlaps = shop_overlaps(federation);
     assert!(overlaps.is_empty(), "{overlaps:#?}");
     let violations = federation.violations(Duration::from_millis(100)).unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
@@ -210,4 +244,66 @@ fn a_gateway_frozen_past_its_lease_does_not_serve_as_owner_when_it_wakes() {
     takeover_audited(&federation);
     assert_no_split_brain(&federation);
     let _ = &mut federation;
+}
+
+/// Waits until site-a serves shop (`count` servers) as its owner, or serves none of it.
+fn shop_at_a(federation: &Federation, what: &str, accept: impl Fn(&Value) -> bool) {
+    federation
+        .wait_json(A, "/v1/accounts", what, SETTLE, |v| {
+            v.as_array()
+                .is_some_and(|accounts| accounts.iter().any(|a| a["name"] == "shop" && accept(a)))
+        })
+        .unwrap();
+}
+
+#[test]
+fn an_isolated_site_stops_serving_the_majority_takes_over_and_it_fails_back_after_healing() {
+    let (_turn, federation) = running_through_relays(false);
+    let cut = Instant::now();
+    federation.isolate(A, true).unwrap();
+    let took = taken_over_by_b(&federation, cut);
+    eprintln!(
+        "shop owned and served at site-b {} ms after site-a was cut off",
+        took.as_millis()
+    );
+    // The isolated site is alive, and serves nothing of shop: its ownership ran out.
+    shop_at_a(&federation, "site-a no longer serving shop", |a| {
+        a["servers"] == 0 && a["owner"] != "site-a"
+    });
+    takeover_audited(&federation);
+    // Heal: site-b hands shop back once site-a has been up for failback_after (2 s).
+    federation.isolate(A, false).unwrap();
+    shop_at_a(&federation, "shop back home at site-a", |a| {
+        a["owner"] == "site-a" && a["servers"] == 1
+    });
+    let audit = get_json(federation.admin(B), "/v1/audit?limit=1000").unwrap();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["kind"] == "handback" && r["account"] == "shop"),
+        "{audit}"
+    );
+    assert_no_split_brain(&federation);
+}
+
+#[test]
+fn the_overlap_checker_catches_a_site_that_renews_ownership_without_a_majority() {
+    let (_turn, federation) = running_through_relays(true);
+    federation.isolate(A, true).unwrap();
+    taken_over_by_b(&federation, Instant::now());
+    // The planted site-a keeps counting itself owner alone, and keeps its node running.
+    std::thread::sleep(Duration::from_secs(2));
+    let overlaps = shop_overlaps(&federation);
+    assert!(
+        !overlaps.is_empty(),
+        "shop ran at site-a and site-b at once, and the checker must say so"
+    );
+    assert!(
+        federation
+            .output(A)
+            .contains("TEST SWITCH LEASEHOLD_TEST_PLANT"),
+        "the switch was on"
+    );
 }

@@ -123,18 +123,7 @@ async fn serve(
     )
     .with_config(config.clone(), hash)
     .with_federation(peers.clone())
-    .with_ownership(crate::model::ownership::SiteOwnership::new(
-        config.site.name.clone(),
-        config.peers.iter().map(|peer| peer.name.clone()).collect(),
-        config
-            .accounts
-            .iter()
-            .map(|account| account.name.clone())
-            .collect(),
-        config.timings.ownership(),
-        config.timings.failback_after,
-        Millis(0),
-    ))
+    .with_ownership(ownership(&config))
     .start();
     peers.attach(master.clone());
     crate::reload::start(config.path.clone(), master.clone())?;
@@ -195,4 +184,31 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
     }
+}
+
+/// The site's ownership core (docs/ownership.md).
+fn ownership(config: &SiteConfig) -> crate::model::ownership::SiteOwnership {
+    #[allow(unused_mut)] // planted only in debug builds
+    let mut ownership = crate::model::ownership::SiteOwnership::new(
+        config.site.name.clone(),
+        config.peers.iter().map(|peer| peer.name.clone()).collect(),
+        config
+            .accounts
+            .iter()
+            .map(|account| account.name.clone())
+            .collect(),
+        config.timings.ownership(),
+        config.timings.failback_after,
+        Millis(0),
+    );
+    // A test-only build switch (tests/failover.rs): debug builds honour it, release
+    // builds do not contain it.
+    #[cfg(debug_assertions)]
+    if std::env::var("LEASEHOLD_TEST_PLANT").as_deref() == Ok("renew-without-majority") {
+        tracing::warn!(
+            "TEST SWITCH LEASEHOLD_TEST_PLANT=renew-without-majority: this gateway renews ownership without a majority, which is unsafe"
+        );
+        ownership.plant_renew_without_majority();
+    }
+    ownership
 }

@@ -75,7 +75,8 @@ const HEADER: [&str; 7] = [
 /// Fixed widths rather than measured ones: `--follow` prints batch after batch under one
 /// heading, and the columns must line up across them. Long cells push, never cut.
 fn line(cells: &[String]) -> String {
-    const WIDTHS: [usize; 6] = [6, 24, 15, 8, 20, 5];
+    // KIND fits the longest kind, `ownership_acquired`.
+    const WIDTHS: [usize; 6] = [6, 24, 18, 8, 20, 5];
     let mut out = String::new();
     for (ix, cell) in cells.iter().enumerate() {
         if ix > 0 {

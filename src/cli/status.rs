@@ -26,7 +26,8 @@ pub struct StatusArgs {
     /// The gateway's admin API: http:// and its admin_addr.
     #[arg(long, value_name = "URL", default_value = DEFAULT_GATEWAY)]
     gateway: String,
-    /// Print one JSON object {status, accounts, servers, audit} instead of tables.
+    /// Print one JSON object {status, accounts, servers, audit, peers, loans} instead of
+    /// tables.
     #[arg(long)]
     json: bool,
 }

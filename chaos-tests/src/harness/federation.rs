@@ -14,8 +14,11 @@ use super::admin::{get_json, get_text};
 use super::evidence::violations;
 use super::onesite::{SETTLE, gateway_args, node_args};
 use super::process::ProcessGuard;
-use super::site::{PreparedSite, SiteSpec, create_certs, prepare_federation, rewrite_site};
+use super::site::{
+    PreparedSite, SiteSpec, create_certs, prepare_federation, rewrite_site, rewrite_site_via,
+};
 use super::wait_for;
+use crate::relay::{Faults, Relay};
 
 pub struct Federation {
     binary: PathBuf,
@@ -25,6 +28,11 @@ pub struct Federation {
     pub gateways: Vec<Option<ProcessGuard>>,
     /// (site index, server, agent)
     pub nodes: Vec<(usize, String, ProcessGuard)>,
+    /// `relays[i][j]`: what site i's gateway dials to reach site j, when the federation was
+    /// started with [`Federation::start_with_relays`] (docs/relay.md).
+    relays: Vec<Vec<Option<Relay>>>,
+    /// Extra environment of each site's gateway.
+    pub gateway_env: Vec<Vec<(String, String)>>,
 }
 
 impl Federation {
@@ -55,10 +63,72 @@ impl Federation {
             binary: binary.to_path_buf(),
             dir,
             gateways: sites.iter().map(|_| None).collect(),
+            relays: Vec::new(),
+            gateway_env: sites.iter().map(|_| Vec::new()).collect(),
             sites,
             specs,
             nodes: Vec::new(),
         })
+    }
+
+    /// [`Federation::prepare`] with every site-to-site path through a fault-injecting UDP
+    /// relay of its own (one per direction of dialling, seeded from `seed`): each site's
+    /// `[[peer]] addr` is the relay, whose target is the peer's `federation_addr`.
+    pub fn prepare_with_relays(
+        binary: &Path,
+        specs: Vec<SiteSpec>,
+        seed: u64,
+    ) -> Result<Federation, String> {
+        let mut federation = Federation::prepare(binary, specs)?;
+        let count = federation.sites.len();
+        let loopback: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+        for from in 0..count {
+            let mut row = Vec::with_capacity(count);
+            for to in 0..count {
+                if from == to {
+                    row.push(None);
+                    continue;
+                }
+                let target = federation.sites[to].federation;
+                let relay = Relay::start(loopback, target, seed ^ ((from * count + to) as u64))
+                    .map_err(|error| format!("relay {from}->{to}: {error}"))?;
+                row.push(Some(relay));
+            }
+            federation.relays.push(row);
+        }
+        for index in 0..count {
+            let relays = &federation.relays;
+            rewrite_site_via(&federation.specs, &federation.sites, index, &|peer| {
+                relays[index][peer]
+                    .as_ref()
+                    .map_or(federation.sites[peer].federation, Relay::addr)
+            })?;
+        }
+        Ok(federation)
+    }
+
+    /// Cuts site `index` off from every other site (both ways), or heals it (`false`).
+    pub fn isolate(&self, index: usize, cut: bool) -> Result<(), String> {
+        let faults = if cut {
+            Faults::partition()
+        } else {
+            Faults::none()
+        };
+        for (from, row) in self.relays.iter().enumerate() {
+            for (to, relay) in row.iter().enumerate() {
+                if let Some(relay) = relay
+                    && (from == index || to == index)
+                {
+                    relay
+                        .set_faults(faults.clone())
+                        .map_err(|error| error.to_string())?;
+                }
+            }
+        }
+        if self.relays.is_empty() {
+            return Err("this federation was not started with relays".into());
+        }
+        Ok(())
     }
 
     /// The directory every file of the federation lives in.
@@ -90,7 +160,13 @@ impl Federation {
             &self.path(&format!("state-{}", site.name)),
         );
         let log = self.path(&format!("gateway-{}.log", site.name));
-        let gateway = ProcessGuard::spawn(&site.name, &self.binary, &args, &log)?;
+        let gateway = ProcessGuard::spawn_with_env(
+            &site.name,
+            &self.binary,
+            &args,
+            &log,
+            &self.gateway_env[index],
+        )?;
         self.gateways[index] = Some(gateway);
         let admin = self.admin(index);
         wait_for("the gateway to be ready", SETTLE, || {

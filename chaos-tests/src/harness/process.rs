@@ -19,6 +19,17 @@ pub struct ProcessGuard {
 impl ProcessGuard {
     /// Starts `binary args...` with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, binary: &Path, args: &[String], log: &Path) -> Result<Self, String> {
+        ProcessGuard::spawn_with_env(name, binary, args, log, &[])
+    }
+
+    /// [`ProcessGuard::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        binary: &Path,
+        args: &[String],
+        log: &Path,
+        env: &[(String, String)],
+    ) -> Result<Self, String> {
         let output = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -33,6 +44,7 @@ impl ProcessGuard {
             .stdout(output)
             .stderr(errors)
             .env("LEASEHOLD_LOG", "info")
+            .envs(env.iter().map(|(key, value)| (key, value)))
             .process_group(0)
             .spawn()
             .map_err(|error| format!("cannot start {name} ({}): {error}", binary.display()))?;

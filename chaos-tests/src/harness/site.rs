@@ -115,12 +115,28 @@ pub fn rewrite_site(
     plans: &[PreparedSite],
     index: usize,
 ) -> Result<(), String> {
-    let plan = &plans[index];
-    let peers: Vec<&PreparedSite> = plans.iter().filter(|p| p.name != plan.name).collect();
-    write_site(&specs[index], plan, &peers)
+    rewrite_site_via(specs, plans, index, &|peer| plans[peer].federation)
 }
 
-fn write_site(spec: &SiteSpec, plan: &PreparedSite, peers: &[&PreparedSite]) -> Result<(), String> {
+/// [`rewrite_site`], with each peer reached at `via(peer index)` (a relay, for faults).
+pub fn rewrite_site_via(
+    specs: &[SiteSpec],
+    plans: &[PreparedSite],
+    index: usize,
+    via: &dyn Fn(usize) -> SocketAddr,
+) -> Result<(), String> {
+    let peers: Vec<(&str, SocketAddr)> = (0..plans.len())
+        .filter(|peer| *peer != index)
+        .map(|peer| (plans[peer].name.as_str(), via(peer)))
+        .collect();
+    write_site(&specs[index], &plans[index], &peers)
+}
+
+fn write_site(
+    spec: &SiteSpec,
+    plan: &PreparedSite,
+    peers: &[(&str, SocketAddr)],
+) -> Result<(), String> {
     let PreparedSite {
         admin,
         federation,
@@ -148,14 +164,10 @@ fn write_site(spec: &SiteSpec, plan: &PreparedSite, peers: &[&PreparedSite]) -> 
             "[lending]\nreserve = {reserve}\nmax_lent = {max_lent}\n"
         );
     }
-    for peer in peers {
-        let _ = writeln!(
-            text,
-            "[[peer]]\nname = \"{}\"\naddr = \"{}\"\n",
-            peer.name, peer.federation
-        );
+    for (name, addr) in peers {
+        let _ = writeln!(text, "[[peer]]\nname = \"{name}\"\naddr = \"{addr}\"\n");
     }
-    let failover: Vec<&str> = peers.iter().map(|peer| peer.name.as_str()).collect();
+    let failover: Vec<&str> = peers.iter().map(|(name, _)| *name).collect();
     for (id, addr) in servers {
         let _ = writeln!(
             text,

@@ -29,7 +29,7 @@ use crate::model::Millis;
 use crate::model::arbiter::AccountIx;
 use crate::model::demand::{DemandModel, Sla};
 use crate::model::effects::{Command, Effect, Observation};
-use crate::model::ownership::SiteOwnership;
+use crate::model::ownership::{Owner, SiteOwnership};
 use crate::model::site::{SiteModel, SiteSnapshot};
 
 /// The exit code when the journal cannot be written (EX_IOERR).
@@ -113,10 +113,12 @@ impl SiteMaster {
         let Some(ownership) = &self.ownership else {
             return;
         };
+        // A peer's account gets an entry here once this site owns it, not while it claims.
         let adopted: Vec<_> = ownership
             .adopted()
             .values()
             .map(|spec| (spec.clone(), ownership.owner(&spec.name, now)))
+            .filter(|(_, owner)| matches!(owner, Owner::Here { .. }))
             .collect();
         let names: Vec<_> = self
             .model
@@ -235,8 +237,8 @@ impl SiteMaster {
                     tracing::info!(
                         site = %self.model.site(),
                         kind = ?entry.kind,
-                        server = ?entry.server.as_ref().map(|s| s.to_string()),
-                        account = ?entry.account.as_ref().map(|a| a.to_string()),
+                        server = entry.server.as_ref().map_or("-", |s| s.as_str()),
+                        account = entry.account.as_ref().map_or("-", |a| a.as_str()),
                         "{}",
                         entry.reason
                     );

@@ -60,9 +60,10 @@ pub struct Claimant {
     timing: Timing,
     claims: HashMap<AccountId, Claim>,
     next_round: u64,
-    /// A planted bug for tests only: a renewal counts as granted on this site's own grant,
-    /// without a majority. The simulation shows the overlap checker catches it.
-    #[cfg(test)]
+    /// A planted bug, in debug builds only (the release build has no such field): a
+    /// renewal counts as granted on this site's own grant, without a majority. The
+    /// simulation and tests/failover.rs show the overlap checkers catch it.
+    #[cfg(debug_assertions)]
     pub plant_renew_without_majority: bool,
 }
 
@@ -74,7 +75,7 @@ impl Claimant {
             timing,
             claims: HashMap::new(),
             next_round: 1,
-            #[cfg(test)]
+            #[cfg(debug_assertions)]
             plant_renew_without_majority: false,
         }
     }
@@ -146,9 +147,9 @@ impl Claimant {
     ) -> Option<Change> {
         let needed = majority(self.sites.len());
         let held_for = self.timing.held_for();
-        #[cfg(test)]
+        #[cfg(debug_assertions)]
         let planted = self.plant_renew_without_majority && *from == self.site;
-        #[cfg(not(test))]
+        #[cfg(not(debug_assertions))]
         let planted = false;
         let claim = self.claims.get_mut(account)?;
         match vote {

@@ -52,6 +52,9 @@ pub struct SiteOwnership {
     adopted: BTreeMap<AccountId, AccountSpec>,
     /// Seed of the claim back-off (xorshift); from the site's name, so a run replays.
     jitter: u64,
+    /// No peer's account is taken over before this: at start every peer looks down until
+    /// its Peer actor has reached it.
+    takeovers_from: Millis,
 }
 
 impl SiteOwnership {
@@ -97,11 +100,19 @@ impl SiteOwnership {
             next_claim: HashMap::new(),
             adopted: BTreeMap::new(),
             jitter,
+            takeovers_from: now + timing.ttl,
         }
     }
 
     pub fn timing(&self) -> &Timing {
         self.claimant.timing()
+    }
+
+    /// Plants a bug, in debug builds only: renewals count on this site's own grant alone.
+    /// For tests that show the overlap checker fails when ownership is unsafe.
+    #[cfg(debug_assertions)]
+    pub fn plant_renew_without_majority(&mut self) {
+        self.claimant.plant_renew_without_majority = true;
     }
 
     /// The accounts this site homes changed (a config edit).
@@ -167,6 +178,9 @@ impl SiteOwnership {
             if matches!(self.claimant.standing(account, now), Standing::Owner { .. }) {
                 wanted.insert(account.clone(), Some(spec.clone()));
             }
+        }
+        if now < self.takeovers_from {
+            return wanted;
         }
         for specs in self.catalogues.values() {
             for spec in specs {
@@ -253,8 +267,10 @@ impl SiteOwnership {
     }
 
     /// Gives back every adopted account whose home site has been up for `failback_after`:
-    /// this site stops serving it at once and releases its grants, so the home site's
-    /// next claim wins (stop, then start; docs/ownership.md).
+    /// this site stops counting itself owner at once, so its nodes' leases for the account
+    /// are no longer renewed and end by the end of its ownership. It does *not* release its
+    /// grants: a node of ours may still serve until then, and the grants run out no earlier
+    /// (docs/ownership.md), so the home's claim wins only once our nodes have stopped.
     fn hand_back(&mut self, now: Millis) -> Vec<Effect> {
         let back: Vec<(AccountId, SiteId)> = self
             .adopted
@@ -272,29 +288,17 @@ impl SiteOwnership {
             let Some(term) = self.claimant.give_up(&account) else {
                 continue;
             };
-            self.acceptor.release(&account, &self.site.clone(), term);
             effects.push(audit(
                 AuditKind::Handback,
                 &account,
                 Some(&home),
                 term,
                 format!(
-                    "{home}, {account}'s home, has been up for {} s: {} gives {account} ({term}) back and stops serving it",
+                    "{home}, {account}'s home, has been up for {} s: {} gives {account} ({term}) back; it stops serving it, and {home} owns it once the grants run out",
                     self.failback_after.as_secs(),
                     self.site
                 ),
             ));
-            for peer in self.peers.keys() {
-                effects.push(Effect::ToPeer {
-                    to: peer.clone(),
-                    message: PeerMessage::ReleaseOwnership(ReleaseOwnership {
-                        releases: vec![OwnershipRelease {
-                            account: account.clone(),
-                            term,
-                        }],
-                    }),
-                });
-            }
         }
         effects
     }

@@ -95,7 +95,12 @@ impl SiteModel {
         }
         for ix in 0..self.accounts.len() {
             let entry = &mut self.accounts[ix];
-            if entry.removed || entry.guest.is_some() || new.account(&entry.config.name).is_some() {
+            // A peer's account (a loan's guest, or one taken over) is not in our file.
+            if entry.removed
+                || entry.guest.is_some()
+                || entry.adopted_from.is_some()
+                || new.account(&entry.config.name).is_some()
+            {
                 continue;
             }
             entry.removed = true;
