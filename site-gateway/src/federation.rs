@@ -58,6 +58,11 @@ pub struct Federation {
 }
 
 impl Federation {
+    /// Closes every connection with the peers (the gateway is exiting).
+    pub fn close(&self, reason: &str) {
+        self.endpoint.close(reason);
+    }
+
     /// The Peer actor of `site`, if it is a peer now.
     pub fn peer(&self, site: &SiteId) -> Option<Addr<Peer>> {
         match self.peers.read() {

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use leasehold_federation::transport::Alpn;
@@ -132,7 +132,7 @@ async fn serve(
         master.clone(),
         journal,
         metrics,
-        peers,
+        peers.clone(),
     )
     .map_err(|source| GatewayError::Admin {
         addr: config.site.admin_addr,
@@ -144,7 +144,8 @@ async fn serve(
             tracing::error!(%error, "admin API stopped");
         }
     });
-    let accepting = tokio::spawn(accept_nodes(endpoint, master));
+    let endpoint = Arc::new(endpoint);
+    let accepting = tokio::spawn(accept_nodes(endpoint.clone(), master));
     tracing::info!(
         site = %config.site.name,
         management = %config.site.management_addr,
@@ -154,12 +155,18 @@ async fn serve(
     shutdown_signal().await;
     tracing::info!("shutting down");
     accepting.abort();
+    // Tell every node and peer we are gone, so that they redial now rather than at QUIC's
+    // idle timeout, when their leases would have run out; bounded, since a peer that does
+    // not answer must not hold the exit.
+    endpoint.close("gateway shutting down");
+    peers.close("gateway shutting down");
+    let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
     admin_handle.stop(true).await;
     journal_thread.stop();
     Ok(())
 }
 
-async fn accept_nodes(endpoint: Endpoint, master: Addr<SiteMaster>) {
+async fn accept_nodes(endpoint: Arc<Endpoint>, master: Addr<SiteMaster>) {
     while let Some(handshake) = endpoint.accept().await {
         let master = master.clone();
         tokio::spawn(async move {

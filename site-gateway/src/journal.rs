@@ -31,6 +31,10 @@ pub enum JournalError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "journal {path} is in use by another process (a gateway of this site still running, or still exiting): stop it, or wait for it to exit, then start again"
+    )]
+    InUse { path: PathBuf },
     #[error("journal {path}: {source}")]
     Store {
         path: PathBuf,
@@ -99,7 +103,10 @@ impl Journal {
             path: path.clone(),
             source,
         };
-        let db = Database::create(&path).map_err(|e| store(e.into()))?;
+        let db = Database::create(&path).map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => JournalError::InUse { path: path.clone() },
+            other => store(other.into()),
+        })?;
         let journal = Journal {
             db,
             path: path.clone(),
@@ -521,6 +528,19 @@ mod tests {
             .map(|record| record.server.as_str())
             .collect();
         assert_eq!(servers, vec!["c2"]);
+    }
+
+    #[test]
+    fn a_journal_in_use_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = SiteId::parse("site-a").unwrap();
+        let (_open, _) = Journal::open(dir.path(), &site).unwrap();
+        let Err(error) = Journal::open(dir.path(), &site) else {
+            panic!("a second open of the same journal succeeded");
+        };
+        let text = error.to_string();
+        assert!(matches!(error, JournalError::InUse { .. }), "{text}");
+        assert!(text.contains("wait for it to exit"), "{text}");
     }
 
     #[test]
