@@ -263,10 +263,30 @@ impl SiteModel {
             let need = self.accounts[account]
                 .shortfall
                 .map_or(0, |(wanted, have)| wanted.saturating_sub(have));
-            effects.extend(self.return_excess(account as AccountIx, need, now));
+            // The round counts a server still draining towards the account as its own; a
+            // borrowed server goes back only once such a server has joined, so the account
+            // does not dip below its demand in between.
+            let incoming = self.incoming(account as AccountIx);
+            effects.extend(self.return_excess(account as AccountIx, need + incoming, now));
             effects.extend(self.ask(account as AccountIx, need, now));
         }
         effects
+    }
+
+    /// Servers of ours draining from another account to join `account`.
+    fn incoming(&self, account: AccountIx) -> u32 {
+        self.servers
+            .iter()
+            .filter(|entry| {
+                matches!(
+                    entry.phase,
+                    super::server::Phase::Draining {
+                        next: super::server::Next::Join(to),
+                        ..
+                    } if to == account
+                )
+            })
+            .count() as u32
     }
 
     fn renew_borrowed(&mut self, now: Millis) -> Vec<Effect> {
