@@ -147,10 +147,11 @@ impl SiteModel {
                     })
                     .count() as u32;
                 let (owner, term, expires) = match &account.owner {
+                    // A site with no peers owns its accounts for ever: no expiry to show.
                     Owner::Here { term, until } if *until > now => (
                         Some(self.site.clone()),
                         Some(term.value()),
-                        Some(until.0.saturating_sub(now.0)),
+                        (until.0 != u64::MAX).then(|| until.0.saturating_sub(now.0)),
                     ),
                     Owner::Here { .. } | Owner::Unknown => (None, None, None),
                     Owner::There { holder, term } => {
