@@ -11,6 +11,7 @@
 //! - D-1: effects put `Journal` before `Send` for the same change.
 
 mod borrow;
+mod borrowing;
 mod events;
 mod lend;
 mod reconfigure;
@@ -30,7 +31,7 @@ use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
 use leasehold_federation::wire::common::{DataRef, InitPointer, Software};
 use leasehold_federation::wire::site::AccountSpec;
 
-pub use borrow::{BorrowRecord, BorrowState, Borrowed, Borrowing, LoanCounts};
+pub use borrowing::{BorrowRecord, BorrowState, Borrowed, Borrowing, LoanCounts};
 pub use reconfigure::Reconfigured;
 pub use server::{Lease, LoanTerms, Next, Phase, ServerEntry};
 pub use snapshot::{
