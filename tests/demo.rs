@@ -2,12 +2,13 @@
 //! node agents and workloads under its load schedule, and the test judges the run from the
 //! report it writes (itself built from the audit logs, `/v1/loans` and the node event logs).
 //!
-//! This is the only test in the suite that uses the fixed ports of configs/ (7101–7103,
+//! These are the only tests in the suite that use the fixed ports of configs/ (7101–7103,
 //! 7201–7203, 7301–7303, 8101–8104, 8201–8204, 8301–8304); every other test takes free
-//! ports. It is the only test in this file, so no other demo runs beside it.
+//! ports. The two tests of this file take `DEMO_PORTS` in turn, so no two demos run at once.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use leasehold_chaos_tests::harness::process::process_alive;
@@ -15,15 +16,25 @@ use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_leasehold");
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
+/// Held by a test while its demo runs: the demo's ports are fixed.
+static DEMO_PORTS: Mutex<()> = Mutex::new(());
 
-#[test]
-fn demo_moves_servers_both_ways_lends_between_sites_safely_and_leaves_nothing_running() {
+/// Runs `leasehold demo ARGS --report R --work W` to its end and returns its report and a
+/// context for failure messages (its output, and the report); panics, with the gateway
+/// logs, if it fails or takes longer than `limit`.
+fn run_demo(args: &[&str], limit: Duration) -> (Value, String) {
+    // A test that failed while holding the lock has still ended its demo.
+    let _ports = DEMO_PORTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let report_path = dir.path().join("r.json");
     let work = dir.path().join("w");
     let started = Instant::now();
-    let output = Command::new(BINARY)
-        .args(["demo", "--duration", "60", "--report"])
+    let output: Output = Command::new(BINARY)
+        .arg("demo")
+        .args(args)
+        .arg("--report")
         .arg(&report_path)
         .arg("--work")
         .arg(&work)
@@ -45,14 +56,19 @@ fn demo_moves_servers_both_ways_lends_between_sites_safely_and_leaves_nothing_ru
         output.status,
     );
     assert!(
-        started.elapsed() < Duration::from_secs(150),
+        started.elapsed() < limit,
         "the demo took {:?}",
         started.elapsed()
     );
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     let context = format!("{stdout}\nreport: {report:#}");
+    (report, context)
+}
 
+/// No safety violation in any node's event log, and nothing the demo started runs on: the
+/// gateways, the agents, every workload and guard in the node event logs.
+fn assert_safe_and_nothing_left(report: &Value, context: &str) {
     assert_eq!(report["sites"], serde_json::json!(SITES), "{context}");
     assert_eq!(report["safety_violations"], 0, "{context}");
     assert_eq!(report["violations"], serde_json::json!([]), "{context}");
@@ -61,6 +77,20 @@ fn demo_moves_servers_both_ways_lends_between_sites_safely_and_leaves_nothing_ru
         assert_eq!(section["nodes"], 4, "{site}: {context}");
         assert_eq!(section["safety_violations"], 0, "{site}: {context}");
     }
+    assert_eq!(report["processes_left"], serde_json::json!([]), "{context}");
+    let processes = report["processes"].as_array().unwrap();
+    assert!(processes.len() >= 15, "{context}");
+    for process in processes {
+        let pid = process["pid"].as_u64().unwrap() as u32;
+        assert!(!process_alive(pid), "{process} still runs: {context}");
+    }
+}
+
+#[test]
+fn demo_moves_servers_both_ways_lends_between_sites_safely_and_leaves_nothing_running() {
+    let (report, context) = run_demo(&["--duration", "60"], Duration::from_secs(150));
+    assert_safe_and_nothing_left(&report, &context);
+    assert_eq!(report["failovers"], serde_json::json!([]), "{context}");
     let directions = &report["moves_by_direction"];
     for direction in ["shop->blog", "blog->shop", "free->wiki", "free->mail"] {
         assert!(
@@ -121,14 +151,38 @@ fn demo_moves_servers_both_ways_lends_between_sites_safely_and_leaves_nothing_ru
             .any(|e| e["kind"] == "borrow" && e["site"] == "site-a" && e["account"] == "shop"),
         "shop borrowed nothing: {context}"
     );
+}
 
-    // Nothing the demo started runs on: the gateways, the agents, every workload and guard
-    // in the node event logs.
-    assert_eq!(report["processes_left"], serde_json::json!([]), "{context}");
-    let processes = report["processes"].as_array().unwrap();
-    assert!(processes.len() >= 15, "{context}");
-    for process in processes {
-        let pid = process["pid"].as_u64().unwrap() as u32;
-        assert!(!process_alive(pid), "{process} still runs: {context}");
-    }
+/// site-a's gateway killed 15 s into the load: site-b takes shop over and site-c blog (their
+/// failover lists), each serving within 10 s of the kill; site-a's node agents, left
+/// running, stop their workloads on their own, and are stopped at the end like the others.
+#[test]
+fn demo_kill_site_fails_site_a_over_and_leaves_nothing_running() {
+    let args = ["--duration", "40", "--kill-site", "site-a", "--at", "15"];
+    let (report, context) = run_demo(&args, Duration::from_secs(120));
+    assert_safe_and_nothing_left(&report, &context);
+    assert_eq!(report["kill"]["site"], "site-a", "{context}");
+    let failovers = report["failovers"].as_array().unwrap();
+    let to = |account: &str| {
+        let found = failovers.iter().find(|f| f["account"] == account);
+        let failover = found.unwrap_or_else(|| panic!("no failover of {account}: {context}"));
+        assert_eq!(failover["from"], "site-a", "{context}");
+        let recovery = failover["recovery_ms"].as_u64();
+        assert!(
+            recovery.is_some_and(|ms| ms < 10_000),
+            "{account} recovered in {recovery:?} ms: {context}"
+        );
+        failover["to"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(to("shop"), "site-b", "{context}");
+    assert_eq!(to("blog"), "site-c", "{context}");
+    assert_eq!(failovers.len(), 2, "{context}");
+    assert_eq!(report["recovery_ms"]["count"], 2, "{context}");
+    let events = report["ownership_events"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "takeover" && e["site"] == "site-b" && e["account"] == "shop"),
+        "{context}"
+    );
 }

@@ -239,6 +239,24 @@ impl RunningFederation {
         })
     }
 
+    /// Kills `site`'s gateway with SIGKILL, the process only (its node agents run on, as in
+    /// a real site failure), and reaps it; its pid.
+    pub fn kill_gateway(&mut self, site: &str) -> anyhow::Result<u32> {
+        let name = format!("gateway {site}");
+        let Some(index) = self.gateways.iter().position(|g| g.name() == name) else {
+            bail!("no running gateway of {site} to kill");
+        };
+        let gateway = self.gateways.remove(index);
+        let pid = gateway.pid().unwrap_or_default();
+        gateway
+            .signal(Signal::SIGKILL)
+            .map_err(|error| anyhow::anyhow!("cannot kill the {site} gateway: {error}"))?;
+        // Dropping the guard reaps it (its process group is the gateway alone), so that no
+        // later signal of the end-of-run stop can reach a process that reused its pid.
+        drop(gateway);
+        Ok(pid)
+    }
+
     /// Every node agent's site and work dir (where its event log is).
     pub fn node_works(&self) -> Vec<(String, PathBuf)> {
         self.nodes

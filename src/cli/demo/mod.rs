@@ -4,7 +4,9 @@
 //! site and be lent between sites, shown live, and judged at the end from the evidence the
 //! processes leave. docs/demo.md says what it runs and how to read it.
 
+mod failover;
 mod federation;
+mod follow;
 mod loans;
 mod report;
 mod run;
@@ -30,6 +32,8 @@ const FILES: [&str; 3] = ["site-a.toml", "site-b.toml", "site-c.toml"];
 const EXIT_CONFIG: u8 = 78;
 /// Exit code after Ctrl-C (128 + SIGINT), when nothing unsafe was found.
 const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code for refused arguments, as clap uses for the ones it refuses itself.
+const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -49,11 +53,31 @@ pub struct DemoArgs {
     /// Keep the temporary work dir (logs, journal, event logs) after the run.
     #[arg(long)]
     keep: bool,
+    /// Kill this site's gateway with SIGKILL during the run (its node agents run on), to
+    /// show its accounts taken over by the next sites of their failover lists.
+    #[arg(long, value_name = "NAME", requires = "at")]
+    kill_site: Option<String>,
+    /// When to kill --kill-site's gateway, in seconds after the load starts (less than
+    /// --duration).
+    #[arg(long, value_name = "SECONDS", requires = "kill_site")]
+    at: Option<u64>,
+}
+
+impl DemoArgs {
+    /// The site to kill and when, once `check_args` has accepted them.
+    fn kill(&self) -> Option<failover::KillPlan> {
+        let (site, at) = (self.kill_site.clone()?, self.at?);
+        Some(failover::KillPlan {
+            site,
+            at: std::time::Duration::from_secs(at),
+        })
+    }
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    if args.duration == 0 {
-        bail!("--duration must be at least 1 second");
+    if let Err(error) = check_args(&args, None) {
+        eprintln!("error: {error}");
+        return Ok(ExitCode::from(EXIT_USAGE));
     }
     let files: Vec<PathBuf> = FILES.iter().map(|name| args.configs.join(name)).collect();
     let sites = match config::load_federation(&files) {
@@ -68,6 +92,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let configs = schedule_sites(&sites, &args)?;
+    let names: Vec<&str> = configs.iter().map(|c| c.site.name.as_str()).collect();
+    if let Err(error) = check_args(&args, Some(&names)) {
+        eprintln!("error: {error}");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
     for site in &sites {
         println!("config ok  {}", site.summary());
     }
@@ -99,6 +128,32 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
+/// What clap cannot check: a duration of at least 1 s, `--at` within it, and (once the
+/// configs are read, `sites`) a `--kill-site` that names one of the sites.
+fn check_args(args: &DemoArgs, sites: Option<&[&str]>) -> Result<(), String> {
+    if args.duration == 0 {
+        return Err("--duration must be at least 1 second".to_owned());
+    }
+    if let Some(at) = args.at
+        && at >= args.duration
+    {
+        return Err(format!(
+            "--at {at} is not within the load's --duration {}: the kill must come while the load runs (0 to {} s)",
+            args.duration,
+            args.duration - 1
+        ));
+    }
+    if let (Some(site), Some(sites)) = (&args.kill_site, sites)
+        && !sites.contains(&site.as_str())
+    {
+        return Err(format!(
+            "--kill-site {site}: no such site in the demo; it runs {}",
+            sites.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// The sites to run, in the order of `FILES`, each checked to home the accounts the load
 /// schedule drives there.
 fn schedule_sites<'a>(
@@ -126,4 +181,55 @@ fn schedule_sites<'a>(
         }
     }
     Ok(configs)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        demo: DemoArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<DemoArgs, clap::Error> {
+        let all = std::iter::once("demo").chain(args.iter().copied());
+        Cli::try_parse_from(all).map(|cli| cli.demo)
+    }
+
+    const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
+
+    #[test]
+    fn a_kill_needs_a_site_and_a_time_within_the_duration() {
+        let error = parse(&["--at", "20"]).unwrap_err();
+        assert_eq!(error.exit_code(), i32::from(EXIT_USAGE));
+        assert!(error.to_string().contains("--kill-site <NAME>"), "{error}");
+        let error = parse(&["--kill-site", "site-a"]).unwrap_err();
+        assert!(error.to_string().contains("--at <SECONDS>"), "{error}");
+
+        let args = parse(&["--duration", "60", "--kill-site", "site-a", "--at", "60"]).unwrap();
+        let error = check_args(&args, None).unwrap_err();
+        assert!(
+            error.contains("--at 60 is not within the load's --duration 60"),
+            "{error}"
+        );
+
+        let args = parse(&["--kill-site", "site-x", "--at", "20"]).unwrap();
+        assert_eq!(check_args(&args, None), Ok(()));
+        let error = check_args(&args, Some(&SITES)).unwrap_err();
+        assert!(
+            error.contains("--kill-site site-x: no such site"),
+            "{error}"
+        );
+        assert!(error.contains("site-a, site-b, site-c"), "{error}");
+
+        let args = parse(&["--duration", "60", "--kill-site", "site-a", "--at", "20"]).unwrap();
+        assert_eq!(check_args(&args, Some(&SITES)), Ok(()));
+        let plan = args.kill().unwrap();
+        assert_eq!((plan.site.as_str(), plan.at.as_secs()), ("site-a", 20));
+        assert_eq!(parse(&[]).unwrap().kill(), None);
+    }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use super::failover::{failover_json, recovery_json};
 use super::loans::{LoanCounts, LoanView};
 use super::site::Started;
 use super::summary::{Move, SiteEvidence, Summary, by_direction, percentile, round1};
@@ -82,6 +83,17 @@ impl Summary {
             "processes_left": self.left_running.iter().map(process).collect::<Vec<_>>(),
             "work_dir": self.work_dir,
             "by_site": by_site,
+            "ownership_events": self.timeline().into_iter()
+                .filter(|m| m.is_ownership())
+                .map(move_json)
+                .collect::<Vec<_>>(),
+            "kill": self.kill.as_ref().map(|k| json!({"site": k.site, "pid": k.pid,
+                "killed_at_ms": k.at_ms, "owned": k.owned})),
+            "failovers": self.failovers.iter().map(failover_json).collect::<Vec<_>>(),
+            "recovery_ms": recovery_json(&self.failovers),
+            "load_followed": self.followed.iter().map(|f| json!({"account": f.account,
+                "from": f.from, "to": f.to, "t_s": round1(f.at_ms as f64 / 1000.0)}))
+                .collect::<Vec<_>>(),
         });
         if let Some(object) = report.as_object_mut() {
             object.extend(self.loans_json());
@@ -139,10 +151,13 @@ fn move_json(m: &Move) -> Value {
         "t_s": round1(m.t_s), "kind": m.kind, "server": m.server, "epoch": m.epoch,
         "reason": m.reason});
     if let Some(object) = value.as_object_mut() {
-        if m.is_loan() {
+        if m.is_loan() || m.is_ownership() {
             object.insert("account".into(), json!(m.to));
             object.insert("peer".into(), json!(m.peer));
-        } else {
+        }
+        if m.is_ownership() {
+            object.insert("term".into(), json!(m.term));
+        } else if m.is_move() {
             object.insert("from".into(), json!(m.from));
             object.insert("to".into(), json!(m.to));
             object.insert("joined_t_s".into(), json!(m.joined_t_s.map(round1)));
@@ -167,7 +182,7 @@ fn loan_counts(counts: &LoanCounts) -> Value {
 
 /// One site's part: its moves by direction, its loans and its nodes' safety.
 fn site_section(s: &SiteEvidence) -> Value {
-    let moves: Vec<&Move> = s.moves.iter().filter(|m| !m.is_loan()).collect();
+    let moves: Vec<&Move> = s.moves.iter().filter(|m| m.is_move()).collect();
     let loans = match &s.loans {
         LoanView::Served(loans) => loan_counts(&loans.counts),
         LoanView::NotServed => json!("not served by this gateway"),
@@ -177,6 +192,7 @@ fn site_section(s: &SiteEvidence) -> Value {
         "reallocations": moves.len(),
         "moves_by_direction": by_direction(moves.iter().copied()),
         "loan_events": s.moves.iter().filter(|m| m.is_loan()).count(),
+        "ownership_events": s.moves.iter().filter(|m| m.is_ownership()).count(),
         "loans": loans,
         "gateway_reallocation_ms": gateway_reallocation(&s.status),
         "nodes": s.nodes,

@@ -12,11 +12,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use leasehold_chaos_tests::harness::admin::get_json;
 use leasehold_chaos_tests::harness::evidence::{node_events, violations};
-use leasehold_chaos_tests::harness::load::{LoadCounts, LoadDriver};
+use leasehold_chaos_tests::harness::load::LoadCounts;
 use leasehold_site_gateway::config::SiteConfig;
 use serde_json::{Value, json};
 
+use super::failover::{self, Killed, ServingWatch};
 use super::federation::{RunningFederation, SiteHandle};
+use super::follow::Loads;
 use super::summary::{self, SiteEvidence, SlaSeconds, Summary};
 use super::table::{self, Header, SiteSample, SiteState};
 use super::{DemoArgs, EXIT_INTERRUPTED, loans, schedule, site};
@@ -25,6 +27,12 @@ use super::{DemoArgs, EXIT_INTERRUPTED, loans, schedule, site};
 const STOP_SLACK: Duration = Duration::from_millis(100);
 /// The audit API's page size limit.
 const AUDIT_PAGE: usize = 1000;
+/// After a kill, how often the surviving sites' `/v1/accounts` are read between the
+/// once-a-second samples, until every account of the killed site is served again.
+const FAST_POLL: Duration = Duration::from_millis(100);
+
+/// A gateway's audit log, `/v1/status` and `/v1/loans`.
+type GatewayEvidence = (Vec<Value>, Value, loans::LoanView);
 
 pub fn run_federation(
     binary: &Path,
@@ -39,20 +47,18 @@ pub fn run_federation(
     let phases = schedule::phases();
     let duration = Duration::from_secs(args.duration);
 
-    let mut drivers = Vec::new();
-    for (home, account) in schedule::ACCOUNTS {
-        // The load goes where its customers would: to the servers its home gateway lists,
-        // borrowed ones included.
-        let Some(site) = sites.iter().find(|s| s.name == home) else {
-            anyhow::bail!("the schedule drives {account} at {home}, which the demo did not start");
-        };
-        let rate = phases[0]
+    // The load goes where its customers would: to the servers its owner's gateway lists,
+    // borrowed ones included.
+    let mut loads = Loads::start(&sites, &schedule::ACCOUNTS, |account| {
+        phases[0]
             .rates
             .iter()
             .find(|(name, _)| *name == account)
-            .map_or(0.0, |(_, rate)| *rate);
-        drivers.push(LoadDriver::start(site.admin, account, rate).map_err(anyhow::Error::msg)?);
-    }
+            .map_or(0.0, |(_, rate)| *rate)
+    })?;
+    let plan = args.kill();
+    let mut killed: Option<(Killed, Duration, GatewayEvidence)> = None;
+    let mut watch = ServingWatch::default();
     let load_start = Instant::now();
     let load_start_wall_ms = wall_ms();
     let terminal = std::io::stdout().is_terminal();
@@ -64,18 +70,42 @@ pub fn run_federation(
         if elapsed >= duration || interrupt.load(Ordering::Relaxed) {
             break;
         }
+        if let Some(plan) = &plan
+            && killed.is_none()
+            && elapsed >= plan.at
+            && let Some(site) = sites.iter().find(|s| s.name == plan.site)
+        {
+            let (done, evidence) = kill(&mut running, site, load_start_wall_ms)?;
+            killed = Some((done, elapsed, evidence));
+        }
         let phase = schedule::phase_at(elapsed, duration, phases.len());
         let rates: Vec<(String, f64)> = phases[phase]
             .rates
             .iter()
             .map(|(account, rate)| ((*account).to_owned(), *rate))
             .collect();
-        for driver in &drivers {
-            if let Some((_, rate)) = rates.iter().find(|(name, _)| name == driver.account()) {
-                driver.set_rate(*rate);
+        loads.set_rates(&rates);
+        let down = killed
+            .as_ref()
+            .map(|(k, since, _)| (k.site.as_str(), *since));
+        let sample = sample(&sites, down);
+        let at_ms = wall_ms().saturating_sub(load_start_wall_ms);
+        if let Some((k, _, _)) = &killed {
+            for site in &sample {
+                if let Ok(state) = &site.state {
+                    watch.observe(k, &site.site, &state.accounts, at_ms);
+                }
             }
         }
-        let sample = sample(&sites);
+        for moved in loads.follow(&sample, &sites, at_ms)? {
+            println!(
+                "  load  {} follows its owner: {} → {} at t+{:.1}s",
+                moved.account,
+                moved.from,
+                moved.to,
+                at_ms as f64 / 1000.0
+            );
+        }
         record_sla(&mut sla, &sample);
         let header = Header {
             elapsed,
@@ -88,32 +118,50 @@ pub fn run_federation(
         show(
             &header,
             &sample,
-            &counts(&drivers),
+            &loads.counts(),
             terminal,
             &mut last_seq_shown,
         );
         tick += 1;
         // Ticks at whole seconds from the start, however long a sample took.
         let next = load_start + Duration::from_secs(u64::from(tick));
+        let mut polled = Instant::now();
         while Instant::now() < next && !interrupt.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(50).min(next - Instant::now()));
+            if let Some((k, _, _)) = &killed
+                && watch.pending(k)
+                && polled.elapsed() >= FAST_POLL
+            {
+                poll_survivors(&sites, k, &mut watch, load_start_wall_ms);
+                polled = Instant::now();
+            }
+            let left = next.saturating_duration_since(Instant::now());
+            std::thread::sleep(Duration::from_millis(50).min(left));
         }
     }
     let load_time = load_start.elapsed().min(duration);
     let interrupted = interrupt.load(Ordering::Relaxed);
 
-    let requests: Vec<(String, LoadCounts)> = drivers
-        .into_iter()
-        .map(|driver| (driver.account().to_owned(), driver.stop()))
-        .collect();
+    let followed = loads.followed.clone();
+    let requests: Vec<(String, LoadCounts)> = loads.stop();
     println!();
     println!(
         "stopping: the load, then every node agent (they stop their workloads), then the gateways"
     );
-    // Read the gateways' evidence while they still run.
-    let mut gateway_evidence: Vec<(Vec<Value>, Value, loans::LoanView)> = Vec::new();
+    // Read the gateways' evidence while they still run; the killed one's was read just
+    // before the kill.
+    let (killed, mut killed_evidence) = match killed {
+        Some((k, _, evidence)) => (Some(k), Some(evidence)),
+        None => (None, None),
+    };
+    let mut gateway_evidence: Vec<GatewayEvidence> = Vec::new();
     for site in &sites {
-        gateway_evidence.push(read_gateway(site));
+        let is_killed = killed.as_ref().is_some_and(|k| k.site == site.name);
+        let before_kill = if is_killed {
+            killed_evidence.take()
+        } else {
+            None
+        };
+        gateway_evidence.push(before_kill.unwrap_or_else(|| read_gateway(site)));
     }
     let stop_timeout = configs
         .iter()
@@ -149,6 +197,13 @@ pub fn run_federation(
     }
     let started = running.all_started();
     let left = site::left_running(&started);
+    let failovers = match &killed {
+        Some(k) => {
+            let events: Vec<&summary::Move> = evidence.iter().flat_map(|s| &s.moves).collect();
+            failover::failovers(k, &events, &watch, load_start_wall_ms)
+        }
+        None => Vec::new(),
+    };
 
     let summary = Summary {
         sites: evidence,
@@ -162,6 +217,9 @@ pub fn run_federation(
         started,
         left_running: left,
         work_dir: work.display().to_string(),
+        kill: killed,
+        failovers,
+        followed,
     };
     println!();
     print!("{}", summary.render());
@@ -182,9 +240,69 @@ pub fn run_federation(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads `site`'s evidence and the accounts it owns, then kills its gateway with SIGKILL
+/// (the process only: its node agents run on).
+fn kill(
+    running: &mut RunningFederation,
+    site: &SiteHandle,
+    load_start_wall_ms: u64,
+) -> anyhow::Result<(Killed, GatewayEvidence)> {
+    let evidence = read_gateway(site);
+    let owned = match get_json(site.admin, "/v1/accounts") {
+        Ok(accounts) => Killed::owned_in(&site.name, &accounts),
+        Err(error) => {
+            eprintln!(
+                "cannot read /v1/accounts of {} before the kill: {error}; following the accounts it homes",
+                site.name
+            );
+            schedule::ACCOUNTS
+                .iter()
+                .filter(|(home, _)| *home == site.name)
+                .map(|(_, account)| (*account).to_owned())
+                .collect()
+        }
+    };
+    let at_ms = wall_ms().saturating_sub(load_start_wall_ms);
+    let pid = running.kill_gateway(&site.name)?;
+    println!(
+        "  kill  t+{:.1}s: the {} gateway (pid {pid}) killed with SIGKILL; it owned {}; its node agents run on, and stop their workloads when their leases run out",
+        at_ms as f64 / 1000.0,
+        site.name,
+        if owned.is_empty() {
+            "nothing".to_owned()
+        } else {
+            owned.join(", ")
+        }
+    );
+    let killed = Killed {
+        site: site.name.clone(),
+        pid,
+        at_ms,
+        owned,
+    };
+    Ok((killed, evidence))
+}
+
+/// Between samples: each surviving site's `/v1/accounts`, for when it first serves an
+/// account of the killed site.
+fn poll_survivors(
+    sites: &[SiteHandle],
+    killed: &Killed,
+    watch: &mut ServingWatch,
+    load_start_wall_ms: u64,
+) {
+    for site in sites.iter().filter(|s| s.name != killed.site) {
+        if let Ok(accounts) = get_json(site.admin, "/v1/accounts") {
+            let at_ms = wall_ms().saturating_sub(load_start_wall_ms);
+            let list = accounts.as_array().map(Vec::as_slice).unwrap_or_default();
+            watch.observe(killed, &site.name, list, at_ms);
+        }
+    }
+}
+
 /// A gateway's audit log, `/v1/status` and `/v1/loans`, each empty with the error printed
 /// if it cannot be read (the rest of the evidence still counts).
-fn read_gateway(site: &SiteHandle) -> (Vec<Value>, Value, loans::LoanView) {
+fn read_gateway(site: &SiteHandle) -> GatewayEvidence {
     let audit = read_audit(site.admin).unwrap_or_else(|error| {
         eprintln!("cannot read the audit log of {}: {error}", site.name);
         Vec::new()
@@ -218,13 +336,22 @@ fn schedule_json(duration: Duration) -> Value {
     Value::Array(list)
 }
 
-/// Every gateway's view this second; a site that does not answer says why.
-fn sample(sites: &[SiteHandle]) -> Vec<SiteSample> {
+/// Every gateway's view this second; a site that does not answer says why. The killed
+/// site (`down`: its name, and since when) is not asked.
+fn sample(sites: &[SiteHandle], down: Option<(&str, Duration)>) -> Vec<SiteSample> {
     sites
         .iter()
-        .map(|site| SiteSample {
-            site: site.name.clone(),
-            state: site_state(site.admin),
+        .map(|site| match down {
+            Some((name, since)) if name == site.name => SiteSample {
+                site: site.name.clone(),
+                state: Err("gateway killed".to_owned()),
+                down_since: Some(since),
+            },
+            _ => SiteSample {
+                site: site.name.clone(),
+                state: site_state(site.admin),
+                down_since: None,
+            },
         })
         .collect()
 }
@@ -240,34 +367,25 @@ fn site_state(admin: SocketAddr) -> Result<SiteState, String> {
     })
 }
 
-/// One second of each account's SLA, as its home gateway judges it now.
+/// One second of each account's SLA, as its owner's gateway judges it now (its home, or
+/// the site that took it over). A second when its home is killed and nobody owns it yet
+/// counts as not met; one when its home did not answer is not counted.
 fn record_sla(sla: &mut BTreeMap<String, SlaSeconds>, sample: &[SiteSample]) {
-    for site in sample {
-        let Ok(state) = &site.state else { continue };
-        for account in &state.accounts {
-            let Some(name) = account["name"].as_str() else {
-                continue;
-            };
-            if account["home"]
-                .as_str()
-                .is_some_and(|home| home != site.site)
-            {
-                continue;
-            }
-            let seconds = sla.entry(name.to_owned()).or_default();
-            seconds.observed += 1.0;
-            if account["sla_met"].as_bool() == Some(true) {
-                seconds.met += 1.0;
-            }
+    for (home, name) in schedule::ACCOUNTS {
+        let home_down = sample
+            .iter()
+            .any(|s| s.site == home && s.down_since.is_some());
+        let met = match table::account_row(sample, home, name) {
+            Some((_, account)) => account["sla_met"].as_bool() == Some(true),
+            None if home_down => false,
+            None => continue,
+        };
+        let seconds = sla.entry(name.to_owned()).or_default();
+        seconds.observed += 1.0;
+        if met {
+            seconds.met += 1.0;
         }
     }
-}
-
-fn counts(drivers: &[LoadDriver]) -> Vec<(String, LoadCounts)> {
-    drivers
-        .iter()
-        .map(|driver| (driver.account().to_owned(), driver.counts()))
-        .collect()
 }
 
 /// Redraws the table on a terminal; elsewhere prints a line, and each new audit record of

@@ -12,11 +12,13 @@ use leasehold_node::event_log::{Event, EventKind};
 use leasehold_node::evidence::Violation;
 use serde_json::Value;
 
+use super::failover::{self, Failover, Killed};
+use super::follow::Followed;
 use super::loans::{LoanCounts, LoanView};
 use super::site::Started;
 
 /// Audit kinds of a move inside a site (a reclaim's `join` is folded into its decision).
-const MOVE_KINDS: [&str; 3] = ["assign", "reclaim", "release"];
+pub const MOVE_KINDS: [&str; 3] = ["assign", "reclaim", "release"];
 /// Audit kinds of a loan between sites.
 pub const LOAN_KINDS: [&str; 6] = [
     "borrow",
@@ -26,9 +28,17 @@ pub const LOAN_KINDS: [&str; 6] = [
     "loan_expired",
     "loan_refused",
 ];
+/// Audit kinds of account ownership between sites (docs/ownership.md).
+pub const OWNERSHIP_KINDS: [&str; 4] = [
+    "ownership_acquired",
+    "takeover",
+    "handback",
+    "ownership_lost",
+];
 
 /// One `assign`, `reclaim` or `release` of a site's audit log, or one loan event
-/// (`LOAN_KINDS`), which has `peer` and no `from`/`to`.
+/// (`LOAN_KINDS`) or ownership event (`OWNERSHIP_KINDS`), which has `peer` (a takeover's or
+/// handback's: the account's home) and no `from`/`to`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Move {
     pub site: String,
@@ -40,11 +50,13 @@ pub struct Move {
     pub server: String,
     /// An account, or "free".
     pub from: String,
-    /// An account, or "free"; for a loan event, its account.
+    /// An account, or "free"; for a loan or ownership event, its account.
     pub to: String,
     /// For a loan event: the other site.
     pub peer: Option<String>,
     pub epoch: Option<u64>,
+    /// For an ownership event: its term.
+    pub term: Option<u64>,
     pub reason: String,
     /// For a reclaim: when the drained server joined its new account.
     pub joined_t_s: Option<f64>,
@@ -54,9 +66,17 @@ impl Move {
     pub fn is_loan(&self) -> bool {
         LOAN_KINDS.contains(&self.kind.as_str())
     }
+
+    pub fn is_ownership(&self) -> bool {
+        OWNERSHIP_KINDS.contains(&self.kind.as_str())
+    }
+
+    pub fn is_move(&self) -> bool {
+        MOVE_KINDS.contains(&self.kind.as_str())
+    }
 }
 
-/// The moves and loan events among one site's audit `records` (as the API returns them),
+/// The moves, loan and ownership events among one site's audit `records` (as the API returns them),
 /// in their order. A reclaim is audited twice: the decision (`reclaim`), and the `join`
 /// once the server has drained; the join is folded into its decision as `joined_t_s`, so
 /// that each move counts once.
@@ -64,8 +84,8 @@ pub fn moves(site: &str, records: &[Value], load_start_wall_ms: u64) -> Vec<Move
     let mut moves: Vec<Move> = Vec::new();
     for r in records {
         let kind = r["kind"].as_str().unwrap_or("");
-        let is_loan = LOAN_KINDS.contains(&kind);
-        if !(is_loan || kind == "join" || MOVE_KINDS.contains(&kind)) {
+        let is_event = LOAN_KINDS.contains(&kind) || OWNERSHIP_KINDS.contains(&kind);
+        if !(is_event || kind == "join" || MOVE_KINDS.contains(&kind)) {
             continue;
         }
         let wall_ms = r["wall_ms"].as_u64().unwrap_or(0);
@@ -91,10 +111,11 @@ pub fn moves(site: &str, records: &[Value], load_start_wall_ms: u64) -> Vec<Move
             server,
             from: r["from"].as_str().unwrap_or("free").to_owned(),
             to: account
-                .unwrap_or(if is_loan { "-" } else { "free" })
+                .unwrap_or(if is_event { "-" } else { "free" })
                 .to_owned(),
             peer: r["peer"].as_str().map(str::to_owned),
             epoch: r["epoch"].as_u64(),
+            term: r["term"].as_u64(),
             reason: r["reason"].as_str().unwrap_or("").to_owned(),
             joined_t_s: None,
         });
@@ -102,10 +123,10 @@ pub fn moves(site: &str, records: &[Value], load_start_wall_ms: u64) -> Vec<Move
     moves
 }
 
-/// How many moves (not loan events) went each way, keyed `from->to`.
+/// How many moves (not loan or ownership events) went each way, keyed `from->to`.
 pub fn by_direction<'a>(moves: impl IntoIterator<Item = &'a Move>) -> BTreeMap<String, u64> {
     let mut directions = BTreeMap::new();
-    for m in moves.into_iter().filter(|m| !m.is_loan()) {
+    for m in moves.into_iter().filter(|m| m.is_move()) {
         *directions
             .entry(format!("{}->{}", m.from, m.to))
             .or_insert(0) += 1;
@@ -155,11 +176,12 @@ pub struct SlaSeconds {
 #[derive(Debug)]
 pub struct SiteEvidence {
     pub site: String,
-    /// Moves and loan events from its audit log, in order.
+    /// Moves, loan and ownership events from its audit log, in order (a killed site's: up
+    /// to its kill).
     pub moves: Vec<Move>,
-    /// `/v1/status` just before its gateway was stopped.
+    /// `/v1/status` just before its gateway was stopped (or killed).
     pub status: Value,
-    /// `/v1/loans` just before its gateway was stopped.
+    /// `/v1/loans` just before its gateway was stopped (or killed).
     pub loans: LoanView,
     /// How many node agents it ran.
     pub nodes: usize,
@@ -192,6 +214,11 @@ pub struct Summary {
     pub started: Vec<Started>,
     pub left_running: Vec<Started>,
     pub work_dir: String,
+    /// `--kill-site`: the kill, if it was done, and each of the killed site's accounts.
+    pub kill: Option<Killed>,
+    pub failovers: Vec<Failover>,
+    /// Each time an account's load moved to a new owner's endpoints.
+    pub followed: Vec<Followed>,
 }
 
 pub fn round1(value: f64) -> f64 {
@@ -203,18 +230,18 @@ impl Summary {
         self.sites.iter().map(|s| s.site.as_str()).collect()
     }
 
-    /// Every site's moves and loan events, in time order.
+    /// Every site's moves, loan and ownership events, in time order.
     pub fn timeline(&self) -> Vec<&Move> {
         let mut all: Vec<&Move> = self.sites.iter().flat_map(|s| &s.moves).collect();
         all.sort_by_key(|m| m.wall_ms);
         all
     }
 
-    /// Moves inside the sites (no loan events), in time order.
+    /// Moves inside the sites (no loan or ownership events), in time order.
     pub fn moves(&self) -> Vec<&Move> {
         self.timeline()
             .into_iter()
-            .filter(|m| !m.is_loan())
+            .filter(|m| m.is_move())
             .collect()
     }
 
@@ -279,19 +306,20 @@ impl Summary {
             .sites
             .iter()
             .map(|s| {
-                let count = s.moves.iter().filter(|m| !m.is_loan()).count();
+                let count = s.moves.iter().filter(|m| m.is_move()).count();
                 format!("{} {count}", s.site)
             })
             .collect();
         let _ = writeln!(out, "  moves per site: {}", per_site.join(", "));
         let _ = writeln!(
             out,
-            "  timeline of moves and loans (t = seconds after the load began):"
+            "  timeline of moves, loans and ownership (t = seconds after the load began):"
         );
         for m in self.timeline() {
             let _ = writeln!(out, "    {}", timeline_line(m));
         }
         self.render_loans(&mut out);
+        self.render_failovers(&mut out);
         for (name, s) in &self.sla {
             let share = if s.observed > 0.0 {
                 100.0 * s.met / s.observed
@@ -364,6 +392,42 @@ impl Summary {
         );
     }
 
+    fn render_failovers(&self, out: &mut String) {
+        let Some(kill) = &self.kill else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "  killed: the {} gateway (pid {}) at t+{:.1}s with SIGKILL; its audit log, /v1/status and /v1/loans above are as read just before",
+            kill.site,
+            kill.pid,
+            kill.at_ms as f64 / 1000.0
+        );
+        for f in &self.failovers {
+            let _ = writeln!(out, "  failover: {}", failover::failover_line(f));
+        }
+        for f in &self.followed {
+            let _ = writeln!(
+                out,
+                "  load: {} followed its owner from {} to {} at t+{:.1}s",
+                f.account,
+                f.from,
+                f.to,
+                f.at_ms as f64 / 1000.0
+            );
+        }
+        let sorted = failover::recoveries(&self.failovers);
+        let _ = writeln!(
+            out,
+            "  recovery, kill → new owner serving its minimum ({} of {} accounts): p50 {}, p99 {}, max {}",
+            sorted.len(),
+            self.failovers.len(),
+            ms(percentile(&sorted, 0.50)),
+            ms(percentile(&sorted, 0.99)),
+            ms(sorted.last().copied()),
+        );
+    }
+
     fn render_latencies(&self, out: &mut String) {
         let sorted = self.sorted_latencies();
         let _ = writeln!(
@@ -411,8 +475,14 @@ fn timeline_line(m: &Move) -> String {
     } else {
         format!("t+{:.1}s", m.t_s)
     };
-    let what = match &m.peer {
-        Some(peer) if m.is_loan() => format!("{} ↔ {peer}", m.to),
+    let what = match (&m.peer, m.kind.as_str()) {
+        (Some(peer), "takeover") => format!("{} ← {peer}", m.to),
+        (Some(peer), "handback") => format!("{} → {peer}", m.to),
+        (Some(peer), _) if m.is_loan() => format!("{} ↔ {peer}", m.to),
+        _ if m.is_ownership() => match m.term {
+            Some(term) => format!("{} t{term}", m.to),
+            None => m.to.clone(),
+        },
         _ if m.is_loan() => m.to.clone(),
         _ => format!("{} → {}", m.from, m.to),
     };

@@ -11,6 +11,7 @@ use leasehold_chaos_tests::harness::load::LoadCounts;
 use serde_json::Value;
 
 use super::loans::{LoanCounts, LoanView};
+use super::schedule::ACCOUNTS;
 use super::summary::percentile;
 use crate::cli::status::{number, text};
 
@@ -38,6 +39,9 @@ pub struct SiteState {
 pub struct SiteSample {
     pub site: String,
     pub state: Result<SiteState, String>,
+    /// Set once the demo has killed this site's gateway (`--kill-site`): since when, into
+    /// the load. It is not asked any more.
+    pub down_since: Option<Duration>,
 }
 
 /// Where the run is.
@@ -104,6 +108,11 @@ fn servers(out: &mut String, sample: &[SiteSample]) {
     for site in sample {
         let mut column = Vec::new();
         match &site.state {
+            _ if site.down_since.is_some() => {
+                let since = site.down_since.map(clock).unwrap_or_default();
+                column.push(format!("{}  DOWN since {since}", site.site.to_uppercase()));
+                column.extend(DOWN_LINES.iter().map(|line| (*line).to_owned()));
+            }
             Ok(state) => {
                 let title = match state.loans.loans() {
                     Some(loans) => format!(
@@ -146,34 +155,56 @@ fn servers(out: &mut String, sample: &[SiteSample]) {
     }
 }
 
-/// Every account, at its home site, with its borrowed servers and the demo's requests.
+/// What a killed site's column says instead of its servers.
+const DOWN_LINES: [&str; 4] = [
+    "gateway killed (SIGKILL)",
+    "its node agents run on, and",
+    "stop their workloads when",
+    "their leases run out",
+];
+
+/// Every account of the schedule, as its owner sees it (its home, or the site that took it
+/// over), with its borrowed servers and the demo's requests.
 fn accounts(out: &mut String, sample: &[SiteSample], requests: &[(String, LoadCounts)]) {
     let _ = writeln!(
         out,
-        "{:<8} {:<7} {:>6} {:>7} {:>8} {:>8} {:>6}  {:<3} {:>9}  {:>15}",
+        "{:<8} {:<7} {:<11} {:>6} {:>7} {:>6} {:>5} {:>6}  {:<3} {:>5}  {:>15}",
         "ACCOUNT",
-        "SITE",
+        "HOME",
+        "OWNER",
         "DEMAND",
         "SERVERS",
-        "BORROWED",
-        "STARTING",
+        "BORROW",
+        "START",
         "LOAD",
         "SLA",
-        "SHORTFALL",
+        "SHORT",
         "REQUESTS OK/ALL"
     );
-    for (site, account) in home_accounts(sample) {
-        let name = text(&account["name"]);
+    for (home, name) in ACCOUNTS {
         let counts = requests
             .iter()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| n == name)
             .map(|(_, counts)| format!("{}/{}", counts.ok, counts.sent))
             .unwrap_or_else(|| "-".to_owned());
+        let row = account_row(sample, home, name);
+        let empty = Value::Null;
+        let account = row.map_or(&empty, |(_, account)| account);
+        let owner = match (
+            account["owner"].as_str(),
+            account["ownership_term"].as_u64(),
+        ) {
+            (Some(owner), Some(term)) => format!("{owner} t{term}"),
+            (Some(owner), None) => owner.to_owned(),
+            (None, _) if row.is_some() => "unknown".to_owned(),
+            (None, _) => "none seen".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "{:<8} {:<7} {:>6} {:>7} {:>8} {:>8} {:>6}  {:<3} {:>9}  {:>15}",
+            "{:<8} {:<7} {:<11} {:>6} {:>7} {:>6} {:>5} {:>6}  {:<3} {:>5}  {:>15}",
             name,
-            site,
+            home,
+            owner,
             text(&account["demand"]),
             text(&account["servers"]),
             text(&account["borrowed"]),
@@ -184,6 +215,25 @@ fn accounts(out: &mut String, sample: &[SiteSample], requests: &[(String, LoadCo
             counts,
         );
     }
+}
+
+/// An account's row, and the site it comes from: the site that names itself the account's
+/// owner; else its home's row, if its home answered; else none (its home is down or did not
+/// answer, and nobody has taken it over yet).
+pub fn account_row<'a>(
+    sample: &'a [SiteSample],
+    home: &str,
+    account: &str,
+) -> Option<(&'a str, &'a Value)> {
+    let rows = || {
+        sample.iter().filter_map(|site| {
+            let state = site.state.as_ref().ok()?;
+            let row = state.accounts.iter().find(|a| a["name"] == account)?;
+            Some((site.site.as_str(), row))
+        })
+    };
+    let owner = rows().find(|(site, row)| row["owner"] == *site);
+    owner.or_else(|| rows().find(|(site, _)| *site == home))
 }
 
 /// The federation's loans: counts summed over the sites, then each loan now.
@@ -243,24 +293,6 @@ fn loans(out: &mut String, sample: &[SiteSample]) {
     }
 }
 
-/// Each site's accounts that it homes (a gateway may also list accounts it serves for
-/// another site), with the site's name.
-fn home_accounts(sample: &[SiteSample]) -> Vec<(&str, &Value)> {
-    let mut rows = Vec::new();
-    for site in sample {
-        let Ok(state) = &site.state else { continue };
-        for account in &state.accounts {
-            if account["home"]
-                .as_str()
-                .is_none_or(|home| home == site.site)
-            {
-                rows.push((site.site.as_str(), account));
-            }
-        }
-    }
-    rows
-}
-
 /// The newest `count` audit records across the sites, oldest first.
 fn latest_audit(sample: &[SiteSample], count: usize) -> Vec<(&str, &Value)> {
     let mut all: Vec<(&str, &Value)> = Vec::new();
@@ -283,6 +315,14 @@ fn latest_audit(sample: &[SiteSample], count: usize) -> Vec<(&str, &Value)> {
 pub fn compact(header: &Header, sample: &[SiteSample]) -> String {
     let mut parts = vec![format!("{}  load: {}", header.when(), header.rates())];
     for site in sample {
+        if let Some(since) = site.down_since {
+            parts.push(format!(
+                "{} DOWN since {} (gateway killed)",
+                site.site,
+                clock(since)
+            ));
+            continue;
+        }
         let state = match &site.state {
             Ok(state) => state,
             Err(error) => {
@@ -311,17 +351,25 @@ pub fn compact(header: &Header, sample: &[SiteSample]) -> String {
                 ),
             })
             .collect();
+        // Its own accounts, and those it has taken over (owner itself, another home).
         let accounts: Vec<String> = state
             .accounts
             .iter()
-            .filter(|a| a["home"].as_str().is_none_or(|home| home == site.site))
+            .filter(|a| {
+                a["owner"] == site.site.as_str()
+                    || (a["owner"].is_null() && a["home"].as_str().is_none_or(|h| h == site.site))
+            })
             .map(|a| {
                 let borrowed = match a["borrowed"].as_u64() {
                     Some(n) if n > 0 => format!(" ({n} borrowed)"),
                     _ => String::new(),
                 };
+                let taken = match a["home"].as_str() {
+                    Some(home) if home != site.site => format!(" (taken over from {home})"),
+                    _ => String::new(),
+                };
                 format!(
-                    "{} {}/{}{borrowed} load {} {}",
+                    "{}{taken} {}/{}{borrowed} load {} {}",
                     text(&a["name"]),
                     text(&a["servers"]),
                     text(&a["demand"]),
@@ -355,6 +403,12 @@ pub fn audit_line(site: &str, record: &Value, width: usize) -> String {
     let account = record["account"].as_str().unwrap_or("");
     let what = match (record["kind"].as_str(), record["peer"].as_str()) {
         (Some("assign" | "reclaim" | "release" | "join"), _) => format!("{from} → {to}"),
+        (Some("takeover"), Some(peer)) => format!("{account} ← {peer}"),
+        (Some("handback"), Some(peer)) => format!("{account} → {peer}"),
+        (Some("ownership_acquired" | "ownership_lost"), _) => match record["term"].as_u64() {
+            Some(term) => format!("{account} t{term}"),
+            None => account.to_owned(),
+        },
         (_, Some(peer)) => format!("{account} ↔ {peer}"),
         _ => account.to_owned(),
     };
@@ -464,6 +518,7 @@ mod tests {
                     vec![account("shop", "site-a", 1)],
                     borrowing,
                 )),
+                down_since: None,
             },
             SiteSample {
                 site: "site-b".into(),
@@ -475,10 +530,12 @@ mod tests {
                     vec![account("wiki", "site-b", 0), account("shop", "site-a", 0)],
                     lent,
                 )),
+                down_since: None,
             },
             SiteSample {
                 site: "site-c".into(),
                 state: Err("GET /v1/servers: connection refused".into()),
+                down_since: None,
             },
         ];
         let rates = vec![("shop".to_owned(), 110.0)];
@@ -509,6 +566,66 @@ mod tests {
         let line = compact(&header, &sample);
         assert!(line.contains("b2 shop@site-a e14"), "{line}");
         assert!(line.contains("shop 6/6 (1 borrowed)"), "{line}");
+    }
+
+    /// After site-a's gateway is killed: its column says since when, shop is listed once,
+    /// at its home with its new owner, and the takeover shows in the audit lines.
+    #[test]
+    fn a_killed_site_is_down_and_its_accounts_show_their_new_owner() {
+        let account = |name: &str, owner: &str, term: u64| {
+            json!({"name": name, "home": "site-a", "owner": owner, "ownership_term": term,
+                "demand": 1, "servers": 1, "starting": 0, "borrowed": 0, "load": 5.0,
+                "sla_met": true, "shortfall": null, "min_servers": 1})
+        };
+        let mut site_b = state(
+            vec![json!({"id": "b1", "state": "serving", "account": "shop", "epoch": 3})],
+            vec![account("shop", "site-b", 2)],
+            LoanView::NotServed,
+        );
+        site_b.audit = vec![json!({"seq": 30, "wall_ms": 5, "kind": "takeover",
+            "account": "shop", "peer": "site-a", "term": 2, "server": null,
+            "reason": "site-b took shop over (t2)"})];
+        let sample = vec![
+            SiteSample {
+                site: "site-a".into(),
+                state: Err("gateway killed".into()),
+                down_since: Some(Duration::from_secs(31)),
+            },
+            SiteSample {
+                site: "site-b".into(),
+                state: Ok(site_b),
+                down_since: None,
+            },
+        ];
+        let rates = vec![("shop".to_owned(), 5.0)];
+        let header = Header {
+            elapsed: Duration::from_secs(35),
+            duration: Duration::from_secs(60),
+            phase: 2,
+            phases: 4,
+            phase_name: "shop burst",
+            rates: &rates,
+        };
+        let table = render(&header, &sample, &[]);
+        for line in table.lines() {
+            assert!(line.chars().count() <= WIDTH, "{} wide: {line}", line.len());
+        }
+        assert!(table.contains("SITE-A  DOWN since 0:31"), "{table}");
+        assert!(table.contains("gateway killed (SIGKILL)"), "{table}");
+        let shop: Vec<&str> = table.lines().filter(|l| l.starts_with("shop ")).collect();
+        assert_eq!(shop.len(), 1, "{table}");
+        assert!(shop[0].contains("site-a  site-b t2"), "{table}");
+        let blog: Vec<&str> = table.lines().filter(|l| l.starts_with("blog ")).collect();
+        assert!(blog[0].contains("none seen"), "{table}");
+        let audit = table
+            .lines()
+            .find(|l| l.contains("site-b #30 takeover"))
+            .unwrap();
+        assert!(audit.contains("shop ← site-a"), "{table}");
+        let line = compact(&header, &sample);
+        assert!(line.contains("site-a DOWN since 0:31"), "{line}");
+        assert!(line.contains("shop (taken over from site-a) 1/1"), "{line}");
+        assert_eq!(account_row(&sample, "site-a", "shop").unwrap().0, "site-b");
     }
 
     #[test]
