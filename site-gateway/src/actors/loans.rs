@@ -57,7 +57,10 @@ impl SiteMaster {
 #[rtype(result = "LoanOffer")]
 pub struct LendTo {
     pub borrower: SiteId,
-    pub spec: AccountSpec,
+    pub account: AccountId,
+    /// From the borrower's own catalogue, which lists the accounts it homes; `None` for an
+    /// account it took over, whose spec is in its home site's catalogue.
+    pub spec: Option<AccountSpec>,
     pub count: u32,
 }
 
@@ -66,20 +69,39 @@ impl Handler<LendTo> for SiteMaster {
 
     fn handle(&mut self, message: LendTo, ctx: &mut Context<Self>) -> Self::Result {
         let now = self.now();
-        let (offer, effects) =
-            self.model
-                .lend(&message.borrower, &message.spec, message.count, now);
+        let spec = message.spec.clone().or_else(|| {
+            self.ownership
+                .as_ref()
+                .and_then(|ownership| ownership.spec_of(&message.account))
+        });
+        let Some(spec) = spec else {
+            let detail = format!(
+                "{} has no catalogue entry for account {} (its home's catalogue has not arrived, or does not list it)",
+                self.model.site(),
+                message.account
+            );
+            tracing::warn!(borrower = %message.borrower, account = %message.account, "loan refused: account in no catalogue");
+            return Box::pin(async move {
+                LoanOffer::Refused(leasehold_federation::wire::common::Refusal {
+                    cause: leasehold_federation::wire::common::RefusalCause::NotAllowed,
+                    detail,
+                })
+            });
+        };
+        let (offer, effects) = self
+            .model
+            .lend(&message.borrower, &spec, message.count, now);
         match &offer {
             LoanOffer::Granted { servers } => tracing::info!(
                 borrower = %message.borrower,
-                account = %message.spec.name,
+                account = %spec.name,
                 asked = message.count,
                 lent = servers.len(),
                 "loan granted"
             ),
             LoanOffer::Refused(refusal) => tracing::info!(
                 borrower = %message.borrower,
-                account = %message.spec.name,
+                account = %spec.name,
                 asked = message.count,
                 reason = %refusal.detail,
                 "loan refused"

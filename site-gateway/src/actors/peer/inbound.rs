@@ -168,19 +168,15 @@ impl Handler<LoanAsked> for Peer {
                     .find(|a| a.name == request.account)
             })
             .cloned();
-        let (Some(spec), Some(master)) = (spec, self.local.master.get().cloned()) else {
-            let detail = format!(
-                "{} has no catalogue entry for {}'s account {} (its catalogue has not arrived, or does not list it)",
-                self.local.site, self.name, request.account
-            );
-            tracing::warn!(peer = %self.name, account = %request.account, "loan refused: account not in the peer's catalogue");
-            return Box::pin(async move { refuse(detail) });
+        let Some(master) = self.local.master.get().cloned() else {
+            return Box::pin(async move { refuse("the lender is starting; ask again".to_owned()) });
         };
         let borrower = self.name.clone();
         Box::pin(async move {
             master
                 .send(LendTo {
                     borrower,
+                    account: request.account,
                     spec,
                     count: request.count,
                 })

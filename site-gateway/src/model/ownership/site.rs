@@ -154,6 +154,16 @@ impl SiteOwnership {
         }
     }
 
+    /// An account's spec from any peer's catalogue: a peer that took an account over
+    /// borrows for it, and only its home's catalogue describes it.
+    pub fn spec_of(&self, account: &AccountId) -> Option<AccountSpec> {
+        self.catalogues
+            .values()
+            .flatten()
+            .find(|spec| spec.name == *account)
+            .cloned()
+    }
+
     /// A peer's account this site owns now, with its spec.
     pub fn adopted(&self) -> &BTreeMap<AccountId, AccountSpec> {
         &self.adopted

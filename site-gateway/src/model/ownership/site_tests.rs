@@ -252,3 +252,13 @@ fn the_first_live_failover_site_takes_over_and_gives_back_after_the_home_is_up_a
             .any(|(i, kind, a)| *i == 1 && *kind == AuditKind::Handback && a.as_str() == "shop")
     );
 }
+
+#[test]
+fn a_lender_finds_a_taken_over_accounts_spec_in_its_homes_catalogue() {
+    let world = World::new();
+    // site-c lends to site-b for shop after site-b took shop over: only site-a's catalogue
+    // describes shop.
+    let spec = world.sites[2].spec_of(&account("shop")).unwrap();
+    assert_eq!(spec.home, site("site-a"));
+    assert!(world.sites[2].spec_of(&account("nope")).is_none());
+}
