@@ -674,3 +674,28 @@ fn a_restarted_lender_keeps_its_loans_for_a_ttl_and_a_restarted_borrower_keeps_c
         "loans survive the borrower's restart"
     );
 }
+
+#[test]
+fn a_loan_is_kept_until_a_server_moving_into_the_account_has_joined() {
+    let (mut pair, _, _) = borrowed_pair();
+    let shop = pair.a.account_ix(&account("shop")).unwrap();
+    // a2 is on its way into shop (as after a reclaim from another account): the round
+    // counts it as shop's, but it does not serve yet.
+    let a2 = pair.a.server_index[&server("a2")];
+    pair.a.servers[a2].phase = super::Phase::Draining {
+        next: super::Next::Join(shop),
+        decided_at: pair.now,
+    };
+    pair.a.set_demand(shop, 3);
+    let (a, _) = pair.round(Duration::from_millis(100), true);
+    assert_eq!(
+        audits(&a, AuditKind::LoanReturn),
+        0,
+        "kept while a2 is still coming"
+    );
+    assert_eq!(pair.shop().borrowed, 2);
+    // a2 joined: one borrowed server is now more than shop needs.
+    pair.a.servers[a2].phase = super::Phase::Serving;
+    let (a, _) = pair.round(Duration::from_millis(100), true);
+    assert_eq!(audits(&a, AuditKind::LoanReturn), 1);
+}
