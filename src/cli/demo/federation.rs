@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use leasehold_chaos_tests::harness::admin::{get_json, get_text};
 use leasehold_chaos_tests::harness::evidence::node_events;
+use leasehold_chaos_tests::harness::onesite::{gateway_args, node_args};
 use leasehold_chaos_tests::harness::process::ProcessGuard;
 use leasehold_chaos_tests::harness::site::create_certs;
 use leasehold_node::event_log::EventKind;
@@ -112,16 +113,7 @@ impl RunningFederation {
         let site = config.site.name.to_string();
         let site_work = work.join(&site);
         make_dir(&site_work)?;
-        let args = strings(&[
-            "gateway",
-            "run",
-            "--config",
-            &config.path.to_string_lossy(),
-            "--certs",
-            &certs.to_string_lossy(),
-            "--state",
-            &site_work.join("state").to_string_lossy(),
-        ]);
+        let args = gateway_args(&config.path, certs, &site_work.join("state"));
         let log = site_work.join("gateway.log");
         let gateway = self.spawn(&format!("gateway {site}"), binary, &args, &log)?;
         println!(
@@ -150,18 +142,7 @@ impl RunningFederation {
             let server = server.id.to_string();
             let node_work = work.join(&site).join("nodes").join(&server);
             make_dir(&node_work)?;
-            let args = strings(&[
-                "node",
-                "run",
-                "--gateway",
-                &config.site.management_addr.to_string(),
-                "--id",
-                &server,
-                "--certs",
-                &certs.to_string_lossy(),
-                "--work",
-                &node_work.to_string_lossy(),
-            ]);
+            let args = node_args(config.site.management_addr, &server, certs, &node_work);
             let log = work.join(&site).join(format!("node-{server}.log"));
             let guard = self.spawn(&format!("node {server}"), binary, &args, &log)?;
             names.push(server.clone());
@@ -352,10 +333,6 @@ fn minimums_serving(admin: SocketAddr, minimums: &[(String, u64)]) -> Result<(),
 
 fn make_dir(path: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))
-}
-
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|arg| (*arg).to_owned()).collect()
 }
 
 fn tail(text: &str, lines: usize) -> String {

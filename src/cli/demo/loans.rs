@@ -6,45 +6,8 @@ use std::net::SocketAddr;
 use leasehold_chaos_tests::harness::admin::get_json;
 use serde_json::Value;
 
-/// `counts` of `/v1/loans`: totals since the gateway started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LoanCounts {
-    /// Servers received on loan.
-    pub borrowed: u64,
-    /// Borrowed servers given back by this site.
-    pub returned: u64,
-    /// Borrowed servers taken back by their lender.
-    pub recalled: u64,
-    /// Loans no longer counted because they were not renewed.
-    pub expired: u64,
-    /// Loans the lender ended (the server failed, or it refused a renewal).
-    pub ended: u64,
-    /// Servers lent out.
-    pub lent: u64,
-}
-
-impl LoanCounts {
-    fn from_json(counts: &Value) -> LoanCounts {
-        let count = |key: &str| counts[key].as_u64().unwrap_or(0);
-        LoanCounts {
-            borrowed: count("borrowed"),
-            returned: count("returned"),
-            recalled: count("recalled"),
-            expired: count("expired"),
-            ended: count("ended"),
-            lent: count("lent"),
-        }
-    }
-
-    pub fn add(&mut self, other: &LoanCounts) {
-        self.borrowed += other.borrowed;
-        self.returned += other.returned;
-        self.recalled += other.recalled;
-        self.expired += other.expired;
-        self.ended += other.ended;
-        self.lent += other.lent;
-    }
-}
+/// `counts` of `/v1/loans`, as the gateway defines them.
+pub use leasehold_site_gateway::model::site::LoanCounts;
 
 /// One site's `/v1/loans`, as far as the demo shows and reports it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -96,7 +59,7 @@ pub fn parse(value: &Value) -> LoanView {
     LoanView::Served(Loans {
         borrowed: list("borrowed"),
         lent: list("lent"),
-        counts: LoanCounts::from_json(&value["counts"]),
+        counts: serde_json::from_value(value["counts"].clone()).unwrap_or_default(),
         latencies_ms: list("latencies_ms")
             .iter()
             .filter_map(Value::as_f64)

@@ -62,13 +62,7 @@ impl SiteModel {
                         server: record.server.clone(),
                         epoch: record.epoch,
                     }));
-                    effects.push(Effect::ToPeer {
-                        to: record.lender.clone(),
-                        message: PeerMessage::ReturnLoan(ReturnLoan {
-                            server: record.server.clone(),
-                            epoch: record.epoch,
-                        }),
-                    });
+                    effects.push(give_back(&record.lender, &record.server, record.epoch));
                 }
             }
         }
@@ -299,14 +293,8 @@ impl SiteModel {
             // so a grant is handed straight back; a refusal changes nothing.
             return match answer {
                 Ok(LoanOffer::Granted { servers }) => servers
-                    .into_iter()
-                    .map(|lent| Effect::ToPeer {
-                        to: lender.clone(),
-                        message: PeerMessage::ReturnLoan(ReturnLoan {
-                            server: lent.server,
-                            epoch: lent.epoch,
-                        }),
-                    })
+                    .iter()
+                    .map(|lent| give_back(lender, &lent.server, lent.epoch))
                     .collect(),
                 _ => Vec::new(),
             };
@@ -592,14 +580,19 @@ impl SiteModel {
             ));
         }
         if tell {
-            effects.push(Effect::ToPeer {
-                to: loan.lender.clone(),
-                message: PeerMessage::ReturnLoan(ReturnLoan {
-                    server: loan.server.clone(),
-                    epoch: loan.epoch,
-                }),
-            });
+            effects.push(give_back(&loan.lender, &loan.server, loan.epoch));
         }
         effects
+    }
+}
+
+/// `ReturnLoan` of `server` under `epoch` to its `lender`.
+fn give_back(lender: &SiteId, server: &ServerId, epoch: Epoch) -> Effect {
+    Effect::ToPeer {
+        to: lender.clone(),
+        message: PeerMessage::ReturnLoan(ReturnLoan {
+            server: server.clone(),
+            epoch,
+        }),
     }
 }

@@ -86,8 +86,10 @@ pub struct Ask {
     pub sent_at: Millis,
 }
 
-/// Totals since start, for `/v1/loans` and the demo's report.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// Totals since start, for `/v1/loans` and the demo's report (which reads them back, and
+/// sums them over the sites; a count a gateway does not send reads as 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LoanCounts {
     /// Servers peers lent us.
     pub borrowed: u64,
@@ -101,6 +103,18 @@ pub struct LoanCounts {
     pub ended: u64,
     /// Servers we lent to peers.
     pub lent: u64,
+}
+
+impl LoanCounts {
+    /// Adds `other`'s counts to these (totals over several sites).
+    pub fn add(&mut self, other: &LoanCounts) {
+        self.borrowed += other.borrowed;
+        self.returned += other.returned;
+        self.recalled += other.recalled;
+        self.expired += other.expired;
+        self.ended += other.ended;
+        self.lent += other.lent;
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
