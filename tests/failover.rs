@@ -8,7 +8,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use leasehold_chaos_tests::harness::admin::get_json;
-use leasehold_chaos_tests::harness::evidence::{mono_now_ns, owner_overlaps};
+use leasehold_chaos_tests::harness::evidence::{
+    LentRun, lent_runs, mono_now_ns, owner_overlaps, running as runs_in,
+};
 use leasehold_chaos_tests::harness::federation::Federation;
 use leasehold_chaos_tests::harness::onesite::{FAST_TIMINGS, account};
 use leasehold_chaos_tests::harness::site::SiteSpec;
@@ -147,7 +149,8 @@ fn works(federation: &Federation, index: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-/// When shop ran at two sites at once, from every node's event log.
+/// When shop ran for two sites at once, from every node's event log and the loans in
+/// every live gateway's audit log.
 fn shop_overlaps(federation: &Federation) -> Vec<String> {
     let sites: Vec<(String, Vec<PathBuf>)> = (0..federation.sites.len())
         .map(|index| {
@@ -157,7 +160,11 @@ fn shop_overlaps(federation: &Federation) -> Vec<String> {
             )
         })
         .collect();
-    owner_overlaps(&sites, "shop", mono_now_ns()).unwrap()
+    let lent: Vec<LentRun> = (0..federation.sites.len())
+        .filter_map(|index| get_json(federation.admin(index), "/v1/audit?limit=1000").ok())
+        .flat_map(|audit| lent_runs(&audit))
+        .collect();
+    owner_overlaps(&sites, &lent, "shop", mono_now_ns()).unwrap()
 }
 
 /// No instant at which shop ran at two sites, and S-1..S-3 on every node.
@@ -271,19 +278,56 @@ fn an_isolated_site_stops_serving_the_majority_takes_over_and_it_fails_back_afte
         a["servers"] == 0 && a["owner"] != "site-a"
     });
     takeover_audited(&federation);
-    // Heal: site-b hands shop back once site-a has been up for failback_after (2 s).
+    // Heal: site-b hands shop back once site-a has been up for failback_after (2 s),
+    // drain-first: it borrows a server of site-a for shop, drains its own, then releases.
     federation.isolate(A, false).unwrap();
     shop_at_a(&federation, "shop back home at site-a", |a| {
         a["owner"] == "site-a" && a["servers"] == 1
     });
-    let audit = get_json(federation.admin(B), "/v1/audit?limit=1000").unwrap();
-    assert!(
-        audit
+    let kinds = |index: usize| -> Vec<Value> {
+        get_json(federation.admin(index), "/v1/audit?limit=1000")
+            .unwrap()
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["kind"] == "handback" && r["account"] == "shop"),
-        "{audit}"
+            .filter(|r| r["account"] == "shop")
+            .cloned()
+            .collect()
+    };
+    let at_b = kinds(B);
+    for kind in ["handback_started", "handback"] {
+        assert!(at_b.iter().any(|r| r["kind"] == kind), "{kind}: {at_b:#?}");
+    }
+    let handovers: Vec<Value> = kinds(A)
+        .into_iter()
+        .filter(|r| r["kind"] == "handover")
+        .collect();
+    assert_eq!(handovers.len(), 1, "{handovers:#?}");
+    // From the node logs: the site-a server serving shop now started it before site-b's
+    // last server of shop stopped, and runs under the epoch it was lent under (the
+    // hand-over did not restart it).
+    let now = mono_now_ns();
+    let last_run = |index: usize| {
+        works(&federation, index)
+            .iter()
+            .flat_map(|work| runs_in(work, now).unwrap())
+            .filter(|run| run.account == "shop")
+            .max_by_key(|run| run.from_mono_ns)
+            .unwrap()
+    };
+    let (home, interim) = (last_run(A), last_run(B));
+    assert_eq!(
+        home.to_mono_ns, now,
+        "site-a's server still runs shop: {home:?}"
+    );
+    assert!(
+        home.from_mono_ns < interim.to_mono_ns,
+        "drain-first: site-a's {home:?} started before site-b's {interim:?} stopped"
+    );
+    assert_eq!(handovers[0]["epoch"].as_u64(), Some(home.epoch));
+    eprintln!(
+        "hand-back: site-a's server served shop {} ms before site-b's stopped",
+        (interim.to_mono_ns - home.from_mono_ns) / 1_000_000
     );
     assert_no_split_brain(&federation);
 }

@@ -250,6 +250,7 @@ async fn sites_exchange_every_site_message_both_ways() {
         .request(&RequestLoan {
             account: account(),
             count: 2,
+            handback: false,
         })
         .await
         .unwrap()
@@ -301,6 +302,7 @@ async fn sites_exchange_every_site_message_both_ways() {
             priority: 5,
             target_load: 10.0,
             failover: vec![site("site-a")],
+            pinned: false,
             software: software(),
             data: DataRef {
                 dir: "data/shop".into(),
@@ -681,6 +683,7 @@ async fn a_message_the_peers_role_may_not_send_closes_the_connection_with_the_re
         .request(&RequestLoan {
             account: account(),
             count: 1,
+            handback: false,
         })
         .await;
     match gateway_inbox.next().await {

@@ -166,6 +166,7 @@ fn samples() -> Vec<Envelope> {
                 priority: 20,
                 target_load: 20.0,
                 failover: vec![SiteId::parse("site-b").unwrap()],
+                pinned: false,
                 software: software(),
                 data: DataRef {
                     dir: "data/shop".into(),
@@ -175,6 +176,7 @@ fn samples() -> Vec<Envelope> {
         round_trip(RequestLoan {
             account: account(),
             count: 2,
+            handback: false,
         }),
         round_trip(LoanOffer::Granted {
             servers: vec![LentServer {
@@ -348,3 +350,54 @@ fn golden_encodings_of_version_1_do_not_change() {
 
 const GOLDEN_RENEW_LEASE: &str = "a4617601646b696e646a52656e65774c65617365626964182a64626f647952a2667365727665726261316565706f636807";
 const GOLDEN_LEASE_RENEWED: &str = "a4617601646b696e646c4c6561736552656e6577616c626964182a64626f6479581ba16752656e65776564a26565706f6368076674746c5f6d731907d0";
+
+/// Fields added within version 1 default when a peer built before them leaves them out.
+#[test]
+fn fields_added_in_version_1_default_when_an_older_peer_leaves_them_out() {
+    use leasehold_federation::wire::codec::{decode, encode};
+    #[derive(serde::Serialize)]
+    struct OlderRequestLoan {
+        account: AccountId,
+        count: u32,
+    }
+    let older = encode(&OlderRequestLoan {
+        account: account(),
+        count: 2,
+    })
+    .unwrap();
+    let request: RequestLoan = decode(&older).unwrap();
+    assert_eq!(
+        request,
+        RequestLoan {
+            account: account(),
+            count: 2,
+            handback: false,
+        }
+    );
+    #[derive(serde::Serialize)]
+    struct OlderSpec {
+        name: AccountId,
+        home: SiteId,
+        min_servers: u32,
+        max_servers: u32,
+        priority: u32,
+        target_load: f64,
+        failover: Vec<SiteId>,
+        software: Software,
+        data: DataRef,
+    }
+    let older = encode(&OlderSpec {
+        name: account(),
+        home: site(),
+        min_servers: 1,
+        max_servers: 2,
+        priority: 3,
+        target_load: 4.0,
+        failover: vec![],
+        software: software(),
+        data: DataRef { dir: "d".into() },
+    })
+    .unwrap();
+    let spec: AccountSpec = decode(&older).unwrap();
+    assert!(!spec.pinned);
+}

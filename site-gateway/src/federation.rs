@@ -12,11 +12,11 @@ use leasehold_federation::transport::Alpn;
 use leasehold_federation::transport::certs::Identity;
 use leasehold_federation::transport::endpoint::{Endpoint, EndpointError, Limits};
 use leasehold_federation::transport::identity::{PeerName, PeerPolicy};
-use leasehold_federation::wire::site::{AccountCatalogue, AccountSpec};
+use leasehold_federation::wire::site::AccountCatalogue;
 
 use crate::actors::peer::{Announce, DialledIn, Leave, Local, Peer};
 use crate::config::SiteConfig;
-use crate::model::site::{data_of, software_of};
+use crate::model::site::account_spec;
 
 /// The accounts this site homes, as its peers need them to run a server for one. The
 /// version is the wall-clock millisecond the config was loaded, so it grows across
@@ -29,16 +29,12 @@ pub fn catalogue(config: &SiteConfig) -> AccountCatalogue {
         accounts: config
             .accounts
             .iter()
-            .map(|account| AccountSpec {
-                name: account.name.clone(),
-                home: config.site.name.clone(),
-                min_servers: account.min_servers,
-                max_servers: account.max_servers,
-                priority: account.priority,
-                target_load: account.target_load,
-                failover: account.failover.clone(),
-                software: software_of(account, config.timings.workload_stop_timeout),
-                data: data_of(account),
+            .map(|account| {
+                account_spec(
+                    &config.site.name,
+                    account,
+                    config.timings.workload_stop_timeout,
+                )
             })
             .collect(),
     }

@@ -469,6 +469,7 @@ mod tests {
                 priority: 20,
                 target_load: 20.0,
                 failover: vec![],
+                pinned: false,
                 software: Software {
                     label: "shop 1".into(),
                     command: "{leasehold}".into(),

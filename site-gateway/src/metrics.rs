@@ -51,7 +51,7 @@ pub const SERVER_STATES: [&str; 6] = [
 ];
 
 /// The audit kinds counted as decisions (`lease_ended` has its own counter, with a cause).
-const DECISION_KINDS: [AuditKind; 18] = [
+const DECISION_KINDS: [AuditKind; 20] = [
     AuditKind::Assign,
     AuditKind::Reclaim,
     AuditKind::Join,
@@ -68,7 +68,9 @@ const DECISION_KINDS: [AuditKind; 18] = [
     AuditKind::LoanRefused,
     AuditKind::OwnershipAcquired,
     AuditKind::Takeover,
+    AuditKind::HandbackStarted,
     AuditKind::Handback,
+    AuditKind::Handover,
     AuditKind::OwnershipLost,
 ];
 
@@ -93,7 +95,9 @@ fn kind_label(kind: AuditKind) -> &'static str {
         AuditKind::LoanRefused => "loan_refused",
         AuditKind::OwnershipAcquired => "ownership_acquired",
         AuditKind::Takeover => "takeover",
+        AuditKind::HandbackStarted => "handback_started",
         AuditKind::Handback => "handback",
+        AuditKind::Handover => "handover",
         AuditKind::OwnershipLost => "ownership_lost",
     }
 }

@@ -37,6 +37,17 @@ pub struct Running {
     pub epoch: u64,
     pub from_mono_ns: u64,
     pub to_mono_ns: u64,
+    /// The wall clock when it started, to place the gateways' audit records (which carry
+    /// wall-clock milliseconds) on the monotonic line.
+    pub from_wall_ms: u64,
+}
+
+impl Running {
+    /// `wall_ms` on this run's monotonic line (to the millisecond).
+    fn mono_of(&self, wall_ms: u64) -> u64 {
+        let offset_ns = (i128::from(wall_ms) - i128::from(self.from_wall_ms)) * 1_000_000;
+        u64::try_from((i128::from(self.from_mono_ns) + offset_ns).max(0)).unwrap_or(u64::MAX)
+    }
 }
 
 /// Every workload run in the event log of the node agent working in `work`.
@@ -52,6 +63,7 @@ pub fn running(work: &Path, until_mono_ns: u64) -> Result<Vec<Running>, String> 
                 epoch: epoch.value(),
                 from_mono_ns: event.mono_ns,
                 to_mono_ns: until_mono_ns,
+                from_wall_ms: event.wall_ms,
             }),
             EventKind::WorkloadStopped { epoch, .. } => {
                 if let Some(ix) = open.iter().position(|run| run.epoch == epoch.value()) {
@@ -67,21 +79,87 @@ pub fn running(work: &Path, until_mono_ns: u64) -> Result<Vec<Running>, String> 
     Ok(done)
 }
 
+/// A server one site lent to another, from the lender's audit log: under `epoch` it ran
+/// the borrower's account for the borrower, until `taken_home_wall_ms` if its home took it
+/// as its own then (a drain-first hand-back, audited `handover`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LentRun {
+    pub server: String,
+    pub epoch: u64,
+    pub borrower: String,
+    pub taken_home_wall_ms: Option<u64>,
+}
+
+/// The loans in one site's audit records (`GET /v1/audit`, oldest first): `lend` records,
+/// and the `handover` records that end them.
+pub fn lent_runs(audit: &serde_json::Value) -> Vec<LentRun> {
+    let mut lent: Vec<LentRun> = Vec::new();
+    for record in audit.as_array().into_iter().flatten() {
+        let (Some(server), Some(epoch)) = (record["server"].as_str(), record["epoch"].as_u64())
+        else {
+            continue;
+        };
+        match record["kind"].as_str() {
+            Some("lend") => {
+                if let Some(borrower) = record["peer"].as_str() {
+                    lent.push(LentRun {
+                        server: server.to_owned(),
+                        epoch,
+                        borrower: borrower.to_owned(),
+                        taken_home_wall_ms: None,
+                    });
+                }
+            }
+            Some("handover") => {
+                if let Some(run) = lent
+                    .iter_mut()
+                    .find(|run| run.server == server && run.epoch == epoch)
+                {
+                    run.taken_home_wall_ms = record["wall_ms"].as_u64();
+                }
+            }
+            _ => {}
+        }
+    }
+    lent
+}
+
 /// Two sites' groups serving one account at once, from their nodes' event logs: for every
-/// pair of runs of `account` on servers of different sites, the overlap, if any. `sites`
-/// gives each site with the work directories of its node agents; a server lent to another
-/// site would run that site's account and must be left out by the caller.
+/// pair of runs of `account` served for different sites, the overlap, if any. `sites`
+/// gives each site with the work directories of its node agents; `lent` the servers lent
+/// (from every lender's audit log, [`lent_runs`]): a lent server serves for its borrower
+/// while the loan lasts, and for its own site from when its site took it home.
 pub fn owner_overlaps(
     sites: &[(String, Vec<std::path::PathBuf>)],
+    lent: &[LentRun],
     account: &str,
     until_mono_ns: u64,
 ) -> Result<Vec<String>, String> {
+    // (the site it served for, the run clipped to that stretch)
     let mut runs: Vec<(String, Running)> = Vec::new();
     for (site, works) in sites {
         for work in works {
             for run in running(work, until_mono_ns)? {
-                if run.account == account {
+                if run.account != account {
+                    continue;
+                }
+                let loan = lent
+                    .iter()
+                    .find(|loan| loan.server == run.server && loan.epoch == run.epoch);
+                let Some(loan) = loan else {
                     runs.push((site.clone(), run));
+                    continue;
+                };
+                let home_from = loan
+                    .taken_home_wall_ms
+                    .map_or(run.to_mono_ns, |wall| run.mono_of(wall).min(run.to_mono_ns));
+                let mut for_borrower = run.clone();
+                for_borrower.to_mono_ns = home_from.max(run.from_mono_ns);
+                runs.push((loan.borrower.clone(), for_borrower));
+                if home_from < run.to_mono_ns {
+                    let mut for_home = run;
+                    for_home.from_mono_ns = home_from;
+                    runs.push((site.clone(), for_home));
                 }
             }
         }
@@ -96,7 +174,7 @@ pub fn owner_overlaps(
             let end = a.to_mono_ns.min(b.to_mono_ns);
             if start < end {
                 found.push(format!(
-                    "{account} ran at {site_a} on {} ({}) and at {site_b} on {} ({}) at once, for {} ms",
+                    "{account} ran for {site_a} on {} ({}) and for {site_b} on {} ({}) at once, for {} ms",
                     a.server,
                     a.epoch,
                     b.server,

@@ -115,7 +115,24 @@ impl Endpoint {
             .map_err(|error| EndpointError::QuicCrypto(error.to_string()))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
         server_config.transport_config(transport_config(&limits)?);
-        let mut inner = quinn::Endpoint::server(server_config, addr)
+        // A fixed reset key, derived from our private key: after a restart (kill -9) on
+        // the same address, the new process's stateless resets are valid for the old
+        // process's connections, so peers and nodes learn at their next packet that the
+        // connection is gone and redial at once, instead of at the idle timeout.
+        // Connection ids must validate across the restart too, or the new process drops
+        // the old connections' packets without a reset.
+        let (reset, cid_key) = restart_keys(identity);
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset));
+        endpoint_config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        let socket = std::net::UdpSocket::bind(addr)
+            .map_err(|source| EndpointError::Bind { addr, source })?;
+        let runtime = quinn::default_runtime().ok_or_else(|| EndpointError::Bind {
+            addr,
+            source: std::io::Error::other("no async runtime found"),
+        })?;
+        let mut inner = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
             .map_err(|source| EndpointError::Bind { addr, source })?;
         inner.set_default_client_config(client_config(identity, alpn, &limits)?);
         Ok(Endpoint {
@@ -331,4 +348,21 @@ fn transport_config(limits: &Limits) -> Result<Arc<quinn::TransportConfig>, Endp
         .max_concurrent_bidi_streams(limits.max_concurrent_streams.into())
         .max_concurrent_uni_streams(limits.max_concurrent_streams.into());
     Ok(Arc::new(config))
+}
+
+/// The stateless-reset key and connection-id key of a listening endpoint, derived from
+/// this peer's private key: they survive restarts, and only this peer can compute them.
+fn restart_keys(identity: &Identity) -> (ring::hmac::Key, u64) {
+    let derive = |purpose: &[u8]| {
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(b"leasehold quic v1\0");
+        context.update(purpose);
+        context.update(identity.key.secret_der());
+        context.finish()
+    };
+    let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derive(b"stateless reset").as_ref());
+    let cid = derive(b"connection ids");
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&cid.as_ref()[..8]);
+    (reset, u64::from_le_bytes(first))
 }

@@ -52,6 +52,9 @@ pub struct AccountSpec {
     pub priority: u32,
     pub target_load: f64,
     pub failover: Vec<SiteId>,
+    /// Stays with the site that took it over: no failback when its home is back.
+    #[serde(default)]
+    pub pinned: bool,
     pub software: Software,
     pub data: DataRef,
 }
@@ -61,6 +64,10 @@ pub struct AccountSpec {
 pub struct RequestLoan {
     pub account: AccountId,
     pub count: u32,
+    /// The borrower owns `account`, homed at the lender, and is handing it back: it
+    /// borrows the home's servers so that they serve before its own stop (docs/ownership.md).
+    #[serde(default)]
+    pub handback: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

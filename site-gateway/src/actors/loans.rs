@@ -62,6 +62,8 @@ pub struct LendTo {
     /// account it took over, whose spec is in its home site's catalogue.
     pub spec: Option<AccountSpec>,
     pub count: u32,
+    /// The borrower hands `account`, homed here, back to us (docs/ownership.md).
+    pub handback: bool,
 }
 
 impl Handler<LendTo> for SiteMaster {
@@ -69,6 +71,12 @@ impl Handler<LendTo> for SiteMaster {
 
     fn handle(&mut self, message: LendTo, ctx: &mut Context<Self>) -> Self::Result {
         let now = self.now();
+        if message.handback {
+            let (offer, effects) =
+                self.model
+                    .lend_home(&message.borrower, &message.account, message.count, now);
+            return self.offer_once_journaled(offer, effects, ctx);
+        }
         let spec = message.spec.clone().or_else(|| {
             self.ownership
                 .as_ref()
@@ -107,6 +115,18 @@ impl Handler<LendTo> for SiteMaster {
                 "loan refused"
             ),
         }
+        self.offer_once_journaled(offer, effects, ctx)
+    }
+}
+
+impl SiteMaster {
+    /// Performs a loan's effects and answers the borrower once they are journaled.
+    fn offer_once_journaled(
+        &mut self,
+        offer: LoanOffer,
+        effects: Vec<crate::model::effects::Effect>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<LoanOffer> {
         let (durable, journaled) = tokio::sync::oneshot::channel();
         self.perform_then(effects, ctx, Some(durable));
         Box::pin(async move {

@@ -131,11 +131,13 @@ impl SiteMaster {
             .into_iter()
             .map(|name| {
                 let owner = ownership.owner(&name, now);
-                (name, owner)
+                let handing_back = ownership.handing_back(&name).cloned();
+                (name, owner, handing_back)
             })
             .collect();
-        for (name, owner) in owners {
+        for (name, owner, handing_back) in owners {
             self.model.set_owner(&name, owner);
+            self.model.set_handing_back(&name, handing_back.as_ref());
         }
         for (spec, owner) in adopted {
             if let Some(ix) = self.model.adopt(&spec, owner) {
@@ -350,6 +352,18 @@ impl SiteMaster {
             });
         }
         effects.extend(self.model.tick(now));
+        // Drain-first failback: an account whose home's servers now carry it alone goes
+        // back to its home (docs/ownership.md).
+        if let Some(ownership) = &mut self.ownership {
+            let ready = self.model.ready_to_hand_over(now);
+            for account in &ready {
+                effects.extend(ownership.hand_over(account, now));
+                effects.extend(self.model.handed_over(account));
+            }
+            if !ready.is_empty() {
+                self.sync_ownership(ctx);
+            }
+        }
         self.rounds += 1;
         self.perform(effects, ctx);
         self.metrics.round_finished(began.elapsed()); // metrics

@@ -67,6 +67,7 @@ fn account(c: &mut Checker<'_>, a: &RawAccount, peers: &[&str]) -> Option<Accoun
         priority: a.priority,
         target_load: load,
         failover: failover?,
+        pinned: a.pinned,
         workload: workload?,
     })
 }

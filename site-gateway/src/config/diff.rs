@@ -155,6 +155,9 @@ fn account_fields(a: &Account, b: &Account) -> Vec<&'static str> {
     if a.failover != b.failover {
         fields.push("failover");
     }
+    if a.pinned != b.pinned {
+        fields.push("pinned");
+    }
     if a.workload != b.workload {
         fields.push("workload");
     }
@@ -223,6 +226,7 @@ mod tests {
             priority: 10,
             target_load: 5.0,
             failover: Vec::new(),
+            pinned: false,
             workload: Workload {
                 software: "v1".into(),
                 command: "run".into(),

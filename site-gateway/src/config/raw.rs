@@ -84,6 +84,8 @@ pub(crate) struct RawAccount {
     pub target_load: Spanned<f64>,
     #[serde(default)]
     pub failover: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub pinned: bool,
     pub workload: RawWorkload,
 }
 

@@ -144,6 +144,8 @@ pub struct Account {
     pub target_load: f64,
     /// Sites that take the account over, in order.
     pub failover: Vec<SiteId>,
+    /// A site that took the account over keeps it: no failback when this site is back.
+    pub pinned: bool,
     pub workload: Workload,
 }
 

@@ -147,8 +147,14 @@ pub enum AuditKind {
     OwnershipAcquired,
     /// This site took over a peer's account (its home and earlier failover sites down).
     Takeover,
+    /// This site starts giving an account it took over back to its home site: it borrows
+    /// the home's servers for it first (drain-first, docs/ownership.md).
+    HandbackStarted,
     /// This site gave an account it took over back to its home site.
     Handback,
+    /// Home site: a server it lent to the account's interim owner now serves the account
+    /// as its own, since this site owns the account again.
+    Handover,
     /// This site could not renew an ownership in time and stopped serving the account.
     OwnershipLost,
 }

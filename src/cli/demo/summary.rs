@@ -29,10 +29,12 @@ pub const LOAN_KINDS: [&str; 6] = [
     "loan_refused",
 ];
 /// Audit kinds of account ownership between sites (docs/ownership.md).
-pub const OWNERSHIP_KINDS: [&str; 4] = [
+pub const OWNERSHIP_KINDS: [&str; 6] = [
     "ownership_acquired",
     "takeover",
+    "handback_started",
     "handback",
+    "handover",
     "ownership_lost",
 ];
 
@@ -477,7 +479,8 @@ fn timeline_line(m: &Move) -> String {
     };
     let what = match (&m.peer, m.kind.as_str()) {
         (Some(peer), "takeover") => format!("{} ← {peer}", m.to),
-        (Some(peer), "handback") => format!("{} → {peer}", m.to),
+        (Some(peer), "handback" | "handback_started") => format!("{} → {peer}", m.to),
+        (Some(peer), "handover") => format!("{} ← {peer}", m.to),
         (Some(peer), _) if m.is_loan() => format!("{} ↔ {peer}", m.to),
         _ if m.is_ownership() => match m.term {
             Some(term) => format!("{} t{term}", m.to),

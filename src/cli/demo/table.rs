@@ -404,7 +404,8 @@ pub fn audit_line(site: &str, record: &Value, width: usize) -> String {
     let what = match (record["kind"].as_str(), record["peer"].as_str()) {
         (Some("assign" | "reclaim" | "release" | "join"), _) => format!("{from} → {to}"),
         (Some("takeover"), Some(peer)) => format!("{account} ← {peer}"),
-        (Some("handback"), Some(peer)) => format!("{account} → {peer}"),
+        (Some("handback" | "handback_started"), Some(peer)) => format!("{account} → {peer}"),
+        (Some("handover"), Some(peer)) => format!("{account} ← {peer}"),
         (Some("ownership_acquired" | "ownership_lost"), _) => match record["term"].as_u64() {
             Some(term) => format!("{account} t{term}"),
             None => account.to_owned(),

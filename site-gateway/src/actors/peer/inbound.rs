@@ -179,6 +179,7 @@ impl Handler<LoanAsked> for Peer {
                     account: request.account,
                     spec,
                     count: request.count,
+                    handback: request.handback,
                 })
                 .await
                 .unwrap_or_else(|_| refuse("the lender's master is gone".to_owned()))

@@ -27,6 +27,19 @@ pub enum Owner {
     Unknown,
 }
 
+/// How long a drain-first hand-back may take before this site falls back to
+/// stop-then-start (its home lent too few servers, or they did not come up).
+pub const HANDBACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A drain-first hand-back under way (docs/ownership.md): this site still owns the account
+/// and serves it on servers its home lends it; once its own have stopped it releases the
+/// ownership, and the home takes the servers it lent as its own.
+#[derive(Debug, Clone)]
+struct HandingBack {
+    home: SiteId,
+    since: Millis,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct PeerState {
     up: bool,
@@ -50,6 +63,8 @@ pub struct SiteOwnership {
     next_claim: HashMap<AccountId, Millis>,
     /// Accounts we own but do not home: their spec, for the site core.
     adopted: BTreeMap<AccountId, AccountSpec>,
+    /// Adopted accounts being handed back drain-first.
+    handing_back: BTreeMap<AccountId, HandingBack>,
     /// Seed of the claim back-off (xorshift); from the site's name, so a run replays.
     jitter: u64,
     /// No peer's account is taken over before this: at start every peer looks down until
@@ -99,6 +114,7 @@ impl SiteOwnership {
             holders: HashMap::new(),
             next_claim: HashMap::new(),
             adopted: BTreeMap::new(),
+            handing_back: BTreeMap::new(),
             jitter,
             takeovers_from: now + timing.ttl,
         }
@@ -130,6 +146,12 @@ impl SiteOwnership {
 
     pub fn catalogue(&mut self, peer: &SiteId, accounts: Vec<AccountSpec>) {
         if self.peers.contains_key(peer) {
+            // An account we took over follows its home's newest config (`pinned` above all).
+            for spec in &accounts {
+                if let Some(adopted) = self.adopted.get_mut(&spec.name) {
+                    *adopted = spec.clone();
+                }
+            }
             self.catalogues.insert(peer.clone(), accounts);
         }
     }
@@ -167,6 +189,11 @@ impl SiteOwnership {
     /// A peer's account this site owns now, with its spec.
     pub fn adopted(&self) -> &BTreeMap<AccountId, AccountSpec> {
         &self.adopted
+    }
+
+    /// The home an account is being handed back to, drain-first.
+    pub fn handing_back(&self, account: &AccountId) -> Option<&SiteId> {
+        self.handing_back.get(account).map(|handing| &handing.home)
     }
 
     fn up(&self, site: &SiteId) -> bool {
@@ -223,6 +250,7 @@ impl SiteOwnership {
         let mut effects = Vec::new();
         for (account, term) in self.claimant.expired(now) {
             self.adopted.remove(&account);
+            self.handing_back.remove(&account);
             effects.push(audit(
                 AuditKind::OwnershipLost,
                 &account,
@@ -276,24 +304,71 @@ impl SiteOwnership {
         effects
     }
 
-    /// Gives back every adopted account whose home site has been up for `failback_after`:
-    /// this site stops counting itself owner at once, so its nodes' leases for the account
-    /// are no longer renewed and end by the end of its ownership. It does *not* release its
-    /// grants: a node of ours may still serve until then, and the grants run out no earlier
-    /// (docs/ownership.md), so the home's claim wins only once our nodes have stopped.
+    /// Starts handing back every adopted account whose home site has been up for
+    /// `failback_after` (unless its config pins it): drain-first, so this site keeps owning
+    /// it while the site core borrows the home's servers for it and drains its own, and
+    /// releases it in [`Self::hand_over`]. A hand-back whose home goes down again is called
+    /// off; one that has not finished within [`HANDBACK_TIMEOUT`] falls back to
+    /// stop-then-start.
     fn hand_back(&mut self, now: Millis) -> Vec<Effect> {
-        let back: Vec<(AccountId, SiteId)> = self
+        let mut effects = Vec::new();
+        let home_stable = |peers: &BTreeMap<SiteId, PeerState>, home: &SiteId| {
+            peers
+                .get(home)
+                .is_some_and(|peer| peer.up && now.since(peer.since) >= self.failback_after)
+        };
+        let starting: Vec<(AccountId, SiteId)> = self
             .adopted
             .iter()
-            .filter(|(_, spec)| {
-                self.peers
-                    .get(&spec.home)
-                    .is_some_and(|peer| peer.up && now.since(peer.since) >= self.failback_after)
+            .filter(|(account, spec)| {
+                !spec.pinned
+                    && !self.handing_back.contains_key(*account)
+                    && home_stable(&self.peers, &spec.home)
             })
             .map(|(account, spec)| (account.clone(), spec.home.clone()))
             .collect();
-        let mut effects = Vec::new();
-        for (account, home) in back {
+        for (account, home) in starting {
+            let Standing::Owner { term, .. } = self.claimant.standing(&account, now) else {
+                continue;
+            };
+            self.handing_back.insert(
+                account.clone(),
+                HandingBack {
+                    home: home.clone(),
+                    since: now,
+                },
+            );
+            effects.push(audit(
+                AuditKind::HandbackStarted,
+                &account,
+                Some(&home),
+                term,
+                format!(
+                    "{home}, {account}'s home, has been up for {} s: {} hands {account} ({term}) back drain-first: it borrows {home}'s servers for {account}, stops its own, then releases its ownership",
+                    self.failback_after.as_secs(),
+                    self.site
+                ),
+            ));
+        }
+        let called_off: Vec<AccountId> = self
+            .handing_back
+            .iter()
+            .filter(|(account, handing)| {
+                !self.up(&handing.home) || self.adopted.get(*account).is_none_or(|spec| spec.pinned)
+            })
+            .map(|(account, _)| account.clone())
+            .collect();
+        for account in called_off {
+            self.handing_back.remove(&account);
+        }
+        let late: Vec<(AccountId, SiteId)> = self
+            .handing_back
+            .iter()
+            .filter(|(_, handing)| now.since(handing.since) >= HANDBACK_TIMEOUT)
+            .map(|(account, handing)| (account.clone(), handing.home.clone()))
+            .collect();
+        for (account, home) in late {
+            self.handing_back.remove(&account);
             self.adopted.remove(&account);
             let Some(term) = self.claimant.give_up(&account) else {
                 continue;
@@ -304,12 +379,57 @@ impl SiteOwnership {
                 Some(&home),
                 term,
                 format!(
-                    "{home}, {account}'s home, has been up for {} s: {} gives {account} ({term}) back; it stops serving it, and {home} owns it once the grants run out",
-                    self.failback_after.as_secs(),
+                    "{home}'s servers did not take {account} over within {} s: {} gives {account} ({term}) back stop-then-start; it stops serving it, and {home} owns it once the grants run out",
+                    HANDBACK_TIMEOUT.as_secs(),
                     self.site
                 ),
             ));
         }
+        effects
+    }
+
+    /// The site core is ready to let go of `account`: its home's servers serve it, and no
+    /// server of ours (or lent by a third site) runs it any more. This site stops counting
+    /// itself owner and releases its grants at once: nothing of ours can serve it now, so
+    /// the home need not wait for the grants to run out.
+    pub fn hand_over(&mut self, account: &AccountId, now: Millis) -> Vec<Effect> {
+        let Some(handing) = self.handing_back.remove(account) else {
+            return Vec::new();
+        };
+        self.adopted.remove(account);
+        let Some(term) = self.claimant.give_up(account) else {
+            return Vec::new();
+        };
+        let site = self.site.clone();
+        self.acceptor.release(account, &site, term);
+        let releases = vec![OwnershipRelease {
+            account: account.clone(),
+            term,
+        }];
+        let mut effects: Vec<Effect> = self
+            .peers
+            .keys()
+            .map(|peer| Effect::ToPeer {
+                to: peer.clone(),
+                message: PeerMessage::ReleaseOwnership(ReleaseOwnership {
+                    releases: releases.clone(),
+                }),
+            })
+            .collect();
+        let home = handing.home;
+        effects.push(audit(
+            AuditKind::Handback,
+            account,
+            Some(&home),
+            term,
+            format!(
+                "{} gave {account} ({term}) back to {home} drain-first after {} ms: {home}'s servers serve it and none of {}'s does; {} released its ownership, and {home} takes the servers it lent as its own",
+                self.site,
+                now.since(handing.since).as_millis(),
+                self.site,
+                self.site
+            ),
+        ));
         effects
     }
 
@@ -360,6 +480,16 @@ impl SiteOwnership {
                 effects.push(audit(kind, account, home.as_ref(), term, reason));
             }
             Some(Change::Failed { term, release }) => {
+                // Refused for a stale term only (say, after our own restart, when the
+                // acceptors still hold our old grant): claim again at once, one term up,
+                // rather than after the back-off.
+                if self
+                    .holders
+                    .get(account)
+                    .is_none_or(|(holder, _)| *holder == self.site)
+                {
+                    self.next_claim.remove(account);
+                }
                 for acceptor in release {
                     let releases = vec![OwnershipRelease {
                         account: account.clone(),
@@ -400,10 +530,14 @@ impl SiteOwnership {
         }
     }
 
-    /// A peer gives grants up.
+    /// A peer gives grants up. For an account homed here, our next claim goes out at the
+    /// next round rather than after the back-off: a drain-first hand-back waits on it.
     pub fn released(&mut self, from: &SiteId, releases: &ReleaseOwnership) {
         for release in &releases.releases {
             self.acceptor.release(&release.account, from, release.term);
+            if self.home.contains(&release.account) {
+                self.next_claim.remove(&release.account);
+            }
         }
     }
 }

@@ -40,6 +40,7 @@ fn spec(name: &str, home: &str, failover: &[&str]) -> AccountSpec {
         priority: 10,
         target_load: 5.0,
         failover: failover.iter().map(|s| site(s)).collect(),
+        pinned: false,
         software: Software {
             label: format!("{name} 1"),
             command: "{leasehold}".into(),
@@ -211,8 +212,8 @@ fn each_site_owns_its_own_accounts_once_the_acceptors_are_past_their_quiet_start
     ));
 }
 
-#[test]
-fn the_first_live_failover_site_takes_over_and_gives_back_after_the_home_is_up_again() {
+/// site-a goes down, site-b takes shop over, then site-a comes back with no memory.
+fn taken_over_then_home_back() -> World {
     let mut world = World::new();
     world.run(Duration::from_millis(3000));
     assert_eq!(world.owners("shop"), vec![0]);
@@ -230,7 +231,6 @@ fn the_first_live_failover_site_takes_over_and_gives_back_after_the_home_is_up_a
             .any(|(i, kind, a)| *i == 1 && *kind == AuditKind::Takeover && a.as_str() == "shop")
     );
     assert!(!world.sites[2].adopted().contains_key(&account("shop")));
-    // site-a restarts with no memory; site-b hands back after failback_after (3 s).
     world.down[0] = false;
     world.sites[0] = SiteOwnership::new(
         site("site-a"),
@@ -240,17 +240,75 @@ fn the_first_live_failover_site_takes_over_and_gives_back_after_the_home_is_up_a
         Duration::from_secs(3),
         world.now,
     );
+    world
+}
+
+fn audited(world: &World, at: usize, kind: AuditKind) -> bool {
+    world
+        .audits
+        .iter()
+        .any(|(i, k, a)| *i == at && *k == kind && a.as_str() == "shop")
+}
+
+#[test]
+fn the_first_live_failover_site_takes_over_and_hands_back_drain_first_once_the_home_is_up() {
+    let mut world = taken_over_then_home_back();
     world.share_catalogues();
     world.run(Duration::from_millis(2500));
     assert_eq!(world.owners("shop"), vec![1], "not before failback_after");
-    world.run(Duration::from_millis(2500));
-    assert_eq!(world.owners("shop"), vec![0], "back home");
-    assert!(
-        world
-            .audits
-            .iter()
-            .any(|(i, kind, a)| *i == 1 && *kind == AuditKind::Handback && a.as_str() == "shop")
+    assert!(world.sites[1].handing_back(&account("shop")).is_none());
+    world.run(Duration::from_millis(1000));
+    // failback_after (3 s) has passed: site-b starts handing back, and keeps owning shop
+    // until its site core says the home's servers carry it.
+    assert_eq!(
+        world.sites[1].handing_back(&account("shop")),
+        Some(&site("site-a"))
     );
+    assert!(audited(&world, 1, AuditKind::HandbackStarted));
+    world.run(Duration::from_millis(5000));
+    assert_eq!(world.owners("shop"), vec![1], "owned until handed over");
+    // The site core is ready: site-b releases shop, and site-a owns it within a few
+    // rounds, not after the grants would have run out (ttl 1 s).
+    let now = world.now;
+    let effects = world.sites[1].hand_over(&account("shop"), now);
+    world.deliver(1, effects);
+    assert!(audited(&world, 1, AuditKind::Handback));
+    assert!(world.owners("shop").is_empty());
+    world.run(Duration::from_millis(400));
+    assert_eq!(world.owners("shop"), vec![0], "back home");
+    assert!(world.sites[1].adopted().is_empty());
+}
+
+#[test]
+fn a_hand_back_that_does_not_finish_falls_back_to_stop_then_start() {
+    let mut world = taken_over_then_home_back();
+    world.share_catalogues();
+    world.run(Duration::from_millis(3500));
+    assert!(world.sites[1].handing_back(&account("shop")).is_some());
+    // The site core never reports ready (say site-a lends nothing).
+    world.run(super::site::HANDBACK_TIMEOUT);
+    assert!(world.sites[1].handing_back(&account("shop")).is_none());
+    assert!(audited(&world, 1, AuditKind::Handback));
+    world.run(Duration::from_millis(2000));
+    assert_eq!(
+        world.owners("shop"),
+        vec![0],
+        "back home once the grants ran out"
+    );
+}
+
+#[test]
+fn a_pinned_account_stays_with_the_site_that_took_it_over() {
+    let mut world = taken_over_then_home_back();
+    let mut pinned = spec("shop", "site-a", &["site-b", "site-c"]);
+    pinned.pinned = true;
+    for i in [1, 2] {
+        world.sites[i].catalogue(&site("site-a"), vec![pinned.clone()]);
+    }
+    world.run(Duration::from_millis(8000));
+    assert_eq!(world.owners("shop"), vec![1]);
+    assert!(world.sites[1].handing_back(&account("shop")).is_none());
+    assert!(!audited(&world, 1, AuditKind::HandbackStarted));
 }
 
 #[test]

@@ -117,6 +117,10 @@ impl SiteModel {
                 effects.extend(self.return_excess(account as AccountIx, 0, now));
                 continue;
             }
+            if self.accounts[account].handing_back.is_some() {
+                effects.extend(self.tick_handing_back(account as AccountIx, now));
+                continue;
+            }
             let need = self.accounts[account]
                 .shortfall
                 .map_or(0, |(wanted, have)| wanted.saturating_sub(have));
@@ -150,8 +154,16 @@ impl SiteModel {
         let every = self.timings.renew_interval;
         let give_up = self.timings.lease_ttl;
         let mut effects = Vec::new();
+        // A loan must not outlive our ownership of its account: the lender's node serves
+        // it until the loan's lease runs out (a TTL from the renewal's arrival), so a
+        // renewal goes out only while the ownership has that TTL to run
+        // (docs/ownership.md, "Loans and ownership").
+        let need = self.timings.lease_ttl;
         let owned: Vec<bool> = (0..self.accounts.len())
-            .map(|ix| self.owned_until(ix as AccountIx, now).is_some())
+            .map(|ix| {
+                self.owned_until(ix as AccountIx, now)
+                    .is_some_and(|until| until.since(now) >= need)
+            })
             .collect();
         for loan in &mut self.borrowing.loans {
             if !owned.get(loan.account as usize).copied().unwrap_or(false) {
@@ -199,23 +211,14 @@ impl SiteModel {
                 continue;
             }
             excess -= 1;
-            loan.state = BorrowState::Returning {
-                since: now,
-                drain,
-                recalled: false,
-            };
-            effects.push(loan_audit(
-                AuditKind::LoanReturn,
-                &loan.server,
+            effects.push(start_return(
+                loan,
                 &name,
-                &loan.lender,
-                loan.epoch,
-                format!(
-                    "{name} no longer needs {} from {} ({need} wanted beyond our own servers, {active} borrowed): it drains for {} ms, then goes back",
-                    loan.server,
-                    loan.lender,
-                    drain.as_millis()
+                &format!(
+                    "no longer needed ({need} wanted beyond our own servers, {active} borrowed)"
                 ),
+                drain,
+                now,
             ));
         }
         effects
@@ -233,7 +236,19 @@ impl SiteModel {
         let Some(lender) = self.next_lender(now) else {
             return Vec::new();
         };
-        let count = need - active;
+        self.send_ask(account, lender, need - active, false, now)
+    }
+
+    /// Asks `lender` for `count` servers for `account` (`handback`: we are handing the
+    /// account back to `lender`, its home).
+    pub(super) fn send_ask(
+        &mut self,
+        account: AccountIx,
+        lender: SiteId,
+        count: u32,
+        handback: bool,
+        now: Millis,
+    ) -> Vec<Effect> {
         self.borrowing.asks.push(Ask {
             lender: lender.clone(),
             account,
@@ -245,6 +260,7 @@ impl SiteModel {
             message: PeerMessage::RequestLoan(RequestLoan {
                 account: self.account_name(account).clone(),
                 count,
+                handback,
             }),
         }]
     }
@@ -558,7 +574,7 @@ impl SiteModel {
     }
 
     /// Journals the end of a borrowed server; `tell` sends the lender a `ReturnLoan`.
-    fn end_borrow(
+    pub(super) fn end_borrow(
         &self,
         loan: &Borrowed,
         kind: AuditKind,
@@ -584,6 +600,35 @@ impl SiteModel {
         }
         effects
     }
+}
+
+/// Puts a borrowed server of `account` on its way back: out of the endpoints now, returned
+/// once `drain` has passed. Returns the audit entry, which says `why`.
+pub(super) fn start_return(
+    loan: &mut Borrowed,
+    account: &AccountId,
+    why: &str,
+    drain: Duration,
+    now: Millis,
+) -> Effect {
+    loan.state = BorrowState::Returning {
+        since: now,
+        drain,
+        recalled: false,
+    };
+    loan_audit(
+        AuditKind::LoanReturn,
+        &loan.server,
+        account,
+        &loan.lender,
+        loan.epoch,
+        format!(
+            "{account}: {why}; {} from {} drains for {} ms, then goes back",
+            loan.server,
+            loan.lender,
+            drain.as_millis()
+        ),
+    )
 }
 
 /// `ReturnLoan` of `server` under `epoch` to its `lender`.

@@ -156,12 +156,19 @@ impl SiteModel {
 
     pub fn renew(&mut self, server: &ServerId, epoch: Epoch, now: Millis) -> LeaseRenewal {
         let lease_ttl = self.timings.lease_ttl;
-        // A node's lease never outlives this site's ownership of its account.
-        let ttl = self
-            .server(server)
-            .and_then(|entry| entry.lease.as_ref())
-            .and_then(|lease| self.owned_until(lease.account, now))
-            .map_or(lease_ttl, |until| lease_ttl.min(until.since(now)));
+        // A node's lease never outlives this site's ownership of its account, nor, for a
+        // lent server, its loan (which the borrower renews only while it owns the account).
+        let lease = self.server(server).and_then(|entry| entry.lease.as_ref());
+        let until = lease.and_then(|lease| {
+            let owned = self.owned_until(lease.account, now)?;
+            Some(
+                lease
+                    .loan
+                    .as_ref()
+                    .map_or(owned, |loan| owned.min(loan.expires_at)),
+            )
+        });
+        let ttl = until.map_or(lease_ttl, |until| lease_ttl.min(until.since(now)));
         let Some(entry) = self.server_mut(server) else {
             return LeaseRenewal::Refused(refusal(RefusalCause::WrongServer, "unknown server"));
         };
@@ -466,9 +473,10 @@ impl SiteModel {
         ];
         // The borrower stops counting a lent server as soon as its lease here is over.
         if let Some(loan) = &lease.loan {
-            // The node may learn first that the loan ran out (its renewal is refused) and
-            // stop before the round notices: the audit log still says why.
-            if !lease.revoked && loan.expires_at < now {
+            // The node may learn first that the loan ran out (its lease, bounded by the
+            // loan, ran out by its own clock, or its renewal is refused) and stop before the
+            // round notices: the audit log still says why.
+            if !lease.revoked && (loan.expires_at < now || cause == LeaseEndCause::Expired) {
                 effects.push(super::loan_audit(
                     AuditKind::LoanExpired,
                     &server,

@@ -109,6 +109,26 @@ impl SiteModel {
                 ),
             );
         }
+        self.lend_servers(
+            borrower,
+            spec,
+            granted,
+            format!("asked for {count}, {spare} to spare"),
+            now,
+        )
+    }
+
+    /// Lends `granted` of our free connected servers to `borrower` for its account `spec`,
+    /// each under a fresh epoch of its server, journaled before the offer or the pointer
+    /// goes out; `why` ends each `lend` audit entry.
+    pub(super) fn lend_servers(
+        &mut self,
+        borrower: &SiteId,
+        spec: &AccountSpec,
+        granted: u32,
+        why: String,
+        now: Millis,
+    ) -> (LoanOffer, Vec<Effect>) {
         let holder = LoanHolder {
             borrower: borrower.clone(),
             spec: spec.clone(),
@@ -126,7 +146,7 @@ impl SiteModel {
         let mut servers = Vec::new();
         for ix in chosen {
             let reason = format!(
-                "{} lent to {borrower} for its account {} (asked for {count}, {spare} to spare)",
+                "{} lent to {borrower} for its account {} ({why})",
                 self.servers[ix].id, spec.name
             );
             let mut grant = Grant::now(now, reason, AuditKind::Lend);
@@ -151,7 +171,7 @@ impl SiteModel {
         (LoanOffer::Granted { servers }, effects)
     }
 
-    fn free_count(&self) -> usize {
+    pub(super) fn free_count(&self) -> usize {
         self.servers
             .iter()
             .filter(|entry| entry.connected && entry.phase == Phase::Free && entry.lease.is_none())
@@ -435,6 +455,6 @@ impl SiteModel {
     }
 }
 
-fn refused(cause: RefusalCause, detail: String) -> (LoanOffer, Vec<Effect>) {
+pub(super) fn refused(cause: RefusalCause, detail: String) -> (LoanOffer, Vec<Effect>) {
     (LoanOffer::Refused(Refusal { cause, detail }), Vec::new())
 }

@@ -16,27 +16,27 @@ use crate::federation::catalogue;
 use crate::model::Millis;
 use crate::model::effects::{AuditKind, Command, Effect, JournalOp, PeerMessage};
 
-fn site(name: &str) -> SiteId {
+pub(super) fn site(name: &str) -> SiteId {
     SiteId::parse(name).unwrap()
 }
 
-fn server(name: &str) -> ServerId {
+pub(super) fn server(name: &str) -> ServerId {
     ServerId::parse(name).unwrap()
 }
 
-fn account(name: &str) -> AccountId {
+pub(super) fn account(name: &str) -> AccountId {
     AccountId::parse(name).unwrap()
 }
 
-struct Pair {
-    a: SiteModel,
-    b: SiteModel,
+pub(super) struct Pair {
+    pub(super) a: SiteModel,
+    pub(super) b: SiteModel,
     a_config: SiteConfig,
-    now: Millis,
+    pub(super) now: Millis,
 }
 
 /// site-a borrows from site-b; both have every server registered and at their minimum.
-fn pair() -> Pair {
+pub(super) fn pair() -> Pair {
     let a_config = site_config(
         "site-a",
         'a',
@@ -91,7 +91,7 @@ fn pair() -> Pair {
     pair
 }
 
-fn to_peer(effects: &[Effect]) -> Vec<(SiteId, PeerMessage)> {
+pub(super) fn to_peer(effects: &[Effect]) -> Vec<(SiteId, PeerMessage)> {
     effects
         .iter()
         .filter_map(|effect| match effect {
@@ -101,14 +101,14 @@ fn to_peer(effects: &[Effect]) -> Vec<(SiteId, PeerMessage)> {
         .collect()
 }
 
-fn audits(effects: &[Effect], kind: AuditKind) -> usize {
+pub(super) fn audits(effects: &[Effect], kind: AuditKind) -> usize {
     effects
         .iter()
         .filter(|effect| matches!(effect, Effect::Audit(entry) if entry.kind == kind))
         .count()
 }
 
-fn applies(effects: &[Effect]) -> Vec<(ServerId, Epoch)> {
+pub(super) fn applies(effects: &[Effect]) -> Vec<(ServerId, Epoch)> {
     effects
         .iter()
         .filter_map(|effect| match effect {
@@ -120,7 +120,7 @@ fn applies(effects: &[Effect]) -> Vec<(ServerId, Epoch)> {
         .collect()
 }
 
-fn stops(effects: &[Effect]) -> Vec<(ServerId, Epoch, u64)> {
+pub(super) fn stops(effects: &[Effect]) -> Vec<(ServerId, Epoch, u64)> {
     effects
         .iter()
         .filter_map(|effect| match effect {
@@ -133,6 +133,19 @@ fn stops(effects: &[Effect]) -> Vec<(ServerId, Epoch, u64)> {
             _ => None,
         })
         .collect()
+}
+
+/// Servers that come home: stopped when told, or whose lease ended (their node stops by
+/// itself then, S-1).
+fn comes_home(effects: &[Effect]) -> Vec<ServerId> {
+    let mut home: Vec<ServerId> = stops(effects).into_iter().map(|(id, _, _)| id).collect();
+    home.extend(effects.iter().filter_map(|effect| match effect {
+        Effect::Journal(JournalOp::LeaseEnded { server, .. }) => Some(server.clone()),
+        _ => None,
+    }));
+    home.sort();
+    home.dedup();
+    home
 }
 
 impl Pair {
@@ -185,6 +198,18 @@ impl Pair {
         for (to, message) in to_peer(a_effects) {
             assert_eq!(to, site("site-b"));
             match message {
+                PeerMessage::RequestLoan(request) if request.handback => {
+                    let (offer, effects) =
+                        self.b
+                            .lend_home(&site("site-a"), &request.account, request.count, now);
+                    b_effects.extend(effects);
+                    a_back.extend(self.a.loan_offered(
+                        &site("site-b"),
+                        &request.account,
+                        Ok(offer),
+                        now,
+                    ));
+                }
                 PeerMessage::RequestLoan(request) => {
                     let spec = catalogue(&self.a_config)
                         .accounts
@@ -251,7 +276,7 @@ impl Pair {
 
     /// One round of both sites, `step` later, with messages carried when `through`; lent
     /// servers that get a pointer turn healthy, stopped ones report stopped.
-    fn round(&mut self, step: Duration, through: bool) -> (Vec<Effect>, Vec<Effect>) {
+    pub(super) fn round(&mut self, step: Duration, through: bool) -> (Vec<Effect>, Vec<Effect>) {
         self.now = self.now + step;
         let now = self.now;
         self.heartbeat();
@@ -286,7 +311,7 @@ impl Pair {
     }
 
     /// Runs rounds of 100 ms for `total`, messages carried when `through`.
-    fn run(&mut self, total: Duration, through: bool) -> (Vec<Effect>, Vec<Effect>) {
+    pub(super) fn run(&mut self, total: Duration, through: bool) -> (Vec<Effect>, Vec<Effect>) {
         let mut all = (Vec::new(), Vec::new());
         let rounds = total.as_millis() / 100;
         for _ in 0..rounds {
@@ -469,7 +494,7 @@ fn a_recalled_server_not_returned_is_stopped_when_its_grace_ends() {
     let mut stopped_at = None;
     for _ in 0..40 {
         let (_, b) = pair.round(Duration::from_millis(100), false);
-        if stops(&b).iter().any(|(id, _, _)| *id == recalled) {
+        if comes_home(&b).contains(&recalled) {
             stopped_at = Some(pair.now);
             break;
         }
@@ -494,7 +519,7 @@ fn a_vanished_borrower_gets_its_servers_taken_home_when_the_loan_expires_never_b
     let mut home = 0;
     for _ in 0..40 {
         let (_, b) = pair.round(Duration::from_millis(100), false);
-        for (id, _, _) in stops(&b) {
+        for id in comes_home(&b) {
             let (_, until) = expires.iter().find(|(lent, _)| *lent == id).unwrap();
             assert!(
                 pair.now > *until,

@@ -13,12 +13,15 @@
 mod borrow;
 mod borrowing;
 mod events;
+mod handback;
 mod lend;
 mod reconfigure;
 mod server;
 mod snapshot;
 mod tick;
 
+#[cfg(test)]
+mod handback_tests;
 #[cfg(test)]
 mod loan_tests;
 #[cfg(test)]
@@ -32,6 +35,7 @@ use leasehold_federation::wire::common::{DataRef, InitPointer, Software};
 use leasehold_federation::wire::site::AccountSpec;
 
 pub use borrowing::{BorrowRecord, BorrowState, Borrowed, Borrowing, LoanCounts};
+pub use handback::account_spec;
 pub use reconfigure::Reconfigured;
 pub use server::{Lease, LoanTerms, Next, Phase, ServerEntry};
 pub use snapshot::{
@@ -80,6 +84,19 @@ pub struct AccountEntry {
     /// A peer's account this site took over (its home site), served like its own while
     /// owned here.
     pub adopted_from: Option<SiteId>,
+    /// Being handed back to its home drain-first (set by the master from its ownership
+    /// core; see `handback.rs`).
+    pub handing_back: Option<HandingBack>,
+}
+
+/// An account this site owns being handed back to `home`: the home's servers are borrowed
+/// for it first, then ours drain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandingBack {
+    pub home: SiteId,
+    /// Servers lent by a third site were returned: their nodes may run the account until
+    /// this, so the ownership is not released before.
+    pub others_clear_at: Millis,
 }
 
 impl AccountEntry {
@@ -95,6 +112,7 @@ impl AccountEntry {
                 until: Millis(u64::MAX),
             },
             adopted_from: None,
+            handing_back: None,
         }
     }
 
@@ -107,6 +125,7 @@ impl AccountEntry {
             guest: Some(Box::new(holder)),
             owner: Owner::Unknown,
             adopted_from: None,
+            handing_back: None,
         }
     }
 
@@ -127,6 +146,7 @@ fn account_from_spec(spec: &AccountSpec, sla: bool) -> Account {
         priority: if sla { spec.priority } else { 0 },
         target_load: spec.target_load,
         failover: spec.failover.clone(),
+        pinned: spec.pinned,
         workload: Workload {
             software: spec.software.label.clone(),
             command: spec.software.command.clone(),

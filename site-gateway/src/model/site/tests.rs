@@ -67,6 +67,7 @@ pub(super) fn site_config(
                 priority: *priority,
                 target_load: 10.0,
                 failover: Vec::new(),
+                pinned: false,
                 workload: Workload {
                     software: format!("{name} 1"),
                     command: "{leasehold}".into(),

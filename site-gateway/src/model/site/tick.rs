@@ -11,9 +11,13 @@ use crate::model::ownership::Owner;
 
 impl SiteModel {
     pub fn tick(&mut self, now: Millis) -> Vec<Effect> {
-        let mut effects = self.detect_failures(now);
-        effects.extend(self.expire_leases(now));
+        // Servers lent for an account we own again are ours before the round counts them.
+        let mut effects = self.take_home_loans(now);
+        effects.extend(self.detect_failures(now));
+        // Loans first: a lent server's lease runs out with its loan, and the loan's end is
+        // what the audit log should say.
         effects.extend(self.tick_lent(now));
+        effects.extend(self.expire_leases(now));
         let views = self.view(now);
         let round = self
             .arbiter
@@ -105,7 +109,8 @@ impl SiteModel {
             .accounts
             .iter()
             .zip(held)
-            .map(|(account, held)| {
+            .enumerate()
+            .map(|(ix, (account, held))| {
                 let nothing = AccountView {
                     priority: account.config.priority,
                     min_servers: 0,
@@ -118,6 +123,8 @@ impl SiteModel {
                     return nothing;
                 }
                 match (&account.owner, &account.adopted_from) {
+                    // Handed back, and its home's lent servers carry it: ours drain.
+                    (Owner::Here { .. }, _) if self.home_carries(ix as AccountIx) => nothing,
                     (Owner::Here { until, .. }, _) if *until > now => AccountView {
                         priority: account.config.priority,
                         min_servers: account.config.min_servers,
