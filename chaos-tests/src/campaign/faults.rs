@@ -71,6 +71,7 @@ pub struct Applied {
 #[derive(Default)]
 pub struct InForce {
     stand_in: Option<StaleGrant>,
+    killed_node: Option<String>,
     edited_from: Option<(u32, u32)>,
 }
 
@@ -115,7 +116,16 @@ fn try_apply(
             federation.signal_gateway(*site, Signal::SIGSTOP)
         }
         (FaultKind::NodeKill, Target::Server { site, server }) => {
-            federation.kill_node(&server_name(*site, *server))
+            // The target, or the next server of its site that runs a workload: killing
+            // an idle agent tests little.
+            let name = busy_server(federation, *site, *server)?
+                .map_or_else(|| server_name(*site, *server), |(name, _)| name);
+            federation.kill_node(&name)?;
+            record
+                .notes
+                .push(format!("killed the node agent of {name}"));
+            held.killed_node = Some(name);
+            Ok(())
         }
         (FaultKind::WorkloadKill, Target::Server { site, server }) => {
             let killed = kill_a_workload(federation, *site, *server)?;
@@ -149,8 +159,8 @@ fn try_apply(
         (FaultKind::PartitionOneWay, Target::Link { from, to }) => {
             federation.set_link(*from, *to, &Faults::one_way(Direction::ToTarget))
         }
-        (FaultKind::PartitionPair, Target::Link { from, to }) => {
-            federation.set_link(*from, *to, &Faults::partition())
+        (FaultKind::PartitionPair, Target::Pair { a, b }) => {
+            federation.set_link(*a, *b, &Faults::partition())
         }
         (FaultKind::SlowNetwork, Target::Everything) => {
             // 150 ms of RTT plus up to 50 ms of jitter, and 3 % loss, each way.
@@ -198,9 +208,10 @@ fn try_heal(
         (FaultKind::GatewayPause, Target::Site(site)) => {
             federation.signal_gateway(*site, Signal::SIGCONT)
         }
-        (FaultKind::NodeKill, Target::Server { site, server }) => {
-            federation.start_node(*site, &server_name(*site, *server))
-        }
+        (FaultKind::NodeKill, Target::Server { site, .. }) => match held.killed_node.take() {
+            Some(name) => federation.start_node(*site, &name),
+            None => Ok(()),
+        },
         (FaultKind::WorkloadKill, _) => Ok(()),
         (
             FaultKind::PartitionIsolate
@@ -273,31 +284,51 @@ fn listed_before(federation: &Federation, site: usize) -> Restarted {
 }
 
 /// kill -9 of the workload running on `server` of `site` by its node's event log, or on
-/// the site's first server that runs one. Returns what it killed.
+/// the site's next server that runs one. Returns what it killed.
 fn kill_a_workload(federation: &Federation, site: usize, server: usize) -> Result<String, String> {
-    let servers = federation.sites[site].servers.len();
-    for step in 0..servers {
-        let name = server_name(site, (server + step) % servers);
-        if let Some((account, epoch, pid)) = running_workload(federation, &name)? {
-            let raw = i32::try_from(pid).map_err(|_| format!("pid {pid} out of range"))?;
-            nix::sys::signal::kill(Pid::from_raw(raw), Signal::SIGKILL)
-                .map_err(|error| format!("cannot kill pid {pid}: {error}"))?;
-            return Ok(format!(
-                "killed the workload of {account} ({epoch}) on {name}, pid {pid}"
-            ));
-        }
-    }
-    Err(format!(
-        "no workload runs at {}",
-        federation.sites[site].name
+    let (
+        name,
+        Running {
+            account,
+            epoch,
+            pid,
+        },
+    ) = busy_server(federation, site, server)?
+        .ok_or_else(|| format!("no workload runs at {}", federation.sites[site].name))?;
+    let raw = i32::try_from(pid).map_err(|_| format!("pid {pid} out of range"))?;
+    nix::sys::signal::kill(Pid::from_raw(raw), Signal::SIGKILL)
+        .map_err(|error| format!("cannot kill pid {pid}: {error}"))?;
+    Ok(format!(
+        "killed the workload of {account} (e{epoch}) on {name}, pid {pid}"
     ))
 }
 
-/// The workload a node's event log says runs now: started, not stopped.
-fn running_workload(
+/// The first server of `site`, from `server` on (round), whose node's event log shows a
+/// workload running, with that workload.
+fn busy_server(
     federation: &Federation,
-    server: &str,
-) -> Result<Option<(String, u64, u32)>, String> {
+    site: usize,
+    server: usize,
+) -> Result<Option<(String, Running)>, String> {
+    let servers = federation.sites[site].servers.len();
+    for step in 0..servers {
+        let name = server_name(site, (server + step) % servers);
+        if let Some(running) = running_workload(federation, &name)? {
+            return Ok(Some((name, running)));
+        }
+    }
+    Ok(None)
+}
+
+/// A workload process, as its node's event log names it.
+struct Running {
+    account: String,
+    epoch: u64,
+    pid: u32,
+}
+
+/// The workload a node's event log says runs now: started, not stopped.
+fn running_workload(federation: &Federation, server: &str) -> Result<Option<Running>, String> {
     let mut running = None;
     for event in node_events(&federation.work(server))? {
         match event.kind {
@@ -306,11 +337,15 @@ fn running_workload(
                 epoch,
                 pid,
                 ..
-            } => running = Some((account.to_string(), epoch.value(), pid)),
+            } => {
+                running = Some(Running {
+                    account: account.to_string(),
+                    epoch: epoch.value(),
+                    pid,
+                })
+            }
             EventKind::WorkloadStopped { epoch, .. }
-                if running
-                    .as_ref()
-                    .is_some_and(|(_, e, _)| *e == epoch.value()) =>
+                if running.as_ref().is_some_and(|r| r.epoch == epoch.value()) =>
             {
                 running = None;
             }

@@ -164,14 +164,8 @@ impl Timeline {
             .per_site
             .iter()
             .map(|samples| {
-                // The latest answer no older than three polls: one poll that timed out on
-                // a busy machine is not an outage, a gateway that stopped answering is.
                 let after = samples.partition_point(|sample| sample.at_ms <= at_ms);
-                samples[..after]
-                    .iter()
-                    .rev()
-                    .take_while(|sample| at_ms - sample.at_ms <= FRESH_MS)
-                    .find_map(|sample| sample.accounts.as_ref())
+                latest_answer(samples, after, at_ms)
             })
             .collect();
         accounts
@@ -200,9 +194,70 @@ impl Timeline {
     }
 }
 
+/// The answer that says how a site stood at `at_ms`, given that `samples[..after]` are
+/// its samples up to then: the latest sample, unless it is a blip (one poll that timed out
+/// on a busy machine between two answers), in which case the answer before it; `None` when
+/// the site was not answering (killed, stopped) or its answer is older than [`FRESH_MS`].
+fn latest_answer(samples: &[Sample], after: usize, at_ms: u64) -> Option<&Vec<AccountSeen>> {
+    let answered = |ix: usize| samples.get(ix).is_some_and(|s| s.accounts.is_some());
+    let mut ix = after.checked_sub(1)?;
+    while !answered(ix) {
+        let blip = ix > 0 && answered(ix - 1) && answered(ix + 1);
+        if !blip {
+            return None;
+        }
+        ix -= 1;
+    }
+    let sample = &samples[ix];
+    (at_ms - sample.at_ms <= FRESH_MS)
+        .then_some(sample.accounts.as_ref())
+        .flatten()
+}
+
 /// Whether every account has an owner serving it with at least its minimum.
 pub fn all_at_minimum(standings: &[(String, Standing)]) -> bool {
     standings.iter().all(|(_, standing)| {
         !standing.owners.is_empty() && standing.servers >= standing.min_servers
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at_ms: u64, servers: Option<u64>) -> Sample {
+        Sample {
+            site: 0,
+            at_ms,
+            accounts: servers.map(|servers| {
+                vec![AccountSeen {
+                    name: "shop".into(),
+                    owner: Some("site-a".into()),
+                    servers,
+                    min_servers: 1,
+                    max_servers: 2,
+                }]
+            }),
+        }
+    }
+
+    fn at_minimum(samples: &[Sample], at_ms: u64) -> bool {
+        let timeline = Timeline::new(samples, &["site-a".to_owned()]);
+        all_at_minimum(&timeline.standing_at(&["shop".to_owned()], at_ms))
+    }
+
+    /// One missed poll between two answers is a busy machine, not an outage; a gateway
+    /// that stops answering is below the minimum from its first missed poll.
+    #[test]
+    fn a_single_missed_poll_is_a_blip_and_a_silent_gateway_an_outage() {
+        let blip = [sample(0, Some(1)), sample(250, None), sample(500, Some(1))];
+        assert!(at_minimum(&blip, 300));
+        let silent = [sample(0, Some(1)), sample(250, None), sample(500, None)];
+        assert!(!at_minimum(&silent, 300));
+        assert!(!at_minimum(&silent, 600));
+        let short = [sample(0, Some(1)), sample(250, Some(0))];
+        assert!(!at_minimum(&short, 300));
+        // An answer older than FRESH_MS says nothing.
+        assert!(!at_minimum(&[sample(0, Some(1))], FRESH_MS + 1));
+    }
 }

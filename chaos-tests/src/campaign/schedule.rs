@@ -122,10 +122,15 @@ pub enum Target {
         site: usize,
         server: usize,
     },
-    /// From `from` to `to` (a one-way cut loses what `from` sends), or both ways.
+    /// From `from` to `to`: a one-way cut loses what `from` sends.
     Link {
         from: usize,
         to: usize,
+    },
+    /// Between `a` and `b`, both ways.
+    Pair {
+        a: usize,
+        b: usize,
     },
     /// These sites cut off from the rest.
     Minority(Vec<usize>),
@@ -150,6 +155,7 @@ impl fmt::Display for Target {
                 write!(f, "{}/{}", site_name(*site), server_name(*site, *server))
             }
             Target::Link { from, to } => write!(f, "{}->{}", site_name(*from), site_name(*to)),
+            Target::Pair { a, b } => write!(f, "{}<->{}", site_name(*a), site_name(*b)),
             Target::Minority(sites) => {
                 let names: Vec<String> = sites.iter().map(|site| site_name(*site)).collect();
                 write!(f, "{}|rest", names.join(","))
@@ -343,8 +349,8 @@ mod tests {
                     if let Target::Minority(cut) = &fault.target {
                         assert!(cut.len() * 2 < sites, "a minority: {fault:?}");
                     }
-                    if let Target::Link { from, to } = fault.target {
-                        assert_ne!(from, to);
+                    if let Target::Link { from: a, to: b } | Target::Pair { a, b } = fault.target {
+                        assert_ne!(a, b);
                     }
                 }
             }
