@@ -97,15 +97,6 @@ impl FaultKind {
             FaultKind::StaleGrant => (2000, 3000),
         }
     }
-
-    /// Whether the fault stops or restarts the target site's gateway (what the
-    /// journaled-leases check looks at).
-    pub fn restarts_gateway(self) -> bool {
-        matches!(
-            self,
-            FaultKind::GatewayKill | FaultKind::Restart | FaultKind::StaleGrant
-        )
-    }
 }
 
 impl fmt::Display for FaultKind {
@@ -135,16 +126,6 @@ pub enum Target {
     /// These sites cut off from the rest.
     Minority(Vec<usize>),
     Everything,
-}
-
-impl Target {
-    /// The site whose processes or config the fault acts on, if there is one.
-    pub fn site(&self) -> Option<usize> {
-        match self {
-            Target::Site(site) | Target::Server { site, .. } => Some(*site),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Display for Target {
@@ -306,10 +287,11 @@ fn draw_target(kind: FaultKind, sites: usize, rng: &mut SplitMix64) -> Target {
         FaultKind::NodeKill | FaultKind::WorkloadKill | FaultKind::StaleGrant => {
             Target::Server { site, server }
         }
-        FaultKind::PartitionOneWay | FaultKind::PartitionPair => Target::Link {
+        FaultKind::PartitionOneWay => Target::Link {
             from: site,
             to: other,
         },
+        FaultKind::PartitionPair => Target::Pair { a: site, b: other },
         FaultKind::PartitionSplit => {
             // A minority: at most (sites - 1) / 2 sites, in a row from `site`.
             let size = ((sites - 1) / 2).max(1);
@@ -373,6 +355,31 @@ mod tests {
         seen.sort();
         seen.dedup();
         assert_eq!(seen.len(), FaultKind::ALL.len());
+    }
+
+    /// Each kind gets the kind of target the runner applies it to (a symmetric cut once
+    /// drew a one-way link's target, which the runner refused).
+    #[test]
+    fn each_kind_draws_the_target_it_acts_on() {
+        for seed in 0..50 {
+            for fault in schedule(&all(), seed, 600_000, 4).unwrap() {
+                let fits = match fault.kind {
+                    FaultKind::GatewayKill
+                    | FaultKind::GatewayPause
+                    | FaultKind::PartitionIsolate
+                    | FaultKind::Restart
+                    | FaultKind::ConfigEdit => matches!(fault.target, Target::Site(_)),
+                    FaultKind::NodeKill | FaultKind::WorkloadKill | FaultKind::StaleGrant => {
+                        matches!(fault.target, Target::Server { .. })
+                    }
+                    FaultKind::PartitionOneWay => matches!(fault.target, Target::Link { .. }),
+                    FaultKind::PartitionPair => matches!(fault.target, Target::Pair { .. }),
+                    FaultKind::PartitionSplit => matches!(fault.target, Target::Minority(_)),
+                    FaultKind::SlowNetwork => fault.target == Target::Everything,
+                };
+                assert!(fits, "{fault:?}");
+            }
+        }
     }
 
     #[test]
