@@ -357,7 +357,12 @@ impl NodeModel {
         current.lease_until = Some(until);
         self.next_renew_at = sent_at.plus(self.renew_interval);
         effects.push(Effect::RecordLease { epoch, until });
-        if current.phase == Phase::AwaitingLease && self.process.is_none() {
+        // A first lease that `tick` would stop at once (it ends within the stop margin) is
+        // no lease to start on: a workload started on it can be logged as starting after
+        // its lease ended (S-1). A gateway about to lose an account's ownership grants such
+        // slivers; the chaos campaigns saw workloads started with 49 ms of lease left.
+        let worth_starting = until > now.plus(LEASE_END_MARGIN);
+        if current.phase == Phase::AwaitingLease && self.process.is_none() && worth_starting {
             current.phase = Phase::Starting;
             self.process = Some(ProcessSlot {
                 account: current.pointer.account.clone(),
