@@ -46,6 +46,8 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Run the demo on this machine: the three sites of configs/, real node agents and workloads.
     Demo(cli::demo::DemoArgs),
+    /// Run a seeded fault campaign on a federation of real processes and check invariants.
+    Chaos(cli::chaos::ChaosArgs),
     /// Show a site at a glance: accounts and their SLA, servers by state, latest decisions.
     Status(cli::status::StatusArgs),
     /// Print a gateway's audit log, each decision with its reason; --follow to tail it.
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::Workload(args) => cli::workload::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Demo(args) => cli::demo::run(args),
+        Command::Chaos(args) => cli::chaos::run(args),
         Command::Status(args) => cli::status::run(args),
         Command::Audit(args) => cli::audit::run(args),
     };

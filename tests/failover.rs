@@ -162,7 +162,8 @@ fn shop_overlaps(federation: &Federation) -> Vec<String> {
         .collect();
     let lent: Vec<LentRun> = (0..federation.sites.len())
         .filter_map(|index| get_json(federation.admin(index), "/v1/audit?limit=1000").ok())
-        .flat_map(|audit| lent_runs(&audit))
+        .flat_map(|audit| audit.as_array().map(|records| lent_runs(records)))
+        .flatten()
         .collect();
     owner_overlaps(&sites, &lent, "shop", mono_now_ns()).unwrap()
 }

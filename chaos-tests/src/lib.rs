@@ -7,6 +7,8 @@
 //! - [`harness::admin`]: polling a gateway's admin API with deadlines.
 //! - [`harness::evidence`]: reading node event logs and checking them.
 //! - [`relay`]: a fault-injecting UDP relay to put between sites (docs/relay.md).
+//! - [`campaign`]: seeded fault campaigns with invariant checks (docs/chaos.md).
 
+pub mod campaign;
 pub mod harness;
 pub mod relay;

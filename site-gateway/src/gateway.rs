@@ -65,7 +65,17 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         .state
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("leasehold-state-{}", config.site.name)));
-    let (journal, recovered) = Journal::open(&state, &config.site.name)?;
+    #[allow(unused_mut)] // planted only in debug builds
+    let (mut journal, recovered) = Journal::open(&state, &config.site.name)?;
+    // A test-only build switch (tests/chaos.rs): debug builds honour it, release builds
+    // do not contain it.
+    #[cfg(debug_assertions)]
+    if std::env::var("LEASEHOLD_TEST_PLANT").as_deref() == Ok("drop-journal-write") {
+        tracing::warn!(
+            "TEST SWITCH LEASEHOLD_TEST_PLANT=drop-journal-write: this gateway does not journal lease grants but acts as if it did, which is unsafe"
+        );
+        journal.plant_drop_lease_grants();
+    }
     tracing::info!(
         site = %config.site.name,
         leases = recovered.leases.len(),

@@ -89,6 +89,10 @@ pub struct Journal {
     db: Database,
     path: PathBuf,
     next_seq: u64,
+    /// A planted bug, in debug builds only (chaos tests, `LEASEHOLD_TEST_PLANT=
+    /// drop-journal-write`): lease grants are not written, yet `persist` reports success.
+    #[cfg(debug_assertions)]
+    plant_drop_lease_grants: bool,
 }
 
 impl Journal {
@@ -111,6 +115,8 @@ impl Journal {
             db,
             path: path.clone(),
             next_seq: 1,
+            #[cfg(debug_assertions)]
+            plant_drop_lease_grants: false,
         };
         journal.claim(site)?;
         let (recovered, next_seq) = journal.read_back()?;
@@ -121,6 +127,12 @@ impl Journal {
             },
             recovered,
         ))
+    }
+
+    /// Plants the bug that drops lease grants from every write (debug builds only).
+    #[cfg(debug_assertions)]
+    pub fn plant_drop_lease_grants(&mut self) {
+        self.plant_drop_lease_grants = true;
     }
 
     fn store_error(&self, source: impl Into<redb::Error>) -> JournalError {
@@ -254,6 +266,10 @@ impl Journal {
             let mut epochs = txn.open_table(EPOCHS).map_err(|e| self.store_error(e))?;
             let mut borrowed = txn.open_table(BORROWED).map_err(|e| self.store_error(e))?;
             for op in ops {
+                #[cfg(debug_assertions)]
+                if self.plant_drop_lease_grants && matches!(op, JournalOp::LeaseGranted { .. }) {
+                    continue;
+                }
                 match op {
                     JournalOp::LeaseGranted {
                         server,

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod bench;
 pub mod certs;
+pub mod chaos;
 pub mod config;
 pub mod demo;
 pub mod fleet;

@@ -92,9 +92,9 @@ pub struct LentRun {
 
 /// The loans in one site's audit records (`GET /v1/audit`, oldest first): `lend` records,
 /// and the `handover` records that end them.
-pub fn lent_runs(audit: &serde_json::Value) -> Vec<LentRun> {
+pub fn lent_runs(audit: &[serde_json::Value]) -> Vec<LentRun> {
     let mut lent: Vec<LentRun> = Vec::new();
-    for record in audit.as_array().into_iter().flatten() {
+    for record in audit {
         let (Some(server), Some(epoch)) = (record["server"].as_str(), record["epoch"].as_u64())
         else {
             continue;

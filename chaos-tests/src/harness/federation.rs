@@ -114,21 +114,34 @@ impl Federation {
         } else {
             Faults::none()
         };
-        for (from, row) in self.relays.iter().enumerate() {
-            for (to, relay) in row.iter().enumerate() {
-                if let Some(relay) = relay
-                    && (from == index || to == index)
-                {
-                    relay
-                        .set_faults(faults.clone())
-                        .map_err(|error| error.to_string())?;
-                }
-            }
+        for other in (0..self.sites.len()).filter(|other| *other != index) {
+            self.set_link(index, other, &faults)?;
         }
+        Ok(())
+    }
+
+    /// Sets the faults between sites `a` and `b`, as seen from `a`: `faults.to_target` on
+    /// what `a` sends to `b`, `faults.from_target` on what `b` sends to `a`, on both QUIC
+    /// connections between them (each site dials the other; docs/relay.md).
+    pub fn set_link(&self, a: usize, b: usize, faults: &Faults) -> Result<(), String> {
         if self.relays.is_empty() {
             return Err("this federation was not started with relays".into());
         }
-        Ok(())
+        let relay = |from: usize, to: usize| {
+            self.relays
+                .get(from)
+                .and_then(|row| row.get(to))
+                .and_then(Option::as_ref)
+                .ok_or_else(|| format!("no relay from site {from} to site {to}"))
+        };
+        // a dials b: a's packets go to the target (b); b dials a: a's packets come back
+        // from its target (a), so that relay takes the faults reversed.
+        relay(a, b)?
+            .set_faults(faults.clone())
+            .map_err(|error| error.to_string())?;
+        relay(b, a)?
+            .set_faults(faults.reversed())
+            .map_err(|error| error.to_string())
     }
 
     /// The directory every file of the federation lives in.
@@ -178,9 +191,15 @@ impl Federation {
 
     /// kill -9 of the gateway of site `index`; its node agents keep running.
     pub fn kill_gateway(&mut self, index: usize) -> Result<(), String> {
+        self.stop_gateway(index, Signal::SIGKILL)
+    }
+
+    /// Sends `signal` to the gateway of site `index` and waits (up to 5 s, then kills its
+    /// group) until it has exited: SIGKILL for a crash, SIGTERM for a graceful stop.
+    pub fn stop_gateway(&mut self, index: usize, signal: Signal) -> Result<(), String> {
         match self.gateways[index].take() {
             Some(mut gateway) => {
-                gateway.signal(Signal::SIGKILL)?;
+                gateway.signal(signal)?;
                 gateway.stop(Duration::from_secs(5));
                 Ok(())
             }
@@ -189,6 +208,27 @@ impl Federation {
                 self.sites[index].name
             )),
         }
+    }
+
+    /// Sends `signal` to the running gateway of site `index` (SIGSTOP, SIGCONT).
+    pub fn signal_gateway(&self, index: usize, signal: Signal) -> Result<(), String> {
+        self.gateways[index]
+            .as_ref()
+            .ok_or_else(|| format!("the gateway of {} is not running", self.sites[index].name))?
+            .signal(signal)
+    }
+
+    /// kill -9 of the node agent of `server` (its workload dies with it, by its guard).
+    pub fn kill_node(&mut self, server: &str) -> Result<(), String> {
+        let at = self
+            .nodes
+            .iter()
+            .position(|(_, name, _)| name == server)
+            .ok_or_else(|| format!("no node agent of {server} runs"))?;
+        let (_, _, mut node) = self.nodes.remove(at);
+        node.signal(Signal::SIGKILL)?;
+        node.stop(Duration::from_secs(5));
+        Ok(())
     }
 
     /// Starts a node agent for every server of every site.

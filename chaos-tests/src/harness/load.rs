@@ -4,8 +4,8 @@
 //! worked. The demo drives its schedule with it; load-driven tests can too.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,8 @@ struct Shared {
     sent: AtomicU64,
     ok: AtomicU64,
     failed: AtomicU64,
+    /// When each failed request was sent, for judging failures against fault windows.
+    failed_at: Mutex<Vec<Instant>>,
 }
 
 impl Shared {
@@ -65,12 +67,23 @@ impl LoadDriver {
     /// Starts sending to `account`'s endpoints as listed by the gateway at `admin`, at
     /// `rate` requests per second (0 sends nothing).
     pub fn start(admin: SocketAddr, account: &str, rate: f64) -> Result<LoadDriver, String> {
+        LoadDriver::start_any(vec![admin], account, rate)
+    }
+
+    /// [`LoadDriver::start`], asking each gateway of `admins` in turn for the endpoints and
+    /// taking the first non-empty list, so that the load follows an account to whichever
+    /// site serves it (a failover moves it).
+    pub fn start_any(
+        admins: Vec<SocketAddr>,
+        account: &str,
+        rate: f64,
+    ) -> Result<LoadDriver, String> {
         let shared = Arc::new(Shared::default());
         let driver_shared = shared.clone();
         let path = format!("/v1/accounts/{account}/endpoints");
         let thread = std::thread::Builder::new()
             .name(format!("load-{account}"))
-            .spawn(move || drive(admin, &path, &driver_shared))
+            .spawn(move || drive(&admins, &path, &driver_shared))
             .map_err(|error| format!("cannot start the load thread for {account}: {error}"))?;
         let driver = LoadDriver {
             account: account.to_owned(),
@@ -105,6 +118,15 @@ impl LoadDriver {
         self.shared.counts()
     }
 
+    /// When each failed request so far was sent.
+    pub fn failure_times(&self) -> Vec<Instant> {
+        self.shared
+            .failed_at
+            .lock()
+            .map(|times| times.clone())
+            .unwrap_or_default()
+    }
+
     /// Stops sending, waits for the request in flight, and returns the final counts.
     pub fn stop(mut self) -> LoadCounts {
         self.halt();
@@ -125,7 +147,7 @@ impl Drop for LoadDriver {
     }
 }
 
-fn drive(admin: SocketAddr, path: &str, shared: &Shared) {
+fn drive(admins: &[SocketAddr], path: &str, shared: &Shared) {
     // One agent for the whole run, so connections to a workload are kept alive between
     // requests, as a real client's would be.
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -141,14 +163,10 @@ fn drive(admin: SocketAddr, path: &str, shared: &Shared) {
         let now = Instant::now();
         if refreshed.is_none_or(|at| now.duration_since(at) >= REFRESH) {
             // A failed refresh keeps the last list: the gateway being slow for a moment
-            // is no reason to stop sending to servers that were serving.
-            if let Ok(listed) = get_json(admin, path)
-                && let Some(listed) = listed.as_array()
-            {
-                endpoints = listed
-                    .iter()
-                    .filter_map(|entry| entry.as_str().map(str::to_owned))
-                    .collect();
+            // is no reason to stop sending to servers that were serving. An empty list
+            // from a gateway that answered is believed (nowhere to go is a failure).
+            if let Some(listed) = refresh(admins, path) {
+                endpoints = listed;
             }
             refreshed = Some(now);
         }
@@ -178,8 +196,34 @@ fn drive(admin: SocketAddr, path: &str, shared: &Shared) {
             shared.ok.fetch_add(1, Ordering::Relaxed);
         } else {
             shared.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut times) = shared.failed_at.lock() {
+                times.push(now);
+            }
         }
     }
+}
+
+/// The first non-empty endpoint list of the gateways in `admins`; an empty list if some
+/// answered but none listed any; `None` if none answered.
+fn refresh(admins: &[SocketAddr], path: &str) -> Option<Vec<String>> {
+    let mut answered = false;
+    for admin in admins {
+        let Some(listed) = get_json(*admin, path).ok() else {
+            continue;
+        };
+        let Some(listed) = listed.as_array() else {
+            continue;
+        };
+        answered = true;
+        let endpoints: Vec<String> = listed
+            .iter()
+            .filter_map(|entry| entry.as_str().map(str::to_owned))
+            .collect();
+        if !endpoints.is_empty() {
+            return Some(endpoints);
+        }
+    }
+    answered.then(Vec::new)
 }
 
 /// One `GET /`; true for a 2xx answer read to the end.

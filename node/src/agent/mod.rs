@@ -132,11 +132,21 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             log: log.clone(),
             last_account: recovered.last_account.clone(),
         };
-        let model = NodeModel::new(
+        #[allow(unused_mut)] // planted only in debug builds
+        let mut model = NodeModel::new(
             options.server.clone(),
             recovered.highest_epoch,
             DEFAULT_RENEW_INTERVAL,
         );
+        // A test-only build switch (tests/chaos.rs): debug builds honour it, release
+        // builds do not contain it.
+        #[cfg(debug_assertions)]
+        if std::env::var("LEASEHOLD_TEST_PLANT").as_deref() == Ok("skip-epoch-check") {
+            tracing::warn!(
+                "TEST SWITCH LEASEHOLD_TEST_PLANT=skip-epoch-check: this node accepts pointers with old epochs, which is unsafe"
+            );
+            model.plant_skip_epoch_check();
+        }
         let server = Server::create(|ctx| {
             let driver = Driver::spawn(setup, actix::AsyncContext::address(ctx).recipient());
             Server::new(

@@ -131,6 +131,10 @@ pub struct NodeModel {
     next_renew_at: MonoTime,
     pending_stop_replies: Vec<Epoch>,
     shutting_down: bool,
+    /// A planted bug, in debug builds only (chaos tests, `LEASEHOLD_TEST_PLANT=
+    /// skip-epoch-check`): accept a pointer whose epoch is not newer than one applied.
+    #[cfg(debug_assertions)]
+    plant_skip_epoch_check: bool,
 }
 
 /// The wire's coarser cause for a stop reason.
@@ -161,7 +165,15 @@ impl NodeModel {
             next_renew_at: MonoTime::from_nanos(0),
             pending_stop_replies: Vec::new(),
             shutting_down: false,
+            #[cfg(debug_assertions)]
+            plant_skip_epoch_check: false,
         }
+    }
+
+    /// Plants the bug that skips the epoch check of `apply` (debug builds only).
+    #[cfg(debug_assertions)]
+    pub fn plant_skip_epoch_check(&mut self) {
+        self.plant_skip_epoch_check = true;
     }
 
     /// The gateway's renewal interval, from its `Registration`.
@@ -227,10 +239,14 @@ impl NodeModel {
         now: MonoTime,
     ) -> Result<Vec<Effect>, Refusal> {
         self.check_server(server)?;
-        if pointer.epoch <= self.highest_epoch {
+        #[cfg(debug_assertions)]
+        let planted = self.plant_skip_epoch_check;
+        #[cfg(not(debug_assertions))]
+        let planted = false;
+        if pointer.epoch <= self.highest_epoch && !planted {
             return Err(self.stale(pointer.epoch));
         }
-        self.highest_epoch = pointer.epoch;
+        self.highest_epoch = self.highest_epoch.max(pointer.epoch);
         let mut effects = Vec::new();
         if let Some(process) = &mut self.process
             && process.stopping.is_none()
@@ -341,7 +357,12 @@ impl NodeModel {
         current.lease_until = Some(until);
         self.next_renew_at = sent_at.plus(self.renew_interval);
         effects.push(Effect::RecordLease { epoch, until });
-        if current.phase == Phase::AwaitingLease && self.process.is_none() {
+        // A first lease that `tick` would stop at once (it ends within the stop margin) is
+        // no lease to start on: a workload started on it can be logged as starting after
+        // its lease ended (S-1). A gateway about to lose an account's ownership grants such
+        // slivers; the chaos campaigns saw workloads started with 49 ms of lease left.
+        let worth_starting = until > now.plus(LEASE_END_MARGIN);
+        if current.phase == Phase::AwaitingLease && self.process.is_none() && worth_starting {
             current.phase = Phase::Starting;
             self.process = Some(ProcessSlot {
                 account: current.pointer.account.clone(),

@@ -270,6 +270,24 @@ fn a_first_lease_already_over_when_it_arrives_starts_nothing() {
     );
 }
 
+/// A first lease shorter than the stop margin would be stopped by the next tick; the
+/// node does not start on it, and starts on the next lease that is long enough.
+#[test]
+fn a_first_lease_ending_within_the_stop_margin_starts_nothing() {
+    let mut node = model();
+    node.apply(&server(), pointer("shop", 1), ms(0)).unwrap();
+    let short = Duration::from_millis(200);
+    let effects = node.lease_renewed(epoch(1), ms(0), short, ms(10));
+    assert_eq!(count_starts(&effects), 0, "{effects:?}");
+    assert_eq!(node.phase(), Some(&Phase::AwaitingLease));
+    assert!(
+        node.tick(ms(260))
+            .contains(&Effect::SendRenew { epoch: epoch(1) })
+    );
+    let effects = node.lease_renewed(epoch(1), ms(260), TTL, ms(270));
+    assert_eq!(count_starts(&effects), 1, "{effects:?}");
+}
+
 #[test]
 fn a_refused_renewal_stops_at_once_and_a_refused_first_lease_fails() {
     let mut node = healthy("shop", 1, 0);

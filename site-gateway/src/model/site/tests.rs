@@ -744,3 +744,36 @@ fn an_unchanged_config_changes_nothing_but_is_audited() {
     assert_eq!(done, Default::default());
     assert_eq!(config_audits(&effects).len(), 1);
 }
+
+#[test]
+fn an_ownership_about_to_run_out_gets_no_new_lease_and_releases_nothing() {
+    use crate::model::ownership::Owner;
+    use leasehold_federation::ids::Term;
+    let mut model = running_site(3, &[("shop", 1, 3, 10)]);
+    let shop = account_id("shop");
+    let ttl = model.timings().lease_ttl;
+    let own_until = |model: &mut SiteModel, until: Millis| {
+        let term = Term::NONE.next();
+        model.set_owner(&shop, Owner::Here { term, until });
+    };
+    let now = Millis(100);
+    heartbeat_all(&mut model, now);
+    // Less than half a lease TTL of ownership left: nothing granted.
+    own_until(&mut model, now + ttl / 4);
+    let effects = model.tick(now);
+    assert!(applies(&effects).is_empty(), "{effects:#?}");
+    // Renewed: the account gets its minimum at once, with the lease it asks for.
+    own_until(&mut model, now + ttl * 2);
+    let effects = model.tick(now);
+    assert_eq!(applies(&effects).len(), 1, "{effects:#?}");
+    // Running out again, with a server held and demand for more: it keeps what it has and
+    // asks for no more.
+    let ix = model.account_ix(&shop).unwrap();
+    model.set_demand(ix, 3);
+    let later = now + ttl;
+    heartbeat_all(&mut model, later);
+    own_until(&mut model, later + ttl / 4);
+    let effects = model.tick(later);
+    assert!(applies(&effects).is_empty(), "{effects:#?}");
+    assert!(stops(&effects).is_empty(), "{effects:#?}");
+}

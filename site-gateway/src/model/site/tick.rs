@@ -125,6 +125,19 @@ impl SiteModel {
                 match (&account.owner, &account.adopted_from) {
                     // Handed back, and its home's lent servers carry it: ours drain.
                     (Owner::Here { .. }, _) if self.home_carries(ix as AccountIx) => nothing,
+                    // An ownership about to run out unrenewed: no new lease (it would be
+                    // cut to the little time left, and burn an epoch for a workload the
+                    // node would not start), no release either.
+                    (Owner::Here { until, .. }, _)
+                        if *until > now && until.since(now) < self.timings.lease_ttl / 2 =>
+                    {
+                        AccountView {
+                            priority: account.config.priority,
+                            min_servers: held,
+                            max_servers: held,
+                            demand: held,
+                        }
+                    }
                     (Owner::Here { until, .. }, _) if *until > now => AccountView {
                         priority: account.config.priority,
                         min_servers: account.config.min_servers,

@@ -1,0 +1,223 @@
+//! Runs a campaign: a federation of real gateways, node agents and workloads with every
+//! path between sites through a relay, a request load on every account, the scheduled
+//! faults applied and healed at their times, the admin API polled throughout; then the
+//! evidence is gathered and judged ([`super::checks`]) into a [`Report`].
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::checks::{Evidence, check_all};
+use super::faults::{Applied, apply, heal};
+use super::layout::{account_name, specs};
+use super::poll::Pollers;
+use super::report::Report;
+use super::schedule::{Fault, Scenario, schedule};
+use crate::harness::admin::get_json;
+use crate::harness::evidence::mono_now_ns;
+use crate::harness::federation::Federation;
+use crate::harness::load::LoadDriver;
+
+/// Requests per second on each account: enough to see an outage within a second, little
+/// enough that demand stays at the SLA minimum (target load 5).
+const LOAD_RATE: f64 = 4.0;
+/// Generous: two cores start every process of three sites at once.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct CampaignOptions {
+    /// The `leasehold` executable every process runs.
+    pub binary: PathBuf,
+    pub scenario: Scenario,
+    pub seed: u64,
+    pub duration: Duration,
+    pub sites: usize,
+    /// Where the report goes (named in the replay command).
+    pub report: PathBuf,
+}
+
+/// Runs the campaign and judges it. Err only when it could not run at all (the federation
+/// did not start); a fault that could not be applied is a failed invariant instead.
+pub fn run_campaign(options: &CampaignOptions) -> Result<Report, String> {
+    let duration_ms = options.duration.as_millis() as u64;
+    let faults = schedule(&options.scenario, options.seed, duration_ms, options.sites)
+        .map_err(|error| error.to_string())?;
+    eprintln!(
+        "chaos: scenario {}, seed {}, {} s, {} sites: {} faults scheduled",
+        options.scenario.name,
+        options.seed,
+        duration_ms / 1000,
+        options.sites,
+        faults.len()
+    );
+    let mut federation =
+        Federation::prepare_with_relays(&options.binary, specs(options.sites), options.seed)?;
+    for site in 0..options.sites {
+        federation.start_gateway(site)?;
+    }
+    federation.start_all_nodes()?;
+    settle(&federation)?;
+    eprintln!(
+        "chaos: federation settled in {}",
+        federation.dir().display()
+    );
+
+    let start = Instant::now();
+    let start_mono_ns = mono_now_ns();
+    let admins: Vec<_> = (0..options.sites)
+        .map(|site| federation.admin(site))
+        .collect();
+    let pollers = Pollers::start(&admins, start)?;
+    let mut loads = Vec::new();
+    for site in 0..options.sites {
+        // The home first: it serves the account unless a fault moved it.
+        let mut order = admins.clone();
+        order.rotate_left(site);
+        loads.push(LoadDriver::start_any(
+            order,
+            &account_name(site),
+            LOAD_RATE,
+        )?);
+    }
+
+    let mut applied = Vec::with_capacity(faults.len());
+    for (number, fault) in faults.iter().enumerate() {
+        applied.push(run_fault(
+            &mut federation,
+            fault,
+            number,
+            faults.len(),
+            start,
+        ));
+    }
+    sleep_until(start, duration_ms);
+
+    let mut load_failures = Vec::new();
+    let mut load_counts = Vec::new();
+    for load in loads {
+        let account = load.account().to_owned();
+        for at in load.failure_times() {
+            let at_ms = at.saturating_duration_since(start).as_millis() as u64;
+            load_failures.push((account.clone(), at_ms));
+        }
+        load_counts.push((account, load.stop()));
+    }
+    let samples = pollers.stop();
+    let until_mono_ns = mono_now_ns();
+    let audits = (0..options.sites)
+        .map(|site| (site, audit_log(&federation, site)))
+        .collect();
+    let evidence = Evidence {
+        federation: &federation,
+        samples,
+        faults: applied,
+        audits,
+        load_failures,
+        load_counts,
+        duration_ms,
+        start_mono_ns,
+        until_mono_ns,
+    };
+    let judgement = check_all(&evidence);
+    Ok(Report::new(options, &evidence, judgement))
+}
+
+/// Every site's own account owned at home and at its minimum.
+fn settle(federation: &Federation) -> Result<(), String> {
+    for site in 0..federation.sites.len() {
+        let name = account_name(site);
+        let home = federation.sites[site].name.clone();
+        federation.wait_json(
+            site,
+            "/v1/accounts",
+            &format!("{name} owned and at its minimum"),
+            SETTLE,
+            |value| {
+                value.as_array().is_some_and(|accounts| {
+                    accounts.iter().any(|account| {
+                        account["name"] == name.as_str()
+                            && account["owner"] == home.as_str()
+                            && account["servers"].as_u64() >= account["min_servers"].as_u64()
+                    })
+                })
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn run_fault(
+    federation: &mut Federation,
+    fault: &Fault,
+    number: usize,
+    count: usize,
+    start: Instant,
+) -> Applied {
+    sleep_until(start, fault.start_ms);
+    let started_ms = elapsed_ms(start);
+    eprintln!(
+        "chaos: +{:7.1}s fault {}/{count} {} {}: start",
+        started_ms as f64 / 1000.0,
+        number + 1,
+        fault.kind,
+        fault.target
+    );
+    let mut record = Applied {
+        fault: fault.clone(),
+        started_ms,
+        ended_ms: started_ms,
+        notes: Vec::new(),
+        errors: Vec::new(),
+        restarted: None,
+        config: None,
+    };
+    let held = apply(federation, &mut record);
+    sleep_until(start, fault.end_ms);
+    heal(federation, &mut record, held);
+    record.ended_ms = elapsed_ms(start);
+    eprintln!(
+        "chaos: +{:7.1}s fault {}/{count} {} {}: end{}",
+        record.ended_ms as f64 / 1000.0,
+        number + 1,
+        fault.kind,
+        fault.target,
+        if record.errors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", record.errors.join("; "))
+        }
+    );
+    record
+}
+
+fn elapsed_ms(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+fn sleep_until(start: Instant, at_ms: u64) {
+    let due = start + Duration::from_millis(at_ms);
+    let now = Instant::now();
+    if due > now {
+        std::thread::sleep(due - now);
+    }
+}
+
+/// The whole audit log of site `site`'s gateway, oldest first, paged through `after`.
+fn audit_log(federation: &Federation, site: usize) -> Result<Vec<Value>, String> {
+    let mut records = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let page = get_json(
+            federation.admin(site),
+            &format!("/v1/audit?after={after}&limit=1000"),
+        )?;
+        let page = page.as_array().cloned().unwrap_or_default();
+        let Some(last) = page.last().and_then(|record| record["seq"].as_u64()) else {
+            return Ok(records);
+        };
+        after = last;
+        records.extend(page);
+    }
+}

@@ -1,0 +1,400 @@
+//! The fault schedule of a campaign, a pure function of (scenario, seed, duration, number of
+//! sites): the same inputs give the same faults, so a failing run replays from its command.
+//!
+//! Faults never overlap: each starts only after the previous one has ended and a recovery
+//! gap ([`RECOVERY_GAP_MS`]) has passed, so at most one site is killed, stopped or cut off
+//! at a time (a split of five or more sites cuts off a minority), the majority the
+//! ownership leases need is always there, and "back at the SLA minimum after each fault"
+//! judges that fault alone (docs/decisions.md, D-23).
+
+use std::fmt;
+
+use super::layout::{RECOVERY_GAP_MS, SERVERS_PER_SITE, server_name, site_name};
+use super::prng::SplitMix64;
+
+/// One kind of fault; its name is what reports print and `--scenario` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// kill -9 of a gateway; restarted on its journal at the fault's end.
+    GatewayKill,
+    /// SIGSTOP of a gateway for longer than the ownership TTL; SIGCONT at the end.
+    GatewayPause,
+    /// kill -9 of a node agent (its workload dies with it); restarted at the end.
+    NodeKill,
+    /// kill -9 of a workload process, found in its node's event log.
+    WorkloadKill,
+    /// One site cut off from every other, both ways.
+    PartitionIsolate,
+    /// A minority of the sites cut off from the majority (with three sites: one site).
+    PartitionSplit,
+    /// What one site sends to another is lost; the other way works.
+    PartitionOneWay,
+    /// Two sites cut off from each other, both ways; each still reaches the rest.
+    PartitionPair,
+    /// High RTT, jitter and loss on every link between sites.
+    SlowNetwork,
+    /// SIGTERM of a gateway and a restart on its journal.
+    Restart,
+    /// An invalid edit of a site's config (must be refused, the site runs on), then a
+    /// valid one (raising an account's minimum and maximum, must take effect), undone at
+    /// the end.
+    ConfigEdit,
+    /// A node is handed an old grant again: its gateway stops, a stand-in on the
+    /// gateway's address replays the node's newest epoch for another account, and the
+    /// real gateway restarts on its journal. A correct node refuses it (S-2).
+    StaleGrant,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 12] = [
+        FaultKind::GatewayKill,
+        FaultKind::GatewayPause,
+        FaultKind::NodeKill,
+        FaultKind::WorkloadKill,
+        FaultKind::PartitionIsolate,
+        FaultKind::PartitionSplit,
+        FaultKind::PartitionOneWay,
+        FaultKind::PartitionPair,
+        FaultKind::SlowNetwork,
+        FaultKind::Restart,
+        FaultKind::ConfigEdit,
+        FaultKind::StaleGrant,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::GatewayKill => "gateway-kill",
+            FaultKind::GatewayPause => "gateway-pause",
+            FaultKind::NodeKill => "node-kill",
+            FaultKind::WorkloadKill => "workload-kill",
+            FaultKind::PartitionIsolate => "partition-isolate",
+            FaultKind::PartitionSplit => "partition-split",
+            FaultKind::PartitionOneWay => "partition-one-way",
+            FaultKind::PartitionPair => "partition-pair",
+            FaultKind::SlowNetwork => "slow-network",
+            FaultKind::Restart => "restart",
+            FaultKind::ConfigEdit => "config-edit",
+            FaultKind::StaleGrant => "stale-grant",
+        }
+    }
+
+    /// How long the fault lasts, in ms (low, high). A pause outlasts the ownership TTL
+    /// (1500 ms) so that another site takes over; a partition outlasts it too.
+    fn duration_ms(self) -> (u64, u64) {
+        match self {
+            FaultKind::GatewayKill => (3000, 6000),
+            FaultKind::GatewayPause => (2500, 4500),
+            FaultKind::NodeKill => (1000, 4000),
+            // The kill is instantaneous; the window is the time to notice and restart it.
+            FaultKind::WorkloadKill => (500, 500),
+            FaultKind::PartitionIsolate
+            | FaultKind::PartitionSplit
+            | FaultKind::PartitionOneWay
+            | FaultKind::PartitionPair => (3000, 8000),
+            FaultKind::SlowNetwork => (3000, 8000),
+            FaultKind::Restart => (0, 1000),
+            FaultKind::ConfigEdit => (3000, 5000),
+            FaultKind::StaleGrant => (2000, 3000),
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a fault hits, by site and server index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Site(usize),
+    Server {
+        site: usize,
+        server: usize,
+    },
+    /// From `from` to `to`: a one-way cut loses what `from` sends.
+    Link {
+        from: usize,
+        to: usize,
+    },
+    /// Between `a` and `b`, both ways.
+    Pair {
+        a: usize,
+        b: usize,
+    },
+    /// These sites cut off from the rest.
+    Minority(Vec<usize>),
+    Everything,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Site(site) => write!(f, "{}", site_name(*site)),
+            Target::Server { site, server } => {
+                write!(f, "{}/{}", site_name(*site), server_name(*site, *server))
+            }
+            Target::Link { from, to } => write!(f, "{}->{}", site_name(*from), site_name(*to)),
+            Target::Pair { a, b } => write!(f, "{}<->{}", site_name(*a), site_name(*b)),
+            Target::Minority(sites) => {
+                let names: Vec<String> = sites.iter().map(|site| site_name(*site)).collect();
+                write!(f, "{}|rest", names.join(","))
+            }
+            Target::Everything => f.write_str("all-links"),
+        }
+    }
+}
+
+/// One scheduled fault: it starts at `start_ms` and is healed at `end_ms`, both from the
+/// campaign's start (when the load starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub target: Target,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+/// A `--scenario`: a name and the kinds of fault it draws from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scenario {
+    pub name: String,
+    pub kinds: Vec<FaultKind>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("unknown scenario `{0}`; known: {known}", known = Scenario::names().join(", "))]
+    UnknownScenario(String),
+    #[error("a campaign needs at least 3 sites (a majority that survives one fault), and at most {max}; got {0}", max = super::layout::MAX_SITES)]
+    Sites(usize),
+    #[error(
+        "{duration_s} s is too short for one fault of `{scenario}` and its recovery; give at least {needed_s} s"
+    )]
+    TooShort {
+        scenario: String,
+        duration_s: u64,
+        needed_s: u64,
+    },
+}
+
+impl Scenario {
+    /// The names `--scenario` accepts: the groups of the issue, `all`, and every kind.
+    pub fn names() -> Vec<&'static str> {
+        let mut names = vec![
+            "all",
+            "gateway-kill",
+            "gateway-pause",
+            "node-kill",
+            "workload-kill",
+            "partition",
+            "slow-network",
+            "restart",
+            "config-edit",
+        ];
+        for kind in FaultKind::ALL {
+            if !names.contains(&kind.name()) {
+                names.push(kind.name());
+            }
+        }
+        names
+    }
+
+    pub fn parse(name: &str) -> Result<Scenario, ScheduleError> {
+        let kinds = match name {
+            "all" => FaultKind::ALL.to_vec(),
+            "partition" => vec![
+                FaultKind::PartitionIsolate,
+                FaultKind::PartitionSplit,
+                FaultKind::PartitionOneWay,
+                FaultKind::PartitionPair,
+            ],
+            other => match FaultKind::ALL.iter().find(|kind| kind.name() == other) {
+                Some(kind) => vec![*kind],
+                None => return Err(ScheduleError::UnknownScenario(other.to_owned())),
+            },
+        };
+        Ok(Scenario {
+            name: name.to_owned(),
+            kinds,
+        })
+    }
+}
+
+/// When the first fault may start: the load has run a while on a settled federation.
+pub const FIRST_FAULT_MS: u64 = 3000;
+
+/// The faults of `scenario` for a campaign of `duration_ms` on `sites` sites, drawn from
+/// `seed`. Every fault ends, and its recovery gap with it, before `duration_ms`.
+pub fn schedule(
+    scenario: &Scenario,
+    seed: u64,
+    duration_ms: u64,
+    sites: usize,
+) -> Result<Vec<Fault>, ScheduleError> {
+    if !(3..=super::layout::MAX_SITES).contains(&sites) {
+        return Err(ScheduleError::Sites(sites));
+    }
+    let mut rng = SplitMix64::new(seed);
+    let mut faults = Vec::new();
+    let mut at = FIRST_FAULT_MS;
+    loop {
+        let kind = *rng.pick(&scenario.kinds);
+        let (low, high) = kind.duration_ms();
+        let length = rng.between(low, high);
+        let target = draw_target(kind, sites, &mut rng);
+        let end = at + length;
+        if end + RECOVERY_GAP_MS > duration_ms {
+            break;
+        }
+        faults.push(Fault {
+            kind,
+            target,
+            start_ms: at,
+            end_ms: end,
+        });
+        // A little jitter between faults, so that faults do not fall in step with the
+        // gateways' periodic work.
+        at = end + RECOVERY_GAP_MS + rng.below(1000);
+    }
+    if faults.is_empty() {
+        let longest = scenario
+            .kinds
+            .iter()
+            .map(|kind| kind.duration_ms().1)
+            .max()
+            .unwrap_or(0);
+        return Err(ScheduleError::TooShort {
+            scenario: scenario.name.clone(),
+            duration_s: duration_ms / 1000,
+            needed_s: (FIRST_FAULT_MS + longest + RECOVERY_GAP_MS).div_ceil(1000),
+        });
+    }
+    Ok(faults)
+}
+
+fn draw_target(kind: FaultKind, sites: usize, rng: &mut SplitMix64) -> Target {
+    let site = rng.below(sites as u64) as usize;
+    let other = (site + 1 + rng.below(sites as u64 - 1) as usize) % sites;
+    let server = rng.below(SERVERS_PER_SITE as u64) as usize;
+    match kind {
+        FaultKind::GatewayKill
+        | FaultKind::GatewayPause
+        | FaultKind::PartitionIsolate
+        | FaultKind::Restart
+        | FaultKind::ConfigEdit => Target::Site(site),
+        FaultKind::NodeKill | FaultKind::WorkloadKill | FaultKind::StaleGrant => {
+            Target::Server { site, server }
+        }
+        FaultKind::PartitionOneWay => Target::Link {
+            from: site,
+            to: other,
+        },
+        FaultKind::PartitionPair => Target::Pair { a: site, b: other },
+        FaultKind::PartitionSplit => {
+            // A minority: at most (sites - 1) / 2 sites, in a row from `site`.
+            let size = ((sites - 1) / 2).max(1);
+            Target::Minority((0..size).map(|step| (site + step) % sites).collect())
+        }
+        FaultKind::SlowNetwork => Target::Everything,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Scenario {
+        Scenario::parse("all").unwrap()
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_schedule_and_another_seed_another() {
+        let first = schedule(&all(), 1, 300_000, 3).unwrap();
+        assert_eq!(first, schedule(&all(), 1, 300_000, 3).unwrap());
+        assert_ne!(first, schedule(&all(), 2, 300_000, 3).unwrap());
+        assert!(first.len() >= 10, "{first:?}");
+    }
+
+    #[test]
+    fn faults_never_overlap_and_each_leaves_its_recovery_gap_before_the_end() {
+        for seed in 0..200 {
+            for sites in [3, 4, 5] {
+                let faults = schedule(&all(), seed, 600_000, sites).unwrap();
+                for pair in faults.windows(2) {
+                    assert!(pair[1].start_ms >= pair[0].end_ms + RECOVERY_GAP_MS);
+                }
+                for fault in &faults {
+                    assert!(fault.start_ms <= fault.end_ms);
+                    assert!(fault.end_ms + RECOVERY_GAP_MS <= 600_000);
+                    if let Target::Minority(cut) = &fault.target {
+                        assert!(cut.len() * 2 < sites, "a minority: {fault:?}");
+                    }
+                    if let Target::Link { from: a, to: b } | Target::Pair { a, b } = fault.target {
+                        assert_ne!(a, b);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_group_scenario_draws_only_its_kinds_and_all_draws_every_kind() {
+        let partition = Scenario::parse("partition").unwrap();
+        let faults = schedule(&partition, 5, 600_000, 3).unwrap();
+        assert!(
+            faults
+                .iter()
+                .all(|fault| partition.kinds.contains(&fault.kind))
+        );
+        let mut seen: Vec<FaultKind> = (0..20)
+            .flat_map(|seed| schedule(&all(), seed, 600_000, 3).unwrap())
+            .map(|fault| fault.kind)
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), FaultKind::ALL.len());
+    }
+
+    /// Each kind gets the kind of target the runner applies it to (a symmetric cut once
+    /// drew a one-way link's target, which the runner refused).
+    #[test]
+    fn each_kind_draws_the_target_it_acts_on() {
+        for seed in 0..50 {
+            for fault in schedule(&all(), seed, 600_000, 4).unwrap() {
+                let fits = match fault.kind {
+                    FaultKind::GatewayKill
+                    | FaultKind::GatewayPause
+                    | FaultKind::PartitionIsolate
+                    | FaultKind::Restart
+                    | FaultKind::ConfigEdit => matches!(fault.target, Target::Site(_)),
+                    FaultKind::NodeKill | FaultKind::WorkloadKill | FaultKind::StaleGrant => {
+                        matches!(fault.target, Target::Server { .. })
+                    }
+                    FaultKind::PartitionOneWay => matches!(fault.target, Target::Link { .. }),
+                    FaultKind::PartitionPair => matches!(fault.target, Target::Pair { .. }),
+                    FaultKind::PartitionSplit => matches!(fault.target, Target::Minority(_)),
+                    FaultKind::SlowNetwork => fault.target == Target::Everything,
+                };
+                assert!(fits, "{fault:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_scenarios_sites_and_durations_are_refused_by_name() {
+        assert_eq!(
+            Scenario::parse("meteor"),
+            Err(ScheduleError::UnknownScenario("meteor".into()))
+        );
+        assert_eq!(
+            schedule(&all(), 1, 300_000, 2),
+            Err(ScheduleError::Sites(2))
+        );
+        assert!(matches!(
+            schedule(&all(), 1, 5_000, 3),
+            Err(ScheduleError::TooShort { .. })
+        ));
+    }
+}

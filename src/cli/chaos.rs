@@ -1,0 +1,58 @@
+//! `leasehold chaos`: a seeded fault campaign on a federation of real processes on this
+//! machine (chaos-tests' `campaign`), judged from the evidence the processes leave, with a
+//! JSON report and a summary. Exits 1 when an invariant fails. docs/chaos.md says what it
+//! runs and how to read the report.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use leasehold_chaos_tests::campaign::runner::{CampaignOptions, run_campaign};
+use leasehold_chaos_tests::campaign::schedule::Scenario;
+
+#[derive(Debug, clap::Args)]
+pub struct ChaosArgs {
+    /// The faults to draw from: all, gateway-kill, gateway-pause, node-kill, workload-kill,
+    /// partition, slow-network, restart, config-edit, or one kind (e.g. partition-one-way,
+    /// stale-grant).
+    #[arg(long, value_name = "NAME")]
+    scenario: String,
+    /// The seed of the fault schedule: the same seed, the same faults at the same times.
+    #[arg(long, value_name = "N")]
+    seed: u64,
+    /// How long the load runs and faults are drawn for (start-up comes on top); a soak is
+    /// a larger duration.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    duration: u64,
+    /// Where to write the JSON report.
+    #[arg(long, value_name = "FILE")]
+    report: PathBuf,
+    /// How many sites (3 or more).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    sites: usize,
+}
+
+pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
+    let scenario = Scenario::parse(&args.scenario)?;
+    let binary = std::env::current_exe().context("cannot find the leasehold binary itself")?;
+    let options = CampaignOptions {
+        binary,
+        scenario,
+        seed: args.seed,
+        duration: Duration::from_secs(args.duration),
+        sites: args.sites,
+        report: args.report.clone(),
+    };
+    let report =
+        run_campaign(&options).map_err(|error| anyhow!("the campaign could not run: {error}"))?;
+    std::fs::write(&args.report, report.to_json())
+        .with_context(|| format!("cannot write the report to {}", args.report.display()))?;
+    print!("{}", report.summary());
+    println!("report: {}", args.report.display());
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
