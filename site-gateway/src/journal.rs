@@ -81,6 +81,11 @@ struct BorrowedRecord {
 pub struct AuditRecord {
     pub seq: u64,
     pub wall_ms: u64,
+    /// CLOCK_MONOTONIC when the record was written (before any command of its batch went
+    /// out), comparable with the node event logs' `mono_ns` on one machine; 0 in records
+    /// written before it was added.
+    #[serde(default)]
+    pub mono_ns: u64,
     #[serde(flatten)]
     pub entry: AuditEntry,
 }
@@ -259,6 +264,7 @@ impl Journal {
         audits: &[AuditEntry],
         wall_ms: u64,
     ) -> Result<Vec<AuditRecord>, JournalError> {
+        let mono_ns = mono_now_ns();
         let txn = self.db.begin_write().map_err(|e| self.store_error(e))?;
         let mut records = Vec::with_capacity(audits.len());
         {
@@ -349,6 +355,7 @@ impl Journal {
                 let record = AuditRecord {
                     seq: self.next_seq + records.len() as u64,
                     wall_ms,
+                    mono_ns,
                     entry: entry.clone(),
                 };
                 let bytes = self.encode(&record, &format!("audit/{}", record.seq))?;
@@ -403,6 +410,17 @@ fn raise(
         epochs.insert(server.as_str(), epoch.value())?;
     }
     Ok(())
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, system-wide (0 if it cannot be read).
+fn mono_now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .ok()
+        .and_then(|now| {
+            let nanos = i128::from(now.tv_sec()) * 1_000_000_000 + i128::from(now.tv_nsec());
+            u64::try_from(nanos).ok()
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -80,14 +80,22 @@ pub fn running(work: &Path, until_mono_ns: u64) -> Result<Vec<Running>, String> 
 }
 
 /// A server one site lent to another, from the lender's audit log: under `epoch` it ran
-/// the borrower's account for the borrower, until `taken_home_wall_ms` if its home took it
-/// as its own then (a drain-first hand-back, audited `handover`).
+/// the borrower's account for the borrower, until `taken_home` if its home took it as its
+/// own then (a drain-first hand-back, audited `handover`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LentRun {
     pub server: String,
     pub epoch: u64,
     pub borrower: String,
-    pub taken_home_wall_ms: Option<u64>,
+    pub taken_home: Option<Stamp>,
+}
+
+/// When an audit record was written: its `mono_ns` (CLOCK_MONOTONIC, as the node logs
+/// have it; 0 in records from before it was added) and its `wall_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub mono_ns: u64,
+    pub wall_ms: u64,
 }
 
 /// The loans in one site's audit records (`GET /v1/audit`, oldest first): `lend` records,
@@ -106,7 +114,7 @@ pub fn lent_runs(audit: &[serde_json::Value]) -> Vec<LentRun> {
                         server: server.to_owned(),
                         epoch,
                         borrower: borrower.to_owned(),
-                        taken_home_wall_ms: None,
+                        taken_home: None,
                     });
                 }
             }
@@ -115,7 +123,10 @@ pub fn lent_runs(audit: &[serde_json::Value]) -> Vec<LentRun> {
                     .iter_mut()
                     .find(|run| run.server == server && run.epoch == epoch)
                 {
-                    run.taken_home_wall_ms = record["wall_ms"].as_u64();
+                    run.taken_home = Some(Stamp {
+                        mono_ns: record["mono_ns"].as_u64().unwrap_or(0),
+                        wall_ms: record["wall_ms"].as_u64().unwrap_or(0),
+                    });
                 }
             }
             _ => {}
@@ -150,9 +161,16 @@ pub fn owner_overlaps(
                     runs.push((site.clone(), run));
                     continue;
                 };
-                let home_from = loan
-                    .taken_home_wall_ms
-                    .map_or(run.to_mono_ns, |wall| run.mono_of(wall).min(run.to_mono_ns));
+                // The monotonic stamp where the record has one; else the wall clock, to
+                // the millisecond.
+                let home_from = loan.taken_home.map_or(run.to_mono_ns, |at| {
+                    let mono = if at.mono_ns > 0 {
+                        at.mono_ns
+                    } else {
+                        run.mono_of(at.wall_ms)
+                    };
+                    mono.min(run.to_mono_ns)
+                });
                 let mut for_borrower = run.clone();
                 for_borrower.to_mono_ns = home_from.max(run.from_mono_ns);
                 runs.push((loan.borrower.clone(), for_borrower));

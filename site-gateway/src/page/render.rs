@@ -659,6 +659,7 @@ mod tests {
             audit: Ok(vec![AuditRecord {
                 seq: 7,
                 wall_ms: 1_795_644_381_148,
+                mono_ns: 0,
                 entry: AuditEntry {
                     kind: AuditKind::ServerFailed,
                     server: Some(ServerId::parse("a1").expect("valid server id")),
