@@ -400,22 +400,8 @@ impl SiteOwnership {
         let Some(term) = self.claimant.give_up(account) else {
             return Vec::new();
         };
-        let site = self.site.clone();
-        self.acceptor.release(account, &site, term);
-        let releases = vec![OwnershipRelease {
-            account: account.clone(),
-            term,
-        }];
-        let mut effects: Vec<Effect> = self
-            .peers
-            .keys()
-            .map(|peer| Effect::ToPeer {
-                to: peer.clone(),
-                message: PeerMessage::ReleaseOwnership(ReleaseOwnership {
-                    releases: releases.clone(),
-                }),
-            })
-            .collect();
+        let everyone = self.claimant.sites().to_vec();
+        let mut effects = self.release(account, term, everyone);
         let home = handing.home;
         effects.push(audit(
             AuditKind::Handback,
@@ -430,6 +416,34 @@ impl SiteOwnership {
                 self.site
             ),
         ));
+        effects
+    }
+
+    /// Gives up our grants for `account` under `term` at `acceptors`: our own acceptor at
+    /// once, each peer by a `ReleaseOwnership`.
+    fn release(
+        &mut self,
+        account: &AccountId,
+        term: Term,
+        acceptors: impl IntoIterator<Item = SiteId>,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for acceptor in acceptors {
+            if acceptor == self.site {
+                let site = self.site.clone();
+                self.acceptor.release(account, &site, term);
+            } else {
+                effects.push(Effect::ToPeer {
+                    to: acceptor,
+                    message: PeerMessage::ReleaseOwnership(ReleaseOwnership {
+                        releases: vec![OwnershipRelease {
+                            account: account.clone(),
+                            term,
+                        }],
+                    }),
+                });
+            }
+        }
         effects
     }
 
@@ -490,20 +504,7 @@ impl SiteOwnership {
                 {
                     self.next_claim.remove(account);
                 }
-                for acceptor in release {
-                    let releases = vec![OwnershipRelease {
-                        account: account.clone(),
-                        term,
-                    }];
-                    if acceptor == self.site {
-                        self.acceptor.release(account, &self.site.clone(), term);
-                    } else {
-                        effects.push(Effect::ToPeer {
-                            to: acceptor,
-                            message: PeerMessage::ReleaseOwnership(ReleaseOwnership { releases }),
-                        });
-                    }
-                }
+                effects.extend(self.release(account, term, release));
             }
             Some(Change::Renewed { .. }) | None => {}
         }
