@@ -486,38 +486,13 @@ mod tests {
 
     #[test]
     fn loans_survive_a_reopen_on_both_sides() {
-        use leasehold_federation::wire::common::{DataRef, Software};
-        use leasehold_federation::wire::site::AccountSpec;
-
         let dir = tempfile::tempdir().unwrap();
         let site = SiteId::parse("site-b").unwrap();
         let borrower = SiteId::parse("site-a").unwrap();
         let e1 = Epoch::NONE.next();
         let holder = LoanHolder {
             borrower: borrower.clone(),
-            spec: AccountSpec {
-                name: account("shop"),
-                home: borrower.clone(),
-                min_servers: 1,
-                max_servers: 4,
-                priority: 20,
-                target_load: 20.0,
-                failover: vec![],
-                pinned: false,
-                software: Software {
-                    label: "shop 1".into(),
-                    command: "{leasehold}".into(),
-                    args: vec!["workload".into()],
-                    env: Default::default(),
-                    health_path: None,
-                    metrics_path: None,
-                    load_metric: None,
-                    stop_timeout_ms: 1000,
-                },
-                data: DataRef {
-                    dir: "data/shop".into(),
-                },
-            },
+            spec: crate::model::fixtures::spec("shop", "site-a", &[]),
         };
         let borrowed = |name: &str, epoch| JournalOp::Borrowed {
             server: server(name),

@@ -5,6 +5,8 @@
 pub mod arbiter;
 pub mod demand;
 pub mod effects;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod ownership;
 pub mod peers;
 pub mod site;

@@ -5,12 +5,11 @@
 use std::time::Duration;
 
 use leasehold_federation::ids::{AccountId, SiteId};
-use leasehold_federation::wire::common::{DataRef, Software};
-use leasehold_federation::wire::site::AccountSpec;
 
 use super::{Owner, SiteOwnership, Timing};
 use crate::model::Millis;
 use crate::model::effects::{AuditKind, Effect, PeerMessage};
+use crate::model::fixtures::spec;
 
 const STEP: Duration = Duration::from_millis(50);
 
@@ -28,32 +27,6 @@ fn timing() -> Timing {
         renew_every: Duration::from_millis(250),
         drift: 0.01,
         max_pause: Duration::from_millis(100),
-    }
-}
-
-fn spec(name: &str, home: &str, failover: &[&str]) -> AccountSpec {
-    AccountSpec {
-        name: account(name),
-        home: site(home),
-        min_servers: 1,
-        max_servers: 2,
-        priority: 10,
-        target_load: 5.0,
-        failover: failover.iter().map(|s| site(s)).collect(),
-        pinned: false,
-        software: Software {
-            label: format!("{name} 1"),
-            command: "{leasehold}".into(),
-            args: vec![],
-            env: Default::default(),
-            health_path: None,
-            metrics_path: None,
-            load_metric: None,
-            stop_timeout_ms: 1000,
-        },
-        data: DataRef {
-            dir: format!("data/{name}"),
-        },
     }
 }
 
