@@ -111,11 +111,18 @@ impl SiteModel {
             .zip(held)
             .enumerate()
             .map(|(ix, (account, held))| {
-                let nothing = AccountView {
+                // Asks for exactly what it holds: no new grant, no release.
+                let hold_still = AccountView {
                     priority: account.config.priority,
+                    min_servers: held,
+                    max_servers: held,
+                    demand: held,
+                };
+                let nothing = AccountView {
                     min_servers: 0,
                     max_servers: 0,
                     demand: 0,
+                    ..hold_still
                 };
                 // A tombstone asks for nothing: the arbiter releases what it still holds.
                 // A guest asks for nothing either, and its servers are out of reach below.
@@ -125,18 +132,13 @@ impl SiteModel {
                 match (&account.owner, &account.adopted_from) {
                     // Handed back, and its home's lent servers carry it: ours drain.
                     (Owner::Here { .. }, _) if self.home_carries(ix as AccountIx) => nothing,
-                    // An ownership about to run out unrenewed: no new lease (it would be
-                    // cut to the little time left, and burn an epoch for a workload the
-                    // node would not start), no release either.
+                    // An ownership about to run out unrenewed: a new lease would be cut to
+                    // the little time left, and burn an epoch for a workload the node
+                    // would not start.
                     (Owner::Here { until, .. }, _)
                         if *until > now && until.since(now) < self.timings.lease_ttl / 2 =>
                     {
-                        AccountView {
-                            priority: account.config.priority,
-                            min_servers: held,
-                            max_servers: held,
-                            demand: held,
-                        }
+                        hold_still
                     }
                     (Owner::Here { until, .. }, _) if *until > now => AccountView {
                         priority: account.config.priority,
@@ -144,14 +146,9 @@ impl SiteModel {
                         max_servers: account.config.max_servers,
                         demand: account.demand,
                     },
-                    // Our own account, owner not known yet (at start): hold still, no new
-                    // grant, no release; unrenewed leases run out by themselves.
-                    (Owner::Unknown, None) => AccountView {
-                        priority: account.config.priority,
-                        min_servers: held,
-                        max_servers: held,
-                        demand: held,
-                    },
+                    // Our own account, owner not known yet (at start): unrenewed leases run
+                    // out by themselves.
+                    (Owner::Unknown, None) => hold_still,
                     // Owned elsewhere, or a taken-over account no longer ours: let go.
                     _ => nothing,
                 }
