@@ -2,13 +2,23 @@
 //! agents and workloads, every path between sites through a fault relay: a short campaign
 //! of mixed faults keeps every invariant; and each planted bug (a debug-only build switch,
 //! `LEASEHOLD_TEST_PLANT`) makes the invariant that guards against it fail, so each
-//! checker is shown able to fail.
+//! checker is shown able to fail, and its output names the invariant, the evidence lines
+//! and the folder its files were kept in; and Ctrl-C or SIGTERM stops a campaign with
+//! nothing of it left running.
+//!
+//! A failing assertion here prints the campaign's stdout and stderr whole: the stderr of a
+//! failed campaign says why it failed, with evidence, and where its files were kept.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use leasehold_chaos_tests::campaign::schedule::{Scenario, schedule};
+use leasehold_chaos_tests::harness::tagged::{
+    TAG, count, signal_and_wait, tagged, wait_for_tagged, workloads,
+};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_leasehold");
@@ -45,13 +55,43 @@ fn chaos(scenario: &str, seed: u64, duration_s: u64, plant: Option<&str>) -> (Ou
         command.env("LEASEHOLD_TEST_PLANT", plant);
     }
     let output = command.output().unwrap();
-    let text = std::fs::read_to_string(&report).unwrap_or_else(|error| {
-        panic!(
-            "no report ({error}); stderr:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
+    let text = std::fs::read_to_string(&report)
+        .unwrap_or_else(|error| panic!("no report ({error}){}", context(&output)));
     (output, serde_json::from_str(&text).unwrap())
+}
+
+/// A campaign's whole output, for a failure message: a CI log alone says why.
+fn context(output: &Output) -> String {
+    format!(
+        "\n--- leasehold chaos exited with {} ---\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The folder a failed campaign kept, checked to hold its evidence, then removed (a test's
+/// own failure keeps it: the panic comes first).
+fn kept_folder(report: &Value, output: &Output) -> PathBuf {
+    let kept = PathBuf::from(
+        report["kept"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no kept folder in the report{}", context(output))),
+    );
+    for evidence in ["nodes", "certs"] {
+        assert!(
+            kept.join(evidence).is_dir(),
+            "{evidence}{}",
+            context(output)
+        );
+    }
+    let gateway_logs = std::fs::read_dir(&kept)
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("gateway-"))
+        .count();
+    assert_eq!(gateway_logs, 3, "{}", context(output));
+    kept
 }
 
 fn invariant<'a>(report: &'a Value, name: &str) -> &'a Value {
@@ -77,13 +117,40 @@ fn failed(report: &Value) -> Vec<String> {
 /// that replays it (with the switch).
 fn assert_caught(output: &Output, report: &Value, plant: &str, expected: &str) {
     let summary = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{summary}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let all = context(output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
     assert_eq!(report["planted"], plant);
+    assert_eq!(report["outcome"], "safety-violated", "{all}");
     let caught = invariant(report, expected);
-    assert_eq!(caught["passed"], false, "{summary}");
+    assert_eq!(caught["passed"], false, "{all}");
+    let evidence: Vec<&str> = caught["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line.as_str().unwrap())
+        .collect();
+    assert!(!evidence.is_empty(), "{caught:#}");
+    // What a CI log shows: why, each evidence line, and the kept folder.
+    assert!(stderr.contains("chaos: FAILED (safety-violated)"), "{all}");
     assert!(
-        !caught["evidence"].as_array().unwrap().is_empty(),
-        "{caught:#}"
+        stderr.contains(&format!("chaos: invariant {expected} failed; evidence:")),
+        "{all}"
+    );
+    for line in &evidence {
+        assert!(
+            stderr.contains(line),
+            "evidence line {line} not on stderr{all}"
+        );
+    }
+    let kept = kept_folder(report, output);
+    assert!(
+        stderr.contains(&format!("chaos: files kept in {}", kept.display())),
+        "{all}"
+    );
+    assert!(
+        summary.contains(&format!("files kept in {}", kept.display())),
+        "{all}"
     );
     let replay = report["replay"].as_str().unwrap();
     assert!(
@@ -92,6 +159,7 @@ fn assert_caught(output: &Output, report: &Value, plant: &str, expected: &str) {
     );
     assert!(summary.contains(replay), "{summary}");
     assert!(summary.contains(&format!("FAIL  {expected}")), "{summary}");
+    std::fs::remove_dir_all(&kept).unwrap();
 }
 
 /// Seed 19 for 75 s draws a gateway kill, a gateway pause, a stale grant replayed to a
@@ -100,9 +168,14 @@ fn assert_caught(output: &Output, report: &Value, plant: &str, expected: &str) {
 fn a_mixed_campaign_keeps_every_invariant_and_replays_the_same_schedule() {
     let _turn = turn();
     let (output, report) = chaos("all", 19, 75, None);
-    let summary = String::from_utf8_lossy(&output.stdout);
+    let summary = context(&output);
     assert!(output.status.success(), "{summary}");
     assert_eq!(failed(&report), Vec::<String>::new(), "{summary}");
+    assert_eq!(report["outcome"], "passed", "{summary}");
+    assert!(
+        report.get("kept").is_none(),
+        "a passed campaign keeps nothing"
+    );
     // The report's faults are the schedule the seed gives, as the library draws it.
     let expected = schedule(&Scenario::parse("all").unwrap(), 19, 75_000, 3).unwrap();
     let faults = report["faults"].as_array().unwrap();
@@ -168,6 +241,12 @@ fn a_node_that_skips_its_epoch_check_fails_epochs_never_reused() {
     assert_caught(&output, &report, plant, "epochs-never-reused");
     let notes = &report["faults"][0]["notes"];
     assert!(notes.to_string().contains("ACCEPTED"), "{notes}");
+    // The evidence quotes the node's own log: the pointer it accepted twice.
+    let evidence = invariant(&report, "epochs-never-reused")["evidence"].to_string();
+    assert!(
+        evidence.contains("events.jsonl: {") && evidence.contains("pointer_accepted"),
+        "{evidence}"
+    );
 }
 
 /// A gateway that drops its lease grants from the journal, killed and restarted, has
@@ -197,4 +276,88 @@ fn an_unknown_scenario_is_refused_by_name_before_anything_starts() {
         "names the known ones: {stderr}"
     );
     assert!(!Path::new(&report).exists());
+}
+
+/// Starts a campaign tagged `tag` (seed 19 for 75 s: a gateway kill, a pause, a stale
+/// grant, a node kill), its stderr to a file; returns the child and the stderr's path.
+fn start_tagged_campaign(dir: &Path, tag: &str) -> (std::process::Child, PathBuf) {
+    let stderr = dir.join("stderr.txt");
+    let child = Command::new(BINARY)
+        .args([
+            "chaos",
+            "--scenario",
+            "all",
+            "--seed",
+            "19",
+            "--duration",
+            "75",
+        ])
+        .arg("--report")
+        .arg(dir.join("report.json"))
+        .env_remove("LEASEHOLD_TEST_PLANT")
+        .env(TAG, tag)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    (child, stderr)
+}
+
+/// Sends `signal` to the campaign, waits for it to exit (60 s at most), and checks what a
+/// person would: the exit code, what it said, the kept files, and no process of it left.
+fn assert_stopped_by(mut child: std::process::Child, stderr: &Path, tag: &str, signal: Signal) {
+    let status = signal_and_wait(&mut child, signal, Duration::from_secs(60), tag).unwrap();
+    let said = std::fs::read_to_string(stderr).unwrap();
+    assert_eq!(status.code(), Some(128 + signal as i32), "{said}");
+    assert_eq!(tagged(tag), Vec::new(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "{} received: stopping every process it started",
+            signal.as_str()
+        )),
+        "{said}"
+    );
+    assert!(said.contains("chaos: FAILED (interrupted)"), "{said}");
+    let kept = said
+        .lines()
+        .find_map(|line| line.strip_prefix("chaos: files kept in "))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no kept folder said: {said}"));
+    assert!(Path::new(kept).join("certs").is_dir(), "{said}");
+    std::fs::remove_dir_all(kept).unwrap();
+}
+
+/// Ctrl-C while the load runs, with every gateway, node agent and workload up.
+#[test]
+fn ctrl_c_stops_a_running_campaign_and_every_process_it_started() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("chaos-sigint-{}", std::process::id());
+    let (child, stderr) = start_tagged_campaign(dir.path(), &tag);
+    wait_for_tagged(
+        &tag,
+        "3 gateways, 9 node agents, 3 workloads",
+        Duration::from_secs(60),
+        |seen| {
+            count(seen, " gateway run") == 3
+                && count(seen, " node run") == 9
+                && workloads(seen) >= 3
+        },
+    )
+    .unwrap();
+    assert_stopped_by(child, &stderr, &tag, Signal::SIGINT);
+}
+
+/// SIGTERM while the federation is still starting.
+#[test]
+fn sigterm_stops_a_starting_campaign_and_every_process_it_started() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("chaos-sigterm-{}", std::process::id());
+    let (child, stderr) = start_tagged_campaign(dir.path(), &tag);
+    wait_for_tagged(&tag, "a node agent", Duration::from_secs(60), |seen| {
+        count(seen, " node run") >= 1
+    })
+    .unwrap();
+    assert_stopped_by(child, &stderr, &tag, Signal::SIGTERM);
 }

@@ -12,6 +12,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use leasehold_chaos_tests::harness::process::process_alive;
+use leasehold_chaos_tests::harness::tagged::{
+    TAG, count, signal_and_wait, tagged, wait_for_tagged, workloads,
+};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_leasehold");
@@ -185,4 +189,68 @@ fn demo_kill_site_fails_site_a_over_and_leaves_nothing_running() {
             .any(|e| e["kind"] == "takeover" && e["site"] == "site-b" && e["account"] == "shop"),
         "{context}"
     );
+}
+
+/// Runs the demo tagged `tag` until its workloads serve, sends it `signal`, and checks
+/// what a person stopping it would want: the exit code, every process of it gone (by the
+/// machine's process table), its files kept, and said.
+fn interrupt_demo(signal: Signal) {
+    let _ports = DEMO_PORTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("w");
+    let out = dir.path().join("out.txt");
+    let tag = format!("demo-{}-{}", signal.as_str(), std::process::id());
+    let mut child = Command::new(BINARY)
+        .args(["demo", "--duration", "120", "--work"])
+        .arg(&work)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .env(TAG, &tag)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("err.txt")).unwrap())
+        .spawn()
+        .unwrap();
+    let said = || {
+        format!(
+            "{}\n--- stderr ---\n{}",
+            std::fs::read_to_string(&out).unwrap_or_default(),
+            std::fs::read_to_string(dir.path().join("err.txt")).unwrap_or_default()
+        )
+    };
+    wait_for_tagged(
+        &tag,
+        "3 gateways, 12 node agents and workloads serving",
+        Duration::from_secs(90),
+        |seen| {
+            count(seen, " gateway run") == 3
+                && count(seen, " node run") == 12
+                && workloads(seen) >= 4
+        },
+    )
+    .unwrap_or_else(|error| panic!("{error}\n{}", said()));
+    let status = signal_and_wait(&mut child, signal, Duration::from_secs(60), &tag)
+        .unwrap_or_else(|error| panic!("{error}\n{}", said()));
+    assert_eq!(status.code(), Some(128 + signal as i32), "{}", said());
+    assert_eq!(tagged(&tag), Vec::new(), "{}", said());
+    assert!(
+        said().contains(&format!(
+            "{}: every process the demo started was stopped; files kept in {}",
+            signal.as_str(),
+            work.display()
+        )),
+        "{}",
+        said()
+    );
+    assert!(work.join("certs").is_dir(), "{}", said());
+}
+
+#[test]
+fn ctrl_c_stops_the_demo_and_every_process_it_started_keeping_its_files() {
+    interrupt_demo(Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_stops_the_demo_and_every_process_it_started_keeping_its_files() {
+    interrupt_demo(Signal::SIGTERM);
 }

@@ -1,15 +1,20 @@
 //! `leasehold chaos`: a seeded fault campaign on a federation of real processes on this
 //! machine (chaos-tests' `campaign`), judged from the evidence the processes leave, with a
-//! JSON report and a summary. Exits 1 when an invariant fails. docs/chaos.md says what it
-//! runs and how to read the report.
+//! JSON report and a summary. Exits 1 when it fails (the report's `outcome` says how, and
+//! stderr why, with the evidence and the kept files), 130 or 143 when Ctrl-C or SIGTERM
+//! stopped it (every process it started stopped, its files kept). docs/chaos.md says what
+//! it runs and how to read the report.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use leasehold_chaos_tests::campaign::report::Outcome;
 use leasehold_chaos_tests::campaign::runner::{CampaignOptions, run_campaign};
 use leasehold_chaos_tests::campaign::schedule::Scenario;
+use leasehold_chaos_tests::harness::interrupt;
+use nix::sys::signal::Signal;
 
 #[derive(Debug, clap::Args)]
 pub struct ChaosArgs {
@@ -35,6 +40,9 @@ pub struct ChaosArgs {
 
 pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let scenario = Scenario::parse(&args.scenario)?;
+    // From here on Ctrl-C and SIGTERM stop the campaign cleanly instead of killing this
+    // process with its federation still running.
+    interrupt::watch("leasehold chaos").map_err(anyhow::Error::msg)?;
     let binary = std::env::current_exe().context("cannot find the leasehold binary itself")?;
     let options = CampaignOptions {
         binary,
@@ -50,6 +58,12 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot write the report to {}", args.report.display()))?;
     print!("{}", report.summary());
     println!("report: {}", args.report.display());
+    eprint!("{}", report.failure());
+    if report.outcome == Outcome::Interrupted {
+        eprintln!("chaos: every process the campaign started has been stopped");
+        let signal = interrupt::requested().unwrap_or(Signal::SIGINT);
+        return Ok(ExitCode::from(interrupt::exit_code(signal)));
+    }
     Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {

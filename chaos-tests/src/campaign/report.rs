@@ -7,10 +7,62 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::checks::{Evidence, Judgement};
+use super::faults::Applied;
 use super::runner::CampaignOptions;
+
+/// How a campaign ended, for a person and a script alike: passed, or which kind of
+/// failure (a broken invariant is a finding; a fault that could not be applied or a
+/// federation that never settled says the campaign itself did not do its job).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Passed,
+    /// A safety invariant (S-1..S-5, journaled leases) broke: a bug until shown otherwise.
+    SafetyViolated,
+    /// Every safety invariant held, but recovery or requests were outside their bounds.
+    LivenessViolated,
+    /// A fault could not be applied or healed (a restart never ready, a relay refused).
+    FaultNotApplied,
+    /// The federation never reached its starting point (every account owned at home and at
+    /// its minimum) in the time allowed.
+    NeverSettled,
+    /// The federation could not be set up or started (certificates, ports, processes).
+    CouldNotStart,
+    /// A signal (Ctrl-C, SIGTERM) stopped the campaign before it was judged.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::SafetyViolated => "safety-violated",
+            Outcome::LivenessViolated => "liveness-violated",
+            Outcome::FaultNotApplied => "fault-not-applied",
+            Outcome::NeverSettled => "never-settled",
+            Outcome::CouldNotStart => "could-not-start",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The invariants whose failure is a safety finding (docs/invariants.md S-1..S-5, D-1).
+const SAFETY: [&str; 4] = [
+    "one-account-per-server",
+    "one-owner-per-account",
+    "epochs-never-reused",
+    "journaled-leases-survive-restart",
+];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// How it ended; `cause` says why in one line (empty when it passed).
+    pub outcome: Outcome,
+    pub cause: String,
+    /// Where the campaign's files were kept (configs, certificates, journals, gateway and
+    /// node logs, node event logs): always when it did not pass, never when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
     pub seed: u64,
     pub scenario: String,
     pub duration_s: u64,
@@ -42,6 +94,23 @@ pub struct FaultReport {
     /// From the fault's end until every account was at its minimum.
     pub back_after_end_ms: Option<u64>,
     pub notes: Vec<String>,
+}
+
+impl FaultReport {
+    /// A fault of a campaign that was not judged: as applied, with no outage measured.
+    pub fn unjudged(record: &Applied) -> FaultReport {
+        FaultReport {
+            kind: record.fault.kind.name().to_owned(),
+            target: record.fault.target.to_string(),
+            start_ms: record.fault.start_ms,
+            end_ms: record.fault.end_ms,
+            applied_start_ms: record.started_ms,
+            applied_end_ms: record.ended_ms,
+            outage_ms: None,
+            back_after_end_ms: None,
+            notes: record.notes.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,7 +172,6 @@ pub fn replay_command(options: &CampaignOptions, planted: Option<&str>) -> Strin
 
 impl Report {
     pub fn new(options: &CampaignOptions, evidence: &Evidence, judgement: Judgement) -> Report {
-        let planted = std::env::var("LEASEHOLD_TEST_PLANT").ok();
         let faults: Vec<FaultReport> = evidence
             .faults
             .iter()
@@ -115,15 +183,9 @@ impl Report {
                     .chain(std::iter::repeat(None)),
             )
             .map(|(record, recovery)| FaultReport {
-                kind: record.fault.kind.name().to_owned(),
-                target: record.fault.target.to_string(),
-                start_ms: record.fault.start_ms,
-                end_ms: record.fault.end_ms,
-                applied_start_ms: record.started_ms,
-                applied_end_ms: record.ended_ms,
                 outage_ms: recovery.and_then(|r| r.outage_ms),
                 back_after_end_ms: recovery.and_then(|r| r.after_end_ms),
-                notes: record.notes.clone(),
+                ..FaultReport::unjudged(record)
             })
             .collect();
         let mut by_kind: BTreeMap<String, Vec<u64>> = BTreeMap::new();
@@ -132,21 +194,18 @@ impl Report {
                 by_kind.entry(fault.kind.clone()).or_default().push(outage);
             }
         }
+        let invariants: Vec<InvariantReport> = judgement
+            .verdicts
+            .into_iter()
+            .map(|verdict| InvariantReport {
+                name: verdict.name.to_owned(),
+                passed: verdict.passed,
+                evidence: verdict.evidence,
+            })
+            .collect();
+        let (outcome, cause) = judge(&invariants);
         Report {
-            seed: options.seed,
-            scenario: options.scenario.name.clone(),
-            duration_s: options.duration.as_secs(),
-            sites: options.sites,
-            faults,
-            invariants: judgement
-                .verdicts
-                .into_iter()
-                .map(|verdict| InvariantReport {
-                    name: verdict.name.to_owned(),
-                    passed: verdict.passed,
-                    evidence: verdict.evidence,
-                })
-                .collect(),
+            invariants,
             recovery_ms: by_kind
                 .into_iter()
                 .filter_map(|(kind, values)| Some((kind, percentiles(&values)?)))
@@ -165,13 +224,73 @@ impl Report {
                     )
                 })
                 .collect(),
+            ..Report::unjudged(options, outcome, cause, faults)
+        }
+    }
+
+    /// A campaign that ended before it could be judged: it never settled, could not
+    /// start, or was interrupted. `faults` are those applied by then.
+    pub fn unjudged(
+        options: &CampaignOptions,
+        outcome: Outcome,
+        cause: String,
+        faults: Vec<FaultReport>,
+    ) -> Report {
+        let planted = std::env::var("LEASEHOLD_TEST_PLANT").ok();
+        Report {
+            outcome,
+            cause,
+            kept: None,
+            seed: options.seed,
+            scenario: options.scenario.name.clone(),
+            duration_s: options.duration.as_secs(),
+            sites: options.sites,
+            faults,
+            invariants: Vec::new(),
+            recovery_ms: BTreeMap::new(),
+            load: BTreeMap::new(),
             replay: replay_command(options, planted.as_deref()),
             planted,
         }
     }
 
     pub fn passed(&self) -> bool {
-        self.invariants.iter().all(|invariant| invariant.passed)
+        self.outcome == Outcome::Passed
+    }
+
+    /// Why it failed, for stderr: the outcome and its cause, every failed invariant with
+    /// its evidence lines, where the files were kept, and the command that replays it.
+    /// Empty when it passed.
+    pub fn failure(&self) -> String {
+        if self.passed() {
+            return String::new();
+        }
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "chaos: FAILED ({}): {}",
+            self.outcome.name(),
+            self.cause
+        );
+        for invariant in self.invariants.iter().filter(|i| !i.passed) {
+            let _ = writeln!(out, "chaos: invariant {} failed; evidence:", invariant.name);
+            for line in &invariant.evidence {
+                let _ = writeln!(out, "chaos:   {line}");
+            }
+        }
+        match &self.kept {
+            Some(kept) => {
+                let _ = writeln!(
+                    out,
+                    "chaos: files kept in {kept} (gateway-*.log, nodes/*/events.jsonl, node-*.log, state-*/ journals, configs, certs)"
+                );
+            }
+            None => {
+                let _ = writeln!(out, "chaos: no files to keep (nothing was written)");
+            }
+        }
+        let _ = writeln!(out, "chaos: replay with: {}", self.replay);
+        out
     }
 
     pub fn to_json(&self) -> String {
@@ -247,15 +366,69 @@ impl Report {
         if self.passed() {
             let _ = writeln!(out, "\nevery invariant held");
         } else {
-            let _ = writeln!(out, "\nFAILED; replay with:\n  {}", self.replay);
+            let _ = writeln!(out, "\nFAILED ({}): {}", self.outcome.name(), self.cause);
+            if let Some(kept) = &self.kept {
+                let _ = writeln!(out, "files kept in {kept}");
+            }
+            let _ = writeln!(out, "replay with:\n  {}", self.replay);
         }
         out
+    }
+}
+
+/// The outcome the verdicts give, and its one-line cause: a broken safety invariant
+/// first (whatever else failed may follow from it), then a fault not applied (the
+/// campaign did not test what it meant to), then the liveness checks.
+fn judge(invariants: &[InvariantReport]) -> (Outcome, String) {
+    let failed: Vec<&str> = invariants
+        .iter()
+        .filter(|i| !i.passed)
+        .map(|i| i.name.as_str())
+        .collect();
+    let named = |names: &[&str]| format!("invariants failed: {}", names.join(", "));
+    if failed.is_empty() {
+        (Outcome::Passed, String::new())
+    } else if failed.iter().any(|name| SAFETY.contains(name)) {
+        (Outcome::SafetyViolated, named(&failed))
+    } else if failed.contains(&"faults-applied") {
+        (Outcome::FaultNotApplied, named(&failed))
+    } else {
+        (Outcome::LivenessViolated, named(&failed))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn invariant(name: &str, passed: bool) -> InvariantReport {
+        InvariantReport {
+            name: name.into(),
+            passed,
+            evidence: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_safety_failure_outranks_the_rest_and_a_fault_not_applied_outranks_liveness() {
+        let all_pass = [invariant("one-owner-per-account", true)];
+        assert_eq!(judge(&all_pass).0, Outcome::Passed);
+        let safety = [
+            invariant("sla-restored-after-each-fault", false),
+            invariant("faults-applied", false),
+            invariant("one-owner-per-account", false),
+        ];
+        let (outcome, cause) = judge(&safety);
+        assert_eq!(outcome, Outcome::SafetyViolated);
+        assert!(cause.contains("one-owner-per-account"), "{cause}");
+        let applied = [
+            invariant("sla-restored-after-each-fault", false),
+            invariant("faults-applied", false),
+        ];
+        assert_eq!(judge(&applied).0, Outcome::FaultNotApplied);
+        let liveness = [invariant("requests-within-outage", false)];
+        assert_eq!(judge(&liveness).0, Outcome::LivenessViolated);
+    }
 
     #[test]
     fn percentiles_by_nearest_rank() {

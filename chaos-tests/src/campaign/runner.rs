@@ -12,12 +12,13 @@ use super::checks::{Evidence, check_all};
 use super::faults::{Applied, apply, heal};
 use super::layout::{account_name, specs};
 use super::poll::Pollers;
-use super::report::Report;
+use super::report::{FaultReport, Outcome, Report};
 use super::schedule::{Fault, Scenario, schedule};
 use crate::harness::admin::get_json;
 use crate::harness::evidence::mono_now_ns;
 use crate::harness::federation::Federation;
 use crate::harness::load::LoadDriver;
+use crate::harness::{interrupt, sweep};
 
 /// Requests per second on each account: enough to see an outage within a second, little
 /// enough that demand stays at the SLA minimum (target load 5).
@@ -38,8 +39,11 @@ pub struct CampaignOptions {
     pub report: PathBuf,
 }
 
-/// Runs the campaign and judges it. Err only when it could not run at all (the federation
-/// did not start); a fault that could not be applied is a failed invariant instead.
+/// Runs the campaign and judges it. Err only for a campaign refused before anything
+/// started (its schedule cannot be drawn); from then on every ending is a [`Report`] with
+/// its [`Outcome`]: judged, never settled, could not start, or interrupted by a signal
+/// ([`interrupt`]). Every process it started is stopped before this returns (and checked
+/// gone); unless it passed, its files are kept and the report says where.
 pub fn run_campaign(options: &CampaignOptions) -> Result<Report, String> {
     let duration_ms = options.duration.as_millis() as u64;
     let faults = schedule(&options.scenario, options.seed, duration_ms, options.sites)
@@ -52,13 +56,80 @@ pub fn run_campaign(options: &CampaignOptions) -> Result<Report, String> {
         options.sites,
         faults.len()
     );
-    let mut federation =
-        Federation::prepare_with_relays(&options.binary, specs(options.sites), options.seed)?;
-    for site in 0..options.sites {
-        federation.start_gateway(site)?;
+    let mut federation = match Federation::prepare_with_relays(
+        &options.binary,
+        specs(options.sites),
+        options.seed,
+    ) {
+        Ok(federation) => federation,
+        Err(error) => {
+            let outcome = interrupted_or(Outcome::CouldNotStart);
+            return Ok(Report::unjudged(options, outcome, error, Vec::new()));
+        }
+    };
+    let mut report = match run_started(&mut federation, options, &faults) {
+        Ok(report) => report,
+        Err((outcome, cause, applied)) => Report::unjudged(options, outcome, cause, applied),
+    };
+    if !report.passed() {
+        report.kept = Some(federation.keep_files().display().to_string());
     }
-    federation.start_all_nodes()?;
-    settle(&federation)?;
+    drop(federation);
+    // The guards have stopped their processes; anything of ours still running now would
+    // outlive the campaign, so it is killed and said.
+    let left = sweep::kill_all_of_this_harness();
+    if !left.is_empty() {
+        eprintln!(
+            "chaos: {} processes outlived their guards and were killed: {left:?}",
+            left.len()
+        );
+    }
+    Ok(report)
+}
+
+/// Why a campaign ended before it was judged, with the faults applied by then.
+type Unjudged = (Outcome, String, Vec<FaultReport>);
+
+/// `outcome`, unless a signal asked the campaign to stop (which is then why it ended).
+fn interrupted_or(outcome: Outcome) -> Outcome {
+    if interrupt::requested().is_some() {
+        Outcome::Interrupted
+    } else {
+        outcome
+    }
+}
+
+fn interrupted_cause(start: Option<Instant>) -> String {
+    let signal = interrupt::requested().map_or("a signal", |signal| signal.as_str());
+    match start {
+        Some(start) => format!(
+            "{signal} at +{:.1} s of the load; nothing was judged",
+            start.elapsed().as_secs_f64()
+        ),
+        None => format!("{signal} before the load started; nothing was judged"),
+    }
+}
+
+fn run_started(
+    federation: &mut Federation,
+    options: &CampaignOptions,
+    faults: &[Fault],
+) -> Result<Report, Unjudged> {
+    let duration_ms = options.duration.as_millis() as u64;
+    let not_started = |error: String| (interrupted_or(Outcome::CouldNotStart), error, Vec::new());
+    for site in 0..options.sites {
+        federation.start_gateway(site).map_err(not_started)?;
+    }
+    federation.start_all_nodes().map_err(not_started)?;
+    if let Err(error) = settle(federation) {
+        let outcome = interrupted_or(Outcome::NeverSettled);
+        let cause = if outcome == Outcome::Interrupted {
+            interrupted_cause(None)
+        } else {
+            format!("the federation never settled: {}", first_lines(&error, 6))
+        };
+        return Err((outcome, cause, Vec::new()));
+    }
     eprintln!(
         "chaos: federation settled in {}",
         federation.dir().display()
@@ -69,31 +140,30 @@ pub fn run_campaign(options: &CampaignOptions) -> Result<Report, String> {
     let admins: Vec<_> = (0..options.sites)
         .map(|site| federation.admin(site))
         .collect();
-    let pollers = Pollers::start(&admins, start)?;
+    let pollers = Pollers::start(&admins, start).map_err(not_started)?;
     let mut loads = Vec::new();
     for site in 0..options.sites {
         // The home first: it serves the account unless a fault moved it.
         let mut order = admins.clone();
         order.rotate_left(site);
-        loads.push(LoadDriver::start_any(
-            order,
-            &account_name(site),
-            LOAD_RATE,
-        )?);
+        loads.push(
+            LoadDriver::start_any(order, &account_name(site), LOAD_RATE).map_err(not_started)?,
+        );
     }
 
     let mut applied = Vec::with_capacity(faults.len());
     for (number, fault) in faults.iter().enumerate() {
-        applied.push(run_fault(
-            &mut federation,
-            fault,
-            number,
-            faults.len(),
-            start,
-        ));
+        // A signal before a fault's time applies no more faults.
+        if !sleep_until(start, fault.start_ms) {
+            break;
+        }
+        applied.push(run_fault(federation, fault, number, faults.len(), start));
     }
-    sleep_until(start, duration_ms);
-
+    if interrupt::requested().is_some() || !sleep_until(start, duration_ms) {
+        let cause = interrupted_cause(Some(start));
+        let reports = applied.iter().map(FaultReport::unjudged).collect();
+        return Err((Outcome::Interrupted, cause, reports));
+    }
     let mut load_failures = Vec::new();
     let mut load_counts = Vec::new();
     for load in loads {
@@ -107,10 +177,10 @@ pub fn run_campaign(options: &CampaignOptions) -> Result<Report, String> {
     let samples = pollers.stop();
     let until_mono_ns = mono_now_ns();
     let audits = (0..options.sites)
-        .map(|site| (site, audit_log(&federation, site)))
+        .map(|site| (site, audit_log(federation, site)))
         .collect();
     let evidence = Evidence {
-        federation: &federation,
+        federation: &*federation,
         samples,
         faults: applied,
         audits,
@@ -148,6 +218,21 @@ fn settle(federation: &Federation) -> Result<(), String> {
     Ok(())
 }
 
+/// The first `count` lines of `text` (a wait's error carries every gateway's log).
+fn first_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= count {
+        return text.to_owned();
+    }
+    format!(
+        "{} [... {} more lines in the kept gateway logs]",
+        lines[..count].join(" / "),
+        lines.len() - count
+    )
+}
+
+/// Applies `fault` now (its time has come) and heals it at its end. A signal that arrives
+/// meanwhile cuts the fault short (what it did is undone by stopping every process).
 fn run_fault(
     federation: &mut Federation,
     fault: &Fault,
@@ -155,7 +240,6 @@ fn run_fault(
     count: usize,
     start: Instant,
 ) -> Applied {
-    sleep_until(start, fault.start_ms);
     let started_ms = elapsed_ms(start);
     eprintln!(
         "chaos: +{:7.1}s fault {}/{count} {} {}: start",
@@ -174,7 +258,11 @@ fn run_fault(
         config: None,
     };
     let held = apply(federation, &mut record);
-    sleep_until(start, fault.end_ms);
+    if !sleep_until(start, fault.end_ms) {
+        record.ended_ms = elapsed_ms(start);
+        record.notes.push("cut short by a signal".into());
+        return record;
+    }
     heal(federation, &mut record, held);
     record.ended_ms = elapsed_ms(start);
     eprintln!(
@@ -196,12 +284,10 @@ fn elapsed_ms(start: Instant) -> u64 {
     start.elapsed().as_millis() as u64
 }
 
-fn sleep_until(start: Instant, at_ms: u64) {
+/// Sleeps until `at_ms` after `start`; false if a signal asked the campaign to stop.
+fn sleep_until(start: Instant, at_ms: u64) -> bool {
     let due = start + Duration::from_millis(at_ms);
-    let now = Instant::now();
-    if due > now {
-        std::thread::sleep(due - now);
-    }
+    interrupt::sleep(due.saturating_duration_since(Instant::now()))
 }
 
 /// The whole audit log of site `site`'s gateway, oldest first, paged through `after`.

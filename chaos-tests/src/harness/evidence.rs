@@ -26,6 +26,43 @@ pub fn violations(
     Ok(found)
 }
 
+/// The raw lines of the event log in `work` that tell the story of `epoch` up to line
+/// `upto_seq` (all of it if `None`): its `pointer_accepted`, its last `lease_extended`
+/// before that point, and its workload's starts and stops; prefixed with the log's path, as
+/// a failure's evidence for a person to check against the file.
+pub fn epoch_lines(work: &Path, epoch: u64, upto_seq: Option<u64>) -> Vec<String> {
+    let path = work.join("events.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return vec![format!("(cannot read {})", path.display())];
+    };
+    let mut picked: Vec<(u64, &str)> = Vec::new();
+    let mut last_lease: Option<(u64, &str)> = None;
+    for line in text.lines() {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(seq), Some(kind)) = (value["seq"].as_u64(), value["event"].as_str()) else {
+            continue;
+        };
+        if upto_seq.is_some_and(|upto| seq > upto) {
+            break;
+        }
+        if value["epoch"].as_u64() != Some(epoch) {
+            continue;
+        }
+        match kind {
+            "lease_extended" => last_lease = Some((seq, line)),
+            _ => picked.push((seq, line)),
+        }
+    }
+    picked.extend(last_lease);
+    picked.sort_by_key(|(seq, _)| *seq);
+    picked
+        .into_iter()
+        .map(|(_, line)| format!("{}: {line}", path.display()))
+        .collect()
+}
+
 /// When a workload of `account` ran on a server, by the node's own log: from the start of
 /// its process (`workload_starting`, logged before the spawn) to its confirmed end
 /// (`workload_stopped`), or to `until_mono_ns` if it is still running. Monotonic
@@ -199,6 +236,19 @@ pub fn owner_overlaps(
                     b.epoch,
                     (end - start) / 1_000_000
                 ));
+                for run in [a, b] {
+                    let work = sites
+                        .iter()
+                        .flat_map(|(_, works)| works)
+                        .find(|work| work.file_name().is_some_and(|name| *name == *run.server));
+                    if let Some(work) = work {
+                        found.extend(
+                            epoch_lines(work, run.epoch, None)
+                                .into_iter()
+                                .map(|line| format!("  {line}")),
+                        );
+                    }
+                }
             }
         }
     }

@@ -144,6 +144,13 @@ impl Federation {
             .map_err(|error| error.to_string())
     }
 
+    /// Keeps the federation's files after it is dropped (a failure's evidence); returns
+    /// where they are.
+    pub fn keep_files(&mut self) -> &Path {
+        self.dir.disable_cleanup(true);
+        self.dir.path()
+    }
+
     /// The directory every file of the federation lives in.
     pub fn dir(&self) -> &Path {
         self.dir.path()

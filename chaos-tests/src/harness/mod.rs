@@ -3,15 +3,19 @@
 pub mod admin;
 pub mod evidence;
 pub mod federation;
+pub mod interrupt;
 pub mod load;
 pub mod onesite;
 pub mod process;
 pub mod site;
+pub mod sweep;
+pub mod tagged;
 
 use std::time::{Duration, Instant};
 
 /// Polls `probe` until it returns `Some`, or fails after `timeout` saying what was waited
-/// for and what `probe` last saw.
+/// for and what `probe` last saw; fails at once when a signal asked the process to stop
+/// ([`interrupt`]).
 pub fn wait_for<T>(
     what: &str,
     timeout: Duration,
@@ -23,6 +27,11 @@ pub fn wait_for<T>(
             Ok(value) => return Ok(value),
             Err(seen) => seen,
         };
+        if let Some(signal) = interrupt::requested() {
+            return Err(format!(
+                "stopped waiting for {what}: {signal} asked to stop; last seen: {last}"
+            ));
+        }
         if Instant::now() >= deadline {
             return Err(format!("waited {timeout:?} for {what}; last seen: {last}"));
         }

@@ -1,20 +1,33 @@
 //! Child processes that never outlive their guard: each runs in a process group of its own
-//! and the guard kills the whole group on drop, so a failing test leaks no gateway, node
-//! agent or workload into the next one.
+//! and carries a marker naming its guard ([`super::sweep`]); on drop the guard kills the
+//! whole group and then every process with its marker (a node agent's workload runs in a
+//! group of its own), so a failing test leaks no gateway, node agent or workload into the
+//! next one.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use super::sweep;
+
 pub struct ProcessGuard {
     name: String,
     child: Option<Child>,
     log: PathBuf,
+    /// The value of [`sweep::MARKER`] this guard's processes carry.
+    marker: String,
 }
+
+/// Numbers the guards of this process, for their markers.
+static GUARDS: AtomicU64 = AtomicU64::new(0);
+/// The first guard of a harness process sweeps what a killed one left behind.
+static ORPHANS_SWEPT: Once = Once::new();
 
 impl ProcessGuard {
     /// Starts `binary args...` with stdout and stderr appended to `log`.
@@ -38,6 +51,20 @@ impl ProcessGuard {
         let errors = output
             .try_clone()
             .map_err(|error| format!("cannot open {}: {error}", log.display()))?;
+        ORPHANS_SWEPT.call_once(|| {
+            let swept = sweep::kill_orphans();
+            if !swept.is_empty() {
+                eprintln!(
+                    "harness: killed {} processes left by a harness that is gone: {swept:?}",
+                    swept.len()
+                );
+            }
+        });
+        let marker = format!(
+            "{}.{}",
+            std::process::id(),
+            GUARDS.fetch_add(1, Ordering::Relaxed)
+        );
         let child = Command::new(binary)
             .args(args)
             .stdin(Stdio::null())
@@ -45,6 +72,7 @@ impl ProcessGuard {
             .stderr(errors)
             .env("LEASEHOLD_LOG", "info")
             .envs(env.iter().map(|(key, value)| (key, value)))
+            .env(sweep::MARKER, &marker)
             .process_group(0)
             .spawn()
             .map_err(|error| format!("cannot start {name} ({}): {error}", binary.display()))?;
@@ -52,6 +80,7 @@ impl ProcessGuard {
             name: name.to_owned(),
             child: Some(child),
             log: log.to_path_buf(),
+            marker,
         })
     }
 
@@ -102,6 +131,8 @@ impl ProcessGuard {
         self.kill_group();
     }
 
+    /// SIGKILL to the process's group, then to every process that carries this guard's
+    /// marker (what it started in groups of their own), so nothing of it outlives the guard.
     fn kill_group(&mut self) {
         if let Some(mut child) = self.child.take() {
             if let Ok(pid) = i32::try_from(child.id()) {
@@ -109,6 +140,8 @@ impl ProcessGuard {
             }
             let _ = child.kill();
             let _ = child.wait();
+            let marker = &self.marker;
+            sweep::kill_marked(|found| found == marker);
         }
     }
 }

@@ -4,12 +4,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use leasehold_chaos_tests::harness::admin::{get_json, get_text};
 use leasehold_chaos_tests::harness::evidence::node_events;
+use leasehold_chaos_tests::harness::interrupt;
 use leasehold_chaos_tests::harness::onesite::{gateway_args, node_args};
 use leasehold_chaos_tests::harness::process::ProcessGuard;
 use leasehold_chaos_tests::harness::site::create_certs;
@@ -49,12 +49,11 @@ pub struct RunningFederation {
 impl RunningFederation {
     /// Certificates, every gateway (each waited for until ready, then until it sees every
     /// peer up), then every node agent; returns once every account of every site has its
-    /// minimum serving, or fails (also on `interrupt`) with the processes stopped.
+    /// minimum serving, or fails (also on Ctrl-C or SIGTERM) with the processes stopped.
     pub fn start(
         binary: &Path,
         configs: &[&SiteConfig],
         work: &Path,
-        interrupt: &AtomicBool,
     ) -> anyhow::Result<RunningFederation> {
         let certs = work.join("certs");
         let inventory: Vec<(&str, Vec<String>)> = configs
@@ -76,15 +75,13 @@ impl RunningFederation {
             running.start_gateway(binary, config, &certs, work)?;
         }
         for site in running.sites.clone() {
-            running.wait(
-                &format!("the {} gateway to be ready", site.name),
-                interrupt,
-                || get_text(site.admin, "/ready").map(drop),
-            )?;
+            running.wait(&format!("the {} gateway to be ready", site.name), || {
+                get_text(site.admin, "/ready").map(drop)
+            })?;
         }
         for site in running.sites.clone() {
             let what = format!("{} to see every peer up", site.name);
-            running.wait(&what, interrupt, || peers_up(site.admin))?;
+            running.wait(&what, || peers_up(site.admin))?;
         }
         for config in configs {
             running.start_nodes(binary, config, &certs, work)?;
@@ -98,7 +95,7 @@ impl RunningFederation {
                 .map(|a| (a.name.to_string(), u64::from(a.min_servers)))
                 .collect();
             let what = format!("every account of {site} to have its minimum serving");
-            running.wait(&what, interrupt, || minimums_serving(admin, &minimums))?;
+            running.wait(&what, || minimums_serving(admin, &minimums))?;
         }
         Ok(running)
     }
@@ -184,7 +181,6 @@ impl RunningFederation {
     fn wait(
         &mut self,
         what: &str,
-        interrupt: &AtomicBool,
         mut probe: impl FnMut() -> Result<(), String>,
     ) -> anyhow::Result<()> {
         let deadline = Instant::now() + SETTLE;
@@ -193,8 +189,8 @@ impl RunningFederation {
                 Ok(()) => return Ok(()),
                 Err(last) => last,
             };
-            if interrupt.load(Ordering::Relaxed) {
-                bail!("interrupted while waiting for {what}");
+            if let Some(signal) = interrupt::requested() {
+                bail!("{} while waiting for {what}", signal.as_str());
             }
             if let Some((name, output)) = self.exited() {
                 bail!(

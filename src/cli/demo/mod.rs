@@ -18,20 +18,17 @@ mod work;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use leasehold_site_gateway::config::{self, SiteConfig};
 
-use work::{Work, watch_signals};
+use leasehold_chaos_tests::harness::interrupt;
+use work::Work;
 
 /// The example federation's files, checked together.
 const FILES: [&str; 3] = ["site-a.toml", "site-b.toml", "site-c.toml"];
 /// Exit code for refused configs (EX_CONFIG), as `leasehold config check` uses.
 const EXIT_CONFIG: u8 = 78;
-/// Exit code after Ctrl-C (128 + SIGINT), when nothing unsafe was found.
-const EXIT_INTERRUPTED: u8 = 130;
 /// Exit code for refused arguments, as clap uses for the ones it refuses itself.
 const EXIT_USAGE: u8 = 2;
 
@@ -109,11 +106,30 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let work = Work::prepare(args.work.as_deref(), args.keep)?;
     println!("work dir: {}", work.path.display());
-    let interrupt = Arc::new(AtomicBool::new(false));
-    watch_signals(interrupt.clone())?;
+    // Ctrl-C and SIGTERM end the run early, with the summary and every child stopped (the
+    // children are in process groups of their own, so the terminal's Ctrl-C reaches only
+    // the demo).
+    interrupt::watch("leasehold demo").map_err(anyhow::Error::msg)?;
     let binary = std::env::current_exe().context("cannot find the leasehold binary itself")?;
 
-    let outcome = run::run_federation(&binary, &configs, &work.path, &args, &interrupt);
+    let outcome = run::run_federation(&binary, &configs, &work.path, &args);
+    if let Some(signal) = interrupt::requested() {
+        // Whatever the run got to, its files are what a person stopping it may want.
+        println!(
+            "{}: every process the demo started was stopped; files kept in {}",
+            signal.as_str(),
+            work.path.display()
+        );
+        work.keep_after_failure();
+        return match outcome {
+            // The run's own code: 1 if it found something unsafe, else 128 + the signal.
+            Ok(code) => Ok(code),
+            Err(error) => {
+                eprintln!("stopped before the load started: {error:#}");
+                Ok(ExitCode::from(interrupt::exit_code(signal)))
+            }
+        };
+    }
     let code = match outcome {
         Ok(code) => code,
         Err(error) => {

@@ -6,12 +6,12 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use leasehold_chaos_tests::harness::admin::get_json;
 use leasehold_chaos_tests::harness::evidence::{node_events, violations};
+use leasehold_chaos_tests::harness::interrupt;
 use leasehold_chaos_tests::harness::load::LoadCounts;
 use leasehold_site_gateway::config::SiteConfig;
 use serde_json::{Value, json};
@@ -21,7 +21,7 @@ use super::federation::{RunningFederation, SiteHandle};
 use super::follow::Loads;
 use super::summary::{self, SiteEvidence, SlaSeconds, Summary};
 use super::table::{self, Header, SiteSample, SiteState};
-use super::{DemoArgs, EXIT_INTERRUPTED, loans, schedule, site};
+use super::{DemoArgs, loans, schedule, site};
 
 /// Scheduling delay the S-1 checker tolerates past a lease's end, as in the tests.
 const STOP_SLACK: Duration = Duration::from_millis(100);
@@ -39,10 +39,9 @@ pub fn run_federation(
     configs: &[&SiteConfig],
     work: &Path,
     args: &DemoArgs,
-    interrupt: &AtomicBool,
 ) -> anyhow::Result<ExitCode> {
     println!("starting the federation:");
-    let mut running = RunningFederation::start(binary, configs, work, interrupt)?;
+    let mut running = RunningFederation::start(binary, configs, work)?;
     let sites = running.sites.clone();
     let phases = schedule::phases();
     let duration = Duration::from_secs(args.duration);
@@ -67,7 +66,7 @@ pub fn run_federation(
     let mut tick = 0u32;
     loop {
         let elapsed = load_start.elapsed();
-        if elapsed >= duration || interrupt.load(Ordering::Relaxed) {
+        if elapsed >= duration || interrupt::requested().is_some() {
             break;
         }
         if let Some(plan) = &plan
@@ -126,7 +125,7 @@ pub fn run_federation(
         // Ticks at whole seconds from the start, however long a sample took.
         let next = load_start + Duration::from_secs(u64::from(tick));
         let mut polled = Instant::now();
-        while Instant::now() < next && !interrupt.load(Ordering::Relaxed) {
+        while Instant::now() < next && interrupt::requested().is_none() {
             if let Some((k, _, _)) = &killed
                 && watch.pending(k)
                 && polled.elapsed() >= FAST_POLL
@@ -139,7 +138,7 @@ pub fn run_federation(
         }
     }
     let load_time = load_start.elapsed().min(duration);
-    let interrupted = interrupt.load(Ordering::Relaxed);
+    let interrupted = interrupt::requested().is_some();
 
     let followed = loads.followed.clone();
     let requests: Vec<(String, LoadCounts)> = loads.stop();
@@ -234,8 +233,8 @@ pub fn run_federation(
     if summary.violation_count() > 0 || !summary.left_running.is_empty() {
         return Ok(ExitCode::FAILURE);
     }
-    if interrupted {
-        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    if let Some(signal) = interrupt::requested() {
+        return Ok(ExitCode::from(interrupt::exit_code(signal)));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,9 +1,7 @@
-//! The demo's work dir (certificates, journals, node work dirs, logs) and its signal
-//! handling: Ctrl-C or SIGTERM ends the run early, with the summary.
+//! The demo's work dir (certificates, journals, node work dirs, logs): the one given, or a
+//! temporary one removed at the end unless kept (--keep, a failure, an interrupt).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 
@@ -74,42 +72,4 @@ impl Work {
             None => println!("work dir kept: {}", self.path.display()),
         }
     }
-}
-
-/// Ctrl-C (SIGINT) and SIGTERM end the run early, with the summary and with every child
-/// stopped. The handlers are installed before this returns, so no early signal kills the
-/// demo with its children still running; the children are in their own process groups,
-/// so the terminal's Ctrl-C reaches only the demo.
-pub fn watch_signals(interrupt: Arc<AtomicBool>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the signal watcher")?;
-    let (mut int, mut term) = {
-        let _entered = runtime.enter();
-        (
-            signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
-            signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
-        )
-    };
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                loop {
-                    tokio::select! {
-                        _ = int.recv() => {}
-                        _ = term.recv() => {}
-                    }
-                    if interrupt.swap(true, Ordering::Relaxed) {
-                        eprintln!("\nleasehold demo: already stopping; every process it started is being stopped");
-                    } else {
-                        eprintln!("\nleasehold demo: stopping early; the summary follows");
-                    }
-                }
-            });
-        })
-        .context("cannot start the signal watcher")?;
-    Ok(())
 }

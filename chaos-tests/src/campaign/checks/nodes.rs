@@ -8,7 +8,7 @@ use leasehold_node::evidence::Violation;
 
 use super::{Evidence, STOP_SLACK_MS, Verdict, verdict, works};
 use crate::campaign::layout::account_name;
-use crate::harness::evidence::{lent_runs, node_events, owner_overlaps, violations};
+use crate::harness::evidence::{epoch_lines, lent_runs, node_events, owner_overlaps, violations};
 
 /// Every node log's violations of S-1..S-3, or the error reading them.
 pub(super) fn node_violations(evidence: &Evidence) -> Result<Vec<(String, Violation)>, String> {
@@ -18,6 +18,24 @@ pub(super) fn node_violations(evidence: &Evidence) -> Result<Vec<(String, Violat
         .collect();
     let works: Vec<&std::path::Path> = works.iter().map(PathBuf::as_path).collect();
     violations(&works, std::time::Duration::from_millis(STOP_SLACK_MS))
+}
+
+/// A violation's line, then the event log lines that show it (indented).
+fn with_lines(work: &str, violation: &Violation) -> Vec<String> {
+    let (seq, epoch) = match violation {
+        Violation::TwoWorkloads { seq, starting, .. } => (*seq, starting.1),
+        Violation::EpochNotGreater { seq, epoch, .. }
+        | Violation::StaleWorkload { seq, epoch, .. }
+        | Violation::StartedWithoutLease { seq, epoch }
+        | Violation::RanPastLease { seq, epoch, .. } => (*seq, *epoch),
+    };
+    let mut lines = vec![format!("{work}: {violation}")];
+    lines.extend(
+        epoch_lines(std::path::Path::new(work), epoch.value(), Some(seq))
+            .into_iter()
+            .map(|line| format!("  {line}")),
+    );
+    lines
 }
 
 fn is_epoch_violation(violation: &Violation) -> bool {
@@ -31,7 +49,7 @@ pub(super) fn one_account_per_server(found: &Result<Vec<(String, Violation)>, St
         Ok(found) => found
             .iter()
             .filter(|(_, violation)| !is_epoch_violation(violation))
-            .map(|(work, violation)| format!("{work}: {violation}"))
+            .flat_map(|(work, violation)| with_lines(work, violation))
             .collect(),
         Err(error) => vec![format!("cannot read the node logs: {error}")],
     };
@@ -96,7 +114,7 @@ pub(super) fn epochs_never_reused(
         Ok(found) => found
             .iter()
             .filter(|(_, violation)| is_epoch_violation(violation))
-            .map(|(work, violation)| format!("{work}: {violation}"))
+            .flat_map(|(work, violation)| with_lines(work, violation))
             .collect(),
         Err(error) => vec![format!("cannot read the node logs: {error}")],
     };
