@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use leasehold_chaos_tests::campaign::schedule::{Scenario, schedule};
 use leasehold_chaos_tests::harness::tagged::{
-    TAG, count, signal_and_wait, tagged, wait_for_tagged, workloads,
+    TAG, TaggedChild, count, signal_and_wait, tagged, wait_for_tagged, workloads,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -280,7 +280,7 @@ fn an_unknown_scenario_is_refused_by_name_before_anything_starts() {
 
 /// Starts a campaign tagged `tag` (seed 19 for 75 s: a gateway kill, a pause, a stale
 /// grant, a node kill), its stderr to a file; returns the child and the stderr's path.
-fn start_tagged_campaign(dir: &Path, tag: &str) -> (std::process::Child, PathBuf) {
+fn start_tagged_campaign(dir: &Path, tag: &str) -> (TaggedChild, PathBuf) {
     let stderr = dir.join("stderr.txt");
     let child = Command::new(BINARY)
         .args([
@@ -300,13 +300,17 @@ fn start_tagged_campaign(dir: &Path, tag: &str) -> (std::process::Child, PathBuf
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap();
+    let child = TaggedChild {
+        child,
+        tag: tag.to_owned(),
+    };
     (child, stderr)
 }
 
 /// Sends `signal` to the campaign, waits for it to exit (60 s at most), and checks what a
 /// person would: the exit code, what it said, the kept files, and no process of it left.
-fn assert_stopped_by(mut child: std::process::Child, stderr: &Path, tag: &str, signal: Signal) {
-    let status = signal_and_wait(&mut child, signal, Duration::from_secs(60), tag).unwrap();
+fn assert_stopped_by(mut child: TaggedChild, stderr: &Path, tag: &str, signal: Signal) {
+    let status = signal_and_wait(&mut child, signal, Duration::from_secs(60)).unwrap();
     let said = std::fs::read_to_string(stderr).unwrap();
     assert_eq!(status.code(), Some(128 + signal as i32), "{said}");
     assert_eq!(tagged(tag), Vec::new(), "{said}");

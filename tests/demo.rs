@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use leasehold_chaos_tests::harness::process::process_alive;
 use leasehold_chaos_tests::harness::tagged::{
-    TAG, count, signal_and_wait, tagged, wait_for_tagged, workloads,
+    TAG, TaggedChild, count, signal_and_wait, tagged, wait_for_tagged, workloads,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -202,7 +202,7 @@ fn interrupt_demo(signal: Signal) {
     let work = dir.path().join("w");
     let out = dir.path().join("out.txt");
     let tag = format!("demo-{}-{}", signal.as_str(), std::process::id());
-    let mut child = Command::new(BINARY)
+    let child = Command::new(BINARY)
         .args(["demo", "--duration", "120", "--work"])
         .arg(&work)
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
@@ -211,6 +211,10 @@ fn interrupt_demo(signal: Signal) {
         .stderr(std::fs::File::create(dir.path().join("err.txt")).unwrap())
         .spawn()
         .unwrap();
+    let mut child = TaggedChild {
+        child,
+        tag: tag.clone(),
+    };
     let said = || {
         format!(
             "{}\n--- stderr ---\n{}",
@@ -229,7 +233,7 @@ fn interrupt_demo(signal: Signal) {
         },
     )
     .unwrap_or_else(|error| panic!("{error}\n{}", said()));
-    let status = signal_and_wait(&mut child, signal, Duration::from_secs(60), &tag)
+    let status = signal_and_wait(&mut child, signal, Duration::from_secs(60))
         .unwrap_or_else(|error| panic!("{error}\n{}", said()));
     assert_eq!(status.code(), Some(128 + signal as i32), "{}", said());
     assert_eq!(tagged(&tag), Vec::new(), "{}", said());

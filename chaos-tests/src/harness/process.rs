@@ -16,6 +16,8 @@ use nix::unistd::Pid;
 
 use super::sweep;
 
+pub use super::sweep::process_alive;
+
 pub struct ProcessGuard {
     name: String,
     child: Option<Child>,
@@ -149,19 +151,5 @@ impl ProcessGuard {
 impl Drop for ProcessGuard {
     fn drop(&mut self) {
         self.kill_group();
-    }
-}
-
-/// Whether a process with this pid exists (and is not a zombie).
-pub fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // The state follows the parenthesised command name.
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next());
-            state != Some("Z")
-        }
-        Err(_) => false,
     }
 }

@@ -15,7 +15,19 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::process::process_alive;
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next());
+            state != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
 
 /// The environment variable that marks a harness's processes.
 pub const MARKER: &str = "LEASEHOLD_HARNESS_GUARD";
@@ -85,10 +97,15 @@ pub fn command_line(pid: u32) -> Option<String> {
 /// SIGKILL to every live process whose marker `matches`, again until none is left (or
 /// [`SWEEP_FOR`] has passed); returns the pids killed.
 pub fn kill_marked(matches: impl Fn(&str) -> bool) -> BTreeSet<u32> {
+    kill_marked_by(MARKER, matches)
+}
+
+/// [`kill_marked`] for the environment variable `variable` (a test's own tag).
+pub fn kill_marked_by(variable: &str, matches: impl Fn(&str) -> bool) -> BTreeSet<u32> {
     let deadline = Instant::now() + SWEEP_FOR;
     let mut killed = BTreeSet::new();
     loop {
-        let targets: Vec<u32> = marked_processes()
+        let targets: Vec<u32> = processes_with(variable)
             .into_iter()
             .filter(|(_, marker)| matches(marker))
             .map(|(pid, _)| pid)

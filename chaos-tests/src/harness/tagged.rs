@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::sweep::{command_line, processes_with};
+use super::sweep::{command_line, kill_marked_by, processes_with};
 
 /// The environment variable a test tags a command's processes with.
 pub const TAG: &str = "LEASEHOLD_TEST_TAG";
@@ -58,14 +58,32 @@ pub fn wait_for_tagged(
     })
 }
 
-/// Sends `signal` to `child` and waits for it to exit, at most `timeout` (then kills it
-/// and fails, saying what of it still runs).
+/// A command a test started with its tag: dropped (the test passed, failed or panicked),
+/// it kills the command and every process tagged with its tag, so a failed test leaves
+/// nothing for the next one.
+pub struct TaggedChild {
+    pub child: Child,
+    pub tag: String,
+}
+
+impl Drop for TaggedChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let tag = self.tag.clone();
+        kill_marked_by(TAG, |value| value == tag);
+    }
+}
+
+/// Sends `signal` to the tagged command and waits for it to exit, at most `timeout` (then
+/// kills it and fails, saying what of it still runs).
 pub fn signal_and_wait(
-    child: &mut Child,
+    tagged_child: &mut TaggedChild,
     signal: Signal,
     timeout: Duration,
-    tag: &str,
 ) -> Result<ExitStatus, String> {
+    let TaggedChild { child, tag } = tagged_child;
+    let tag = tag.as_str();
     let pid = i32::try_from(child.id()).map_err(|_| "pid out of range".to_owned())?;
     nix::sys::signal::kill(Pid::from_raw(pid), signal)
         .map_err(|error| format!("cannot send {signal}: {error}"))?;
