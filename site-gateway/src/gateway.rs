@@ -20,7 +20,7 @@ use crate::actors::master::{LinkUp, SiteMaster};
 use crate::config::{self, ConfigErrors, SiteConfig};
 use crate::journal::{Journal, JournalError};
 use crate::model::Millis;
-use crate::model::site::SiteModel;
+use crate::model::core::SiteCore;
 
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
@@ -121,19 +121,25 @@ async fn serve(
         JournalWriter::new(journal)
     });
     let board = Arc::new(HeartbeatBoard::default());
-    let (model, recovery_effects) = SiteModel::new(&config, &recovered, Millis(0));
+    let (core, recovery_effects, groups) = SiteCore::new(
+        config.clone(),
+        hash,
+        &recovered,
+        Some(ownership(&config)),
+        crate::actors::wall_ms(),
+        Millis(0),
+    );
     let metrics = Arc::new(crate::metrics::Metrics::new(&config.site.name));
     let master = SiteMaster::new(
-        model,
+        core,
+        recovery_effects,
+        groups,
         started,
         journal.clone(),
         board,
-        recovery_effects,
         metrics.clone(),
     )
-    .with_config(config.clone(), hash)
     .with_federation(peers.clone())
-    .with_ownership(ownership(&config))
     .start();
     peers.attach(master.clone());
     crate::reload::start(config.path.clone(), master.clone())?;

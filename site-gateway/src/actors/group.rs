@@ -1,27 +1,20 @@
-//! The Group actor: one per account homed at the site. It owns the account's demand
-//! model and tells the master when the demand changes.
+//! The Group actor: one per account the site serves as its own, its local decision-maker.
+//! A shell over the account's [`DemandModel`]: each round the master tells it the
+//! account's measured load and it answers the demand, which the master's round arbitrates
+//! on at once.
 
 use actix::prelude::*;
 
 use crate::model::Millis;
-use crate::model::arbiter::AccountIx;
-use crate::model::demand::DemandModel;
+use crate::model::demand::{DemandModel, Sla};
 
 pub struct Group {
-    account: AccountIx,
     model: DemandModel,
-    demand: Option<u32>,
-    master: Recipient<DemandChanged>,
 }
 
 impl Group {
-    pub fn new(account: AccountIx, model: DemandModel, master: Recipient<DemandChanged>) -> Self {
-        Group {
-            account,
-            model,
-            demand: None,
-            master,
-        }
+    pub fn new(model: DemandModel) -> Self {
+        Group { model }
     }
 }
 
@@ -29,50 +22,31 @@ impl Actor for Group {
     type Context = Context<Self>;
 }
 
-/// The account's measured load this round.
+/// The account's measured load this round; the answer is its demand (servers wanted).
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "u32")]
 pub struct LoadMeasured {
     pub total_load: f64,
     pub now: Millis,
 }
 
-/// An account's demand changed.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct DemandChanged {
-    pub account: AccountIx,
-    pub demand: u32,
-}
-
 impl Handler<LoadMeasured> for Group {
-    type Result = ();
+    type Result = u32;
 
-    fn handle(&mut self, message: LoadMeasured, _: &mut Context<Self>) {
-        let demand = self.model.observe(message.total_load, message.now);
-        if self.demand != Some(demand) {
-            self.demand = Some(demand);
-            // do_send: at most one message per account per round, and the master must
-            // never wait on a group.
-            self.master.do_send(DemandChanged {
-                account: self.account,
-                demand,
-            });
-        }
+    fn handle(&mut self, message: LoadMeasured, _: &mut Context<Self>) -> u32 {
+        self.model.observe(message.total_load, message.now)
     }
 }
 
-/// A config edit changed the account's SLA.
+/// A config edit changed the account's SLA; the next demand is within the new bounds.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SetSla(pub crate::model::demand::Sla);
+pub struct SetSla(pub Sla);
 
 impl Handler<SetSla> for Group {
     type Result = ();
 
     fn handle(&mut self, message: SetSla, _: &mut Context<Self>) {
         self.model.set_sla(message.0);
-        // Re-announce on the next load sample, clamped to the new bounds at once.
-        self.demand = None;
     }
 }

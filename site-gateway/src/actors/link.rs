@@ -338,10 +338,4 @@ impl Reader {
     }
 }
 
-/// What a node reported about its workload.
-#[derive(Debug)]
-pub enum WorkloadEvent {
-    Joined,
-    Failed(String),
-    Stopped(leasehold_federation::wire::node::StopCause),
-}
+pub use crate::model::core::WorkloadEvent;

@@ -1,6 +1,6 @@
-//! The SiteMaster's side of loans: what Peer actors hand it (a peer's request, renewal,
-//! return, recall, relayed status; answers to our own requests; peer liveness), each
-//! passed to the site core, and the core's messages to peers handed to the right Peer.
+//! The SiteMaster's messages about loans: what Peer actors hand it (a peer's request,
+//! renewal, return, recall, relayed status; answers to our own requests; peer liveness),
+//! each passed to the site core, and the core's messages to peers handed to the right Peer.
 //! A loan offer is answered only once its leases are journaled (D-1).
 
 use std::time::Duration;
@@ -36,18 +36,7 @@ impl SiteMaster {
             return;
         }
         let now = self.now();
-        let why = format!("{to} is not a peer of this site");
-        let effects = match message {
-            PeerMessage::RequestLoan(request) => {
-                self.model
-                    .loan_offered(&to, &request.account, Err(why), now)
-            }
-            PeerMessage::RenewLoan(renew) => {
-                self.model
-                    .loan_renewed(&to, &renew.server, renew.epoch, Err(why), now)
-            }
-            _ => Vec::new(),
-        };
+        let effects = self.core.peer_unreachable(&to, message, now);
         self.perform(effects, ctx);
     }
 }
@@ -71,46 +60,28 @@ impl Handler<LendTo> for SiteMaster {
 
     fn handle(&mut self, message: LendTo, ctx: &mut Context<Self>) -> Self::Result {
         let now = self.now();
-        if message.handback {
-            let (offer, effects) =
-                self.model
-                    .lend_home(&message.borrower, &message.account, message.count, now);
-            return self.offer_once_journaled(offer, effects, ctx);
-        }
-        let spec = message.spec.clone().or_else(|| {
-            self.ownership
-                .as_ref()
-                .and_then(|ownership| ownership.spec_of(&message.account))
-        });
-        let Some(spec) = spec else {
-            let detail = format!(
-                "{} has no catalogue entry for account {} (its home's catalogue has not arrived, or does not list it)",
-                self.model.site(),
-                message.account
-            );
-            tracing::warn!(borrower = %message.borrower, account = %message.account, "loan refused: account in no catalogue");
-            return Box::pin(async move {
-                LoanOffer::Refused(leasehold_federation::wire::common::Refusal {
-                    cause: leasehold_federation::wire::common::RefusalCause::NotAllowed,
-                    detail,
-                })
-            });
-        };
-        let (offer, effects) = self
-            .model
-            .lend(&message.borrower, &spec, message.count, now);
+        let (offer, effects) = self.core.lend_to(
+            &message.borrower,
+            &message.account,
+            message.spec,
+            message.count,
+            message.handback,
+            now,
+        );
         match &offer {
             LoanOffer::Granted { servers } => tracing::info!(
                 borrower = %message.borrower,
-                account = %spec.name,
+                account = %message.account,
                 asked = message.count,
                 lent = servers.len(),
+                handback = message.handback,
                 "loan granted"
             ),
             LoanOffer::Refused(refusal) => tracing::info!(
                 borrower = %message.borrower,
-                account = %spec.name,
+                account = %message.account,
                 asked = message.count,
+                handback = message.handback,
                 reason = %refusal.detail,
                 "loan refused"
             ),
@@ -156,9 +127,9 @@ impl Handler<RenewLoanFrom> for SiteMaster {
 
     fn handle(&mut self, message: RenewLoanFrom, _: &mut Context<Self>) -> Self::Result {
         let now = self.now();
-        let answer = self
-            .model
-            .renew_loan(&message.borrower, &message.server, message.epoch, now);
+        let answer =
+            self.core
+                .renew_loan_from(&message.borrower, &message.server, message.epoch, now);
         if let LoanRenewal::Refused(refusal) = &answer {
             tracing::warn!(borrower = %message.borrower, server = %message.server, epoch = %message.epoch, reason = %refusal.detail, "loan renewal refused");
         }
@@ -181,8 +152,8 @@ impl Handler<ReturnFrom> for SiteMaster {
     fn handle(&mut self, message: ReturnFrom, ctx: &mut Context<Self>) {
         let now = self.now();
         match self
-            .model
-            .loan_returned(&message.borrower, &message.server, message.epoch, now)
+            .core
+            .return_from(&message.borrower, &message.server, message.epoch, now)
         {
             Ok(effects) => self.perform(effects, ctx),
             Err(refusal) => {
@@ -205,10 +176,7 @@ impl Handler<RecallFrom> for SiteMaster {
 
     fn handle(&mut self, message: RecallFrom, ctx: &mut Context<Self>) {
         let now = self.now();
-        match self
-            .model
-            .loan_recalled(&message.lender, &message.recall, now)
-        {
+        match self.core.recall_from(&message.lender, &message.recall, now) {
             Ok(effects) => self.perform(effects, ctx),
             Err(reason) => {
                 tracing::warn!(lender = %message.lender, server = %message.recall.server, epoch = %message.recall.epoch, %reason, "recall refused; nothing changed")
@@ -230,10 +198,7 @@ impl Handler<StatusFrom> for SiteMaster {
 
     fn handle(&mut self, message: StatusFrom, ctx: &mut Context<Self>) {
         let now = self.now();
-        match self
-            .model
-            .loan_status(&message.lender, &message.status, now)
-        {
+        match self.core.status_from(&message.lender, &message.status, now) {
             Ok(effects) => self.perform(effects, ctx),
             Err(reason) => {
                 tracing::warn!(lender = %message.lender, server = %message.status.server, epoch = %message.status.epoch, %reason, "lent-server status refused; nothing changed")
@@ -269,15 +234,13 @@ impl Handler<LoanAnswered> for SiteMaster {
                 lender,
                 account,
                 answer,
-            } => self.model.loan_offered(&lender, &account, answer, now),
+            } => self.core.loan_offered(&lender, &account, answer, now),
             LoanAnswered::Renewal {
                 lender,
                 server,
                 epoch,
                 answer,
-            } => self
-                .model
-                .loan_renewed(&lender, &server, epoch, answer, now),
+            } => self.core.loan_renewed(&lender, &server, epoch, answer, now),
         };
         self.perform(effects, ctx);
     }
@@ -296,11 +259,9 @@ impl Handler<PeerSeen> for SiteMaster {
     type Result = ();
 
     fn handle(&mut self, message: PeerSeen, _: &mut Context<Self>) {
-        self.model.peer_seen(&message.site, message.up, message.rtt);
         let now = self.now();
-        if let Some(ownership) = &mut self.ownership {
-            ownership.peer_seen(&message.site, message.up, now);
-        }
+        self.core
+            .peer_seen(&message.site, message.up, message.rtt, now);
     }
 }
 
@@ -314,6 +275,6 @@ impl Handler<GetLoans> for SiteMaster {
 
     fn handle(&mut self, _: GetLoans, _: &mut Context<Self>) -> Self::Result {
         let now = self.now();
-        MessageResult(self.model.loans(now))
+        MessageResult(self.core.model().loans(now))
     }
 }

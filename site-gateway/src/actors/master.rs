@@ -1,7 +1,9 @@
-//! The SiteMaster actor: owns the site core ([`SiteModel`]) and performs its effects.
-//! Every round (`ROUND_INTERVAL`) it reads the heartbeat board, feeds each Group its
-//! account's load, and runs the core's tick. Effects are journaled before any command of
-//! theirs goes out (invariant D-1).
+//! The SiteMaster actor: a shell over the site's [`SiteCore`]. It turns messages into the
+//! core's inputs, calls it, and performs the effects it returns: journal and audit first,
+//! then commands to nodes and messages to peers (invariant D-1), and the `Group` actors it
+//! asks to start or stop. Every round (`ROUND_INTERVAL`) it reads the heartbeat board, has
+//! the core measure each account's load, asks each Group for its demand, and finishes the
+//! round on those demands. No decision is taken here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,19 +20,21 @@ use leasehold_federation::wire::node::{
 };
 use serde::Serialize;
 
-use super::group::{DemandChanged, Group, LoadMeasured, SetSla};
+use super::group::{Group, LoadMeasured, SetSla};
 use super::journal::{JournalWriter, Persist};
-use super::link::{CloseLink, Deliver, ServerLink, WorkloadEvent};
+use super::link::{CloseLink, Deliver, ServerLink};
 use super::{HeartbeatBoard, wall_ms};
 use crate::config::SiteConfig;
 use crate::federation::Federation;
 use crate::metrics::Metrics;
 use crate::model::Millis;
 use crate::model::arbiter::AccountIx;
-use crate::model::demand::{DemandModel, Sla};
+use crate::model::core::{ConfigOutcome, GroupChanges, Heartbeat, SiteCore, WorkloadEvent};
+use crate::model::demand::DemandModel;
 use crate::model::effects::{Command, Effect, Observation};
-use crate::model::ownership::{Owner, SiteOwnership};
-use crate::model::site::{SiteModel, SiteSnapshot};
+use crate::model::site::SiteSnapshot;
+
+pub use crate::model::core::ConfigStatus;
 
 /// The exit code when the journal cannot be written (EX_IOERR).
 pub const EXIT_JOURNAL_FAILED: i32 = 74;
@@ -39,146 +43,45 @@ pub const EXIT_JOURNAL_FAILED: i32 = 74;
 pub const ROUND_INTERVAL: Duration = Duration::from_millis(100);
 
 pub struct SiteMaster {
-    pub(super) model: SiteModel,
+    pub(super) core: SiteCore,
     started: Instant,
     journal: Addr<JournalWriter>,
-    /// By account index; `None` for a removed (tombstoned) account.
+    /// By account index; `None` for an account with no group (removed, a peer's guest).
     groups: Vec<Option<Addr<Group>>>,
     links: HashMap<ServerId, (u64, Addr<ServerLink>)>,
     next_link_id: u64,
     board: Arc<HeartbeatBoard>,
+    /// The recovery's effects and the first groups, performed when the actor starts.
     pending: Vec<Effect>,
-    rounds: u64,
+    pending_groups: GroupChanges,
     reallocations: u64,
     latency_ms: Histogram<u64>,
     metrics: Arc<Metrics>,
-    /// The config the site runs on (the last good one) and what reloads did.
-    config: Option<SiteConfig>,
-    config_status: ConfigStatus,
     /// The peers, changed by config edits; `None` in tests that run no federation.
     pub(super) federation: Option<Arc<Federation>>,
-    /// Which accounts this site owns (docs/ownership.md); `None`: it owns its own for ever.
-    pub(super) ownership: Option<SiteOwnership>,
-}
-
-/// The config the site runs on and the outcome of live edits (`/v1/status` `config`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ConfigStatus {
-    pub path: String,
-    /// sha256 of the file's bytes, hex.
-    pub hash: String,
-    /// Wall-clock ms when this config was loaded or applied.
-    pub applied_at_ms: u64,
-    /// The errors of the last refused edit (file:line:column each), until an edit is
-    /// applied.
-    pub last_refused: Option<String>,
-    pub reloads_applied: u64,
-    pub reloads_refused: u64,
-    /// What the running config differs in from the file and needs a restart to take.
-    pub needs_restart: Vec<String>,
-}
-
-fn sla_of(account: &crate::config::Account) -> Sla {
-    Sla {
-        min_servers: account.min_servers,
-        max_servers: account.max_servers,
-        target_load: account.target_load,
-    }
 }
 
 impl SiteMaster {
-    /// The config the model was built from and its hash: live edits are diffed against it.
-    pub fn with_config(mut self, config: SiteConfig, hash: String) -> Self {
-        self.config_status = ConfigStatus {
-            path: config.path.display().to_string(),
-            hash,
-            applied_at_ms: wall_ms(),
-            ..ConfigStatus::default()
-        };
-        self.config = Some(config);
-        self
-    }
-
-    /// Decide ownership of accounts with `ownership` (docs/ownership.md).
-    pub fn with_ownership(mut self, ownership: SiteOwnership) -> Self {
-        self.ownership = Some(ownership);
-        self
-    }
-
-    /// Feeds the ownership core's view of every account to the site core, and takes over
-    /// the peer accounts it now owns (each gets a Group). Called before every round and
-    /// after every vote, so that nothing is served on an ownership that has run out.
-    pub(super) fn sync_ownership(&mut self, ctx: &mut Context<Self>) {
-        let now = self.now();
-        let Some(ownership) = &self.ownership else {
-            return;
-        };
-        // A peer's account gets an entry here once this site owns it, not while it claims.
-        let adopted: Vec<_> = ownership
-            .adopted()
-            .values()
-            .map(|spec| (spec.clone(), ownership.owner(&spec.name, now)))
-            .filter(|(_, owner)| matches!(owner, Owner::Here { .. }))
-            .collect();
-        let names: Vec<_> = self
-            .model
-            .accounts()
-            .iter()
-            .filter(|account| account.guest.is_none())
-            .map(|account| account.config.name.clone())
-            .collect();
-        let owners: Vec<_> = names
-            .into_iter()
-            .map(|name| {
-                let owner = ownership.owner(&name, now);
-                let handing_back = ownership.handing_back(&name).cloned();
-                (name, owner, handing_back)
-            })
-            .collect();
-        for (name, owner, handing_back) in owners {
-            self.model.set_owner(&name, owner);
-            self.model.set_handing_back(&name, handing_back.as_ref());
-        }
-        for (spec, owner) in adopted {
-            if let Some(ix) = self.model.adopt(&spec, owner) {
-                let group = self.start_group(ix, ctx);
-                let ix = ix as usize;
-                if ix >= self.groups.len() {
-                    self.groups.resize(ix + 1, None);
-                }
-                self.groups[ix] = Some(group);
-            }
-        }
-    }
-
     /// The federation whose peers and catalogue config edits change.
     pub fn with_federation(mut self, federation: Arc<Federation>) -> Self {
         self.federation = Some(federation);
         self
     }
 
-    fn start_group(&self, ix: AccountIx, ctx: &mut Context<Self>) -> Addr<Group> {
-        let config = &self.model.accounts()[ix as usize].config;
-        Group::new(
-            ix,
-            DemandModel::new(sla_of(config)),
-            ctx.address().recipient(),
-        )
-        .start()
-    }
-
-    /// `recovered` are the effects of rebuilding the model from the journal; they are
-    /// performed when the actor starts.
+    /// `recovered` are the effects of rebuilding the core from the journal and `groups`
+    /// the groups it starts with (both from [`SiteCore::new`]); they are performed when
+    /// the actor starts.
     pub fn new(
-        model: SiteModel,
+        core: SiteCore,
+        recovered: Vec<Effect>,
+        groups: GroupChanges,
         started: Instant,
         journal: Addr<JournalWriter>,
         board: Arc<HeartbeatBoard>,
-        recovered: Vec<Effect>,
         metrics: Arc<Metrics>,
     ) -> Self {
         SiteMaster {
-            model,
+            core,
             started,
             journal,
             groups: Vec::new(),
@@ -186,17 +89,38 @@ impl SiteMaster {
             next_link_id: 1,
             board,
             pending: recovered,
+            pending_groups: groups,
             metrics,
-            rounds: 0,
             reallocations: 0,
-            config: None,
-            config_status: ConfigStatus::default(),
             federation: None,
-            ownership: None,
             // 1 ms .. 10 min, 3 significant digits; the bounds are constants, so this
             // cannot fail.
             latency_ms: Histogram::new_with_bounds(1, 600_000, 3)
                 .unwrap_or_else(|_| Histogram::new(3).expect("3 significant digits is valid")),
+        }
+    }
+
+    /// Starts, stops and re-configures Group actors as the core asked.
+    pub(super) fn apply_groups(&mut self, changes: GroupChanges) {
+        for ix in changes.stopped {
+            // Dropping the last address stops the Group once its mailbox is empty.
+            if let Some(slot) = self.groups.get_mut(ix as usize) {
+                *slot = None;
+            }
+        }
+        for (ix, sla) in changes.started {
+            let group = Group::new(DemandModel::new(sla)).start();
+            let ix = ix as usize;
+            if ix >= self.groups.len() {
+                self.groups.resize(ix + 1, None);
+            }
+            self.groups[ix] = Some(group);
+        }
+        for (ix, sla) in changes.sla_changed {
+            if let Some(Some(group)) = self.groups.get(ix as usize) {
+                // do_send: a config edit, rare; the group answers nothing.
+                group.do_send(SetSla(sla));
+            }
         }
     }
 
@@ -237,7 +161,7 @@ impl SiteMaster {
                 }
                 Effect::Audit(entry) => {
                     tracing::info!(
-                        site = %self.model.site(),
+                        site = %self.core.model().site(),
                         kind = ?entry.kind,
                         server = entry.server.as_ref().map_or("-", |s| s.as_str()),
                         account = entry.account.as_ref().map_or("-", |a| a.as_str()),
@@ -305,18 +229,7 @@ impl SiteMaster {
             return;
         }
         let now = self.now();
-        let effects = match command {
-            Command::Apply { server, pointer } => self.model.pointer_answered(
-                &server,
-                pointer.epoch,
-                Err("not connected".to_owned()),
-                now,
-            ),
-            Command::Stop { server, epoch, .. } => {
-                self.model
-                    .stop_answered(&server, epoch, Err("not connected".to_owned()), now)
-            }
-        };
+        let effects = self.core.undeliverable(command, now);
         self.perform(effects, ctx);
     }
 
@@ -331,42 +244,49 @@ impl SiteMaster {
         }
     }
 
+    /// A round: the core's first half, each Group's demand from its account's load (the
+    /// master waits for every answer, handling nothing else meanwhile, so the round
+    /// arbitrates on this round's demand), then the core's second half.
     fn round(&mut self, ctx: &mut Context<Self>) {
         let began = Instant::now(); // metrics: the round's duration, measured in the shell
-        for (server, sample) in self.board.drain() {
-            let at = self.at(sample.at);
-            self.model
-                .heartbeat(&server, sample.health, sample.load, at);
-        }
+        let heartbeats: Vec<Heartbeat> = self
+            .board
+            .drain()
+            .into_iter()
+            .map(|(server, sample)| Heartbeat {
+                server,
+                health: sample.health,
+                load: sample.load,
+                at: self.at(sample.at),
+            })
+            .collect();
         let now = self.now();
-        let mut effects = match &mut self.ownership {
-            Some(ownership) => ownership.tick(now),
-            None => Vec::new(),
+        let start = self.core.begin_round(heartbeats, now);
+        self.apply_groups(start.groups);
+        let asked: Vec<(AccountIx, Request<Group, LoadMeasured>)> = start
+            .loads
+            .into_iter()
+            .filter_map(|(ix, total_load)| {
+                let group = self.groups.get(ix as usize)?.as_ref()?;
+                Some((ix, group.send(LoadMeasured { total_load, now })))
+            })
+            .collect();
+        let answers = async move {
+            let mut demands = Vec::with_capacity(asked.len());
+            for (ix, request) in asked {
+                // A group that is gone (its account removed meanwhile) has no say.
+                if let Ok(demand) = request.await {
+                    demands.push((ix, demand));
+                }
+            }
+            demands
         };
-        self.sync_ownership(ctx);
-        for (group, (load, _)) in self.groups.iter().zip(self.model.account_loads()) {
-            let Some(group) = group else { continue };
-            group.do_send(LoadMeasured {
-                total_load: load,
-                now,
-            });
-        }
-        effects.extend(self.model.tick(now));
-        // Drain-first failback: an account whose home's servers now carry it alone goes
-        // back to its home (docs/ownership.md).
-        if let Some(ownership) = &mut self.ownership {
-            let ready = self.model.ready_to_hand_over(now);
-            for account in &ready {
-                effects.extend(ownership.hand_over(account, now));
-                effects.extend(self.model.handed_over(account));
-            }
-            if !ready.is_empty() {
-                self.sync_ownership(ctx);
-            }
-        }
-        self.rounds += 1;
-        self.perform(effects, ctx);
-        self.metrics.round_finished(began.elapsed()); // metrics
+        ctx.wait(answers.into_actor(self).map(move |demands, master, ctx| {
+            let (effects, groups) = master.core.finish_round(&demands, now);
+            master.apply_groups(groups);
+            master.perform(effects, ctx);
+            master.metrics.round_finished(began.elapsed()); // metrics
+        }));
     }
 }
 
@@ -376,11 +296,8 @@ impl Actor for SiteMaster {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Well above the default 16: every node's requests pass through here.
         ctx.set_mailbox_capacity(4096);
-        self.groups = (0..self.model.accounts().len())
-            .map(|ix| Some(self.start_group(ix as AccountIx, ctx)))
-            .collect();
-        // Before any node's renewal is answered: nothing is owned until a majority says so.
-        self.sync_ownership(ctx);
+        let groups = std::mem::take(&mut self.pending_groups);
+        self.apply_groups(groups);
         let recovered = std::mem::take(&mut self.pending);
         self.perform(recovered, ctx);
         ctx.run_interval(ROUND_INTERVAL, |master, ctx| master.round(ctx));
@@ -405,7 +322,7 @@ impl Handler<LinkUp> for SiteMaster {
         };
         let link_id = self.next_link_id;
         self.next_link_id += 1;
-        let timeout = self.model.timings().workload_stop_timeout + Duration::from_secs(5);
+        let timeout = self.core.model().timings().workload_stop_timeout + Duration::from_secs(5);
         ServerLink::new(
             server,
             link_id,
@@ -434,7 +351,7 @@ impl Handler<RegisterServer> for SiteMaster {
 
     fn handle(&mut self, message: RegisterServer, ctx: &mut Context<Self>) -> Self::Result {
         let now = self.now();
-        let (registration, effects) = self.model.register(
+        let (registration, effects) = self.core.register(
             &message.server,
             message.running.as_ref(),
             message.highest_epoch,
@@ -466,9 +383,7 @@ impl Handler<RenewLease> for SiteMaster {
 
     fn handle(&mut self, message: RenewLease, _: &mut Context<Self>) -> Self::Result {
         let now = self.now();
-        let renewal = self
-            .model
-            .renew_as_owner(&message.server, message.epoch, now);
+        let renewal = self.core.renew(&message.server, message.epoch, now);
         if let Some(renewal) = &renewal {
             self.metrics.renewal(renewal); // metrics
         }
@@ -493,7 +408,7 @@ impl Handler<PointerAnswered> for SiteMaster {
         }
         let now = self.now();
         let effects =
-            self.model
+            self.core
                 .pointer_answered(&message.server, message.epoch, message.answer, now);
         self.perform(effects, ctx);
     }
@@ -513,7 +428,7 @@ impl Handler<StopAnswered> for SiteMaster {
     fn handle(&mut self, message: StopAnswered, ctx: &mut Context<Self>) {
         let now = self.now();
         let effects = self
-            .model
+            .core
             .stop_answered(&message.server, message.epoch, message.answer, now);
         self.perform(effects, ctx);
     }
@@ -532,20 +447,9 @@ impl Handler<WorkloadReported> for SiteMaster {
 
     fn handle(&mut self, message: WorkloadReported, ctx: &mut Context<Self>) {
         let now = self.now();
-        let effects = match &message.event {
-            WorkloadEvent::Joined => {
-                self.model
-                    .workload_joined(&message.server, message.epoch, now)
-            }
-            WorkloadEvent::Failed(reason) => {
-                self.model
-                    .workload_failed(&message.server, message.epoch, reason, now)
-            }
-            WorkloadEvent::Stopped(cause) => {
-                self.model
-                    .workload_stopped(&message.server, message.epoch, cause, now)
-            }
-        };
+        let effects =
+            self.core
+                .workload_reported(&message.server, message.epoch, &message.event, now);
         self.perform(effects, ctx);
     }
 }
@@ -568,17 +472,9 @@ impl Handler<LinkClosed> for SiteMaster {
             .is_some_and(|(id, _)| *id == message.link_id)
         {
             self.links.remove(&message.server);
-            self.model.disconnected(&message.server);
+            self.core.disconnected(&message.server);
             tracing::info!(server = %message.server, "node disconnected");
         }
-    }
-}
-
-impl Handler<DemandChanged> for SiteMaster {
-    type Result = ();
-
-    fn handle(&mut self, message: DemandChanged, _: &mut Context<Self>) {
-        self.model.set_demand(message.account, message.demand);
     }
 }
 
@@ -606,13 +502,13 @@ impl Handler<GetStatus> for SiteMaster {
         let percentile =
             |q: f64| (!self.latency_ms.is_empty()).then(|| self.latency_ms.value_at_quantile(q));
         MessageResult(Status {
-            snapshot: self.model.snapshot(now),
+            snapshot: self.core.model().snapshot(now),
             uptime_ms: now.0,
-            rounds: self.rounds,
+            rounds: self.core.rounds(),
             reallocations: self.reallocations,
             reallocation_ms_p50: percentile(0.5),
             reallocation_ms_p99: percentile(0.99),
-            config: self.config_status.clone(),
+            config: self.core.config_status().clone(),
         })
     }
 }
@@ -631,89 +527,41 @@ impl Handler<ApplyConfig> for SiteMaster {
 
     fn handle(&mut self, message: ApplyConfig, ctx: &mut Context<Self>) {
         let ApplyConfig { config, hash } = message;
-        let short = &hash[..hash.len().min(12)];
-        if hash == self.config_status.hash {
-            match self.config_status.last_refused.take() {
-                // The file is back to the config the site runs on: the refusal is over,
-                // with nothing to apply.
-                Some(_) => {
-                    tracing::info!(
-                        hash = short,
-                        "config file is back to the running config; refusal cleared"
-                    );
-                    self.metrics.config_reload(true); // metrics
-                    self.config_status.reloads_applied += 1;
-                    self.config_status.applied_at_ms = wall_ms();
-                }
-                // A SIGHUP or a touch without a change: nothing to apply, nothing to count.
-                None => tracing::info!(hash = short, "config file unchanged; nothing applied"),
-            }
-            return;
-        }
-        let diff = self
-            .config
-            .as_ref()
-            .map(|old| crate::config::diff::diff(old, &config));
+        let short = hash[..hash.len().min(12)].to_owned();
         let now = self.now();
-        let (done, effects) = self.model.reconfigure(&config, &hash, now);
-        for ix in &done.stopped {
-            // Dropping the last address stops the Group once its mailbox is empty.
-            if let Some(slot) = self.groups.get_mut(*ix as usize) {
-                *slot = None;
+        let applied = self.core.apply_config(&config, hash, wall_ms(), now);
+        match &applied.outcome {
+            ConfigOutcome::Unchanged => {
+                // A SIGHUP or a touch without a change: nothing to apply, nothing to count.
+                tracing::info!(hash = short, "config file unchanged; nothing applied");
+                return;
+            }
+            ConfigOutcome::RefusalCleared => {
+                tracing::info!(
+                    hash = short,
+                    "config file is back to the running config; refusal cleared"
+                );
+                self.metrics.config_reload(true); // metrics
+                return;
+            }
+            ConfigOutcome::Applied { diff } => {
+                // Peers added, removed or re-addressed, and the new catalogue, take effect
+                // now.
+                if let Some(federation) = &self.federation {
+                    federation.apply(&config);
+                }
+                for what in &self.core.config_status().needs_restart {
+                    tracing::warn!(what = %what, "this part of the config edit needs a restart and was not applied");
+                }
+                match diff {
+                    Some(diff) => tracing::info!(hash = short, "config applied:\n{diff}"),
+                    None => tracing::info!(hash = short, "config applied"),
+                }
+                self.metrics.config_reload(true); // metrics
             }
         }
-        for ix in &done.started {
-            let group = self.start_group(*ix, ctx);
-            let ix = *ix as usize;
-            if ix >= self.groups.len() {
-                self.groups.resize(ix + 1, None);
-            }
-            self.groups[ix] = Some(group);
-        }
-        for ix in &done.sla_changed {
-            if let Some(Some(group)) = self.groups.get(*ix as usize) {
-                let sla = sla_of(&self.model.accounts()[*ix as usize].config);
-                group.do_send(SetSla(sla));
-            }
-        }
-        let needs_restart = diff
-            .as_ref()
-            .map(|diff| diff.needs_restart.clone())
-            .unwrap_or_default();
-        // Peers added, removed or re-addressed, and the new catalogue, take effect now.
-        if let Some(federation) = &self.federation {
-            federation.apply(&config);
-        }
-        if let Some(ownership) = &mut self.ownership {
-            ownership.set_home(config.accounts.iter().map(|a| a.name.clone()).collect());
-        }
-        for what in &needs_restart {
-            tracing::warn!(what = %what, "this part of the config edit needs a restart and was not applied");
-        }
-        match &diff {
-            Some(diff) => tracing::info!(hash = short, "config applied:\n{diff}"),
-            None => tracing::info!(hash = short, "config applied"),
-        }
-        self.metrics.config_reload(true); // metrics
-        self.config_status = ConfigStatus {
-            path: config.path.display().to_string(),
-            hash,
-            applied_at_ms: wall_ms(),
-            last_refused: None,
-            reloads_applied: self.config_status.reloads_applied + 1,
-            reloads_refused: self.config_status.reloads_refused,
-            needs_restart,
-        };
-        // Keep the addresses and inventory the site actually runs with, so a later diff
-        // still reports them as needing a restart.
-        let mut running = config;
-        if let Some(old) = &self.config {
-            running.site = old.site.clone();
-            running.servers = old.servers.clone();
-            running.peers = old.peers.clone();
-        }
-        self.config = Some(running);
-        self.perform(effects, ctx);
+        self.apply_groups(applied.groups);
+        self.perform(applied.effects, ctx);
     }
 }
 
@@ -730,7 +578,6 @@ impl Handler<ConfigRefused> for SiteMaster {
 
     fn handle(&mut self, message: ConfigRefused, _: &mut Context<Self>) {
         self.metrics.config_reload(false); // metrics
-        self.config_status.reloads_refused += 1;
-        self.config_status.last_refused = Some(message.errors);
+        self.core.config_refused(message.errors);
     }
 }

@@ -1,7 +1,6 @@
-//! The SiteMaster's side of ownership (docs/ownership.md): a peer's claims are voted on by
-//! this site's acceptor at once (it keeps nothing on disk, so there is nothing to journal
-//! first), a peer's releases and votes go to the ownership core, and what the Peer actors
-//! learn (liveness, catalogues) feeds the choice of accounts to claim.
+//! The SiteMaster's messages about ownership (docs/ownership.md), each handed to the
+//! site core: a peer's claims (voted on at once), its releases and its votes on ours, and
+//! the catalogues the Peer actors learn (the accounts this site may have to take over).
 
 use actix::prelude::*;
 use leasehold_federation::ids::SiteId;
@@ -24,11 +23,7 @@ impl Handler<ClaimsFrom> for SiteMaster {
 
     fn handle(&mut self, message: ClaimsFrom, _: &mut Context<Self>) -> Self::Result {
         let now = self.now();
-        let votes = match &mut self.ownership {
-            Some(ownership) => ownership.claims(&message.from, &message.claims, now),
-            None => OwnershipVotes { votes: Vec::new() },
-        };
-        MessageResult(votes)
+        MessageResult(self.core.claims_from(&message.from, &message.claims, now))
     }
 }
 
@@ -44,9 +39,7 @@ impl Handler<ReleasedBy> for SiteMaster {
     type Result = ();
 
     fn handle(&mut self, message: ReleasedBy, _: &mut Context<Self>) {
-        if let Some(ownership) = &mut self.ownership {
-            ownership.released(&message.from, &message.releases);
-        }
+        self.core.released_by(&message.from, &message.releases);
     }
 }
 
@@ -63,11 +56,10 @@ impl Handler<OwnershipAnswered> for SiteMaster {
 
     fn handle(&mut self, message: OwnershipAnswered, ctx: &mut Context<Self>) {
         let now = self.now();
-        let effects = match &mut self.ownership {
-            Some(ownership) => ownership.votes(&message.from, &message.votes, now),
-            None => return,
-        };
-        self.sync_ownership(ctx);
+        let (effects, groups) = self
+            .core
+            .ownership_answered(&message.from, &message.votes, now);
+        self.apply_groups(groups);
         self.perform(effects, ctx);
     }
 }
@@ -84,8 +76,6 @@ impl Handler<CatalogueSeen> for SiteMaster {
     type Result = ();
 
     fn handle(&mut self, message: CatalogueSeen, _: &mut Context<Self>) {
-        if let Some(ownership) = &mut self.ownership {
-            ownership.catalogue(&message.site, message.accounts);
-        }
+        self.core.catalogue_seen(&message.site, message.accounts);
     }
 }

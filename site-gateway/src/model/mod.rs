@@ -3,6 +3,7 @@
 //! and from it; tests, the virtual-time replay and `leasehold bench decide` run it as is.
 
 pub mod arbiter;
+pub mod core;
 pub mod demand;
 pub mod effects;
 #[cfg(test)]

@@ -108,17 +108,7 @@ pub(super) fn audits(effects: &[Effect], kind: AuditKind) -> usize {
         .count()
 }
 
-pub(super) fn applies(effects: &[Effect]) -> Vec<(ServerId, Epoch)> {
-    effects
-        .iter()
-        .filter_map(|effect| match effect {
-            Effect::Send(Command::Apply { server, pointer }) => {
-                Some((server.clone(), pointer.epoch))
-            }
-            _ => None,
-        })
-        .collect()
-}
+pub(super) use crate::model::fixtures::applies;
 
 pub(super) fn stops(effects: &[Effect]) -> Vec<(ServerId, Epoch, u64)> {
     effects

@@ -1,11 +1,10 @@
 //! The site core on a virtual clock: leases, epochs, failures, moves and recovery, checked
 //! from the effects it asks for (what the journal and the nodes would see).
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::time::Duration;
 
-use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
+use leasehold_federation::ids::{AccountId, Epoch, ServerId};
 use leasehold_federation::wire::common::{Health, Refusal, RefusalCause};
 use leasehold_federation::wire::node::{
     LeaseRenewal, PointerApplication, RunningWorkload, StopCause, StopOutcome,
@@ -13,7 +12,7 @@ use leasehold_federation::wire::node::{
 use proptest::prelude::*;
 
 use super::{Phase, Recovered, SiteModel};
-use crate::config::{Account, Lending, Server, SiteConfig, SiteSection, Timings, Workload};
+use crate::config::{Lending, SiteConfig, Timings};
 use crate::model::Millis;
 use crate::model::effects::{Command, Effect, JournalOp};
 
@@ -30,58 +29,7 @@ fn config(servers: usize, accounts: &[(&str, u32, u32, u32)]) -> SiteConfig {
     site_config("site-a", 'a', servers, accounts, Lending::default())
 }
 
-/// Site `name` with servers `<prefix>1..` (serving on 127.0.0.1:8000 + 100 × the prefix's
-/// place in the alphabet + n), accounts (name, min, max, priority) and `lending`.
-pub(super) fn site_config(
-    name: &str,
-    prefix: char,
-    servers: usize,
-    accounts: &[(&str, u32, u32, u32)],
-    lending: Lending,
-) -> SiteConfig {
-    let addr = |port: u16| format!("127.0.0.1:{port}").parse().unwrap();
-    let base = 8000 + 100 * (prefix as u16 - 'a' as u16);
-    SiteConfig {
-        path: PathBuf::from(format!("{name}.toml")),
-        site: SiteSection {
-            name: SiteId::parse(name).unwrap(),
-            admin_addr: addr(1),
-            federation_addr: addr(2),
-            management_addr: addr(3),
-        },
-        timings: Timings::default(),
-        lending,
-        peers: Vec::new(),
-        servers: (1..=servers)
-            .map(|n| Server {
-                id: ServerId::parse(&format!("{prefix}{n}")).unwrap(),
-                service_addr: addr(base + n as u16),
-            })
-            .collect(),
-        accounts: accounts
-            .iter()
-            .map(|(name, min, max, priority)| Account {
-                name: account_id(name),
-                min_servers: *min,
-                max_servers: *max,
-                priority: *priority,
-                target_load: 10.0,
-                failover: Vec::new(),
-                pinned: false,
-                workload: Workload {
-                    software: format!("{name} 1"),
-                    command: "{leasehold}".into(),
-                    args: vec!["workload".into()],
-                    env: BTreeMap::new(),
-                    data_dir: PathBuf::from(format!("data/{name}")),
-                    health_path: None,
-                    metrics_path: None,
-                    load_metric: None,
-                },
-            })
-            .collect(),
-    }
-}
+pub(super) use crate::model::fixtures::site_config;
 
 /// A site with every server registered and heartbeating at `now`.
 fn running_site(servers: usize, accounts: &[(&str, u32, u32, u32)]) -> SiteModel {

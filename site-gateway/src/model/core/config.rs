@@ -1,0 +1,132 @@
+//! Live config edits through the core: a file that passed validation is diffed against
+//! the running config and applied (accounts, SLAs, timings the model takes live, the
+//! accounts this site homes for ownership); what needs a restart is reported and kept as
+//! it was. A refused file changes nothing but the status.
+
+use serde::Serialize;
+
+use super::{GroupChanges, SiteCore, sla_of};
+use crate::config::SiteConfig;
+use crate::config::diff::{ConfigDiff, diff};
+use crate::model::Millis;
+use crate::model::effects::Effect;
+
+/// The config the site runs on and the outcome of live edits (`/v1/status` `config`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ConfigStatus {
+    pub path: String,
+    /// sha256 of the file's bytes, hex.
+    pub hash: String,
+    /// Wall-clock ms when this config was loaded or applied.
+    pub applied_at_ms: u64,
+    /// The errors of the last refused edit (file:line:column each), until an edit is
+    /// applied.
+    pub last_refused: Option<String>,
+    pub reloads_applied: u64,
+    pub reloads_refused: u64,
+    /// What the running config differs in from the file and needs a restart to take.
+    pub needs_restart: Vec<String>,
+}
+
+impl ConfigStatus {
+    pub(super) fn loaded(config: &SiteConfig, hash: String, wall_ms: u64) -> ConfigStatus {
+        ConfigStatus {
+            path: config.path.display().to_string(),
+            hash,
+            applied_at_ms: wall_ms,
+            ..ConfigStatus::default()
+        }
+    }
+}
+
+/// What a valid file did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigOutcome {
+    /// The same bytes as the running config (a SIGHUP, a touch): nothing applied.
+    Unchanged,
+    /// The file is back to the running config after a refused edit: nothing to apply,
+    /// the refusal is over.
+    RefusalCleared,
+    /// Applied; `diff` against the running config (none for a core built without one).
+    Applied { diff: Option<ConfigDiff> },
+}
+
+/// The outcome, the effects to perform and the groups that change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigApplied {
+    pub outcome: ConfigOutcome,
+    pub effects: Vec<Effect>,
+    pub groups: GroupChanges,
+}
+
+impl SiteCore {
+    /// A live edit that passed validation; `hash` is the sha256 of the file's bytes, hex.
+    /// Peers and the catalogue are the shell's to re-dial and re-announce with `config`.
+    pub fn apply_config(
+        &mut self,
+        config: &SiteConfig,
+        hash: String,
+        wall_ms: u64,
+        now: Millis,
+    ) -> ConfigApplied {
+        if hash == self.status.hash {
+            let outcome = match self.status.last_refused.take() {
+                Some(_) => {
+                    self.status.reloads_applied += 1;
+                    self.status.applied_at_ms = wall_ms;
+                    ConfigOutcome::RefusalCleared
+                }
+                None => ConfigOutcome::Unchanged,
+            };
+            return ConfigApplied {
+                outcome,
+                effects: Vec::new(),
+                groups: GroupChanges::default(),
+            };
+        }
+        let changes = self.config.as_ref().map(|old| diff(old, config));
+        let (done, effects) = self.model.reconfigure(config, &hash, now);
+        let sla = |ix: u32| sla_of(&self.model.accounts()[ix as usize].config);
+        let groups = GroupChanges {
+            started: done.started.iter().map(|ix| (*ix, sla(*ix))).collect(),
+            stopped: done.stopped.clone(),
+            sla_changed: done.sla_changed.iter().map(|ix| (*ix, sla(*ix))).collect(),
+        };
+        if let Some(ownership) = &mut self.ownership {
+            ownership.set_home(config.accounts.iter().map(|a| a.name.clone()).collect());
+        }
+        self.status = ConfigStatus {
+            path: config.path.display().to_string(),
+            hash,
+            applied_at_ms: wall_ms,
+            last_refused: None,
+            reloads_applied: self.status.reloads_applied + 1,
+            reloads_refused: self.status.reloads_refused,
+            needs_restart: changes
+                .as_ref()
+                .map(|changes| changes.needs_restart.clone())
+                .unwrap_or_default(),
+        };
+        // Keep the addresses and inventory the site actually runs with, so a later diff
+        // still reports them as needing a restart.
+        let mut running = config.clone();
+        if let Some(old) = &self.config {
+            running.site = old.site.clone();
+            running.servers = old.servers.clone();
+            running.peers = old.peers.clone();
+        }
+        self.config = Some(running);
+        ConfigApplied {
+            outcome: ConfigOutcome::Applied { diff: changes },
+            effects,
+            groups,
+        }
+    }
+
+    /// A live edit that validation refused (`errors`: file:line:column each). The site
+    /// keeps running on its last good config.
+    pub fn config_refused(&mut self, errors: String) {
+        self.status.reloads_refused += 1;
+        self.status.last_refused = Some(errors);
+    }
+}

@@ -1,0 +1,125 @@
+//! The site core's glue on a virtual clock: a round arbitrates on the demand its groups
+//! decided from this round's load, and live config edits go through the core.
+
+use std::time::Duration;
+
+use leasehold_federation::ids::{Epoch, ServerId};
+use leasehold_federation::wire::common::Health;
+
+use super::{ConfigOutcome, Groups, Heartbeat, SiteCore};
+use crate::config::{Lending, Timings};
+use crate::model::Millis;
+use crate::model::fixtures::{applies, site_config};
+use crate::model::site::Recovered;
+
+fn server(n: usize) -> ServerId {
+    ServerId::parse(&format!("a{n}")).expect("a valid server name")
+}
+
+/// A core of site-a with `servers` registered servers and `accounts` (name, min, max,
+/// priority; target load 10), and its groups.
+fn site(servers: usize, accounts: &[(&str, u32, u32, u32)]) -> (SiteCore, Groups) {
+    let config = site_config("site-a", 'a', servers, accounts, Lending::default());
+    let (mut core, effects, started) = SiteCore::new(
+        config,
+        "h1".into(),
+        &Recovered::default(),
+        None,
+        0,
+        Millis(0),
+    );
+    assert!(effects.is_empty());
+    let mut groups = Groups::default();
+    groups.apply(&started);
+    for n in 1..=servers {
+        core.register(&server(n), None, Epoch::NONE, Millis(0))
+            .expect("a server of the config registers");
+    }
+    (core, groups)
+}
+
+fn beats(servers: usize, load: impl Fn(usize) -> f64, at: Millis) -> Vec<Heartbeat> {
+    (1..=servers)
+        .map(|n| Heartbeat {
+            server: server(n),
+            health: Health::Healthy,
+            load: Some(load(n)),
+            at,
+        })
+        .collect()
+}
+
+#[test]
+fn a_round_arbitrates_on_the_demand_its_groups_decided_from_this_rounds_load() {
+    let (mut core, mut groups) = site(3, &[("shop", 1, 3, 10)]);
+    let first = applies(&groups.round(&mut core, beats(3, |_| 0.0, Millis(100)), Millis(100)));
+    assert_eq!(first.len(), 1, "the minimum first");
+    let (serving, epoch) = first[0].clone();
+    core.workload_reported(&serving, epoch, &super::WorkloadEvent::Joined, Millis(150));
+    // Quiet rounds past the move cooldown, the lease renewed as its node would.
+    let quiet_until = Millis(200) + Timings::default().move_cooldown;
+    let mut now = Millis(200);
+    while now < quiet_until {
+        core.renew(&serving, epoch, now).expect("the owner renews");
+        let effects = groups.round(&mut core, beats(3, |_| 0.0, now), now);
+        assert!(applies(&effects).is_empty(), "{effects:#?}");
+        now = now + Duration::from_millis(100);
+    }
+    core.renew(&serving, epoch, now).expect("the owner renews");
+    // The serving server reports 2.5 times the target load: three servers wanted, and the
+    // same round assigns the two more (the demand is not a round late).
+    let load = |n: usize| if server(n) == serving { 25.0 } else { 0.0 };
+    let start = core.begin_round(beats(3, load, now), now);
+    assert_eq!(start.loads, vec![(0, 25.0)]);
+    let demands = groups.decide(&start.loads, now);
+    assert_eq!(demands, vec![(0, 3)]);
+    let (effects, _) = core.finish_round(&demands, now);
+    assert_eq!(applies(&effects).len(), 2, "{effects:#?}");
+}
+
+#[test]
+fn config_edits_go_through_the_core_and_a_refusal_changes_nothing_but_the_status() {
+    let (mut core, mut groups) = site(2, &[("shop", 1, 1, 10)]);
+    let mut edited = site_config(
+        "site-a",
+        'a',
+        2,
+        &[("shop", 1, 2, 10), ("blog", 1, 1, 5)],
+        Lending::default(),
+    );
+    core.config_refused("site-a.toml:3:1: unknown field".into());
+    assert_eq!(core.config_status().reloads_refused, 1);
+    assert!(core.config_status().last_refused.is_some());
+    // The file back to the running bytes: nothing applied, the refusal is over.
+    let same = core.apply_config(&edited, "h1".into(), 5, Millis(10));
+    assert_eq!(same.outcome, ConfigOutcome::RefusalCleared);
+    assert_eq!(core.config_status().last_refused, None);
+    let again = core.apply_config(&edited, "h1".into(), 6, Millis(10));
+    assert_eq!(again.outcome, ConfigOutcome::Unchanged);
+
+    let applied = core.apply_config(&edited, "h2".into(), 7, Millis(20));
+    let ConfigOutcome::Applied { diff: Some(diff) } = &applied.outcome else {
+        panic!("{:?}", applied.outcome);
+    };
+    assert_eq!(diff.accounts_added, vec!["blog".to_owned()]);
+    // blog gets a group; shop's group learns its new maximum.
+    assert_eq!(applied.groups.started.len(), 1);
+    assert_eq!(applied.groups.sla_changed.len(), 1);
+    assert_eq!(applied.groups.sla_changed[0].1.max_servers, 2);
+    groups.apply(&applied.groups);
+    assert_eq!(core.config_status().hash, "h2");
+    assert_eq!(core.config_status().reloads_applied, 2);
+    // A new server needs a restart: reported, and kept out of the running config.
+    edited.servers.truncate(1);
+    let restart = core.apply_config(&edited, "h3".into(), 8, Millis(30));
+    assert!(matches!(restart.outcome, ConfigOutcome::Applied { .. }));
+    assert!(
+        !core.config_status().needs_restart.is_empty(),
+        "{:?}",
+        core.config_status()
+    );
+    // Both accounts are served by the next round.
+    let now = Millis(40) + Duration::from_millis(100);
+    let effects = groups.round(&mut core, beats(2, |_| 0.0, now), now);
+    assert_eq!(applies(&effects).len(), 2, "{effects:#?}");
+}
