@@ -48,6 +48,8 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Run a seeded fault campaign on a federation of real processes and check invariants.
     Chaos(cli::chaos::ChaosArgs),
+    /// Simulate a whole federation on a virtual clock under faults drawn from a seed.
+    Sim(cli::sim::SimArgs),
     /// Show a site at a glance: accounts and their SLA, servers by state, latest decisions.
     Status(cli::status::StatusArgs),
     /// Print a gateway's audit log, each decision with its reason; --follow to tail it.
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::run(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Chaos(args) => cli::chaos::run(args),
+        Command::Sim(args) => cli::sim::run_sim(args),
         Command::Status(args) => cli::status::run(args),
         Command::Audit(args) => cli::audit::run(args),
     };

@@ -8,7 +8,9 @@
 //! - [`harness::evidence`]: reading node event logs and checking them.
 //! - [`relay`]: a fault-injecting UDP relay to put between sites (docs/relay.md).
 //! - [`campaign`]: seeded fault campaigns with invariant checks (docs/chaos.md).
+//! - [`sim`]: a deterministic simulation of whole federations on the production cores.
 
 pub mod campaign;
 pub mod harness;
 pub mod relay;
+pub mod sim;

@@ -77,8 +77,9 @@ impl fmt::Display for Violation {
     }
 }
 
-/// What the checker carries from line to line.
-#[derive(Default)]
+/// What the checker carries from line to line. [`LogChecker`] is the same checker fed
+/// one line at a time (the simulation checks every line as it is written).
+#[derive(Debug, Default, Clone)]
 struct Scan {
     newest_accepted: Option<Epoch>,
     /// The workload started and not yet stopped.
@@ -92,12 +93,33 @@ struct Scan {
 /// after the lease ends (the stop timeout plus scheduling): the node begins to stop at its
 /// lease end, and writes `workload_stopped` only once the process is gone.
 pub fn check_server_log(events: &[Event], stop_slack: Duration) -> Vec<Violation> {
-    let slack_ns = u64::try_from(stop_slack.as_nanos()).unwrap_or(u64::MAX);
-    let mut scan = Scan::default();
-    for event in events {
-        scan.step(event, slack_ns);
+    let mut checker = LogChecker::new(stop_slack);
+    events
+        .iter()
+        .flat_map(|event| checker.step(event))
+        .collect()
+}
+
+/// [`check_server_log`] one line at a time: each line's violations as it comes.
+#[derive(Debug, Clone)]
+pub struct LogChecker {
+    scan: Scan,
+    slack_ns: u64,
+}
+
+impl LogChecker {
+    pub fn new(stop_slack: Duration) -> LogChecker {
+        LogChecker {
+            scan: Scan::default(),
+            slack_ns: u64::try_from(stop_slack.as_nanos()).unwrap_or(u64::MAX),
+        }
     }
-    scan.violations
+
+    /// The violations the next line of the log shows.
+    pub fn step(&mut self, event: &Event) -> Vec<Violation> {
+        self.scan.step(event, self.slack_ns);
+        std::mem::take(&mut self.scan.violations)
+    }
 }
 
 impl Scan {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod federation;
 pub mod gateway;
 pub mod journal;
+pub mod journal_state;
 pub mod metrics;
 pub mod model;
 pub mod page;

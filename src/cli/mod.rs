@@ -10,5 +10,6 @@ pub mod demo;
 pub mod fleet;
 pub mod gateway;
 pub mod node;
+pub mod sim;
 pub mod status;
 pub mod workload;

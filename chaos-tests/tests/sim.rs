@@ -1,0 +1,115 @@
+//! The simulation of whole federations (issue #12): a run replays exactly from its seed,
+//! a sweep of seeds keeps every invariant, and each planted bug is found by the invariant
+//! that guards against it within a stated number of faults, so each checker is shown able
+//! to fail on the production cores.
+
+use leasehold_chaos_tests::sim::{Plant, SimOptions, SimReport, run};
+
+fn simulate(seed: u64, faults: u64, plant: Option<Plant>) -> SimReport {
+    let options = SimOptions {
+        seed,
+        faults,
+        sites: 3,
+        servers_per_site: 3,
+        plant,
+    };
+    run(&options, |_| {})
+}
+
+fn failed(report: &SimReport) -> Vec<&'static str> {
+    report
+        .invariants
+        .iter()
+        .filter(|invariant| !invariant.passed)
+        .map(|invariant| invariant.name)
+        .collect()
+}
+
+#[test]
+fn a_seed_replays_event_for_event_and_another_seed_does_not() {
+    let first = simulate(11, 60, None);
+    let again = simulate(11, 60, None);
+    let other = simulate(12, 60, None);
+    assert_eq!(first.trace_hash, again.trace_hash);
+    assert_eq!(first.events, again.events);
+    assert_ne!(first.trace_hash, other.trace_hash);
+    assert_eq!(failed(&first), Vec::<&str>::new(), "{first:#?}");
+}
+
+#[test]
+fn a_sweep_of_seeds_keeps_every_invariant_under_every_kind_of_fault() {
+    let mut kinds = std::collections::BTreeSet::new();
+    let mut activity = std::collections::BTreeMap::new();
+    let mut total = 0;
+    for seed in 1..=10 {
+        let report = simulate(seed, 100, None);
+        assert_eq!(
+            failed(&report),
+            Vec::<&str>::new(),
+            "seed {seed}: {report:#?}"
+        );
+        kinds.extend(report.faults.keys().copied());
+        total += report.faults.values().sum::<u64>();
+        for (what, count) in &report.activity {
+            *activity.entry(*what).or_insert(0) += count;
+        }
+    }
+    assert_eq!(total, 1000);
+    // The faults made the federation do what the invariants are about.
+    for what in [
+        "workloads-started",
+        "takeovers",
+        "servers-lent",
+        "handovers",
+        "ownerships-lost",
+        "leases-recovered",
+        "config-edits-applied",
+        "commands-refused",
+    ] {
+        assert!(
+            activity.get(what).copied().unwrap_or(0) > 0,
+            "no {what}: {activity:?}"
+        );
+    }
+    assert_eq!(
+        kinds.len(),
+        leasehold_chaos_tests::sim::faults::FaultKind::ALL.len(),
+        "{kinds:?}"
+    );
+}
+
+/// A planted bug must be found within this many faults.
+const FOUND_WITHIN: u64 = 300;
+
+fn assert_found(plant: Plant, invariant: &str) {
+    if !cfg!(debug_assertions) {
+        // The switches are compiled out of release builds.
+        return;
+    }
+    for seed in 1..=3 {
+        let report = simulate(seed, FOUND_WITHIN, Some(plant));
+        assert_eq!(
+            failed(&report),
+            vec![invariant],
+            "seed {seed}, {}: {report:#?}",
+            plant.name()
+        );
+        assert!(report.stopped_at_us.is_some());
+        assert!(!report.last_events.is_empty());
+    }
+}
+
+#[test]
+fn a_gateway_that_drops_journal_writes_is_caught_by_journaled_before_acted() {
+    assert_found(Plant::DropJournalWrite, "journaled-before-acted");
+}
+
+#[test]
+fn a_node_that_skips_its_epoch_check_is_caught_by_epochs_never_reused() {
+    assert_found(Plant::SkipEpochCheck, "epochs-never-reused");
+}
+
+#[test]
+fn renewing_ownership_without_a_majority_is_caught_by_one_owner_per_account() {
+    assert_found(Plant::RenewWithoutMajority, "one-owner-per-account");
+}
