@@ -57,7 +57,12 @@ fn chaos(scenario: &str, seed: u64, duration_s: u64, plant: Option<&str>) -> (Ou
     let output = command.output().unwrap();
     let text = std::fs::read_to_string(&report)
         .unwrap_or_else(|error| panic!("no report ({error}){}", context(&output)));
-    (output, serde_json::from_str(&text).unwrap())
+    let mut value: Value = serde_json::from_str(&text).unwrap();
+    // The picture is beside the report, in the folder that goes with this call.
+    if let Some(timeline) = value["timeline"].as_str() {
+        value["timeline_svg"] = Value::from(std::fs::read_to_string(timeline).unwrap_or_default());
+    }
+    (output, value)
 }
 
 /// A campaign's whole output, for a failure message: a CI log alone says why.
@@ -219,6 +224,18 @@ fn a_mixed_campaign_keeps_every_invariant_and_replays_the_same_schedule() {
         );
     }
     assert!(summary.contains("every invariant held"), "{summary}");
+    // A picture of it beside the report: every fault, every account's owners.
+    let picture = report["timeline_svg"].as_str().unwrap_or_default();
+    assert!(picture.starts_with("<svg"), "{report:#}");
+    for fault in faults {
+        assert!(
+            picture.contains(fault["kind"].as_str().unwrap()),
+            "{picture}"
+        );
+    }
+    for account in ["shop", "wiki", "mail"] {
+        assert!(picture.contains(&format!(">{account}</text>")), "{picture}");
+    }
 }
 
 /// site-a (or whichever site the seed isolates) counts renewals on its own grant alone:

@@ -113,3 +113,12 @@ fn a_node_that_skips_its_epoch_check_is_caught_by_epochs_never_reused() {
 fn renewing_ownership_without_a_majority_is_caught_by_one_owner_per_account() {
     assert_found(Plant::RenewWithoutMajority, "one-owner-per-account");
 }
+
+/// Seed 21 crashed a node agent while its workload was being spawned; the simulation left
+/// that workload running (its guard was only modelled for a spawned one) and the next agent
+/// reaped it alive, 917 ms after its lease (a bug of the simulation, found by its sweep).
+#[test]
+fn seed_21_a_workload_being_spawned_dies_with_its_agent() {
+    let report = simulate(21, 200, None);
+    assert_eq!(failed(&report), Vec::<&str>::new(), "{report:#?}");
+}

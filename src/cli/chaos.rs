@@ -52,12 +52,21 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         sites: args.sites,
         report: args.report.clone(),
     };
-    let report =
+    let mut report =
         run_campaign(&options).map_err(|error| anyhow!("the campaign could not run: {error}"))?;
+    if let Some(picture) = report.timeline_svg.take() {
+        let path = args.report.with_extension("svg");
+        std::fs::write(&path, picture)
+            .with_context(|| format!("cannot write the timeline to {}", path.display()))?;
+        report.timeline = Some(path.display().to_string());
+    }
     std::fs::write(&args.report, report.to_json())
         .with_context(|| format!("cannot write the report to {}", args.report.display()))?;
     print!("{}", report.summary());
     println!("report: {}", args.report.display());
+    if let Some(timeline) = &report.timeline {
+        println!("timeline: {timeline}");
+    }
     eprint!("{}", report.failure());
     if report.outcome == Outcome::Interrupted {
         eprintln!("chaos: every process the campaign started has been stopped");

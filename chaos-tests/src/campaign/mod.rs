@@ -11,6 +11,7 @@
 //! - [`stale`]: a stand-in gateway that replays an old grant to a node.
 //! - [`checks`]: the invariants, judged from node logs, audit logs and polls.
 //! - [`report`]: the JSON report and the summary.
+//! - [`timeline`]: the SVG picture of a campaign, beside the report.
 
 pub mod checks;
 pub mod faults;
@@ -21,3 +22,4 @@ pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod stale;
+pub mod timeline;

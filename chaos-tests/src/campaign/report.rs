@@ -78,6 +78,12 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub planted: Option<String>,
     pub replay: String,
+    /// Where the SVG timeline was written (beside the report).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<String>,
+    /// The SVG itself, for the caller to write.
+    #[serde(skip)]
+    pub timeline_svg: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -251,6 +257,8 @@ impl Report {
             load: BTreeMap::new(),
             replay: replay_command(options, planted.as_deref()),
             planted,
+            timeline: None,
+            timeline_svg: None,
         }
     }
 

@@ -14,6 +14,7 @@ use super::layout::{account_name, specs};
 use super::poll::Pollers;
 use super::report::{FaultReport, Outcome, Report};
 use super::schedule::{Fault, Scenario, schedule};
+use super::timeline;
 use crate::harness::admin::get_json;
 use crate::harness::evidence::mono_now_ns;
 use crate::harness::federation::Federation;
@@ -191,7 +192,17 @@ fn run_started(
         until_mono_ns,
     };
     let judgement = check_all(&evidence);
-    Ok(Report::new(options, &evidence, judgement))
+    let mut report = Report::new(options, &evidence, judgement);
+    let sites: Vec<String> = federation.sites.iter().map(|s| s.name.clone()).collect();
+    let accounts: Vec<String> = (0..options.sites).map(account_name).collect();
+    report.timeline_svg = Some(timeline::svg(
+        &evidence.samples,
+        &sites,
+        &accounts,
+        &report.faults,
+        duration_ms,
+    ));
+    Ok(report)
 }
 
 /// Every site's own account owned at home and at its minimum.

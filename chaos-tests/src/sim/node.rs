@@ -140,6 +140,11 @@ impl SimNode {
             .map(|p| (&p.account, p.epoch))
     }
 
+    /// The workload process, spawned or being spawned.
+    pub fn process(&self) -> Option<(&leasehold_federation::ids::AccountId, Epoch)> {
+        self.process.as_ref().map(|p| (&p.account, p.epoch))
+    }
+
     pub fn set_load(&mut self, load: Option<f64>) {
         if let Some(agent) = &mut self.up {
             agent.load = load;

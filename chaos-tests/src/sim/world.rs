@@ -208,8 +208,9 @@ impl World {
             Event::FaultEnds(fault) => self.fault_ends(fault),
             Event::GuardKills { node, generation } => {
                 let node_ref = &mut self.nodes[node];
+                // Spawned or still being spawned: the guard is there either way.
                 if node_ref.generation == generation
-                    && let Some((account, epoch)) = node_ref.running().map(|(a, e)| (a.clone(), e))
+                    && let Some((account, epoch)) = node_ref.process().map(|(a, e)| (a.clone(), e))
                 {
                     node_ref.workload_died_with_agent();
                     self.checker.died(node, &account, epoch);
