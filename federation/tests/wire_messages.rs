@@ -247,6 +247,7 @@ fn samples() -> Vec<Envelope> {
         }),
         round_trip(ReleaseOwnership {
             releases: vec![OwnershipRelease {
+                successor: None,
                 account: account(),
                 term: Term::NONE.next(),
             }],

@@ -34,6 +34,10 @@ pub struct SimArgs {
     /// drop-journal-write.
     #[arg(long, value_name = "NAME")]
     plant: Option<String>,
+    /// Write every event, fault and decision to this file (one seed only): what to read
+    /// when a seed fails.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
 }
 
 fn seeds(args: &SimArgs) -> anyhow::Result<RangeInclusive<u64>> {
@@ -118,6 +122,11 @@ pub fn run_sim(args: SimArgs) -> anyhow::Result<ExitCode> {
     if args.sites == 0 || args.servers_per_site == 0 || args.sites > 26 {
         bail!("--sites must be 1 to 26 and --servers-per-site at least 1");
     }
+    if args.trace.is_some() && range.start() != range.end() {
+        bail!(
+            "--trace takes one seed (--seed N): a sweep would write every seed's events over each other"
+        );
+    }
     let mut reports: Vec<SimReport> = Vec::new();
     for seed in range {
         let options = SimOptions {
@@ -126,6 +135,7 @@ pub fn run_sim(args: SimArgs) -> anyhow::Result<ExitCode> {
             sites: args.sites,
             servers_per_site: args.servers_per_site,
             plant,
+            trace: args.trace.clone(),
         };
         let report = run(&options, |progress| {
             eprintln!(
@@ -134,7 +144,8 @@ pub fn run_sim(args: SimArgs) -> anyhow::Result<ExitCode> {
                 progress.simulated_us as f64 / 1e6,
                 progress.events
             );
-        });
+        })
+        .map_err(anyhow::Error::msg)?;
         print!("{}", summary(&report));
         let failed = !report.passed();
         reports.push(report);
@@ -172,6 +183,9 @@ pub fn run_sim(args: SimArgs) -> anyhow::Result<ExitCode> {
     for line in &worst.last_events {
         println!("  {line}");
     }
-    println!("replay with:\n  {}", replay(&args, worst.seed));
+    println!(
+        "replay with:\n  {} --trace trace.txt",
+        replay(&args, worst.seed)
+    );
     Ok(ExitCode::FAILURE)
 }

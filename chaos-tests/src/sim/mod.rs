@@ -77,6 +77,8 @@ pub struct SimOptions {
     pub sites: usize,
     pub servers_per_site: usize,
     pub plant: Option<Plant>,
+    /// Where to write every trace line (events, faults, decisions), if anywhere.
+    pub trace: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -120,9 +122,14 @@ pub struct Progress {
 /// Runs one simulation: boot, faults until `options.faults` were injected (each drawn and
 /// scheduled from the seed), a calm, then the liveness check. Stops at the first event
 /// whose evidence breaks an invariant.
-pub fn run(options: &SimOptions, mut progress: impl FnMut(Progress)) -> SimReport {
+pub fn run(options: &SimOptions, mut progress: impl FnMut(Progress)) -> Result<SimReport, String> {
     let started = Instant::now();
     let mut world = World::new(options.seed, options.sites, options.servers_per_site);
+    if let Some(path) = &options.trace {
+        let file = std::fs::File::create(path)
+            .map_err(|error| format!("cannot create the trace {}: {error}", path.display()))?;
+        world.trace_to(file);
+    }
     plant(&mut world, options.plant);
     world.boot();
     let nodes = world.nodes.len();
@@ -168,7 +175,7 @@ pub fn run(options: &SimOptions, mut progress: impl FnMut(Progress)) -> SimRepor
     if stopped_at.is_none() {
         world.checker.after_calm(&world.gateways, &world.nodes);
     }
-    SimReport {
+    Ok(SimReport {
         seed: options.seed,
         sites: options.sites,
         servers_per_site: options.servers_per_site,
@@ -186,7 +193,7 @@ pub fn run(options: &SimOptions, mut progress: impl FnMut(Progress)) -> SimRepor
         } else {
             Vec::new()
         },
-    }
+    })
 }
 
 fn activity(world: &World) -> BTreeMap<&'static str, u64> {
@@ -204,6 +211,10 @@ fn activity(world: &World) -> BTreeMap<&'static str, u64> {
                 AuditKind::Recovered => "leases-recovered",
                 AuditKind::Config => "config-edits-applied",
                 AuditKind::LoanRecall => "loan-recalls",
+                AuditKind::Borrow => "servers-borrowed",
+                AuditKind::LoanRefused => "loans-refused",
+                AuditKind::Shortfall => "shortfalls",
+                AuditKind::LoanReturn => "loans-returned",
                 _ => continue,
             };
             *counts.entry(name).or_insert(0) += count;

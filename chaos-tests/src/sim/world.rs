@@ -4,6 +4,8 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::fs::File;
+use std::io::{BufWriter, Write};
 
 use crate::campaign::prng::SplitMix64;
 
@@ -113,6 +115,10 @@ pub struct World {
     pub trace: TraceHash,
     pub recent: VecDeque<String>,
     pub events: u64,
+    /// Every trace line, when asked for (`leasehold sim --trace FILE`).
+    trace_file: Option<BufWriter<File>>,
+    /// Audit records already put in the trace, per gateway.
+    audits_noted: Vec<usize>,
 }
 
 impl World {
@@ -159,6 +165,38 @@ impl World {
             trace: TraceHash::new(),
             recent: VecDeque::new(),
             events: 0,
+            trace_file: None,
+            audits_noted: vec![0; sites],
+        }
+    }
+
+    /// Writes every trace line to `file` from now on.
+    pub fn trace_to(&mut self, file: File) {
+        self.trace_file = Some(BufWriter::new(file));
+    }
+
+    /// Every decision a gateway committed since the last call, into the trace: what a
+    /// person replaying a failure reads first.
+    fn note_audits(&mut self) {
+        for site in 0..self.gateways.len() {
+            let from = self.audits_noted[site];
+            let lines: Vec<String> = self.gateways[site].audit[from..]
+                .iter()
+                .map(|seen| {
+                    let entry = &seen.entry;
+                    format!(
+                        "{} {} audit {:?} {}",
+                        seen.true_us,
+                        self.gateways[site].config.site.name,
+                        entry.kind,
+                        entry.reason
+                    )
+                })
+                .collect();
+            self.audits_noted[site] = self.gateways[site].audit.len();
+            for line in lines {
+                self.note(line);
+            }
         }
     }
 
@@ -183,6 +221,13 @@ impl World {
     }
 
     fn note(&mut self, line: String) {
+        if let Some(file) = &mut self.trace_file {
+            // A trace that cannot be written is no reason to stop the run; it says so once.
+            if let Err(error) = writeln!(file, "{line}") {
+                eprintln!("sim: cannot write the trace ({error}); it stops here");
+                self.trace_file = None;
+            }
+        }
         self.trace.add(&line);
         if self.recent.len() == TRACE_KEPT {
             self.recent.pop_front();
@@ -228,6 +273,7 @@ impl World {
             }
             Event::Load => self.measure_load(),
         }
+        self.note_audits();
         self.checker.read(self.now_us, &self.gateways, &self.nodes);
         if self.events.is_multiple_of(TRIM_EVERY) {
             self.trim();
@@ -244,6 +290,7 @@ impl World {
         for (site, gateway) in self.gateways.iter_mut().enumerate() {
             gateway.audit.clear();
             self.checker.audits_trimmed(site);
+            self.audits_noted[site] = 0;
         }
     }
 

@@ -192,4 +192,10 @@ pub struct ReleaseOwnership {
 pub struct OwnershipRelease {
     pub account: AccountId,
     pub term: Term,
+    /// A drain-first hand-back names the account's home: the acceptor grants it at once,
+    /// but anyone else only once the released grant would have run out, since the home's
+    /// servers lent for the hand-back may serve the account until then (added within
+    /// version 1: absent means a plain release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successor: Option<SiteId>,
 }

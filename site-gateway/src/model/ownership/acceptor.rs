@@ -16,6 +16,9 @@ pub struct Grant {
     pub holder: SiteId,
     pub term: Term,
     pub expires_at: Millis,
+    /// Released by its holder in a drain-first hand-back to this site: it may be granted
+    /// now; anyone else waits for `expires_at`, and the holder renews it no more.
+    pub successor: Option<SiteId>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,18 +60,20 @@ impl Acceptor {
         let promised = self.promised.get(account).copied().unwrap_or_default();
         if let Some(grant) = self.grants.get(account)
             && grant.expires_at > now
-            && grant.holder != *candidate
         {
-            return Vote::Held {
-                holder: grant.holder.clone(),
-                term: grant.term,
-                for_ms: grant.expires_at.0 - now.0,
-            };
+            let handed_to_candidate = grant.successor.as_ref() == Some(candidate);
+            let holder_renews = grant.holder == *candidate && grant.successor.is_none();
+            if !handed_to_candidate && !holder_renews {
+                return Vote::Held {
+                    holder: grant.holder.clone(),
+                    term: grant.term,
+                    for_ms: grant.expires_at.0 - now.0,
+                };
+            }
         }
-        let renewal = self
-            .grants
-            .get(account)
-            .is_some_and(|grant| grant.holder == *candidate && grant.term == term);
+        let renewal = self.grants.get(account).is_some_and(|grant| {
+            grant.holder == *candidate && grant.term == term && grant.successor.is_none()
+        });
         if !renewal && term <= promised {
             return Vote::Stale { promised };
         }
@@ -79,19 +84,35 @@ impl Acceptor {
                 holder: candidate.clone(),
                 term,
                 expires_at: now + self.ttl,
+                successor: None,
             },
         );
         Vote::Granted { term }
     }
 
-    /// The holder gives its grant up (a handover): another site may be granted at once.
-    pub fn release(&mut self, account: &AccountId, holder: &SiteId, term: Term) {
-        if self
-            .grants
-            .get(account)
-            .is_some_and(|grant| grant.holder == *holder && grant.term == term)
-        {
-            self.grants.remove(account);
+    /// The holder gives its grant up. With no `successor` (a claim that failed: nothing
+    /// ran under it) another site may be granted at once. With one (a drain-first
+    /// hand-back to the account's home) only the successor may be granted at once:
+    /// servers lent for the hand-back may serve the account until the grant would have
+    /// run out, so anyone else waits for that, as if the holder had stopped renewing.
+    pub fn release(
+        &mut self,
+        account: &AccountId,
+        holder: &SiteId,
+        term: Term,
+        successor: Option<&SiteId>,
+    ) {
+        let Some(grant) = self.grants.get_mut(account) else {
+            return;
+        };
+        if grant.holder != *holder || grant.term != term {
+            return;
+        }
+        match successor {
+            Some(successor) => grant.successor = Some(successor.clone()),
+            None => {
+                self.grants.remove(account);
+            }
         }
     }
 
@@ -165,7 +186,7 @@ mod tests {
             Vote::Stale { promised: term(2) }
         );
         // A release frees the account at once.
-        acceptor.release(&shop, &site("site-b"), term(2));
+        acceptor.release(&shop, &site("site-b"), term(2), None);
         assert_eq!(
             acceptor.ask(
                 &shop,
@@ -174,6 +195,50 @@ mod tests {
                 later + Duration::from_millis(10)
             ),
             Vote::Granted { term: term(3) }
+        );
+    }
+
+    /// The simulation's seed 96: site-c handed shop back to its home site-a drain-first,
+    /// released its grants, and site-b (cut off from site-a) was granted shop 47 ms later
+    /// while site-a's servers lent for the hand-back still ran it for site-c. A hand-back's
+    /// release now lets only the home in at once; anyone else waits out the grant.
+    #[test]
+    fn a_hand_back_release_lets_the_home_in_at_once_and_anyone_else_only_after_the_grant() {
+        let shop = AccountId::parse("shop").unwrap();
+        let ttl = Duration::from_millis(1500);
+        let mut acceptor = Acceptor::new(ttl, Millis(0));
+        let start = Millis(1500);
+        assert_eq!(
+            acceptor.ask(&shop, &site("site-c"), term(4), start),
+            Vote::Granted { term: term(4) }
+        );
+        let release = start + Duration::from_millis(200);
+        acceptor.release(&shop, &site("site-c"), term(4), Some(&site("site-a")));
+        // The old holder renews no more; a third site is held off until the grant ends.
+        assert!(matches!(
+            acceptor.ask(&shop, &site("site-c"), term(4), release),
+            Vote::Held { .. }
+        ));
+        assert_eq!(
+            acceptor.ask(&shop, &site("site-b"), term(5), release),
+            Vote::Held {
+                holder: site("site-c"),
+                term: term(4),
+                for_ms: 1300
+            }
+        );
+        // The home is granted at once, above the released term.
+        assert_eq!(
+            acceptor.ask(&shop, &site("site-a"), term(5), release),
+            Vote::Granted { term: term(5) }
+        );
+        // Had the home not come, the third site gets it once the grant ran out.
+        let mut lone = Acceptor::new(ttl, Millis(0));
+        lone.ask(&shop, &site("site-c"), term(4), start);
+        lone.release(&shop, &site("site-c"), term(4), Some(&site("site-a")));
+        assert_eq!(
+            lone.ask(&shop, &site("site-b"), term(5), start + ttl),
+            Vote::Granted { term: term(5) }
         );
     }
 }

@@ -246,7 +246,7 @@ fn simulate(seed: u64, planted: bool) -> Outcome {
                     }
                 }
                 Message::Release { from, term } => {
-                    site.acceptor.release(&account, &names[from], term);
+                    site.acceptor.release(&account, &names[from], term, None);
                 }
             }
         }

@@ -401,8 +401,8 @@ impl SiteOwnership {
             return Vec::new();
         };
         let everyone = self.claimant.sites().to_vec();
-        let mut effects = self.release(account, term, everyone);
         let home = handing.home;
+        let mut effects = self.release(account, term, everyone, Some(&home));
         effects.push(audit(
             AuditKind::Handback,
             account,
@@ -420,18 +420,20 @@ impl SiteOwnership {
     }
 
     /// Gives up our grants for `account` under `term` at `acceptors`: our own acceptor at
-    /// once, each peer by a `ReleaseOwnership`.
+    /// once, each peer by a `ReleaseOwnership`; a hand-back names its `successor` (the
+    /// account's home; see [`Acceptor::release`]).
     fn release(
         &mut self,
         account: &AccountId,
         term: Term,
         acceptors: impl IntoIterator<Item = SiteId>,
+        successor: Option<&SiteId>,
     ) -> Vec<Effect> {
         let mut effects = Vec::new();
         for acceptor in acceptors {
             if acceptor == self.site {
                 let site = self.site.clone();
-                self.acceptor.release(account, &site, term);
+                self.acceptor.release(account, &site, term, successor);
             } else {
                 effects.push(Effect::ToPeer {
                     to: acceptor,
@@ -439,6 +441,7 @@ impl SiteOwnership {
                         releases: vec![OwnershipRelease {
                             account: account.clone(),
                             term,
+                            successor: successor.cloned(),
                         }],
                     }),
                 });
@@ -504,7 +507,7 @@ impl SiteOwnership {
                 {
                     self.next_claim.remove(account);
                 }
-                effects.extend(self.release(account, term, release));
+                effects.extend(self.release(account, term, release, None));
             }
             Some(Change::Renewed { .. }) | None => {}
         }
@@ -535,7 +538,12 @@ impl SiteOwnership {
     /// next round rather than after the back-off: a drain-first hand-back waits on it.
     pub fn released(&mut self, from: &SiteId, releases: &ReleaseOwnership) {
         for release in &releases.releases {
-            self.acceptor.release(&release.account, from, release.term);
+            self.acceptor.release(
+                &release.account,
+                from,
+                release.term,
+                release.successor.as_ref(),
+            );
             if self.home.contains(&release.account) {
                 self.next_claim.remove(&release.account);
             }
