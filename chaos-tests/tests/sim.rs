@@ -134,3 +134,14 @@ fn seed_96_a_third_site_waits_out_a_hand_back_release() {
     let report = simulate(96, 200, None);
     assert_eq!(failed(&report), Vec::<&str>::new(), "{report:#?}");
 }
+
+/// Seed 138 found a loan outliving its borrower's ownership: site-c began a hand-back
+/// with 200 ms of ownership left, borrowed its home's b1 (a loan's lease starts when the
+/// lender grants it), lost the ownership, and site-b, owner again, started wiki on b2
+/// while b1 still ran it for site-c. A borrower now asks for a loan only while its
+/// ownership has a lease TTL to run, as it renews one.
+#[test]
+fn seed_138_no_loan_is_asked_for_on_an_ownership_about_to_end() {
+    let report = simulate(138, 200, None);
+    assert_eq!(failed(&report), Vec::<&str>::new(), "{report:#?}");
+}

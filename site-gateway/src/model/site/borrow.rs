@@ -240,7 +240,11 @@ impl SiteModel {
     }
 
     /// Asks `lender` for `count` servers for `account` (`handback`: we are handing the
-    /// account back to `lender`, its home).
+    /// account back to `lender`, its home). Not while our ownership of the account has
+    /// less than a lease TTL to run: the lender starts a loan's lease when it grants it,
+    /// and a loan must not outlive our ownership (S-5; the simulation's seed 138 saw a
+    /// hand-back loan asked for 200 ms before the ownership ran out serve on after it,
+    /// while the home, owner again, started the account on another server).
     pub(super) fn send_ask(
         &mut self,
         account: AccountIx,
@@ -249,6 +253,12 @@ impl SiteModel {
         handback: bool,
         now: Millis,
     ) -> Vec<Effect> {
+        let lasts = self
+            .owned_until(account, now)
+            .is_some_and(|until| until.since(now) >= self.timings.lease_ttl);
+        if !lasts {
+            return Vec::new();
+        }
         self.borrowing.asks.push(Ask {
             lender: lender.clone(),
             account,

@@ -15,6 +15,7 @@ use crate::config::{Lending, SiteConfig};
 use crate::federation::catalogue;
 use crate::model::Millis;
 use crate::model::effects::{AuditKind, Command, Effect, JournalOp, PeerMessage};
+use crate::model::ownership::Owner;
 
 pub(super) fn site(name: &str) -> SiteId {
     SiteId::parse(name).unwrap()
@@ -374,6 +375,42 @@ fn a_short_site_borrows_what_the_lender_spares_and_counts_it() {
     let loans = pair.a.loans(pair.now);
     assert_eq!(loans.counts.borrowed, 2);
     assert_eq!(loans.latencies_ms.len(), 2);
+}
+
+/// A loan's lease starts when the lender grants it, so a borrower whose ownership of the
+/// account runs out within a lease TTL asks for none (S-5; the simulation's seed 138).
+#[test]
+fn an_ownership_ending_within_a_lease_ttl_asks_for_no_loan() {
+    let mut pair = pair();
+    pair.run(super::startup_grace(pair.a.timings()), true);
+    let shop = pair.a.account_ix(&account("shop")).unwrap();
+    let ttl = pair.a.timings().lease_ttl;
+    let ending = |now: Millis, left: Duration| Owner::Here {
+        term: leasehold_federation::ids::Term::NONE.next(),
+        until: now + left,
+    };
+    pair.a.set_owner(
+        &account("shop"),
+        ending(pair.now, ttl - Duration::from_millis(200)),
+    );
+    pair.a.set_demand(shop, 4);
+    let (a, _) = pair.run(Duration::from_millis(300), true);
+    assert!(
+        !to_peer(&a)
+            .iter()
+            .any(|(_, m)| matches!(m, PeerMessage::RequestLoan(_))),
+        "{a:#?}"
+    );
+    // With a TTL and more to run, it asks.
+    pair.a
+        .set_owner(&account("shop"), ending(pair.now, ttl * 3));
+    let (a, _) = pair.run(Duration::from_millis(300), true);
+    assert!(
+        to_peer(&a)
+            .iter()
+            .any(|(_, m)| matches!(m, PeerMessage::RequestLoan(_))),
+        "{a:#?}"
+    );
 }
 
 #[test]
