@@ -453,7 +453,8 @@ impl SimGateway {
             .up
             .as_ref()
             .is_some_and(|up| ctx.now_us >= up.next_catalogue_us);
-        let accounts = catalogue(&self.config).accounts;
+        // Built only when it goes out: a tick that announces nothing is most of them.
+        let accounts = announce.then(|| catalogue(&self.config).accounts);
         let Some(up) = &mut self.up else { return };
         for peer in up.peers.keys().copied().collect::<Vec<_>>() {
             let request = ctx.request_id();
@@ -461,13 +462,9 @@ impl SimGateway {
                 .insert(request, Pending::Ping { peer, sent: now });
             ctx.send(End::Gateway(peer), Msg::Ping { request });
             ctx.timer(every * 2, Timer::RequestTimeout(request));
-            if announce {
-                ctx.send(
-                    End::Gateway(peer),
-                    Msg::Catalogue {
-                        accounts: accounts.clone(),
-                    },
-                );
+            if let Some(accounts) = &accounts {
+                let accounts = accounts.clone();
+                ctx.send(End::Gateway(peer), Msg::Catalogue { accounts });
             }
         }
         if announce {

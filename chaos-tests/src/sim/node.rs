@@ -587,7 +587,6 @@ impl SimNode {
     }
 
     fn spawned(&mut self, epoch: Epoch, ctx: &mut Ctx) {
-        let now = self.mono(ctx.now_us);
         self.next_pid += 1;
         let pid = self.next_pid;
         let Some(process) = self.process.as_mut().filter(|p| p.epoch == epoch) else {
@@ -614,7 +613,6 @@ impl SimNode {
             let after = ctx.rng.between(HEALTHY_US.0, HEALTHY_US.1);
             ctx.timer(after, Timer::WorkloadHealthy(epoch));
         }
-        let _ = now;
     }
 
     /// The workload of `epoch` is gone: the line, then the model.
