@@ -1,6 +1,7 @@
 //! The pieces a test or the demo assembles a site from.
 
 pub mod admin;
+pub mod bmc;
 pub mod evidence;
 pub mod federation;
 pub mod interrupt;
