@@ -411,7 +411,7 @@ fn a_node_speaking_for_another_server_is_refused_and_changes_nothing() {
             .unwrap();
         let a2 = ServerId::parse("a2").unwrap();
         let registration = connection
-            .request(&RegisterServer { server: a2.clone(), agent_version: "impostor".into(), running: None, highest_epoch: Epoch::NONE })
+            .request(&RegisterServer { server: a2.clone(), agent_version: "impostor".into(), running: None, highest_epoch: Epoch::NONE, boot: None })
             .await
             .unwrap();
         assert!(matches!(&registration, Registration::Refused(r) if r.cause == RefusalCause::WrongServer), "{registration:?}");

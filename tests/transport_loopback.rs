@@ -424,6 +424,7 @@ async fn a_node_and_its_gateway_exchange_every_management_message() {
             agent_version: "test".into(),
             running: None,
             highest_epoch: Epoch::NONE,
+            boot: None,
         })
         .await
         .unwrap();

@@ -133,6 +133,12 @@ impl Epoch {
     pub fn from_journal(value: u64) -> Epoch {
         Epoch(value)
     }
+
+    /// Reads the epoch a machine's kernel command line carries (`leasehold.epoch=`), which
+    /// the site's boot service wrote from its lease table.
+    pub fn from_boot_args(value: u64) -> Epoch {
+        Epoch(value)
+    }
 }
 
 impl fmt::Display for Epoch {

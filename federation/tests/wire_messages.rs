@@ -79,6 +79,17 @@ fn samples() -> Vec<Envelope> {
             agent_version: "0.1.0".into(),
             running: running.clone(),
             highest_epoch: epoch(),
+            boot: None,
+        }),
+        round_trip(RegisterServer {
+            server: server(),
+            agent_version: "0.1.0".into(),
+            running: None,
+            highest_epoch: Epoch::NONE,
+            boot: Some(BootClaim {
+                epoch: epoch(),
+                token: "k3Yq_token-1".into(),
+            }),
         }),
         round_trip(Registration::Accepted {
             site: site(),

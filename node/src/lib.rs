@@ -8,9 +8,11 @@
 //! - [`event_log`] and [`evidence`]: the record and its checker (public: the gateway's
 //!   tests, the demo and the chaos checker read them).
 //! - [`agent`]: startup, restart recovery, signals.
+//! - [`boot_args`]: a machine's identity and boot claim from its kernel command line.
 
 pub mod actors;
 pub mod agent;
+pub mod boot_args;
 pub mod clock;
 pub mod driver;
 pub mod event_log;

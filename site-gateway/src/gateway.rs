@@ -50,6 +50,16 @@ pub enum GatewayError {
     Reload(#[from] crate::reload::ReloadError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Machines(#[from] crate::machines::MachinesError),
+    #[error(transparent)]
+    BootKey(#[from] crate::machines::boot_key::BootKeyError),
+    #[error("boot service on {addr}: {source} (is another process using it?)")]
+    Boot {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs the gateway until SIGINT/SIGTERM. Everything that can be refused (config, certs,
@@ -67,6 +77,17 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         .unwrap_or_else(|| PathBuf::from(format!("leasehold-state-{}", config.site.name)));
     #[allow(unused_mut)] // planted only in debug builds
     let (mut journal, recovered) = Journal::open(&state, &config.site.name)?;
+    // Machines' credentials and CAs are read now: a bad file stops the start, named.
+    let machines = crate::machines::Machines::from_config(&config)?;
+    let machines = if machines.is_empty() {
+        None
+    } else {
+        let key = crate::machines::boot_key::BootKey::load_or_create(
+            &state.join("boot.key"),
+            &config.site.name,
+        )?;
+        Some((Arc::new(machines), Arc::new(key)))
+    };
     // A test-only build switch (tests/chaos.rs): debug builds honour it, release builds
     // do not contain it.
     #[cfg(debug_assertions)]
@@ -88,7 +109,7 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
             .build()
             .expect("a tokio runtime builds on this platform")
     });
-    runtime.block_on(serve(config, hash, identity, journal, recovered))
+    runtime.block_on(serve(config, hash, identity, journal, recovered, machines))
 }
 
 async fn serve(
@@ -97,6 +118,10 @@ async fn serve(
     identity: leasehold_federation::transport::certs::Identity,
     journal: Journal,
     recovered: crate::model::site::Recovered,
+    machines: Option<(
+        Arc<crate::machines::Machines>,
+        Arc<crate::machines::boot_key::BootKey>,
+    )>,
 ) -> Result<(), GatewayError> {
     let started = Instant::now();
     let policy = PeerPolicy::Nodes {
@@ -130,7 +155,7 @@ async fn serve(
         Millis(0),
     );
     let metrics = Arc::new(crate::metrics::Metrics::new(&config.site.name));
-    let master = SiteMaster::new(
+    let mut master = SiteMaster::new(
         core,
         recovery_effects,
         groups,
@@ -139,8 +164,32 @@ async fn serve(
         board,
         metrics.clone(),
     )
-    .with_federation(peers.clone())
-    .start();
+    .with_federation(peers.clone());
+    if let Some((machines, key)) = &machines {
+        master = master.with_machines(machines.clone(), key.clone());
+    }
+    let master = master.start();
+    let boot = match (&machines, config.site.boot_addr) {
+        (Some((_, key)), Some(addr)) => {
+            let server = crate::machines::boot_service::serve(
+                addr,
+                master.clone(),
+                key.clone(),
+                config.site.name.clone(),
+                config.site.machine_gateway_addr(),
+            )
+            .map_err(|source| GatewayError::Boot { addr, source })?;
+            let handle = server.handle();
+            actix::spawn(async move {
+                if let Err(error) = server.await {
+                    tracing::error!(%error, "boot service stopped");
+                }
+            });
+            tracing::info!(%addr, "boot service listening");
+            Some(handle)
+        }
+        _ => None,
+    };
     peers.attach(master.clone());
     crate::reload::start(config.path.clone(), master.clone())?;
     let admin = crate::api::serve(
@@ -178,6 +227,9 @@ async fn serve(
     peers.close("gateway shutting down");
     let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
     admin_handle.stop(true).await;
+    if let Some(boot) = boot {
+        boot.stop(true).await;
+    }
     journal_thread.stop();
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! A Leasehold site gateway (`leasehold gateway run`): its config ([`config`]), its
 //! decision core ([`model`], plain Rust), its journal ([`journal`]), the actor shell
-//! ([`actors`]), the admin API ([`api`]) and the start-up that ties them ([`gateway`]).
+//! ([`actors`]), the admin API ([`api`]), the machine shell and boot service
+//! ([`machines`]) and the start-up that ties them ([`gateway`]).
 
 pub mod actors;
 pub mod api;
@@ -9,6 +10,7 @@ pub mod federation;
 pub mod gateway;
 pub mod journal;
 pub mod journal_state;
+pub mod machines;
 pub mod metrics;
 pub mod model;
 pub mod page;

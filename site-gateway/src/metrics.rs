@@ -51,7 +51,7 @@ pub const SERVER_STATES: [&str; 6] = [
 ];
 
 /// The audit kinds counted as decisions (`lease_ended` has its own counter, with a cause).
-const DECISION_KINDS: [AuditKind; 20] = [
+const DECISION_KINDS: [AuditKind; 26] = [
     AuditKind::Assign,
     AuditKind::Reclaim,
     AuditKind::Join,
@@ -72,6 +72,12 @@ const DECISION_KINDS: [AuditKind; 20] = [
     AuditKind::Handback,
     AuditKind::Handover,
     AuditKind::OwnershipLost,
+    AuditKind::Reimage,
+    AuditKind::Booted,
+    AuditKind::Fence,
+    AuditKind::StaleBoot,
+    AuditKind::MachineFailed,
+    AuditKind::BmcUnreachable,
 ];
 
 /// The label value of an audit kind: the same word as `kind` in `/v1/audit`.
@@ -99,6 +105,12 @@ fn kind_label(kind: AuditKind) -> &'static str {
         AuditKind::Handback => "handback",
         AuditKind::Handover => "handover",
         AuditKind::OwnershipLost => "ownership_lost",
+        AuditKind::Reimage => "reimage",
+        AuditKind::Booted => "booted",
+        AuditKind::Fence => "fence",
+        AuditKind::StaleBoot => "stale_boot",
+        AuditKind::MachineFailed => "machine_failed",
+        AuditKind::BmcUnreachable => "bmc_unreachable",
     }
 }
 
@@ -542,6 +554,7 @@ mod tests {
             lease_expires_in_ms: None,
             lease_revoked: false,
             lent_to: None,
+            machine: None,
         }
     }
 

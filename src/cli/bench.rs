@@ -157,6 +157,7 @@ impl SyntheticSite {
             .map(|_| {
                 let min_servers = 1 + random.below(3) as u32;
                 AccountView {
+                    takes_machines: true,
                     priority: random.below(100) as u32,
                     min_servers,
                     max_servers: min_servers + random.below(21) as u32,
@@ -189,7 +190,12 @@ impl SyntheticSite {
                         Slot::Free
                     }
                 };
-                ServerView { slot, load, avoid }
+                ServerView {
+                    slot,
+                    load,
+                    avoid,
+                    machine: false,
+                }
             })
             .collect();
         let mut site = SyntheticSite {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use leasehold_federation::ids::ServerId;
 use leasehold_node::agent::{AgentOptions, run_agent};
+use leasehold_node::boot_args::BootArgs;
 use leasehold_node::driver::guard::run_guard;
 
 #[derive(Debug, clap::Args)]
@@ -21,12 +22,17 @@ pub enum NodeCommand {
     /// Run the agent: register with the site gateway, apply its pointers under leases,
     /// run the account's workload, keep the event log. Stops the workload on SIGTERM.
     Run {
-        /// The site gateway's management address.
-        #[arg(long, value_name = "ADDR")]
-        gateway: SocketAddr,
-        /// This server's id; its certificate is DIR/nodes/ID.crt.
-        #[arg(long, value_name = "ID")]
-        id: ServerId,
+        /// The site gateway's management address (from --boot-args on a machine).
+        #[arg(long, value_name = "ADDR", required_unless_present = "boot_args")]
+        gateway: Option<SocketAddr>,
+        /// This server's id; its certificate is DIR/nodes/ID.crt (from --boot-args on a
+        /// machine).
+        #[arg(long, value_name = "ID", required_unless_present = "boot_args")]
+        id: Option<ServerId>,
+        /// On a machine booted by the site's boot service: the kernel command line to
+        /// read the server, gateway, epoch and boot token from (e.g. /proc/cmdline).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["gateway", "id"])]
+        boot_args: Option<PathBuf>,
         /// Directory made by `leasehold certs`.
         #[arg(long, value_name = "DIR")]
         certs: PathBuf,
@@ -55,10 +61,19 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         NodeCommand::Run {
             gateway,
             id,
+            boot_args,
             certs,
             work,
             start_timeout_ms,
         } => {
+            let (gateway, id, boot) = match (boot_args, gateway, id) {
+                (Some(path), _, _) => {
+                    let args = BootArgs::read(&path)?;
+                    (args.gateway, args.server, Some(args.claim))
+                }
+                (None, Some(gateway), Some(id)) => (gateway, id, None),
+                _ => anyhow::bail!("give --gateway and --id, or --boot-args"),
+            };
             let work = work.unwrap_or_else(|| PathBuf::from(format!("leasehold-node-{id}")));
             run_agent(AgentOptions {
                 gateway,
@@ -66,6 +81,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
                 certs,
                 work,
                 start_timeout: Duration::from_millis(start_timeout_ms),
+                boot,
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -318,6 +318,8 @@ impl SimGateway {
                 Effect::Send(command) => batch.commands.push(command),
                 Effect::ToPeer { to, message } => batch.to_peers.push((to, message)),
                 Effect::Observe(_) => {}
+                // The simulated sites have no machines (their layout gives none).
+                Effect::Machine(_) => {}
             }
         }
         if batch.ops.is_empty()

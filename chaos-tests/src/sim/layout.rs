@@ -62,6 +62,8 @@ pub fn timings() -> Timings {
         ownership_ttl: Duration::from_millis(OWNERSHIP_TTL_MS),
         ownership_renew_interval: Duration::from_millis(OWNERSHIP_RENEW_MS),
         failback_after: Duration::from_millis(FAILBACK_AFTER_MS),
+        machine_boot_timeout: Duration::from_millis(Timings::DEFAULT_MACHINE_BOOT_TIMEOUT_MS),
+        machine_power_timeout: Duration::from_millis(Timings::DEFAULT_MACHINE_POWER_TIMEOUT_MS),
     }
 }
 
@@ -88,6 +90,7 @@ pub fn account(site: usize, sites: usize, min: u32, max: u32) -> Account {
             metrics_path: None,
             load_metric: None,
         },
+        image: None,
     }
 }
 
@@ -101,6 +104,8 @@ pub fn site_config(site: usize, sites: usize, servers: usize) -> SiteConfig {
             admin_addr: addr(site, 1),
             federation_addr: addr(site, 2),
             management_addr: addr(site, 3),
+            boot_addr: None,
+            advertise_management_addr: None,
         },
         timings: timings(),
         lending: Lending {
@@ -121,6 +126,7 @@ pub fn site_config(site: usize, sites: usize, servers: usize) -> SiteConfig {
             .map(|server| Server {
                 id: server_id(site, server),
                 service_addr: addr(site, 10 + server),
+                machine: None,
             })
             .collect(),
         accounts: vec![account(site, sites, 1, 2)],

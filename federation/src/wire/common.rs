@@ -74,4 +74,7 @@ pub enum RefusalCause {
     NotAllowed,
     /// Policy leaves nothing to give (reserve, lending limits).
     NothingToSpare,
+    /// A machine registered from a boot that is not its current re-image (an old script,
+    /// an old epoch, a token already used or not issued): it is powered off.
+    StaleBoot,
 }

@@ -20,6 +20,19 @@ pub struct RegisterServer {
     pub running: Option<RunningWorkload>,
     /// The highest epoch this node has ever applied (from its event log).
     pub highest_epoch: Epoch,
+    /// Set by a node agent that a machine booted through the site's boot service: the
+    /// epoch and one-time token from its kernel command line (docs/machines.md). Optional
+    /// on the wire: a process agent's registration is the same bytes as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootClaim>,
+}
+
+/// The boot a machine's node agent came up from: the re-image of `epoch`, with the token
+/// that the boot service gave that boot only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootClaim {
+    pub epoch: Epoch,
+    pub token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -30,6 +30,8 @@ pub struct LinkTarget {
     pub gateway: SocketAddr,
     pub site: SiteId,
     pub server: ServerId,
+    /// A machine's boot claim, sent with every registration.
+    pub boot: Option<leasehold_federation::wire::node::BootClaim>,
 }
 
 /// Runs until the `Server` actor is gone.
@@ -99,6 +101,7 @@ async fn register(
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         running,
         highest_epoch,
+        boot: target.boot.clone(),
     };
     match connection.request_within(&request, CONNECT_TIMEOUT).await {
         Ok(Registration::Accepted {

@@ -39,6 +39,8 @@ pub struct AgentOptions {
     pub certs: PathBuf,
     pub work: PathBuf,
     pub start_timeout: Duration,
+    /// A machine's boot claim from its kernel command line (`--boot-args`).
+    pub boot: Option<leasehold_federation::wire::node::BootClaim>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +163,7 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             gateway: options.gateway,
             site,
             server: options.server.clone(),
+            boot: options.boot.clone(),
         };
         tokio::spawn(run_link(endpoint.clone(), target, server.clone()));
 

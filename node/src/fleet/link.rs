@@ -146,6 +146,7 @@ async fn register(
         agent_version: format!("{}-fleet", env!("CARGO_PKG_VERSION")),
         running,
         highest_epoch,
+        boot: None,
     };
     match connection.request_within(&request, CONNECT_TIMEOUT).await {
         Ok(Registration::Accepted {

@@ -249,6 +249,7 @@ impl Reader {
                             link: self.link.clone(),
                             running: message.running,
                             highest_epoch: message.highest_epoch,
+                            boot: message.boot,
                         })
                         .await;
                     match registered {

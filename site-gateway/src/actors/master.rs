@@ -16,7 +16,7 @@ use leasehold_federation::transport::connection::{Connection, Inbox};
 use leasehold_federation::transport::identity::PeerName;
 use leasehold_federation::wire::common::Refusal;
 use leasehold_federation::wire::node::{
-    LeaseRenewal, PointerApplication, Registration, RunningWorkload, StopOutcome,
+    BootClaim, LeaseRenewal, PointerApplication, Registration, RunningWorkload, StopOutcome,
 };
 use serde::Serialize;
 
@@ -26,13 +26,16 @@ use super::link::{CloseLink, Deliver, ServerLink};
 use super::{HeartbeatBoard, wall_ms};
 use crate::config::SiteConfig;
 use crate::federation::Federation;
+use crate::machines::Machines;
+use crate::machines::boot_key::BootKey;
 use crate::metrics::Metrics;
 use crate::model::Millis;
 use crate::model::arbiter::AccountIx;
+use crate::model::core::BootAnswer;
 use crate::model::core::{ConfigOutcome, GroupChanges, Heartbeat, SiteCore, WorkloadEvent};
 use crate::model::demand::DemandModel;
 use crate::model::effects::{Command, Effect, Observation};
-use crate::model::site::SiteSnapshot;
+use crate::model::site::{BootStep, CheckedClaim, Power, SiteSnapshot};
 
 pub use crate::model::core::ConfigStatus;
 
@@ -59,9 +62,18 @@ pub struct SiteMaster {
     metrics: Arc<Metrics>,
     /// The peers, changed by config edits; `None` in tests that run no federation.
     pub(super) federation: Option<Arc<Federation>>,
+    /// The BMCs of the site's machines, and the key of their boot tokens; `None` for a
+    /// site without machines.
+    machines: Option<(Arc<Machines>, Arc<BootKey>)>,
 }
 
 impl SiteMaster {
+    /// The site's machines: their BMCs, and the key that makes and checks boot tokens.
+    pub fn with_machines(mut self, machines: Arc<Machines>, key: Arc<BootKey>) -> Self {
+        self.machines = Some((machines, key));
+        self
+    }
+
     /// The federation whose peers and catalogue config edits change.
     pub fn with_federation(mut self, federation: Arc<Federation>) -> Self {
         self.federation = Some(federation);
@@ -93,6 +105,7 @@ impl SiteMaster {
             metrics,
             reallocations: 0,
             federation: None,
+            machines: None,
             // 1 ms .. 10 min, 3 significant digits; the bounds are constants, so this
             // cannot fail.
             latency_ms: Histogram::new_with_bounds(1, 600_000, 3)
@@ -153,6 +166,7 @@ impl SiteMaster {
         let mut audits = Vec::new();
         let mut commands = Vec::new();
         let mut to_peers = Vec::new();
+        let mut machine_commands = Vec::new();
         for effect in effects {
             match effect {
                 Effect::Journal(op) => {
@@ -174,9 +188,15 @@ impl SiteMaster {
                 Effect::Send(command) => commands.push(command),
                 Effect::ToPeer { to, message } => to_peers.push((to, message)),
                 Effect::Observe(observation) => self.observe(observation),
+                Effect::Machine(command) => machine_commands.push(command),
             }
         }
-        if ops.is_empty() && audits.is_empty() && commands.is_empty() && to_peers.is_empty() {
+        if ops.is_empty()
+            && audits.is_empty()
+            && commands.is_empty()
+            && to_peers.is_empty()
+            && machine_commands.is_empty()
+        {
             if let Some(durable) = durable {
                 let _ = durable.send(());
             }
@@ -201,6 +221,14 @@ impl SiteMaster {
                     }
                     for (to, message) in to_peers {
                         master.send_to_peer(to, message, ctx);
+                    }
+                    for command in machine_commands {
+                        match &master.machines {
+                            Some((machines, _)) => machines.perform(command, ctx.address()),
+                            None => {
+                                tracing::error!(?command, "a machine command, and no machines")
+                            }
+                        }
                     }
                 }
                 Ok(Err(error)) => {
@@ -344,6 +372,8 @@ pub struct RegisterServer {
     pub link: Addr<ServerLink>,
     pub running: Option<RunningWorkload>,
     pub highest_epoch: Epoch,
+    /// A machine's boot claim (epoch and token from its kernel command line).
+    pub boot: Option<BootClaim>,
 }
 
 impl Handler<RegisterServer> for SiteMaster {
@@ -351,12 +381,39 @@ impl Handler<RegisterServer> for SiteMaster {
 
     fn handle(&mut self, message: RegisterServer, ctx: &mut Context<Self>) -> Self::Result {
         let now = self.now();
-        let (registration, effects) = self.core.register(
-            &message.server,
-            message.running.as_ref(),
-            message.highest_epoch,
-            now,
-        )?;
+        let (registration, effects) = match &message.boot {
+            Some(claim) => {
+                let token_valid = self
+                    .machines
+                    .as_ref()
+                    .is_some_and(|(_, key)| key.verify(&message.server, claim.epoch, &claim.token));
+                let checked = CheckedClaim {
+                    epoch: claim.epoch,
+                    token_valid,
+                };
+                let (registration, effects) = self.core.register_booted(
+                    &message.server,
+                    checked,
+                    message.running.as_ref(),
+                    message.highest_epoch,
+                    now,
+                );
+                match registration {
+                    Ok(registration) => (registration, effects),
+                    Err(refusal) => {
+                        tracing::warn!(server = %message.server, epoch = %claim.epoch, %refusal, "boot registration refused");
+                        self.perform(effects, ctx);
+                        return Err(refusal);
+                    }
+                }
+            }
+            None => self.core.register(
+                &message.server,
+                message.running.as_ref(),
+                message.highest_epoch,
+                now,
+            )?,
+        };
         if let Some((_, old)) = self
             .links
             .insert(message.server.clone(), (message.link_id, message.link))
@@ -579,5 +636,72 @@ impl Handler<ConfigRefused> for SiteMaster {
     fn handle(&mut self, message: ConfigRefused, _: &mut Context<Self>) {
         self.metrics.config_reload(false); // metrics
         self.core.config_refused(message.errors);
+    }
+}
+
+/// What the machine shell did with a `MachineCommand`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum MachineReport {
+    /// The BMC says the machine's power is this (a probe, a power-off done).
+    Power { server: ServerId, power: Power },
+    /// A re-image got past a step; the next starts once this is taken in.
+    Progress {
+        server: ServerId,
+        epoch: Epoch,
+        reached: BootStep,
+    },
+    /// The BMC did not do what was asked.
+    Failed {
+        server: ServerId,
+        epoch: Option<Epoch>,
+        error: String,
+        unreachable: bool,
+    },
+    /// A re-image's steps are all done (its progress was reported step by step).
+    Done,
+}
+
+impl Handler<MachineReport> for SiteMaster {
+    type Result = ();
+
+    fn handle(&mut self, report: MachineReport, ctx: &mut Context<Self>) {
+        let now = self.now();
+        let effects = match report {
+            MachineReport::Power { server, power } => self.core.machine_power(&server, power, now),
+            MachineReport::Progress {
+                server,
+                epoch,
+                reached,
+            } => {
+                self.core.machine_progress(&server, epoch, reached, now);
+                Vec::new()
+            }
+            MachineReport::Failed {
+                server,
+                epoch,
+                error,
+                unreachable,
+            } => self
+                .core
+                .machine_failed(&server, epoch, &error, unreachable, now),
+            MachineReport::Done => Vec::new(),
+        };
+        self.perform(effects, ctx);
+    }
+}
+
+/// The boot service asks what the machine with this boot MAC should boot now.
+#[derive(Message)]
+#[rtype(result = "BootAnswer")]
+pub struct BootScriptFor {
+    pub mac: String,
+}
+
+impl Handler<BootScriptFor> for SiteMaster {
+    type Result = MessageResult<BootScriptFor>;
+
+    fn handle(&mut self, message: BootScriptFor, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.boot_answer(&message.mac))
     }
 }

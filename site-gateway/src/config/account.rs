@@ -60,6 +60,7 @@ fn account(c: &mut Checker<'_>, a: &RawAccount, peers: &[&str]) -> Option<Accoun
     }
     let failover = failover(c, &subject, &a.failover, peers);
     let workload = workload(c, &subject, &a.workload);
+    let image = super::machine::image(c, &subject, &a.image);
     Some(Account {
         name: id?,
         min_servers: min,
@@ -69,6 +70,7 @@ fn account(c: &mut Checker<'_>, a: &RawAccount, peers: &[&str]) -> Option<Accoun
         failover: failover?,
         pinned: a.pinned,
         workload: workload?,
+        image: image.ok()?,
     })
 }
 

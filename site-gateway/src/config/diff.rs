@@ -80,6 +80,14 @@ pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
             "workload_stop_timeout_ms",
             a.workload_stop_timeout != b.workload_stop_timeout,
         ),
+        (
+            "machine_boot_timeout_ms",
+            a.machine_boot_timeout != b.machine_boot_timeout,
+        ),
+        (
+            "machine_power_timeout_ms",
+            a.machine_power_timeout != b.machine_power_timeout,
+        ),
     ];
     diff.timings_changed = timings
         .into_iter()
@@ -111,6 +119,11 @@ pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
         "management_addr",
         s.management_addr.to_string(),
         t.management_addr.to_string(),
+    );
+    restart(
+        "boot_addr",
+        s.boot_addr.map_or("(none)".to_owned(), |a| a.to_string()),
+        t.boot_addr.map_or("(none)".to_owned(), |a| a.to_string()),
     );
     if old.servers != new.servers {
         let names = |config: &SiteConfig| {
@@ -160,6 +173,9 @@ fn account_fields(a: &Account, b: &Account) -> Vec<&'static str> {
     }
     if a.workload != b.workload {
         fields.push("workload");
+    }
+    if a.image != b.image {
+        fields.push("image");
     }
     fields
 }
@@ -237,6 +253,7 @@ mod tests {
                 metrics_path: None,
                 load_metric: None,
             },
+            image: None,
         }
     }
 
@@ -248,6 +265,8 @@ mod tests {
                 admin_addr: "127.0.0.1:1".parse().expect("an address"),
                 federation_addr: "127.0.0.1:2".parse().expect("an address"),
                 management_addr: "127.0.0.1:3".parse().expect("an address"),
+                boot_addr: None,
+                advertise_management_addr: None,
             },
             timings: Timings::default(),
             lending: Default::default(),
@@ -258,6 +277,7 @@ mod tests {
             servers: vec![Server {
                 id: "a1".parse().expect("a valid server id"),
                 service_addr: "127.0.0.1:5".parse().expect("an address"),
+                machine: None,
             }],
             accounts: vec![account("shop", 1), account("blog", 1)],
         }
@@ -323,6 +343,7 @@ mod tests {
         new.servers.push(Server {
             id: "a2".parse().expect("a valid server id"),
             service_addr: "127.0.0.1:6".parse().expect("an address"),
+            machine: None,
         });
         let diff = diff(&old, &new);
         assert_eq!(diff.needs_restart.len(), 2, "{diff:?}");

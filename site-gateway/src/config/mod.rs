@@ -10,6 +10,7 @@ mod account;
 pub mod diff;
 mod error;
 mod federation;
+mod machine;
 mod parse;
 pub use leasehold_federation::placeholders;
 mod raw;
@@ -22,7 +23,10 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrors};
-pub use types::{Account, Lending, Peer, Server, SiteConfig, SiteSection, Timings, Workload};
+pub use machine::normal_mac;
+pub use types::{
+    Account, Image, Lending, Machine, Peer, Server, SiteConfig, SiteSection, Timings, Workload,
+};
 
 use error::Source;
 use federation::File;

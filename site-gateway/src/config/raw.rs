@@ -32,6 +32,11 @@ pub(crate) struct RawSiteSection {
     pub admin_addr: Spanned<String>,
     pub federation_addr: Spanned<String>,
     pub management_addr: Spanned<String>,
+    /// HTTP: the iPXE scripts machines boot from (docs/machines.md).
+    pub boot_addr: Option<Spanned<String>>,
+    /// The management address machines are told to dial, where it differs from
+    /// `management_addr` (an unspecified IP, NAT, a VM's view of its host).
+    pub advertise_management_addr: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +52,8 @@ pub(crate) struct RawTimings {
     pub ownership_ttl_ms: Option<Spanned<u64>>,
     pub ownership_renew_interval_ms: Option<Spanned<u64>>,
     pub failback_after_ms: Option<Spanned<u64>>,
+    pub machine_boot_timeout_ms: Option<Spanned<u64>>,
+    pub machine_power_timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +78,13 @@ pub(crate) struct RawPeer {
 pub(crate) struct RawServer {
     pub id: Spanned<String>,
     pub service_addr: Spanned<String>,
+    /// `process` (default) or `redfish`; the rest are for `redfish` only.
+    pub driver: Option<Spanned<String>>,
+    pub bmc_url: Option<Spanned<String>>,
+    pub bmc_credentials: Option<Spanned<String>>,
+    pub bmc_ca: Option<Spanned<String>>,
+    pub bmc_tls_verify: Option<Spanned<bool>>,
+    pub mac: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +101,17 @@ pub(crate) struct RawAccount {
     #[serde(default)]
     pub pinned: bool,
     pub workload: RawWorkload,
+    pub image: Option<RawImage>,
+}
+
+/// `[account.image]`: what a machine boots to serve the account.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawImage {
+    pub kernel: Spanned<String>,
+    pub initrd: Spanned<String>,
+    #[serde(default)]
+    pub cmdline: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

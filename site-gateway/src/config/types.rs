@@ -31,6 +31,18 @@ pub struct SiteSection {
     pub federation_addr: SocketAddr,
     /// QUIC, node agents (the management channel).
     pub management_addr: SocketAddr,
+    /// HTTP: the iPXE scripts machines boot from; required when a server is a machine.
+    pub boot_addr: Option<SocketAddr>,
+    /// The management address booted machines are told to dial.
+    pub advertise_management_addr: Option<SocketAddr>,
+}
+
+impl SiteSection {
+    /// The management address a booted machine dials.
+    pub fn machine_gateway_addr(&self) -> SocketAddr {
+        self.advertise_management_addr
+            .unwrap_or(self.management_addr)
+    }
 }
 
 /// `[timings]`, with defaults chosen from the failover target (lease 2 s, renewed four
@@ -54,6 +66,11 @@ pub struct Timings {
     /// How long an account's home site must be up before a site that took the account over
     /// gives it back.
     pub failback_after: Duration,
+    /// How long a machine may take from power-on to its node agent's registration before
+    /// it is powered off and marked failed (firmware, network boot and the image's start).
+    pub machine_boot_timeout: Duration,
+    /// How long a BMC may take to show a power change it was asked for.
+    pub machine_power_timeout: Duration,
 }
 
 impl Timings {
@@ -67,6 +84,9 @@ impl Timings {
     pub const DEFAULT_OWNERSHIP_TTL_MS: u64 = 3000;
     pub const DEFAULT_OWNERSHIP_RENEW_INTERVAL_MS: u64 = 500;
     pub const DEFAULT_FAILBACK_AFTER_MS: u64 = 30_000;
+    /// Server firmware alone can take minutes to pass its self-test.
+    pub const DEFAULT_MACHINE_BOOT_TIMEOUT_MS: u64 = 600_000;
+    pub const DEFAULT_MACHINE_POWER_TIMEOUT_MS: u64 = 120_000;
     /// The clock drift every site's ownership arithmetic allows for (1 %).
     pub const CLOCK_DRIFT: f64 = 0.01;
     /// The stall between an owner's decision and its effect that the arithmetic allows for.
@@ -98,6 +118,8 @@ impl Default for Timings {
                 Self::DEFAULT_OWNERSHIP_RENEW_INTERVAL_MS,
             ),
             failback_after: Duration::from_millis(Self::DEFAULT_FAILBACK_AFTER_MS),
+            machine_boot_timeout: Duration::from_millis(Self::DEFAULT_MACHINE_BOOT_TIMEOUT_MS),
+            machine_power_timeout: Duration::from_millis(Self::DEFAULT_MACHINE_POWER_TIMEOUT_MS),
         }
     }
 }
@@ -130,6 +152,25 @@ pub struct Server {
     pub id: ServerId,
     /// Where the server's workload serves customer traffic.
     pub service_addr: SocketAddr,
+    /// Set when the server is a machine behind a BMC (`driver = "redfish"`); `None` for a
+    /// node agent that runs as a process on its own.
+    pub machine: Option<Machine>,
+}
+
+/// A server that is a machine: re-imaged through its BMC for every move (docs/machines.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// `https://host[:port]` or `http://...` of its BMC.
+    pub bmc_url: String,
+    /// The file (mode 0600) with the BMC's user name and password.
+    pub bmc_credentials: PathBuf,
+    /// PEM file to verify an https BMC with.
+    pub bmc_ca: Option<PathBuf>,
+    /// `false` only where the operator said so: an https BMC is then not verified.
+    pub bmc_tls_verify: bool,
+    /// The NIC it boots from (PXE, with DHCP chain-loading iPXE to the boot service),
+    /// lower case with colons.
+    pub mac: String,
 }
 
 /// `[[account]]`: an account homed at this site, with its SLA and workload.
@@ -147,6 +188,18 @@ pub struct Account {
     /// A site that took the account over keeps it: no failback when this site is back.
     pub pinned: bool,
     pub workload: Workload,
+    /// What a machine boots to serve the account; machines serve only accounts with one.
+    pub image: Option<Image>,
+}
+
+/// `[account.image]`: the kernel and initrd a machine boots for the account (URLs its
+/// firmware can fetch) and the kernel command line; the gateway adds the node agent's
+/// `leasehold.*` arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub kernel: String,
+    pub initrd: String,
+    pub cmdline: String,
 }
 
 /// `[account.workload]`: the software and data half of the initialization pointer.

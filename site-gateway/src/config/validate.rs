@@ -9,7 +9,7 @@ use leasehold_federation::ids::{InvalidId, ServerId, SiteId};
 use toml::Spanned;
 
 use super::error::{ConfigError, Source};
-use super::raw::{RawLending, RawSite, RawTimings};
+use super::raw::{RawLending, RawServer, RawSite, RawTimings};
 use super::types::{Lending, Peer, Server, SiteConfig, SiteSection, Timings};
 
 /// Collects errors for one file, so that every check runs even after one has failed.
@@ -102,11 +102,57 @@ fn site_section(c: &mut Checker<'_>, raw: &RawSite) -> Option<SiteSection> {
     let admin_addr = c.addr(&s.admin_addr, &subject("admin_addr"));
     let federation_addr = c.addr(&s.federation_addr, &subject("federation_addr"));
     let management_addr = c.addr(&s.management_addr, &subject("management_addr"));
+    let boot_addr = match &s.boot_addr {
+        Some(raw) => Some(c.addr(raw, &subject("boot_addr"))?),
+        None => None,
+    };
+    let advertise_management_addr = match &s.advertise_management_addr {
+        Some(raw) => Some(c.addr(raw, &subject("advertise_management_addr"))?),
+        None => None,
+    };
+    let first_machine = raw.servers.iter().find(|server| {
+        server
+            .driver
+            .as_ref()
+            .is_some_and(|d| d.get_ref() == "redfish")
+    });
+    if let (Some(machine), Some(management), None) =
+        (first_machine, management_addr, advertise_management_addr)
+        && management.ip().is_unspecified()
+    {
+        c.error(
+            s.management_addr.span(),
+            format!(
+                "site `{}`: server `{}` is a machine, and machines cannot dial the unspecified address {management}; give advertise_management_addr (the address machines reach the gateway at)",
+                s.name.get_ref(),
+                machine.id.get_ref()
+            ),
+        );
+    }
+    if boot_addr.is_none()
+        && let Some(machine) = raw.servers.iter().find(|server| {
+            server
+                .driver
+                .as_ref()
+                .is_some_and(|d| d.get_ref() == "redfish")
+        })
+    {
+        c.error(
+            s.name.span(),
+            format!(
+                "site `{}`: server `{}` is a machine, so [site] needs boot_addr (where machines fetch their iPXE scripts), e.g. boot_addr = \"0.0.0.0:7180\"",
+                s.name.get_ref(),
+                machine.id.get_ref()
+            ),
+        );
+    }
     Some(SiteSection {
         name: name?,
         admin_addr: admin_addr?,
         federation_addr: federation_addr?,
         management_addr: management_addr?,
+        boot_addr,
+        advertise_management_addr,
     })
 }
 
@@ -170,6 +216,16 @@ fn timings(c: &mut Checker<'_>, raw: &RawTimings) -> Timings {
             &raw.failback_after_ms,
             "failback_after_ms",
             Timings::DEFAULT_FAILBACK_AFTER_MS,
+        ),
+        machine_boot_timeout: positive(
+            &raw.machine_boot_timeout_ms,
+            "machine_boot_timeout_ms",
+            Timings::DEFAULT_MACHINE_BOOT_TIMEOUT_MS,
+        ),
+        machine_power_timeout: positive(
+            &raw.machine_power_timeout_ms,
+            "machine_power_timeout_ms",
+            Timings::DEFAULT_MACHINE_POWER_TIMEOUT_MS,
         ),
         heartbeat_misses_before_failed: Timings::DEFAULT_HEARTBEAT_MISSES_BEFORE_FAILED,
     };
@@ -271,8 +327,30 @@ fn servers(c: &mut Checker<'_>, raw: &RawSite) -> Option<Vec<Server>> {
             &s.service_addr,
             &format!("service_addr of server `{id_text}`"),
         );
-        match (id, addr, out.as_mut()) {
-            (Some(id), Some(service_addr), Some(list)) => list.push(Server { id, service_addr }),
+        let machine = super::machine::machine(c, s);
+        if let (Some(mac), Ok(Some(_))) = (&s.mac, &machine) {
+            let same = |t: &RawServer| {
+                t.mac
+                    .as_ref()
+                    .and_then(|m| super::machine::normal_mac(m.get_ref()))
+                    == super::machine::normal_mac(mac.get_ref())
+            };
+            if let Some(first) = raw.servers[..i].iter().find(|t| same(t)) {
+                let msg = format!(
+                    "server `{id_text}` at site `{}` has the mac of server `{}` (at {}); each machine boots from a NIC of its own",
+                    c.site,
+                    first.id.get_ref(),
+                    c.source.place(&first.id.span())
+                );
+                c.error(mac.span(), msg);
+            }
+        }
+        match (id, addr, machine, out.as_mut()) {
+            (Some(id), Some(service_addr), Ok(machine), Some(list)) => list.push(Server {
+                id,
+                service_addr,
+                machine,
+            }),
             _ => out = None,
         }
     }
@@ -360,11 +438,14 @@ pub(crate) fn known(peers: &[&str]) -> String {
 fn listeners(c: &mut Checker<'_>, raw: &RawSite) {
     let s = &raw.site;
     let mut seen: Vec<(SocketAddr, String, Range<usize>, bool)> = Vec::new();
-    let gateway = [
+    let mut gateway = vec![
         ("admin_addr", &s.admin_addr),
         ("federation_addr", &s.federation_addr),
         ("management_addr", &s.management_addr),
     ];
+    if let Some(boot) = &s.boot_addr {
+        gateway.push(("boot_addr", boot));
+    }
     let gateway = gateway.iter().map(|(k, v)| ((*k).to_owned(), *v, true));
     let servers = raw.servers.iter().map(|sv| {
         let label = format!("service_addr of server `{}`", sv.id.get_ref());

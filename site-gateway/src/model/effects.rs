@@ -24,6 +24,21 @@ pub enum Effect {
         message: PeerMessage,
     },
     Observe(Observation),
+    /// Work on a machine's BMC, done (like `Send`) only once the batch is durable; the
+    /// shell reports back with the core's `machine_*` inputs.
+    Machine(MachineCommand),
+}
+
+/// What the site core asks of a machine's BMC (docs/machines.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MachineCommand {
+    /// Read the power state: at start, and again while the BMC does not answer.
+    Probe { server: ServerId },
+    /// Power it off and wait until the BMC says it is off; `reason` is for the log.
+    PowerOff { server: ServerId, reason: String },
+    /// Re-image for the lease under `epoch`: power off, set the one-time network boot (the
+    /// boot service then answers with the script for `epoch`), power on.
+    Reimage { server: ServerId, epoch: Epoch },
 }
 
 /// What the site core sends a peer site; the answers to requests come back as events.
@@ -157,6 +172,22 @@ pub enum AuditKind {
     Handover,
     /// This site could not renew an ownership in time and stopped serving the account.
     OwnershipLost,
+    /// A machine is re-imaged for an account: powered off, set to boot the account's
+    /// image once from the network, powered on.
+    Reimage,
+    /// A re-imaged machine's node agent registered from the new image; the reason has how
+    /// long each step took.
+    Booted,
+    /// A machine was powered off through its BMC because its lease ended unheard (or its
+    /// state was unknown), before it serves anything else.
+    Fence,
+    /// A machine registered from a boot that is not its current re-image; refused and
+    /// powered off.
+    StaleBoot,
+    /// A machine could not be re-imaged or never registered after booting; out of use.
+    MachineFailed,
+    /// A machine's BMC does not answer: the machine stays out of use until it does.
+    BmcUnreachable,
 }
 
 /// Why a lease ended; the audit entry says it in words, metrics count it by this.
@@ -178,10 +209,12 @@ pub enum LeaseEndCause {
     NodeLostWorkload,
     /// The account is no longer in the config (seen when the journal is recovered).
     AccountRemoved,
+    /// A machine's re-image failed, or it never registered after booting.
+    MachineFailed,
 }
 
 impl LeaseEndCause {
-    pub const ALL: [LeaseEndCause; 7] = [
+    pub const ALL: [LeaseEndCause; 8] = [
         LeaseEndCause::Expired,
         LeaseEndCause::Stopped,
         LeaseEndCause::WorkloadExited,
@@ -189,6 +222,7 @@ impl LeaseEndCause {
         LeaseEndCause::PointerRefused,
         LeaseEndCause::NodeLostWorkload,
         LeaseEndCause::AccountRemoved,
+        LeaseEndCause::MachineFailed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -200,6 +234,7 @@ impl LeaseEndCause {
             LeaseEndCause::PointerRefused => "pointer_refused",
             LeaseEndCause::NodeLostWorkload => "node_lost_workload",
             LeaseEndCause::AccountRemoved => "account_removed",
+            LeaseEndCause::MachineFailed => "machine_failed",
         }
     }
 }

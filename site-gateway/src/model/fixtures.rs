@@ -62,6 +62,8 @@ pub(crate) fn site_config(
             admin_addr: addr(1),
             federation_addr: addr(2),
             management_addr: addr(3),
+            boot_addr: None,
+            advertise_management_addr: None,
         },
         timings: Timings::default(),
         lending,
@@ -70,6 +72,7 @@ pub(crate) fn site_config(
             .map(|n| Server {
                 id: ServerId::parse(&format!("{prefix}{n}")).expect("a valid server name"),
                 service_addr: addr(base + n as u16),
+                machine: None,
             })
             .collect(),
         accounts: accounts
@@ -92,6 +95,7 @@ pub(crate) fn site_config(
                     metrics_path: None,
                     load_metric: None,
                 },
+                image: None,
             })
             .collect(),
     }

@@ -358,6 +358,50 @@ fn servers(out: &mut String, servers: &[ServerSnapshot]) -> fmt::Result {
     Ok(())
 }
 
+/// A machine's line under its health: a re-image in progress step by step, or why it is
+/// out of use, or its power (docs/machines.md).
+fn machine_note(server: &ServerSnapshot) -> Option<String> {
+    let machine = server.machine.as_ref()?;
+    let steps = |steps: &[crate::model::site::StepSnapshot]| {
+        steps
+            .iter()
+            .map(|step| format!("{} {}", step.step, duration(step.ms)))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    };
+    let note = if let Some(reimage) = &machine.reimage {
+        let done = steps(&reimage.done);
+        format!(
+            "<small class=\"machine reimage\">re-imaging for {account} e{epoch}: <b>{step} {ms}</b>{sep}{done}</small>",
+            account = Esc(reimage.account.as_str()),
+            epoch = reimage.epoch,
+            step = Esc(reimage.step),
+            ms = duration(reimage.step_ms),
+            sep = if done.is_empty() { "" } else { " after " },
+            done = Esc(&done),
+        )
+    } else if let Some(failed) = &machine.failed {
+        format!(
+            "<small class=\"machine failed\">machine out of use: {}</small>",
+            Esc(failed)
+        )
+    } else if machine.bmc.starts_with("unreachable") {
+        format!(
+            "<small class=\"machine failed\">BMC {}</small>",
+            Esc(&machine.bmc)
+        )
+    } else {
+        let last = steps(&machine.last_boot);
+        format!(
+            "<small class=\"machine muted\">machine, power {power}{sep}{last}</small>",
+            power = Esc(machine.power),
+            sep = if last.is_empty() { "" } else { "; last boot: " },
+            last = Esc(&last),
+        )
+    };
+    Some(note)
+}
+
 fn server_row(out: &mut String, server: &ServerSnapshot) -> fmt::Result {
     let account = server.account.as_ref().map(|a| a.as_str());
     writeln!(
@@ -384,7 +428,10 @@ fn server_row(out: &mut String, server: &ServerSnapshot) -> fmt::Result {
         } else {
             " <small class=\"muted\">not connected</small>"
         },
-        health = Esc(&server.health),
+        health = match machine_note(server) {
+            Some(note) => format!("{}<br>{note}", Esc(&server.health)),
+            None => Esc(&server.health).to_string(),
+        },
         load = server
             .load
             .map(|load| format!("{load:.1}"))
@@ -621,6 +668,7 @@ mod tests {
                     lease_expires_in_ms: Some(1800),
                     lease_revoked: false,
                     lent_to: None,
+                    machine: None,
                 }],
                 accounts: vec![AccountSnapshot {
                     name: shop.clone(),

@@ -1,6 +1,7 @@
 //! Unit tests of the config checks: one per semantic check, asserting the message.
 
 mod federation;
+mod machine;
 mod site;
 mod syntax;
 

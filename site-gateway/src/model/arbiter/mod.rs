@@ -53,6 +53,8 @@ pub struct AccountView {
     pub max_servers: u32,
     /// From the account's `DemandModel`; clamped to [min, max] here.
     pub demand: u32,
+    /// It has an image, so machines may serve it.
+    pub takes_machines: bool,
 }
 
 impl AccountView {
@@ -90,6 +92,8 @@ pub struct ServerView {
     pub load: f32,
     /// A workload of this account just failed here: don't assign it here again.
     pub avoid: Option<AccountIx>,
+    /// A machine: it serves only accounts that have an image to boot.
+    pub machine: bool,
 }
 
 /// The site at one instant. A server index is its position in `servers`; an account index
@@ -103,6 +107,25 @@ pub struct SiteView<'a> {
     /// A server that moved less than this long ago does not move again: the move has not
     /// paid for its drain and restart yet.
     pub cooldown: Duration,
+}
+
+impl SiteView<'_> {
+    /// Why `server` may not serve `account`, if it may not.
+    fn unfit(&self, server: u32, account: AccountIx) -> Option<PassOverWhy> {
+        let view = &self.servers[server as usize];
+        if view.avoid == Some(account) {
+            Some(PassOverWhy::AvoidsAccount)
+        } else if view.machine
+            && !self
+                .accounts
+                .get(account as usize)
+                .is_some_and(|account| account.takes_machines)
+        {
+            Some(PassOverWhy::NoImage)
+        } else {
+            None
+        }
+    }
 }
 
 /// One move. The shell drains before a server leaves a group (`Reclaim`, `Release`).
@@ -506,8 +529,8 @@ impl Arbiter {
         while i < self.free.len() {
             let server = self.free[i];
             if !self.taken[server as usize] {
-                if view.servers[server as usize].avoid == Some(account) {
-                    note(passed_over, server, PassOverWhy::AvoidsAccount);
+                if let Some(why) = view.unfit(server, account) {
+                    note(passed_over, server, why);
                 } else {
                     self.taken[server as usize] = true;
                     self.supply[account as usize] += 1;
@@ -682,8 +705,8 @@ impl Arbiter {
         while k < end {
             let server = self.held[k];
             if !self.taken[server as usize] {
-                if taker.is_some() && view.servers[server as usize].avoid == taker {
-                    note(passed_over, server, PassOverWhy::AvoidsAccount);
+                if let Some(why) = taker.and_then(|taker| view.unfit(server, taker)) {
+                    note(passed_over, server, why);
                 } else {
                     self.taken[server as usize] = true;
                     self.movable_left[d] -= 1;

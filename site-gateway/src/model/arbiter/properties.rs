@@ -20,6 +20,7 @@ fn site() -> impl Strategy<Value = (Vec<AccountView>, Vec<ServerView>)> {
     (1u32..30).prop_flat_map(|accounts| {
         let account = (0u32..6, 0u32..4, 0u32..6, 0u32..12).prop_map(
             |(priority, min_servers, extra, demand)| AccountView {
+                takes_machines: true,
                 priority,
                 min_servers,
                 max_servers: min_servers + extra,
@@ -36,6 +37,7 @@ fn site() -> impl Strategy<Value = (Vec<AccountView>, Vec<ServerView>)> {
         )
             .prop_map(
                 |(kind, account, ago, load, avoid_roll, avoided)| ServerView {
+                    machine: false,
                     slot: match kind {
                         0 | 1 => Slot::Free,
                         2..=7 => Slot::Held {

@@ -56,6 +56,8 @@ pub enum PassOverWhy {
     HigherPriority { account: AccountIx, priority: u32 },
     /// A workload of the needy account just failed on it.
     AvoidsAccount,
+    /// It is a machine, and the needy account has no image for machines to boot.
+    NoImage,
 }
 
 /// The reason of one decision: `account` is the account the decision acts for (the one that
@@ -158,6 +160,12 @@ pub(super) fn describe_passed_over(
                 write!(
                     text,
                     "{server} (a workload of this account just failed there)"
+                )
+            }
+            PassOverWhy::NoImage => {
+                write!(
+                    text,
+                    "{server} (a machine, and this account has no [account.image])"
                 )
             }
         };

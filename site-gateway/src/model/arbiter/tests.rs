@@ -9,6 +9,7 @@ const COOLDOWN: Duration = Duration::from_secs(10);
 
 fn account(priority: u32, min_servers: u32, max_servers: u32, demand: u32) -> AccountView {
     AccountView {
+        takes_machines: true,
         priority,
         min_servers,
         max_servers,
@@ -18,6 +19,7 @@ fn account(priority: u32, min_servers: u32, max_servers: u32, demand: u32) -> Ac
 
 fn free() -> ServerView {
     ServerView {
+        machine: false,
         slot: Slot::Free,
         load: 0.0,
         avoid: None,
@@ -27,6 +29,7 @@ fn free() -> ServerView {
 /// Held long enough ago to be movable.
 fn held(account: AccountIx) -> ServerView {
     ServerView {
+        machine: false,
         slot: Slot::Held {
             account,
             since: Millis(0),
@@ -56,6 +59,7 @@ fn held_since(account: AccountIx, ago: Duration) -> ServerView {
 
 fn incoming(account: AccountIx) -> ServerView {
     ServerView {
+        machine: false,
         slot: Slot::Incoming { account },
         load: 0.0,
         avoid: None,
@@ -64,6 +68,7 @@ fn incoming(account: AccountIx) -> ServerView {
 
 fn unavailable() -> ServerView {
     ServerView {
+        machine: false,
         slot: Slot::Unavailable,
         load: 0.0,
         avoid: None,
@@ -247,6 +252,39 @@ fn a_server_that_avoids_an_account_goes_to_another() {
             server: 0,
             why: PassOverWhy::AvoidsAccount
         }]
+    );
+}
+
+#[test]
+fn a_machine_goes_only_to_an_account_with_an_image() {
+    // Account 0 (higher priority) has no image; server 0 is a machine.
+    let mut no_image = account(50, 1, 5, 1);
+    no_image.takes_machines = false;
+    let accounts = [no_image, account(0, 1, 5, 1)];
+    let machine = ServerView {
+        machine: true,
+        ..free()
+    };
+    let round = run(&accounts, &[machine]);
+    assert_eq!(moves(&round), vec![(0, None, Some(1))]);
+    assert_eq!(round.shortfalls.len(), 1);
+    assert_eq!(round.shortfalls[0].account, 0);
+    assert_eq!(
+        round.shortfalls[0].passed_over,
+        vec![PassedOver {
+            server: 0,
+            why: PassOverWhy::NoImage
+        }]
+    );
+    // A machine serving the account with an image is not reclaimed for the other.
+    let held = ServerView {
+        machine: true,
+        ..held(1)
+    };
+    let round = run(&[accounts[0], account(0, 0, 5, 0)], &[held]);
+    assert!(
+        moves(&round).iter().all(|(_, _, to)| *to != Some(0)),
+        "{round:?}"
     );
 }
 

@@ -15,6 +15,7 @@
 
 mod config;
 mod inputs;
+mod machines;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +24,7 @@ use leasehold_federation::wire::common::Health;
 
 pub use config::{ConfigApplied, ConfigOutcome, ConfigStatus};
 pub use inputs::WorkloadEvent;
+pub use machines::BootAnswer;
 
 use super::Millis;
 use super::arbiter::AccountIx;

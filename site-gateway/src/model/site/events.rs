@@ -30,6 +30,26 @@ impl SiteModel {
         now: Millis,
     ) -> Result<(Registration, Vec<Effect>), Refusal> {
         let ix = self.index_of(server)?;
+        if self.servers[ix].machine.is_some() {
+            return Err(refusal(
+                RefusalCause::StaleBoot,
+                &format!(
+                    "{server} is a machine: its node agent registers with the boot claim on its kernel command line (leasehold node run --boot-args)"
+                ),
+            ));
+        }
+        self.register_agent(ix, running, highest_epoch, now)
+    }
+
+    /// A node agent's registration, once it is known to be one this site takes.
+    pub(super) fn register_agent(
+        &mut self,
+        ix: usize,
+        running: Option<&RunningWorkload>,
+        highest_epoch: Epoch,
+        now: Millis,
+    ) -> Result<(Registration, Vec<Effect>), Refusal> {
+        let server = &self.servers[ix].id.clone();
         let mut effects = Vec::new();
         let entry = &mut self.servers[ix];
         entry.connected = true;
@@ -97,6 +117,11 @@ impl SiteModel {
 
     pub fn heartbeat(&mut self, server: &ServerId, health: Health, load: Option<f64>, now: Millis) {
         if let Some(entry) = self.server_mut(server) {
+            // A machine being re-imaged: the old image's agent may still talk until the
+            // power goes; only the new image's registration counts.
+            if entry.machine.as_ref().is_some_and(|m| m.boot.is_some()) {
+                return;
+            }
             entry.connected = true;
             entry.last_heartbeat = Some(now);
             entry.health = health;
@@ -111,7 +136,7 @@ impl SiteModel {
         if let Some(entry) = self.server_mut(server) {
             entry.connected = false;
             if entry.phase == Phase::Free {
-                entry.phase = Phase::Offline;
+                entry.phase = entry.idle_phase();
             }
         }
     }
@@ -343,7 +368,7 @@ impl SiteModel {
 
     /// A node reports having seen `epoch`: if that is above what we know of server `ix`,
     /// remember it (journaled), so that no lease ever reuses it (S-2).
-    fn epoch_seen(&mut self, ix: usize, epoch: Epoch) -> Option<Effect> {
+    pub(super) fn epoch_seen(&mut self, ix: usize, epoch: Epoch) -> Option<Effect> {
         let entry = &mut self.servers[ix];
         if epoch <= entry.highest_epoch {
             return None;
@@ -423,11 +448,17 @@ impl SiteModel {
                 lent_to,
             }),
             audited,
-            Effect::Send(Command::Apply {
+        ]
+        .into_iter()
+        .chain(if self.needs_reimage(ix, account) {
+            self.start_reimage(ix, account, epoch, now)
+        } else {
+            vec![Effect::Send(Command::Apply {
                 server,
                 pointer: self.pointer(account, epoch),
-            }),
-        ]
+            })]
+        })
+        .collect()
     }
 
     /// Ends the lease of server `ix` (journaled), then sends a draining server on to where

@@ -15,6 +15,7 @@ mod borrowing;
 mod events;
 mod handback;
 mod lend;
+mod machine;
 mod reconfigure;
 mod server;
 mod snapshot;
@@ -24,6 +25,8 @@ mod tick;
 mod handback_tests;
 #[cfg(test)]
 mod loan_tests;
+#[cfg(test)]
+mod machine_tests;
 #[cfg(test)]
 mod tests;
 
@@ -36,11 +39,12 @@ use leasehold_federation::wire::site::AccountSpec;
 
 pub use borrowing::{BorrowRecord, BorrowState, Borrowed, Borrowing, LoanCounts};
 pub use handback::account_spec;
+pub use machine::{BMC_RETRY, BmcHealth, Boot, BootStep, CheckedClaim, MachineState, Power};
 pub use reconfigure::Reconfigured;
 pub use server::{Lease, LoanTerms, Next, Phase, ServerEntry};
 pub use snapshot::{
-    AccountSnapshot, AskSnapshot, BorrowedSnapshot, LentSnapshot, LoansSnapshot, ServerSnapshot,
-    SiteSnapshot,
+    AccountSnapshot, AskSnapshot, BorrowedSnapshot, LentSnapshot, LoansSnapshot,
+    MachineSnapshot, ReimageSnapshot, ServerSnapshot, SiteSnapshot, StepSnapshot,
 };
 
 use super::Millis;
@@ -157,6 +161,8 @@ fn account_from_spec(spec: &AccountSpec, sla: bool) -> Account {
             metrics_path: spec.software.metrics_path.clone(),
             load_metric: spec.software.load_metric.clone(),
         },
+        // A catalogue carries no image: a peer's account is never served by our machines.
+        image: None,
     }
 }
 
@@ -207,7 +213,14 @@ impl SiteModel {
         let servers: Vec<ServerEntry> = config
             .servers
             .iter()
-            .map(|server| ServerEntry::new(server.id.clone(), server.service_addr.to_string()))
+            .map(|server| {
+                let mut entry =
+                    ServerEntry::new(server.id.clone(), server.service_addr.to_string());
+                if let Some(machine) = &server.machine {
+                    entry.machine = Some(Box::new(MachineState::new(&machine.mac)));
+                }
+                entry
+            })
             .collect();
         let server_index = servers
             .iter()

@@ -4,6 +4,7 @@
 use leasehold_federation::ids::{Epoch, ServerId, SiteId};
 use leasehold_federation::wire::common::Health;
 
+use super::machine::{BmcHealth, MachineState, Power};
 use crate::model::Millis;
 use crate::model::arbiter::AccountIx;
 
@@ -89,6 +90,8 @@ pub struct ServerEntry {
     pub phase: Phase,
     /// A workload of this account just failed here; do not try it here again soon.
     pub avoid: Option<(AccountIx, Millis)>,
+    /// Set when the server is a machine behind a BMC (boxed: most servers are not).
+    pub machine: Option<Box<MachineState>>,
 }
 
 impl ServerEntry {
@@ -104,6 +107,23 @@ impl ServerEntry {
             lease: None,
             phase: Phase::Offline,
             avoid: None,
+            machine: None,
+        }
+    }
+
+    /// Whether the arbiter may give it to an account now (when it holds no lease): a
+    /// process server once its agent is connected; a machine once it is ready to be
+    /// re-imaged, or its agent is connected and nothing is in flight.
+    pub fn assignable(&self) -> bool {
+        match &self.machine {
+            None => self.connected,
+            Some(machine) => {
+                machine.failed.is_none()
+                    && !machine.busy
+                    && machine.boot.is_none()
+                    && machine.bmc == BmcHealth::Answering
+                    && (self.connected || machine.power == Power::Off)
+            }
         }
     }
 
@@ -117,7 +137,7 @@ impl ServerEntry {
 
     /// The phase a server without a lease falls back to.
     pub fn idle_phase(&self) -> Phase {
-        if self.connected {
+        if self.assignable() {
             Phase::Free
         } else {
             Phase::Offline

@@ -7,6 +7,7 @@ use leasehold_federation::ids::{AccountId, ServerId, SiteId};
 use leasehold_federation::wire::common::Health;
 use serde::Serialize;
 
+use super::machine::{BmcHealth, BootStep, MachineState, Power};
 use super::server::Phase;
 use super::{LoanCounts, SiteModel};
 use crate::model::Millis;
@@ -35,6 +36,43 @@ pub struct ServerSnapshot {
     pub lease_revoked: bool,
     /// The borrowing site, when the server is lent (its `account` is that site's).
     pub lent_to: Option<SiteId>,
+    /// Set for a machine (docs/machines.md): its power, its BMC, a re-image in progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineSnapshot {
+    pub mac: String,
+    /// on, off, unknown: as its BMC last said.
+    pub power: &'static str,
+    /// answering, unknown, or `unreachable: <error>`.
+    pub bmc: String,
+    /// The re-image in progress, if any.
+    pub reimage: Option<ReimageSnapshot>,
+    /// The steps of its last boot that registered.
+    pub last_boot: Vec<StepSnapshot>,
+    /// The account whose image its node agent registered from.
+    pub image: Option<AccountId>,
+    /// Why it is out of use, if it is.
+    pub failed: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReimageSnapshot {
+    pub account: AccountId,
+    pub epoch: u64,
+    /// powering-off, setting-boot, powering-on, booting
+    pub step: &'static str,
+    pub step_ms: u64,
+    /// The steps done, with how long each took.
+    pub done: Vec<StepSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepSnapshot {
+    pub step: &'static str,
+    pub ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,6 +143,10 @@ impl SiteModel {
                     .as_ref()
                     .and_then(|lease| lease.loan.as_ref())
                     .map(|loan| loan.borrower.clone()),
+                machine: entry
+                    .machine
+                    .as_ref()
+                    .map(|machine| self.machine_snapshot(machine, now)),
             })
             .collect();
         let loads = self.account_loads();
@@ -284,6 +326,45 @@ impl SiteModel {
                 .collect(),
             counts: borrowing.counts,
             latencies_ms: borrowing.latencies_ms.iter().copied().collect(),
+        }
+    }
+}
+
+impl SiteModel {
+    fn machine_snapshot(&self, machine: &MachineState, now: Millis) -> MachineSnapshot {
+        let steps = |steps: &[(BootStep, u64)]| {
+            steps
+                .iter()
+                .map(|(step, ms)| StepSnapshot {
+                    step: step.name(),
+                    ms: *ms,
+                })
+                .collect()
+        };
+        MachineSnapshot {
+            mac: machine.mac.clone(),
+            power: match machine.power {
+                Power::On => "on",
+                Power::Off => "off",
+                Power::Unknown => "unknown",
+            },
+            bmc: match &machine.bmc {
+                BmcHealth::Unknown => "unknown".to_owned(),
+                BmcHealth::Answering => "answering".to_owned(),
+                BmcHealth::Unreachable { error, .. } => format!("unreachable: {error}"),
+            },
+            reimage: machine.boot.as_ref().map(|boot| ReimageSnapshot {
+                account: self.account_name(boot.account).clone(),
+                epoch: boot.epoch.value(),
+                step: boot.step.name(),
+                step_ms: super::millis(now.since(boot.step_since)),
+                done: steps(&boot.steps),
+            }),
+            last_boot: steps(&machine.last_boot),
+            image: machine
+                .image
+                .map(|(account, _)| self.account_name(account).clone()),
+            failed: machine.failed.clone(),
         }
     }
 }

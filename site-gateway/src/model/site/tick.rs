@@ -14,6 +14,9 @@ impl SiteModel {
         // Servers lent for an account we own again are ours before the round counts them.
         let mut effects = self.take_home_loans(now);
         effects.extend(self.detect_failures(now));
+        // Booting machines hold their leases before expiry is looked at; fences wait for
+        // it (a machine is fenced only once its lease has ended).
+        effects.extend(self.tick_machines(now));
         // Loans first: a lent server's lease runs out with its loan, and the loan's end is
         // what the audit log should say.
         effects.extend(self.tick_lent(now));
@@ -117,6 +120,7 @@ impl SiteModel {
                     min_servers: held,
                     max_servers: held,
                     demand: held,
+                    takes_machines: account.config.image.is_some(),
                 };
                 let nothing = AccountView {
                     min_servers: 0,
@@ -145,6 +149,7 @@ impl SiteModel {
                         min_servers: account.config.min_servers,
                         max_servers: account.config.max_servers,
                         demand: account.demand,
+                        takes_machines: account.config.image.is_some(),
                     },
                     // Our own account, owner not known yet (at start): unrenewed leases run
                     // out by themselves.
@@ -162,7 +167,7 @@ impl SiteModel {
             .iter()
             .map(|entry| {
                 let slot = match (&entry.phase, &entry.lease) {
-                    (Phase::Free, None) if entry.connected => Slot::Free,
+                    (Phase::Free | Phase::Offline, None) if entry.assignable() => Slot::Free,
                     (Phase::Starting { .. } | Phase::Serving, Some(lease))
                         if !lease.revoked && lease.loan.is_none() =>
                     {
@@ -188,6 +193,7 @@ impl SiteModel {
                     slot,
                     load: entry.load.unwrap_or(0.0) as f32,
                     avoid,
+                    machine: entry.machine.is_some(),
                 }
             })
             .collect()
