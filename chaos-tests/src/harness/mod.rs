@@ -6,6 +6,8 @@ pub mod evidence;
 pub mod federation;
 pub mod interrupt;
 pub mod load;
+pub mod machine_site;
+pub mod machines;
 pub mod onesite;
 pub mod process;
 pub mod site;

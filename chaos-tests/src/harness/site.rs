@@ -175,39 +175,44 @@ fn write_site(
         );
     }
     for account in &spec.accounts {
-        let (command, args) = match &account.command {
-            Some((command, args)) => (command.clone(), args.clone()),
-            None => (
-                "{leasehold}".to_owned(),
-                [
-                    "workload",
-                    "--listen",
-                    "{service_addr}",
-                    "--data",
-                    "{data_dir}",
-                    "--account",
-                    "{account}",
-                ]
-                .iter()
-                .map(|arg| arg.to_string())
-                .collect(),
-            ),
-        };
-        let _ = writeln!(
-            text,
-            "[[account]]\nname = \"{name}\"\nmin_servers = {min}\nmax_servers = {max}\npriority = {priority}\ntarget_load = {target:?}\nfailover = {failover:?}\n\n[account.workload]\nsoftware = \"{name}-web 1.0\"\ncommand = {command:?}\nargs = {args:?}\ndata_dir = \"data/{name}\"\nhealth_path = \"/health\"\nmetrics_path = \"/metrics\"\nload_metric = \"leasehold_workload_load\"\n",
-            name = account.name,
-            min = account.min_servers,
-            max = account.max_servers,
-            priority = account.priority,
-            target = account.target_load,
-        );
+        text.push_str(&account_text(account, &failover));
     }
     // As an editor saves: a watching gateway never reads a half-written file.
     let temporary = config.with_extension("toml.new");
     std::fs::write(&temporary, text)
         .and_then(|()| std::fs::rename(&temporary, config))
         .map_err(|error| format!("cannot write {}: {error}", config.display()))
+}
+
+/// An `[[account]]` running the demo workload (or `account.command`), failing over to
+/// `failover`; the caller appends `[account.image]` for machines.
+pub fn account_text(account: &AccountSpec, failover: &[&str]) -> String {
+    let (command, args) = match &account.command {
+        Some((command, args)) => (command.clone(), args.clone()),
+        None => (
+            "{leasehold}".to_owned(),
+            [
+                "workload",
+                "--listen",
+                "{service_addr}",
+                "--data",
+                "{data_dir}",
+                "--account",
+                "{account}",
+            ]
+            .iter()
+            .map(|arg| arg.to_string())
+            .collect(),
+        ),
+    };
+    format!(
+        "[[account]]\nname = \"{name}\"\nmin_servers = {min}\nmax_servers = {max}\npriority = {priority}\ntarget_load = {target:?}\nfailover = {failover:?}\n\n[account.workload]\nsoftware = \"{name}-web 1.0\"\ncommand = {command:?}\nargs = {args:?}\ndata_dir = \"data/{name}\"\nhealth_path = \"/health\"\nmetrics_path = \"/metrics\"\nload_metric = \"leasehold_workload_load\"\n",
+        name = account.name,
+        min = account.min_servers,
+        max = account.max_servers,
+        priority = account.priority,
+        target = account.target_load,
+    )
 }
 
 /// A federation CA in `dir` with certificates for each site and each of its servers.

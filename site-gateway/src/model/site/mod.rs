@@ -43,8 +43,8 @@ pub use machine::{BMC_RETRY, BmcHealth, Boot, BootStep, CheckedClaim, MachineSta
 pub use reconfigure::Reconfigured;
 pub use server::{Lease, LoanTerms, Next, Phase, ServerEntry};
 pub use snapshot::{
-    AccountSnapshot, AskSnapshot, BorrowedSnapshot, LentSnapshot, LoansSnapshot,
-    MachineSnapshot, ReimageSnapshot, ServerSnapshot, SiteSnapshot, StepSnapshot,
+    AccountSnapshot, AskSnapshot, BorrowedSnapshot, LentSnapshot, LoansSnapshot, MachineSnapshot,
+    ReimageSnapshot, ServerSnapshot, SiteSnapshot, StepSnapshot,
 };
 
 use super::Millis;

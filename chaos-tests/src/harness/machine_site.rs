@@ -1,0 +1,265 @@
+//! A site whose servers are machines behind an emulated BMC ([`super::bmc`]) and played
+//! by [`super::machines`]: the gateway, the BMC, the player, their config and
+//! certificates, in a directory the caller owns.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::admin::{get_json, get_text};
+use super::bmc::{BmcOptions, EmulatedBmc, FakeMachine, emulator_available};
+use super::machines::{Firmware, MachinePlayer};
+use super::onesite::{FAST_TIMINGS, gateway_args};
+use super::process::ProcessGuard;
+use super::site::{AccountSpec, PortPicker, account_text, create_certs};
+use super::wait_for;
+
+/// Long enough for the emulator's power changes (1 to 11 s each) and a boot on two busy
+/// cores.
+pub const MACHINE_SETTLE: Duration = Duration::from_secs(90);
+
+#[derive(Debug, Clone)]
+pub struct MachineSpec {
+    pub id: String,
+    pub firmware: Firmware,
+    pub bmc: BmcKind,
+}
+
+/// What the gateway's config says of a machine's BMC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BmcKind {
+    /// The emulated BMC, with the right credentials.
+    Emulated,
+    /// A port where nothing listens.
+    Unreachable,
+    /// The emulated BMC, with a password it refuses.
+    WrongPassword,
+}
+
+impl MachineSpec {
+    pub fn new(id: &str) -> MachineSpec {
+        MachineSpec {
+            id: id.to_owned(),
+            firmware: Firmware::Boots,
+            bmc: BmcKind::Emulated,
+        }
+    }
+}
+
+pub struct MachineSite {
+    pub dir: PathBuf,
+    binary: PathBuf,
+    pub gateway: Option<ProcessGuard>,
+    pub player: MachinePlayer,
+    pub bmc: EmulatedBmc,
+    pub admin: SocketAddr,
+    pub boot: SocketAddr,
+    pub config: PathBuf,
+    pub machines: Vec<(MachineSpec, FakeMachine)>,
+    text: ConfigText,
+}
+
+/// What the config is written from, so a test can write it again with other accounts.
+struct ConfigText {
+    head: String,
+    servers: String,
+}
+
+impl MachineSite {
+    /// Writes the site, starts the player, the BMC and the gateway, and waits until the
+    /// gateway is ready. `extra_timings` are added to the fast test timings.
+    pub fn start(
+        binary: &Path,
+        dir: &Path,
+        machines: &[MachineSpec],
+        accounts: &[AccountSpec],
+        extra_timings: &[(&str, u64)],
+    ) -> Result<MachineSite, String> {
+        emulator_available()?;
+        let mut ports = PortPicker::default();
+        let mut port = || ports.pick();
+        let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let (admin, federation, management, boot) = (
+            loopback(port()?),
+            loopback(port()?),
+            loopback(port()?),
+            loopback(port()?),
+        );
+        let fakes: Vec<FakeMachine> = machines
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| FakeMachine::numbered(&spec.id, i as u8 + 1))
+            .collect();
+        let certs = dir.join("certs");
+        let player = MachinePlayer::start(
+            binary,
+            &certs,
+            &dir.join("machines"),
+            boot,
+            &machines
+                .iter()
+                .zip(&fakes)
+                .map(|(spec, fake)| (fake.mac.clone(), spec.id.clone(), spec.firmware))
+                .collect::<Vec<_>>(),
+        )?;
+        let options = BmcOptions {
+            notify_url: Some(player.url.clone()),
+            ..BmcOptions::default()
+        };
+        let bmc = EmulatedBmc::start(&dir.join("bmc"), &fakes, &options)?;
+        let unreachable = loopback(port()?);
+        let mut servers = String::new();
+        for (spec, fake) in machines.iter().zip(&fakes) {
+            let (url, password) = match spec.bmc {
+                BmcKind::Emulated => (bmc.url.clone(), options.password.as_str()),
+                BmcKind::Unreachable => {
+                    (format!("http://{unreachable}"), options.password.as_str())
+                }
+                BmcKind::WrongPassword => (bmc.url.clone(), "not-the-password"),
+            };
+            let credentials = dir.join(format!("bmc-{}.toml", spec.id));
+            std::fs::write(
+                &credentials,
+                format!("username = {:?}\npassword = {password:?}\n", options.user),
+            )
+            .and_then(|()| {
+                std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600))
+            })
+            .map_err(|error| format!("cannot write {}: {error}", credentials.display()))?;
+            servers.push_str(&format!(
+                "[[server]]\nid = \"{id}\"\nservice_addr = \"{service}\"\ndriver = \"redfish\"\nbmc_url = \"{url}\"\nbmc_credentials = \"{credentials}\"\nmac = \"{mac}\"\n\n",
+                id = spec.id,
+                service = loopback(port()?),
+                credentials = credentials.display(),
+                mac = fake.mac,
+            ));
+        }
+        let mut head = format!(
+            "[site]\nname = \"site-m\"\nadmin_addr = \"{admin}\"\nfederation_addr = \"{federation}\"\nmanagement_addr = \"{management}\"\nboot_addr = \"{boot}\"\n\n[timings]\n"
+        );
+        for (key, value) in FAST_TIMINGS.iter().chain(extra_timings) {
+            head.push_str(&format!("{key} = {value}\n"));
+        }
+        head.push('\n');
+        create_certs(
+            &certs,
+            &[(
+                "site-m",
+                machines.iter().map(|spec| spec.id.clone()).collect(),
+            )],
+        )?;
+        drop(ports);
+        let mut site = MachineSite {
+            dir: dir.to_path_buf(),
+            binary: binary.to_path_buf(),
+            gateway: None,
+            player,
+            bmc,
+            admin,
+            boot,
+            config: dir.join("site-m.toml"),
+            machines: machines.iter().cloned().zip(fakes).collect(),
+            text: ConfigText { head, servers },
+        };
+        site.write_config(accounts)?;
+        site.start_gateway()?;
+        Ok(site)
+    }
+
+    /// Writes the config with `accounts`, each with an image (as an editor saves: a
+    /// watching gateway never reads half a file).
+    pub fn write_config(&self, accounts: &[AccountSpec]) -> Result<(), String> {
+        let mut text = format!("{}{}", self.text.head, self.text.servers);
+        for account in accounts {
+            text.push_str(&account_text(account, &[]));
+            text.push_str(&format!(
+                "\n[account.image]\nkernel = \"http://{boot}/images/{{account}}/vmlinuz\"\ninitrd = \"http://{boot}/images/{{account}}/initrd.img\"\ncmdline = \"console=ttyS0 quiet\"\n\n",
+                boot = self.boot
+            ));
+        }
+        let temporary = self.config.with_extension("toml.new");
+        std::fs::write(&temporary, text)
+            .and_then(|()| std::fs::rename(&temporary, &self.config))
+            .map_err(|error| format!("cannot write {}: {error}", self.config.display()))
+    }
+
+    pub fn start_gateway(&mut self) -> Result<(), String> {
+        let args = gateway_args(
+            &self.config,
+            &self.dir.join("certs"),
+            &self.dir.join("state"),
+        );
+        let gateway = ProcessGuard::spawn(
+            "gateway",
+            &self.binary,
+            &args,
+            &self.dir.join("gateway.log"),
+        )?;
+        self.gateway = Some(gateway);
+        let admin = self.admin;
+        wait_for("the gateway to be ready", Duration::from_secs(40), || {
+            if self.gateway.as_mut().is_some_and(|g| g.exited()) {
+                return Err("the gateway exited".to_owned());
+            }
+            get_text(admin, "/ready")
+        })
+        .map(|_| ())
+        .map_err(|error| format!("{error}\n{}", self.output()))
+    }
+
+    /// The gateway's log and the BMC's, for failure messages.
+    pub fn output(&self) -> String {
+        format!(
+            "--- gateway log ---\n{}\n--- BMC log (tail) ---\n{}",
+            self.gateway
+                .as_ref()
+                .map(|g| g.output())
+                .unwrap_or_default(),
+            tail(&self.bmc.output(), 40)
+        )
+    }
+
+    /// The `/v1/servers` entry of `server`.
+    pub fn server(&self, server: &str) -> Result<Value, String> {
+        let servers = get_json(self.admin, "/v1/servers")?;
+        servers
+            .as_array()
+            .and_then(|list| list.iter().find(|s| s["id"] == server).cloned())
+            .ok_or_else(|| format!("{server} is not in /v1/servers: {servers}"))
+    }
+
+    /// Every audit record, oldest first.
+    pub fn audit(&self) -> Result<Vec<Value>, String> {
+        let audit = get_json(self.admin, "/v1/audit?after=0&limit=1000")?;
+        audit
+            .as_array()
+            .cloned()
+            .ok_or_else(|| format!("the audit log is not a list: {audit}"))
+    }
+
+    /// Waits until `server` serves `account` (its new image registered and the workload
+    /// joined); returns its `/v1/servers` entry.
+    pub fn wait_serving(&self, server: &str, account: &str) -> Result<Value, String> {
+        wait_for(
+            &format!("{server} to serve {account}"),
+            MACHINE_SETTLE,
+            || {
+                let entry = self.server(server)?;
+                if entry["state"] == "serving" && entry["account"] == account {
+                    Ok(entry)
+                } else {
+                    Err(entry.to_string())
+                }
+            },
+        )
+        .map_err(|error| format!("{error}\n{}", self.output()))
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

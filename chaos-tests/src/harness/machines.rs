@@ -1,0 +1,312 @@
+//! Machines for tests and the demo, played against a real Redfish BMC: the sushy-tools
+//! emulator ([`super::bmc`]) keeps each machine's power and boot state, and tells the
+//! player here of every change (its external notifier). When a machine's power comes on,
+//! the player does what its firmware would: it fetches the machine's iPXE script from the
+//! site's boot service, and if the script boots a kernel it starts `leasehold node run
+//! --boot-args` with the script's command line, in a fresh work directory (a RAM disk: a
+//! new boot remembers nothing). When the power goes off, the agent and its workload are
+//! killed at once, as a power cut would. The emulator keeps every boot override as it was
+//! set, so every power-on asks the boot service; the boot service answers `exit` (boot from
+//! disk: nothing runs here) when no re-image is pending.
+//!
+//! A machine can also be played broken: one whose image never starts its agent, or one
+//! that keeps its first script and boots it again later (a stale boot).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::evidence::mono_now_ns;
+use super::process::ProcessGuard;
+
+/// How a played machine behaves when powered on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// Fetches its script each boot and starts the image's node agent.
+    Boots,
+    /// Fetches its script, but the image never starts its agent.
+    NeverRegisters,
+    /// Fetches its script once, and boots that same script on every later power-on.
+    KeepsFirstScript,
+}
+
+/// One boot of a played machine that started a node agent.
+#[derive(Debug, Clone)]
+pub struct BootRecord {
+    /// The agent's work directory (its event log).
+    pub work: PathBuf,
+    /// The kernel command line it booted with.
+    pub cmdline: String,
+    /// When its power went off (monotonic ns), if it has.
+    pub off_mono_ns: Option<u64>,
+}
+
+struct Played {
+    server: String,
+    firmware: Firmware,
+    powered: bool,
+    agent: Option<ProcessGuard>,
+    kept_script: Option<String>,
+    /// Every script it was given, in order.
+    scripts: Vec<String>,
+    boots: Vec<BootRecord>,
+}
+
+struct Player {
+    binary: PathBuf,
+    certs: PathBuf,
+    dir: PathBuf,
+    boot_addr: SocketAddr,
+    machines: HashMap<String, Played>,
+}
+
+/// Plays machines for one emulated BMC. Dropping it powers every machine "off" (kills
+/// every agent it started).
+pub struct MachinePlayer {
+    state: Arc<Mutex<Player>>,
+    server: Arc<tiny_http::Server>,
+    /// Where the emulator sends its notices.
+    pub url: String,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl MachinePlayer {
+    /// Listens for notices; `machines` are (MAC, server id, firmware).
+    pub fn start(
+        binary: &Path,
+        certs: &Path,
+        dir: &Path,
+        boot_addr: SocketAddr,
+        machines: &[(String, String, Firmware)],
+    ) -> Result<MachinePlayer, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+        let server = tiny_http::Server::http("127.0.0.1:0")
+            .map_err(|error| format!("the machine player cannot listen: {error}"))?;
+        let port = server
+            .server_addr()
+            .to_ip()
+            .map(|addr| addr.port())
+            .ok_or("the machine player has no IP address")?;
+        let state = Arc::new(Mutex::new(Player {
+            binary: binary.to_path_buf(),
+            certs: certs.to_path_buf(),
+            dir: dir.to_path_buf(),
+            boot_addr,
+            machines: machines
+                .iter()
+                .map(|(mac, server, firmware)| {
+                    (
+                        mac.to_ascii_lowercase(),
+                        Played {
+                            server: server.clone(),
+                            firmware: *firmware,
+                            powered: false,
+                            agent: None,
+                            kept_script: None,
+                            scripts: Vec::new(),
+                            boots: Vec::new(),
+                        },
+                    )
+                })
+                .collect(),
+        }));
+        let server = Arc::new(server);
+        // Notices are answered at once (the emulator waits for the answer inside a BMC
+        // request) and handled in order on a thread of their own.
+        let (notices, queue) = mpsc::channel::<(String, String)>();
+        let receiver = {
+            let server = server.clone();
+            std::thread::spawn(move || {
+                for mut request in server.incoming_requests() {
+                    let mut body = String::new();
+                    let _ = request.as_reader().read_to_string(&mut body);
+                    let _ = request.respond(tiny_http::Response::empty(204));
+                    let Ok(system) = serde_json::from_str::<serde_json::Value>(&body) else {
+                        continue;
+                    };
+                    let mac = system["nics"][0]["mac"].as_str().unwrap_or("").to_owned();
+                    let power = system["power_state"].as_str().unwrap_or("").to_owned();
+                    if notices.send((mac.to_ascii_lowercase(), power)).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let worker = {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                while let Ok((mac, power)) = queue.recv() {
+                    let mut player = state.lock().unwrap_or_else(|p| p.into_inner());
+                    player.power(&mac, &power);
+                }
+            })
+        };
+        Ok(MachinePlayer {
+            state,
+            server,
+            url: format!("http://127.0.0.1:{port}/notify"),
+            threads: vec![receiver, worker],
+        })
+    }
+
+    /// The boots of the machine of `server` that started an agent, oldest first.
+    pub fn boots(&self, server: &str) -> Vec<BootRecord> {
+        let player = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        player
+            .machines
+            .values()
+            .find(|played| played.server == server)
+            .map(|played| played.boots.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every script the machine of `server` was given, oldest first.
+    pub fn scripts(&self, server: &str) -> Vec<String> {
+        let player = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        player
+            .machines
+            .values()
+            .find(|played| played.server == server)
+            .map(|played| played.scripts.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether the player has the machine of `server` powered on.
+    pub fn powered(&self, server: &str) -> bool {
+        let player = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        player
+            .machines
+            .values()
+            .any(|played| played.server == server && played.powered)
+    }
+}
+
+impl Drop for MachinePlayer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        let mut player = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for played in player.machines.values_mut() {
+            played.agent = None;
+        }
+        drop(player);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Player {
+    fn power(&mut self, mac: &str, power: &str) {
+        let (binary, certs, dir, boot_addr) = (
+            self.binary.clone(),
+            self.certs.clone(),
+            self.dir.clone(),
+            self.boot_addr,
+        );
+        let Some(played) = self.machines.get_mut(mac) else {
+            return;
+        };
+        match power {
+            "On" if !played.powered => {
+                played.powered = true;
+                let script = match (played.firmware, &played.kept_script) {
+                    (Firmware::KeepsFirstScript, Some(kept)) => Ok(kept.clone()),
+                    _ => fetch_script(boot_addr, mac),
+                };
+                let script = match script {
+                    Ok(script) => script,
+                    Err(error) => {
+                        eprintln!("machine {}: no boot script: {error}", played.server);
+                        return;
+                    }
+                };
+                played.scripts.push(script.clone());
+                if played.firmware == Firmware::KeepsFirstScript {
+                    played.kept_script.get_or_insert(script.clone());
+                }
+                let Some(cmdline) = kernel_cmdline(&script) else {
+                    return; // `exit`: boot from the local disk, where nothing is installed
+                };
+                if played.firmware == Firmware::NeverRegisters {
+                    return;
+                }
+                let boot = played.boots.len() + 1;
+                let work = dir.join(format!("{}-boot{boot}", played.server));
+                let args_file = dir.join(format!("{}-boot{boot}.cmdline", played.server));
+                let started = std::fs::create_dir_all(&work)
+                    .and_then(|()| std::fs::write(&args_file, &cmdline))
+                    .map_err(|error| error.to_string())
+                    .and_then(|()| {
+                        let args: Vec<String> = vec![
+                            "node".into(),
+                            "run".into(),
+                            "--boot-args".into(),
+                            args_file.display().to_string(),
+                            "--certs".into(),
+                            certs.display().to_string(),
+                            "--work".into(),
+                            work.display().to_string(),
+                        ];
+                        ProcessGuard::spawn(
+                            &format!("{}-boot{boot}", played.server),
+                            &binary,
+                            &args,
+                            &dir.join(format!("{}-boot{boot}.log", played.server)),
+                        )
+                    });
+                match started {
+                    Ok(agent) => {
+                        played.agent = Some(agent);
+                        played.boots.push(BootRecord {
+                            work,
+                            cmdline,
+                            off_mono_ns: None,
+                        });
+                    }
+                    Err(error) => eprintln!("machine {}: {error}", played.server),
+                }
+            }
+            "Off" if played.powered => {
+                played.powered = false;
+                // A power cut: the agent and its workload go at once.
+                if played.agent.take().is_some()
+                    && let Some(boot) = played.boots.last_mut()
+                {
+                    boot.off_mono_ns = Some(mono_now_ns());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Fetches `/boot/<mac>.ipxe` as iPXE's `${net0/mac:hexhyp}` would name it.
+fn fetch_script(boot_addr: SocketAddr, mac: &str) -> Result<String, String> {
+    let url = format!("http://{boot_addr}/boot/{}.ipxe", mac.replace(':', "-"));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(&url)
+        .call()
+        .map_err(|error| format!("GET {url}: {error}"))?;
+    response
+        .body_mut()
+        .read_to_string()
+        .map_err(|error| format!("GET {url}: {error}"))
+}
+
+/// The kernel command line of an iPXE script's `kernel <url> <args...>` line; `None` for a
+/// script that boots no kernel (`exit`).
+pub fn kernel_cmdline(script: &str) -> Option<String> {
+    script.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("kernel ")?;
+        let (_url, args) = rest.split_once(' ').unwrap_or((rest, ""));
+        Some(args.trim().to_owned())
+    })
+}
