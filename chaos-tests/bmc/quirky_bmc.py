@@ -27,6 +27,7 @@ import secrets
 import ssl
 import sys
 import threading
+import time
 
 import bcrypt
 import webob
@@ -85,6 +86,9 @@ class QuirkLayer:
             "patches": 0,
             "resets": [],
             "logouts": 0,
+            # Every request that changes a machine, with when it arrived (wall clock, ms):
+            # what control-plane overhead is measured against.
+            "changes": [],
         }
         self.sessions = {}  # token -> (id, basic header)
         self.tasks = {}  # id -> polls left
@@ -132,6 +136,17 @@ class QuirkLayer:
                 self.stats["basic_requests"] += 1
 
         system = SYSTEM.match(path)
+        reset = RESET.match(path)
+        if (system and method == "PATCH") or (reset and method == "POST"):
+            with self.lock:
+                self.stats["changes"].append(
+                    {
+                        "wall_ms": int(time.time() * 1000),
+                        "system": (system or reset).group(1),
+                        "kind": "patch" if system else "reset",
+                        "reset": (request.json or {}).get("ResetType") if reset else None,
+                    }
+                )
         if system and self.settings["etags"]:
             if method == "GET":
                 response = self.inner(request)
@@ -157,7 +172,6 @@ class QuirkLayer:
                             412, "The ETag given in If-Match does not match the resource"
                         )
 
-        reset = RESET.match(path)
         if reset and method == "POST":
             with self.lock:
                 self.stats["resets"].append((request.json or {}).get("ResetType"))

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::admin::{get_json, get_text};
 use super::bmc::{BmcOptions, EmulatedBmc, FakeMachine, emulator_available};
 use super::machines::{Firmware, MachinePlayer};
-use super::onesite::{FAST_TIMINGS, gateway_args};
+use super::onesite::{FAST_TIMINGS, gateway_args, node_args};
 use super::process::ProcessGuard;
 use super::site::{AccountSpec, PortPicker, account_text, create_certs};
 use super::wait_for;
@@ -53,6 +53,9 @@ pub struct MachineSite {
     pub dir: PathBuf,
     binary: PathBuf,
     pub gateway: Option<ProcessGuard>,
+    /// Node agents of the process servers, by server id.
+    pub nodes: Vec<(String, ProcessGuard)>,
+    pub management: SocketAddr,
     pub player: MachinePlayer,
     pub bmc: EmulatedBmc,
     pub admin: SocketAddr,
@@ -75,6 +78,19 @@ impl MachineSite {
         binary: &Path,
         dir: &Path,
         machines: &[MachineSpec],
+        accounts: &[AccountSpec],
+        extra_timings: &[(&str, u64)],
+    ) -> Result<MachineSite, String> {
+        MachineSite::start_mixed(binary, dir, machines, &[], accounts, extra_timings)
+    }
+
+    /// [`MachineSite::start`] with process servers beside the machines (their node agents
+    /// started once the gateway is ready).
+    pub fn start_mixed(
+        binary: &Path,
+        dir: &Path,
+        machines: &[MachineSpec],
+        processes: &[&str],
         accounts: &[AccountSpec],
         extra_timings: &[(&str, u64)],
     ) -> Result<MachineSite, String> {
@@ -112,6 +128,12 @@ impl MachineSite {
         let bmc = EmulatedBmc::start(&dir.join("bmc"), &fakes, &options)?;
         let unreachable = loopback(port()?);
         let mut servers = String::new();
+        for id in processes {
+            servers.push_str(&format!(
+                "[[server]]\nid = \"{id}\"\nservice_addr = \"{}\"\n\n",
+                loopback(port()?)
+            ));
+        }
         for (spec, fake) in machines.iter().zip(&fakes) {
             let (url, password) = match spec.bmc {
                 BmcKind::Emulated => (bmc.url.clone(), options.password.as_str()),
@@ -148,7 +170,11 @@ impl MachineSite {
             &certs,
             &[(
                 "site-m",
-                machines.iter().map(|spec| spec.id.clone()).collect(),
+                machines
+                    .iter()
+                    .map(|spec| spec.id.clone())
+                    .chain(processes.iter().map(|id| id.to_string()))
+                    .collect(),
             )],
         )?;
         drop(ports);
@@ -156,6 +182,8 @@ impl MachineSite {
             dir: dir.to_path_buf(),
             binary: binary.to_path_buf(),
             gateway: None,
+            nodes: Vec::new(),
+            management,
             player,
             bmc,
             admin,
@@ -166,15 +194,38 @@ impl MachineSite {
         };
         site.write_config(accounts)?;
         site.start_gateway()?;
+        for id in processes {
+            let work = dir.join("nodes").join(id);
+            std::fs::create_dir_all(&work)
+                .map_err(|error| format!("cannot create {}: {error}", work.display()))?;
+            let args = node_args(management, id, &certs, &work);
+            let node = ProcessGuard::spawn(id, binary, &args, &dir.join(format!("node-{id}.log")))?;
+            site.nodes.push((id.to_string(), node));
+        }
         Ok(site)
     }
 
     /// Writes the config with `accounts`, each with an image (as an editor saves: a
     /// watching gateway never reads half a file).
     pub fn write_config(&self, accounts: &[AccountSpec]) -> Result<(), String> {
+        let names: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
+        self.write_config_with_images(accounts, &names)
+    }
+
+    /// [`MachineSite::write_config`], where only the accounts named in `images` have an
+    /// image (machines serve only those).
+    pub fn write_config_with_images(
+        &self,
+        accounts: &[AccountSpec],
+        images: &[&str],
+    ) -> Result<(), String> {
         let mut text = format!("{}{}", self.text.head, self.text.servers);
         for account in accounts {
             text.push_str(&account_text(account, &[]));
+            if !images.contains(&account.name.as_str()) {
+                text.push('\n');
+                continue;
+            }
             text.push_str(&format!(
                 "\n[account.image]\nkernel = \"http://{boot}/images/{{account}}/vmlinuz\"\ninitrd = \"http://{boot}/images/{{account}}/initrd.img\"\ncmdline = \"console=ttyS0 quiet\"\n\n",
                 boot = self.boot
