@@ -69,6 +69,25 @@ pub struct MachineSite {
 struct ConfigText {
     head: String,
     servers: String,
+    /// Where an account's kernel and initrd are (`{account}` expanded by the gateway).
+    images: String,
+}
+
+/// How [`MachineSite::start_with`] sets the site up.
+#[derive(Debug, Clone, Default)]
+pub struct SiteOptions {
+    /// Process servers beside the machines, with their node agents.
+    pub processes: Vec<String>,
+    /// `[timings]`, in full (see `FAST_TIMINGS`).
+    pub timings: Vec<(String, u64)>,
+    /// The host machines reach the gateway's management port at (a VM's view of its
+    /// host: `10.0.2.2`), as `advertise_management_addr`.
+    pub advertise_management_port_host: Option<String>,
+    /// The URL folder of the accounts' kernel and initrd [default: the boot address's
+    /// `/images/{account}`, which serves nothing: played machines do not fetch them].
+    pub image_base: Option<String>,
+    /// The machines' `service_addr` [default: a free loopback port each].
+    pub machine_service_addr: Option<String>,
 }
 
 impl MachineSite {
@@ -94,6 +113,27 @@ impl MachineSite {
         accounts: &[AccountSpec],
         extra_timings: &[(&str, u64)],
     ) -> Result<MachineSite, String> {
+        let options = SiteOptions {
+            processes: processes.iter().map(|id| id.to_string()).collect(),
+            timings: FAST_TIMINGS
+                .iter()
+                .chain(extra_timings)
+                .map(|(key, value)| (key.to_string(), *value))
+                .collect(),
+            ..SiteOptions::default()
+        };
+        MachineSite::start_with(binary, dir, machines, accounts, &options)
+    }
+
+    /// The most general start: see [`SiteOptions`].
+    pub fn start_with(
+        binary: &Path,
+        dir: &Path,
+        machines: &[MachineSpec],
+        accounts: &[AccountSpec],
+        options: &SiteOptions,
+    ) -> Result<MachineSite, String> {
+        let processes = &options.processes;
         emulator_available()?;
         let mut ports = PortPicker::default();
         let mut port = || ports.pick();
@@ -121,11 +161,11 @@ impl MachineSite {
                 .map(|(spec, fake)| (fake.mac.clone(), spec.id.clone(), spec.firmware))
                 .collect::<Vec<_>>(),
         )?;
-        let options = BmcOptions {
+        let bmc_options = BmcOptions {
             notify_url: Some(player.url.clone()),
             ..BmcOptions::default()
         };
-        let bmc = EmulatedBmc::start(&dir.join("bmc"), &fakes, &options)?;
+        let bmc = EmulatedBmc::start(&dir.join("bmc"), &fakes, &bmc_options)?;
         let unreachable = loopback(port()?);
         let mut servers = String::new();
         for id in processes {
@@ -136,16 +176,17 @@ impl MachineSite {
         }
         for (spec, fake) in machines.iter().zip(&fakes) {
             let (url, password) = match spec.bmc {
-                BmcKind::Emulated => (bmc.url.clone(), options.password.as_str()),
-                BmcKind::Unreachable => {
-                    (format!("http://{unreachable}"), options.password.as_str())
-                }
+                BmcKind::Emulated => (bmc.url.clone(), bmc_options.password.as_str()),
+                BmcKind::Unreachable => (
+                    format!("http://{unreachable}"),
+                    bmc_options.password.as_str(),
+                ),
                 BmcKind::WrongPassword => (bmc.url.clone(), "not-the-password"),
             };
             let credentials = dir.join(format!("bmc-{}.toml", spec.id));
             std::fs::write(
                 &credentials,
-                format!("username = {:?}\npassword = {password:?}\n", options.user),
+                format!("username = {:?}\npassword = {password:?}\n", bmc_options.user),
             )
             .and_then(|()| {
                 std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600))
@@ -154,15 +195,25 @@ impl MachineSite {
             servers.push_str(&format!(
                 "[[server]]\nid = \"{id}\"\nservice_addr = \"{service}\"\ndriver = \"redfish\"\nbmc_url = \"{url}\"\nbmc_credentials = \"{credentials}\"\nmac = \"{mac}\"\n\n",
                 id = spec.id,
-                service = loopback(port()?),
+                service = match &options.machine_service_addr {
+                    Some(addr) => addr.clone(),
+                    None => loopback(port()?).to_string(),
+                },
                 credentials = credentials.display(),
                 mac = fake.mac,
             ));
         }
         let mut head = format!(
-            "[site]\nname = \"site-m\"\nadmin_addr = \"{admin}\"\nfederation_addr = \"{federation}\"\nmanagement_addr = \"{management}\"\nboot_addr = \"{boot}\"\n\n[timings]\n"
+            "[site]\nname = \"site-m\"\nadmin_addr = \"{admin}\"\nfederation_addr = \"{federation}\"\nmanagement_addr = \"{management}\"\nboot_addr = \"{boot}\"\n"
         );
-        for (key, value) in FAST_TIMINGS.iter().chain(extra_timings) {
+        if let Some(advertised) = &options.advertise_management_port_host {
+            head.push_str(&format!(
+                "advertise_management_addr = \"{advertised}:{}\"\n",
+                management.port()
+            ));
+        }
+        head.push_str("\n[timings]\n");
+        for (key, value) in &options.timings {
             head.push_str(&format!("{key} = {value}\n"));
         }
         head.push('\n');
@@ -190,7 +241,14 @@ impl MachineSite {
             boot,
             config: dir.join("site-m.toml"),
             machines: machines.iter().cloned().zip(fakes).collect(),
-            text: ConfigText { head, servers },
+            text: ConfigText {
+                head,
+                servers,
+                images: options
+                    .image_base
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{boot}/images/{{account}}")),
+            },
         };
         site.write_config(accounts)?;
         site.start_gateway()?;
@@ -227,8 +285,8 @@ impl MachineSite {
                 continue;
             }
             text.push_str(&format!(
-                "\n[account.image]\nkernel = \"http://{boot}/images/{{account}}/vmlinuz\"\ninitrd = \"http://{boot}/images/{{account}}/initrd.img\"\ncmdline = \"console=ttyS0 quiet\"\n\n",
-                boot = self.boot
+                "\n[account.image]\nkernel = \"{images}/vmlinuz\"\ninitrd = \"{images}/initrd.img\"\ncmdline = \"console=ttyS0 quiet panic=-1\"\n\n",
+                images = self.text.images
             ));
         }
         let temporary = self.config.with_extension("toml.new");

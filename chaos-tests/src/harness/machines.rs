@@ -31,12 +31,16 @@ pub enum Firmware {
     NeverRegisters,
     /// Fetches its script once, and boots that same script on every later power-on.
     KeepsFirstScript,
+    /// A real virtual machine: power-on starts QEMU, whose iPXE fetches the script from the
+    /// boot service and boots the kernel and initramfs it names; power-off kills QEMU.
+    /// Customer traffic to `guest_port` inside reaches it at `host_port` on loopback.
+    Qemu { host_port: u16, guest_port: u16 },
 }
 
-/// One boot of a played machine that started a node agent.
+/// One boot of a played machine that started a node agent (or a VM).
 #[derive(Debug, Clone)]
 pub struct BootRecord {
-    /// The agent's work directory (its event log).
+    /// The agent's work directory (its event log); for a VM, its serial console's log.
     pub work: PathBuf,
     /// The kernel command line it booted with.
     pub cmdline: String,
@@ -213,6 +217,26 @@ impl Player {
         match power {
             "On" if !played.powered => {
                 played.powered = true;
+                if let Firmware::Qemu {
+                    host_port,
+                    guest_port,
+                } = played.firmware
+                {
+                    let boot = played.boots.len() + 1;
+                    let serial = dir.join(format!("{}-boot{boot}.serial", played.server));
+                    match start_vm(mac, boot_addr, &serial, host_port, guest_port, &dir) {
+                        Ok(vm) => {
+                            played.agent = Some(vm);
+                            played.boots.push(BootRecord {
+                                work: serial,
+                                cmdline: String::new(),
+                                off_mono_ns: None,
+                            });
+                        }
+                        Err(error) => eprintln!("machine {}: {error}", played.server),
+                    }
+                    return;
+                }
                 let script = match (played.firmware, &played.kept_script) {
                     (Firmware::KeepsFirstScript, Some(kept)) => Ok(kept.clone()),
                     _ => fetch_script(boot_addr, mac),
@@ -282,6 +306,63 @@ impl Player {
             _ => {}
         }
     }
+}
+
+/// Powers a virtual machine on: QEMU (software emulation: the kernels it boots must not
+/// depend on the host's KVM) network-boots through its NIC's iPXE ROM from the boot
+/// service, as a machine's firmware chain-loaded by DHCP would; the host is 10.0.2.2 to it.
+fn start_vm(
+    mac: &str,
+    boot_addr: SocketAddr,
+    serial: &Path,
+    host_port: u16,
+    guest_port: u16,
+    dir: &Path,
+) -> Result<ProcessGuard, String> {
+    let script = format!(
+        "http://10.0.2.2:{}/boot/{}.ipxe",
+        boot_addr.port(),
+        mac.replace(':', "-")
+    );
+    let args: Vec<String> = [
+        "-accel",
+        "tcg",
+        "-machine",
+        "q35",
+        "-m",
+        "1024",
+        "-smp",
+        "1",
+        "-nographic",
+        "-vga",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .chain([
+        "-serial".to_owned(),
+        format!("file:{}", serial.display()),
+        "-netdev".to_owned(),
+        format!("user,id=n0,bootfile={script},hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"),
+        "-device".to_owned(),
+        format!("virtio-net-pci,netdev=n0,mac={mac}"),
+        "-boot".to_owned(),
+        "n".to_owned(),
+    ])
+    .collect();
+    let name = serial
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "vm".to_owned());
+    ProcessGuard::spawn(
+        &name,
+        Path::new("qemu-system-x86_64"),
+        &args,
+        &dir.join(format!("{name}.qemu.log")),
+    )
 }
 
 /// Fetches `/boot/<mac>.ipxe` as iPXE's `${net0/mac:hexhyp}` would name it.
