@@ -31,9 +31,11 @@ pub enum Firmware {
     NeverRegisters,
     /// Fetches its script once, and boots that same script on every later power-on.
     KeepsFirstScript,
-    /// A real virtual machine: power-on starts QEMU, whose iPXE fetches the script from the
-    /// boot service and boots the kernel and initramfs it names; power-off kills QEMU.
-    /// Customer traffic to `guest_port` inside reaches it at `host_port` on loopback.
+    /// A real virtual machine: power-on starts QEMU; when the BMC's boot device is `Pxe`,
+    /// its NIC's iPXE fetches the script from the boot service and boots the kernel and
+    /// initramfs it names, otherwise the NIC has no boot ROM and nothing boots (it has no
+    /// disk); power-off kills QEMU. Customer traffic to `guest_port` inside reaches it at
+    /// `host_port` on loopback.
     Qemu { host_port: u16, guest_port: u16 },
 }
 
@@ -44,8 +46,12 @@ pub struct BootRecord {
     pub work: PathBuf,
     /// The kernel command line it booted with.
     pub cmdline: String,
+    /// When it started (monotonic ns).
+    pub on_mono_ns: u64,
     /// When its power went off (monotonic ns), if it has.
     pub off_mono_ns: Option<u64>,
+    /// The BMC's boot device when the power came on (`Pxe`, `Hdd`, ...).
+    pub boot_device: String,
 }
 
 struct Played {
@@ -121,7 +127,7 @@ impl MachinePlayer {
         let server = Arc::new(server);
         // Notices are answered at once (the emulator waits for the answer inside a BMC
         // request) and handled in order on a thread of their own.
-        let (notices, queue) = mpsc::channel::<(String, String)>();
+        let (notices, queue) = mpsc::channel::<Notice>();
         let receiver = {
             let server = server.clone();
             std::thread::spawn(move || {
@@ -133,8 +139,13 @@ impl MachinePlayer {
                         continue;
                     };
                     let mac = system["nics"][0]["mac"].as_str().unwrap_or("").to_owned();
-                    let power = system["power_state"].as_str().unwrap_or("").to_owned();
-                    if notices.send((mac.to_ascii_lowercase(), power)).is_err() {
+                    let notice = Notice {
+                        mac: mac.to_ascii_lowercase(),
+                        power: system["power_state"].as_str().unwrap_or("").to_owned(),
+                        // The fake driver's default, as it reports it to Redfish clients.
+                        boot_device: system["boot_device"].as_str().unwrap_or("Hdd").to_owned(),
+                    };
+                    if notices.send(notice).is_err() {
                         break;
                     }
                 }
@@ -143,9 +154,9 @@ impl MachinePlayer {
         let worker = {
             let state = state.clone();
             std::thread::spawn(move || {
-                while let Ok((mac, power)) = queue.recv() {
+                while let Ok(notice) = queue.recv() {
                     let mut player = state.lock().unwrap_or_else(|p| p.into_inner());
-                    player.power(&mac, &power);
+                    player.power(&notice);
                 }
             })
         };
@@ -203,8 +214,16 @@ impl Drop for MachinePlayer {
     }
 }
 
+/// What the emulator says of a machine when its state changes.
+struct Notice {
+    mac: String,
+    power: String,
+    boot_device: String,
+}
+
 impl Player {
-    fn power(&mut self, mac: &str, power: &str) {
+    fn power(&mut self, notice: &Notice) {
+        let (mac, power) = (notice.mac.as_str(), notice.power.as_str());
         let (binary, certs, dir, boot_addr) = (
             self.binary.clone(),
             self.certs.clone(),
@@ -224,13 +243,24 @@ impl Player {
                 {
                     let boot = played.boots.len() + 1;
                     let serial = dir.join(format!("{}-boot{boot}.serial", played.server));
-                    match start_vm(mac, boot_addr, &serial, host_port, guest_port, &dir) {
+                    let vm = Vm {
+                        mac,
+                        boot_addr,
+                        network_boot: notice.boot_device == "Pxe",
+                        host_port,
+                        guest_port,
+                    };
+                    // Taken before QEMU starts: nothing of this boot ran earlier.
+                    let on_mono_ns = mono_now_ns();
+                    match vm.start(&serial, &dir) {
                         Ok(vm) => {
                             played.agent = Some(vm);
                             played.boots.push(BootRecord {
                                 work: serial,
                                 cmdline: String::new(),
+                                on_mono_ns,
                                 off_mono_ns: None,
+                                boot_device: notice.boot_device.clone(),
                             });
                         }
                         Err(error) => eprintln!("machine {}: {error}", played.server),
@@ -288,7 +318,9 @@ impl Player {
                         played.boots.push(BootRecord {
                             work,
                             cmdline,
+                            on_mono_ns: mono_now_ns(),
                             off_mono_ns: None,
+                            boot_device: notice.boot_device.clone(),
                         });
                     }
                     Err(error) => eprintln!("machine {}: {error}", played.server),
@@ -308,61 +340,73 @@ impl Player {
     }
 }
 
-/// Powers a virtual machine on: QEMU (software emulation: the kernels it boots must not
-/// depend on the host's KVM) network-boots through its NIC's iPXE ROM from the boot
-/// service, as a machine's firmware chain-loaded by DHCP would; the host is 10.0.2.2 to it.
-fn start_vm(
-    mac: &str,
+/// A virtual machine to power on.
+struct Vm<'a> {
+    mac: &'a str,
     boot_addr: SocketAddr,
-    serial: &Path,
+    /// The BMC's one-time boot device is `Pxe`.
+    network_boot: bool,
     host_port: u16,
     guest_port: u16,
-    dir: &Path,
-) -> Result<ProcessGuard, String> {
-    let script = format!(
-        "http://10.0.2.2:{}/boot/{}.ipxe",
-        boot_addr.port(),
-        mac.replace(':', "-")
-    );
-    let args: Vec<String> = [
-        "-accel",
-        "tcg",
-        "-machine",
-        "q35",
-        "-m",
-        "1024",
-        "-smp",
-        "1",
-        "-nographic",
-        "-vga",
-        "none",
-        "-monitor",
-        "none",
-        "-no-reboot",
-    ]
-    .iter()
-    .map(|arg| arg.to_string())
-    .chain([
-        "-serial".to_owned(),
-        format!("file:{}", serial.display()),
-        "-netdev".to_owned(),
-        format!("user,id=n0,bootfile={script},hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"),
-        "-device".to_owned(),
-        format!("virtio-net-pci,netdev=n0,mac={mac}"),
-        "-boot".to_owned(),
-        "n".to_owned(),
-    ])
-    .collect();
-    let name = serial
-        .file_stem()
-        .map(|stem| stem.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "vm".to_owned());
-    ProcessGuard::spawn(
-        &name,
-        Path::new("qemu-system-x86_64"),
-        &args,
-        &dir.join(format!("{name}.qemu.log")),
-    )
+}
+
+impl Vm<'_> {
+    /// Powers the virtual machine on: QEMU under software emulation (so that it runs where
+    /// KVM does not), whose NIC's iPXE ROM fetches the script from the boot service as a
+    /// machine's firmware chain-loaded by DHCP would (the host is 10.0.2.2 to it), when the
+    /// BMC's boot device says so. Its serial console goes to `serial`.
+    fn start(&self, serial: &Path, dir: &Path) -> Result<ProcessGuard, String> {
+        let script = format!(
+            "http://10.0.2.2:{}/boot/{}.ipxe",
+            self.boot_addr.port(),
+            self.mac.replace(':', "-")
+        );
+        // Without a boot ROM the NIC cannot boot, and there is no disk: the machine is on
+        // and runs nothing, as a real one left to boot from an empty disk.
+        let rom = if self.network_boot { "" } else { ",romfile=" };
+        let args: Vec<String> = [
+            "-accel",
+            "tcg",
+            "-machine",
+            "q35",
+            "-m",
+            "1024",
+            "-smp",
+            "1",
+            "-nographic",
+            "-vga",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .chain([
+            "-serial".to_owned(),
+            format!("file:{}", serial.display()),
+            "-netdev".to_owned(),
+            format!(
+                "user,id=n0,bootfile={script},hostfwd=tcp:127.0.0.1:{}-:{}",
+                self.host_port, self.guest_port
+            ),
+            "-device".to_owned(),
+            format!("virtio-net-pci,netdev=n0,mac={}{rom}", self.mac),
+            "-boot".to_owned(),
+            "n".to_owned(),
+        ])
+        .collect();
+        let name = serial
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "vm".to_owned());
+        ProcessGuard::spawn(
+            &name,
+            Path::new("qemu-system-x86_64"),
+            &args,
+            &dir.join(format!("{name}.qemu.log")),
+        )
+    }
 }
 
 /// Fetches `/boot/<mac>.ipxe` as iPXE's `${net0/mac:hexhyp}` would name it.
