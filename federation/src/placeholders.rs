@@ -19,6 +19,18 @@ pub fn unknown_placeholders(template: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The placeholders of a machine image's `kernel`, `initrd` and `cmdline`, which the boot
+/// service expands for each boot (the workload's own, such as `{data_dir}`, mean nothing
+/// to firmware).
+pub const IMAGE_PLACEHOLDERS: &[&str] = &["account", "epoch", "server"];
+
+/// The `{...}` names in `template` that are not image placeholders, in order.
+pub fn unknown_image_placeholders(template: &str) -> Vec<&str> {
+    names(template)
+        .filter(|name| !IMAGE_PLACEHOLDERS.contains(name))
+        .collect()
+}
+
 /// Replaces each `{name}` with `value(name)`; a name `value` does not know is kept as
 /// written, so a template that passed `config check` always expands fully.
 pub fn expand(template: &str, value: impl Fn(&str) -> Option<String>) -> String {

@@ -412,4 +412,22 @@ fn fields_added_in_version_1_default_when_an_older_peer_leaves_them_out() {
     .unwrap();
     let spec: AccountSpec = decode(&older).unwrap();
     assert!(!spec.pinned);
+    #[derive(serde::Serialize)]
+    struct OlderRegisterServer {
+        server: ServerId,
+        agent_version: String,
+        running: Option<RunningWorkload>,
+        highest_epoch: Epoch,
+    }
+    let older = encode(&OlderRegisterServer {
+        server: server(),
+        agent_version: "0.1.0".into(),
+        running: None,
+        highest_epoch: epoch(),
+    })
+    .unwrap();
+    let register: RegisterServer = decode(&older).unwrap();
+    assert_eq!(register.boot, None);
+    // A process agent's registration (no claim) is an older build's bytes exactly.
+    assert_eq!(encode(&register).unwrap(), older);
 }

@@ -84,10 +84,6 @@ pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
             "machine_boot_timeout_ms",
             a.machine_boot_timeout != b.machine_boot_timeout,
         ),
-        (
-            "machine_power_timeout_ms",
-            a.machine_power_timeout != b.machine_power_timeout,
-        ),
     ];
     diff.timings_changed = timings
         .into_iter()
@@ -121,6 +117,19 @@ pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
         t.management_addr.to_string(),
     );
     restart(
+        "advertise_management_addr",
+        s.advertise_management_addr
+            .map_or("(none)".to_owned(), |a| a.to_string()),
+        t.advertise_management_addr
+            .map_or("(none)".to_owned(), |a| a.to_string()),
+    );
+    // Each machine's BMC client is built at start with its power timeout.
+    restart(
+        "machine_power_timeout_ms",
+        a.machine_power_timeout.as_millis().to_string(),
+        b.machine_power_timeout.as_millis().to_string(),
+    );
+    restart(
         "boot_addr",
         s.boot_addr.map_or("(none)".to_owned(), |a| a.to_string()),
         t.boot_addr.map_or("(none)".to_owned(), |a| a.to_string()),
@@ -130,7 +139,13 @@ pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
             config
                 .servers
                 .iter()
-                .map(|server| format!("{}@{}", server.id, server.service_addr))
+                .map(|server| match &server.machine {
+                    None => format!("{}@{}", server.id, server.service_addr),
+                    Some(machine) => format!(
+                        "{}@{} (machine {}, BMC {})",
+                        server.id, server.service_addr, machine.mac, machine.bmc_url
+                    ),
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -348,5 +363,26 @@ mod tests {
         let diff = diff(&old, &new);
         assert_eq!(diff.needs_restart.len(), 2, "{diff:?}");
         assert!(diff.to_string().contains("needs a restart"));
+    }
+
+    #[test]
+    fn what_machines_read_at_start_needs_a_restart() {
+        let old = config();
+        let mut new = config();
+        new.site.advertise_management_addr = Some("10.0.0.5:3".parse().expect("an address"));
+        new.timings.machine_power_timeout = Duration::from_secs(30);
+        new.timings.machine_boot_timeout = Duration::from_secs(300);
+        let diff = diff(&old, &new);
+        assert_eq!(diff.needs_restart.len(), 2, "{diff:?}");
+        assert!(
+            diff.needs_restart[0].starts_with("advertise_management_addr: (none) -> 10.0.0.5:3"),
+            "{diff:?}"
+        );
+        assert!(
+            diff.needs_restart[1].starts_with("machine_power_timeout_ms: "),
+            "{diff:?}"
+        );
+        // The boot timeout is the core's, and applies live.
+        assert_eq!(diff.timings_changed, ["machine_boot_timeout_ms"]);
     }
 }

@@ -5,10 +5,19 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 
-use super::placeholders::{PLACEHOLDERS, unknown_placeholders};
 use super::raw::{RawImage, RawServer};
 use super::types::{Image, Machine};
 use super::validate::Checker;
+use leasehold_federation::placeholders::{IMAGE_PLACEHOLDERS, unknown_image_placeholders};
+
+/// The kernel arguments the boot service appends for each boot, which `leasehold node run
+/// --boot-args` reads: an image's own `cmdline` must not set them.
+const BOOT_ARGS: [&str; 4] = [
+    "leasehold.server=",
+    "leasehold.gateway=",
+    "leasehold.epoch=",
+    "leasehold.token=",
+];
 
 /// The server's machine part: `Ok(None)` for a process server, `Err(())` when an error was
 /// recorded.
@@ -155,26 +164,41 @@ pub(crate) fn image(
             ok = false;
         }
     }
-    if let Some(cmdline) = &raw.cmdline {
-        for name in unknown_placeholders(cmdline.get_ref()) {
+    let known = || {
+        IMAGE_PLACEHOLDERS
+            .iter()
+            .map(|p| format!("{{{p}}}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let templates = [
+        ("kernel", Some(&raw.kernel)),
+        ("initrd", Some(&raw.initrd)),
+        ("cmdline", raw.cmdline.as_ref()),
+    ];
+    for (key, value) in templates {
+        let Some(value) = value else { continue };
+        for name in unknown_image_placeholders(value.get_ref()) {
             c.error(
-                cmdline.span(),
+                value.span(),
                 format!(
-                    "{subject}: unknown placeholder `{{{name}}}` in image.cmdline; known placeholders: {}",
-                    PLACEHOLDERS
-                        .iter()
-                        .map(|p| format!("{{{p}}}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "{subject}: unknown placeholder `{{{name}}}` in image.{key}; an image knows {}",
+                    known()
                 ),
             );
             ok = false;
         }
-        if cmdline.get_ref().contains("leasehold.") {
+    }
+    if let Some(cmdline) = &raw.cmdline {
+        let ours = cmdline
+            .get_ref()
+            .split_whitespace()
+            .find(|word| BOOT_ARGS.iter().any(|arg| word.starts_with(arg)));
+        if let Some(word) = ours {
             c.error(
                 cmdline.span(),
                 format!(
-                    "{subject}: image.cmdline sets leasehold.* arguments; the boot service adds them for each boot (server, gateway, epoch, token)"
+                    "{subject}: image.cmdline sets `{word}`; the boot service adds leasehold.server, leasehold.gateway, leasehold.epoch and leasehold.token for each boot"
                 ),
             );
             ok = false;

@@ -113,7 +113,22 @@ fn machines_cannot_dial_an_unspecified_management_address() {
 #[test]
 fn an_image_command_line_may_not_set_leasehold_arguments_or_unknown_placeholders() {
     let text = edit(&machines(), "shop.epoch={epoch}", "leasehold.epoch=3");
-    one_error(&text, "image.cmdline sets leasehold.* arguments");
+    one_error(&text, "image.cmdline sets `leasehold.epoch=3`");
     let text = edit(&machines(), "shop.epoch={epoch}", "x={nope}");
     one_error(&text, "unknown placeholder `{nope}` in image.cmdline");
+    // A workload's placeholder means nothing to the boot service: refused, not left as text.
+    let text = edit(&machines(), "shop.epoch={epoch}", "x={data_dir}");
+    one_error(&text, "unknown placeholder `{data_dir}` in image.cmdline");
+    let text = edit(&machines(), "/shop/vmlinuz", "/{service_addr}/vmlinuz");
+    one_error(
+        &text,
+        "unknown placeholder `{service_addr}` in image.kernel",
+    );
+    // Words that merely start like ours are the image's own.
+    let text = edit(
+        &machines(),
+        "shop.epoch={epoch}",
+        "ntp=leasehold.example.net",
+    );
+    assert!(check(&text).is_ok(), "{:?}", check(&text).err());
 }

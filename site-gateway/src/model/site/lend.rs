@@ -63,7 +63,7 @@ impl SiteModel {
             .sum()
     }
 
-    /// How many servers a peer could borrow now: free servers beyond the reserve and
+    /// How many servers a peer could borrow now: free process servers beyond the reserve and
     /// beyond what our own accounts are short of, within `max_lent`.
     pub fn spare(&self) -> u32 {
         let free = self.free_count() as u32;
@@ -135,10 +135,7 @@ impl SiteModel {
         };
         let guest = self.guest_ix(&holder);
         let chosen: Vec<usize> = (0..self.servers.len())
-            .filter(|ix| {
-                let entry = &self.servers[*ix];
-                entry.connected && entry.phase == Phase::Free && entry.lease.is_none()
-            })
+            .filter(|ix| self.servers[*ix].lendable())
             .take(granted as usize)
             .collect();
         let ttl = self.timings.lease_ttl;
@@ -172,10 +169,7 @@ impl SiteModel {
     }
 
     pub(super) fn free_count(&self) -> usize {
-        self.servers
-            .iter()
-            .filter(|entry| entry.connected && entry.phase == Phase::Free && entry.lease.is_none())
-            .count()
+        self.servers.iter().filter(|entry| entry.lendable()).count()
     }
 
     /// The index of `server` if it is lent to `borrower` under `epoch`, or why not.

@@ -8,6 +8,7 @@ use leasehold_federation::ids::{Epoch, ServerId};
 use leasehold_federation::wire::common::{Health, RefusalCause};
 use leasehold_federation::wire::node::Registration;
 
+use super::server::Phase;
 use super::{BootStep, CheckedClaim, Power, Recovered, SiteModel};
 use crate::config::{Image, Lending, Machine, SiteConfig};
 use crate::model::Millis;
@@ -330,4 +331,58 @@ fn a_reimage_that_fails_ends_its_lease_and_the_machine_is_out_of_use() {
         machine.failed.as_deref().unwrap().contains("400"),
         "{machine:?}"
     );
+}
+
+#[test]
+fn a_free_machine_is_never_lent() {
+    let (mut model, epoch) = booting();
+    let claim = CheckedClaim {
+        epoch,
+        token_valid: true,
+    };
+    let (registration, _) = model.register_booted(&m1(), claim, None, Epoch::NONE, Millis(10_000));
+    assert!(registration.is_ok());
+    // Its account let it go: free, its agent still connected, as a process server would be.
+    let ix = model.index_of(&m1()).unwrap();
+    model.servers[ix].lease = None;
+    model.servers[ix].phase = Phase::Free;
+    assert!(model.servers[ix].connected);
+    assert_eq!(model.free_count(), 0, "a machine is not counted as spare");
+    assert_eq!(model.spare(), 0);
+}
+
+#[test]
+fn a_restarted_gateway_takes_back_the_running_image_of_a_recovered_lease_only() {
+    let shop = leasehold_federation::ids::AccountId::parse("shop").unwrap();
+    let epoch = Epoch::NONE.next().next();
+    let recovered = Recovered {
+        leases: vec![(m1(), shop, epoch)],
+        epochs: vec![(m1(), epoch)],
+        ..Recovered::default()
+    };
+    let claim = |epoch, token_valid| CheckedClaim { epoch, token_valid };
+
+    // The image of the journaled lease, with its token: it reconnects, not re-imaged.
+    let (mut model, _) = SiteModel::new(&config(), &recovered, Millis(0));
+    let (registration, effects) =
+        model.register_booted(&m1(), claim(epoch, true), None, epoch, Millis(100));
+    assert!(registration.is_ok(), "{registration:?}");
+    assert!(
+        audited(&effects, AuditKind::StaleBoot).is_empty(),
+        "{effects:?}"
+    );
+    assert!(machine_commands(&effects).is_empty(), "{effects:?}");
+
+    // An older boot's agent, or a token the boot service did not issue: refused and
+    // powered off, as before the restart.
+    for stale in [claim(Epoch::NONE.next(), true), claim(epoch, false)] {
+        let (mut model, _) = SiteModel::new(&config(), &recovered, Millis(0));
+        let (refused, effects) = model.register_booted(&m1(), stale, None, Epoch::NONE, Millis(50));
+        assert!(refused.is_err(), "{stale:?}");
+        assert_eq!(
+            audited(&effects, AuditKind::StaleBoot).len(),
+            1,
+            "{stale:?}"
+        );
+    }
 }

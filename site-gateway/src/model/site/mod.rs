@@ -293,6 +293,13 @@ impl SiteModel {
                     entry.phase = Phase::Serving;
                     // Counts as heard from: the node gets one TTL to come back.
                     entry.last_heartbeat = Some(now);
+                    // A machine's lease is granted before its re-image, so the image that
+                    // may be running is the one of this lease's epoch: its agent, coming
+                    // back with that boot's claim, reconnects as the same image (M-1 still
+                    // refuses any other epoch or token).
+                    if let Some(machine) = entry.machine.as_mut() {
+                        machine.image = Some((account_ix, *epoch));
+                    }
                     effects.push(audit(
                         AuditKind::Recovered,
                         Some(server),

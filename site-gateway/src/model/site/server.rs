@@ -127,6 +127,16 @@ impl ServerEntry {
         }
     }
 
+    /// Whether a peer may borrow it now: a free process server whose agent is connected.
+    /// Never a machine: it would be re-imaged for the borrower's account, whose image is
+    /// in the borrower's config only, and boot nothing (D-29).
+    pub fn lendable(&self) -> bool {
+        self.machine.is_none()
+            && self.connected
+            && self.phase == Phase::Free
+            && self.lease.is_none()
+    }
+
     /// The account this server serves now, for endpoints and load.
     pub fn serving(&self) -> Option<AccountIx> {
         match (&self.phase, &self.lease) {
