@@ -4,13 +4,15 @@
 //!
 //! These are the only tests in the suite that use the fixed ports of configs/ (7101–7103,
 //! 7201–7203, 7301–7303, 8101–8104, 8201–8204, 8301–8304); every other test takes free
-//! ports. The two tests of this file take `DEMO_PORTS` in turn, so no two demos run at once.
+//! ports. The tests of this file take `DEMO_PORTS` in turn, so no two demos run at once
+//! (`--machines` takes free ports, and takes it too: two demos would share two cores).
 
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use leasehold_chaos_tests::harness::bmc::emulator_available;
 use leasehold_chaos_tests::harness::process::process_alive;
 use leasehold_chaos_tests::harness::tagged::{
     TAG, TaggedChild, count, signal_and_wait, tagged, wait_for_tagged, workloads,
@@ -257,4 +259,117 @@ fn ctrl_c_stops_the_demo_and_every_process_it_started_keeping_its_files() {
 #[test]
 fn sigterm_stops_the_demo_and_every_process_it_started_keeping_its_files() {
     interrupt_demo(Signal::SIGTERM);
+}
+
+/// `--machines`: one site whose machines are behind the emulated Redfish BMC. The live edit
+/// hands shop's machine to blog: from the report, it was drained, re-imaged through the
+/// four steps and booted blog's image under a higher epoch, shop's workload had stopped
+/// before blog's started (the two boots' node logs), and nothing is left running. Skipped
+/// only when the emulator is not installed.
+#[test]
+fn demo_machines_reimages_shops_machine_for_blog_under_a_higher_epoch() {
+    if let Err(why) = emulator_available() {
+        eprintln!("skipped: {why}; install it with python3 -m pip install sushy-tools==2.2.0");
+        return;
+    }
+    let _ports = DEMO_PORTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("r.json");
+    let work = dir.path().join("w");
+    let started = Instant::now();
+    let output = Command::new(BINARY)
+        .args(["demo", "--machines", "--duration", "5", "--report"])
+        .arg(&report_path)
+        .arg("--work")
+        .arg(&work)
+        .output()
+        .expect("run leasehold demo --machines");
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let gateway_log = std::fs::read_to_string(work.join("gateway.log")).unwrap_or_default();
+    assert!(
+        output.status.success(),
+        "demo --machines failed ({}):\n{stdout}\n{stderr}\n--- gateway log ---\n{gateway_log}",
+        output.status,
+    );
+    eprintln!("demo --machines took {took:?}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let context = format!("{stdout}\nreport: {report:#}");
+    assert_eq!(report["mode"], "machines", "{context}");
+
+    let reimage = &report["reimage"];
+    assert!(
+        ["m1", "m2"].contains(&reimage["server"].as_str().unwrap_or("")),
+        "{context}"
+    );
+    assert_eq!(reimage["from"], "shop", "{context}");
+    assert_eq!(reimage["to"], "blog", "{context}");
+    let before = reimage["epoch_before"].as_u64().unwrap();
+    let after = reimage["epoch_after"].as_u64().unwrap();
+    assert!(after > before, "e{before} then e{after}: {context}");
+    let steps: Vec<&str> = reimage["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|step| step["step"].as_str())
+        .collect();
+    assert_eq!(
+        steps,
+        ["powering-off", "setting-boot", "powering-on", "booting"],
+        "{context}"
+    );
+    let story: Vec<&str> = reimage["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|record| record["kind"].as_str())
+        .filter(|kind| ["reclaim", "lease_ended", "reimage", "booted"].contains(kind))
+        .collect();
+    assert_eq!(
+        story,
+        ["reclaim", "lease_ended", "reimage", "booted"],
+        "{context}"
+    );
+    assert!(
+        reimage["edit_to_serving_ms"].as_u64().is_some(),
+        "{context}"
+    );
+    // The last boot of the machine ran blog's workload under the new epoch.
+    let boots = reimage["boots"].as_array().unwrap();
+    assert!(boots.len() >= 2, "{context}");
+    let last = boots.last().unwrap();
+    assert_eq!(last["epoch"].as_u64(), Some(after), "{context}");
+    assert_eq!(last["runs"][0]["account"], "blog", "{context}");
+
+    let verdict = &report["verdict"];
+    assert_eq!(verdict["holds"], true, "{context}");
+    let checks: Vec<(&str, bool)> = verdict["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["check"].as_str().unwrap(), c["ok"] == true))
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            ("moved", true),
+            ("epoch", true),
+            ("order", true),
+            ("safety", true)
+        ],
+        "{context}"
+    );
+    assert!(stdout.contains("verdict: holds"), "{context}");
+    assert_eq!(report["safety_violations"], 0, "{context}");
+    assert_eq!(report["processes_left"], serde_json::json!([]), "{context}");
+    let processes = report["processes"].as_array().unwrap();
+    assert!(processes.len() >= 6, "{context}");
+    for process in processes {
+        let pid = process["pid"].as_u64().unwrap() as u32;
+        assert!(!process_alive(pid), "{process} still runs: {context}");
+    }
 }

@@ -125,12 +125,26 @@ impl MachineSite {
         MachineSite::start_with(binary, dir, machines, accounts, &options)
     }
 
-    /// The most general start: see [`SiteOptions`].
+    /// The most general start: see [`SiteOptions`]. Every account has an image.
     pub fn start_with(
         binary: &Path,
         dir: &Path,
         machines: &[MachineSpec],
         accounts: &[AccountSpec],
+        options: &SiteOptions,
+    ) -> Result<MachineSite, String> {
+        let images: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
+        MachineSite::start_with_images(binary, dir, machines, accounts, &images, options)
+    }
+
+    /// [`MachineSite::start_with`], where only the accounts named in `images` have an image
+    /// from the start (machines serve only those; the others go to process servers).
+    pub fn start_with_images(
+        binary: &Path,
+        dir: &Path,
+        machines: &[MachineSpec],
+        accounts: &[AccountSpec],
+        images: &[&str],
         options: &SiteOptions,
     ) -> Result<MachineSite, String> {
         let processes = &options.processes;
@@ -186,7 +200,10 @@ impl MachineSite {
             let credentials = dir.join(format!("bmc-{}.toml", spec.id));
             std::fs::write(
                 &credentials,
-                format!("username = {:?}\npassword = {password:?}\n", bmc_options.user),
+                format!(
+                    "username = {:?}\npassword = {password:?}\n",
+                    bmc_options.user
+                ),
             )
             .and_then(|()| {
                 std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600))
@@ -250,7 +267,7 @@ impl MachineSite {
                     .unwrap_or_else(|| format!("http://{boot}/images/{{account}}")),
             },
         };
-        site.write_config(accounts)?;
+        site.write_config_with_images(accounts, images)?;
         site.start_gateway()?;
         for id in processes {
             let work = dir.join("nodes").join(id);

@@ -2,12 +2,17 @@
 //! processes (a gateway per site, a node agent per server, a real HTTP workload on every
 //! server that is serving), under a changing request load that makes servers move inside a
 //! site and be lent between sites, shown live, and judged at the end from the evidence the
-//! processes leave. docs/demo.md says what it runs and how to read it.
+//! processes leave. With `--machines` it runs one site whose servers include machines
+//! behind an emulated Redfish BMC instead, and shows one of them re-imaged for another
+//! account (machines.rs). docs/demo.md says what each runs and how to read it.
 
 mod failover;
 mod federation;
 mod follow;
 mod loans;
+mod machines;
+mod machines_summary;
+mod machines_table;
 mod report;
 mod run;
 mod schedule;
@@ -31,16 +36,23 @@ const FILES: [&str; 3] = ["site-a.toml", "site-b.toml", "site-c.toml"];
 const EXIT_CONFIG: u8 = 78;
 /// Exit code for refused arguments, as clap uses for the ones it refuses itself.
 const EXIT_USAGE: u8 = 2;
+/// How long the load runs by default (the federation demo).
+const DEFAULT_DURATION: u64 = 90;
+/// How long the live view of `--machines` runs at least, by default.
+const DEFAULT_MACHINES_DURATION: u64 = 20;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// How long to drive the load, in seconds (start-up and shutdown come on top).
-    #[arg(long, value_name = "SECONDS", default_value_t = 90)]
-    duration: u64,
+    /// How long to drive the load, in seconds (start-up and shutdown come on top)
+    /// [default: 90]. With --machines: how long the live view runs at least; the re-image
+    /// is always waited for [default: 20].
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<u64>,
     /// Write the summary as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-    /// The folder with site-a.toml, site-b.toml and site-c.toml.
+    /// The folder with site-a.toml, site-b.toml and site-c.toml (not with --machines,
+    /// which writes its own site).
     #[arg(long, value_name = "DIR", default_value = "configs")]
     configs: PathBuf,
     /// Where certificates, the gateways' journals, node work dirs and logs go; must be new
@@ -58,9 +70,24 @@ pub struct DemoArgs {
     /// --duration).
     #[arg(long, value_name = "SECONDS", requires = "kill_site")]
     at: Option<u64>,
+    /// Run one site whose servers include machines (an emulated Redfish BMC, network
+    /// boot) instead of the federation, and show one re-imaged for another account.
+    /// Needs the sushy-tools Redfish emulator (python3 -m pip install sushy-tools==2.2.0).
+    #[arg(long, conflicts_with_all = ["kill_site", "at", "configs"])]
+    machines: bool,
 }
 
 impl DemoArgs {
+    /// `--duration`, or the default of the demo asked for.
+    fn duration(&self) -> u64 {
+        let default = if self.machines {
+            DEFAULT_MACHINES_DURATION
+        } else {
+            DEFAULT_DURATION
+        };
+        self.duration.unwrap_or(default)
+    }
+
     /// The site to kill and when, once `check_args` has accepted them.
     fn kill(&self) -> Option<failover::KillPlan> {
         let (site, at) = (self.kill_site.clone()?, self.at?);
@@ -75,6 +102,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if let Err(error) = check_args(&args, None) {
         eprintln!("error: {error}");
         return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    if args.machines {
+        return machines::run(&args);
     }
     let files: Vec<PathBuf> = FILES.iter().map(|name| args.configs.join(name)).collect();
     let sites = match config::load_federation(&files) {
@@ -113,6 +143,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let binary = std::env::current_exe().context("cannot find the leasehold binary itself")?;
 
     let outcome = run::run_federation(&binary, &configs, &work.path, &args);
+    Ok(conclude(work, outcome))
+}
+
+/// The exit code of a run that has ended (every process stopped by then), and what to keep
+/// of its work dir: all of it after a failure or an interrupt.
+fn conclude(work: Work, outcome: anyhow::Result<ExitCode>) -> ExitCode {
     if let Some(signal) = interrupt::requested() {
         // Whatever the run got to, its files are what a person stopping it may want.
         println!(
@@ -123,10 +159,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         work.keep_after_failure();
         return match outcome {
             // The run's own code: 1 if it found something unsafe, else 128 + the signal.
-            Ok(code) => Ok(code),
+            Ok(code) => code,
             Err(error) => {
-                eprintln!("stopped before the load started: {error:#}");
-                Ok(ExitCode::from(interrupt::exit_code(signal)))
+                eprintln!("stopped while starting: {error:#}");
+                ExitCode::from(interrupt::exit_code(signal))
             }
         };
     }
@@ -137,26 +173,26 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: {error:#}");
             eprintln!("the logs of every process are in {}", work.path.display());
             work.keep_after_failure();
-            return Ok(ExitCode::FAILURE);
+            return ExitCode::FAILURE;
         }
     };
     work.finish();
-    Ok(code)
+    code
 }
 
 /// What clap cannot check: a duration of at least 1 s, `--at` within it, and (once the
 /// configs are read, `sites`) a `--kill-site` that names one of the sites.
 fn check_args(args: &DemoArgs, sites: Option<&[&str]>) -> Result<(), String> {
-    if args.duration == 0 {
+    let duration = args.duration();
+    if duration == 0 {
         return Err("--duration must be at least 1 second".to_owned());
     }
     if let Some(at) = args.at
-        && at >= args.duration
+        && at >= duration
     {
         return Err(format!(
-            "--at {at} is not within the load's --duration {}: the kill must come while the load runs (0 to {} s)",
-            args.duration,
-            args.duration - 1
+            "--at {at} is not within the load's --duration {duration}: the kill must come while the load runs (0 to {} s)",
+            duration - 1
         ));
     }
     if let (Some(site), Some(sites)) = (&args.kill_site, sites)
@@ -217,6 +253,24 @@ mod tests {
     }
 
     const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
+
+    #[test]
+    fn machines_refuse_a_kill_and_have_a_shorter_default_duration() {
+        for args in [
+            &["--machines", "--kill-site", "site-a", "--at", "5"][..],
+            &["--machines", "--at", "5", "--kill-site", "site-a"][..],
+            &["--machines", "--configs", "configs"][..],
+        ] {
+            let error = parse(args).unwrap_err();
+            assert_eq!(error.exit_code(), i32::from(EXIT_USAGE), "{error}");
+            assert!(error.to_string().contains("cannot be used with"), "{error}");
+        }
+        let args = parse(&["--machines"]).unwrap();
+        assert_eq!(args.duration(), DEFAULT_MACHINES_DURATION);
+        assert_eq!(parse(&[]).unwrap().duration(), DEFAULT_DURATION);
+        let args = parse(&["--machines", "--duration", "0"]).unwrap();
+        assert!(check_args(&args, None).is_err());
+    }
 
     #[test]
     fn a_kill_needs_a_site_and_a_time_within_the_duration() {

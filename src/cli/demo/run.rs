@@ -44,7 +44,7 @@ pub fn run_federation(
     let mut running = RunningFederation::start(binary, configs, work)?;
     let sites = running.sites.clone();
     let phases = schedule::phases();
-    let duration = Duration::from_secs(args.duration);
+    let duration = Duration::from_secs(args.duration());
 
     // The load goes where its customers would: to the servers its owner's gateway lists,
     // borrowed ones included.
@@ -450,7 +450,7 @@ fn read_audit(admin: SocketAddr) -> Result<Vec<Value>, String> {
     Ok(records)
 }
 
-fn wall_ms() -> u64 {
+pub fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -432,13 +432,13 @@ fn server_account(server: &Value) -> String {
     }
 }
 
-fn epoch(value: &Value) -> String {
+pub fn epoch(value: &Value) -> String {
     value
         .as_u64()
         .map_or("-".to_owned(), |epoch| format!("e{epoch}"))
 }
 
-fn cut(line: &str, width: usize) -> String {
+pub fn cut(line: &str, width: usize) -> String {
     if line.chars().count() <= width {
         return line.to_owned();
     }
@@ -447,7 +447,7 @@ fn cut(line: &str, width: usize) -> String {
     short
 }
 
-fn sla(value: &Value) -> &'static str {
+pub fn sla(value: &Value) -> &'static str {
     match value.as_bool() {
         Some(true) => "✓",
         Some(false) => "✗",
