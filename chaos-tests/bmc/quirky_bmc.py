@@ -36,6 +36,7 @@ from sushy_tools.emulator import main as emulator
 
 SYSTEM = re.compile(r"^/redfish/v1/Systems/([^/]+)$")
 RESET = re.compile(r"^/redfish/v1/Systems/([^/]+)/Actions/ComputerSystem\.Reset$")
+SYSTEM_PREFIX = re.compile(r"^/redfish/v1/Systems/([^/]+)")
 MONITOR = re.compile(r"^/redfish/v1/TaskService/TaskMonitors/(\d+)$")
 SESSION = re.compile(r"^/redfish/v1/SessionService/Sessions/(\w+)$")
 
@@ -86,9 +87,13 @@ class QuirkLayer:
             "patches": 0,
             "resets": [],
             "logouts": 0,
-            # Every request that changes a machine, with when it arrived (wall clock, ms):
-            # what control-plane overhead is measured against.
+            # Every request that changes a machine, with when it arrived (wall clock, ms;
+            # CLOCK_MONOTONIC, ns, as the gateway's audit records and the node logs have
+            # it): what control-plane overhead is measured against.
             "changes": [],
+            # When each request to a system (or below it) arrived, CLOCK_MONOTONIC ns by
+            # system: when a client first turned to a machine, whatever it asked.
+            "arrivals": {},
         }
         self.sessions = {}  # token -> (id, basic header)
         self.tasks = {}  # id -> polls left
@@ -137,11 +142,16 @@ class QuirkLayer:
 
         system = SYSTEM.match(path)
         reset = RESET.match(path)
+        below = SYSTEM_PREFIX.match(path)
+        if below:
+            with self.lock:
+                self.stats["arrivals"].setdefault(below.group(1), []).append(time.monotonic_ns())
         if (system and method == "PATCH") or (reset and method == "POST"):
             with self.lock:
                 self.stats["changes"].append(
                     {
                         "wall_ms": int(time.time() * 1000),
+                        "mono_ns": time.monotonic_ns(),
                         "system": (system or reset).group(1),
                         "kind": "patch" if system else "reset",
                         "reset": (request.json or {}).get("ResetType") if reset else None,

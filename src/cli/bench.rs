@@ -1,6 +1,10 @@
 //! `leasehold bench decide`: times rounds of the site's arbitration (the decision core,
 //! exactly as the gateway runs it) on a seeded synthetic site, and prints one JSON line.
 //! Only `Arbiter::round` is timed: building the view and the shell's work are not.
+//! `leasehold bench reimage` (bench/reimage.rs) times the control plane's part of moving
+//! machines.
+
+mod reimage;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -32,6 +36,9 @@ enum BenchCommand {
     /// Time arbitration rounds on a synthetic site; prints one JSON line with the round
     /// time percentiles and the core's bytes per server (progress goes to stderr).
     Decide(DecideArgs),
+    /// Time the control plane's part of moving machines (emulated BMC, played firmware):
+    /// prints each re-image's spans on stderr and one JSON line of percentiles.
+    Reimage(reimage::ReimageArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +64,7 @@ struct DecideArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BenchCommand::Decide(args) => decide(&args),
+        BenchCommand::Reimage(args) => reimage::run(&args),
     }
 }
 
