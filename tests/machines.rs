@@ -244,6 +244,94 @@ fn a_machine_that_never_registers_is_powered_off_and_marked_failed() {
 }
 
 #[test]
+fn a_machine_that_hangs_is_fenced_by_power_after_its_lease_ended_then_re_imaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = start(
+        &dir,
+        &[MachineSpec::new("m1")],
+        &[account("shop", 1, 1, 10)],
+        &[("machine_power_timeout_ms", 40_000)],
+    );
+    let first = site
+        .wait_serving("m1", "shop")
+        .unwrap_or_else(|error| panic!("{error}"));
+    let first_epoch = first["epoch"].as_u64().unwrap();
+    // Its OS hangs: nothing answers, the power stays on. Only its BMC can stop it.
+    assert!(site.player.hang("m1"), "m1 ran an agent");
+    let hung_at = mono_now_ns();
+    assert!(site.player.powered("m1"));
+
+    // The site needs it back: fenced (powered off) once its lease ended, then re-imaged.
+    let second = wait_for("m1 to serve shop again", MACHINE_SETTLE, || {
+        let entry = site.server("m1")?;
+        if entry["state"] == "serving" && entry["epoch"].as_u64() > Some(first_epoch) {
+            Ok(entry)
+        } else {
+            Err(entry.to_string())
+        }
+    })
+    .unwrap_or_else(|error| panic!("{error}\n{}", site.output()));
+    assert_eq!(second["account"], "shop");
+
+    // The audit log: the lease ended, then the fence, then the re-image and its boot.
+    let audit = site.audit().unwrap();
+    let story: Vec<&str> = audit
+        .iter()
+        .filter(|r| r["server"] == "m1")
+        .filter_map(|r| r["kind"].as_str())
+        .skip_while(|kind| *kind != "booted")
+        .skip(1)
+        .filter(|kind| ["lease_ended", "fence", "reimage", "booted"].contains(kind))
+        .collect();
+    assert_eq!(
+        story,
+        vec!["lease_ended", "fence", "reimage", "booted"],
+        "{audit:#?}"
+    );
+    let fence = kinds(&audit, "m1", "fence");
+    assert!(
+        fence
+            .last()
+            .and_then(|r| r["reason"].as_str())
+            .is_some_and(|reason| reason.contains("powered off through its BMC")),
+        "{fence:?}"
+    );
+
+    // From the evidence of the BMC and of the hung boot's own log: the power went off
+    // only after the lease had ended on the node's own clock.
+    let boots = site.player.boots("m1");
+    assert_eq!(boots.len(), 2, "{boots:?}");
+    let lease_end = leasehold_chaos_tests::harness::evidence::node_events(&boots[0].work)
+        .unwrap()
+        .iter()
+        .filter_map(|event| match &event.kind {
+            leasehold_node::event_log::EventKind::LeaseExtended { until_mono_ns, .. } => {
+                Some(*until_mono_ns)
+            }
+            _ => None,
+        })
+        .max()
+        .expect("the first boot's node extended its lease");
+    let stats = site.bmc.stats().unwrap();
+    let fenced_at = stats["stats"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|change| change["reset"] == "ForceOff")
+        .filter_map(|change| change["mono_ns"].as_u64())
+        .find(|at| *at > hung_at)
+        .unwrap_or_else(|| panic!("no ForceOff after the hang: {stats}"));
+    assert!(
+        lease_end < fenced_at,
+        "the node's lease ran until {lease_end} ns, the power went off at {fenced_at} ns"
+    );
+    assert!(fenced_at < boots[1].on_mono_ns, "{boots:?}");
+    let works: Vec<&std::path::Path> = boots.iter().map(|boot| boot.work.as_path()).collect();
+    let found = violations(&works, Duration::from_millis(500)).unwrap();
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
 fn a_machine_that_boots_a_stale_script_is_refused_and_powered_off() {
     let dir = tempfile::tempdir().unwrap();
     let mut stale = MachineSpec::new("m1");
@@ -308,6 +396,29 @@ fn a_machine_that_boots_a_stale_script_is_refused_and_powered_off() {
         }
     })
     .unwrap_or_else(|error| panic!("{error}"));
+    // Powered on for its re-image, it came up stale: that re-image failed at once (not at
+    // the boot timeout), and the machine is out of use.
+    let failed = wait_for("m1's re-image to fail", MACHINE_SETTLE, || {
+        let audit = site.audit()?;
+        kinds(&audit, "m1", "machine_failed")
+            .first()
+            .cloned()
+            .ok_or_else(|| format!("{} records", audit.len()))
+    })
+    .unwrap_or_else(|error| panic!("{error}"));
+    assert!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("came up with another boot")),
+        "{failed}"
+    );
+    let entry = site.server("m1").unwrap();
+    assert!(
+        entry["machine"]["failed"]
+            .as_str()
+            .is_some_and(|why| why.contains("stale image")),
+        "{entry}"
+    );
     let boots = site.player.boots("m1");
     let last = boots.last().unwrap();
     let runs = running(&last.work, mono_now_ns()).unwrap();

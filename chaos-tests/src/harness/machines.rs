@@ -190,6 +190,18 @@ impl MachinePlayer {
             .unwrap_or_default()
     }
 
+    /// The machine of `server` hangs: its agent and workload are killed at once while its
+    /// power stays on (a crashed or wedged OS, which only its BMC can reset). False when
+    /// it ran nothing.
+    pub fn hang(&self, server: &str) -> bool {
+        let mut player = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        player
+            .machines
+            .values_mut()
+            .filter(|played| played.server == server && played.powered)
+            .any(|played| played.agent.take().is_some())
+    }
+
     /// Whether the player has the machine of `server` powered on.
     pub fn powered(&self, server: &str) -> bool {
         let player = self.state.lock().unwrap_or_else(|p| p.into_inner());

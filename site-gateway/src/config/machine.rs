@@ -118,6 +118,16 @@ fn redfish(c: &mut Checker<'_>, s: &RawServer, subject: &str) -> Option<Machine>
         );
         ok = false;
     }
+    if let (false, Some(ca), Some(verify)) = (tls_verify, &s.bmc_ca, &s.bmc_tls_verify) {
+        c.error(
+            verify.span(),
+            format!(
+                "{subject}: bmc_tls_verify = false and bmc_ca `{}` contradict each other; keep bmc_ca to verify the BMC against it, or remove it to skip verification",
+                ca.get_ref()
+            ),
+        );
+        ok = false;
+    }
     let normal = mac.as_deref().and_then(normal_mac);
     if let (Some(m), None, Some(raw)) = (&mac, &normal, &s.mac) {
         c.error(

@@ -79,6 +79,16 @@ fn an_https_bmc_needs_its_ca_or_an_explicit_no() {
     one_error(&text, "an https BMC needs bmc_ca");
     let text = edit(&text, "mac = ", "bmc_tls_verify = false\nmac = ");
     assert!(check(&text).is_ok(), "{:?}", errors(&text));
+    // Both a CA and no verification: which was meant cannot be told.
+    let text = edit(
+        &text,
+        "mac = ",
+        "bmc_ca = \"/etc/leasehold/bmc/ca.pem\"\nmac = ",
+    );
+    one_error(
+        &text,
+        "bmc_tls_verify = false and bmc_ca `/etc/leasehold/bmc/ca.pem` contradict each other",
+    );
 }
 
 #[test]

@@ -53,6 +53,14 @@ pub enum BmcHealth {
     },
 }
 
+/// Why a re-image will not come up, as the machine's `failed`, the audit record and the
+/// lease's end say it.
+struct BootFailure {
+    out_of_use: String,
+    audit: String,
+    lease_end: &'static str,
+}
+
 /// A re-image in progress, step by step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum BootStep {
@@ -256,6 +264,15 @@ impl SiteModel {
                 claim.epoch
             )
         };
+        // Powered on for a re-image, it came up with something else: that re-image will
+        // not come up (its firmware boots another script, or someone else holds its
+        // identity). Failing it now finds the account another server at once, rather
+        // than after the boot timeout.
+        let failed_boot = machine
+            .boot
+            .as_ref()
+            .filter(|boot| boot.step >= BootStep::PoweringOn)
+            .map(|boot| boot.epoch);
         let mut effects = vec![audit(
             AuditKind::StaleBoot,
             Some(server),
@@ -264,6 +281,16 @@ impl SiteModel {
             Some(claim.epoch),
             format!("{why}: registration refused, powering it off"),
         )];
+        if let Some(pending) = failed_boot {
+            let failure = BootFailure {
+                out_of_use: format!("booted a stale image during its re-image under {pending}"),
+                audit: format!(
+                    "{server} was powered on for {pending} but came up with another boot ({why}); powering it off and leaving it out of use"
+                ),
+                lease_end: "its machine booted a stale image",
+            };
+            effects.extend(self.fail_boot(ix, pending, failure, now));
+        }
         effects.extend(self.power_off(ix, "it booted a stale image".to_owned()));
         let refusal = Refusal {
             cause: RefusalCause::StaleBoot,
@@ -364,8 +391,21 @@ impl SiteModel {
         if was_unreachable {
             tracing::info!(server = %entry.id, "BMC answers again");
         }
+        // Off and leaseless, nothing runs on it: no agent to hear from, no image to reuse,
+        // and a machine that went silent (failed) is of use again, as a process server is
+        // once it answers again.
+        if power == Power::Off && entry.lease.is_none() {
+            entry.last_heartbeat = None;
+            entry.connected = false;
+            if let Some(machine) = entry.machine.as_mut() {
+                machine.image = None;
+            }
+        }
         entry.phase = match entry.phase {
             Phase::Offline | Phase::Free if entry.lease.is_none() => entry.idle_phase(),
+            Phase::Failed { .. } if entry.lease.is_none() && power == Power::Off => {
+                entry.idle_phase()
+            }
             ref phase => phase.clone(),
         };
         effects
@@ -504,28 +544,18 @@ impl SiteModel {
                 if boot.step == BootStep::Booting && now.since(boot.step_since) > boot_timeout {
                     let (epoch, waited) = (boot.epoch, now.since(boot.step_since));
                     let server = entry.id.clone();
-                    machine.boot = None;
-                    machine.failed = Some(format!(
-                        "never registered within {} s of power-on",
-                        boot_timeout.as_secs()
-                    ));
-                    effects.push(audit(
-                        AuditKind::MachineFailed,
-                        Some(&server),
-                        None,
-                        None,
-                        Some(epoch),
-                        format!(
+                    let failure = BootFailure {
+                        out_of_use: format!(
+                            "never registered within {} s of power-on",
+                            boot_timeout.as_secs()
+                        ),
+                        audit: format!(
                             "{server} powered on for {epoch} but its node agent did not register within {} ms; powering it off and leaving it out of use",
                             waited.as_millis()
                         ),
-                    ));
-                    effects.extend(self.end_lease(
-                        ix,
-                        LeaseEndCause::MachineFailed,
-                        "its machine never registered after booting",
-                        now,
-                    ));
+                        lease_end: "its machine never registered after booting",
+                    };
+                    effects.extend(self.fail_boot(ix, epoch, failure, now));
                     effects.extend(self.power_off(ix, format!("it never registered for {epoch}")));
                 }
                 continue;
@@ -559,6 +589,34 @@ impl SiteModel {
                 }
             }
         }
+        effects
+    }
+
+    /// The re-image of `epoch` will not come up: the machine is out of use and the lease
+    /// ends, so that the account gets another server; the caller powers it off.
+    fn fail_boot(
+        &mut self,
+        ix: usize,
+        epoch: Epoch,
+        failure: BootFailure,
+        now: Millis,
+    ) -> Vec<Effect> {
+        let entry = &mut self.servers[ix];
+        let server = entry.id.clone();
+        let Some(machine) = entry.machine.as_mut() else {
+            return Vec::new();
+        };
+        machine.boot = None;
+        machine.failed = Some(failure.out_of_use);
+        let mut effects = vec![audit(
+            AuditKind::MachineFailed,
+            Some(&server),
+            None,
+            None,
+            Some(epoch),
+            failure.audit,
+        )];
+        effects.extend(self.end_lease(ix, LeaseEndCause::MachineFailed, failure.lease_end, now));
         effects
     }
 

@@ -192,6 +192,7 @@ fn the_new_images_agent_registers_with_the_epoch_and_token_and_gets_the_pointer(
 #[test]
 fn a_stale_or_forged_boot_is_refused_and_powered_off() {
     let (mut model, epoch) = booting();
+    let mut power_offs = 0;
     for claim in [
         CheckedClaim {
             epoch: epoch.next(),
@@ -211,7 +212,13 @@ fn a_stale_or_forged_boot_is_refused_and_powered_off() {
             !effects.iter().any(|e| matches!(e, Effect::Send(_))),
             "no pointer to a stale boot"
         );
+        power_offs += machine_commands(&effects)
+            .iter()
+            .filter(|c| matches!(c, MachineCommand::PowerOff { server, .. } if *server == m1()))
+            .count();
     }
+    // The first refusal powers it off; the second finds that power-off under way.
+    assert_eq!(power_offs, 1);
     // A registration without a claim from a machine is refused too.
     let refused = model.register(&m1(), None, Epoch::NONE, Millis(5_000));
     assert!(refused.is_err());
@@ -283,6 +290,14 @@ fn a_machine_whose_lease_ends_unheard_is_fenced_before_reuse() {
     let effects = model.machine_power(&m1(), Power::Off, Millis(fenced + 500));
     assert_eq!(audited(&effects, AuditKind::Fence).len(), 1);
     assert!(model.server(&m1()).unwrap().assignable());
+    // And of use again: shop, short of it, has it re-imaged.
+    let reimaged = (1..100).any(|step| {
+        let effects = model.tick(Millis(fenced + 500 + step * 100));
+        machine_commands(&effects)
+            .iter()
+            .any(|c| matches!(c, MachineCommand::Reimage { .. }))
+    });
+    assert!(reimaged, "{:?}", model.server(&m1()));
 }
 
 #[test]
@@ -383,6 +398,49 @@ fn a_restarted_gateway_takes_back_the_running_image_of_a_recovered_lease_only() 
             audited(&effects, AuditKind::StaleBoot).len(),
             1,
             "{stale:?}"
+        );
+    }
+}
+
+#[test]
+fn a_stale_boot_during_a_reimage_fails_it_at_once() {
+    let (mut model, epoch) = booting();
+    let stale = CheckedClaim {
+        epoch: epoch.next(),
+        token_valid: true,
+    };
+    let (refused, effects) = model.register_booted(&m1(), stale, None, Epoch::NONE, Millis(5_000));
+    assert_eq!(refused.unwrap_err().cause, RefusalCause::StaleBoot);
+    assert_eq!(audited(&effects, AuditKind::StaleBoot).len(), 1);
+    let failed = audited(&effects, AuditKind::MachineFailed);
+    assert_eq!(failed.len(), 1, "{effects:?}");
+    assert!(
+        failed[0].contains("came up with another boot"),
+        "{failed:?}"
+    );
+    // The lease ends now, not after the boot timeout, and the machine goes off.
+    assert!(
+        effects.iter().any(
+            |e| matches!(e, Effect::Journal(JournalOp::LeaseEnded { epoch: ended, .. }) if *ended == epoch)
+        ),
+        "{effects:?}"
+    );
+    assert!(
+        machine_commands(&effects)
+            .iter()
+            .any(|c| matches!(c, MachineCommand::PowerOff { .. })),
+        "{effects:?}"
+    );
+    assert_eq!(model.pending_boot("52:54:00:00:00:01").unwrap().1, None);
+    // Out of use: the next rounds do not re-image it.
+    model.machine_power(&m1(), Power::Off, Millis(6_000));
+    for at in [6_100, 7_000, 20_000] {
+        let effects = model.tick(Millis(at));
+        assert!(
+            !machine_commands(&effects)
+                .iter()
+                .any(|c| matches!(c, MachineCommand::Reimage { .. })),
+            "{effects:?}"
         );
     }
 }
