@@ -7,10 +7,14 @@
 # usage: build-image.sh OUT_DIR CACHE_DIR LEASEHOLD_BINARY CERTS_DIR SERVER_ID
 #   writes OUT_DIR/vmlinuz and OUT_DIR/initrd.img; the kernel .deb is fetched once into
 #   CACHE_DIR (apt-get download; the host's /boot is not touched).
+#        build-image.sh --kernel-only OUT_DIR CACHE_DIR
+#   writes OUT_DIR/vmlinuz only.
 # Needs: busybox-static, kmod (modprobe, depmod), gzip, xz-utils, binutils (strip), apt.
 set -euo pipefail
 export LC_ALL=C
-OUT=$(realpath -m "$1"); CACHE=$(realpath -m "$2"); BIN=$3; CERTS=$4; SERVER=$5
+KERNEL_ONLY=0
+if [ "${1:-}" = "--kernel-only" ]; then KERNEL_ONLY=1; shift; fi
+OUT=$(realpath -m "$1"); CACHE=$(realpath -m "$2")
 mkdir -p "$OUT" "$CACHE"
 
 # 1. The kernel: the package linux-image-amd64 points at, extracted into the cache.
@@ -26,7 +30,11 @@ if [ ! -d "$KROOT/lib/modules" ]; then
 fi
 KVER=$(ls "$KROOT/lib/modules")
 cp "$KROOT/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
-
+if [ "$KERNEL_ONLY" = 1 ]; then
+  echo "build-image: $OUT/vmlinuz ($KVER)" >&2
+  exit 0
+fi
+BIN=$3; CERTS=$4; SERVER=$5
 # 2. The initramfs.
 ST=$(mktemp -d); trap 'rm -rf "$ST"' EXIT
 mkdir -p "$ST"/{bin,sbin,etc/udhcpc,etc/leasehold/certs/nodes,proc,sys,dev,tmp,run,var,lib/modules}

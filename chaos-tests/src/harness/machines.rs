@@ -36,7 +36,78 @@ pub enum Firmware {
     /// initramfs it names, otherwise the NIC has no boot ROM and nothing boots (it has no
     /// disk); power-off kills QEMU. Customer traffic to `guest_port` inside reaches it at
     /// `host_port` on loopback.
-    Qemu { host_port: u16, guest_port: u16 },
+    Qemu {
+        host_port: u16,
+        guest_port: u16,
+        accel: Accel,
+    },
+}
+
+/// How QEMU runs a guest: hardware virtualization where it boots a kernel ([`kvm_boots`]),
+/// software emulation everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Whether QEMU with KVM boots `kernel` far enough to print its panic for want of a root
+/// (within `timeout`): `/dev/kvm` may exist and yet run no ordinary guest (a nested or
+/// paravirtual KVM), so its presence alone decides nothing.
+pub fn kvm_boots(kernel: &Path, timeout: Duration) -> Result<(), String> {
+    use std::io::BufRead;
+    if !Path::new("/dev/kvm").exists() {
+        return Err("no /dev/kvm".to_owned());
+    }
+    let mut child = std::process::Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "kvm",
+            "-machine",
+            "q35",
+            "-m",
+            "256",
+            "-nographic",
+        ])
+        .args(["-no-reboot", "-monitor", "none", "-kernel"])
+        .arg(kernel)
+        .args(["-append", "console=ttyS0 panic=-1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot start qemu-system-x86_64: {error}"))?;
+    let (seen, lines) = mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("Kernel panic") && seen.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let outcome = lines.recv_timeout(timeout);
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome.map_err(|_| {
+        format!(
+            "/dev/kvm is there, but under KVM the kernel did not come up within {} s",
+            timeout.as_secs()
+        )
+    })
 }
 
 /// One boot of a played machine that started a node agent (or a VM).
@@ -251,6 +322,7 @@ impl Player {
                 if let Firmware::Qemu {
                     host_port,
                     guest_port,
+                    accel,
                 } = played.firmware
                 {
                     let boot = played.boots.len() + 1;
@@ -261,6 +333,7 @@ impl Player {
                         network_boot: notice.boot_device == "Pxe",
                         host_port,
                         guest_port,
+                        accel,
                     };
                     // Taken before QEMU starts: nothing of this boot ran earlier.
                     let on_mono_ns = mono_now_ns();
@@ -360,11 +433,12 @@ struct Vm<'a> {
     network_boot: bool,
     host_port: u16,
     guest_port: u16,
+    accel: Accel,
 }
 
 impl Vm<'_> {
-    /// Powers the virtual machine on: QEMU under software emulation (so that it runs where
-    /// KVM does not), whose NIC's iPXE ROM fetches the script from the boot service as a
+    /// Powers the virtual machine on: QEMU (with KVM where [`kvm_boots`] said it works),
+    /// whose NIC's iPXE ROM fetches the script from the boot service as a
     /// machine's firmware chain-loaded by DHCP would (the host is 10.0.2.2 to it), when the
     /// BMC's boot device says so. Its serial console goes to `serial`.
     fn start(&self, serial: &Path, dir: &Path) -> Result<ProcessGuard, String> {
@@ -378,7 +452,7 @@ impl Vm<'_> {
         let rom = if self.network_boot { "" } else { ",romfile=" };
         let args: Vec<String> = [
             "-accel",
-            "tcg",
+            self.accel.name(),
             "-machine",
             "q35",
             "-m",
