@@ -1,10 +1,12 @@
 //! `leasehold bench decide`: times rounds of the site's arbitration (the decision core,
 //! exactly as the gateway runs it) on a seeded synthetic site, and prints one JSON line.
 //! Only `Arbiter::round` is timed: building the view and the shell's work are not.
-//! `leasehold bench reimage` (bench/reimage.rs) times the control plane's part of moving
+//! `leasehold bench round` (bench/round.rs) times the whole round around it;
+//! `leasehold bench reimage` (bench/reimage.rs) the control plane's part of moving
 //! machines.
 
 mod reimage;
+mod round;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -39,6 +41,10 @@ enum BenchCommand {
     /// Time the control plane's part of moving machines (emulated BMC, played firmware):
     /// prints each re-image's spans on stderr and one JSON line of percentiles.
     Reimage(reimage::ReimageArgs),
+    /// Time the whole round of one site as the gateway runs it (heartbeats, demand,
+    /// arbitration, effects; the journal batch and renewals apart) on a synthetic site at
+    /// steady state; prints one JSON line.
+    Round(round::RoundArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -65,6 +71,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BenchCommand::Decide(args) => decide(&args),
         BenchCommand::Reimage(args) => reimage::run(&args),
+        BenchCommand::Round(args) => round::run(&args),
     }
 }
 
