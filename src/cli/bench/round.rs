@@ -122,11 +122,15 @@ pub fn run(args: &RoundArgs) -> anyhow::Result<ExitCode> {
     // Microseconds, up to a minute, three significant digits.
     let histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
     let (mut rounds, mut journal) = (histogram()?, histogram()?);
+    let mut parts = [histogram()?, histogram()?, histogram()?];
     let (mut effects, mut heartbeats, mut renewals, mut renew_time) = (0u64, 0u64, 0u64, 0.0);
     for round in 0..args.rounds {
         bench.drift(&mut random);
-        let (took, made, beats) = bench.round()?;
+        let (took, part_times, made, beats) = bench.round()?;
         rounds.record(took.as_micros().max(1) as u64)?;
+        for (histogram, time) in parts.iter_mut().zip(part_times) {
+            histogram.record(time.as_micros().max(1) as u64)?;
+        }
         effects += made as u64;
         heartbeats += beats as u64;
         let durable = bench.persist()?;
@@ -154,6 +158,9 @@ pub fn run(args: &RoundArgs) -> anyhow::Result<ExitCode> {
         "round_ms_p50": ms(&rounds, 0.5),
         "round_ms_p99": ms(&rounds, 0.99),
         "round_ms_max": ms(&rounds, 1.0),
+        "begin_ms_p50": ms(&parts[0], 0.5),
+        "demand_ms_p50": ms(&parts[1], 0.5),
+        "finish_ms_p50": ms(&parts[2], 0.5),
         "heartbeats_per_round": heartbeats / u64::from(args.rounds),
         "effects_per_round_mean": (effects as f64 / f64::from(args.rounds) * 10.0).round() / 10.0,
         "journal_ms_p50": ms(&journal, 0.5),
@@ -180,7 +187,8 @@ impl Bench {
             Millis(0),
         );
         let servers: Vec<ServerId> = config.servers.iter().map(|s| s.id.clone()).collect();
-        // Each account carries about as much load as its share of the servers could serve.
+        // Each account's load asks for about 60 % of its share of the servers: some stay
+        // free, and demand moves both ways.
         let per_account = f64::from(args.servers) * 0.6 / f64::from(args.accounts);
         let load = config
             .accounts
@@ -236,8 +244,9 @@ impl Bench {
         }
     }
 
-    /// One round, as the master runs it: its time, effects and heartbeats.
-    fn round(&mut self) -> anyhow::Result<(Duration, usize, usize)> {
+    /// One round, as the master runs it: its time (in all; in begin_round, the demand
+    /// models and finish_round), effects and heartbeats.
+    fn round(&mut self) -> anyhow::Result<(Duration, [Duration; 3], usize, usize)> {
         self.now = self.now + ROUND;
         let interval = self.core.model().timings().heartbeat_interval;
         let due = self.due(interval);
@@ -265,12 +274,20 @@ impl Bench {
             })
             .collect();
         let count = beats.len();
+        // Groups::round, in its three parts, each timed.
         let start = Instant::now();
-        let effects = self.groups.round(&mut self.core, beats, self.now);
+        let begun = self.core.begin_round(beats, self.now);
+        let first = start.elapsed();
+        self.groups.apply(&begun.groups);
+        let demands = self.groups.decide(&begun.loads, self.now);
+        let second = start.elapsed();
+        let (effects, groups) = self.core.finish_round(&demands, self.now);
         let took = start.elapsed();
+        self.groups.apply(&groups);
         let made = effects.len();
         self.take(effects);
-        Ok((took, made, count))
+        let parts = [first, second - first, took - second];
+        Ok((took, parts, made, count))
     }
 
     /// Sorts effects: the journal batch, and what the nodes will answer.
