@@ -290,6 +290,11 @@ impl SiteModel {
                 lease_end: "its machine booted a stale image",
             };
             effects.extend(self.fail_boot(ix, pending, failure, now));
+            if let Some(machine) = self.servers[ix].machine.as_mut() {
+                machine.fence = Some(format!(
+                    "it booted a stale image during its re-image under {pending}"
+                ));
+            }
         }
         effects.extend(self.power_off(ix, "it booted a stale image".to_owned()));
         let refusal = Refusal {
@@ -427,6 +432,12 @@ impl SiteModel {
             return;
         };
         let Some(boot) = machine.boot.as_mut().filter(|boot| boot.epoch == epoch) else {
+            // The re-image was given up while its command ran (a stale boot failed it):
+            // the command is over once it has powered the machine on.
+            if reached == BootStep::PoweringOn {
+                machine.busy = false;
+                machine.power = Power::On;
+            }
             return;
         };
         while boot.step <= reached && boot.step != BootStep::Booting {
@@ -575,6 +586,20 @@ impl SiteModel {
                 }
                 BmcHealth::Unreachable { .. } => {}
                 BmcHealth::Answering => {
+                    // Out of use but left on with a fence due (it booted a stale image
+                    // while its re-image command still ran): powered off once, now that
+                    // the BMC is free. A BMC that fails it leaves the power unknown, so
+                    // this is not tried again and again.
+                    if machine.failed.is_some() && machine.power == Power::On {
+                        if let Some(why) = machine.fence.clone() {
+                            machine.busy = true;
+                            effects.push(Effect::Machine(MachineCommand::PowerOff {
+                                server,
+                                reason: why,
+                            }));
+                        }
+                        continue;
+                    }
                     if !entry.connected && machine.power != Power::Off && machine.failed.is_none() {
                         let why = machine.fence.clone().unwrap_or_else(|| {
                             "its node agent is gone and it may still be running".to_owned()

@@ -444,3 +444,41 @@ fn a_stale_boot_during_a_reimage_fails_it_at_once() {
         );
     }
 }
+
+#[test]
+fn a_stale_boot_while_the_power_on_still_runs_is_powered_off_once_the_bmc_is_free() {
+    let mut model = probed_off();
+    let commands = machine_commands(&model.tick(Millis(200)));
+    let [MachineCommand::Reimage { epoch, .. }] = commands.as_slice() else {
+        panic!("expected one re-image: {commands:?}");
+    };
+    let epoch = *epoch;
+    model.machine_progress(&m1(), epoch, BootStep::PoweringOff, Millis(1_200));
+    model.machine_progress(&m1(), epoch, BootStep::SettingBoot, Millis(1_300));
+    // Powering on: the firmware came up before the BMC said On, with another boot.
+    let stale = CheckedClaim {
+        epoch: epoch.next(),
+        token_valid: true,
+    };
+    let (refused, effects) = model.register_booted(&m1(), stale, None, Epoch::NONE, Millis(1_400));
+    assert!(refused.is_err());
+    assert_eq!(audited(&effects, AuditKind::MachineFailed).len(), 1);
+    assert!(
+        machine_commands(&effects).is_empty(),
+        "the BMC is still busy powering it on: {effects:?}"
+    );
+    // The power-on ends; the next round powers it off, once.
+    model.machine_progress(&m1(), epoch, BootStep::PoweringOn, Millis(2_000));
+    let commands = machine_commands(&model.tick(Millis(2_100)));
+    let [MachineCommand::PowerOff { reason, .. }] = commands.as_slice() else {
+        panic!("expected one power-off: {commands:?}");
+    };
+    assert!(reason.contains("stale image"), "{reason}");
+    assert!(machine_commands(&model.tick(Millis(2_200))).is_empty());
+    let effects = model.machine_power(&m1(), Power::Off, Millis(3_000));
+    assert_eq!(audited(&effects, AuditKind::Fence).len(), 1);
+    // Out of use: off, and never re-imaged or powered again.
+    for at in [3_100, 10_000, 30_000] {
+        assert!(machine_commands(&model.tick(Millis(at))).is_empty());
+    }
+}
