@@ -11,7 +11,7 @@
 //! Skipped, saying why, only where QEMU or the image's parts are not installed; with
 //! `LEASEHOLD_REQUIRE_VM=1` (as `.ci/run` sets) a skip is a failure.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use leasehold_chaos_tests::harness::machine_site::{
 use leasehold_chaos_tests::harness::machines::{Accel, Firmware, kvm_boots};
 use leasehold_chaos_tests::harness::onesite::account;
 use leasehold_chaos_tests::harness::process::ProcessGuard;
+use leasehold_chaos_tests::harness::site::free_port;
 use leasehold_chaos_tests::harness::wait_for;
 use serde_json::Value;
 
@@ -70,13 +71,6 @@ fn missing_parts() -> Option<String> {
     (!missing.is_empty()).then(|| missing.join("; "))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap_or_else(|error| panic!("no free port: {error}"))
-}
-
 /// Runs `chaos-tests/vm/build-image.sh` into `out`: the kernel only, or the whole image
 /// with `rest` (binary, certificates, server). The kernel package is cached across runs in
 /// the target dir.
@@ -99,7 +93,8 @@ fn build_image(kernel_only: bool, out: &Path, rest: &[&std::ffi::OsStr]) {
     eprint!("{log}");
 }
 
-/// The workload's page through QEMU's port forward.
+/// The workload's page through QEMU's port forward: as `admin::get_text`, with the time a
+/// guest under software emulation may take to answer.
 fn page(port: u16) -> Result<String, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(5)))
@@ -209,8 +204,8 @@ fn a_virtual_machine_network_boots_its_account_and_a_move_re_images_it() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let host_port = free_port();
-    let images_port = free_port();
+    let host_port = free_port().unwrap_or_else(|error| panic!("{error}"));
+    let images_port = free_port().unwrap_or_else(|error| panic!("{error}"));
     let images = dir.path().join("images");
     eprintln!("vm_boot: fetching the kernel (once: it is cached in the target dir)");
     build_image(true, &images, &[]);

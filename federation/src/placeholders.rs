@@ -11,6 +11,15 @@ pub const PLACEHOLDERS: &[&str] = &[
     "server",
 ];
 
+/// `names` as a template writes them, for error messages: `{account}, {epoch}`.
+pub fn braced(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|name| format!("{{{name}}}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The `{...}` names in `template` that are not placeholders, in order. An unclosed `{`
 /// is left as text, since there is no placeholder it could be.
 pub fn unknown_placeholders(template: &str) -> Vec<&str> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use leasehold_federation::ids::{AccountId, SiteId};
 use toml::Spanned;
 
-use super::placeholders::{PLACEHOLDERS, unknown_placeholders};
+use super::placeholders::{PLACEHOLDERS, braced, unknown_placeholders};
 use super::raw::{RawAccount, RawWorkload};
 use super::types::{Account, Workload};
 use super::validate::{Checker, known};
@@ -128,11 +128,7 @@ fn workload(c: &mut Checker<'_>, subject: &str, w: &RawWorkload) -> Option<Workl
                 value.span(),
                 format!(
                     "unknown placeholder `{{{name}}}` in workload.{key}; known placeholders: {}",
-                    PLACEHOLDERS
-                        .iter()
-                        .map(|p| format!("{{{p}}}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    braced(PLACEHOLDERS)
                 ),
             );
         }

@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::raw::{RawImage, RawServer};
 use super::types::{Image, Machine};
 use super::validate::Checker;
-use leasehold_federation::placeholders::{IMAGE_PLACEHOLDERS, unknown_image_placeholders};
+use leasehold_federation::placeholders::{IMAGE_PLACEHOLDERS, braced, unknown_image_placeholders};
 
 /// The kernel arguments the boot service appends for each boot, which `leasehold node run
 /// --boot-args` reads: an image's own `cmdline` must not set them.
@@ -174,13 +174,6 @@ pub(crate) fn image(
             ok = false;
         }
     }
-    let known = || {
-        IMAGE_PLACEHOLDERS
-            .iter()
-            .map(|p| format!("{{{p}}}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let templates = [
         ("kernel", Some(&raw.kernel)),
         ("initrd", Some(&raw.initrd)),
@@ -193,7 +186,7 @@ pub(crate) fn image(
                 value.span(),
                 format!(
                     "{subject}: unknown placeholder `{{{name}}}` in image.{key}; an image knows {}",
-                    known()
+                    braced(IMAGE_PLACEHOLDERS)
                 ),
             );
             ok = false;

@@ -6,7 +6,6 @@
 //! gateway's audit records, the BMC's log of the requests that change a machine, and the
 //! booted node agent's event log.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -115,7 +114,7 @@ pub fn run(args: &ReimageArgs) -> anyhow::Result<ExitCode> {
             .map_err(anyhow::Error::msg)?;
         wait_all(&site, &specs, to, &format!("move {step}/{}", args.moves))?;
     }
-    let samples = collect(&site, &specs)?;
+    let samples = collect(&site)?;
     let expected = (n * args.moves) as usize;
     if samples.len() != expected {
         bail!(
@@ -178,7 +177,7 @@ fn wait_all(site: &MachineSite, specs: &[MachineSpec], to: &str, what: &str) -> 
 }
 
 /// Every move's re-image, timed from the evidence.
-fn collect(site: &MachineSite, specs: &[MachineSpec]) -> anyhow::Result<Vec<Sample>> {
+fn collect(site: &MachineSite) -> anyhow::Result<Vec<Sample>> {
     let audit = site.audit().map_err(anyhow::Error::msg)?;
     let stats = site.bmc.stats().map_err(anyhow::Error::msg)?;
     let changes = stats["stats"]["changes"]
@@ -186,31 +185,16 @@ fn collect(site: &MachineSite, specs: &[MachineSpec]) -> anyhow::Result<Vec<Samp
         .cloned()
         .unwrap_or_default();
     let arrivals = &stats["stats"]["arrivals"];
-    let systems: HashMap<&str, &str> = site
-        .machines
-        .iter()
-        .map(|(spec, fake)| (fake.uuid.as_str(), spec.id.as_str()))
-        .collect();
     let mut samples = Vec::new();
-    for spec in specs {
-        let server = spec.id.as_str();
+    // The BMC names each machine by its system's UUID.
+    for (spec, fake) in &site.machines {
+        let (server, uuid) = (spec.id.as_str(), fake.uuid.as_str());
         let records: Vec<&Value> = audit.iter().filter(|r| r["server"] == server).collect();
         let bmc: Vec<u64> = changes
             .iter()
-            .filter(|change| {
-                change["system"]
-                    .as_str()
-                    .and_then(|system| systems.get(system))
-                    .is_some_and(|id| *id == server)
-            })
+            .filter(|change| change["system"] == uuid)
             .filter_map(|change| change["mono_ns"].as_u64())
             .collect();
-        let uuid = site
-            .machines
-            .iter()
-            .find(|(machine, _)| machine.id == server)
-            .map(|(_, fake)| fake.uuid.as_str())
-            .unwrap_or_default();
         let contacts: Vec<u64> = arrivals[uuid]
             .as_array()
             .map(|list| list.iter().filter_map(Value::as_u64).collect())

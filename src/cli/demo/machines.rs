@@ -29,7 +29,7 @@ use super::run::wall_ms;
 use super::site::{Started, left_running};
 use super::table::clock;
 use super::work::Work;
-use super::{DemoArgs, conclude};
+use super::{DemoArgs, conclude, report};
 
 const MACHINES: [&str; 2] = ["m1", "m2"];
 const PROCESSES: [&str; 2] = ["a1", "a2"];
@@ -268,16 +268,11 @@ fn run_site(binary: &Path, work: &Path, args: &DemoArgs) -> anyhow::Result<ExitC
         left,
         work_dir: work.display().to_string(),
     });
-    println!();
-    print!("{}", summary.render());
-    if let Some(path) = &args.report {
-        let text =
-            serde_json::to_string_pretty(&summary.to_json()).context("cannot encode the report")?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("cannot write the report {}", path.display()))?;
-        println!("  report: {}", path.display());
-    }
-    let _ = std::io::stdout().flush();
+    report::show(
+        &summary.render(),
+        || summary.to_json(),
+        args.report.as_deref(),
+    )?;
     let (left, violations) = (summary.gathered.left.len(), summary.violations.len());
     if let Some(signal) = interrupt::requested() {
         // Interrupted: the files are kept either way; 1 if something was unsafe.

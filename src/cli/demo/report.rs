@@ -2,13 +2,34 @@
 //! and a section per site.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
 
+use anyhow::Context;
 use serde_json::{Value, json};
 
 use super::failover::{failover_json, recovery_json};
 use super::loans::{LoanCounts, LoanView};
 use super::site::Started;
 use super::summary::{Move, SiteEvidence, Summary, by_direction, percentile, round1};
+
+/// Prints a demo's summary, and writes its report to `path` (`--report`) if given.
+pub fn show(
+    rendered: &str,
+    report: impl FnOnce() -> Value,
+    path: Option<&Path>,
+) -> anyhow::Result<()> {
+    println!();
+    print!("{rendered}");
+    if let Some(path) = path {
+        let text = serde_json::to_string_pretty(&report()).context("cannot encode the report")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write the report {}", path.display()))?;
+        println!("  report: {}", path.display());
+    }
+    let _ = std::io::stdout().flush();
+    Ok(())
+}
 
 impl Summary {
     /// The report, as `--report` writes it.

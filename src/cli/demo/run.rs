@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use leasehold_chaos_tests::harness::admin::get_json;
 use leasehold_chaos_tests::harness::evidence::{node_events, violations};
 use leasehold_chaos_tests::harness::interrupt;
@@ -21,7 +20,7 @@ use super::federation::{RunningFederation, SiteHandle};
 use super::follow::Loads;
 use super::summary::{self, SiteEvidence, SlaSeconds, Summary};
 use super::table::{self, Header, SiteSample, SiteState};
-use super::{DemoArgs, loans, schedule, site};
+use super::{DemoArgs, loans, report, schedule, site};
 
 /// Scheduling delay the S-1 checker tolerates past a lease's end, as in the tests.
 const STOP_SLACK: Duration = Duration::from_millis(100);
@@ -220,16 +219,11 @@ pub fn run_federation(
         failovers,
         followed,
     };
-    println!();
-    print!("{}", summary.render());
-    if let Some(path) = &args.report {
-        let text =
-            serde_json::to_string_pretty(&summary.to_json()).context("cannot encode the report")?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("cannot write the report {}", path.display()))?;
-        println!("  report: {}", path.display());
-    }
-    let _ = std::io::stdout().flush();
+    report::show(
+        &summary.render(),
+        || summary.to_json(),
+        args.report.as_deref(),
+    )?;
     if summary.violation_count() > 0 || !summary.left_running.is_empty() {
         return Ok(ExitCode::FAILURE);
     }

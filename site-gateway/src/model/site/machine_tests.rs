@@ -112,6 +112,18 @@ fn booting() -> (SiteModel, Epoch) {
     (model, epoch)
 }
 
+/// The machine's new image registered for shop, with its boot's epoch and token, at 10 s.
+fn booted() -> (SiteModel, Epoch) {
+    let (mut model, epoch) = booting();
+    let claim = CheckedClaim {
+        epoch,
+        token_valid: true,
+    };
+    let (registration, _) = model.register_booted(&m1(), claim, None, Epoch::NONE, Millis(10_000));
+    assert!(registration.is_ok(), "{registration:?}");
+    (model, epoch)
+}
+
 #[test]
 fn a_machine_serves_only_an_account_with_an_image_and_boots_it_for_its_lease() {
     let mut model = probed_off();
@@ -250,13 +262,7 @@ fn a_machine_that_never_registers_is_powered_off_and_left_out_of_use() {
 
 #[test]
 fn a_machine_whose_lease_ends_unheard_is_fenced_before_reuse() {
-    let (mut model, epoch) = booting();
-    let claim = CheckedClaim {
-        epoch,
-        token_valid: true,
-    };
-    let (registration, _) = model.register_booted(&m1(), claim, None, Epoch::NONE, Millis(10_000));
-    assert!(registration.is_ok());
+    let (mut model, epoch) = booted();
     model.heartbeat(&m1(), Health::Healthy, Some(1.0), Millis(10_000));
     model.workload_joined(&m1(), epoch, Millis(10_100));
     // Silent from here on: failed, then the lease runs out, then the fence.
@@ -350,13 +356,7 @@ fn a_reimage_that_fails_ends_its_lease_and_the_machine_is_out_of_use() {
 
 #[test]
 fn a_free_machine_is_never_lent() {
-    let (mut model, epoch) = booting();
-    let claim = CheckedClaim {
-        epoch,
-        token_valid: true,
-    };
-    let (registration, _) = model.register_booted(&m1(), claim, None, Epoch::NONE, Millis(10_000));
-    assert!(registration.is_ok());
+    let (mut model, _) = booted();
     // Its account let it go: free, its agent still connected, as a process server would be.
     let ix = model.index_of(&m1()).unwrap();
     model.servers[ix].lease = None;
