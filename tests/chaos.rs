@@ -1,6 +1,7 @@
 //! Chaos campaigns (issue #6) through `leasehold chaos`, on three real gateways with node
 //! agents and workloads, every path between sites through a fault relay: a short campaign
-//! of mixed faults keeps every invariant; and each planted bug (a debug-only build switch,
+//! of mixed faults keeps every invariant, and so does one of overlapping pairs of faults;
+//! and each planted bug (a debug-only build switch,
 //! `LEASEHOLD_TEST_PLANT`) makes the invariant that guards against it fail, so each
 //! checker is shown able to fail, and its output names the invariant, the evidence lines
 //! and the folder its files were kept in; and Ctrl-C or SIGTERM stops a campaign with
@@ -167,6 +168,29 @@ fn assert_caught(output: &Output, report: &Value, plant: &str, expected: &str) {
     std::fs::remove_dir_all(&kept).unwrap();
 }
 
+/// The report's faults, checked to be the schedule the seed gives as the library draws it
+/// (kind, target, times, episode).
+fn faults_as_scheduled<'a>(
+    report: &'a Value,
+    scenario: &str,
+    seed: u64,
+    duration_s: u64,
+    summary: &str,
+) -> &'a Vec<Value> {
+    let scenario = Scenario::parse(scenario).unwrap();
+    let expected = schedule(&scenario, seed, duration_s * 1000, 3).unwrap();
+    let faults = report["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), expected.len(), "{summary}");
+    for (fault, scheduled) in faults.iter().zip(&expected) {
+        assert_eq!(fault["kind"], scheduled.kind.name());
+        assert_eq!(fault["target"], scheduled.target.to_string());
+        assert_eq!(fault["start_ms"], scheduled.start_ms);
+        assert_eq!(fault["end_ms"], scheduled.end_ms);
+        assert_eq!(fault["episode"], scheduled.episode);
+    }
+    faults
+}
+
 /// Seed 19 for 75 s draws a gateway kill, a gateway pause, a stale grant replayed to a
 /// node and a node agent kill, each followed by its recovery gap.
 #[test]
@@ -181,16 +205,7 @@ fn a_mixed_campaign_keeps_every_invariant_and_replays_the_same_schedule() {
         report.get("kept").is_none(),
         "a passed campaign keeps nothing"
     );
-    // The report's faults are the schedule the seed gives, as the library draws it.
-    let expected = schedule(&Scenario::parse("all").unwrap(), 19, 75_000, 3).unwrap();
-    let faults = report["faults"].as_array().unwrap();
-    assert_eq!(faults.len(), expected.len(), "{summary}");
-    for (fault, scheduled) in faults.iter().zip(&expected) {
-        assert_eq!(fault["kind"], scheduled.kind.name());
-        assert_eq!(fault["target"], scheduled.target.to_string());
-        assert_eq!(fault["start_ms"], scheduled.start_ms);
-        assert_eq!(fault["end_ms"], scheduled.end_ms);
-    }
+    let faults = faults_as_scheduled(&report, "all", 19, 75, &summary);
     let kinds: Vec<&str> = faults.iter().map(|f| f["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
@@ -238,6 +253,55 @@ fn a_mixed_campaign_keeps_every_invariant_and_replays_the_same_schedule() {
     }
 }
 
+/// Seed 3 of `compound` for 50 s draws two overlapping pairs: site-a's gateway killed and,
+/// while it is down, a slow and lossy network (the takeover runs over it); then site-b cut
+/// off and its gateway restarted while cut off (it comes back from its journal without a
+/// majority, and must not serve what the majority took over).
+#[test]
+fn a_compound_campaign_overlaps_its_faults_and_keeps_every_invariant() {
+    let _turn = turn();
+    let (output, report) = chaos("compound", 3, 50, None);
+    let summary = context(&output);
+    assert!(output.status.success(), "{summary}");
+    assert_eq!(failed(&report), Vec::<String>::new(), "{summary}");
+    let faults = faults_as_scheduled(&report, "compound", 3, 50, &summary);
+    let kinds: Vec<&str> = faults.iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "gateway-kill",
+            "slow-network",
+            "partition-isolate",
+            "restart"
+        ]
+    );
+    // As applied, each pair's second fault began while its first was in force.
+    for pair in faults.chunks(2) {
+        let (first, second) = (&pair[0], &pair[1]);
+        let started = second["applied_start_ms"].as_u64().unwrap();
+        assert!(
+            started > first["applied_start_ms"].as_u64().unwrap()
+                && started < first["applied_end_ms"].as_u64().unwrap(),
+            "{pair:?}"
+        );
+    }
+    // The gateway restarted while cut off came back with its journaled leases.
+    let restart = invariant(&report, "journaled-leases-survive-restart")["evidence"].to_string();
+    assert!(restart.contains("restart site-b"), "{restart}");
+    // Each episode judged as one: the pair's faults share its outage and its return.
+    let sla = invariant(&report, "sla-restored-after-each-fault")["evidence"].to_string();
+    assert!(
+        sla.contains("partition-isolate site-b + restart site-b"),
+        "{sla}"
+    );
+    for pair in faults.chunks(2) {
+        assert_eq!(pair[0]["outage_ms"], pair[1]["outage_ms"], "{pair:?}");
+    }
+    assert!(summary.contains("+ restart"), "{summary}");
+    let picture = report["timeline_svg"].as_str().unwrap_or_default();
+    assert!(picture.contains("restart site-b"), "{picture}");
+}
+
 /// site-a (or whichever site the seed isolates) counts renewals on its own grant alone:
 /// cut off, it keeps serving its account while the majority takes it over.
 #[test]
@@ -274,6 +338,36 @@ fn a_gateway_that_drops_journal_writes_fails_journaled_leases_survive_restart() 
     let plant = "drop-journal-write";
     let (output, report) = chaos("gateway-kill", 1, 25, Some(plant));
     assert_caught(&output, &report, plant, "journaled-leases-survive-restart");
+}
+
+/// `--plan` prints the schedule a seed gives, each fault as the library draws it, and
+/// starts nothing (it needs no report).
+#[test]
+fn the_plan_prints_the_seeds_schedule_and_starts_nothing() {
+    let output = Command::new(BINARY)
+        .args(["chaos", "--scenario", "compound", "--seed", "3"])
+        .args(["--duration", "50", "--plan"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", context(&output));
+    let expected = schedule(&Scenario::parse("compound").unwrap(), 3, 50_000, 3).unwrap();
+    let rows: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), expected.len(), "{stdout}");
+    for (ix, (row, fault)) in rows.iter().zip(&expected).enumerate() {
+        assert!(row.contains(fault.kind.name()), "{row}");
+        assert!(row.contains(&fault.target.to_string()), "{row}");
+        assert!(
+            row.contains(&format!("{:.1}", fault.start_ms as f64 / 1000.0)),
+            "{row}"
+        );
+        // The second fault of a pair is marked as overlapping the first.
+        let overlaps = expected[..ix]
+            .iter()
+            .any(|other| other.episode == fault.episode);
+        assert_eq!(row.contains("+ "), overlaps, "{row}");
+    }
+    assert!(!stdout.contains("settled"), "nothing started: {stdout}");
 }
 
 #[test]

@@ -96,6 +96,8 @@ pub struct FaultReport {
     /// As it happened (applying a fault, e.g. a restart, takes time).
     pub applied_start_ms: u64,
     pub applied_end_ms: u64,
+    /// Faults with one number overlapped (a compound episode); numbered from 0.
+    pub episode: usize,
     pub outage_ms: Option<u64>,
     /// From the fault's end until every account was at its minimum.
     pub back_after_end_ms: Option<u64>,
@@ -112,6 +114,7 @@ impl FaultReport {
             end_ms: record.fault.end_ms,
             applied_start_ms: record.started_ms,
             applied_end_ms: record.ended_ms,
+            episode: record.fault.episode,
             outage_ms: None,
             back_after_end_ms: None,
             notes: record.notes.clone(),
@@ -194,10 +197,13 @@ impl Report {
                 ..FaultReport::unjudged(record)
             })
             .collect();
+        // An episode's outage counts once, under its kinds joined (`gateway-kill +
+        // slow-network` for a compound pair).
         let mut by_kind: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for fault in &faults {
-            if let Some(outage) = fault.outage_ms {
-                by_kind.entry(fault.kind.clone()).or_default().push(outage);
+        for episode in faults.chunk_by(|a, b| a.episode == b.episode) {
+            if let Some(outage) = episode[0].outage_ms {
+                let kinds: Vec<&str> = episode.iter().map(|fault| fault.kind.as_str()).collect();
+                by_kind.entry(kinds.join(" + ")).or_default().push(outage);
             }
         }
         let invariants: Vec<InvariantReport> = judgement
@@ -328,11 +334,17 @@ impl Report {
         );
         for (ix, fault) in self.faults.iter().enumerate() {
             let ms = |value: Option<u64>| value.map_or("-".to_owned(), |v| v.to_string());
+            // A fault that overlaps the one before (a compound episode) is marked `+`.
+            let overlaps = ix > 0 && self.faults[ix - 1].episode == fault.episode;
             let _ = writeln!(
                 out,
-                " {:>2}  {:<18} {:<18} {:>8.1} {:>8.1} {:>10} {:>14}",
+                " {:>2}  {:<20} {:<18} {:>8.1} {:>8.1} {:>10} {:>14}",
                 ix + 1,
-                fault.kind,
+                if overlaps {
+                    format!("+ {}", fault.kind)
+                } else {
+                    fault.kind.clone()
+                },
                 fault.target,
                 fault.applied_start_ms as f64 / 1000.0,
                 fault.applied_end_ms as f64 / 1000.0,

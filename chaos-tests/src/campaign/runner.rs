@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::checks::{Evidence, check_all};
-use super::faults::{Applied, apply, heal};
+use super::faults::{Applied, InForce, apply, heal};
 use super::layout::{account_name, specs};
 use super::poll::Pollers;
 use super::report::{FaultReport, Outcome, Report};
@@ -153,12 +153,18 @@ fn run_started(
     }
 
     let mut applied = Vec::with_capacity(faults.len());
-    for (number, fault) in faults.iter().enumerate() {
-        // A signal before a fault's time applies no more faults.
-        if !sleep_until(start, fault.start_ms) {
+    for episode in faults.chunk_by(|a, b| a.episode == b.episode) {
+        // A signal before an episode's time applies no more faults.
+        if !sleep_until(start, episode[0].start_ms) {
             break;
         }
-        applied.push(run_fault(federation, fault, number, faults.len(), start));
+        applied.extend(run_episode(
+            federation,
+            episode,
+            applied.len(),
+            faults.len(),
+            start,
+        ));
     }
     if interrupt::requested().is_some() || !sleep_until(start, duration_ms) {
         let cause = interrupted_cause(Some(start));
@@ -242,53 +248,78 @@ fn first_lines(text: &str, count: usize) -> String {
     )
 }
 
-/// Applies `fault` now (its time has come) and heals it at its end. A signal that arrives
-/// meanwhile cuts the fault short (what it did is undone by stopping every process).
-fn run_fault(
+/// Applies the faults of one episode at their times and heals each at its end, in the
+/// order those times fall (a compound episode's second fault starts while the first
+/// holds, and may end before or after it). `first` is the number of faults before it. A
+/// signal that arrives meanwhile cuts the episode short (what it did is undone by stopping
+/// every process).
+fn run_episode(
     federation: &mut Federation,
-    fault: &Fault,
-    number: usize,
+    episode: &[Fault],
+    first: usize,
     count: usize,
     start: Instant,
-) -> Applied {
-    let started_ms = elapsed_ms(start);
-    eprintln!(
-        "chaos: +{:7.1}s fault {}/{count} {} {}: start",
-        started_ms as f64 / 1000.0,
-        number + 1,
-        fault.kind,
-        fault.target
-    );
-    let mut record = Applied {
-        fault: fault.clone(),
-        started_ms,
-        ended_ms: started_ms,
-        notes: Vec::new(),
-        errors: Vec::new(),
-        restarted: None,
-        config: None,
-    };
-    let held = apply(federation, &mut record);
-    if !sleep_until(start, fault.end_ms) {
-        record.ended_ms = elapsed_ms(start);
-        record.notes.push("cut short by a signal".into());
-        return record;
-    }
-    heal(federation, &mut record, held);
-    record.ended_ms = elapsed_ms(start);
-    eprintln!(
-        "chaos: +{:7.1}s fault {}/{count} {} {}: end{}",
-        record.ended_ms as f64 / 1000.0,
-        number + 1,
-        fault.kind,
-        fault.target,
-        if record.errors.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", record.errors.join("; "))
+) -> Vec<Applied> {
+    // (time, fault, heal?): a start before an end at the same instant.
+    let mut steps: Vec<(u64, usize, bool)> = episode
+        .iter()
+        .enumerate()
+        .flat_map(|(ix, fault)| [(fault.start_ms, ix, false), (fault.end_ms, ix, true)])
+        .collect();
+    steps.sort();
+    let mut records: Vec<Option<Applied>> = episode.iter().map(|_| None).collect();
+    let mut held: Vec<Option<InForce>> = episode.iter().map(|_| None).collect();
+    for (at, ix, healing) in steps {
+        if !sleep_until(start, at) {
+            // What is in force stays so until every process is stopped.
+            for (record, _) in records.iter_mut().zip(&held).filter(|(_, h)| h.is_some()) {
+                if let Some(record) = record {
+                    record.ended_ms = elapsed_ms(start);
+                    record.notes.push("cut short by a signal".into());
+                }
+            }
+            break;
         }
-    );
-    record
+        let fault = &episode[ix];
+        let number = first + ix + 1;
+        if !healing {
+            let started_ms = elapsed_ms(start);
+            eprintln!(
+                "chaos: +{:7.1}s fault {number}/{count} {} {}: start",
+                started_ms as f64 / 1000.0,
+                fault.kind,
+                fault.target
+            );
+            let record = records[ix].insert(Applied {
+                fault: fault.clone(),
+                started_ms,
+                ended_ms: started_ms,
+                notes: Vec::new(),
+                errors: Vec::new(),
+                restarted: None,
+                config: None,
+            });
+            held[ix] = Some(apply(federation, record));
+            continue;
+        }
+        let (Some(record), Some(in_force)) = (records[ix].as_mut(), held[ix].take()) else {
+            continue;
+        };
+        heal(federation, record, in_force);
+        record.ended_ms = elapsed_ms(start);
+        eprintln!(
+            "chaos: +{:7.1}s fault {number}/{count} {} {}: end{}",
+            record.ended_ms as f64 / 1000.0,
+            fault.kind,
+            fault.target,
+            if record.errors.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", record.errors.join("; "))
+            }
+        );
+    }
+    records.into_iter().flatten().collect()
 }
 
 fn elapsed_ms(start: Instant) -> u64 {

@@ -1,11 +1,12 @@
 //! The fault schedule of a campaign, a pure function of (scenario, seed, duration, number of
 //! sites): the same inputs give the same faults, so a failing run replays from its command.
 //!
-//! Faults never overlap: each starts only after the previous one has ended and a recovery
-//! gap ([`RECOVERY_GAP_MS`]) has passed, so at most one site is killed, stopped or cut off
-//! at a time (a split of five or more sites cuts off a minority), the majority the
-//! ownership leases need is always there, and "back at the SLA minimum after each fault"
-//! judges that fault alone (docs/decisions.md, D-23).
+//! Faults come in episodes. An episode is one fault, or in the `compound` scenario two
+//! that overlap ([`COMPOUNDS`]: a partition during a gateway restart, a node kill while
+//! another site's gateway is down, ...). Each episode starts only after the previous one
+//! has ended and a recovery gap ([`RECOVERY_GAP_MS`]) has passed, so the majority the
+//! ownership leases need is always there once an episode is over, and "back at the SLA
+//! minimum after each episode" judges that episode alone (docs/decisions.md, D-23, D-30).
 
 use std::fmt;
 
@@ -147,21 +148,80 @@ impl fmt::Display for Target {
 }
 
 /// One scheduled fault: it starts at `start_ms` and is healed at `end_ms`, both from the
-/// campaign's start (when the load starts).
+/// campaign's start (when the load starts). Faults of one `episode` (numbered from 0)
+/// overlap; faults of different episodes never do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
     pub kind: FaultKind,
     pub target: Target,
     pub start_ms: u64,
     pub end_ms: u64,
+    pub episode: usize,
 }
 
-/// A `--scenario`: a name and the kinds of fault it draws from.
+/// A `--scenario`: a name and the kinds of fault it draws from; a compound scenario draws
+/// pairs from [`COMPOUNDS`] instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scenario {
     pub name: String,
     pub kinds: Vec<FaultKind>,
+    pub compound: bool,
 }
+
+/// Where the second fault of a pair hits, relative to the first one's site (a link's
+/// sending site).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    SameSite,
+    OtherSite,
+    /// The second fault's target is not a site (a slow network hits every link).
+    Anywhere,
+}
+
+/// The pairs of the `compound` scenario: a first fault, a second that starts while the
+/// first holds, and where the second hits. Every pair keeps a majority of sites able to
+/// reach each other (never two gateways down, never two network faults at once, whose
+/// healing would undo each other), so that each episode must end with every account back
+/// at its minimum.
+pub const COMPOUNDS: [(FaultKind, FaultKind, Relation); 6] = [
+    // A partition during a gateway restart: the site restarts from its journal while cut
+    // off, and must not own what the majority took over.
+    (
+        FaultKind::PartitionIsolate,
+        FaultKind::Restart,
+        Relation::SameSite,
+    ),
+    // A restart that outlasts the ownership TTL while what the site sends is lost.
+    (
+        FaultKind::PartitionOneWay,
+        FaultKind::GatewayKill,
+        Relation::SameSite,
+    ),
+    // A takeover while a node of the taking site dies.
+    (
+        FaultKind::GatewayKill,
+        FaultKind::NodeKill,
+        Relation::OtherSite,
+    ),
+    // A takeover over a slow, lossy network.
+    (
+        FaultKind::GatewayKill,
+        FaultKind::SlowNetwork,
+        Relation::Anywhere,
+    ),
+    // A workload crash on the majority side of a partition.
+    (
+        FaultKind::PartitionIsolate,
+        FaultKind::WorkloadKill,
+        Relation::OtherSite,
+    ),
+    // A live config edit while another site is paused past its TTL.
+    (
+        FaultKind::GatewayPause,
+        FaultKind::ConfigEdit,
+        Relation::OtherSite,
+    ),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
@@ -170,7 +230,7 @@ pub enum ScheduleError {
     #[error("a campaign needs at least 3 sites (a majority that survives one fault), and at most {max}; got {0}", max = super::layout::MAX_SITES)]
     Sites(usize),
     #[error(
-        "{duration_s} s is too short for one fault of `{scenario}` and its recovery; give at least {needed_s} s"
+        "{duration_s} s is too short for one episode of `{scenario}` (a fault, or a compound pair) and its recovery; give at least {needed_s} s"
     )]
     TooShort {
         scenario: String,
@@ -180,10 +240,12 @@ pub enum ScheduleError {
 }
 
 impl Scenario {
-    /// The names `--scenario` accepts: the groups of the issue, `all`, and every kind.
+    /// The names `--scenario` accepts: the groups of the issue, `all`, `compound`, and
+    /// every kind.
     pub fn names() -> Vec<&'static str> {
         let mut names = vec![
             "all",
+            "compound",
             "gateway-kill",
             "gateway-pause",
             "node-kill",
@@ -204,6 +266,19 @@ impl Scenario {
     pub fn parse(name: &str) -> Result<Scenario, ScheduleError> {
         let kinds = match name {
             "all" => FaultKind::ALL.to_vec(),
+            "compound" => {
+                let mut kinds: Vec<FaultKind> = COMPOUNDS
+                    .iter()
+                    .flat_map(|(first, second, _)| [*first, *second])
+                    .collect();
+                kinds.sort();
+                kinds.dedup();
+                return Ok(Scenario {
+                    name: name.to_owned(),
+                    kinds,
+                    compound: true,
+                });
+            }
             "partition" => vec![
                 FaultKind::PartitionIsolate,
                 FaultKind::PartitionSplit,
@@ -218,6 +293,7 @@ impl Scenario {
         Ok(Scenario {
             name: name.to_owned(),
             kinds,
+            compound: false,
         })
     }
 }
@@ -240,31 +316,39 @@ pub fn schedule(
     let mut faults = Vec::new();
     let mut at = FIRST_FAULT_MS;
     loop {
-        let kind = *rng.pick(&scenario.kinds);
-        let (low, high) = kind.duration_ms();
-        let length = rng.between(low, high);
-        let target = draw_target(kind, sites, &mut rng);
-        let end = at + length;
+        let episode = if scenario.compound {
+            draw_pair(at, sites, &mut rng)
+        } else {
+            vec![draw_one(scenario, at, sites, &mut rng)]
+        };
+        let end = episode.iter().map(|fault| fault.end_ms).max().unwrap_or(at);
         if end + RECOVERY_GAP_MS > duration_ms {
             break;
         }
-        faults.push(Fault {
-            kind,
-            target,
-            start_ms: at,
-            end_ms: end,
-        });
-        // A little jitter between faults, so that faults do not fall in step with the
+        let number = faults.last().map_or(0, |last: &Fault| last.episode + 1);
+        faults.extend(episode.into_iter().map(|fault| Fault {
+            episode: number,
+            ..fault
+        }));
+        // A little jitter between episodes, so that faults do not fall in step with the
         // gateways' periodic work.
         at = end + RECOVERY_GAP_MS + rng.below(1000);
     }
     if faults.is_empty() {
-        let longest = scenario
-            .kinds
-            .iter()
-            .map(|kind| kind.duration_ms().1)
-            .max()
-            .unwrap_or(0);
+        let longest = if scenario.compound {
+            COMPOUNDS
+                .iter()
+                .map(|(first, second, _)| first.duration_ms().1 + second.duration_ms().1)
+                .max()
+                .unwrap_or(0)
+        } else {
+            scenario
+                .kinds
+                .iter()
+                .map(|kind| kind.duration_ms().1)
+                .max()
+                .unwrap_or(0)
+        };
         return Err(ScheduleError::TooShort {
             scenario: scenario.name.clone(),
             duration_s: duration_ms / 1000,
@@ -274,8 +358,59 @@ pub fn schedule(
     Ok(faults)
 }
 
-fn draw_target(kind: FaultKind, sites: usize, rng: &mut SplitMix64) -> Target {
+/// One fault of `scenario`'s kinds, starting at `at`.
+fn draw_one(scenario: &Scenario, at: u64, sites: usize, rng: &mut SplitMix64) -> Fault {
+    let kind = *rng.pick(&scenario.kinds);
+    let (low, high) = kind.duration_ms();
+    let length = rng.between(low, high);
     let site = rng.below(sites as u64) as usize;
+    let target = target_at(kind, site, sites, rng);
+    Fault {
+        kind,
+        target,
+        start_ms: at,
+        end_ms: at + length,
+        episode: 0,
+    }
+}
+
+/// A pair of [`COMPOUNDS`] starting at `at`: the second fault starts within the first
+/// half of the first one's span (at least 500 ms in, so that the first is in force).
+fn draw_pair(at: u64, sites: usize, rng: &mut SplitMix64) -> Vec<Fault> {
+    let (first_kind, second_kind, relation) = *rng.pick(&COMPOUNDS);
+    let (low, high) = first_kind.duration_ms();
+    let length = rng.between(low, high);
+    let site = rng.below(sites as u64) as usize;
+    let first_target = target_at(first_kind, site, sites, rng);
+    let second_site = match relation {
+        Relation::SameSite | Relation::Anywhere => site,
+        Relation::OtherSite => (site + 1 + rng.below(sites as u64 - 1) as usize) % sites,
+    };
+    let second_target = target_at(second_kind, second_site, sites, rng);
+    let offset = rng.between(500, (length / 2).max(500));
+    let (low, high) = second_kind.duration_ms();
+    let second_length = rng.between(low, high);
+    vec![
+        Fault {
+            kind: first_kind,
+            target: first_target,
+            start_ms: at,
+            end_ms: at + length,
+            episode: 0,
+        },
+        Fault {
+            kind: second_kind,
+            target: second_target,
+            start_ms: at + offset,
+            end_ms: at + offset + second_length,
+            episode: 0,
+        },
+    ]
+}
+
+/// The target of a fault of `kind` at `site` (a link's or a pair's first site, a
+/// minority's first).
+fn target_at(kind: FaultKind, site: usize, sites: usize, rng: &mut SplitMix64) -> Target {
     let other = (site + 1 + rng.below(sites as u64 - 1) as usize) % sites;
     let server = rng.below(SERVERS_PER_SITE as u64) as usize;
     match kind {
@@ -379,6 +514,91 @@ mod tests {
                 };
                 assert!(fits, "{fault:?}");
             }
+        }
+    }
+
+    fn compound() -> Scenario {
+        Scenario::parse("compound").unwrap()
+    }
+
+    fn is_network(kind: FaultKind) -> bool {
+        matches!(
+            kind,
+            FaultKind::PartitionIsolate
+                | FaultKind::PartitionSplit
+                | FaultKind::PartitionOneWay
+                | FaultKind::PartitionPair
+                | FaultKind::SlowNetwork
+        )
+    }
+
+    fn gateway_site(fault: &Fault) -> Option<usize> {
+        match (fault.kind, &fault.target) {
+            (
+                FaultKind::GatewayKill | FaultKind::GatewayPause | FaultKind::Restart,
+                Target::Site(site),
+            ) => Some(*site),
+            _ => None,
+        }
+    }
+
+    /// Each compound episode is a pair of [`COMPOUNDS`] whose second fault starts while the
+    /// first holds; episodes never overlap and leave their gap; no episode holds two
+    /// network faults (healing one would heal the other) or two gateways of different
+    /// sites down (no majority).
+    #[test]
+    fn a_compound_episode_is_an_overlapping_pair_that_keeps_a_majority() {
+        let mut pairs_seen = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            for sites in [3, 4, 5] {
+                let faults = schedule(&compound(), seed, 600_000, sites).unwrap();
+                assert_eq!(faults.len() % 2, 0, "{faults:?}");
+                for (number, pair) in faults.chunks(2).enumerate() {
+                    let (first, second) = (&pair[0], &pair[1]);
+                    assert_eq!((first.episode, second.episode), (number, number));
+                    assert!(
+                        second.start_ms > first.start_ms && second.start_ms < first.end_ms,
+                        "the second starts while the first holds: {pair:?}"
+                    );
+                    let index = COMPOUNDS
+                        .iter()
+                        .position(|(a, b, _)| (*a, *b) == (first.kind, second.kind))
+                        .expect("a listed pair");
+                    pairs_seen.insert(index);
+                    assert!(!(is_network(first.kind) && is_network(second.kind)));
+                    if let (Some(a), Some(b)) = (gateway_site(first), gateway_site(second)) {
+                        assert_eq!(a, b, "two gateways down: {pair:?}");
+                    }
+                    let first_site = match first.target {
+                        Target::Site(site) | Target::Link { from: site, .. } => site,
+                        Target::Server { site, .. } => site,
+                        _ => unreachable!("{first:?}"),
+                    };
+                    match (COMPOUNDS[index].2, &second.target) {
+                        (Relation::SameSite, Target::Site(site)) => assert_eq!(*site, first_site),
+                        (Relation::OtherSite, Target::Site(site) | Target::Server { site, .. }) => {
+                            assert_ne!(*site, first_site)
+                        }
+                        (Relation::Anywhere, Target::Everything) => {}
+                        other => panic!("{other:?} in {pair:?}"),
+                    }
+                }
+                for pair in faults.chunks(2).collect::<Vec<_>>().windows(2) {
+                    let end = pair[0].iter().map(|fault| fault.end_ms).max().unwrap();
+                    assert!(pair[1][0].start_ms >= end + RECOVERY_GAP_MS);
+                }
+                let last_end = faults.iter().map(|fault| fault.end_ms).max().unwrap();
+                assert!(last_end + RECOVERY_GAP_MS <= 600_000);
+            }
+        }
+        assert_eq!(pairs_seen.len(), COMPOUNDS.len(), "every pair is drawn");
+    }
+
+    #[test]
+    fn single_fault_scenarios_number_one_episode_per_fault() {
+        let faults = schedule(&all(), 3, 600_000, 3).unwrap();
+        for (number, fault) in faults.iter().enumerate() {
+            assert_eq!(fault.episode, number);
         }
     }
 

@@ -11,6 +11,8 @@ use super::report::FaultReport;
 const LEFT: f64 = 110.0;
 const PLOT: f64 = 1000.0;
 const ROW: f64 = 34.0;
+/// The height of one lane of fault bars (a bar and its label).
+const LANE: f64 = 34.0;
 const PALETTE: [&str; 8] = [
     "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#bab0ac",
 ];
@@ -38,8 +40,18 @@ pub fn svg(
         .max(duration_ms)
         .max(1);
     let x = |ms: u64| LEFT + PLOT * ms as f64 / end_ms as f64;
+    // A compound episode's faults overlap: each fault of an episode gets a lane of its own.
+    let lane = |ix: usize| {
+        faults[..ix]
+            .iter()
+            .rev()
+            .take_while(|before| before.episode == faults[ix].episode)
+            .count()
+    };
+    let lanes = (0..faults.len()).map(lane).max().map_or(1, |last| last + 1);
+    let faults_height = LANE * lanes as f64;
     let rows = 2 + accounts.len();
-    let height = 40.0 + ROW * rows as f64 + 30.0;
+    let height = 40.0 + ROW * rows as f64 + faults_height - LANE + 30.0;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -67,17 +79,18 @@ pub fn svg(
     // Faults.
     let fault_y = axis_y + 12.0;
     let _ = writeln!(out, r#"<text x="4" y="{}">faults</text>"#, fault_y + 14.0);
-    for fault in faults {
+    for (ix, fault) in faults.iter().enumerate() {
         let (from, to) = (x(fault.applied_start_ms), x(fault.applied_end_ms));
+        let y = fault_y + LANE * lane(ix) as f64;
         let _ = writeln!(
             out,
-            r##"<rect x="{from}" y="{fault_y}" width="{}" height="18" fill="#e15759" opacity="0.8"><title>{} {}: {}–{} ms</title></rect><text x="{from}" y="{}" font-size="9">{} {}</text>"##,
+            r##"<rect x="{from}" y="{y}" width="{}" height="18" fill="#e15759" opacity="0.8"><title>{} {}: {}–{} ms</title></rect><text x="{from}" y="{}" font-size="9">{} {}</text>"##,
             (to - from).max(2.0),
             escape(&fault.kind),
             escape(&fault.target),
             fault.applied_start_ms,
             fault.applied_end_ms,
-            fault_y + 30.0,
+            y + 30.0,
             escape(&fault.kind),
             escape(&fault.target)
         );
@@ -86,7 +99,7 @@ pub fn svg(
     let timeline = Timeline::new(samples, sites);
     let instants = timeline.instants();
     for (row, account) in accounts.iter().enumerate() {
-        let y = fault_y + ROW * (row as f64 + 1.3);
+        let y = fault_y + faults_height - LANE + ROW * (row as f64 + 1.3);
         let _ = writeln!(
             out,
             r#"<text x="4" y="{}">{}</text>"#,
@@ -184,6 +197,7 @@ mod tests {
             end_ms: 400,
             applied_start_ms: 200,
             applied_end_ms: 400,
+            episode: 0,
             outage_ms: Some(250),
             back_after_end_ms: Some(100),
             notes: Vec::new(),
@@ -195,5 +209,50 @@ mod tests {
         assert!(picture.contains(PALETTE[1]), "then site-b");
         assert!(picture.contains("#c00000"), "the dip at 250 ms");
         assert!(picture.trim_end().ends_with("</svg>"));
+    }
+
+    /// A compound episode's second fault is drawn in a lane below the first, so that
+    /// overlapping bars do not hide each other.
+    #[test]
+    fn overlapping_faults_get_a_lane_each() {
+        let fault = |kind: &str, from: u64, to: u64, episode: usize| FaultReport {
+            kind: kind.into(),
+            target: "site-a".into(),
+            start_ms: from,
+            end_ms: to,
+            applied_start_ms: from,
+            applied_end_ms: to,
+            episode,
+            outage_ms: None,
+            back_after_end_ms: None,
+            notes: Vec::new(),
+        };
+        let faults = vec![
+            fault("partition-isolate", 100, 600, 0),
+            fault("restart", 300, 400, 0),
+            fault("gateway-kill", 800, 900, 1),
+        ];
+        let picture = svg(
+            &[],
+            &["site-a".to_owned()],
+            &["shop".to_owned()],
+            &faults,
+            1000,
+        );
+        let bar_y = |kind: &str| {
+            let line = picture
+                .lines()
+                .find(|line| line.contains(&format!("<title>{kind} ")))
+                .unwrap();
+            let at = line.find(" y=\"").unwrap() + 4;
+            line[at..]
+                .split('"')
+                .next()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
+        };
+        assert_eq!(bar_y("restart") - bar_y("partition-isolate"), LANE);
+        assert_eq!(bar_y("gateway-kill"), bar_y("partition-isolate"));
     }
 }

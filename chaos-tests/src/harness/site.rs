@@ -46,21 +46,67 @@ pub struct PreparedSite {
 }
 
 /// A loopback port free for both TCP and UDP right now (QUIC listens on UDP, the admin
-/// API and workloads on TCP).
+/// API and workloads on TCP), below the kernel's ephemeral range (see [`PortPicker`]).
 pub fn free_port() -> Result<u16, String> {
     PortPicker::default().pick()
 }
 
 /// Picks ports for one set of configs and holds each one bound until dropped, so that no
-/// two picks of a plan can be the same port (a port released at once is often handed out
-/// again by the next bind to port 0), and no other test's plan can take one meanwhile.
+/// two picks of a plan can be the same port, and no other test's plan can take one
+/// meanwhile. Ports come from below the kernel's ephemeral range: between the pick and the
+/// process that binds it, any socket bound to port 0 on this machine (a QUIC client, a
+/// relay's upstream socket, an HTTP client) may be handed a port of the ephemeral range,
+/// which once made a campaign's gateway fail to start ("Address already in use").
 #[derive(Default)]
 pub struct PortPicker {
     held: Vec<(TcpListener, UdpSocket)>,
 }
 
+/// Where picks start: above the ports of well-known services and of configs/ (7xxx-9xxx).
+const PICK_FROM: u16 = 20_000;
+
+/// The first port of the kernel's ephemeral range (Linux default 32768).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// A different start for each pick, across threads and processes.
+fn pick_seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PICKS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos() as u64);
+    let mixed = (u64::from(std::process::id()) << 32)
+        ^ nanos
+        ^ PICKS
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // SplitMix64's finaliser, so that nearby inputs land far apart.
+    let mut z = mixed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 impl PortPicker {
     pub fn pick(&mut self) -> Result<u16, String> {
+        let end = ephemeral_start();
+        if end > PICK_FROM + 1000 {
+            let span = u64::from(end - PICK_FROM);
+            let start = pick_seed();
+            for step in 0..200u64 {
+                let port = PICK_FROM + ((start.wrapping_add(step * 7919)) % span) as u16;
+                if let Some(pair) = bind_both(port) {
+                    self.held.push(pair);
+                    return Ok(port);
+                }
+            }
+        }
+        // A machine whose ephemeral range leaves no room below it: any free port.
         for _ in 0..50 {
             let tcp = TcpListener::bind("127.0.0.1:0").map_err(|error| error.to_string())?;
             let port = tcp.local_addr().map_err(|error| error.to_string())?.port();
@@ -69,8 +115,14 @@ impl PortPicker {
                 return Ok(port);
             }
         }
-        Err("no port free for both TCP and UDP after 50 tries".to_owned())
+        Err("no port free for both TCP and UDP after 250 tries".to_owned())
     }
+}
+
+fn bind_both(port: u16) -> Option<(TcpListener, UdpSocket)> {
+    let tcp = TcpListener::bind(("127.0.0.1", port)).ok()?;
+    let udp = UdpSocket::bind(("127.0.0.1", port)).ok()?;
+    Some((tcp, udp))
 }
 
 fn loopback(port: u16) -> SocketAddr {
