@@ -84,6 +84,7 @@ pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
             "machine_boot_timeout_ms",
             a.machine_boot_timeout != b.machine_boot_timeout,
         ),
+        ("failback_after_ms", a.failback_after != b.failback_after),
     ];
     diff.timings_changed = timings
         .into_iter()
@@ -122,6 +123,18 @@ pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
             .map_or("(none)".to_owned(), |a| a.to_string()),
         t.advertise_management_addr
             .map_or("(none)".to_owned(), |a| a.to_string()),
+    );
+    // The ownership argument needs every site's acceptor and claimant on one TTL
+    // (docs/ownership.md); a site must not change its own alone, while running.
+    restart(
+        "ownership_ttl_ms",
+        a.ownership_ttl.as_millis().to_string(),
+        b.ownership_ttl.as_millis().to_string(),
+    );
+    restart(
+        "ownership_renew_interval_ms",
+        a.ownership_renew_interval.as_millis().to_string(),
+        b.ownership_renew_interval.as_millis().to_string(),
     );
     // Each machine's BMC client is built at start with its power timeout.
     restart(
@@ -214,12 +227,15 @@ impl fmt::Display for ConfigDiff {
             )?;
         }
         for name in &self.peers_added {
-            writeln!(f, "+ peer {name}: dialled, and admitted by the listener")?;
+            writeln!(
+                f,
+                "+ peer {name}: dialled, and admitted by the listener (it votes on ownership after a restart)"
+            )?;
         }
         for name in &self.peers_removed {
             writeln!(
                 f,
-                "- peer {name}: its connections closed, no longer admitted"
+                "- peer {name}: its connections closed, no longer admitted (ownership majorities count it until a restart)"
             )?;
         }
         for name in &self.peers_changed {
@@ -340,14 +356,29 @@ mod tests {
             addr: "127.0.0.1:8".parse().expect("an address"),
         });
         new.timings.lease_ttl = Duration::from_secs(5);
+        new.timings.failback_after = Duration::from_secs(60);
         new.lending.max_lent = 2;
         let diff = diff(&old, &new);
         assert_eq!(diff.peers_added, ["site-c"]);
         assert_eq!(diff.peers_changed, ["site-b"]);
-        // Peers change live (the federation dials, leaves and re-addresses them).
+        // Peers change live (the federation dials, leaves and re-addresses them); who
+        // votes on ownership is the site core's to report (`SiteCore::apply_config`).
         assert!(diff.needs_restart.is_empty(), "{:?}", diff.needs_restart);
-        assert_eq!(diff.timings_changed, ["lease_ttl_ms"]);
+        assert_eq!(diff.timings_changed, ["lease_ttl_ms", "failback_after_ms"]);
         assert!(diff.lending_changed);
+    }
+
+    #[test]
+    fn the_ownership_timings_need_a_restart() {
+        let old = config();
+        let mut new = config();
+        new.timings.ownership_ttl = Duration::from_secs(9);
+        new.timings.ownership_renew_interval = Duration::from_secs(1);
+        let diff = diff(&old, &new);
+        assert!(diff.timings_changed.is_empty(), "{diff:?}");
+        assert_eq!(diff.needs_restart.len(), 2, "{diff:?}");
+        assert!(diff.needs_restart[0].starts_with("ownership_ttl_ms: 3000 -> 9000"));
+        assert!(diff.needs_restart[1].starts_with("ownership_renew_interval_ms: 500 -> 1000"));
     }
 
     #[test]

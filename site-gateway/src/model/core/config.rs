@@ -10,6 +10,7 @@ use crate::config::SiteConfig;
 use crate::config::diff::{ConfigDiff, diff};
 use crate::model::Millis;
 use crate::model::effects::Effect;
+use leasehold_federation::ids::SiteId;
 
 /// The config the site runs on and the outcome of live edits (`/v1/status` `config`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -92,8 +93,16 @@ impl SiteCore {
             stopped: done.stopped.clone(),
             sla_changed: done.sla_changed.iter().map(|ix| (*ix, sla(*ix))).collect(),
         };
+        let mut needs_restart = changes
+            .as_ref()
+            .map(|changes| changes.needs_restart.clone())
+            .unwrap_or_default();
         if let Some(ownership) = &mut self.ownership {
             ownership.set_home(config.accounts.iter().map(|a| a.name.clone()).collect());
+            ownership.set_failback_after(config.timings.failback_after);
+            if let Some(members) = members_change(ownership.members(), config) {
+                needs_restart.push(members);
+            }
         }
         self.status = ConfigStatus {
             path: config.path.display().to_string(),
@@ -102,18 +111,18 @@ impl SiteCore {
             last_refused: None,
             reloads_applied: self.status.reloads_applied + 1,
             reloads_refused: self.status.reloads_refused,
-            needs_restart: changes
-                .as_ref()
-                .map(|changes| changes.needs_restart.clone())
-                .unwrap_or_default(),
+            needs_restart,
         };
-        // Keep the addresses and inventory the site actually runs with, so a later diff
-        // still reports them as needing a restart.
+        // Keep the addresses, inventory and ownership timings the site actually runs
+        // with, so a later diff still reports them as needing a restart. The peers are the
+        // federation's, which takes them live; who votes on ownership is compared with the
+        // ownership core itself, above.
         let mut running = config.clone();
         if let Some(old) = &self.config {
             running.site = old.site.clone();
             running.servers = old.servers.clone();
-            running.peers = old.peers.clone();
+            running.timings.ownership_ttl = old.timings.ownership_ttl;
+            running.timings.ownership_renew_interval = old.timings.ownership_renew_interval;
         }
         self.config = Some(running);
         ConfigApplied {
@@ -129,4 +138,29 @@ impl SiteCore {
         self.status.reloads_refused += 1;
         self.status.last_refused = Some(errors);
     }
+}
+
+/// The ownership members `config` names (its site and its peers) against those the
+/// ownership core counts majorities over, in words, if they differ. A live change of the
+/// members is not applied: two sites counting majorities over member sets that differ by
+/// more than one site need not overlap (docs/ownership.md, "Members").
+fn members_change(running: &[SiteId], config: &SiteConfig) -> Option<String> {
+    let mut wanted: Vec<SiteId> = config.peers.iter().map(|peer| peer.name.clone()).collect();
+    wanted.push(config.site.name.clone());
+    wanted.sort();
+    if wanted == running {
+        return None;
+    }
+    let names = |sites: &[SiteId]| {
+        sites
+            .iter()
+            .map(SiteId::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(format!(
+        "ownership members: [{}] -> [{}] (the federation dials the new peers and lends to them now; they vote on ownership after a restart)",
+        names(running),
+        names(&wanted)
+    ))
 }

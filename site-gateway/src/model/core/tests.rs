@@ -123,3 +123,58 @@ fn config_edits_go_through_the_core_and_a_refusal_changes_nothing_but_the_status
     let effects = groups.round(&mut core, beats(2, |_| 0.0, now), now);
     assert_eq!(applies(&effects).len(), 2, "{effects:#?}");
 }
+
+/// A live edit of the ownership side: `failback_after` applies at once; the ownership
+/// timings and who votes on ownership are reported as needing a restart and stay as they
+/// run, also in the report of a later, unrelated edit (before, a TTL edit was dropped
+/// unreported and a new peer was reported once, then never again).
+#[test]
+fn ownership_edits_apply_failback_live_and_report_what_needs_a_restart_until_it_is_taken() {
+    use crate::config::Peer;
+    use crate::model::ownership::SiteOwnership;
+    use leasehold_federation::ids::{AccountId, SiteId};
+
+    let peer = |name: &str, port: u16| Peer {
+        name: SiteId::parse(name).expect("a valid site name"),
+        addr: format!("127.0.0.1:{port}").parse().expect("an address"),
+    };
+    let mut config = site_config("site-a", 'a', 1, &[("shop", 1, 1, 10)], Lending::default());
+    config.peers = vec![peer("site-b", 9002)];
+    let ownership = SiteOwnership::new(
+        config.site.name.clone(),
+        vec![SiteId::parse("site-b").expect("a valid site name")],
+        vec![AccountId::parse("shop").expect("a valid account name")],
+        config.timings.ownership(),
+        config.timings.failback_after,
+        Millis(0),
+    );
+    let ttl = config.timings.ownership_ttl;
+    let (mut core, _, _) = SiteCore::new(
+        config.clone(),
+        "h1".into(),
+        &Recovered::default(),
+        Some(ownership),
+        0,
+        Millis(0),
+    );
+    let mut edited = config.clone();
+    edited.peers.push(peer("site-c", 9003));
+    edited.timings.failback_after = Duration::from_secs(90);
+    edited.timings.ownership_ttl = ttl * 3;
+    core.apply_config(&edited, "h2".into(), 1, Millis(10));
+    let owning = core.ownership().expect("an ownership core");
+    assert_eq!(owning.failback_after(), Duration::from_secs(90));
+    assert_eq!(owning.timing().ttl, ttl, "the TTL runs on as it started");
+    assert_eq!(owning.members().len(), 2, "{:?}", owning.members());
+    let reported = |core: &SiteCore| core.config_status().needs_restart.join("\n");
+    let first = reported(&core);
+    assert!(first.contains("ownership_ttl_ms: 3000 -> 9000"), "{first}");
+    assert!(
+        first.contains("ownership members: [site-a, site-b] -> [site-a, site-b, site-c]"),
+        "{first}"
+    );
+    // A later edit of an account only: both are still reported.
+    edited.accounts[0].max_servers = 2;
+    core.apply_config(&edited, "h3".into(), 2, Millis(20));
+    assert_eq!(reported(&core), first);
+}

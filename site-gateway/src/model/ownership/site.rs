@@ -136,6 +136,21 @@ impl SiteOwnership {
         self.home = home.into_iter().collect();
     }
 
+    /// `failback_after` changed (a config edit): a policy of this site alone, which the
+    /// ownership argument does not depend on.
+    pub fn set_failback_after(&mut self, failback_after: Duration) {
+        self.failback_after = failback_after;
+    }
+
+    pub fn failback_after(&self) -> Duration {
+        self.failback_after
+    }
+
+    /// The sites whose majority this site's claims need, itself included, sorted.
+    pub fn members(&self) -> &[SiteId] {
+        self.claimant.sites()
+    }
+
     pub fn peer_seen(&mut self, peer: &SiteId, up: bool, now: Millis) {
         if let Some(state) = self.peers.get_mut(peer)
             && state.up != up
