@@ -235,6 +235,21 @@ fn samples() -> Vec<Envelope> {
                 term: Term::NONE.next(),
                 round: 7,
             }],
+            members: None,
+        }),
+        round_trip(ClaimOwnership {
+            claims: Vec::new(),
+            members: Some(MembershipReport {
+                running: vec![
+                    SiteId::parse("site-a").unwrap(),
+                    SiteId::parse("site-b").unwrap(),
+                ],
+                wanted: ["site-a", "site-b", "site-c"]
+                    .map(|s| SiteId::parse(s).unwrap())
+                    .to_vec(),
+                change: 9,
+                seen: vec![(SiteId::parse("site-b").unwrap(), 4)],
+            }),
         }),
         round_trip(OwnershipVotes {
             votes: vec![

@@ -115,6 +115,9 @@ struct StatusBody {
     reallocation_ms_p99: Option<u64>,
     /// The running config and live edits: hash, last refused edit, reload counts.
     config: crate::actors::master::ConfigStatus,
+    /// Who votes on ownership (docs/ownership.md, "Members"); absent for a site alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    members: Option<crate::model::ownership::MembersStatus>,
 }
 
 async fn status(api: web::Data<Api>) -> HttpResponse {
@@ -143,6 +146,7 @@ async fn status(api: web::Data<Api>) -> HttpResponse {
         reallocation_ms_p50: status.reallocation_ms_p50,
         reallocation_ms_p99: status.reallocation_ms_p99,
         config: status.config,
+        members: status.members,
     })
 }
 

@@ -86,25 +86,37 @@ impl Federation {
 
     /// Applies an accepted config edit (from inside the actix system): peers added are
     /// dialled, removed ones left, re-addressed ones dialled at their new address; the
-    /// listener admits exactly the new peers; every peer gets the new catalogue.
-    pub fn apply(&self, config: &SiteConfig) {
+    /// listener admits exactly the new peers; every peer gets the new catalogue. A site
+    /// removed from the config but in `keep` (the ownership members still counted, until
+    /// the membership change that removes it is done: docs/ownership.md) stays, at the
+    /// address it had.
+    pub fn apply(&self, config: &SiteConfig, keep: &[SiteId]) {
         let catalogue = Arc::new(catalogue(config));
         let local = {
             let mut local = lock(&self.local);
             local.catalogue = catalogue.clone();
             local.clone()
         };
-        self.endpoint.set_policy(policy(config));
         let mut addrs = lock(&self.addrs);
         let mut peers = match self.peers.write() {
             Ok(peers) => peers,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let wanted: BTreeMap<SiteId, SocketAddr> = config
+        let mut wanted: BTreeMap<SiteId, SocketAddr> = config
             .peers
             .iter()
             .map(|peer| (peer.name.clone(), peer.addr))
             .collect();
+        for site in keep {
+            if *site != config.site.name
+                && !wanted.contains_key(site)
+                && let Some(addr) = addrs.get(site)
+            {
+                wanted.insert(site.clone(), *addr);
+            }
+        }
+        self.endpoint
+            .set_policy(PeerPolicy::Sites(wanted.keys().cloned().collect()));
         let gone: Vec<SiteId> = addrs
             .iter()
             .filter(|(name, addr)| wanted.get(*name) != Some(*addr))

@@ -123,8 +123,9 @@ impl Journal {
             #[cfg(debug_assertions)]
             plant_drop_lease_grants: false,
         };
-        journal.claim(site)?;
-        let (recovered, next_seq) = journal.read_back()?;
+        let new_journal = journal.claim(site)?;
+        let (mut recovered, next_seq) = journal.read_back()?;
+        recovered.new_journal = new_journal;
         Ok((
             Journal {
                 next_seq,
@@ -147,15 +148,18 @@ impl Journal {
         }
     }
 
-    /// Marks a new journal as this site's, and refuses another site's.
-    fn claim(&self, site: &SiteId) -> Result<(), JournalError> {
+    /// Marks a new journal as this site's, and refuses another site's. True for a new
+    /// journal.
+    fn claim(&self, site: &SiteId) -> Result<bool, JournalError> {
         let txn = self.db.begin_write().map_err(|e| self.store_error(e))?;
+        let new_journal;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.store_error(e))?;
             let existing = meta
                 .get("site")
                 .map_err(|e| self.store_error(e))?
                 .map(|value| value.value().to_owned());
+            new_journal = existing.is_none();
             match existing {
                 Some(found) if found != site.as_str() => {
                     return Err(JournalError::OtherSite {
@@ -188,7 +192,8 @@ impl Journal {
             txn.open_table(AUDIT).map_err(|e| self.store_error(e))?;
             txn.open_table(BORROWED).map_err(|e| self.store_error(e))?;
         }
-        txn.commit().map_err(|e| self.store_error(e))
+        txn.commit().map_err(|e| self.store_error(e))?;
+        Ok(new_journal)
     }
 
     fn read_back(&self) -> Result<(Recovered, u64), JournalError> {
@@ -229,6 +234,18 @@ impl Journal {
             recovered
                 .epochs
                 .push((server, Epoch::from_journal(value.value())));
+        }
+        let meta = txn.open_table(META).map_err(|e| self.store_error(e))?;
+        if let Some(members) = meta.get("members").map_err(|e| self.store_error(e))? {
+            let mut running = Vec::new();
+            for name in members.value().split(',').filter(|name| !name.is_empty()) {
+                running.push(SiteId::parse(name).map_err(|error| JournalError::Record {
+                    path: self.path.clone(),
+                    key: "meta/members".into(),
+                    detail: error.to_string(),
+                })?);
+            }
+            recovered.members = Some(running);
         }
         let audit = txn.open_table(AUDIT).map_err(|e| self.store_error(e))?;
         let next_seq = audit
@@ -335,6 +352,12 @@ impl Journal {
                             .insert(server.as_str(), bytes.as_slice())
                             .map_err(|e| self.store_error(e))?;
                     }
+                    JournalOp::Members { running } => {
+                        let names: Vec<&str> = running.iter().map(SiteId::as_str).collect();
+                        let mut meta = txn.open_table(META).map_err(|e| self.store_error(e))?;
+                        meta.insert("members", names.join(",").as_str())
+                            .map_err(|e| self.store_error(e))?;
+                    }
                     JournalOp::BorrowEnded { server, epoch } => {
                         let current = borrowed
                             .get(server.as_str())
@@ -436,6 +459,44 @@ mod tests {
         AccountId::parse(id).unwrap()
     }
 
+    /// The running members, and "none" (a site that stepped out), survive a reopen; a
+    /// journal that never recorded them says so.
+    #[test]
+    fn the_members_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = SiteId::parse("site-a").unwrap();
+        let sites = |names: &[&str]| -> Vec<SiteId> {
+            names
+                .iter()
+                .map(|name| SiteId::parse(name).unwrap())
+                .collect()
+        };
+        {
+            let (mut journal, recovered) = Journal::open(dir.path(), &site).unwrap();
+            assert_eq!((recovered.members, recovered.new_journal), (None, true));
+            let running = sites(&["site-a", "site-b"]);
+            journal
+                .persist(&[JournalOp::Members { running }], &[], 0)
+                .unwrap();
+        }
+        {
+            let (mut journal, recovered) = Journal::open(dir.path(), &site).unwrap();
+            assert!(!recovered.new_journal);
+            assert_eq!(recovered.members, Some(sites(&["site-a", "site-b"])));
+            journal
+                .persist(
+                    &[JournalOp::Members {
+                        running: Vec::new(),
+                    }],
+                    &[],
+                    0,
+                )
+                .unwrap();
+        }
+        let (_, recovered) = Journal::open(dir.path(), &site).unwrap();
+        assert_eq!(recovered.members, Some(Vec::new()));
+    }
+
     #[test]
     fn leases_and_epochs_survive_a_reopen_and_never_go_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -444,7 +505,13 @@ mod tests {
         let e2 = e1.next();
         {
             let (mut journal, recovered) = Journal::open(dir.path(), &site).unwrap();
-            assert_eq!(recovered, Recovered::default());
+            assert_eq!(
+                recovered,
+                Recovered {
+                    new_journal: true,
+                    ..Recovered::default()
+                }
+            );
             let granted = |epoch| JournalOp::LeaseGranted {
                 server: server("a1"),
                 account: account("shop"),

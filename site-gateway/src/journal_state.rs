@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use leasehold_federation::ids::{AccountId, Epoch, ServerId};
+use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
 
 use crate::model::effects::{JournalOp, LoanHolder};
 use crate::model::site::{BorrowRecord, Recovered};
@@ -16,6 +16,7 @@ pub struct JournalState {
     leases: BTreeMap<ServerId, (AccountId, Epoch, Option<LoanHolder>)>,
     epochs: BTreeMap<ServerId, Epoch>,
     borrowed: BTreeMap<ServerId, BorrowRecord>,
+    members: Option<Vec<SiteId>>,
 }
 
 impl JournalState {
@@ -63,6 +64,7 @@ impl JournalState {
                     },
                 );
             }
+            JournalOp::Members { running } => self.members = Some(running.clone()),
             JournalOp::BorrowEnded { server, epoch } => {
                 if self
                     .borrowed
@@ -100,6 +102,7 @@ impl JournalState {
             .map(|(server, epoch)| (server.clone(), *epoch))
             .collect();
         recovered.borrowed = self.borrowed.values().cloned().collect();
+        recovered.members = self.members.clone();
         recovered
     }
 

@@ -51,7 +51,7 @@ pub const SERVER_STATES: [&str; 6] = [
 ];
 
 /// The audit kinds counted as decisions (`lease_ended` has its own counter, with a cause).
-const DECISION_KINDS: [AuditKind; 26] = [
+const DECISION_KINDS: [AuditKind; 27] = [
     AuditKind::Assign,
     AuditKind::Reclaim,
     AuditKind::Join,
@@ -72,6 +72,7 @@ const DECISION_KINDS: [AuditKind; 26] = [
     AuditKind::Handback,
     AuditKind::Handover,
     AuditKind::OwnershipLost,
+    AuditKind::Members,
     AuditKind::Reimage,
     AuditKind::Booted,
     AuditKind::Fence,
@@ -105,6 +106,7 @@ fn kind_label(kind: AuditKind) -> &'static str {
         AuditKind::Handback => "handback",
         AuditKind::Handover => "handover",
         AuditKind::OwnershipLost => "ownership_lost",
+        AuditKind::Members => "members",
         AuditKind::Reimage => "reimage",
         AuditKind::Booted => "booted",
         AuditKind::Fence => "fence",

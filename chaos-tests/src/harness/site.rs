@@ -197,11 +197,19 @@ fn write_site(
         config,
         ..
     } = plan;
+    // The sites of a test federation start together: each founds it with the same set.
+    let mut founders: Vec<String> = peers
+        .iter()
+        .map(|(name, _)| format!("\"{name}\""))
+        .collect();
+    founders.push(format!("\"{}\"", spec.name));
+    founders.sort();
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "[site]\nname = \"{}\"\nadmin_addr = \"{admin}\"\nfederation_addr = \"{federation}\"\nmanagement_addr = \"{management}\"\n",
-        spec.name
+        "[site]\nname = \"{}\"\nadmin_addr = \"{admin}\"\nfederation_addr = \"{federation}\"\nmanagement_addr = \"{management}\"\ninitial_members = [{}]\n",
+        spec.name,
+        founders.join(", ")
     );
     if !spec.timings.is_empty() {
         text.push_str("[timings]\n");

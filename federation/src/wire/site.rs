@@ -142,6 +142,25 @@ pub struct LentServerStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClaimOwnership {
     pub claims: Vec<OwnershipClaim>,
+    /// The claimant's members: the set its claims need a majority of, the set its config
+    /// wants, and which changes of the others it has heard (docs/ownership.md,
+    /// "Members"). Sent with every claim message, and alone (no claims) at least every
+    /// renew interval. Absent from a peer of an older build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<MembershipReport>,
+}
+
+/// A site's membership, as it tells its peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipReport {
+    /// The sites whose majority its claims need, sorted; empty: it claims nothing yet.
+    pub running: Vec<SiteId>,
+    /// The sites its config names (itself and its peers), sorted.
+    pub wanted: Vec<SiteId>,
+    /// Its current change: new with every start and every edit of `wanted`.
+    pub change: u64,
+    /// Each peer's `change` as last heard from it.
+    pub seen: Vec<(SiteId, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,7 +197,8 @@ pub enum Vote {
     },
     /// The term is not above what this acceptor granted for the account before.
     Stale { promised: Term },
-    /// The acceptor restarted and grants nothing for `for_ms` more.
+    /// The acceptor restarted and grants nothing for `for_ms` more; or it does not count
+    /// the claimant a member (docs/ownership.md, "Members").
     Quiet { for_ms: u64 },
 }
 

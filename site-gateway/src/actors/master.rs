@@ -34,6 +34,7 @@ use crate::model::arbiter::AccountIx;
 use crate::model::core::BootAnswer;
 use crate::model::core::{ConfigOutcome, GroupChanges, Heartbeat, SiteCore, WorkloadEvent};
 use crate::model::demand::DemandModel;
+use crate::model::effects::JournalOp;
 use crate::model::effects::{Command, Effect, Observation};
 use crate::model::site::{BootStep, CheckedClaim, Power, SiteSnapshot};
 
@@ -68,6 +69,14 @@ pub struct SiteMaster {
 }
 
 impl SiteMaster {
+    /// Dials, keeps and leaves peers as the running config and the ownership members
+    /// say, and announces the catalogue to each.
+    fn refresh_federation(&self) {
+        if let (Some(federation), Some(config)) = (&self.federation, self.core.running_config()) {
+            federation.apply(config, &self.core.member_sites());
+        }
+    }
+
     /// The site's machines: their BMCs, and the key that makes and checks boot tokens.
     pub fn with_machines(mut self, machines: Arc<Machines>, key: Arc<BootKey>) -> Self {
         self.machines = Some((machines, key));
@@ -167,10 +176,12 @@ impl SiteMaster {
         let mut commands = Vec::new();
         let mut to_peers = Vec::new();
         let mut machine_commands = Vec::new();
+        let mut members_changed = false;
         for effect in effects {
             match effect {
                 Effect::Journal(op) => {
                     self.metrics.journal_op(&op); // metrics
+                    members_changed |= matches!(op, JournalOp::Members { .. });
                     ops.push(op)
                 }
                 Effect::Audit(entry) => {
@@ -190,6 +201,11 @@ impl SiteMaster {
                 Effect::Observe(observation) => self.observe(observation),
                 Effect::Machine(command) => machine_commands.push(command),
             }
+        }
+        if members_changed {
+            // A site removed from the config stays a peer until the step that removes it
+            // from the members is taken; then it is left.
+            self.refresh_federation();
         }
         if ops.is_empty()
             && audits.is_empty()
@@ -549,6 +565,8 @@ pub struct Status {
     pub reallocation_ms_p50: Option<u64>,
     pub reallocation_ms_p99: Option<u64>,
     pub config: ConfigStatus,
+    /// Who votes on ownership, and what a change of them waits for; `None` without peers.
+    pub members: Option<crate::model::ownership::MembersStatus>,
 }
 
 impl Handler<GetStatus> for SiteMaster {
@@ -566,6 +584,11 @@ impl Handler<GetStatus> for SiteMaster {
             reallocation_ms_p50: percentile(0.5),
             reallocation_ms_p99: percentile(0.99),
             config: self.core.config_status().clone(),
+            members: self
+                .core
+                .ownership()
+                .filter(|ownership| !ownership.started_alone())
+                .map(|ownership| ownership.members_status(now)),
         })
     }
 }
@@ -604,9 +627,7 @@ impl Handler<ApplyConfig> for SiteMaster {
             ConfigOutcome::Applied { diff } => {
                 // Peers added, removed or re-addressed, and the new catalogue, take effect
                 // now.
-                if let Some(federation) = &self.federation {
-                    federation.apply(&config);
-                }
+                self.refresh_federation();
                 for what in &self.core.config_status().needs_restart {
                     tracing::warn!(what = %what, "this part of the config edit needs a restart and was not applied");
                 }

@@ -35,6 +35,10 @@ pub struct SiteSection {
     pub boot_addr: Option<SocketAddr>,
     /// The management address booted machines are told to dial.
     pub advertise_management_addr: Option<SocketAddr>,
+    /// Set on the first sites of a new federation: a new journal takes these members at
+    /// once instead of joining the set its peers run (docs/ownership.md, "Members").
+    /// Exactly the site and its peers; ignored once the journal has members.
+    pub initial_members: Option<Vec<SiteId>>,
 }
 
 impl SiteSection {

@@ -153,7 +153,47 @@ fn site_section(c: &mut Checker<'_>, raw: &RawSite) -> Option<SiteSection> {
         management_addr: management_addr?,
         boot_addr,
         advertise_management_addr,
+        initial_members: initial_members(c, raw),
     })
+}
+
+/// `[site] initial_members`: the founding set, which must be exactly the site and its
+/// peers (a founder that took another set would found another federation).
+fn initial_members(c: &mut Checker<'_>, raw: &RawSite) -> Option<Vec<SiteId>> {
+    let listed = raw.site.initial_members.as_ref()?;
+    let mut members = Vec::new();
+    for name in listed.get_ref() {
+        match SiteId::parse(name) {
+            Ok(site) => members.push(site),
+            Err(e) => {
+                c.error(listed.span(), format!("[site] initial_members: {e}"));
+                return None;
+            }
+        }
+    }
+    members.sort();
+    members.dedup();
+    let mut configured: Vec<&str> = raw
+        .peers
+        .iter()
+        .map(|p| p.name.get_ref().as_str())
+        .collect();
+    configured.push(raw.site.name.get_ref());
+    configured.sort();
+    let names: Vec<&str> = members.iter().map(SiteId::as_str).collect();
+    if names != configured {
+        c.error(
+            listed.span(),
+            format!(
+                "site `{}`: [site] initial_members is [{}], but the site and its [[peer]]s are [{}]; each founding site lists exactly its members",
+                raw.site.name.get_ref(),
+                names.join(", "),
+                configured.join(", ")
+            ),
+        );
+        return None;
+    }
+    Some(members)
 }
 
 fn timings(c: &mut Checker<'_>, raw: &RawTimings) -> Timings {

@@ -86,6 +86,8 @@ pub enum JournalOp {
     },
     /// We no longer count the borrowed `server` (returned, recalled, ended or expired).
     BorrowEnded { server: ServerId, epoch: Epoch },
+    /// This site's running member set (docs/ownership.md, "Members"); empty: it runs none.
+    Members { running: Vec<SiteId> },
 }
 
 /// A command to one server's node agent.
@@ -172,6 +174,9 @@ pub enum AuditKind {
     Handover,
     /// This site could not renew an ownership in time and stopped serving the account.
     OwnershipLost,
+    /// The sites whose majority this site's ownership claims need changed (a step of a
+    /// membership change, docs/ownership.md "Members").
+    Members,
     /// A machine is re-imaged for an account: powered off, set to boot the account's
     /// image once from the network, powered on.
     Reimage,

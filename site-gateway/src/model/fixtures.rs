@@ -64,6 +64,7 @@ pub(crate) fn site_config(
             management_addr: addr(3),
             boot_addr: None,
             advertise_management_addr: None,
+            initial_members: None,
         },
         timings: Timings::default(),
         lending,

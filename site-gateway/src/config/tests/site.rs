@@ -241,3 +241,36 @@ fn every_error_is_reported_with_its_line() {
     );
     assert!(places.contains(&Some((25, 15))), "min_servers: {places:?}");
 }
+
+/// The founding members must be exactly the site and its peers; a site name that is not a
+/// valid one is named.
+#[test]
+fn initial_members_are_exactly_the_site_and_its_peers() {
+    let founding = |list: &str| {
+        edit(
+            BASE,
+            "management_addr = \"127.0.0.1:7301\"",
+            &format!("management_addr = \"127.0.0.1:7301\"\ninitial_members = {list}"),
+        )
+    };
+    let config = match check(&founding(r#"["site-b", "site-a"]"#)) {
+        Ok(config) => config,
+        Err(errors) => panic!("{errors:#?}"),
+    };
+    let members: Vec<&str> = config
+        .site
+        .initial_members
+        .iter()
+        .flatten()
+        .map(|site| site.as_str())
+        .collect();
+    assert_eq!(members, ["site-a", "site-b"]);
+    one_error(
+        &founding(r#"["site-a", "site-b", "site-c"]"#),
+        "site `site-a`: [site] initial_members is [site-a, site-b, site-c], but the site and its [[peer]]s are [site-a, site-b]",
+    );
+    one_error(
+        &founding(r#"["site-a", "Site B"]"#),
+        "[site] initial_members:",
+    );
+}

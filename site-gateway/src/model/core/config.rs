@@ -100,8 +100,18 @@ impl SiteCore {
         if let Some(ownership) = &mut self.ownership {
             ownership.set_home(config.accounts.iter().map(|a| a.name.clone()).collect());
             ownership.set_failback_after(config.timings.failback_after);
-            if let Some(members) = members_change(ownership.members(), config) {
-                needs_restart.push(members);
+            let mut wanted: Vec<SiteId> =
+                config.peers.iter().map(|peer| peer.name.clone()).collect();
+            wanted.push(config.site.name.clone());
+            if !ownership.started_alone() {
+                // Taken a step at a time by the ownership core (docs/ownership.md,
+                // "Members"); `/v1/status` says what it waits for.
+                ownership.set_wanted(wanted, now);
+            } else if wanted.len() > 1 {
+                needs_restart.push(format!(
+                    "peers of a site that started alone: [{}] (it owns its accounts without asking anyone until a restart)",
+                    wanted.iter().map(SiteId::as_str).collect::<Vec<_>>().join(", ")
+                ));
             }
         }
         self.status = ConfigStatus {
@@ -138,29 +148,4 @@ impl SiteCore {
         self.status.reloads_refused += 1;
         self.status.last_refused = Some(errors);
     }
-}
-
-/// The ownership members `config` names (its site and its peers) against those the
-/// ownership core counts majorities over, in words, if they differ. A live change of the
-/// members is not applied: two sites counting majorities over member sets that differ by
-/// more than one site need not overlap (docs/ownership.md, "Members").
-fn members_change(running: &[SiteId], config: &SiteConfig) -> Option<String> {
-    let mut wanted: Vec<SiteId> = config.peers.iter().map(|peer| peer.name.clone()).collect();
-    wanted.push(config.site.name.clone());
-    wanted.sort();
-    if wanted == running {
-        return None;
-    }
-    let names = |sites: &[SiteId]| {
-        sites
-            .iter()
-            .map(SiteId::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    Some(format!(
-        "ownership members: [{}] -> [{}] (the federation dials the new peers and lends to them now; they vote on ownership after a restart)",
-        names(running),
-        names(&wanted)
-    ))
 }

@@ -19,7 +19,7 @@ mod machines;
 #[cfg(test)]
 mod tests;
 
-use leasehold_federation::ids::ServerId;
+use leasehold_federation::ids::{ServerId, SiteId};
 use leasehold_federation::wire::common::Health;
 
 pub use config::{ConfigApplied, ConfigOutcome, ConfigStatus};
@@ -106,7 +106,16 @@ impl SiteCore {
         wall_ms: u64,
         now: Millis,
     ) -> (SiteCore, Vec<Effect>, GroupChanges) {
-        let (model, effects) = SiteModel::new(&config, recovered, now);
+        let (model, mut effects) = SiteModel::new(&config, recovered, now);
+        let mut ownership = ownership;
+        if let Some(ownership) = &mut ownership {
+            effects.extend(ownership.restore_members(
+                recovered.members.clone(),
+                recovered.new_journal,
+                config.site.initial_members.is_some(),
+                now,
+            ));
+        }
         let mut core = SiteCore {
             model,
             ownership,
@@ -137,6 +146,19 @@ impl SiteCore {
 
     pub fn ownership(&self) -> Option<&SiteOwnership> {
         self.ownership.as_ref()
+    }
+
+    /// The config the site runs on (the file's, less what needs a restart).
+    pub fn running_config(&self) -> Option<&SiteConfig> {
+        self.config.as_ref()
+    }
+
+    /// The sites the ownership core talks to: the members it runs and those it wants.
+    pub fn member_sites(&self) -> Vec<SiteId> {
+        self.ownership
+            .as_ref()
+            .map(|ownership| ownership.member_sites())
+            .unwrap_or_default()
     }
 
     pub fn config_status(&self) -> &ConfigStatus {

@@ -40,6 +40,9 @@ struct Round {
     term: Term,
     sent_at: Millis,
     renewal: bool,
+    /// The members the round was asked of: its majority is counted over them, also if
+    /// the site's members change before the answers are in.
+    sites: Vec<SiteId>,
     granted: BTreeSet<SiteId>,
     refused: BTreeSet<SiteId>,
 }
@@ -92,6 +95,13 @@ impl Claimant {
         }
     }
 
+    /// Whether this site counts itself owner of any account at `now`.
+    pub fn owns_any(&self, now: Millis) -> bool {
+        self.claims
+            .values()
+            .any(|claim| claim.owner.is_some_and(|(_, until)| now < until))
+    }
+
     /// Whether a round for `account` is due: an owner renews every `renew_every`; a site
     /// that wants the account asks again every `renew_every` until it gets it.
     pub fn due(&self, account: &AccountId, now: Millis) -> bool {
@@ -124,6 +134,7 @@ impl Claimant {
             term,
             sent_at: now,
             renewal,
+            sites: self.sites.clone(),
             granted: BTreeSet::new(),
             refused: BTreeSet::new(),
         });
@@ -133,6 +144,13 @@ impl Claimant {
     /// The acceptors to ask in a round.
     pub fn sites(&self) -> &[SiteId] {
         &self.sites
+    }
+
+    /// The members changed (docs/ownership.md, "Members"): rounds from now on need a
+    /// majority of `sites` (sorted); rounds under way keep theirs. Ownerships already
+    /// counted run on: the old and new sets are one site apart, so their majorities meet.
+    pub fn set_sites(&mut self, sites: Vec<SiteId>) {
+        self.sites = sites;
     }
 
     /// `from`'s answer to round `id` for `account`. An answer to an older round only teaches
@@ -145,7 +163,6 @@ impl Claimant {
         vote: &Vote,
         now: Millis,
     ) -> Option<Change> {
-        let needed = majority(self.sites.len());
         let held_for = self.timing.held_for();
         #[cfg(debug_assertions)]
         let planted = self.plant_renew_without_majority && *from == self.site;
@@ -158,9 +175,13 @@ impl Claimant {
             Vote::Granted { .. } | Vote::Quiet { .. } => {}
         }
         let round = claim.round.as_mut().filter(|round| round.id == id)?;
+        if !round.sites.contains(from) {
+            return None;
+        }
+        let needed = majority(round.sites.len());
         let Vote::Granted { term } = vote else {
             round.refused.insert(from.clone());
-            let hopeless = round.refused.len() > self.sites.len() - needed;
+            let hopeless = round.refused.len() > round.sites.len() - needed;
             if hopeless && !round.renewal {
                 let (term, release) = (round.term, round.granted.iter().cloned().collect());
                 claim.round = None;
@@ -168,7 +189,7 @@ impl Claimant {
             }
             return None;
         };
-        if *term != round.term || !self.sites.contains(from) {
+        if *term != round.term {
             return None;
         }
         round.granted.insert(from.clone());

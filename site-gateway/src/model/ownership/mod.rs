@@ -17,13 +17,19 @@
 
 mod acceptor;
 mod claimant;
+pub mod members;
 mod site;
+mod site_members;
 
 // The simulation plants a bug through a field that only debug builds have.
+#[cfg(all(test, debug_assertions))]
+mod members_sim_tests;
 #[cfg(all(test, debug_assertions))]
 mod sim_tests;
 #[cfg(test)]
 mod site_tests;
+#[cfg(test)]
+mod test_support;
 
 use std::time::Duration;
 
@@ -32,6 +38,7 @@ pub use claimant::{Change, Claimant, Standing};
 pub use leasehold_federation::ids::Term;
 pub use leasehold_federation::wire::site::Vote;
 pub use site::{Owner, SiteOwnership};
+pub use site_members::MembersStatus;
 
 /// The timing of ownership leases. Every site of a federation must use the same values
 /// (the config check compares them across site files).

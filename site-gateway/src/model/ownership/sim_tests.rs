@@ -10,6 +10,7 @@ use std::time::Duration;
 use leasehold_federation::ids::{AccountId, SiteId};
 
 use super::claimant::Change;
+use super::test_support::{self, Rng};
 use super::{Acceptor, Claimant, Standing, Term, Timing, Vote};
 use crate::model::Millis;
 
@@ -21,32 +22,7 @@ const CALM_MS: u64 = 8_000;
 const SEEDS: u64 = 30;
 
 fn timing() -> Timing {
-    Timing {
-        ttl: Duration::from_millis(2500),
-        renew_every: Duration::from_millis(500),
-        drift: 0.01,
-        max_pause: Duration::from_millis(100),
-    }
-}
-
-/// xorshift64*: a small seeded generator, so a failing seed replays exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
+    test_support::timing(2500, 500)
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -12,6 +12,7 @@ use leasehold_federation::wire::site::{
     ReleaseOwnership,
 };
 
+use super::members::{MemberSet, Members};
 use super::{Acceptor, Change, Claimant, Standing, Term, Timing, Vote};
 use crate::model::Millis;
 use crate::model::effects::{AuditEntry, AuditKind, Effect, PeerMessage};
@@ -41,20 +42,20 @@ struct HandingBack {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct PeerState {
-    up: bool,
-    since: Millis,
+pub(super) struct PeerState {
+    pub(super) up: bool,
+    pub(super) since: Millis,
 }
 
 #[derive(Debug, Clone)]
 pub struct SiteOwnership {
-    site: SiteId,
+    pub(super) site: SiteId,
     /// A federation of one site owns its accounts without asking.
-    solo: bool,
+    pub(super) solo: bool,
     acceptor: Acceptor,
-    claimant: Claimant,
+    pub(super) claimant: Claimant,
     home: BTreeSet<AccountId>,
-    peers: BTreeMap<SiteId, PeerState>,
+    pub(super) peers: BTreeMap<SiteId, PeerState>,
     catalogues: BTreeMap<SiteId, Vec<AccountSpec>>,
     failback_after: Duration,
     /// Other holders learned from votes, per account.
@@ -70,6 +71,10 @@ pub struct SiteOwnership {
     /// No peer's account is taken over before this: at start every peer looks down until
     /// its Peer actor has reached it.
     takeovers_from: Millis,
+    /// Who votes on ownership, changed while running (docs/ownership.md, "Members").
+    pub(super) members: Members,
+    /// When our members were last told to the peers.
+    pub(super) reported_at: Option<Millis>,
 }
 
 impl SiteOwnership {
@@ -91,9 +96,19 @@ impl SiteOwnership {
                 (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
             })
             | 1;
+        let all: MemberSet = sites.iter().cloned().collect();
         SiteOwnership {
             solo: peers.is_empty(),
             acceptor: Acceptor::new(timing.ttl, now),
+            members: Members::new(
+                site.clone(),
+                Some(all.clone()),
+                all,
+                timing.ttl,
+                jitter ^ now.0,
+                now,
+            ),
+            reported_at: None,
             claimant: Claimant::new(site.clone(), sites, timing),
             site,
             home: home.into_iter().collect(),
@@ -144,11 +159,6 @@ impl SiteOwnership {
 
     pub fn failback_after(&self) -> Duration {
         self.failback_after
-    }
-
-    /// The sites whose majority this site's claims need, itself included, sorted.
-    pub fn members(&self) -> &[SiteId] {
-        self.claimant.sites()
     }
 
     pub fn peer_seen(&mut self, peer: &SiteId, up: bool, now: Millis) {
@@ -219,6 +229,9 @@ impl SiteOwnership {
     /// earlier failover sites are all down while this site is next in line, and those it
     /// took over and still owns.
     fn wanted(&self, now: Millis) -> BTreeMap<AccountId, Option<AccountSpec>> {
+        if !self.claiming() {
+            return BTreeMap::new();
+        }
         let mut wanted: BTreeMap<AccountId, Option<AccountSpec>> = self
             .home
             .iter()
@@ -274,6 +287,7 @@ impl SiteOwnership {
                 format!("{} could not renew its ownership of {account} ({term}) from a majority of sites in time; it no longer serves it", self.site),
             ));
         }
+        effects.extend(self.step_members(now));
         effects.extend(self.hand_back(now));
         let wanted = self.wanted(now);
         let mut claims: Vec<OwnershipClaim> = Vec::new();
@@ -306,12 +320,22 @@ impl SiteOwnership {
                 round,
             });
         }
-        if !claims.is_empty() {
-            for peer in self.peers.keys() {
+        // Our members go with every claim, and alone at least every renew interval.
+        let report_due = self
+            .reported_at
+            .is_none_or(|at| now.since(at) >= renew_every);
+        if !claims.is_empty() || report_due {
+            self.reported_at = Some(now);
+            let report = self.members.report();
+            for peer in self.members.everyone() {
+                if peer == self.site {
+                    continue;
+                }
                 effects.push(Effect::ToPeer {
-                    to: peer.clone(),
+                    to: peer,
                     message: PeerMessage::ClaimOwnership(ClaimOwnership {
                         claims: claims.clone(),
+                        members: Some(report.clone()),
                     }),
                 });
             }
@@ -536,6 +560,15 @@ impl SiteOwnership {
         claims: &ClaimOwnership,
         now: Millis,
     ) -> OwnershipVotes {
+        if let Some(report) = &claims.members {
+            self.members.heard(from, report, now);
+        }
+        let claimed = claims
+            .members
+            .as_ref()
+            .map(|report| report.running.as_slice());
+        let member = self.members.grants(from, claimed);
+        let ttl = self.timing().ttl.as_millis() as u64;
         OwnershipVotes {
             votes: claims
                 .claims
@@ -543,7 +576,12 @@ impl SiteOwnership {
                 .map(|claim| OwnershipVote {
                     account: claim.account.clone(),
                     round: claim.round,
-                    vote: self.acceptor.ask(&claim.account, from, claim.term, now),
+                    // Not a member here: granted nothing, as by an acceptor just started.
+                    vote: if member {
+                        self.acceptor.ask(&claim.account, from, claim.term, now)
+                    } else {
+                        Vote::Quiet { for_ms: ttl }
+                    },
                 })
                 .collect(),
         }

@@ -22,12 +22,7 @@ fn account(name: &str) -> AccountId {
 }
 
 fn timing() -> Timing {
-    Timing {
-        ttl: Duration::from_millis(1500),
-        renew_every: Duration::from_millis(250),
-        drift: 0.01,
-        max_pause: Duration::from_millis(100),
-    }
+    super::test_support::timing(1500, 250)
 }
 
 struct World {

@@ -67,6 +67,11 @@ pub struct Recovered {
     pub lent: Vec<(ServerId, LoanHolder)>,
     /// Servers peers lent us.
     pub borrowed: Vec<BorrowRecord>,
+    /// The running member set last journaled (empty: none); `None` if the journal has no
+    /// record of it.
+    pub members: Option<Vec<SiteId>>,
+    /// The journal was created by this start (no site had used it).
+    pub new_journal: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -347,6 +347,7 @@ fn recovered_leases_are_kept_when_their_nodes_still_run_them() {
             (server_id(1), epoch),
             (server_id(2), Epoch::from_journal(3)),
         ],
+        ..Recovered::default()
     };
     let (mut model, effects) = SiteModel::new(&config, &recovered, Millis(0));
     assert!(effects.iter().all(|e| matches!(e, Effect::Audit(_))));
@@ -389,6 +390,7 @@ fn a_recovered_lease_whose_node_stopped_is_restored_under_a_new_epoch() {
         borrowed: Vec::new(),
         leases: vec![(server_id(1), account_id("shop"), epoch)],
         epochs: vec![(server_id(1), epoch)],
+        ..Recovered::default()
     };
     let (mut model, _) = SiteModel::new(&config, &recovered, Millis(0));
     let (_, effects) = model
