@@ -50,8 +50,8 @@ pub enum Waiting {
         running: MemberSet,
         wanted: MemberSet,
     },
-    /// Ownerships counted over an older set may still be held until then.
-    Settling { until: Millis },
+    /// Ownerships counted over an older set may still be held for this long.
+    Settling { for_ms: u64 },
     /// This site runs no set, and no site of its config runs one to join from.
     NoneRunning,
 }
@@ -135,6 +135,11 @@ impl Members {
 
     pub fn wanted(&self) -> &MemberSet {
         &self.wanted
+    }
+
+    /// This site's current change (see [`MembershipReport::change`]).
+    pub fn change(&self) -> u64 {
+        self.change
     }
 
     /// Every site this one must talk to: both sets.
@@ -284,7 +289,9 @@ impl Members {
             }
         }
         if waiting.is_empty() && now < settled_at {
-            waiting.push(Waiting::Settling { until: settled_at });
+            waiting.push(Waiting::Settling {
+                for_ms: settled_at.0 - now.0,
+            });
         }
         waiting
     }
@@ -340,28 +347,23 @@ impl Members {
     }
 }
 
+/// "site-a, site-b": names in order, for messages.
+fn listed<'a>(sites: impl IntoIterator<Item = &'a SiteId>) -> String {
+    sites
+        .into_iter()
+        .map(SiteId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl std::fmt::Display for Waiting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names = |sites: &MemberSet| {
-            sites
-                .iter()
-                .map(SiteId::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         match self {
             Waiting::TooFar { adds, removes } => write!(
                 f,
                 "the config adds [{}] and removes [{}]: change the members one site at a time",
-                adds.iter()
-                    .map(SiteId::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                removes
-                    .iter()
-                    .map(SiteId::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                listed(adds),
+                listed(removes)
             ),
             Waiting::NotHeard(site) => {
                 write!(f, "{site} has not yet answered since this change")
@@ -373,16 +375,15 @@ impl std::fmt::Display for Waiting {
             } => write!(
                 f,
                 "{site} runs [{}] and wants [{}]: edit its config to the same members",
-                names(running),
-                names(wanted)
+                listed(running),
+                listed(wanted)
             ),
             Waiting::NoneRunning => f.write_str(
-                "no site of the config runs a set of members yet to join (the first sites of a new federation start with --initial-members)",
+                "no site of the config runs a set of members yet to join (the first sites of a new federation name each other in [site] initial_members)",
             ),
-            Waiting::Settling { until } => write!(
+            Waiting::Settling { for_ms } => write!(
                 f,
-                "ownerships counted over the previous members may be held until {} ms",
-                until.0
+                "ownerships counted over the previous members may be held for {for_ms} ms more"
             ),
         }
     }

@@ -268,7 +268,7 @@ fn simulate(seed: u64, operator: Operator, plant: MembersPlant) -> Outcome {
             }
         })
         .collect();
-    // The first three start a new federation together (`--initial-members`).
+    // The first three start a new federation together (`[site] initial_members`).
     for (i, site) in sites.iter_mut().enumerate().take(3) {
         site.journaled = Some(of(&[0, 1, 2]));
         site.start(i, of(&[0, 1, 2]), 0, plant);

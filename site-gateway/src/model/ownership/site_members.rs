@@ -44,7 +44,7 @@ impl SiteOwnership {
             None if new_journal && !founding => (MemberSet::new(), false),
             None => (wanted.clone(), true),
         };
-        let boot = self.members.report().change;
+        let boot = self.members.change();
         self.members = Members::new(
             self.site.clone(),
             Some(running),
