@@ -34,8 +34,7 @@ use crate::model::arbiter::AccountIx;
 use crate::model::core::BootAnswer;
 use crate::model::core::{ConfigOutcome, GroupChanges, Heartbeat, SiteCore, WorkloadEvent};
 use crate::model::demand::DemandModel;
-use crate::model::effects::JournalOp;
-use crate::model::effects::{Command, Effect, Observation};
+use crate::model::effects::{Command, Effect, JournalOp, Observation};
 use crate::model::site::{BootStep, CheckedClaim, Power, SiteSnapshot};
 
 pub use crate::model::core::ConfigStatus;

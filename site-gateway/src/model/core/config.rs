@@ -125,8 +125,8 @@ impl SiteCore {
         };
         // Keep the addresses, inventory and ownership timings the site actually runs
         // with, so a later diff still reports them as needing a restart. The peers are the
-        // federation's, which takes them live; who votes on ownership is compared with the
-        // ownership core itself, above.
+        // federation's, which takes them live; who votes on ownership follows them a step
+        // at a time, above.
         let mut running = config.clone();
         if let Some(old) = &self.config {
             running.site = old.site.clone();
