@@ -102,19 +102,9 @@ fn settle(federation: &mut Federation) {
     for (index, name) in [(0, "shop"), (1, "wiki"), (2, "mail")] {
         let site = federation.sites[index].name.clone();
         federation
-            .wait_json(
-                index,
-                "/v1/accounts",
-                &format!("{name} owned and served"),
-                SETTLE,
-                |v| {
-                    v.as_array().is_some_and(|accounts| {
-                        accounts.iter().any(|a| {
-                            a["name"] == name && a["owner"] == site.as_str() && a["servers"] == 1
-                        })
-                    })
-                },
-            )
+            .wait_account(index, name, "owned and served", SETTLE, |a| {
+                a["owner"] == site.as_str() && a["servers"] == 1
+            })
             .unwrap();
     }
 }

@@ -85,20 +85,12 @@ fn wait_running(federation: &Federation, index: usize, sites: &[&str]) {
 fn wait_owned_at_home(federation: &Federation, index: usize, account: &str) {
     let home = federation.sites[index].name.clone();
     federation
-        .wait_json(
+        .wait_account(
             index,
-            "/v1/accounts",
-            &format!("{account} owned at home and served"),
+            account,
+            "owned at home and served",
             SETTLE,
-            |accounts| {
-                accounts.as_array().is_some_and(|accounts| {
-                    accounts.iter().any(|entry| {
-                        entry["name"] == account
-                            && entry["owner"] == home.as_str()
-                            && entry["servers"].as_u64() >= Some(1)
-                    })
-                })
-            },
+            |entry| entry["owner"] == home.as_str() && entry["servers"].as_u64() >= Some(1),
         )
         .unwrap();
 }

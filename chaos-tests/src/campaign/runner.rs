@@ -216,21 +216,10 @@ fn settle(federation: &Federation) -> Result<(), String> {
     for site in 0..federation.sites.len() {
         let name = account_name(site);
         let home = federation.sites[site].name.clone();
-        federation.wait_json(
-            site,
-            "/v1/accounts",
-            &format!("{name} owned and at its minimum"),
-            SETTLE,
-            |value| {
-                value.as_array().is_some_and(|accounts| {
-                    accounts.iter().any(|account| {
-                        account["name"] == name.as_str()
-                            && account["owner"] == home.as_str()
-                            && account["servers"].as_u64() >= account["min_servers"].as_u64()
-                    })
-                })
-            },
-        )?;
+        federation.wait_account(site, &name, "owned and at its minimum", SETTLE, |account| {
+            account["owner"] == home.as_str()
+                && account["servers"].as_u64() >= account["min_servers"].as_u64()
+        })?;
     }
     Ok(())
 }

@@ -320,6 +320,31 @@ impl Federation {
         .map_err(|error| format!("{error}\n{}", self.outputs()))
     }
 
+    /// Polls site `index`'s `/v1/accounts` until the entry of `account` satisfies
+    /// `accept`; `what` says what is awaited, after the account's name.
+    pub fn wait_account(
+        &self,
+        index: usize,
+        account: &str,
+        what: &str,
+        timeout: Duration,
+        accept: impl Fn(&Value) -> bool,
+    ) -> Result<Value, String> {
+        self.wait_json(
+            index,
+            "/v1/accounts",
+            &format!("{account} {what}"),
+            timeout,
+            |accounts| {
+                accounts.as_array().is_some_and(|accounts| {
+                    accounts
+                        .iter()
+                        .any(|entry| entry["name"] == account && accept(entry))
+                })
+            },
+        )
+    }
+
     /// Safety from every node's event log (S-1 within `stop_slack`, S-2, S-3): one line
     /// per violation, empty when there is none.
     pub fn violations(&self, stop_slack: Duration) -> Result<Vec<String>, String> {

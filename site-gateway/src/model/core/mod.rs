@@ -102,12 +102,11 @@ impl SiteCore {
         config: SiteConfig,
         hash: String,
         recovered: &Recovered,
-        ownership: Option<SiteOwnership>,
+        mut ownership: Option<SiteOwnership>,
         wall_ms: u64,
         now: Millis,
     ) -> (SiteCore, Vec<Effect>, GroupChanges) {
         let (model, mut effects) = SiteModel::new(&config, recovered, now);
-        let mut ownership = ownership;
         if let Some(ownership) = &mut ownership {
             effects.extend(ownership.restore_members(
                 recovered.members.clone(),
