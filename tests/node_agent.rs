@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
 use leasehold_federation::transport::Alpn;
 use leasehold_federation::transport::certs::load_site_identity;
-use leasehold_federation::transport::connection::{Connection, Inbox, ReplyPort};
+use leasehold_federation::transport::connection::{Connection, Inbox};
 use leasehold_federation::transport::endpoint::{Endpoint, Limits};
 use leasehold_federation::transport::identity::PeerPolicy;
 use leasehold_federation::wire::common::*;
 use leasehold_federation::wire::node::*;
-use leasehold_federation::wire::{Inbound, InboundOneWay, InboundRequest, Reply};
+use leasehold_federation::wire::{Inbound, InboundOneWay, InboundRequest};
 use leasehold_node::event_log::{Event, EventKind, StopReason, read_events};
 use leasehold_node::evidence::check_server_log;
 use nix::sys::signal::{Signal, kill, killpg};
@@ -82,13 +82,13 @@ async fn wait_for<T>(
 #[derive(Default)]
 struct Seen {
     registrations: Vec<RegisterServer>,
-    heartbeats: Vec<Heartbeat>,
+    pulses: Vec<Pulse>,
     joined: Vec<WorkloadJoined>,
     failed: Vec<WorkloadFailed>,
     stopped: Vec<WorkloadStopped>,
     connection: Option<Connection>,
-    /// Renewals the gateway chose not to answer (held, so the node hears nothing).
-    unanswered: Vec<Reply<RenewLease, ReplyPort>>,
+    /// Pulses whose renewals the gateway chose not to answer (the node hears nothing).
+    unanswered: Vec<Pulse>,
 }
 
 /// site-a's management listener, played by the test.
@@ -123,8 +123,9 @@ impl Gateway {
         tokio::spawn(async move {
             while let Some(handshake) = listener.accept().await {
                 let (connection, inbox) = handshake.finish().await.unwrap();
-                state.lock().unwrap().connection = Some(connection);
+                state.lock().unwrap().connection = Some(connection.clone());
                 tokio::spawn(serve(
+                    connection,
                     inbox,
                     state.clone(),
                     answering.clone(),
@@ -211,6 +212,7 @@ impl Gateway {
 }
 
 async fn serve(
+    connection: Connection,
     mut inbox: Inbox,
     seen: Arc<Mutex<Seen>>,
     answer_renewals: Arc<AtomicBool>,
@@ -229,19 +231,22 @@ async fn serve(
                 };
                 reply.send(&accepted).await.unwrap();
             }
-            Inbound::Request(InboundRequest::RenewLease(request, reply)) => {
-                if answer_renewals.load(Ordering::SeqCst) {
-                    let renewed = LeaseRenewal::Renewed {
-                        epoch: request.epoch,
-                        ttl_ms: TTL_MS,
-                    };
-                    let _ = reply.send(&renewed).await;
-                } else {
-                    seen.lock().unwrap().unanswered.push(reply);
+            Inbound::OneWay(InboundOneWay::Pulse(pulse)) => {
+                if let Some(epoch) = pulse.renew {
+                    if answer_renewals.load(Ordering::SeqCst) {
+                        let answer = PulseAnswer {
+                            seq: pulse.seq,
+                            renewal: LeaseRenewal::Renewed {
+                                epoch,
+                                ttl_ms: TTL_MS,
+                            },
+                        };
+                        let _ = connection.send_datagram(&answer);
+                    } else {
+                        seen.lock().unwrap().unanswered.push(pulse.clone());
+                    }
                 }
-            }
-            Inbound::OneWay(InboundOneWay::Heartbeat(beat)) => {
-                seen.lock().unwrap().heartbeats.push(beat)
+                seen.lock().unwrap().pulses.push(pulse)
             }
             Inbound::OneWay(InboundOneWay::WorkloadJoined(m)) => {
                 seen.lock().unwrap().joined.push(m)
@@ -475,27 +480,26 @@ async fn registers_runs_the_workload_and_heartbeats_health_and_load() {
     assert!(page.contains("epoch: 1"), "{page}");
 
     let seen = &world.gateway.seen;
-    let beat = wait_for(
-        "a healthy heartbeat with a load",
+    wait_for(
+        "a healthy pulse with a load",
         Duration::from_secs(10),
         || {
             let seen = seen.lock().unwrap();
-            seen.heartbeats
+            seen.pulses
                 .iter()
                 .rev()
                 .find(|b| b.health == Health::Healthy && b.load.is_some())
                 .cloned()
         },
-        || format!("{:?}", seen.lock().unwrap().heartbeats.last()),
+        || format!("{:?}", seen.lock().unwrap().pulses.last()),
     )
     .await;
-    assert_eq!(
-        beat.running,
-        Some(RunningWorkload {
-            account: AccountId::parse("shop").unwrap(),
-            epoch: epoch(1)
-        })
-    );
+    // The renewals of the lease ride on pulses, numbered in order.
+    {
+        let seen = seen.lock().unwrap();
+        assert!(seen.pulses.iter().any(|p| p.renew == Some(epoch(1))));
+        assert!(seen.pulses.windows(2).all(|w| w[0].seq < w[1].seq));
+    }
 
     // SIGTERM: the agent stops its workload, records why, and exits 0.
     world.agent.signal(Signal::SIGTERM);

@@ -388,10 +388,10 @@ fn a_node_speaking_for_another_server_is_refused_and_changes_nothing() {
     use leasehold_federation::transport::certs::load_node_identity;
     use leasehold_federation::transport::endpoint::{Endpoint, Limits};
     use leasehold_federation::transport::identity::PeerName;
+    use leasehold_federation::wire::common::Health;
     use leasehold_federation::wire::common::RefusalCause;
-    use leasehold_federation::wire::node::{
-        LeaseRenewal, RegisterServer, Registration, RenewLease,
-    };
+    use leasehold_federation::wire::node::{LeaseRenewal, Pulse, RegisterServer, Registration};
+    use leasehold_federation::wire::{Inbound, InboundOneWay};
 
     // a1 is in the inventory but runs no agent: the impostor below holds its certificate.
     let site = Site::start_with_agents(&["a1", "a2"], &["a2"], vec![account("shop", 1, 1, 20)]);
@@ -405,7 +405,7 @@ fn a_node_speaking_for_another_server_is_refused_and_changes_nothing() {
     runtime.block_on(async {
         let identity = load_node_identity(&certs, &ServerId::parse("a1").unwrap()).unwrap();
         let endpoint = Endpoint::dial_only("127.0.0.1:0".parse().unwrap(), &identity, Alpn::Node, Limits::default()).unwrap();
-        let (connection, _inbox) = endpoint
+        let (connection, mut inbox) = endpoint
             .connect(site.site.management, &PeerName::Site(SiteId::parse("site-a").unwrap()))
             .await
             .unwrap();
@@ -415,9 +415,17 @@ fn a_node_speaking_for_another_server_is_refused_and_changes_nothing() {
             .await
             .unwrap();
         assert!(matches!(&registration, Registration::Refused(r) if r.cause == RefusalCause::WrongServer), "{registration:?}");
+        // A pulse speaks for its certificate's server only: renewing a2's epoch on a1's
+        // connection renews nothing of a2's, and a1, unregistered, is not answered.
         let epoch = Epoch::from_journal(before["epoch"].as_u64().unwrap());
-        let renewal = connection.request(&RenewLease { server: a2, epoch }).await.unwrap();
-        assert!(matches!(&renewal, LeaseRenewal::Refused(r) if r.cause == RefusalCause::WrongServer), "{renewal:?}");
+        for seq in 1..=10 {
+            connection.send_datagram(&Pulse { seq, health: Health::Healthy, load: None, renew: Some(epoch) }).unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let heard = tokio::time::timeout(std::time::Duration::from_millis(500), inbox.next()).await;
+        if let Ok(Some(Ok(Inbound::OneWay(InboundOneWay::PulseAnswer(answer))))) = &heard {
+            assert!(!matches!(answer.renewal, LeaseRenewal::Renewed { .. }), "{answer:?}");
+        }
     });
     let after = server_state(site.admin(), "a2").unwrap();
     assert_eq!(

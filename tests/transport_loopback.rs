@@ -362,7 +362,9 @@ async fn a_node_and_its_gateway_exchange_every_management_message() {
         }
     );
 
-    // The gateway answers the node's requests and collects its one-way messages.
+    // The gateway answers the node's requests and renewals and collects its one-way
+    // messages.
+    let answering = to_node.clone();
     let gateway_side = tokio::spawn(async move {
         let mut one_way = Vec::new();
         while let Some(message) = gateway_inbox.next().await {
@@ -380,25 +382,35 @@ async fn a_node_and_its_gateway_exchange_every_management_message() {
                         .await
                         .unwrap();
                 }
-                Ok(Inbound::Request(InboundRequest::RenewLease(renew, reply))) => reply
-                    .send(&LeaseRenewal::Renewed {
-                        epoch: renew.epoch,
-                        ttl_ms: 2000,
-                    })
-                    .await
-                    .unwrap(),
                 Ok(Inbound::Request(other)) => panic!("node sent {}", other.kind()),
+                Ok(Inbound::OneWay(InboundOneWay::Pulse(pulse))) => {
+                    if let Some(epoch) = pulse.renew {
+                        let answer = PulseAnswer {
+                            seq: pulse.seq,
+                            renewal: LeaseRenewal::Renewed {
+                                epoch,
+                                ttl_ms: 2000,
+                            },
+                        };
+                        answering.send_datagram(&answer).unwrap();
+                    }
+                    one_way.push("Pulse");
+                }
                 Ok(Inbound::OneWay(message)) => one_way.push(message.kind()),
                 Err(_) => break,
             }
         }
         one_way
     });
-    // The node answers the gateway's commands.
+    // The node answers the gateway's commands and passes on its answers to renewals.
+    let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel();
     let node_side = tokio::spawn(async move {
         let mut applied = Vec::new();
         while let Some(Ok(message)) = node_inbox.next().await {
             match message {
+                Inbound::OneWay(InboundOneWay::PulseAnswer(answer)) => {
+                    answers.send(answer).unwrap();
+                }
                 Inbound::Request(InboundRequest::ApplyPointer(apply, reply)) => {
                     applied.push(apply.pointer.epoch);
                     reply
@@ -450,27 +462,27 @@ async fn a_node_and_its_gateway_exchange_every_management_message() {
         .await
         .unwrap();
     assert_eq!(application, PointerApplication::Accepted { epoch: epoch() });
-    let renewal = to_gateway
-        .request(&RenewLease {
-            server: server("a1"),
-            epoch: epoch(),
-        })
-        .await
-        .unwrap();
-    assert!(matches!(renewal, LeaseRenewal::Renewed { .. }));
-    to_gateway
-        .send(&Heartbeat {
-            server: server("a1"),
-            seq: 1,
-            running: Some(RunningWorkload {
-                account: account(),
-                epoch: epoch(),
-            }),
-            health: Health::Healthy,
-            load: Some(1.5),
-        })
-        .await
-        .unwrap();
+    // A pulse that asks for a renewal is answered in a datagram repeating its seq. A
+    // datagram may be lost, so the node pulses again until answered, as agents do.
+    let mut seq = 0;
+    let answer = loop {
+        seq += 1;
+        to_gateway
+            .send_datagram(&Pulse {
+                seq,
+                health: Health::Healthy,
+                load: Some(1.5),
+                renew: Some(epoch()),
+            })
+            .unwrap();
+        match tokio::time::timeout(Duration::from_millis(500), answered.recv()).await {
+            Ok(Some(answer)) => break answer,
+            Ok(None) => panic!("the node side ended"),
+            Err(_) => assert!(seq < 20, "no answer to 20 pulses"),
+        }
+    };
+    assert!(answer.seq <= seq, "{answer:?}");
+    assert!(matches!(answer.renewal, LeaseRenewal::Renewed { .. }));
     to_gateway
         .send(&WorkloadJoined {
             server: server("a1"),
@@ -509,21 +521,15 @@ async fn a_node_and_its_gateway_exchange_every_management_message() {
         .unwrap();
     assert_eq!(stopped, StopOutcome::Stopped { epoch: epoch() });
 
-    to_gateway
-        .request(&RenewLease {
-            server: server("a1"),
-            epoch: epoch(),
-        })
-        .await
-        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     to_node.close(close_code::DONE, "test over");
     let mut one_way = gateway_side.await.unwrap();
     one_way.sort();
+    one_way.dedup();
     assert_eq!(
         one_way,
         [
-            "Heartbeat",
+            "Pulse",
             "WorkloadFailed",
             "WorkloadJoined",
             "WorkloadStopped"

@@ -4,16 +4,19 @@ use leasehold_federation::ids::{Epoch, ServerId};
 use leasehold_federation::wire::catalogue::{open_inbound_one_way, open_inbound_request};
 use leasehold_federation::wire::codec;
 use leasehold_federation::wire::frame::{FrameError, encode_frame};
-use leasehold_federation::wire::node::RenewLease;
+use leasehold_federation::wire::node::RegisterServer;
 use leasehold_federation::wire::{Envelope, Sender, WIRE_VERSION, WireError};
 use proptest::prelude::*;
 
 const LIMIT: u32 = 64 * 1024;
 
-fn renew() -> RenewLease {
-    RenewLease {
+fn register() -> RegisterServer {
+    RegisterServer {
         server: ServerId::parse("a1").unwrap(),
-        epoch: Epoch::NONE.next(),
+        agent_version: "0.1.0".into(),
+        running: None,
+        highest_epoch: Epoch::NONE.next(),
+        boot: None,
     }
 }
 
@@ -23,7 +26,7 @@ fn framed(envelope: &Envelope) -> Vec<u8> {
 
 #[test]
 fn a_truncated_frame_is_refused_as_truncated() {
-    let whole = Envelope::frame(1, &renew(), LIMIT).unwrap();
+    let whole = Envelope::frame(1, &register(), LIMIT).unwrap();
     let cut = &whole[..whole.len() - 3];
     match Envelope::from_frame(cut, LIMIT) {
         Err(WireError::Frame(FrameError::Truncated { expected, received })) => {
@@ -65,7 +68,7 @@ fn bytes_that_are_not_cbor_are_refused_as_not_an_envelope() {
 
 #[test]
 fn an_envelope_of_another_version_is_refused_naming_both_versions() {
-    let mut envelope = Envelope::seal(1, &renew()).unwrap();
+    let mut envelope = Envelope::seal(1, &register()).unwrap();
     envelope.v = WIRE_VERSION + 1;
     let error = Envelope::from_frame(&framed(&envelope), LIMIT).unwrap_err();
     assert!(
@@ -79,7 +82,7 @@ fn an_envelope_of_another_version_is_refused_naming_both_versions() {
 
 #[test]
 fn an_unknown_kind_is_refused_by_name() {
-    let mut envelope = Envelope::seal(1, &renew()).unwrap();
+    let mut envelope = Envelope::seal(1, &register()).unwrap();
     envelope.kind = "LaunchMissiles".into();
     let envelope = Envelope::from_frame(&framed(&envelope), LIMIT).unwrap();
     let error = open_inbound_request(&envelope, Sender::Node, ()).unwrap_err();
@@ -90,12 +93,12 @@ fn an_unknown_kind_is_refused_by_name() {
 
 #[test]
 fn a_known_kind_with_a_bad_body_is_refused_as_malformed() {
-    let mut envelope = Envelope::seal(1, &renew()).unwrap();
+    let mut envelope = Envelope::seal(1, &register()).unwrap();
     envelope.body = codec::encode(&"just a string").unwrap();
     let error = open_inbound_request(&envelope, Sender::Node, ()).unwrap_err();
-    assert!(matches!(&error, WireError::MalformedBody { kind, .. } if kind == "RenewLease"));
+    assert!(matches!(&error, WireError::MalformedBody { kind, .. } if kind == "RegisterServer"));
     // An id that breaks the rules for ids is malformed too, not accepted.
-    let mut envelope = Envelope::seal(1, &renew()).unwrap();
+    let mut envelope = Envelope::seal(1, &register()).unwrap();
     envelope.body = envelope
         .body
         .iter()
@@ -151,7 +154,7 @@ proptest! {
 
     #[test]
     fn every_cut_of_a_valid_frame_is_refused_not_accepted(cut in 0usize..200) {
-        let whole = Envelope::frame(1, &renew(), LIMIT).unwrap();
+        let whole = Envelope::frame(1, &register(), LIMIT).unwrap();
         let cut = cut % whole.len();
         prop_assert!(Envelope::from_frame(&whole[..cut], LIMIT).is_err());
     }

@@ -1,11 +1,13 @@
 //! Every message kind round-trips through envelope, CBOR and frame, and reaches the typed
-//! dispatcher as itself; golden encodings pin the wire format of version 1.
+//! dispatcher as itself; golden encodings pin the wire format of version 1 and of the
+//! management protocol `leasehold-node/2`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId, Term};
 use leasehold_federation::wire::catalogue::{
-    ONE_WAY_KINDS, REQUEST_KINDS, RESPONSE_KINDS, open_inbound_one_way, open_inbound_request,
+    DATAGRAM_KINDS, ONE_WAY_KINDS, REQUEST_KINDS, RESPONSE_KINDS, open_inbound_datagram,
+    open_inbound_one_way, open_inbound_request,
 };
 use leasehold_federation::wire::common::*;
 use leasehold_federation::wire::frame::DEFAULT_MAX_FRAME_BYTES;
@@ -99,23 +101,13 @@ fn samples() -> Vec<Envelope> {
             service_addr: "127.0.0.1:8101".into(),
         }),
         round_trip(Registration::Refused(refusal())),
-        round_trip(RenewLease {
-            server: server(),
-            epoch: epoch(),
-        }),
-        round_trip(LeaseRenewal::Renewed {
-            epoch: epoch(),
-            ttl_ms: 2000,
-        }),
-        round_trip(LeaseRenewal::Refused(refusal())),
-        round_trip(Heartbeat {
-            server: server(),
+        round_trip(Pulse {
             seq: 12,
-            running,
             health: Health::Unhealthy {
                 reason: "GET /health answered 503".into(),
             },
             load: Some(17.5),
+            renew: Some(epoch()),
         }),
         round_trip(WorkloadJoined {
             server: server(),
@@ -136,6 +128,17 @@ fn samples() -> Vec<Envelope> {
             cause: StopCause::Exited { code: Some(1) },
         }),
         // gateway → node
+        round_trip(PulseAnswer {
+            seq: 12,
+            renewal: LeaseRenewal::Renewed {
+                epoch: epoch(),
+                ttl_ms: 2000,
+            },
+        }),
+        round_trip(PulseAnswer {
+            seq: 13,
+            renewal: LeaseRenewal::Refused(refusal()),
+        }),
         round_trip(ApplyPointer {
             server: server(),
             pointer,
@@ -290,6 +293,7 @@ fn every_kind_in_the_catalogue_has_a_round_tripping_sample() {
     let catalogue: BTreeSet<String> = REQUEST_KINDS
         .iter()
         .chain(ONE_WAY_KINDS)
+        .chain(DATAGRAM_KINDS)
         .map(|(kind, _)| kind.to_string())
         .chain(RESPONSE_KINDS.iter().map(|kind| kind.to_string()))
         .collect();
@@ -311,15 +315,20 @@ fn the_dispatcher_opens_every_kind_as_itself_from_its_sender() {
         let message = open_inbound_one_way(&envelope, *sender).unwrap();
         assert_eq!(message.kind(), *kind);
     }
+    for (kind, sender) in DATAGRAM_KINDS {
+        let envelope = sample_envelope(kind);
+        let message = open_inbound_datagram(&envelope, *sender).unwrap();
+        assert_eq!(message.kind(), *kind);
+    }
 }
 
 #[test]
 fn a_kind_from_the_wrong_role_is_refused_by_name() {
-    let heartbeat = sample_envelope("Heartbeat");
-    let error = open_inbound_one_way(&heartbeat, Sender::Site).unwrap_err();
+    let pulse = sample_envelope("Pulse");
+    let error = open_inbound_datagram(&pulse, Sender::Gateway).unwrap_err();
     assert_eq!(
         error.to_string(),
-        "message `Heartbeat` is not valid here: the peer's role may not send it"
+        "message `Pulse` is not valid here: the peer's role may not send it"
     );
     let apply = sample_envelope("ApplyPointer");
     let error = open_inbound_request(&apply, Sender::Node, ()).unwrap_err();
@@ -329,14 +338,37 @@ fn a_kind_from_the_wrong_role_is_refused_by_name() {
             .contains("the peer's role may not send it"),
         "{error}"
     );
-    // A request sent as a one-way message, and a response sent as a request.
-    let error = open_inbound_one_way(&sample_envelope("RenewLease"), Sender::Node).unwrap_err();
+    // A request sent as a one-way message, a response sent as a request, a datagram kind
+    // on a stream and a stream kind in a datagram.
+    let error = open_inbound_one_way(&sample_envelope("RegisterServer"), Sender::Node).unwrap_err();
     assert!(
-        error.to_string().contains("not a one-way message"),
+        error
+            .to_string()
+            .contains("it does not travel on a one-way stream"),
         "{error}"
     );
     let error = open_inbound_request(&sample_envelope("Pong"), Sender::Site, ()).unwrap_err();
-    assert!(error.to_string().contains("it is not a request"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("it does not travel on a request stream"),
+        "{error}"
+    );
+    let error = open_inbound_one_way(&pulse, Sender::Node).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("it does not travel on a one-way stream"),
+        "{error}"
+    );
+    let joined = sample_envelope("WorkloadJoined");
+    let error = open_inbound_datagram(&joined, Sender::Node).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("it does not travel in a datagram"),
+        "{error}"
+    );
 }
 
 /// The sample envelope of `kind`.
@@ -351,32 +383,48 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// Golden samples: if one of these changes, the wire format of version 1 changed, and
-/// peers of an older build would misread us. Bump `WIRE_VERSION` instead.
+/// Golden samples: if one of these changes, the wire format changed, and peers of an
+/// older build would misread us. Bump `WIRE_VERSION` (or, for the management channel, its
+/// protocol `leasehold-node/N`) instead.
 #[test]
-fn golden_encodings_of_version_1_do_not_change() {
-    let renew = Envelope::seal(
+fn golden_encodings_do_not_change() {
+    let ping = Envelope::seal(
         42,
-        &RenewLease {
-            server: server(),
-            epoch: epoch(),
+        &Ping {
+            seq: 3,
+            sent_at_us: 1_000_000,
         },
     )
     .unwrap();
-    assert_eq!(hex(&renew.to_bytes().unwrap()), GOLDEN_RENEW_LEASE);
-    let renewed = Envelope::seal(
-        42,
-        &LeaseRenewal::Renewed {
-            epoch: epoch(),
-            ttl_ms: 2000,
+    assert_eq!(hex(&ping.to_bytes().unwrap()), GOLDEN_PING);
+    let pulse = Envelope::seal(
+        0,
+        &Pulse {
+            seq: 12,
+            health: Health::Healthy,
+            load: Some(17.5),
+            renew: Some(epoch()),
         },
     )
     .unwrap();
-    assert_eq!(hex(&renewed.to_bytes().unwrap()), GOLDEN_LEASE_RENEWED);
+    assert_eq!(hex(&pulse.to_bytes().unwrap()), GOLDEN_PULSE);
+    let answer = Envelope::seal(
+        0,
+        &PulseAnswer {
+            seq: 12,
+            renewal: LeaseRenewal::Renewed {
+                epoch: epoch(),
+                ttl_ms: 2000,
+            },
+        },
+    )
+    .unwrap();
+    assert_eq!(hex(&answer.to_bytes().unwrap()), GOLDEN_PULSE_ANSWER);
 }
 
-const GOLDEN_RENEW_LEASE: &str = "a4617601646b696e646a52656e65774c65617365626964182a64626f647952a2667365727665726261316565706f636807";
-const GOLDEN_LEASE_RENEWED: &str = "a4617601646b696e646c4c6561736552656e6577616c626964182a64626f6479581ba16752656e65776564a26565706f6368076674746c5f6d731907d0";
+const GOLDEN_PING: &str = "a4617601646b696e646450696e67626964182a64626f647956a263736571036a73656e745f61745f75731a000f4240";
+const GOLDEN_PULSE: &str = "a4617601646b696e646550756c73656269640064626f64795824a4637365710c666865616c7468674865616c746879646c6f6164f94c606572656e657707";
+const GOLDEN_PULSE_ANSWER: &str = "a4617601646b696e646b50756c7365416e737765726269640064626f64795829a2637365710c6772656e6577616ca16752656e65776564a26565706f6368076674746c5f6d731907d0";
 
 /// Fields added within version 1 default when a peer built before them leaves them out.
 #[test]

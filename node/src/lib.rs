@@ -4,6 +4,7 @@
 //!
 //! - [`model`]: the plain state machine (no I/O, no clock).
 //! - [`actors`]: the `Server` actor and its management-channel link.
+//! - [`pulse`]: when a node pulses and what a pulse carries (plain, shared with the fleet).
 //! - [`driver`]: the process driver, the guard, health and load probes.
 //! - [`event_log`] and [`evidence`]: the record and its checker (public: the gateway's
 //!   tests, the demo and the chaos checker read them).
@@ -19,3 +20,4 @@ pub mod event_log;
 pub mod evidence;
 pub mod fleet;
 pub mod model;
+pub mod pulse;

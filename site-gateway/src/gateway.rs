@@ -14,7 +14,7 @@ use leasehold_federation::transport::certs::{CertError, load_site_identity};
 use leasehold_federation::transport::endpoint::{Endpoint, EndpointError, Limits};
 use leasehold_federation::transport::identity::PeerPolicy;
 
-use crate::actors::HeartbeatBoard;
+use crate::actors::PulseBoard;
 use crate::actors::journal::JournalWriter;
 use crate::actors::master::{LinkUp, SiteMaster};
 use crate::config::{self, ConfigErrors, SiteConfig};
@@ -133,19 +133,20 @@ async fn serve(
             .collect(),
     };
     // Created inside the runtime that drives it for the life of the process.
+    let board = Arc::new(PulseBoard::default());
     let endpoint = Endpoint::listen(
         config.site.management_addr,
         &identity,
         Alpn::Node,
         policy,
-        Limits::default(),
-    )?;
+        Limits::management(),
+    )?
+    .with_datagram_sink(board.clone());
     let peers = crate::federation::start(&config, &identity, started)?;
     let journal_thread = Arbiter::new();
     let journal = JournalWriter::start_in_arbiter(&journal_thread.handle(), move |_| {
         JournalWriter::new(journal)
     });
-    let board = Arc::new(HeartbeatBoard::default());
     let (core, recovery_effects, groups) = SiteCore::new(
         config.clone(),
         hash,

@@ -3,8 +3,10 @@
 //! Only `Arbiter::round` is timed: building the view and the shell's work are not.
 //! `leasehold bench round` (bench/round.rs) times the whole round around it;
 //! `leasehold bench reimage` (bench/reimage.rs) the control plane's part of moving
-//! machines.
+//! machines; `leasehold bench gateway` (bench/gateway.rs) what a gateway costs per server
+//! of a fleet.
 
+mod gateway;
 mod reimage;
 mod round;
 
@@ -45,6 +47,10 @@ enum BenchCommand {
     /// arbitration, effects; the journal batch and renewals apart) on a synthetic site at
     /// steady state; prints one JSON line.
     Round(round::RoundArgs),
+    /// Run a gateway and a fleet of N simulated servers against it; once all are
+    /// registered and settled, measure the gateway's CPU, memory and renewals; prints one
+    /// JSON line.
+    Gateway(gateway::GatewayArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,11 +73,36 @@ struct DecideArgs {
     free_percent: u8,
 }
 
+/// The dir a bench writes its site into: `work` (created, and refused unless new or
+/// empty), or a temporary dir, removed when the returned guard is dropped.
+fn work_dir(
+    work: Option<&std::path::Path>,
+) -> anyhow::Result<(std::path::PathBuf, Option<tempfile::TempDir>)> {
+    match work {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            if std::fs::read_dir(dir)?.next().is_some() {
+                anyhow::bail!(
+                    "--work {} is not empty; give a new or empty dir",
+                    dir.display()
+                );
+            }
+            Ok((dir.to_path_buf(), None))
+        }
+        None => {
+            let temporary = tempfile::tempdir().context("cannot create a temporary dir")?;
+            Ok((temporary.path().to_path_buf(), Some(temporary)))
+        }
+    }
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BenchCommand::Decide(args) => decide(&args),
         BenchCommand::Reimage(args) => reimage::run(&args),
         BenchCommand::Round(args) => round::run(&args),
+        BenchCommand::Gateway(args) => gateway::run(&args),
     }
 }
 

@@ -145,7 +145,7 @@ impl World {
                     offset,
                     rate(&mut rng),
                     timings.renew_interval,
-                    timings.heartbeat_interval,
+                    timings.node_heartbeat_interval,
                 )
             })
             .collect();

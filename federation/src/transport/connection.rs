@@ -3,8 +3,10 @@
 //!
 //! Each request opens a bidirectional stream carrying one framed envelope each way; each
 //! one-way message opens a unidirectional stream carrying one frame. Streams are cheap in
-//! QUIC, keep messages independent (a slow reply never holds up a heartbeat), and bound how
+//! QUIC, keep messages independent (a slow reply never holds up another), and bound how
 //! much a peer can have in flight by the stream limits in [`super::endpoint::Limits`].
+//! A [`Datagram`] kind (a node's pulse and its answer) travels in one QUIC datagram, an
+//! envelope with no frame: no stream, no retransmission, nothing to wait for.
 //!
 //! Anything malformed from the peer (a truncated or oversized frame, bytes that are not an
 //! envelope, an unknown version or kind, a kind the peer's role may not send) closes the
@@ -18,9 +20,11 @@ use tokio::sync::mpsc;
 
 use super::endpoint::Limits;
 use super::identity::PeerName;
-use crate::wire::catalogue::{open_inbound_one_way, open_inbound_request};
+use crate::wire::catalogue::{open_inbound_datagram, open_inbound_one_way, open_inbound_request};
 use crate::wire::frame::{FrameError, read_frame};
-use crate::wire::{Envelope, Inbound, OneWay, Reply, Request, Sender, WireError};
+use crate::wire::{
+    Datagram, Envelope, Inbound, InboundOneWay, OneWay, Reply, Request, Sender, WireError,
+};
 
 /// Application close codes, so the peer's log can say why without parsing the reason.
 pub mod close_code {
@@ -77,6 +81,8 @@ pub enum SendError {
     },
     #[error("writing `{kind}` failed: {detail}")]
     Write { kind: &'static str, detail: String },
+    #[error("`{kind}` cannot go as a datagram: {detail}")]
+    Datagram { kind: &'static str, detail: String },
     #[error(transparent)]
     Wire(#[from] WireError),
 }
@@ -98,11 +104,18 @@ pub enum InboxError {
     },
 }
 
+/// Takes datagrams where they are decoded, in the connection's read task, instead of the
+/// inbox: a listener of tens of thousands of nodes records their pulses with no task
+/// hand-off per datagram. It must not block.
+pub trait DatagramSink: Send + Sync + 'static {
+    fn take(&self, peer: &PeerName, message: InboundOneWay);
+}
+
 /// A connection to one authenticated peer. Cheap to clone; every clone sends on the same
 /// connection.
 #[derive(Clone)]
 pub struct Connection {
-    inner: quinn::Connection,
+    pub(crate) inner: quinn::Connection,
     peer: Arc<PeerName>,
     limits: Limits,
     next_id: Arc<AtomicU64>,
@@ -147,6 +160,7 @@ impl Connection {
         peer: PeerName,
         remote_role: Sender,
         limits: Limits,
+        sink: Option<Arc<dyn DatagramSink>>,
     ) -> (Connection, Inbox) {
         let (sender, receiver) = mpsc::channel(limits.inbox_capacity);
         let connection = Connection {
@@ -155,7 +169,7 @@ impl Connection {
             limits,
             next_id: Arc::new(AtomicU64::new(1)),
         };
-        tokio::spawn(read_inbound(connection.clone(), remote_role, sender));
+        tokio::spawn(read_inbound(connection.clone(), remote_role, sender, sink));
         (connection, Inbox { receiver })
     }
 
@@ -260,6 +274,18 @@ impl Connection {
         }
     }
 
+    /// Queues a datagram and returns at once. It may be lost, like any datagram; the
+    /// kinds that travel so are superseded by the next one of their kind.
+    pub fn send_datagram<M: Datagram>(&self, message: &M) -> Result<(), SendError> {
+        let bytes = Envelope::seal(0, message)?.to_bytes()?;
+        self.inner
+            .send_datagram(bytes.into())
+            .map_err(|error| SendError::Datagram {
+                kind: M::KIND,
+                detail: error.to_string(),
+            })
+    }
+
     /// Closes the connection; the peer sees `code` and `reason`.
     pub fn close(&self, code: u32, reason: &str) {
         self.inner.close(code.into(), reason.as_bytes());
@@ -306,11 +332,12 @@ async fn write_frame(stream: &mut quinn::SendStream, frame: &[u8]) -> Result<(),
 }
 
 /// Accepts the peer's streams until the connection ends; one task per stream so that a
-/// slow stream never delays the others.
+/// slow stream never delays the others. Datagrams are decoded here, in arrival order.
 async fn read_inbound(
     connection: Connection,
     remote_role: Sender,
     inbox: mpsc::Sender<Result<InboundMessage, InboxError>>,
+    sink: Option<Arc<dyn DatagramSink>>,
 ) {
     let ended = loop {
         tokio::select! {
@@ -326,6 +353,14 @@ async fn read_inbound(
                 }
                 Err(source) => break source,
             },
+            datagram = connection.inner.read_datagram() => match datagram {
+                Ok(bytes) => {
+                    if !take_datagram(&connection, remote_role, &bytes, &inbox, sink.as_deref()) {
+                        break quinn::ConnectionError::LocallyClosed;
+                    }
+                }
+                Err(source) => break source,
+            },
         }
     };
     let peer = connection.peer.to_string();
@@ -338,6 +373,42 @@ async fn read_inbound(
                 source: ended,
             }))
             .await;
+    }
+}
+
+/// Decodes one datagram and hands it to the inbox; `false` when it closed the connection.
+/// A datagram that finds the inbox full is dropped, not waited for: the next one of its
+/// kind supersedes it, and waiting would hold up the peer's streams too.
+fn take_datagram(
+    connection: &Connection,
+    remote_role: Sender,
+    bytes: &[u8],
+    inbox: &mpsc::Sender<Result<InboundMessage, InboxError>>,
+    sink: Option<&dyn DatagramSink>,
+) -> bool {
+    // QUIC bounds a datagram's size (one packet), so no frame limit applies.
+    let decoded = Envelope::from_bytes(bytes)
+        .and_then(|envelope| open_inbound_datagram(&envelope, remote_role));
+    match decoded {
+        Ok(message) => {
+            match sink {
+                Some(sink) => sink.take(&connection.peer, message),
+                None => {
+                    if inbox.try_send(Ok(Inbound::OneWay(message))).is_err() {
+                        tracing::debug!(peer = %connection.peer, "inbox full: a datagram dropped");
+                    }
+                }
+            }
+            true
+        }
+        Err(error) => {
+            connection.close_for(&error);
+            let _ = inbox.try_send(Err(InboxError::ProtocolViolation {
+                peer: connection.peer.to_string(),
+                source: error,
+            }));
+            false
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
 use super::certs::Identity;
-use super::connection::{Connection, Inbox, close_code};
+use super::connection::{Connection, DatagramSink, Inbox, close_code};
 use super::identity::{IdentityError, PeerName, PeerPolicy};
 use super::{Alpn, tls};
 use crate::wire::Sender;
@@ -30,6 +30,23 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
     /// Decoded messages waiting for the connection's owner.
     pub inbox_capacity: usize,
+    /// Flow-control windows and datagram buffers; `None` keeps quinn's, which are sized
+    /// for bulk transfer (megabytes per connection).
+    pub windows: Option<Windows>,
+}
+
+/// What one connection may have in flight, and so at most buffer: a management connection
+/// carries small messages, and a gateway holds tens of thousands of them.
+#[derive(Debug, Clone, Copy)]
+pub struct Windows {
+    /// Bytes a peer may send on one stream before we read them.
+    pub stream_receive: u32,
+    /// Bytes a peer may send on all streams of the connection before we read them.
+    pub connection_receive: u32,
+    /// Bytes we send before the peer acknowledges them.
+    pub send: u64,
+    /// Datagrams received and not yet read, and queued to send, in bytes.
+    pub datagram_buffer: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +58,26 @@ impl Default for Limits {
             keep_alive: Duration::from_secs(1),
             max_concurrent_streams: 256,
             inbox_capacity: 1024,
+            windows: None,
+        }
+    }
+}
+
+impl Limits {
+    /// The management channel's: a node has a few commands and reports in flight at once
+    /// and pulses in datagrams, so its connection needs kilobytes of windows, not quinn's
+    /// megabytes (docs/node.md, "What a connection costs").
+    pub fn management() -> Limits {
+        Limits {
+            max_concurrent_streams: 16,
+            inbox_capacity: 64,
+            windows: Some(Windows {
+                stream_receive: 64 * 1024,
+                connection_receive: 256 * 1024,
+                send: 256 * 1024,
+                datagram_buffer: 16 * 1024,
+            }),
+            ..Limits::default()
         }
     }
 }
@@ -83,6 +120,12 @@ pub enum ConnectError {
         addr: SocketAddr,
         reason: String,
     },
+    #[error("{peer} at {addr} speaks no protocol of ours: {reason}")]
+    Protocol {
+        peer: String,
+        addr: SocketAddr,
+        reason: String,
+    },
 }
 
 /// Why an incoming connection was not accepted. Every one is logged with its reason.
@@ -97,6 +140,7 @@ pub struct Endpoint {
     alpn: Alpn,
     policy: Arc<RwLock<PeerPolicy>>,
     limits: Limits,
+    sink: Option<Arc<dyn DatagramSink>>,
 }
 
 impl Endpoint {
@@ -128,6 +172,7 @@ impl Endpoint {
         });
         let socket = std::net::UdpSocket::bind(addr)
             .map_err(|source| EndpointError::Bind { addr, source })?;
+        widen_buffers(&socket, addr);
         let runtime = quinn::default_runtime().ok_or_else(|| EndpointError::Bind {
             addr,
             source: std::io::Error::other("no async runtime found"),
@@ -140,6 +185,7 @@ impl Endpoint {
             alpn,
             policy,
             limits,
+            sink: None,
         })
     }
 
@@ -158,7 +204,15 @@ impl Endpoint {
             alpn,
             policy: Arc::new(RwLock::new(PeerPolicy::Sites(Default::default()))),
             limits,
+            sink: None,
         })
+    }
+
+    /// Datagrams of every connection accepted from now on go to `sink`, not to the
+    /// connections' inboxes.
+    pub fn with_datagram_sink(mut self, sink: Arc<dyn DatagramSink>) -> Self {
+        self.sink = Some(sink);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -195,11 +249,21 @@ impl Endpoint {
                 addr,
                 source,
             })?;
-        let connection = connecting.await.map_err(|source| ConnectError::Handshake {
-            peer: peer.clone(),
-            addr,
-            source,
-        })?;
+        let connection =
+            connecting
+                .await
+                .map_err(|source| match explain_handshake(self.alpn, &source) {
+                    Some(reason) => ConnectError::Protocol {
+                        peer: peer.clone(),
+                        addr,
+                        reason,
+                    },
+                    None => ConnectError::Handshake {
+                        peer: peer.clone(),
+                        addr,
+                        source,
+                    },
+                })?;
         let name = peer_name(&connection)
             .map_err(|error| error.to_string())
             .and_then(|name| {
@@ -225,6 +289,7 @@ impl Endpoint {
             name,
             remote_role,
             self.limits.clone(),
+            self.sink.clone(),
         ))
     }
 
@@ -238,6 +303,7 @@ impl Endpoint {
             alpn: self.alpn,
             policy: self.policy.clone(),
             limits: self.limits.clone(),
+            sink: self.sink.clone(),
         })
     }
 
@@ -258,6 +324,7 @@ pub struct Handshake {
     alpn: Alpn,
     policy: Arc<RwLock<PeerPolicy>>,
     limits: Limits,
+    sink: Option<Arc<dyn DatagramSink>>,
 }
 
 impl Handshake {
@@ -273,10 +340,11 @@ impl Handshake {
             alpn,
             policy,
             limits,
+            sink,
         } = self;
         let remote = incoming.remote_address();
         let outcome = match incoming.await {
-            Ok(connection) => admit(alpn, &policy, limits, connection),
+            Ok(connection) => admit(alpn, &policy, limits, sink, connection),
             Err(error) => Err(AcceptError::Refused {
                 remote,
                 reason: error.to_string(),
@@ -295,6 +363,7 @@ fn admit(
     alpn: Alpn,
     policy: &RwLock<PeerPolicy>,
     limits: Limits,
+    sink: Option<Arc<dyn DatagramSink>>,
     connection: quinn::Connection,
 ) -> Result<(Connection, Inbox), AcceptError> {
     let remote = connection.remote_address();
@@ -303,6 +372,14 @@ fn admit(
         AcceptError::Refused { remote, reason }
     };
     let name = peer_name(&connection).map_err(|error| refuse(error.to_string()))?;
+    if let Some(older) = older_protocol(alpn, &connection) {
+        return Err(refuse(format!(
+            "{name} speaks {older}, this listener speaks {}: upgrade the node agent \
+             to a leasehold that speaks {} (docs/wire.md, versions)",
+            alpn.protocol_name(),
+            alpn.protocol_name()
+        )));
+    }
     let admitted = match policy.read() {
         Ok(policy) => policy.admits(&name).map_err(|refusal| refusal.to_string()),
         Err(_) => Err("peer policy unavailable".to_owned()),
@@ -312,7 +389,42 @@ fn admit(
         Alpn::Site => Sender::Site,
         Alpn::Node => Sender::Node,
     };
-    Ok(Connection::start(connection, name, remote_role, limits))
+    Ok(Connection::start(
+        connection,
+        name,
+        remote_role,
+        limits,
+        sink,
+    ))
+}
+
+/// The older protocol the client negotiated, if it did: the listener offers them only to
+/// refuse them by name.
+fn older_protocol(alpn: Alpn, connection: &quinn::Connection) -> Option<String> {
+    let negotiated = connection
+        .handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol?;
+    (negotiated != alpn.protocol_id()).then(|| String::from_utf8_lossy(&negotiated).into_owned())
+}
+
+/// Says what a handshake that no protocol could be agreed for means: the peer speaks
+/// none of ours (a TLS `no_application_protocol` alert, 120).
+fn explain_handshake(alpn: Alpn, error: &quinn::ConnectionError) -> Option<String> {
+    let no_protocol = quinn::TransportErrorCode::crypto(120);
+    let code = match error {
+        quinn::ConnectionError::ConnectionClosed(close) => close.error_code,
+        quinn::ConnectionError::TransportError(error) => error.code,
+        _ => return None,
+    };
+    (code == no_protocol).then(|| {
+        format!(
+            "it does not offer {} (it may run an older leasehold): upgrade it, or run \
+             the version of leasehold it runs",
+            alpn.protocol_name()
+        )
+    })
 }
 
 /// The name in the certificate the peer presented in this connection's handshake.
@@ -347,7 +459,40 @@ fn transport_config(limits: &Limits) -> Result<Arc<quinn::TransportConfig>, Endp
         .keep_alive_interval(Some(limits.keep_alive))
         .max_concurrent_bidi_streams(limits.max_concurrent_streams.into())
         .max_concurrent_uni_streams(limits.max_concurrent_streams.into());
+    if let Some(windows) = limits.windows {
+        config
+            .stream_receive_window(windows.stream_receive.into())
+            .receive_window(windows.connection_receive.into())
+            .send_window(windows.send)
+            .datagram_receive_buffer_size(Some(windows.datagram_buffer))
+            .datagram_send_buffer_size(windows.datagram_buffer);
+    }
     Ok(Arc::new(config))
+}
+
+/// What a listener asks of the kernel for its UDP socket's buffers. One socket carries
+/// every connection of a listener: tens of thousands of nodes whose pulses arrive in
+/// bursts, which the default buffer (about 200 KiB here) drops as datagrams, and lost
+/// pulses are lost renewals. The kernel caps the request at `net.core.rmem_max` and
+/// `wmem_max` (docs/node.md says how to raise them).
+const LISTENER_SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+
+fn widen_buffers(socket: &std::net::UdpSocket, addr: SocketAddr) {
+    let socket = socket2::SockRef::from(socket);
+    let receive = socket
+        .set_recv_buffer_size(LISTENER_SOCKET_BUFFER)
+        .and_then(|()| socket.recv_buffer_size());
+    let send = socket
+        .set_send_buffer_size(LISTENER_SOCKET_BUFFER)
+        .and_then(|()| socket.send_buffer_size());
+    match (receive, send) {
+        (Ok(receive), Ok(send)) => {
+            tracing::debug!(%addr, receive, send, "UDP socket buffers");
+        }
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(%addr, %error, "cannot size the UDP socket's buffers; bursts may drop datagrams");
+        }
+    }
 }
 
 /// The stateless-reset key and connection-id key of a listening endpoint, derived from
@@ -365,4 +510,163 @@ fn restart_keys(identity: &Identity) -> (ring::hmac::Key, u64) {
     let mut first = [0u8; 8];
     first.copy_from_slice(&cid.as_ref()[..8]);
     (reset, u64::from_le_bytes(first))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::ids::{ServerId, SiteId};
+    use crate::transport::certs;
+    use crate::wire::site::Ping;
+
+    fn site() -> SiteId {
+        SiteId::parse("site-a").unwrap()
+    }
+
+    fn node() -> PeerName {
+        PeerName::Node {
+            site: site(),
+            server: ServerId::parse("a1").unwrap(),
+        }
+    }
+
+    struct Certs {
+        _dir: tempfile::TempDir,
+        site: Identity,
+        node: Identity,
+    }
+
+    fn certs() -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        certs::init_ca(dir.path(), false).unwrap();
+        certs::issue(dir.path(), &PeerName::Site(site()), false).unwrap();
+        certs::issue(dir.path(), &node(), false).unwrap();
+        Certs {
+            site: certs::load_site_identity(dir.path(), &site()).unwrap(),
+            node: certs::load_node_identity(dir.path(), &ServerId::parse("a1").unwrap()).unwrap(),
+            _dir: dir,
+        }
+    }
+
+    fn loopback() -> SocketAddr {
+        "127.0.0.1:0".parse().unwrap()
+    }
+
+    fn nodes_policy() -> PeerPolicy {
+        PeerPolicy::Nodes {
+            site: site(),
+            servers: BTreeSet::from([ServerId::parse("a1").unwrap()]),
+        }
+    }
+
+    fn management_listener(certs: &Certs) -> Endpoint {
+        Endpoint::listen(
+            loopback(),
+            &certs.site,
+            Alpn::Node,
+            nodes_policy(),
+            Limits::management(),
+        )
+        .unwrap()
+    }
+
+    /// A quinn client endpoint that offers `protocol` as the management ALPN: an agent of
+    /// another version, as far as the listener can tell.
+    fn agent_speaking(identity: &Identity, protocol: &[u8]) -> quinn::Endpoint {
+        let mut tls = tls::client_config(identity, Alpn::Node).unwrap();
+        tls.alpn_protocols = vec![protocol.to_vec()];
+        let crypto = QuicClientConfig::try_from(tls).unwrap();
+        let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        endpoint
+    }
+
+    #[tokio::test]
+    async fn an_agent_of_the_older_protocol_is_refused_naming_both_versions() {
+        let certs = certs();
+        let listener = management_listener(&certs);
+        let addr = listener.local_addr().unwrap();
+        let agent = agent_speaking(&certs.node, b"leasehold-node/1");
+        let dialed = tokio::spawn(async move {
+            let connection = agent
+                .connect(addr, &PeerName::Site(site()).dns_name())
+                .unwrap()
+                .await
+                .unwrap();
+            connection.closed().await
+        });
+        let refused = listener.accept().await.unwrap().finish().await.unwrap_err();
+        let reason = refused.to_string();
+        assert!(
+            reason.contains("speaks leasehold-node/1, this listener speaks leasehold-node/2"),
+            "{reason}"
+        );
+        // The agent is told the same, in the close frame it gets.
+        let closed = dialed.await.unwrap().to_string();
+        assert!(closed.contains("leasehold-node/1"), "{closed}");
+        assert!(closed.contains("leasehold-node/2"), "{closed}");
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_does_not_offer_our_protocol_is_named_as_such() {
+        let certs = certs();
+        // A gateway of an older build: it offers only the older protocol.
+        let policy = Arc::new(RwLock::new(nodes_policy()));
+        let mut tls = tls::server_config(&certs.site, Alpn::Node, policy).unwrap();
+        tls.alpn_protocols = vec![b"leasehold-node/1".to_vec()];
+        let crypto = QuicServerConfig::try_from(tls).unwrap();
+        let server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let old = quinn::Endpoint::server(server, loopback()).unwrap();
+        let addr = old.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Some(incoming) = old.accept().await {
+                let _ = incoming.await;
+            }
+        });
+        let agent =
+            Endpoint::dial_only(loopback(), &certs.node, Alpn::Node, Limits::management()).unwrap();
+        let error = agent
+            .connect(addr, &PeerName::Site(site()))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ConnectError::Protocol { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("it does not offer leasehold-node/2"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_datagram_of_a_stream_kind_closes_the_connection_as_a_protocol_violation() {
+        let certs = certs();
+        let listener = management_listener(&certs);
+        let addr = listener.local_addr().unwrap();
+        let agent =
+            Endpoint::dial_only(loopback(), &certs.node, Alpn::Node, Limits::management()).unwrap();
+        let dial = tokio::spawn(async move {
+            let (connection, _inbox) = agent.connect(addr, &PeerName::Site(site())).await.unwrap();
+            // A node may not send a Ping at all, and nothing but datagram kinds travel so.
+            let bytes = crate::wire::Envelope::seal(
+                0,
+                &Ping {
+                    seq: 1,
+                    sent_at_us: 0,
+                },
+            )
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+            connection.inner.send_datagram(bytes.into()).unwrap();
+            connection.closed().await
+        });
+        let (_connection, mut inbox) = listener.accept().await.unwrap().finish().await.unwrap();
+        let ended = inbox.next().await.unwrap().unwrap_err().to_string();
+        assert!(ended.contains("`Ping` is not valid here"), "{ended}");
+        let closed = dial.await.unwrap().to_string();
+        assert!(closed.contains("`Ping` is not valid here"), "{closed}");
+    }
 }

@@ -24,11 +24,32 @@ pub enum Alpn {
     Node,
 }
 
+/// The management protocols before this one: a listener still negotiates them, only to
+/// close the connection with a reason that names both versions (an agent that cannot
+/// negotiate at all would only see a TLS alert).
+pub const OLDER_NODE_PROTOCOLS: &[&[u8]] = &[b"leasehold-node/1"];
+
 impl Alpn {
+    /// The protocol this build speaks.
     pub fn protocol_id(self) -> &'static [u8] {
+        self.protocol_name().as_bytes()
+    }
+
+    /// What a listener offers in its handshake: the protocol it speaks first, then the
+    /// older ones it knows well enough to refuse by name.
+    pub fn listener_ids(self) -> Vec<Vec<u8>> {
+        let mut ids = vec![self.protocol_id().to_vec()];
+        if self == Alpn::Node {
+            ids.extend(OLDER_NODE_PROTOCOLS.iter().map(|id| id.to_vec()));
+        }
+        ids
+    }
+
+    /// The protocol as people read it.
+    pub fn protocol_name(self) -> &'static str {
         match self {
-            Alpn::Site => b"leasehold-site/1",
-            Alpn::Node => b"leasehold-node/1",
+            Alpn::Site => "leasehold-site/1",
+            Alpn::Node => "leasehold-node/2",
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::envelope::{Envelope, WireError};
 use super::node::*;
 use super::site::*;
-use super::{Message, OneWay, Reply, Request, Sender};
+use super::{Datagram, Message, OneWay, Reply, Request, Sender};
 
 macro_rules! catalogue {
     (
@@ -12,6 +12,7 @@ macro_rules! catalogue {
             $sender:ident {
                 requests { $( $request:ident => $response:ident ),* $(,)? }
                 one_way { $( $one_way:ident ),* $(,)? }
+                datagrams { $( $datagram:ident ),* $(,)? }
             }
         )*
     ) => {
@@ -25,6 +26,11 @@ macro_rules! catalogue {
                 impl Message for $one_way { const KIND: &'static str = stringify!($one_way); }
                 impl OneWay for $one_way {}
             )*
+            $(
+                impl Message for $datagram { const KIND: &'static str = stringify!($datagram); }
+                impl OneWay for $datagram {}
+                impl Datagram for $datagram {}
+            )*
         )*
 
         /// Every request kind with the role that sends it.
@@ -37,6 +43,10 @@ macro_rules! catalogue {
         pub const ONE_WAY_KINDS: &[(&str, Sender)] = &[
             $( $( (stringify!($one_way), Sender::$sender), )* )*
         ];
+        /// Every datagram kind with the role that sends it.
+        pub const DATAGRAM_KINDS: &[(&str, Sender)] = &[
+            $( $( (stringify!($datagram), Sender::$sender), )* )*
+        ];
 
         /// An inbound request, decoded, with the typed handle to answer it.
         #[derive(Debug)]
@@ -44,10 +54,10 @@ macro_rules! catalogue {
             $( $( $request($request, Reply<$request, P>), )* )*
         }
 
-        /// An inbound one-way message, decoded.
+        /// An inbound one-way message (on a stream or in a datagram), decoded.
         #[derive(Debug, Clone, PartialEq)]
         pub enum InboundOneWay {
-            $( $( $one_way($one_way), )* )*
+            $( $( $one_way($one_way), )* $( $datagram($datagram), )* )*
         }
 
         impl<P> InboundRequest<P> {
@@ -58,7 +68,10 @@ macro_rules! catalogue {
 
         impl InboundOneWay {
             pub fn kind(&self) -> &'static str {
-                match self { $( $( InboundOneWay::$one_way(..) => stringify!($one_way), )* )* }
+                match self {
+                    $( $( InboundOneWay::$one_way(..) => stringify!($one_way), )*
+                       $( InboundOneWay::$datagram(..) => stringify!($datagram), )* )*
+                }
             }
         }
 
@@ -74,7 +87,8 @@ macro_rules! catalogue {
 
         fn open_one_way(envelope: &Envelope) -> Result<InboundOneWay, WireError> {
             match envelope.kind.as_str() {
-                $( $( stringify!($one_way) => Ok(InboundOneWay::$one_way(envelope.open::<$one_way>()?)), )* )*
+                $( $( stringify!($one_way) => Ok(InboundOneWay::$one_way(envelope.open::<$one_way>()?)), )*
+                   $( stringify!($datagram) => Ok(InboundOneWay::$datagram(envelope.open::<$datagram>()?)), )* )*
                 other => Err(WireError::UnknownKind { kind: other.to_owned() }),
             }
         }
@@ -83,12 +97,14 @@ macro_rules! catalogue {
 
 catalogue! {
     Node {
-        requests { RegisterServer => Registration, RenewLease => LeaseRenewal }
-        one_way { Heartbeat, WorkloadJoined, WorkloadFailed, WorkloadStopped }
+        requests { RegisterServer => Registration }
+        one_way { WorkloadJoined, WorkloadFailed, WorkloadStopped }
+        datagrams { Pulse }
     }
     Gateway {
         requests { ApplyPointer => PointerApplication, StopWorkload => StopOutcome }
         one_way { }
+        datagrams { PulseAnswer }
     }
     Site {
         requests {
@@ -100,6 +116,7 @@ catalogue! {
             ClaimOwnership => OwnershipVotes,
         }
         one_way { AccountCatalogue, RecallLoan, LentServerStatus, ReleaseOwnership }
+        datagrams { }
     }
 }
 
@@ -150,7 +167,7 @@ pub fn open_inbound_request<P>(
         REQUEST_KINDS,
         envelope,
         from,
-        "it is not a request but came on a request stream",
+        "it does not travel on a request stream",
     )?;
     open_request(envelope, port)
 }
@@ -161,7 +178,21 @@ pub fn open_inbound_one_way(envelope: &Envelope, from: Sender) -> Result<Inbound
         ONE_WAY_KINDS,
         envelope,
         from,
-        "it is not a one-way message but came on a one-way stream",
+        "it does not travel on a one-way stream",
+    )?;
+    open_one_way(envelope)
+}
+
+/// Opens an envelope that arrived in a QUIC datagram from a peer of role `from`.
+pub fn open_inbound_datagram(
+    envelope: &Envelope,
+    from: Sender,
+) -> Result<InboundOneWay, WireError> {
+    check_sender(
+        DATAGRAM_KINDS,
+        envelope,
+        from,
+        "it does not travel in a datagram",
     )?;
     open_one_way(envelope)
 }
@@ -169,5 +200,6 @@ pub fn open_inbound_one_way(envelope: &Envelope, from: Sender) -> Result<Inbound
 pub fn is_known_kind(kind: &str) -> bool {
     sender_of(REQUEST_KINDS, kind).is_some()
         || sender_of(ONE_WAY_KINDS, kind).is_some()
+        || sender_of(DATAGRAM_KINDS, kind).is_some()
         || RESPONSE_KINDS.contains(&kind)
 }

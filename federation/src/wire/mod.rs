@@ -42,6 +42,10 @@ pub trait Request: Message {
 /// A message that expects no answer.
 pub trait OneWay: Message {}
 
+/// A one-way message that travels in a QUIC datagram: small, frequent, and superseded by
+/// the next one, so a lost one is not resent. Every other one-way kind takes a stream.
+pub trait Datagram: OneWay {}
+
 /// Who sends a message. A receiver refuses a kind that its peer's role may not send, so a
 /// node cannot speak site-to-site messages even over a valid connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,10 +1,15 @@
 //! Messages of the management channel, between a node agent and its site gateway
-//! (ALPN `leasehold-node/1`).
+//! (ALPN `leasehold-node/2`, docs/wire.md).
 //!
 //! Lease timing is anchored at the node: the node starts its lease clock when it *sends*
-//! `RenewLease`, so its view of the lease always ends before the gateway's (invariant S-1
-//! in docs/invariants.md). That is why renewals are node-initiated requests rather than
-//! gateway pushes.
+//! the [`Pulse`] that asks for a renewal, so its view of the lease always ends before the
+//! gateway's (invariant S-1 in docs/invariants.md). That is why renewals are asked by the
+//! node rather than pushed by the gateway.
+//!
+//! What a node says every pulse interval (that it lives, its health and load, and which
+//! lease it keeps) is one small [`Pulse`] in a QUIC datagram, and the gateway's answer to
+//! its renewal one [`PulseAnswer`] datagram: no stream is opened for them, and a lost one
+//! costs one interval (the next pulse asks again), which the lease TTL allows for.
 
 use serde::{Deserialize, Serialize};
 
@@ -55,22 +60,27 @@ pub enum Registration {
     Refused(Refusal),
 }
 
-/// Node → gateway, every heartbeat interval.
+/// Node → gateway, in a datagram, every heartbeat interval and whenever a renewal is due.
+/// It speaks for the server its connection's certificate names, and for no other.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Heartbeat {
-    pub server: ServerId,
+pub struct Pulse {
+    /// Increases with every pulse of one agent; a [`PulseAnswer`] repeats it, so the node
+    /// knows when the renewal it answers was sent.
     pub seq: u64,
-    pub running: Option<RunningWorkload>,
     pub health: Health,
     /// In the unit of the account's load metric; `None` when there is nothing to measure.
     pub load: Option<f64>,
+    /// Keep my lease of this epoch, counted from when this pulse was sent.
+    pub renew: Option<Epoch>,
 }
 
-/// Node → gateway: keep my lease for this epoch.
+/// Gateway → node, in a datagram: the answer to the renewal a [`Pulse`] asked for. A pulse
+/// whose lease's account this site does not own now gets no answer (docs/ownership.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RenewLease {
-    pub server: ServerId,
-    pub epoch: Epoch,
+pub struct PulseAnswer {
+    /// The `seq` of the pulse that asked.
+    pub seq: u64,
+    pub renewal: LeaseRenewal,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

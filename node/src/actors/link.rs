@@ -13,11 +13,12 @@ use leasehold_federation::transport::connection::{Connection, Inbox};
 use leasehold_federation::transport::endpoint::Endpoint;
 use leasehold_federation::transport::identity::PeerName;
 use leasehold_federation::wire::node::{RegisterServer, Registration};
-use leasehold_federation::wire::{Inbound, InboundRequest};
+use leasehold_federation::wire::{Inbound, InboundOneWay, InboundRequest};
 
 use super::Server;
 use super::messages::{
-    ApplyPointerReceived, Connected, DescribeForRegistration, Disconnected, StopWorkloadReceived,
+    ApplyPointerReceived, Connected, DescribeForRegistration, Disconnected, PulseAnswered,
+    StopWorkloadReceived,
 };
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -146,6 +147,9 @@ async fn serve(mut inbox: Inbox, server: &Addr<Server>) -> String {
             }
             Ok(Inbound::Request(InboundRequest::StopWorkload(request, reply))) => {
                 server.do_send(StopWorkloadReceived(request, reply));
+            }
+            Ok(Inbound::OneWay(InboundOneWay::PulseAnswer(answer))) => {
+                server.do_send(PulseAnswered(answer));
             }
             // The transport refuses kinds a gateway may not send, so this is unreachable
             // in practice; drop the message (its stream closes unanswered) and say so.

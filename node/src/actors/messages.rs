@@ -6,10 +6,9 @@ use std::time::Duration;
 use leasehold_federation::ids::Epoch;
 use leasehold_federation::transport::connection::{Connection, ReplyPort};
 use leasehold_federation::wire::Reply;
-use leasehold_federation::wire::node::{ApplyPointer, LeaseRenewal, RunningWorkload, StopWorkload};
+use leasehold_federation::wire::node::{ApplyPointer, PulseAnswer, RunningWorkload, StopWorkload};
 use tokio::sync::oneshot;
 
-use crate::clock::MonoTime;
 use crate::driver::probe::CpuReading;
 
 /// The link registered with the gateway (`Registration::Accepted`).
@@ -43,14 +42,10 @@ pub struct ApplyPointerReceived(pub ApplyPointer, pub Reply<ApplyPointer, ReplyP
 #[rtype(result = "()")]
 pub struct StopWorkloadReceived(pub StopWorkload, pub Reply<StopWorkload, ReplyPort>);
 
-/// How a `RenewLease` sent at `sent_at` ended; `Err` means no answer (maybe done).
+/// The gateway answered the renewal a pulse carried.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
-pub struct RenewAnswered {
-    pub epoch: Epoch,
-    pub sent_at: MonoTime,
-    pub outcome: Result<LeaseRenewal, String>,
-}
+pub struct PulseAnswered(pub PulseAnswer);
 
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]

@@ -122,7 +122,7 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             bind,
             &identity,
             Alpn::Node,
-            Limits::default(),
+            Limits::management(),
         )?);
         let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
@@ -152,7 +152,6 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
         let server = Server::create(|ctx| {
             let driver = Driver::spawn(setup, actix::AsyncContext::address(ctx).recipient());
             Server::new(
-                options.server.clone(),
                 model,
                 log,
                 driver,

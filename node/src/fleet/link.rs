@@ -15,11 +15,12 @@ use leasehold_federation::transport::connection::{Connection, Inbox, RequestErro
 use leasehold_federation::transport::endpoint::{ConnectError, Endpoint};
 use leasehold_federation::transport::identity::PeerName;
 use leasehold_federation::wire::node::{RegisterServer, Registration};
-use leasehold_federation::wire::{Inbound, InboundRequest};
+use leasehold_federation::wire::{Inbound, InboundOneWay, InboundRequest};
 
 use super::stats::FleetStats;
 use crate::actors::messages::{
-    ApplyPointerReceived, Connected, DescribeForRegistration, Disconnected, StopWorkloadReceived,
+    ApplyPointerReceived, Connected, DescribeForRegistration, Disconnected, PulseAnswered,
+    StopWorkloadReceived,
 };
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -42,6 +43,7 @@ pub struct SimLinkPorts {
     pub describe: Recipient<DescribeForRegistration>,
     pub apply: Recipient<ApplyPointerReceived>,
     pub stop: Recipient<StopWorkloadReceived>,
+    pub answered: Recipient<PulseAnswered>,
 }
 
 /// Runs until the actor is gone. `delay` spreads the first dials of a large fleet, so the
@@ -196,6 +198,9 @@ async fn serve(mut inbox: Inbox, ports: &SimLinkPorts) -> String {
             }
             Ok(Inbound::Request(InboundRequest::StopWorkload(request, reply))) => {
                 ports.stop.do_send(StopWorkloadReceived(request, reply));
+            }
+            Ok(Inbound::OneWay(InboundOneWay::PulseAnswer(answer))) => {
+                ports.answered.do_send(PulseAnswered(answer));
             }
             // The transport refuses kinds a gateway may not send; drop and say so.
             Ok(other) => tracing::warn!(?other, "unexpected message from the gateway"),

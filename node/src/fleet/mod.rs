@@ -202,7 +202,7 @@ pub fn run_fleet(options: FleetOptions) -> Result<(), FleetError> {
             // One endpoint (one UDP socket) per server: an endpoint presents one client
             // certificate, and each simulated server must present its own.
             let endpoint = Arc::new(
-                Endpoint::dial_only(bind, identity, Alpn::Node, Limits::default()).map_err(
+                Endpoint::dial_only(bind, identity, Alpn::Node, Limits::management()).map_err(
                     |source| FleetError::Endpoint {
                         server: server.clone(),
                         source: Box::new(source),
@@ -225,6 +225,7 @@ pub fn run_fleet(options: FleetOptions) -> Result<(), FleetError> {
                 describe: actor.clone().recipient(),
                 apply: actor.clone().recipient(),
                 stop: actor.clone().recipient(),
+                answered: actor.clone().recipient(),
             };
             let target = SimLinkTarget {
                 gateway: options.gateway,

@@ -17,7 +17,7 @@ use leasehold_federation::ids::{AccountId, Epoch, ServerId};
 use leasehold_federation::transport::connection::{Connection, ReplyPort};
 use leasehold_federation::wire::common::Refusal;
 use leasehold_federation::wire::node::{
-    Heartbeat, LeaseRenewal, PointerApplication, RenewLease, StopOutcome, StopWorkload,
+    LeaseRenewal, PointerApplication, StopOutcome, StopWorkload,
 };
 use leasehold_federation::wire::{Reply, Request};
 use tokio::sync::{mpsc, oneshot};
@@ -25,12 +25,13 @@ use tokio::sync::{mpsc, oneshot};
 use super::load::{Census, LoadModel, start_delay};
 use super::stats::FleetStats;
 use crate::actors::messages::{
-    ApplyPointerReceived, Connected, DescribeForRegistration, Disconnected, RenewAnswered,
+    ApplyPointerReceived, Connected, DescribeForRegistration, Disconnected, PulseAnswered,
     Shutdown, StopWorkloadReceived,
 };
-use crate::clock::mono_now;
+use crate::clock::{MonoTime, mono_now};
 use crate::event_log::{EventKind, EventLog, StopReason};
 use crate::model::{Effect, NodeModel, Phase, Report};
+use crate::pulse::Pulser;
 
 /// How often the model is ticked, as in the agent: lease expiry is acted on at most this
 /// late.
@@ -66,8 +67,7 @@ pub struct SimServer {
     driver: SimDriver,
     shared: SimShared,
     link: Option<Link>,
-    heartbeat: Option<SpawnHandle>,
-    heartbeat_seq: u64,
+    pulser: Pulser,
     /// The pending simulated health check of the workload that is starting.
     health: Option<(Epoch, SpawnHandle)>,
     /// The account this server is counted as serving in the census.
@@ -92,8 +92,7 @@ impl SimServer {
             log,
             shared,
             link: None,
-            heartbeat: None,
-            heartbeat_seq: 0,
+            pulser: Pulser::new(),
             health: None,
             counted: None,
             stop_replies: HashMap::new(),
@@ -177,41 +176,21 @@ impl SimServer {
         }
     }
 
-    /// Sends `RenewLease` from a task; the lease will count from `sent_at` (S-1).
+    /// The model wants its lease renewed: a pulse carries the renewal at once.
     fn send_renew(&mut self, epoch: Epoch, ctx: &mut Context<Self>) {
-        let Some(link) = &self.link else {
+        if self.link.is_none() {
             self.model.renew_unanswered(epoch, mono_now());
             return;
-        };
-        let connection = link.connection.clone();
-        let request = RenewLease {
-            server: self.server.clone(),
-            epoch,
-        };
-        let addr = ctx.address();
-        let timeout = self
-            .model
-            .renew_interval()
-            .clamp(Duration::from_millis(100), Duration::from_secs(1));
-        tokio::spawn(async move {
-            let sent_at = mono_now();
-            let outcome = connection
-                .request_within(&request, timeout)
-                .await
-                .map_err(|error| error.to_string());
-            addr.do_send(RenewAnswered {
-                epoch,
-                sent_at,
-                outcome,
-            });
-        });
+        }
+        self.pulser.renew(epoch);
+        self.pulse(ctx);
     }
 
-    fn heartbeat(&mut self) {
+    /// Sends a pulse if one is due, as the agent does; the send time is read first (S-1).
+    fn pulse(&mut self, _: &mut Context<Self>) {
         let Some(link) = &self.link else {
             return;
         };
-        self.heartbeat_seq += 1;
         // Load is reported only by a serving workload, as the agent reports it only once
         // its probes run.
         let load = self.counted.as_ref().map(|account| {
@@ -222,28 +201,50 @@ impl SimServer {
                 self.shared.census.count(account),
             )
         });
-        let beat = Heartbeat {
-            server: self.server.clone(),
-            seq: self.heartbeat_seq,
-            running: self.model.running(),
-            health: self.model.health(),
-            load,
+        let Some(pulse) = self.pulser.due(mono_now(), self.model.health(), load) else {
+            return;
         };
-        let connection = link.connection.clone();
-        let stats = self.shared.stats.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection.send(&beat).await {
-                stats.error();
-                tracing::debug!(%error, "heartbeat not sent");
-            }
-        });
+        if let Err(error) = link.connection.send_datagram(&pulse) {
+            self.shared.stats.error();
+            tracing::debug!(%error, "pulse not sent");
+        }
     }
 
-    fn start_heartbeats(&mut self, interval: Duration, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.heartbeat.take() {
-            ctx.cancel_future(handle);
-        }
-        self.heartbeat = Some(ctx.run_interval(interval, |actor, _| actor.heartbeat()));
+    /// The gateway's answer to a renewal sent at `sent_at`, or `Err` for none.
+    fn renewal_answered(
+        &mut self,
+        epoch: Epoch,
+        sent_at: MonoTime,
+        outcome: Result<LeaseRenewal, String>,
+        ctx: &mut Context<Self>,
+    ) {
+        let now = mono_now();
+        let stats = &self.shared.stats;
+        let effects = match outcome {
+            Ok(LeaseRenewal::Renewed { epoch: got, ttl_ms }) if got == epoch => {
+                stats.renewals.fetch_add(1, Ordering::Relaxed);
+                self.model
+                    .lease_renewed(epoch, sent_at, Duration::from_millis(ttl_ms), now)
+            }
+            Ok(LeaseRenewal::Renewed { epoch: got, .. }) => {
+                tracing::warn!(server = %self.server, asked = %epoch, %got, "renewal answered for another epoch");
+                stats.error();
+                self.model.renew_unanswered(epoch, now);
+                Vec::new()
+            }
+            Ok(LeaseRenewal::Refused(refusal)) => {
+                tracing::debug!(server = %self.server, %epoch, %refusal, "lease refused");
+                stats.renewals_refused.fetch_add(1, Ordering::Relaxed);
+                self.model.lease_refused(epoch, &refusal)
+            }
+            Err(why) => {
+                tracing::debug!(server = %self.server, %epoch, %why, "renewal unanswered");
+                stats.error();
+                self.model.renew_unanswered(epoch, now);
+                Vec::new()
+            }
+        };
+        self.perform(effects, ctx);
     }
 
     fn record_refusal(&self, kind: &str, epoch: Epoch, refusal: &Refusal) {
@@ -263,6 +264,11 @@ impl Actor for SimServer {
         ctx.run_interval(TICK, |actor, ctx| {
             let effects = actor.model.tick(mono_now());
             actor.perform(effects, ctx);
+            actor.pulse(ctx);
+            if let Some(epoch) = actor.pulser.overdue(mono_now()) {
+                let why = "no answer within its timeout".to_owned();
+                actor.renewal_answered(epoch, mono_now(), Err(why), ctx);
+            }
         });
     }
 }
@@ -272,13 +278,15 @@ impl Handler<Connected> for SimServer {
 
     fn handle(&mut self, msg: Connected, ctx: &mut Context<Self>) {
         self.model.set_renew_interval(msg.renew_interval);
+        self.pulser
+            .connected(msg.heartbeat_interval, msg.renew_interval);
         let reports = spawn_reporter(msg.connection.clone(), self.shared.stats.clone());
         self.link = Some(Link {
             generation: msg.generation,
             connection: msg.connection,
             reports,
         });
-        self.start_heartbeats(msg.heartbeat_interval, ctx);
+        self.pulse(ctx);
     }
 }
 
@@ -292,8 +300,9 @@ impl Handler<Disconnected> for SimServer {
             .is_some_and(|l| l.generation == msg.generation)
         {
             self.link = None;
-            if let Some(handle) = self.heartbeat.take() {
-                ctx.cancel_future(handle);
+            for epoch in self.pulser.disconnected() {
+                let why = "the connection was lost".to_owned();
+                self.renewal_answered(epoch, mono_now(), Err(why), ctx);
             }
         }
     }
@@ -371,37 +380,13 @@ impl Handler<StopWorkloadReceived> for SimServer {
     }
 }
 
-impl Handler<RenewAnswered> for SimServer {
+impl Handler<PulseAnswered> for SimServer {
     type Result = ();
 
-    fn handle(&mut self, msg: RenewAnswered, ctx: &mut Context<Self>) {
-        let now = mono_now();
-        let stats = &self.shared.stats;
-        let effects = match msg.outcome {
-            Ok(LeaseRenewal::Renewed { epoch, ttl_ms }) if epoch == msg.epoch => {
-                stats.renewals.fetch_add(1, Ordering::Relaxed);
-                self.model
-                    .lease_renewed(epoch, msg.sent_at, Duration::from_millis(ttl_ms), now)
-            }
-            Ok(LeaseRenewal::Renewed { epoch, .. }) => {
-                tracing::warn!(server = %self.server, asked = %msg.epoch, got = %epoch, "renewal answered for another epoch");
-                stats.error();
-                self.model.renew_unanswered(msg.epoch, now);
-                Vec::new()
-            }
-            Ok(LeaseRenewal::Refused(refusal)) => {
-                tracing::debug!(server = %self.server, epoch = %msg.epoch, %refusal, "lease refused");
-                stats.renewals_refused.fetch_add(1, Ordering::Relaxed);
-                self.model.lease_refused(msg.epoch, &refusal)
-            }
-            Err(error) => {
-                tracing::debug!(server = %self.server, epoch = %msg.epoch, %error, "renewal unanswered");
-                stats.error();
-                self.model.renew_unanswered(msg.epoch, now);
-                Vec::new()
-            }
-        };
-        self.perform(effects, ctx);
+    fn handle(&mut self, PulseAnswered(answer): PulseAnswered, ctx: &mut Context<Self>) {
+        if let Some(answered) = self.pulser.answered(answer) {
+            self.renewal_answered(answered.epoch, answered.sent_at, Ok(answered.renewal), ctx);
+        }
     }
 }
 

@@ -90,8 +90,14 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// This process's.
     pub fn now() -> Usage {
-        let rss_bytes = std::fs::read_to_string("/proc/self/status")
+        Usage::of(std::process::id())
+    }
+
+    /// Process `pid`'s, from /proc.
+    pub fn of(pid: u32) -> Usage {
+        let rss_bytes = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
             .and_then(|status| {
                 status
@@ -100,7 +106,7 @@ impl Usage {
                     .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
             })
             .map(|kib: u64| kib * 1024);
-        let cpu = os::cpu_ticks(std::process::id())
+        let cpu = os::cpu_ticks(pid)
             .map(|ticks| Duration::from_secs_f64(ticks as f64 / os::ticks_per_second()));
         Usage {
             rss_bytes,

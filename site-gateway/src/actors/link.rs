@@ -1,25 +1,24 @@
 //! The ServerLink actor: one per connected node agent. It owns the QUIC connection to the
-//! node: it reads what the node sends (heartbeats straight to the [`HeartbeatBoard`],
-//! everything else to the master) and carries the master's commands to the node.
+//! node: it reads what the node sends on streams (registration and reports, to the
+//! master) and carries the master's commands to the node. Pulses are datagrams, which the
+//! connection hands to the [`super::PulseBoard`] itself; the master answers renewals on the
+//! connection it was handed at registration.
 //!
 //! The server id is the one in the node's certificate; a message that names another
 //! server is refused and logged, and changes nothing.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use leasehold_federation::ids::{Epoch, ServerId};
 use leasehold_federation::transport::connection::{Connection, Inbox, close_code};
 use leasehold_federation::wire::common::{Refusal, RefusalCause};
-use leasehold_federation::wire::node::{ApplyPointer, LeaseRenewal, Registration, StopWorkload};
+use leasehold_federation::wire::node::{ApplyPointer, Registration, StopWorkload};
 use leasehold_federation::wire::{Inbound, InboundOneWay, InboundRequest};
 
 use super::master::{
-    LinkClosed, PointerAnswered, RegisterServer, RenewLease, SiteMaster, StopAnswered,
-    WorkloadReported,
+    LinkClosed, PointerAnswered, RegisterServer, SiteMaster, StopAnswered, WorkloadReported,
 };
-use super::{HeartbeatBoard, HeartbeatSample};
 use crate::model::effects::Command;
 
 pub struct ServerLink {
@@ -29,7 +28,6 @@ pub struct ServerLink {
     connection: Connection,
     inbox: Option<Inbox>,
     master: Addr<SiteMaster>,
-    board: Arc<HeartbeatBoard>,
     reader: Option<tokio::task::JoinHandle<()>>,
     /// How long a command may take before its answer counts as lost.
     command_timeout: Duration,
@@ -41,7 +39,6 @@ impl ServerLink {
         link_id: u64,
         (connection, inbox): (Connection, Inbox),
         master: Addr<SiteMaster>,
-        board: Arc<HeartbeatBoard>,
         command_timeout: Duration,
     ) -> Self {
         ServerLink {
@@ -50,7 +47,6 @@ impl ServerLink {
             connection,
             inbox: Some(inbox),
             master,
-            board,
             reader: None,
             command_timeout,
         }
@@ -67,9 +63,9 @@ impl Actor for ServerLink {
         let reader = Reader {
             server: self.server.clone(),
             link_id: self.link_id,
+            connection: self.connection.clone(),
             link: ctx.address(),
             master: self.master.clone(),
-            board: self.board.clone(),
         };
         // The read loop runs on the tokio pool, not the actor's thread: it only forwards.
         self.reader = Some(tokio::spawn(reader.run(inbox)));
@@ -192,9 +188,9 @@ impl Handler<InboxEnded> for ServerLink {
 struct Reader {
     server: ServerId,
     link_id: u64,
+    connection: Connection,
     link: Addr<ServerLink>,
     master: Addr<SiteMaster>,
-    board: Arc<HeartbeatBoard>,
 }
 
 impl Reader {
@@ -247,6 +243,7 @@ impl Reader {
                             server: self.server.clone(),
                             link_id: self.link_id,
                             link: self.link.clone(),
+                            connection: self.connection.clone(),
                             running: message.running,
                             highest_epoch: message.highest_epoch,
                             boot: message.boot,
@@ -262,28 +259,8 @@ impl Reader {
                 };
                 let _ = reply.send(&answer).await;
             }
-            InboundRequest::RenewLease(message, reply) => {
-                let answer = if self.speaks_for_itself(&message.server, "RenewLease") {
-                    match self
-                        .master
-                        .send(RenewLease {
-                            server: self.server.clone(),
-                            epoch: message.epoch,
-                        })
-                        .await
-                    {
-                        Ok(Some(answer)) => answer,
-                        // Not owned here now: no answer, so the node keeps the lease it has
-                        // (docs/ownership.md); dropping the reply resets its stream.
-                        Ok(None) | Err(_) => return,
-                    }
-                } else {
-                    LeaseRenewal::Refused(self.wrong_server(&message.server))
-                };
-                let _ = reply.send(&answer).await;
-            }
             other => {
-                // The catalogue only lets a node send the two requests above; anything else
+                // The catalogue only lets a node send the request above; anything else
                 // here is a bug on our side, not the node's.
                 tracing::error!(server = %self.server, kind = other.kind(), "unexpected request from a node");
             }
@@ -292,18 +269,6 @@ impl Reader {
 
     async fn take(&self, message: InboundOneWay) {
         match message {
-            InboundOneWay::Heartbeat(heartbeat) => {
-                if self.speaks_for_itself(&heartbeat.server, "Heartbeat") {
-                    self.board.record(
-                        self.server.clone(),
-                        HeartbeatSample {
-                            at: Instant::now(),
-                            health: heartbeat.health,
-                            load: heartbeat.load,
-                        },
-                    );
-                }
-            }
             InboundOneWay::WorkloadJoined(joined) => {
                 if self.speaks_for_itself(&joined.server, "WorkloadJoined") {
                     self.report(WorkloadEvent::Joined, joined.epoch).await;

@@ -1,7 +1,7 @@
 //! The SiteMaster actor: a shell over the site's [`SiteCore`]. It turns messages into the
 //! core's inputs, calls it, and performs the effects it returns: journal and audit first,
 //! then commands to nodes and messages to peers (invariant D-1), and the `Group` actors it
-//! asks to start or stop. Every round (`ROUND_INTERVAL`) it reads the heartbeat board, has
+//! asks to start or stop. Every round (`ROUND_INTERVAL`) it reads the pulse board, has
 //! the core measure each account's load, asks each Group for its demand, and finishes the
 //! round on those demands. No decision is taken here.
 
@@ -16,14 +16,14 @@ use leasehold_federation::transport::connection::{Connection, Inbox};
 use leasehold_federation::transport::identity::PeerName;
 use leasehold_federation::wire::common::Refusal;
 use leasehold_federation::wire::node::{
-    BootClaim, LeaseRenewal, PointerApplication, Registration, RunningWorkload, StopOutcome,
+    BootClaim, PointerApplication, PulseAnswer, Registration, RunningWorkload, StopOutcome,
 };
 use serde::Serialize;
 
 use super::group::{Group, LoadMeasured, SetSla};
 use super::journal::{JournalWriter, Persist};
 use super::link::{CloseLink, Deliver, ServerLink};
-use super::{HeartbeatBoard, wall_ms};
+use super::{PulseBoard, wall_ms};
 use crate::config::SiteConfig;
 use crate::federation::Federation;
 use crate::machines::Machines;
@@ -45,15 +45,27 @@ pub const EXIT_JOURNAL_FAILED: i32 = 74;
 /// How often the master runs a round (failure detection, expiry, arbitration).
 pub const ROUND_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How often the master answers the renewals that pulses asked for, all at once. Well
+/// inside a node's answer timeout (at least 100 ms, docs/node.md).
+pub const RENEWAL_BATCH: Duration = Duration::from_millis(20);
+
+/// A registered node's link: its actor carries commands; renewals are answered on its
+/// connection directly, in datagrams.
+struct Link {
+    id: u64,
+    actor: Addr<ServerLink>,
+    connection: Connection,
+}
+
 pub struct SiteMaster {
     pub(super) core: SiteCore,
     started: Instant,
     journal: Addr<JournalWriter>,
     /// By account index; `None` for an account with no group (removed, a peer's guest).
     groups: Vec<Option<Addr<Group>>>,
-    links: HashMap<ServerId, (u64, Addr<ServerLink>)>,
+    links: HashMap<ServerId, Link>,
     next_link_id: u64,
-    board: Arc<HeartbeatBoard>,
+    board: Arc<PulseBoard>,
     /// The recovery's effects and the first groups, performed when the actor starts.
     pending: Vec<Effect>,
     pending_groups: GroupChanges,
@@ -97,7 +109,7 @@ impl SiteMaster {
         groups: GroupChanges,
         started: Instant,
         journal: Addr<JournalWriter>,
-        board: Arc<HeartbeatBoard>,
+        board: Arc<PulseBoard>,
         metrics: Arc<Metrics>,
     ) -> Self {
         SiteMaster {
@@ -265,10 +277,10 @@ impl SiteMaster {
         let server = match &command {
             Command::Apply { server, .. } | Command::Stop { server, .. } => server.clone(),
         };
-        if let Some((_, link)) = self.links.get(&server) {
+        if let Some(link) = self.links.get(&server) {
             // do_send: one command per decision, a low and bounded rate; the link answers
             // through PointerAnswered / StopAnswered.
-            link.do_send(Deliver(command));
+            link.actor.do_send(Deliver(command));
             return;
         }
         let now = self.now();
@@ -287,14 +299,43 @@ impl SiteMaster {
         }
     }
 
+    /// Answers the renewals pulses asked for since the last batch, each with the core's
+    /// answer, in a datagram on the node's connection. A lease whose account this site
+    /// does not own now gets no answer (docs/ownership.md); the node keeps what it has.
+    fn answer_renewals(&mut self) {
+        let renewals = self.board.take_renewals();
+        if renewals.is_empty() {
+            return;
+        }
+        let now = self.now();
+        for (server, ask) in renewals {
+            let Some(renewal) = self.core.renew(&server, ask.epoch, now) else {
+                continue;
+            };
+            self.metrics.renewal(&renewal); // metrics
+            let Some(link) = self.links.get(&server) else {
+                continue;
+            };
+            let answer = PulseAnswer {
+                seq: ask.seq,
+                renewal,
+            };
+            if let Err(error) = link.connection.send_datagram(&answer) {
+                tracing::debug!(%server, %error, "renewal answer not sent");
+            }
+        }
+    }
+
     /// A round: the core's first half, each Group's demand from its account's load (the
     /// master waits for every answer, handling nothing else meanwhile, so the round
     /// arbitrates on this round's demand), then the core's second half.
     fn round(&mut self, ctx: &mut Context<Self>) {
         let began = Instant::now(); // metrics: the round's duration, measured in the shell
+        // Renewals first: one that arrived before a lease's end keeps it through this round.
+        self.answer_renewals();
         let heartbeats: Vec<Heartbeat> = self
             .board
-            .drain()
+            .take_heartbeats()
             .into_iter()
             .map(|(server, sample)| Heartbeat {
                 server,
@@ -344,6 +385,7 @@ impl Actor for SiteMaster {
         let recovered = std::mem::take(&mut self.pending);
         self.perform(recovered, ctx);
         ctx.run_interval(ROUND_INTERVAL, |master, ctx| master.round(ctx));
+        ctx.run_interval(RENEWAL_BATCH, |master, _| master.answer_renewals());
     }
 }
 
@@ -371,7 +413,6 @@ impl Handler<LinkUp> for SiteMaster {
             link_id,
             (message.connection, message.inbox),
             ctx.address(),
-            self.board.clone(),
             timeout,
         )
         .start();
@@ -385,6 +426,8 @@ pub struct RegisterServer {
     pub server: ServerId,
     pub link_id: u64,
     pub link: Addr<ServerLink>,
+    /// Where renewals are answered.
+    pub connection: Connection,
     pub running: Option<RunningWorkload>,
     pub highest_epoch: Epoch,
     /// A machine's boot claim (epoch and token from its kernel command line).
@@ -429,37 +472,17 @@ impl Handler<RegisterServer> for SiteMaster {
                 now,
             )?,
         };
-        if let Some((_, old)) = self
-            .links
-            .insert(message.server.clone(), (message.link_id, message.link))
-        {
-            old.do_send(CloseLink);
+        let link = Link {
+            id: message.link_id,
+            actor: message.link,
+            connection: message.connection,
+        };
+        if let Some(old) = self.links.insert(message.server.clone(), link) {
+            old.actor.do_send(CloseLink);
         }
         tracing::info!(server = %message.server, "node registered");
         self.perform(effects, ctx);
         Ok(registration)
-    }
-}
-
-/// A node asks to keep its lease. `None`: this site does not own the lease's account now,
-/// and the node gets no answer (docs/ownership.md).
-#[derive(Message)]
-#[rtype(result = "Option<LeaseRenewal>")]
-pub struct RenewLease {
-    pub server: ServerId,
-    pub epoch: Epoch,
-}
-
-impl Handler<RenewLease> for SiteMaster {
-    type Result = MessageResult<RenewLease>;
-
-    fn handle(&mut self, message: RenewLease, _: &mut Context<Self>) -> Self::Result {
-        let now = self.now();
-        let renewal = self.core.renew(&message.server, message.epoch, now);
-        if let Some(renewal) = &renewal {
-            self.metrics.renewal(renewal); // metrics
-        }
-        MessageResult(renewal)
     }
 }
 
@@ -541,7 +564,7 @@ impl Handler<LinkClosed> for SiteMaster {
         if self
             .links
             .get(&message.server)
-            .is_some_and(|(id, _)| *id == message.link_id)
+            .is_some_and(|link| link.id == message.link_id)
         {
             self.links.remove(&message.server);
             self.core.disconnected(&message.server);

@@ -68,7 +68,8 @@ pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
         ("renew_interval_ms", a.renew_interval != b.renew_interval),
         (
             "heartbeat_interval_ms",
-            a.heartbeat_interval != b.heartbeat_interval,
+            a.heartbeat_interval != b.heartbeat_interval
+                || a.node_heartbeat_interval != b.node_heartbeat_interval,
         ),
         (
             "heartbeat_misses_before_failed",

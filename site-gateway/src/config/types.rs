@@ -55,7 +55,12 @@ impl SiteSection {
 pub struct Timings {
     pub lease_ttl: Duration,
     pub renew_interval: Duration,
+    /// `heartbeat_interval_ms` as the config gives it (250 ms where it gives none): how
+    /// often peers are pinged.
     pub heartbeat_interval: Duration,
+    /// How often node agents pulse: `heartbeat_interval_ms` where the config gives it,
+    /// else [`Timings::default_heartbeat_interval`] of the site's size.
+    pub node_heartbeat_interval: Duration,
     pub heartbeat_misses_before_failed: u32,
     /// A server that just moved does not move again before this.
     pub move_cooldown: Duration,
@@ -96,6 +101,24 @@ impl Timings {
     /// The stall between an owner's decision and its effect that the arithmetic allows for.
     pub const MAX_PAUSE: Duration = Duration::from_millis(100);
 
+    /// How many heartbeats a second a site takes at the default interval before the
+    /// interval grows with the site (2,000 servers at 250 ms).
+    pub const HEARTBEAT_BUDGET_PER_S: u64 = 8_000;
+
+    /// The heartbeat interval of a site of `servers` whose config sets none: 250 ms up to
+    /// 2,000 servers, then as long as keeps the site's heartbeats at
+    /// [`Self::HEARTBEAT_BUDGET_PER_S`], up to the renew interval (where every pulse of a
+    /// server that holds a lease carries its renewal anyway: 4,000 servers at the default
+    /// renewal). A silent server is still noticed after its misses; its lease, which
+    /// decides when its account may be served elsewhere, is timed apart (docs/node.md).
+    pub fn default_heartbeat_interval(servers: usize, renew_interval: Duration) -> Duration {
+        let base = Duration::from_millis(Self::DEFAULT_HEARTBEAT_INTERVAL_MS);
+        let servers = u64::try_from(servers).unwrap_or(u64::MAX);
+        let paced =
+            Duration::from_micros(servers.saturating_mul(1_000_000) / Self::HEARTBEAT_BUDGET_PER_S);
+        base.max(paced).min(renew_interval.max(base))
+    }
+
     /// The ownership timing these timings give (docs/ownership.md).
     pub fn ownership(&self) -> crate::model::ownership::Timing {
         crate::model::ownership::Timing {
@@ -113,6 +136,7 @@ impl Default for Timings {
             lease_ttl: Duration::from_millis(Self::DEFAULT_LEASE_TTL_MS),
             renew_interval: Duration::from_millis(Self::DEFAULT_RENEW_INTERVAL_MS),
             heartbeat_interval: Duration::from_millis(Self::DEFAULT_HEARTBEAT_INTERVAL_MS),
+            node_heartbeat_interval: Duration::from_millis(Self::DEFAULT_HEARTBEAT_INTERVAL_MS),
             heartbeat_misses_before_failed: Self::DEFAULT_HEARTBEAT_MISSES_BEFORE_FAILED,
             move_cooldown: Duration::from_millis(Self::DEFAULT_MOVE_COOLDOWN_MS),
             drain_timeout: Duration::from_millis(Self::DEFAULT_DRAIN_TIMEOUT_MS),

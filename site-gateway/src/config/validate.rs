@@ -65,7 +65,7 @@ pub(crate) fn validate(source: &Source, raw: &RawSite) -> Result<SiteConfig, Vec
         errors: Vec::new(),
     };
     let site = site_section(&mut c, raw);
-    let timings = timings(&mut c, &raw.timings);
+    let timings = timings(&mut c, &raw.timings, raw.servers.len());
     let peers = peers(&mut c, raw);
     let peer_names: Vec<&str> = raw
         .peers
@@ -196,7 +196,7 @@ fn initial_members(c: &mut Checker<'_>, raw: &RawSite) -> Option<Vec<SiteId>> {
     Some(members)
 }
 
-fn timings(c: &mut Checker<'_>, raw: &RawTimings) -> Timings {
+fn timings(c: &mut Checker<'_>, raw: &RawTimings, servers: usize) -> Timings {
     let mut positive = |value: &Option<Spanned<u64>>, key: &str, default: u64| match value {
         Some(v) if *v.get_ref() == 0 => {
             c.error(
@@ -268,6 +268,7 @@ fn timings(c: &mut Checker<'_>, raw: &RawTimings) -> Timings {
             Timings::DEFAULT_MACHINE_POWER_TIMEOUT_MS,
         ),
         heartbeat_misses_before_failed: Timings::DEFAULT_HEARTBEAT_MISSES_BEFORE_FAILED,
+        node_heartbeat_interval: Duration::from_millis(Timings::DEFAULT_HEARTBEAT_INTERVAL_MS),
     };
     if let Err(why) = t.ownership().check() {
         let span = raw
@@ -311,8 +312,13 @@ fn timings(c: &mut Checker<'_>, raw: &RawTimings) -> Timings {
             ),
         );
     }
+    let node_heartbeat_interval = match raw.heartbeat_interval_ms {
+        Some(_) => t.heartbeat_interval,
+        None => Timings::default_heartbeat_interval(servers, t.renew_interval),
+    };
     Timings {
         heartbeat_misses_before_failed: misses,
+        node_heartbeat_interval,
         ..t
     }
 }

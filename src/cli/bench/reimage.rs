@@ -69,24 +69,7 @@ pub fn run(args: &ReimageArgs) -> anyhow::Result<ExitCode> {
     })?;
     interrupt::watch("leasehold bench reimage").map_err(anyhow::Error::msg)?;
     let binary = std::env::current_exe().context("cannot find the leasehold binary itself")?;
-    let temporary;
-    let dir = match &args.work {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            if std::fs::read_dir(dir)?.next().is_some() {
-                bail!(
-                    "--work {} is not empty; give a new or empty dir",
-                    dir.display()
-                );
-            }
-            dir.clone()
-        }
-        None => {
-            temporary = tempfile::tempdir().context("cannot create a temporary dir")?;
-            temporary.path().to_path_buf()
-        }
-    };
+    let (dir, _temporary) = super::work_dir(args.work.as_deref())?;
     let n = u32::from(args.machines);
     eprintln!(
         "bench reimage: {n} emulated machines, {} moves of all of them, on {} cores; files in {}",

@@ -248,7 +248,7 @@ impl Bench {
     /// models and finish_round), effects and heartbeats.
     fn round(&mut self) -> anyhow::Result<(Duration, [Duration; 3], usize, usize)> {
         self.now = self.now + ROUND;
-        let interval = self.core.model().timings().heartbeat_interval;
+        let interval = self.core.model().timings().node_heartbeat_interval;
         let due = self.due(interval);
         let shares: HashMap<&AccountId, f64> = {
             let mut count: HashMap<&AccountId, u32> = HashMap::new();

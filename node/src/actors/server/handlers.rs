@@ -3,7 +3,7 @@
 use actix::{ActorFutureExt, AsyncContext, Context, Handler, MessageResult, WrapFuture};
 use leasehold_federation::ids::Epoch;
 use leasehold_federation::wire::common::Refusal;
-use leasehold_federation::wire::node::{LeaseRenewal, PointerApplication, StopOutcome};
+use leasehold_federation::wire::node::{PointerApplication, StopOutcome};
 
 use super::{Link, Probes, Server, answer, spawn_reporter};
 use crate::actors::messages::*;
@@ -28,6 +28,8 @@ impl Handler<Connected> for Server {
 
     fn handle(&mut self, msg: Connected, ctx: &mut Context<Self>) {
         self.model.set_renew_interval(msg.renew_interval);
+        self.pulser
+            .connected(msg.heartbeat_interval, msg.renew_interval);
         self.service_addr = msg.service_addr;
         let reports = spawn_reporter(msg.connection.clone());
         self.link = Some(Link {
@@ -35,7 +37,7 @@ impl Handler<Connected> for Server {
             connection: msg.connection,
             reports,
         });
-        self.start_heartbeats(msg.heartbeat_interval, ctx);
+        self.pulse(ctx);
     }
 }
 
@@ -49,8 +51,9 @@ impl Handler<Disconnected> for Server {
             .is_some_and(|l| l.generation == msg.generation)
         {
             self.link = None;
-            if let Some(handle) = self.heartbeat.take() {
-                ctx.cancel_future(handle);
+            for epoch in self.pulser.disconnected() {
+                let why = "the connection was lost".to_owned();
+                self.renewal_answered(epoch, mono_now(), Err(why), ctx);
             }
         }
     }
@@ -122,36 +125,13 @@ impl Handler<StopWorkloadReceived> for Server {
     }
 }
 
-impl Handler<RenewAnswered> for Server {
+impl Handler<PulseAnswered> for Server {
     type Result = ();
 
-    fn handle(&mut self, msg: RenewAnswered, ctx: &mut Context<Self>) {
-        let now = mono_now();
-        let effects = match msg.outcome {
-            Ok(LeaseRenewal::Renewed { epoch, ttl_ms }) if epoch == msg.epoch => {
-                self.model.lease_renewed(
-                    epoch,
-                    msg.sent_at,
-                    std::time::Duration::from_millis(ttl_ms),
-                    now,
-                )
-            }
-            Ok(LeaseRenewal::Renewed { epoch, .. }) => {
-                tracing::warn!(asked = %msg.epoch, got = %epoch, "renewal answered for another epoch");
-                self.model.renew_unanswered(msg.epoch, now);
-                Vec::new()
-            }
-            Ok(LeaseRenewal::Refused(refusal)) => {
-                tracing::warn!(epoch = %msg.epoch, %refusal, "lease refused");
-                self.model.lease_refused(msg.epoch, &refusal)
-            }
-            Err(error) => {
-                tracing::debug!(epoch = %msg.epoch, %error, "renewal unanswered");
-                self.model.renew_unanswered(msg.epoch, now);
-                Vec::new()
-            }
-        };
-        self.perform(effects, ctx);
+    fn handle(&mut self, PulseAnswered(answer): PulseAnswered, ctx: &mut Context<Self>) {
+        if let Some(answered) = self.pulser.answered(answer) {
+            self.renewal_answered(answered.epoch, answered.sent_at, Ok(answered.renewal), ctx);
+        }
     }
 }
 

@@ -7,19 +7,20 @@ mod handlers;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use actix::{Actor, AsyncContext, Context, SpawnHandle};
-use leasehold_federation::ids::{Epoch, ServerId};
+use actix::{Actor, AsyncContext, Context};
+use leasehold_federation::ids::Epoch;
 use leasehold_federation::transport::connection::{Connection, ReplyPort};
 use leasehold_federation::wire::Reply;
-use leasehold_federation::wire::node::{Heartbeat, RenewLease, StopOutcome, StopWorkload};
+use leasehold_federation::wire::node::{LeaseRenewal, StopOutcome, StopWorkload};
 use tokio::sync::{mpsc, oneshot};
 
-use super::messages::{LoadSampled, RenewAnswered};
+use super::messages::LoadSampled;
 use crate::clock::mono_now;
 use crate::driver::Driver;
 use crate::driver::probe::{self, CpuReading};
 use crate::event_log::{EventKind, EventLog};
 use crate::model::{Effect, NodeModel, Report};
+use crate::pulse::Pulser;
 
 /// How often the model is ticked: lease expiry is acted on at most this late.
 const TICK: Duration = Duration::from_millis(20);
@@ -41,7 +42,6 @@ struct Probes {
 }
 
 pub struct Server {
-    server: ServerId,
     model: NodeModel,
     log: EventLog,
     driver: Driver,
@@ -49,8 +49,7 @@ pub struct Server {
     link: Option<Link>,
     /// From the last registration; kept across reconnects.
     service_addr: String,
-    heartbeat: Option<SpawnHandle>,
-    heartbeat_seq: u64,
+    pulser: Pulser,
     probes: Option<Probes>,
     load: Option<f64>,
     load_in_flight: bool,
@@ -60,23 +59,15 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(
-        server: ServerId,
-        model: NodeModel,
-        log: EventLog,
-        driver: Driver,
-        start_timeout: Duration,
-    ) -> Server {
+    pub fn new(model: NodeModel, log: EventLog, driver: Driver, start_timeout: Duration) -> Server {
         Server {
-            server,
             model,
             log,
             driver,
             start_timeout,
             link: None,
             service_addr: String::new(),
-            heartbeat: None,
-            heartbeat_seq: 0,
+            pulser: Pulser::new(),
             probes: None,
             load: None,
             load_in_flight: false,
@@ -146,55 +137,63 @@ impl Server {
         }
     }
 
-    /// Sends `RenewLease` from a task; the lease will count from `sent_at` (S-1).
+    /// The model wants its lease renewed: a pulse carries the renewal at once.
     fn send_renew(&mut self, epoch: Epoch, ctx: &mut Context<Self>) {
-        let Some(link) = &self.link else {
+        if self.link.is_none() {
             self.model.renew_unanswered(epoch, mono_now());
             return;
-        };
-        let connection = link.connection.clone();
-        let request = RenewLease {
-            server: self.server.clone(),
-            epoch,
-        };
-        let addr = ctx.address();
-        let timeout = self
-            .model
-            .renew_interval()
-            .clamp(Duration::from_millis(100), Duration::from_secs(1));
-        tokio::spawn(async move {
-            let sent_at = mono_now();
-            let outcome = connection
-                .request_within(&request, timeout)
-                .await
-                .map_err(|error| error.to_string());
-            addr.do_send(RenewAnswered {
-                epoch,
-                sent_at,
-                outcome,
-            });
-        });
+        }
+        self.pulser.renew(epoch);
+        self.pulse(ctx);
     }
 
-    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+    /// Sends a pulse if one is due. The send time is read before the datagram goes, so a
+    /// renewal it carries counts from no later than the gateway could have seen it (S-1).
+    fn pulse(&mut self, ctx: &mut Context<Self>) {
         let Some(link) = &self.link else {
             return;
         };
-        self.heartbeat_seq += 1;
-        let beat = Heartbeat {
-            server: self.server.clone(),
-            seq: self.heartbeat_seq,
-            running: self.model.running(),
-            health: self.model.health(),
-            load: self.probes.as_ref().and(self.load),
+        let load = self.probes.as_ref().and(self.load);
+        let Some(pulse) = self.pulser.due(mono_now(), self.model.health(), load) else {
+            return;
         };
-        let connection = link.connection.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection.send(&beat).await {
-                tracing::debug!(%error, "heartbeat not sent");
-            }
-        });
+        if let Err(error) = link.connection.send_datagram(&pulse) {
+            // A renewal it carried is unanswered at its timeout, and asked again.
+            tracing::debug!(%error, "pulse not sent");
+        }
         self.sample_load(ctx);
+    }
+
+    /// The gateway's answer to a renewal sent at `sent_at`, or `Err` for none (maybe
+    /// done): the model's input.
+    fn renewal_answered(
+        &mut self,
+        epoch: Epoch,
+        sent_at: crate::clock::MonoTime,
+        outcome: Result<LeaseRenewal, String>,
+        ctx: &mut Context<Self>,
+    ) {
+        let now = mono_now();
+        let effects = match outcome {
+            Ok(LeaseRenewal::Renewed { epoch: got, ttl_ms }) if got == epoch => self
+                .model
+                .lease_renewed(epoch, sent_at, Duration::from_millis(ttl_ms), now),
+            Ok(LeaseRenewal::Renewed { epoch: got, .. }) => {
+                tracing::warn!(asked = %epoch, %got, "renewal answered for another epoch");
+                self.model.renew_unanswered(epoch, now);
+                Vec::new()
+            }
+            Ok(LeaseRenewal::Refused(refusal)) => {
+                tracing::warn!(%epoch, %refusal, "lease refused");
+                self.model.lease_refused(epoch, &refusal)
+            }
+            Err(why) => {
+                tracing::debug!(%epoch, %why, "renewal unanswered");
+                self.model.renew_unanswered(epoch, now);
+                Vec::new()
+            }
+        };
+        self.perform(effects, ctx);
     }
 
     /// Starts the next load sample for the next heartbeat, unless one is under way.
@@ -217,13 +216,6 @@ impl Server {
             addr.do_send(LoadSampled { epoch, load, cpu });
         });
     }
-
-    fn start_heartbeats(&mut self, interval: Duration, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.heartbeat.take() {
-            ctx.cancel_future(handle);
-        }
-        self.heartbeat = Some(ctx.run_interval(interval, |actor, ctx| actor.heartbeat(ctx)));
-    }
 }
 
 impl Actor for Server {
@@ -233,6 +225,11 @@ impl Actor for Server {
         ctx.run_interval(TICK, |actor, ctx| {
             let effects = actor.model.tick(mono_now());
             actor.perform(effects, ctx);
+            actor.pulse(ctx);
+            if let Some(epoch) = actor.pulser.overdue(mono_now()) {
+                let why = "no answer within its timeout".to_owned();
+                actor.renewal_answered(epoch, mono_now(), Err(why), ctx);
+            }
         });
     }
 }

@@ -26,6 +26,48 @@ fn base_config_is_valid_and_gets_defaults() {
 }
 
 #[test]
+fn the_default_heartbeat_interval_grows_with_the_site_up_to_the_renew_interval() {
+    let with_servers = |count: usize, timings: &str| {
+        let mut text = format!("{BASE}\n{timings}\n");
+        for index in 3..=count {
+            text.push_str(&format!(
+                "[[server]]\nid = \"a{index}\"\nservice_addr = \"127.0.1.{}:{}\"\n",
+                index % 250,
+                9000 + index
+            ));
+        }
+        match check(&text) {
+            Ok(config) => {
+                // Peers are pinged at the configured interval, whatever the site's size.
+                assert_eq!(
+                    config.timings.heartbeat_interval,
+                    if timings.contains("heartbeat_interval_ms") {
+                        Duration::from_millis(100)
+                    } else {
+                        Duration::from_millis(250)
+                    }
+                );
+                config.timings.node_heartbeat_interval
+            }
+            Err(errors) => panic!("{errors:#?}"),
+        }
+    };
+    assert_eq!(with_servers(2, ""), Duration::from_millis(250));
+    assert_eq!(with_servers(2_000, ""), Duration::from_millis(250));
+    assert_eq!(with_servers(3_000, ""), Duration::from_millis(375));
+    assert_eq!(
+        with_servers(6_000, ""),
+        Duration::from_millis(500),
+        "the renew interval"
+    );
+    let slower = "[timings]\nrenew_interval_ms = 1000\nlease_ttl_ms = 4000";
+    assert_eq!(with_servers(6_000, slower), Duration::from_millis(750));
+    // The operator's own interval is kept, whatever the site's size.
+    let set = "[timings]\nheartbeat_interval_ms = 100";
+    assert_eq!(with_servers(6_000, set), Duration::from_millis(100));
+}
+
+#[test]
 fn min_greater_than_max_names_the_account() {
     let text = edit(BASE, "min_servers = 1", "min_servers = 3");
     one_error(

@@ -107,7 +107,7 @@ impl SiteModel {
         let entry = &self.servers[ix];
         let registration = Registration::Accepted {
             site: self.site.clone(),
-            heartbeat_interval_ms: millis(self.timings.heartbeat_interval),
+            heartbeat_interval_ms: millis(self.timings.node_heartbeat_interval),
             lease_ttl_ms: millis(self.timings.lease_ttl),
             renew_interval_ms: millis(self.timings.renew_interval),
             service_addr: entry.service_addr.clone(),

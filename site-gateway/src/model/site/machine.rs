@@ -356,7 +356,7 @@ impl SiteModel {
         }));
         let registration = Registration::Accepted {
             site: self.site.clone(),
-            heartbeat_interval_ms: millis(self.timings.heartbeat_interval),
+            heartbeat_interval_ms: millis(self.timings.node_heartbeat_interval),
             lease_ttl_ms: millis(ttl),
             renew_interval_ms: millis(self.timings.renew_interval),
             service_addr,

@@ -465,7 +465,7 @@ impl SiteModel {
 /// gateway's nodes renew within it) plus the failure-detection window (a node that has not
 /// come back by then is as good as failed).
 pub fn startup_grace(timings: &Timings) -> Duration {
-    timings.lease_ttl + timings.heartbeat_interval * timings.heartbeat_misses_before_failed
+    timings.lease_ttl + timings.node_heartbeat_interval * timings.heartbeat_misses_before_failed
 }
 
 /// The software half of an account's pointer, as nodes (ours, or a peer's for a loan) run

@@ -37,7 +37,7 @@ impl SiteModel {
     /// its account a replacement now.
     fn detect_failures(&mut self, now: Millis) -> Vec<Effect> {
         let silence_limit =
-            self.timings.heartbeat_interval * self.timings.heartbeat_misses_before_failed;
+            self.timings.node_heartbeat_interval * self.timings.heartbeat_misses_before_failed;
         let mut effects = Vec::new();
         for ix in 0..self.servers.len() {
             let entry = &mut self.servers[ix];
