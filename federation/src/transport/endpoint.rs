@@ -135,6 +135,22 @@ pub enum AcceptError {
     Refused { remote: SocketAddr, reason: String },
 }
 
+/// A certificate to present when dialling from a shared endpoint
+/// ([`Endpoint::dial_identity`]).
+#[derive(Clone)]
+pub struct DialIdentity {
+    name: String,
+    config: quinn::ClientConfig,
+}
+
+impl std::fmt::Debug for DialIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DialIdentity")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
 pub struct Endpoint {
     inner: quinn::Endpoint,
     alpn: Alpn,
@@ -170,15 +186,7 @@ impl Endpoint {
         endpoint_config.cid_generator(move || {
             Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
         });
-        let socket = std::net::UdpSocket::bind(addr)
-            .map_err(|source| EndpointError::Bind { addr, source })?;
-        widen_buffers(&socket, addr);
-        let runtime = quinn::default_runtime().ok_or_else(|| EndpointError::Bind {
-            addr,
-            source: std::io::Error::other("no async runtime found"),
-        })?;
-        let mut inner = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
-            .map_err(|source| EndpointError::Bind { addr, source })?;
+        let mut inner = bind(addr, endpoint_config, Some(server_config))?;
         inner.set_default_client_config(client_config(identity, alpn, &limits)?);
         Ok(Endpoint {
             inner,
@@ -196,8 +204,8 @@ impl Endpoint {
         alpn: Alpn,
         limits: Limits,
     ) -> Result<Endpoint, EndpointError> {
-        let mut inner =
-            quinn::Endpoint::client(addr).map_err(|source| EndpointError::Bind { addr, source })?;
+        // A fleet's endpoint carries hundreds of connections on its one socket.
+        let mut inner = bind(addr, quinn::EndpointConfig::default(), None)?;
         inner.set_default_client_config(client_config(identity, alpn, &limits)?);
         Ok(Endpoint {
             inner,
@@ -240,15 +248,47 @@ impl Endpoint {
         addr: SocketAddr,
         expected: &PeerName,
     ) -> Result<(Connection, Inbox), ConnectError> {
+        self.connect_presenting(None, addr, expected).await
+    }
+
+    /// What a connection of this endpoint presents when it dials as `identity` rather than
+    /// as the endpoint's own: many servers of a fleet share one endpoint (one UDP socket),
+    /// each connection with its own certificate.
+    pub fn dial_identity(&self, identity: &Identity) -> Result<DialIdentity, EndpointError> {
+        Ok(DialIdentity {
+            name: identity.name.to_string(),
+            config: client_config(identity, self.alpn, &self.limits)?,
+        })
+    }
+
+    /// [`Endpoint::connect`], presenting `identity`'s certificate.
+    pub async fn connect_as(
+        &self,
+        identity: &DialIdentity,
+        addr: SocketAddr,
+        expected: &PeerName,
+    ) -> Result<(Connection, Inbox), ConnectError> {
+        self.connect_presenting(Some(identity.config.clone()), addr, expected)
+            .await
+    }
+
+    async fn connect_presenting(
+        &self,
+        config: Option<quinn::ClientConfig>,
+        addr: SocketAddr,
+        expected: &PeerName,
+    ) -> Result<(Connection, Inbox), ConnectError> {
         let peer = expected.to_string();
-        let connecting = self
-            .inner
-            .connect(addr, &expected.dns_name())
-            .map_err(|source| ConnectError::Start {
-                peer: peer.clone(),
-                addr,
-                source,
-            })?;
+        let server_name = expected.dns_name();
+        let connecting = match config {
+            Some(config) => self.inner.connect_with(config, addr, &server_name),
+            None => self.inner.connect(addr, &server_name),
+        }
+        .map_err(|source| ConnectError::Start {
+            peer: peer.clone(),
+            addr,
+            source,
+        })?;
         let connection =
             connecting
                 .await
@@ -470,20 +510,38 @@ fn transport_config(limits: &Limits) -> Result<Arc<quinn::TransportConfig>, Endp
     Ok(Arc::new(config))
 }
 
-/// What a listener asks of the kernel for its UDP socket's buffers. One socket carries
-/// every connection of a listener: tens of thousands of nodes whose pulses arrive in
-/// bursts, which the default buffer (about 200 KiB here) drops as datagrams, and lost
-/// pulses are lost renewals. The kernel caps the request at `net.core.rmem_max` and
-/// `wmem_max` (docs/node.md says how to raise them).
-const LISTENER_SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+/// A quinn endpoint on a UDP socket of `addr` with widened buffers, driven by the tokio
+/// runtime it is called in.
+fn bind(
+    addr: SocketAddr,
+    config: quinn::EndpointConfig,
+    server: Option<quinn::ServerConfig>,
+) -> Result<quinn::Endpoint, EndpointError> {
+    let socket =
+        std::net::UdpSocket::bind(addr).map_err(|source| EndpointError::Bind { addr, source })?;
+    widen_buffers(&socket, addr);
+    let runtime = quinn::default_runtime().ok_or_else(|| EndpointError::Bind {
+        addr,
+        source: std::io::Error::other("no async runtime found"),
+    })?;
+    quinn::Endpoint::new(config, server, socket, runtime)
+        .map_err(|source| EndpointError::Bind { addr, source })
+}
+
+/// What an endpoint asks of the kernel for its UDP socket's buffers. One socket carries
+/// every connection of a listener (tens of thousands of nodes whose pulses arrive in
+/// bursts) or of a fleet's shared endpoint; the default buffer (about 200 KiB here) drops
+/// such bursts as datagrams, and lost pulses are lost renewals. The kernel caps the
+/// request at `net.core.rmem_max` and `wmem_max` (docs/node.md says how to raise them).
+const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 
 fn widen_buffers(socket: &std::net::UdpSocket, addr: SocketAddr) {
     let socket = socket2::SockRef::from(socket);
     let receive = socket
-        .set_recv_buffer_size(LISTENER_SOCKET_BUFFER)
+        .set_recv_buffer_size(SOCKET_BUFFER)
         .and_then(|()| socket.recv_buffer_size());
     let send = socket
-        .set_send_buffer_size(LISTENER_SOCKET_BUFFER)
+        .set_send_buffer_size(SOCKET_BUFFER)
         .and_then(|()| socket.send_buffer_size());
     match (receive, send) {
         (Ok(receive), Ok(send)) => {
@@ -637,6 +695,58 @@ mod tests {
                 .to_string()
                 .contains("it does not offer leasehold-node/2"),
             "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_of_one_endpoint_each_present_their_own_certificate() {
+        let certs = certs();
+        let a2 = PeerName::Node {
+            site: site(),
+            server: ServerId::parse("a2").unwrap(),
+        };
+        certs::issue(certs._dir.path(), &a2, false).unwrap();
+        let a2_identity =
+            certs::load_node_identity(certs._dir.path(), &ServerId::parse("a2").unwrap()).unwrap();
+        let mut policy = nodes_policy();
+        if let PeerPolicy::Nodes { servers, .. } = &mut policy {
+            servers.insert(ServerId::parse("a2").unwrap());
+        }
+        let listener = Endpoint::listen(
+            loopback(),
+            &certs.site,
+            Alpn::Node,
+            policy,
+            Limits::management(),
+        )
+        .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared =
+            Endpoint::dial_only(loopback(), &certs.node, Alpn::Node, Limits::management()).unwrap();
+        let as_a2 = shared.dial_identity(&a2_identity).unwrap();
+        let dial = tokio::spawn(async move {
+            let gateway = PeerName::Site(site());
+            let first = shared.connect(addr, &gateway).await.unwrap();
+            let second = shared.connect_as(&as_a2, addr, &gateway).await.unwrap();
+            (shared, first, second)
+        });
+        let mut admitted = BTreeSet::new();
+        let mut from = BTreeSet::new();
+        for _ in 0..2 {
+            let (connection, _inbox) = listener.accept().await.unwrap().finish().await.unwrap();
+            admitted.insert(connection.peer().to_string());
+            from.insert(connection.remote_address());
+        }
+        let (shared, _first, _second) = dial.await.unwrap();
+        assert_eq!(
+            admitted,
+            BTreeSet::from([node().to_string(), a2.to_string()])
+        );
+        // Both came from the one socket of the shared endpoint.
+        assert_eq!(from.len(), 1, "{from:?}");
+        assert_eq!(
+            from.first().map(|a| a.port()),
+            Some(shared.local_addr().unwrap().port())
         );
     }
 

@@ -50,13 +50,43 @@ pub fn load_or_issue(
         Some(site) => site.clone(),
         None => infer_site(dir, &loaded)?,
     };
-    for &index in &missing {
-        let name = PeerName::Node {
-            site: site.clone(),
-            server: servers[index].clone(),
-        };
-        certs::issue(dir, &name, false)?;
-        loaded[index] = Some(certs::load_node_identity(dir, &servers[index])?);
+    // One key pair and signature each, and two fsynced files: spread over the cores, so
+    // 20,000 take seconds.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = missing.len().div_ceil(threads).max(1);
+    let issued: Vec<Result<Vec<(usize, Identity)>, CertError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = missing
+            .chunks(chunk)
+            .map(|indices| {
+                let site = &site;
+                scope.spawn(move || {
+                    indices
+                        .iter()
+                        .map(|&index| {
+                            let name = PeerName::Node {
+                                site: site.clone(),
+                                server: servers[index].clone(),
+                            };
+                            certs::issue(dir, &name, false)?;
+                            Ok((index, certs::load_node_identity(dir, &servers[index])?))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    for batch in issued {
+        for (index, identity) in batch? {
+            loaded[index] = Some(identity);
+        }
     }
     Ok((loaded.into_iter().flatten().collect(), missing.len()))
 }

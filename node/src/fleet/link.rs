@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::Recipient;
 use leasehold_federation::ids::{ServerId, SiteId};
 use leasehold_federation::transport::connection::{Connection, Inbox, RequestError};
-use leasehold_federation::transport::endpoint::{ConnectError, Endpoint};
+use leasehold_federation::transport::endpoint::{ConnectError, DialIdentity, Endpoint};
 use leasehold_federation::transport::identity::PeerName;
 use leasehold_federation::wire::node::{RegisterServer, Registration};
 use leasehold_federation::wire::{Inbound, InboundOneWay, InboundRequest};
@@ -50,6 +50,7 @@ pub struct SimLinkPorts {
 /// gateway is not handed a thousand handshakes in the same millisecond.
 pub async fn run_sim_link(
     endpoint: Arc<Endpoint>,
+    presents: DialIdentity,
     target: SimLinkTarget,
     ports: SimLinkPorts,
     stats: Arc<FleetStats>,
@@ -59,7 +60,7 @@ pub async fn run_sim_link(
     let mut backoff = BACKOFF_FIRST;
     let mut generation = 0;
     loop {
-        match register(&endpoint, &target, &ports, &stats).await {
+        match register(&endpoint, &presents, &target, &ports, &stats).await {
             Ok(Some((connection, inbox, accepted))) => {
                 backoff = BACKOFF_FIRST;
                 generation += 1;
@@ -99,13 +100,17 @@ struct Accepted {
 /// One attempt: connect and register. `Ok(None)` is a failure worth retrying (counted).
 async fn register(
     endpoint: &Endpoint,
+    presents: &DialIdentity,
     target: &SimLinkTarget,
     ports: &SimLinkPorts,
     stats: &FleetStats,
 ) -> Result<Option<(Connection, Inbox, Accepted)>, Gone> {
     let expected = PeerName::Site(target.site.clone());
-    let connected =
-        tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect(target.gateway, &expected)).await;
+    let connected = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        endpoint.connect_as(presents, target.gateway, &expected),
+    )
+    .await;
     let (connection, inbox) = match connected {
         Ok(Ok(pair)) => pair,
         Ok(Err(error)) => {

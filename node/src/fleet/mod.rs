@@ -46,6 +46,10 @@ const DEFAULT_RENEW_INTERVAL: Duration = Duration::from_millis(500);
 /// Between the first dials of consecutive servers: 1,000 servers start within 2 s instead
 /// of handing the gateway 1,000 handshakes at once.
 const DIAL_SPACING: Duration = Duration::from_millis(2);
+/// Simulated servers that share one endpoint (one UDP socket): each connection still
+/// presents its own server's certificate, and a fleet of 20,000 stays far below the
+/// open-file limits of a process.
+const SERVERS_PER_SOCKET: usize = 250;
 /// How often progress is printed while servers are still registering.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How often a status line is printed once every server has registered.
@@ -194,21 +198,28 @@ pub fn run_fleet(options: FleetOptions) -> Result<(), FleetError> {
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let mut endpoints = Vec::with_capacity(servers.len());
+        let mut endpoints: Vec<Arc<Endpoint>> = Vec::new();
         let mut actors: Vec<Addr<SimServer>> = Vec::with_capacity(servers.len());
         for (index, ((server, identity), (highest_epoch, log))) in
             servers.iter().zip(&identities).zip(logs).enumerate()
         {
-            // One endpoint (one UDP socket) per server: an endpoint presents one client
-            // certificate, and each simulated server must present its own.
-            let endpoint = Arc::new(
-                Endpoint::dial_only(bind, identity, Alpn::Node, Limits::management()).map_err(
-                    |source| FleetError::Endpoint {
-                        server: server.clone(),
-                        source: Box::new(source),
-                    },
-                )?,
-            );
+            let endpoint_error = |source| FleetError::Endpoint {
+                server: server.clone(),
+                source: Box::new(source),
+            };
+            let endpoint = match endpoints.last() {
+                Some(shared) if index % SERVERS_PER_SOCKET != 0 => shared.clone(),
+                _ => {
+                    let limits = Limits::management();
+                    let endpoint = Arc::new(
+                        Endpoint::dial_only(bind, identity, Alpn::Node, limits)
+                            .map_err(endpoint_error)?,
+                    );
+                    endpoints.push(endpoint.clone());
+                    endpoint
+                }
+            };
+            let presents = endpoint.dial_identity(identity).map_err(endpoint_error)?;
             let model = NodeModel::new(server.clone(), highest_epoch, DEFAULT_RENEW_INTERVAL);
             let actor = SimServer::create(|ctx| {
                 SimServer::new(
@@ -233,13 +244,13 @@ pub fn run_fleet(options: FleetOptions) -> Result<(), FleetError> {
                 server: server.clone(),
             };
             tokio::spawn(run_sim_link(
-                endpoint.clone(),
+                endpoint,
+                presents,
                 target,
                 ports,
                 stats.clone(),
                 DIAL_SPACING * u32::try_from(index).unwrap_or(u32::MAX),
             ));
-            endpoints.push(endpoint);
             actors.push(actor);
         }
 
