@@ -309,13 +309,15 @@ impl SiteMaster {
         }
         let now = self.now();
         for (server, ask) in renewals {
+            // A node pulses only once registered; a pulse of a connection that never was
+            // (or whose server has gone since) renews nothing.
+            let Some(link) = self.links.get(&server) else {
+                continue;
+            };
             let Some(renewal) = self.core.renew(&server, ask.epoch, now) else {
                 continue;
             };
             self.metrics.renewal(&renewal); // metrics
-            let Some(link) = self.links.get(&server) else {
-                continue;
-            };
             let answer = PulseAnswer {
                 seq: ask.seq,
                 renewal,
