@@ -376,9 +376,9 @@ async fn read_inbound(
     }
 }
 
-/// Decodes one datagram and hands it to the inbox; `false` when it closed the connection.
-/// A datagram that finds the inbox full is dropped, not waited for: the next one of its
-/// kind supersedes it, and waiting would hold up the peer's streams too.
+/// Decodes one datagram and hands it to the sink, or else to the inbox; `false` when it
+/// closed the connection. A datagram that finds the inbox full is dropped, not waited for:
+/// the next one of its kind supersedes it, and waiting would hold up the peer's streams.
 fn take_datagram(
     connection: &Connection,
     remote_role: Sender,

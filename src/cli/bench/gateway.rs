@@ -56,6 +56,11 @@ pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
     let (dir, _temporary) = super::work_dir(args.work.as_deref())?;
     let servers = args.servers as usize;
     let accounts = args.accounts.unwrap_or((args.servers / 100).max(1));
+    anyhow::ensure!(
+        (1..=args.servers).contains(&accounts),
+        "--accounts must be between 1 and --servers ({}), not {accounts}",
+        args.servers
+    );
     let site = Site::write(&dir, servers, accounts)?;
     eprintln!(
         "bench gateway: {servers} servers, {accounts} accounts, in {}",
