@@ -76,9 +76,14 @@ impl Pulser {
     }
 
     /// The pulse to send now, if one is due: a renewal is waiting, or an interval has
-    /// passed since the last pulse. The caller sends it at once: a renewal counts from
+    /// passed since the last pulse. `reading` gives its health and load, and is called only
+    /// then (callers check every 20 ms). The caller sends it at once: a renewal counts from
     /// `now`.
-    pub fn due(&mut self, now: MonoTime, health: Health, load: Option<f64>) -> Option<Pulse> {
+    pub fn due(
+        &mut self,
+        now: MonoTime,
+        reading: impl FnOnce() -> (Health, Option<f64>),
+    ) -> Option<Pulse> {
         let interval_passed = self
             .last_sent
             .is_none_or(|last| now.since(last) >= self.interval);
@@ -95,6 +100,7 @@ impl Pulser {
                 sent_at: now,
             });
         }
+        let (health, load) = reading();
         Some(Pulse {
             seq: self.seq,
             health,
@@ -151,15 +157,22 @@ mod tests {
     #[test]
     fn pulses_every_interval_and_at_once_for_a_renewal() {
         let mut p = pulser();
-        assert_eq!(p.due(at(0), Health::Idle, None).map(|p| p.seq), Some(1));
-        assert!(p.due(at(100), Health::Idle, None).is_none());
+        assert_eq!(
+            p.due(at(0), || (Health::Idle, None)).map(|p| p.seq),
+            Some(1)
+        );
+        // Not due: the reading is not even taken.
+        assert!(
+            p.due(at(100), || unreachable!("read while not due"))
+                .is_none()
+        );
         p.renew(Epoch::from_journal(7));
-        let pulse = p.due(at(120), Health::Healthy, Some(3.0)).unwrap();
+        let pulse = p.due(at(120), || (Health::Healthy, Some(3.0))).unwrap();
         assert_eq!((pulse.seq, pulse.renew), (2, Some(Epoch::from_journal(7))));
         // The renewal reset the interval: the next plain pulse is 250 ms after it.
-        assert!(p.due(at(300), Health::Healthy, None).is_none());
+        assert!(p.due(at(300), || (Health::Healthy, None)).is_none());
         assert_eq!(
-            p.due(at(370), Health::Healthy, None).map(|p| p.renew),
+            p.due(at(370), || (Health::Healthy, None)).map(|p| p.renew),
             Some(None)
         );
     }
@@ -168,7 +181,7 @@ mod tests {
     fn an_answer_counts_from_when_its_pulse_was_sent() {
         let mut p = pulser();
         p.renew(Epoch::from_journal(3));
-        let pulse = p.due(at(40), Health::Healthy, None).unwrap();
+        let pulse = p.due(at(40), || (Health::Healthy, None)).unwrap();
         let renewal = LeaseRenewal::Renewed {
             epoch: Epoch::from_journal(3),
             ttl_ms: 2_000,
@@ -202,13 +215,13 @@ mod tests {
     fn an_unanswered_renewal_is_given_up_after_its_timeout_or_with_the_connection() {
         let mut p = pulser();
         p.renew(Epoch::from_journal(3));
-        p.due(at(0), Health::Healthy, None).unwrap();
+        p.due(at(0), || (Health::Healthy, None)).unwrap();
         assert!(p.overdue(at(499)).is_none());
         assert_eq!(p.overdue(at(500)), Some(Epoch::from_journal(3)));
         assert!(p.overdue(at(501)).is_none(), "given up once");
 
         p.renew(Epoch::from_journal(4));
-        p.due(at(600), Health::Healthy, None).unwrap();
+        p.due(at(600), || (Health::Healthy, None)).unwrap();
         assert_eq!(p.disconnected(), vec![Epoch::from_journal(4)]);
         p.renew(Epoch::from_journal(5));
         assert_eq!(

@@ -191,17 +191,21 @@ impl SimServer {
         let Some(link) = &self.link else {
             return;
         };
-        // Load is reported only by a serving workload, as the agent reports it only once
-        // its probes run.
-        let load = self.counted.as_ref().map(|account| {
-            self.shared.load.server_load(
-                account,
-                self.shared.seed,
-                self.shared.started_at.elapsed(),
-                self.shared.census.count(account),
-            )
-        });
-        let Some(pulse) = self.pulser.due(mono_now(), self.model.health(), load) else {
+        let (model, shared, counted) = (&self.model, &self.shared, &self.counted);
+        let reading = || {
+            // Load is reported only by a serving workload, as the agent reports it only
+            // once its probes run.
+            let load = counted.as_ref().map(|account| {
+                shared.load.server_load(
+                    account,
+                    shared.seed,
+                    shared.started_at.elapsed(),
+                    shared.census.count(account),
+                )
+            });
+            (model.health(), load)
+        };
+        let Some(pulse) = self.pulser.due(mono_now(), reading) else {
             return;
         };
         if let Err(error) = link.connection.send_datagram(&pulse) {

@@ -153,8 +153,8 @@ impl Server {
         let Some(link) = &self.link else {
             return;
         };
-        let load = self.probes.as_ref().and(self.load);
-        let Some(pulse) = self.pulser.due(mono_now(), self.model.health(), load) else {
+        let (model, load) = (&self.model, self.probes.as_ref().and(self.load));
+        let Some(pulse) = self.pulser.due(mono_now(), || (model.health(), load)) else {
             return;
         };
         if let Err(error) = link.connection.send_datagram(&pulse) {
