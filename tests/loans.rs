@@ -244,22 +244,29 @@ fn replay_renewal(federation: &Federation, lender: usize, server: &str, epoch: u
             Limits::default(),
         )
         .unwrap();
-        let (connection, _inbox) = endpoint.connect(target, &name).await.unwrap();
         let mut epoch_value = Epoch::NONE;
         for _ in 0..epoch {
             epoch_value = epoch_value.next();
         }
-        let answer = connection
-            .request_within(
-                &RenewLoan {
-                    server: ServerId::parse(server).unwrap(),
-                    epoch: epoch_value,
-                },
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap();
-        format!("{answer:?}").to_lowercase()
+        let request = RenewLoan {
+            server: ServerId::parse(server).unwrap(),
+            epoch: epoch_value,
+        };
+        // The lender keeps one connection per peer: when the real site-a redials meanwhile,
+        // ours is closed as replaced before the answer comes. Ask again on a new one.
+        let mut failures = Vec::new();
+        while failures.len() < 5 {
+            let (connection, _inbox) = endpoint.connect(target, &name).await.unwrap();
+            match connection
+                .request_within(&request, Duration::from_secs(5))
+                .await
+            {
+                Ok(answer) => return format!("{answer:?}").to_lowercase(),
+                Err(error) => failures.push(error.to_string()),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("no answer to RenewLoan in 5 tries: {failures:#?}")
     })
 }
 
