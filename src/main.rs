@@ -32,7 +32,7 @@ enum LogFormat {
 enum Command {
     /// Check per-site config files.
     Config(cli::config::ConfigArgs),
-    /// Create the federation's CA and issue site and node certificates.
+    /// Create the federation's CA and issue site, node and admin certificates.
     Certs(cli::certs::CertsArgs),
     /// Run a site gateway.
     Gateway(cli::gateway::GatewayArgs),
@@ -54,6 +54,8 @@ enum Command {
     Status(cli::status::StatusArgs),
     /// Print a gateway's audit log, each decision with its reason; --follow to tail it.
     Audit(cli::audit::AuditArgs),
+    /// Make, remove and list the tokens of a site's admin address.
+    Token(cli::token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         Command::Sim(args) => cli::sim::run_sim(args),
         Command::Status(args) => cli::status::run(args),
         Command::Audit(args) => cli::audit::run(args),
+        Command::Token(args) => cli::token::run(args),
     };
     match outcome {
         Ok(code) => code,

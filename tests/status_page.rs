@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use leasehold_chaos_tests::harness::admin::get_json;
+use leasehold_chaos_tests::harness::browser::HEADLESS_FLAGS;
 use leasehold_chaos_tests::harness::onesite::{OneSite, SETTLE, account};
 use leasehold_chaos_tests::harness::wait_for;
 use nix::sys::signal::{Signal, killpg};
@@ -35,16 +36,7 @@ fn dump_dom(url: &str, dir: &Path) -> String {
     let dom = dir.join("dom.html");
     let log = dir.join("chromium.log");
     let child = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
+        .args(HEADLESS_FLAGS)
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(["--virtual-time-budget=3000", "--dump-dom", url])
         .stdin(Stdio::null())

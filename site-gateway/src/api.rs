@@ -1,18 +1,22 @@
 //! The admin HTTP API on the site's `admin_addr` (docs/api.md): status, servers, accounts,
-//! endpoints, audit, liveness and readiness. Handlers ask the actors and shape JSON; they
-//! decide nothing.
+//! endpoints, audit, liveness and readiness, behind the gate of `crate::admin` (TLS,
+//! tokens, roles, limits). Handlers ask the actors and shape JSON; they decide nothing.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Addr;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpResponse, HttpServer, middleware, web};
 use serde::{Deserialize, Serialize};
 
 use crate::actors::journal::{JournalWriter, ReadAudit};
 use crate::actors::master::{GetStatus, SiteMaster, Status};
 use crate::actors::peer::{GetPeerStatus, PeerStatus};
+use crate::admin::AdminAuth;
+use crate::admin::guard::MAX_BODY_BYTES;
+use crate::admin::tokens::Caller;
 use crate::federation::Federation;
 
 #[derive(Clone)]
@@ -22,9 +26,25 @@ struct Api {
     peers: Arc<Federation>,
 }
 
+/// How long a client may take to send a request's head, and a TLS handshake: a client that
+/// trickles bytes (slowloris) holds a connection no longer than this.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a kept-alive connection may sit idle between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Connections open at once (the server has one worker); more wait in the backlog.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Where and how the admin API serves.
+pub struct AdminServe {
+    pub addr: SocketAddr,
+    /// HTTPS with this config; `None` is plain HTTP (said explicitly in the config).
+    pub tls: Option<rustls::ServerConfig>,
+    pub auth: Arc<AdminAuth>,
+}
+
 /// Binds the admin API and returns the server to run (on the current actix system).
 pub fn serve(
-    addr: SocketAddr,
+    serve: AdminServe,
     master: Addr<SiteMaster>,
     journal: Addr<JournalWriter>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
@@ -40,42 +60,99 @@ pub fn serve(
         journal,
         peers,
     };
+    let auth = web::Data::from(serve.auth);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(api.clone()))
             .app_data(scrape.clone())
-            .route(
-                "/",
-                web::get().to(|api: web::Data<Api>| {
-                    crate::page::index(api.master.clone(), api.journal.clone(), api.peers.peers())
-                }),
+            .app_data(auth.clone())
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .app_data(web::FormConfig::default().limit(MAX_BODY_BYTES))
+            .service(get("/", page))
+            .service(get("/live", live))
+            .service(get("/ready", ready))
+            .service(get("/v1/status", status))
+            .service(get("/v1/servers", servers))
+            .service(get("/v1/peers", list_peers))
+            .service(get("/v1/accounts", accounts))
+            .service(get("/v1/loans", loans))
+            .service(get("/v1/accounts/{name}/endpoints", endpoints))
+            .service(get("/v1/audit", audit))
+            .service(get("/metrics", crate::metrics::serve_metrics))
+            .service(
+                web::resource("/login")
+                    .route(web::get().to(crate::admin::login::form))
+                    .route(web::post().to(crate::admin::login::login))
+                    .default_service(web::to(|| not_allowed("GET, POST"))),
             )
-            .route("/live", web::get().to(live))
-            .route("/ready", web::get().to(ready))
-            .route("/v1/status", web::get().to(status))
-            .route("/v1/servers", web::get().to(servers))
-            .route("/v1/peers", web::get().to(list_peers))
-            .route("/v1/accounts", web::get().to(accounts))
-            .route("/v1/loans", web::get().to(loans))
-            .route("/v1/accounts/{name}/endpoints", web::get().to(endpoints))
-            .route("/v1/audit", web::get().to(audit))
-            .route("/metrics", web::get().to(crate::metrics::serve_metrics))
+            .service(
+                web::resource("/logout")
+                    .route(web::post().to(crate::admin::login::logout))
+                    .default_service(web::to(|| not_allowed("POST"))),
+            )
             .default_service(web::to(not_found))
+            // Outermost: every request, routed or not, passes the gate first.
+            .wrap(middleware::from_fn(crate::admin::guard::gate))
     })
     .workers(1)
     .disable_signals()
-    .bind(addr)?
-    .run();
-    Ok(server)
+    .client_request_timeout(REQUEST_TIMEOUT)
+    .tls_handshake_timeout(REQUEST_TIMEOUT)
+    .keep_alive(IDLE_TIMEOUT)
+    .client_disconnect_timeout(Duration::from_secs(1))
+    .max_connections(MAX_CONNECTIONS)
+    .max_connection_rate(64);
+    let server = match serve.tls {
+        Some(tls) => server.bind_rustls_0_23(serve.addr, tls)?,
+        None => server.bind(serve.addr)?,
+    };
+    Ok(server.run())
 }
 
-#[derive(Serialize)]
-struct ApiError {
-    error: String,
+/// A read-only resource: GET, and 405 with `Allow` for any other method.
+fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler))
+        .default_service(web::to(|| not_allowed("GET")))
+}
+
+async fn not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response = error(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        format!("this endpoint answers {allow} only; see docs/api.md"),
+    );
+    response.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static(allow),
+    );
+    response
+}
+
+async fn page(
+    api: web::Data<Api>,
+    auth: web::Data<AdminAuth>,
+    caller: Option<web::ReqData<Caller>>,
+) -> HttpResponse {
+    crate::page::index(
+        api.master.clone(),
+        api.journal.clone(),
+        api.peers.peers(),
+        crate::page::Viewer {
+            caller: caller.map(web::ReqData::into_inner),
+            warnings: auth.warnings.clone(),
+            can_sign_out: auth.tokens.is_some(),
+        },
+    )
+    .await
 }
 
 fn error(status: actix_web::http::StatusCode, message: String) -> HttpResponse {
-    HttpResponse::build(status).json(ApiError { error: message })
+    crate::admin::guard::json_error(status, message)
 }
 
 fn unavailable() -> HttpResponse {

@@ -54,6 +54,12 @@ pub enum GatewayError {
     Machines(#[from] crate::machines::MachinesError),
     #[error(transparent)]
     BootKey(#[from] crate::machines::boot_key::BootKeyError),
+    #[error(transparent)]
+    AdminTls(#[from] crate::admin::tls::AdminTlsError),
+    #[error(transparent)]
+    Tokens(#[from] crate::admin::tokens::TokenFileError),
+    #[error(transparent)]
+    AccessLog(#[from] crate::admin::access::AccessLogError),
     #[error("boot service on {addr}: {source} (is another process using it?)")]
     Boot {
         addr: std::net::SocketAddr,
@@ -103,15 +109,66 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         state = %state.display(),
         "journal recovered"
     );
+    let admin = admin_security(&config, &state)?;
     let runtime = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .expect("a tokio runtime builds on this platform")
     });
-    runtime.block_on(serve(config, hash, identity, journal, recovered, machines))
+    runtime.block_on(serve(
+        config, hash, identity, journal, recovered, machines, admin,
+    ))
 }
 
+/// The admin address's TLS, tokens and access log, read before anything starts: a bad
+/// certificate or token file stops the start, named.
+fn admin_security(
+    config: &SiteConfig,
+    state: &std::path::Path,
+) -> Result<crate::api::AdminServe, GatewayError> {
+    let addr = config.site.admin_addr;
+    let tls = match &config.admin.tls {
+        Some(tls) => Some(crate::admin::tls::server_config(tls)?),
+        None => None,
+    };
+    let tokens = match &config.admin.tokens {
+        Some(path) => Some(Arc::new(crate::admin::TokenStore::open(path)?)),
+        None => None,
+    };
+    let access_path = config
+        .admin
+        .access_log
+        .clone()
+        .unwrap_or_else(|| state.join("access.log"));
+    let access = crate::admin::access::AccessLog::open(&access_path)?;
+    let warnings = config.admin.warnings(addr);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        %addr,
+        scheme = if tls.is_some() { "https" } else { "http" },
+        tokens = %tokens.as_ref().map_or("(none)".to_owned(), |store| store.path().display().to_string()),
+        anonymous_role = %config.admin.anonymous_role.map_or("(none)", |role| role.as_str()),
+        access_log = %access_path.display(),
+        "admin address secured as configured"
+    );
+    Ok(crate::api::AdminServe {
+        addr,
+        tls,
+        auth: Arc::new(crate::admin::AdminAuth {
+            site: config.site.name.to_string(),
+            tokens,
+            anonymous: config.admin.anonymous_role,
+            tls: config.admin.tls.is_some(),
+            warnings,
+            access,
+        }),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     config: SiteConfig,
     hash: String,
@@ -122,6 +179,7 @@ async fn serve(
         Arc<crate::machines::Machines>,
         Arc<crate::machines::boot_key::BootKey>,
     )>,
+    admin: crate::api::AdminServe,
 ) -> Result<(), GatewayError> {
     let started = Instant::now();
     let policy = PeerPolicy::Nodes {
@@ -193,17 +251,15 @@ async fn serve(
     };
     peers.attach(master.clone());
     crate::reload::start(config.path.clone(), master.clone())?;
-    let admin = crate::api::serve(
-        config.site.admin_addr,
-        master.clone(),
-        journal,
-        metrics,
-        peers.clone(),
-    )
-    .map_err(|source| GatewayError::Admin {
-        addr: config.site.admin_addr,
-        source,
-    })?;
+    if let Some(store) = &admin.auth.tokens {
+        crate::reload::watch_tokens(store.clone())?;
+    }
+    let admin = crate::api::serve(admin, master.clone(), journal, metrics, peers.clone()).map_err(
+        |source| GatewayError::Admin {
+            addr: config.site.admin_addr,
+            source,
+        },
+    )?;
     let admin_handle = admin.handle();
     actix::spawn(async move {
         if let Err(error) = admin.await {

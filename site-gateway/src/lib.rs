@@ -1,9 +1,10 @@
 //! A Leasehold site gateway (`leasehold gateway run`): its config ([`config`]), its
 //! decision core ([`model`], plain Rust), its journal ([`journal`]), the actor shell
-//! ([`actors`]), the admin API ([`api`]), the machine shell and boot service
+//! ([`actors`]), the admin API ([`api`]) and its security ([`admin`]), the machine shell and boot service
 //! ([`machines`]) and the start-up that ties them ([`gateway`]).
 
 pub mod actors;
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod federation;

@@ -1,11 +1,12 @@
-//! Live config edits: SIGHUP, or a change of the config file seen by a watcher on its
-//! directory (editors save by writing a new file and renaming it over the old, which a
+//! Live config edits (and the admin token file, read again the same way): SIGHUP, or a
+//! change of the config file seen by a watcher on its directory (editors save by writing a new file and renaming it over the old, which a
 //! watch on the file itself would lose). Triggers are debounced; the whole file is then
 //! validated off the actors, by `config::load_site` as `leasehold config check` does, and
 //! the master gets either the new config (applied as a diff) or the errors (the site keeps
 //! its last good config).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
@@ -14,6 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::actors::master::{ApplyConfig, ConfigRefused, SiteMaster};
+use crate::admin::TokenStore;
 use crate::config;
 
 /// Quiet time after the last trigger before the file is read: an editor's save is several
@@ -43,6 +45,46 @@ pub fn hash(bytes: &[u8]) -> String {
 /// Starts the watcher and the SIGHUP listener for `path` on the current tokio runtime.
 /// Edits go to `master` until the process ends.
 pub fn start(path: PathBuf, master: Addr<SiteMaster>) -> Result<(), ReloadError> {
+    let file = path.clone();
+    watch(path, move |why| match check(&file) {
+        Ok((config, hash)) => {
+            tracing::info!(trigger = why, file = %file.display(), hash = &hash[..12], "config edit accepted by the checks; applying");
+            master.do_send(ApplyConfig { config, hash });
+        }
+        Err(errors) => {
+            tracing::warn!(
+                trigger = why,
+                "config edit refused; the site keeps its last good config:\n{errors}"
+            );
+            master.do_send(ConfigRefused { errors });
+        }
+    })
+}
+
+/// Reads the admin token file again on SIGHUP and when it changes; a refused file leaves
+/// the tokens as they were (`crate::admin::TokenStore::reload`).
+pub fn watch_tokens(store: Arc<TokenStore>) -> Result<(), ReloadError> {
+    let path = store.path().to_path_buf();
+    watch(path, move |why| match store.reload() {
+        Ok(count) => tracing::info!(
+            trigger = why,
+            file = %store.path().display(),
+            tokens = count,
+            "admin token file read again"
+        ),
+        Err(error) => tracing::warn!(
+            trigger = why,
+            "admin token file refused; the gateway keeps the tokens it had: {error}"
+        ),
+    })
+}
+
+/// Calls `reread` (on the blocking pool: it reads files) after SIGHUP or a change of
+/// `path`, once the triggers have been quiet for [`DEBOUNCE`].
+fn watch(
+    path: PathBuf,
+    reread: impl Fn(&'static str) + Send + Sync + 'static,
+) -> Result<(), ReloadError> {
     // Unbounded on purpose: the notify callback runs on the watcher's own thread and must
     // not block; every entry is a `&'static str` and the debounce below drains them all,
     // so a burst of file events costs a few words each.
@@ -87,6 +129,7 @@ pub fn start(path: PathBuf, master: Addr<SiteMaster>) -> Result<(), ReloadError>
             }
         }
     });
+    let reread = Arc::new(reread);
     tokio::spawn(async move {
         // The watcher stops when dropped: it lives as long as this task.
         let _watcher = watcher;
@@ -104,20 +147,9 @@ pub fn start(path: PathBuf, master: Addr<SiteMaster>) -> Result<(), ReloadError>
                     Err(_) => break,
                 }
             }
-            let file = path.clone();
-            match tokio::task::spawn_blocking(move || check(&file)).await {
-                Ok(Ok((config, hash))) => {
-                    tracing::info!(trigger = why, file = %path.display(), hash = &hash[..12], "config edit accepted by the checks; applying");
-                    master.do_send(ApplyConfig { config, hash });
-                }
-                Ok(Err(errors)) => {
-                    tracing::warn!(
-                        trigger = why,
-                        "config edit refused; the site keeps its last good config:\n{errors}"
-                    );
-                    master.do_send(ConfigRefused { errors });
-                }
-                Err(error) => tracing::error!(%error, "config check task failed"),
+            let reread = reread.clone();
+            if let Err(error) = tokio::task::spawn_blocking(move || reread(why)).await {
+                tracing::error!(%error, file = %path.display(), "reading the file again failed");
             }
         }
     });

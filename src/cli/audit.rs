@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::bail;
 use serde_json::Value;
 
-use super::status::{DEFAULT_GATEWAY, Gateway, audit_row, rfc3339_utc};
+use super::status::{AdminArgs, Gateway, audit_row, rfc3339_utc};
 
 /// How often `--follow` asks for new records: decisions happen in rounds of 100 ms, and a
 /// person reading a tail does not need them sooner.
@@ -19,9 +19,8 @@ const PAGE_MAX: u64 = 1000;
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
-    /// The gateway's admin API: http:// and its admin_addr.
-    #[arg(long, value_name = "URL", default_value = DEFAULT_GATEWAY)]
-    gateway: String,
+    #[command(flatten)]
+    admin: AdminArgs,
     /// How many of the newest records to print first (1..=1000).
     #[arg(long, short = 'n', default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(1..=PAGE_MAX))]
@@ -32,7 +31,7 @@ pub struct AuditArgs {
 }
 
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let gateway = Gateway::new(&args.gateway)?;
+    let gateway = Gateway::new(&args.admin)?;
     let first = records(&gateway, &format!("/v1/audit?limit={}", args.limit))?;
     println!("{}", line(&HEADER.map(str::to_owned)));
     let mut last = print(&first, 0);

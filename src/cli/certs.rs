@@ -28,8 +28,9 @@ pub enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Issue a site certificate (DIR/sites/NAME.*), or with --node a node certificate
-    /// (DIR/nodes/ID.*), signed by the CA in DIR.
+    /// Issue a site certificate (DIR/sites/NAME.*), with --node a node certificate
+    /// (DIR/nodes/ID.*), or with --admin the HTTPS certificate of the site's admin address
+    /// (DIR/admin/NAME.*), signed by the CA in DIR.
     Issue {
         /// Directory made by `leasehold certs init`.
         #[arg(long, value_name = "DIR")]
@@ -38,8 +39,16 @@ pub enum CertsCommand {
         #[arg(long, value_name = "NAME")]
         site: SiteId,
         /// Issue for the node agent on server ID, at site NAME.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", conflicts_with = "admin")]
         node: Option<ServerId>,
+        /// Issue the certificate of the site's admin address (set [admin] tls_cert and
+        /// tls_key to its files).
+        #[arg(long)]
+        admin: bool,
+        /// With --admin: a DNS name or IP address clients use to reach the admin address;
+        /// give one --host per name.
+        #[arg(long, value_name = "NAME", requires = "admin")]
+        host: Vec<String>,
         /// Replace an existing certificate and key.
         #[arg(long)]
         force: bool,
@@ -53,8 +62,19 @@ pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
         CertsCommand::Issue {
             dir,
             site,
-            node,
+            node: _,
+            admin: true,
+            host,
             force,
+        } => certs::issue_admin(&dir, &site, &host, force)
+            .with_context(|| format!("issuing the admin certificate of {site}"))?,
+        CertsCommand::Issue {
+            dir,
+            site,
+            node,
+            admin: false,
+            force,
+            ..
         } => {
             let name = match node {
                 Some(server) => PeerName::Node { site, server },

@@ -1,6 +1,7 @@
 //! The subcommands of `leasehold`, one module each. Each parses its own arguments and calls
 //! into the library crates; no decision logic lives here.
 
+pub mod admin_client;
 pub mod audit;
 pub mod bench;
 pub mod certs;
@@ -12,4 +13,5 @@ pub mod gateway;
 pub mod node;
 pub mod sim;
 pub mod status;
+pub mod token;
 pub mod workload;

@@ -1,16 +1,14 @@
 //! `leasehold status [--gateway URL] [--json]`: the status page's picture as terminal
 //! tables, in the manner of `nomad status`, read from a gateway's admin API (docs/api.md).
-//! Also the pieces `leasehold audit` shares: the HTTP client, tables and UTC times.
+//! Also the pieces `leasehold audit` shares: tables and UTC times.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::bail;
 use serde_json::{Map, Value, json};
 
-/// The example site-a's `admin_addr` (configs/site-a.toml), where the demo runs.
-pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:7101";
+pub use super::admin_client::{AdminArgs, Gateway};
 
 /// How many of the newest audit records the status shows.
 const AUDIT_ROWS: usize = 10;
@@ -23,9 +21,8 @@ const STATE_ORDER: [&str; 6] = [
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// The gateway's admin API: http:// and its admin_addr.
-    #[arg(long, value_name = "URL", default_value = DEFAULT_GATEWAY)]
-    gateway: String,
+    #[command(flatten)]
+    admin: AdminArgs,
     /// Print one JSON object {status, accounts, servers, audit, peers, loans} instead of
     /// tables.
     #[arg(long)]
@@ -33,7 +30,7 @@ pub struct StatusArgs {
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let gateway = Gateway::new(&args.gateway)?;
+    let gateway = Gateway::new(&args.admin)?;
     let picture = Picture::fetch(&gateway)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&picture.to_json())?);
@@ -41,87 +38,6 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         print!("{}", picture.render(gateway.url()));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A gateway's admin API over plain HTTP.
-pub struct Gateway {
-    base: String,
-    agent: ureq::Agent,
-}
-
-impl Gateway {
-    /// `URL` as given to `--gateway`; a bare `host:port` means `http://host:port`.
-    pub fn new(url: &str) -> anyhow::Result<Gateway> {
-        let url = url.trim().trim_end_matches('/');
-        let base = if url.contains("://") {
-            url.to_owned()
-        } else {
-            format!("http://{url}")
-        };
-        if !base.starts_with("http://") {
-            bail!(
-                "--gateway {base}: the admin API is plain HTTP (docs/api.md); give http://HOST:PORT"
-            );
-        }
-        // Short timeouts: an operator asking for status wants an answer or an error now,
-        // not a hung terminal behind a dead gateway.
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(5)))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        Ok(Gateway { base, agent })
-    }
-
-    pub fn url(&self) -> &str {
-        &self.base
-    }
-
-    /// GET `path` as JSON; any answer but 2xx is an error naming the gateway.
-    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.get_optional(path)?.ok_or_else(|| {
-            anyhow!(
-                "the gateway at {} has no {path} (404); is --gateway a Leasehold gateway's admin_addr?",
-                self.base
-            )
-        })
-    }
-
-    /// GET `path` as JSON, or `None` when the gateway answers 404: an endpoint that an
-    /// older gateway does not have yet (peers, loans).
-    pub fn get_optional(&self, path: &str) -> anyhow::Result<Option<Value>> {
-        let url = format!("{}{path}", self.base);
-        let mut response = self.agent.get(&url).call().map_err(|error| {
-            anyhow!(
-                "cannot reach the gateway at {}: {error}; is `leasehold gateway run` running, \
-                 and is --gateway its admin_addr?",
-                self.base
-            )
-        })?;
-        let status = response.status();
-        let body = response
-            .body_mut()
-            .read_to_string()
-            .with_context(|| format!("reading the answer to GET {url}"))?;
-        if status == 404 {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            // The API's errors are {"error": "..."}; show that text, or the body as is.
-            let said = serde_json::from_str::<Value>(&body)
-                .ok()
-                .and_then(|value| value["error"].as_str().map(str::to_owned))
-                .unwrap_or(body);
-            bail!(
-                "the gateway at {} answered GET {path} with {status}: {}",
-                self.base,
-                said.trim()
-            );
-        }
-        serde_json::from_str(&body)
-            .map(Some)
-            .with_context(|| format!("the answer to GET {url} is not JSON"))
-    }
 }
 
 /// What the gateway says, in one piece.
@@ -680,15 +596,6 @@ mod tests {
         assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_utc(1_795_644_381_148), "2026-11-25T22:06:21.148Z");
         assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
-
-    #[test]
-    fn gateway_urls_take_a_bare_address_and_refuse_https() {
-        assert_eq!(
-            Gateway::new("127.0.0.1:7101/").map(|g| g.base).ok(),
-            Some("http://127.0.0.1:7101".to_owned())
-        );
-        assert!(Gateway::new("https://127.0.0.1:7101").is_err());
     }
 
     #[test]

@@ -229,7 +229,9 @@ impl MachineSite {
                 management.port()
             ));
         }
-        head.push_str("\n[timings]\n");
+        head.push('\n');
+        head.push_str(super::site::LOOPBACK_ADMIN);
+        head.push_str("[timings]\n");
         for (key, value) in &options.timings {
             head.push_str(&format!("{key} = {value}\n"));
         }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bmc;
+pub mod browser;
 pub mod evidence;
 pub mod federation;
 pub mod interrupt;

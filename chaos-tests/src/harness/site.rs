@@ -34,6 +34,12 @@ pub struct SiteSpec {
     pub lending: Option<(u32, u32)>,
 }
 
+/// The `[admin]` table of test configs: plain HTTP on loopback, and reads without a token,
+/// said explicitly as the config requires. tests/admin_security.rs replaces it to test TLS,
+/// tokens and roles.
+pub const LOOPBACK_ADMIN: &str =
+    "[admin]\nplain_http = true          # loopback only\nanonymous_role = \"read\"\n\n";
+
 /// A site config written to disk, with the addresses it chose.
 #[derive(Debug, Clone)]
 pub struct PreparedSite {
@@ -211,6 +217,7 @@ fn write_site(
         spec.name,
         founders.join(", ")
     );
+    text.push_str(LOOPBACK_ADMIN);
     if !spec.timings.is_empty() {
         text.push_str("[timings]\n");
         for (key, value) in &spec.timings {

@@ -100,6 +100,7 @@ pub fn site_config(site: usize, sites: usize, servers: usize) -> SiteConfig {
     let peers: Vec<SiteId> = (0..sites).filter(|s| *s != site).map(site_id).collect();
     SiteConfig {
         path: PathBuf::from(format!("{}.toml", site_name(site))),
+        admin: leasehold_site_gateway::config::AdminSection::unsecured(),
         site: SiteSection {
             name: site_id(site),
             admin_addr: addr(site, 1),

@@ -6,6 +6,7 @@
 //! DIR/ca.crt   DIR/ca.key                      the federation CA
 //! DIR/sites/<site>.crt   DIR/sites/<site>.key  a site gateway
 //! DIR/nodes/<server>.crt DIR/nodes/<server>.key a node agent
+//! DIR/admin/<site>.crt   DIR/admin/<site>.key  a site's admin address (HTTPS)
 //! ```
 //!
 //! Private keys are created with mode 0600 and never printed; loading refuses a key that
@@ -116,6 +117,10 @@ pub enum CertError {
         #[source]
         source: rcgen::Error,
     },
+    #[error(
+        "an admin certificate for {site} names the hosts clients reach it by: give --host NAME (a DNS name or an IP address), once per name"
+    )]
+    NoAdminHosts { site: SiteId },
     #[error("the validity period ends ({not_after}) before it starts ({not_before})")]
     EmptyValidity {
         not_before: OffsetDateTime,
@@ -286,13 +291,71 @@ pub fn issue_with_validity(
     let cert = params
         .signed_by(&key, &issuer)
         .map_err(generate(format!("the certificate of {what}")))?;
+    write_pair(cert_path, key_path, &key, &cert, force)
+}
 
+fn write_pair(
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    key: &KeyPair,
+    cert: &rcgen::Certificate,
+    force: bool,
+) -> Result<Vec<PathBuf>, CertError> {
     if let Some(parent) = cert_path.parent() {
         create_dir(parent)?;
     }
     write_file(&key_path, key.serialize_pem().as_bytes(), KEY_MODE, force)?;
     write_file(&cert_path, cert.pem().as_bytes(), CERT_MODE, force)?;
     Ok(vec![cert_path, key_path])
+}
+
+/// Issues the HTTPS certificate of `site`'s admin address (DIR/admin/<site>.crt and .key),
+/// valid for a year, for the names and addresses browsers and scrapers use to reach it:
+/// `hosts` are DNS names or IP addresses, each a subjectAltName. A server certificate
+/// only: it authenticates no one to the federation.
+pub fn issue_admin(
+    dir: &Path,
+    site: &SiteId,
+    hosts: &[String],
+    force: bool,
+) -> Result<Vec<PathBuf>, CertError> {
+    let what = format!("the admin address of {site}");
+    let mut names = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        names.push(match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                host.as_str()
+                    .try_into()
+                    .map_err(generate(format!("the name `{host}` for {what}")))?,
+            ),
+        });
+    }
+    if names.is_empty() {
+        return Err(CertError::NoAdminHosts { site: site.clone() });
+    }
+    let (cert_path, key_path) = pair(dir, "admin", site.as_str());
+    let issuer = load_issuer(dir)?;
+    refuse_existing(&[&cert_path, &key_path], force)?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(generate(format!("a key for {what}")))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{site} admin"));
+    params.subject_alt_names = names;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - CLOCK_SKEW;
+    params.not_after = now + LEAF_VALIDITY;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(generate(format!("the certificate of {what}")))?;
+    write_pair(cert_path, key_path, &key, &cert, force)
 }
 
 /// Loads the identity of site `site` from `dir`.
@@ -613,6 +676,39 @@ mod tests {
         issue(dir.path(), &node, false).unwrap();
         let identity = load_node_identity(dir.path(), &ServerId::parse("a1").unwrap()).unwrap();
         assert_eq!(identity.name, node);
+    }
+
+    #[test]
+    fn an_admin_certificate_names_its_hosts_and_serves_only() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), false).unwrap();
+        let error = issue_admin(dir.path(), &site("site-a"), &[], false).unwrap_err();
+        assert!(error.to_string().contains("give --host NAME"), "{error}");
+        let hosts = ["127.0.0.1".to_owned(), "site-a.dc1.example.net".to_owned()];
+        let written = issue_admin(dir.path(), &site("site-a"), &hosts, false).unwrap();
+        assert_eq!(written[0], dir.path().join("admin/site-a.crt"));
+        let pem = std::fs::read(&written[0]).unwrap();
+        let der = CertificateDer::from_pem_slice(&pem).unwrap();
+        let (_, leaf) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let names = format!(
+            "{:?}",
+            leaf.subject_alternative_name()
+                .unwrap()
+                .unwrap()
+                .value
+                .general_names
+        );
+        assert!(names.contains("IPAddress([127, 0, 0, 1])"), "{names}");
+        assert!(
+            names.contains("DNSName(\"site-a.dc1.example.net\")"),
+            "{names}"
+        );
+        let eku = leaf.extended_key_usage().unwrap().unwrap().value;
+        assert!(
+            eku.server_auth && !eku.client_auth,
+            "no federation identity"
+        );
+        check_key_mode(&written[1]).unwrap();
     }
 
     #[test]

@@ -148,6 +148,9 @@ pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
         s.boot_addr.map_or("(none)".to_owned(), |a| a.to_string()),
         t.boot_addr.map_or("(none)".to_owned(), |a| a.to_string()),
     );
+    // The listener's TLS, the token file's path and the access log are bound at start; the
+    // token file's contents are read again on every edit (`crate::reload`).
+    restart("[admin]", old.admin.to_string(), new.admin.to_string());
     if old.servers != new.servers {
         let names = |config: &SiteConfig| {
             config
@@ -292,6 +295,7 @@ mod tests {
     fn config() -> SiteConfig {
         SiteConfig {
             path: "site-a.toml".into(),
+            admin: crate::config::AdminSection::unsecured(),
             site: SiteSection {
                 name: "site-a".parse().expect("a valid site name"),
                 admin_addr: "127.0.0.1:1".parse().expect("an address"),

@@ -7,6 +7,7 @@
 //! [`load_federation`], so they accept and refuse the same files with the same messages.
 
 mod account;
+mod admin;
 pub mod diff;
 mod error;
 mod federation;
@@ -25,7 +26,8 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, ConfigErrors};
 pub use machine::normal_mac;
 pub use types::{
-    Account, Image, Lending, Machine, Peer, Server, SiteConfig, SiteSection, Timings, Workload,
+    Account, AdminSection, AdminTls, Image, Lending, Machine, Peer, Server, SiteConfig,
+    SiteSection, Timings, Workload,
 };
 
 use error::Source;

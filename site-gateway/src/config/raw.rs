@@ -13,6 +13,8 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSite {
     pub site: RawSiteSection,
+    /// Required; `None` only so that its absence is one collected error, named.
+    pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub timings: RawTimings,
     #[serde(default)]
@@ -39,6 +41,18 @@ pub(crate) struct RawSiteSection {
     pub advertise_management_addr: Option<Spanned<String>>,
     /// The founding members of a new federation (docs/ownership.md, "Members").
     pub initial_members: Option<Spanned<Vec<String>>>,
+}
+
+/// `[admin]` (checked in `admin.rs`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub tls_cert: Option<Spanned<String>>,
+    pub tls_key: Option<Spanned<String>>,
+    pub plain_http: Option<Spanned<bool>>,
+    pub tokens: Option<Spanned<String>>,
+    pub anonymous_role: Option<Spanned<String>>,
+    pub access_log: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,6 +14,7 @@ pub struct SiteConfig {
     /// The file it was read from (as given), so reloads and messages can name it.
     pub path: PathBuf,
     pub site: SiteSection,
+    pub admin: AdminSection,
     pub timings: Timings,
     pub lending: Lending,
     pub peers: Vec<Peer>,
@@ -39,6 +40,40 @@ pub struct SiteSection {
     /// once instead of joining the set its peers run (docs/ownership.md, "Members").
     /// Exactly the site and its peers; ignored once the journal has members.
     pub initial_members: Option<Vec<SiteId>>,
+}
+
+/// `[admin]`: how the admin address is secured (docs/operations.md, "Securing the admin
+/// address"). Paths are resolved against the config file's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSection {
+    /// HTTPS with this certificate; `None` is plain HTTP, which the file said explicitly.
+    pub tls: Option<AdminTls>,
+    /// The token file (`leasehold token add`).
+    pub tokens: Option<PathBuf>,
+    /// The role of a request that carries no token; `None` refuses such requests.
+    pub anonymous_role: Option<crate::admin::tokens::Role>,
+    /// Where the access log goes; default `access.log` in the gateway's state directory.
+    pub access_log: Option<PathBuf>,
+}
+
+/// The admin address's certificate chain and key, PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl AdminSection {
+    /// Plain HTTP, no tokens, anyone reads: only for configs built in code for runs that
+    /// serve no admin address (simulation, benchmarks of the core) and for unit tests.
+    pub fn unsecured() -> AdminSection {
+        AdminSection {
+            tls: None,
+            tokens: None,
+            anonymous_role: Some(crate::admin::tokens::Role::Read),
+            access_log: None,
+        }
+    }
 }
 
 impl SiteSection {

@@ -65,6 +65,7 @@ pub(crate) fn validate(source: &Source, raw: &RawSite) -> Result<SiteConfig, Vec
         errors: Vec::new(),
     };
     let site = site_section(&mut c, raw);
+    let admin = super::admin::admin(&mut c, raw);
     let timings = timings(&mut c, &raw.timings, raw.servers.len());
     let peers = peers(&mut c, raw);
     let peer_names: Vec<&str> = raw
@@ -77,13 +78,14 @@ pub(crate) fn validate(source: &Source, raw: &RawSite) -> Result<SiteConfig, Vec
     listeners(&mut c, raw);
     let accounts = super::account::accounts(&mut c, &raw.accounts, &peer_names);
 
-    match (site, peers, servers, lending, accounts) {
-        (Some(site), Some(peers), Some(servers), Some(lending), Some(accounts))
+    match (site, admin, peers, servers, lending, accounts) {
+        (Some(site), Some(admin), Some(peers), Some(servers), Some(lending), Some(accounts))
             if c.errors.is_empty() =>
         {
             Ok(SiteConfig {
                 path: source.path.clone(),
                 site,
+                admin,
                 timings,
                 lending,
                 peers,

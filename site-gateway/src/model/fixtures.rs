@@ -57,6 +57,7 @@ pub(crate) fn site_config(
     let base = 8000 + 100 * (prefix as u16 - 'a' as u16);
     SiteConfig {
         path: PathBuf::from(format!("{name}.toml")),
+        admin: crate::config::AdminSection::unsecured(),
         site: SiteSection {
             name: SiteId::parse(name).expect("a valid site name"),
             admin_addr: addr(1),

@@ -12,9 +12,11 @@ use actix_web::http::header;
 use crate::actors::journal::{JournalWriter, ReadAudit};
 use crate::actors::master::{ConfigStatus, GetStatus, SiteMaster};
 use crate::actors::peer::{GetPeerStatus, Peer};
+use crate::admin::tokens::Caller;
 use crate::journal::AuditRecord;
 use crate::model::site::SiteSnapshot;
 
+pub(crate) use render::STYLE;
 pub use render::{escape, render};
 
 /// How many audit records the page shows, newest first.
@@ -41,6 +43,7 @@ pub struct View {
     pub peers: Option<Vec<PeerView>>,
     /// Servers lent to or borrowed from peers (`GET /v1/loans`); `None` as for `peers`.
     pub loans: Option<Vec<LoanView>>,
+    pub viewer: Viewer,
 }
 
 /// One peer site as the page shows it (from its `Peer` actor).
@@ -82,12 +85,24 @@ pub struct LoanView {
     pub expires_in_ms: Option<u64>,
 }
 
+/// Who looks at the page, and what they must be warned of.
+#[derive(Debug, Clone, Default)]
+pub struct Viewer {
+    /// The signed-in token (or `anonymous`), as the gate found it.
+    pub caller: Option<Caller>,
+    /// Plain HTTP or anonymous reads on an address others reach (`AdminSection::warnings`).
+    pub warnings: Vec<String>,
+    /// A token file is configured, so there is a sign-in to leave.
+    pub can_sign_out: bool,
+}
+
 /// `GET /`: the status page. Takes the actors' addresses rather than the API's state type
 /// so that the page stays a module of its own, with one route in `api.rs`.
 pub async fn index(
     master: Addr<SiteMaster>,
     journal: Addr<JournalWriter>,
     peers: Vec<Addr<Peer>>,
+    viewer: Viewer,
 ) -> HttpResponse {
     let Ok(status) = master.send(GetStatus).await else {
         return HttpResponse::ServiceUnavailable()
@@ -116,6 +131,7 @@ pub async fn index(
         audit,
         peers: peer_views(&peers).await,
         loans: loan_views(&master).await,
+        viewer,
     };
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

@@ -7,10 +7,13 @@
   function refresh() {
     fetch(location.pathname, { cache: "no-store" })
       .then(function (response) {
+        // Signed out elsewhere, or the token was removed or expired: show the sign-in.
+        if (response.status === 401) { location.reload(); return null; }
         if (!response.ok) { throw new Error("HTTP " + response.status); }
         return response.text();
       })
       .then(function (html) {
+        if (html === null) { return; }
         var next = new DOMParser().parseFromString(html, "text/html").getElementById("live");
         var live = document.getElementById("live");
         if (next && live) { live.replaceWith(next); }

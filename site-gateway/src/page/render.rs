@@ -9,7 +9,7 @@ use crate::model::site::{AccountSnapshot, ServerSnapshot};
 
 use super::{LoanDirection, LoanView, PeerView, View};
 
-const STYLE: &str = include_str!("style.css");
+pub(crate) const STYLE: &str = include_str!("style.css");
 const SCRIPT: &str = include_str!("refresh.js");
 
 /// Server states in the order an operator reads them: what serves, what is changing, what
@@ -64,6 +64,7 @@ fn page(out: &mut String, view: &View) -> fmt::Result {
     out.push_str("<div id=\"live\">\n");
     header(out, view)?;
     out.push_str("<main>\n");
+    admin_banner(out, view)?;
     config_banner(out, view)?;
     accounts(out, view)?;
     servers(out, &view.snapshot.servers)?;
@@ -122,7 +123,51 @@ fn header(out: &mut String, view: &View) -> fmt::Result {
         }
         fact(out, "config", &text)?;
     }
-    out.push_str("</dl>\n</header>\n");
+    out.push_str("</dl>\n");
+    viewer(out, view)?;
+    out.push_str("</header>\n");
+    Ok(())
+}
+
+/// Who is signed in, and the way out.
+fn viewer(out: &mut String, view: &View) -> fmt::Result {
+    // Nobody signed in: an open page (anonymous_role) or a probe; the banner says if that
+    // matters.
+    let Some(caller) = view
+        .viewer
+        .caller
+        .as_ref()
+        .filter(|caller| caller.name != "anonymous" && caller.name != "-")
+    else {
+        return Ok(());
+    };
+    let role = caller.role.map_or("none", |role| role.as_str());
+    write!(
+        out,
+        "<div class=\"viewer\" id=\"viewer\">signed in as <b>{name}</b> <span class=\"sub\">{role}</span>",
+        name = Esc(&caller.name),
+    )?;
+    if view.viewer.can_sign_out {
+        out.push_str(
+            " <form method=\"post\" action=\"/logout\" class=\"signout\"><button type=\"submit\">sign out</button></form>",
+        );
+    }
+    out.push_str("</div>\n");
+    Ok(())
+}
+
+/// Plain HTTP or anonymous reads on an address others reach: the page says so on top.
+fn admin_banner(out: &mut String, view: &View) -> fmt::Result {
+    if view.viewer.warnings.is_empty() {
+        return Ok(());
+    }
+    out.push_str("<section class=\"card alert\" id=\"admin-insecure\"><h2>This admin address is not secured</h2>\n<ul>\n");
+    for warning in &view.viewer.warnings {
+        writeln!(out, "<li>{}</li>", Esc(warning))?;
+    }
+    out.push_str(
+        "</ul>\n<p>docs/operations.md, \"Securing the admin address\", says how.</p></section>\n",
+    );
     Ok(())
 }
 
@@ -721,6 +766,7 @@ mod tests {
             }]),
             peers: None,
             loans: None,
+            viewer: Default::default(),
         }
     }
 
@@ -819,5 +865,24 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("1 refused"), "{html}");
+    }
+
+    #[test]
+    fn an_unsecured_address_is_a_banner_and_the_viewer_is_named() {
+        let mut with = view("r", "h");
+        assert!(!render(&with).contains("admin-insecure"));
+        with.viewer = crate::page::Viewer {
+            caller: Some(crate::admin::tokens::Caller {
+                name: "<alice>".to_owned(),
+                role: Some(crate::admin::tokens::Role::Read),
+            }),
+            warnings: vec!["the admin address 10.0.0.1:7101 serves plain HTTP".to_owned()],
+            can_sign_out: true,
+        };
+        let html = render(&with);
+        assert!(html.contains("id=\"admin-insecure\""), "{html}");
+        assert!(html.contains("10.0.0.1:7101 serves plain HTTP"), "{html}");
+        assert!(html.contains("signed in as <b>&lt;alice&gt;</b>"), "{html}");
+        assert!(html.contains("action=\"/logout\""), "{html}");
     }
 }

@@ -178,7 +178,8 @@ impl Site {
         let mut text = format!(
             "[site]\nname = \"{SITE}\"\nadmin_addr = \"{admin}\"\n\
              federation_addr = \"{federation}\"\nmanagement_addr = \"{management}\"\n\
-             initial_members = [\"{SITE}\"]\n\n"
+             initial_members = [\"{SITE}\"]\n\n\
+             [admin]\nplain_http = true\nanonymous_role = \"read\"\n\n"
         );
         for index in 1..=servers {
             // Simulated workloads bind nothing: any distinct address will do.

@@ -450,6 +450,7 @@ fn synthetic_site(servers: u32, accounts: u32) -> anyhow::Result<SiteConfig> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(SiteConfig {
         path: PathBuf::from("bench.toml"),
+        admin: leasehold_site_gateway::config::AdminSection::unsecured(),
         site: SiteSection {
             name: site,
             admin_addr: addr(0),

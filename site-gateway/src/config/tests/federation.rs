@@ -75,7 +75,7 @@ fn peer_not_defined_by_any_file() {
     let a = format!("{BASE}\n[[peer]]\nname = \"site-d\"\naddr = \"127.0.0.1:7204\"\n");
     assert_one(
         &cross(&a, &site_b()),
-        "site-a.toml:38:8: peer `site-d` of site `site-a` is not defined by any of the files checked",
+        "site-a.toml:42:8: peer `site-d` of site `site-a` is not defined by any of the files checked",
     );
 }
 

@@ -1,5 +1,6 @@
 //! Unit tests of the config checks: one per semantic check, asserting the message.
 
+mod admin;
 mod federation;
 mod machine;
 mod site;
@@ -46,6 +47,10 @@ software = "shop 1.0"
 command = "{leasehold}"
 args = ["workload", "--listen", "{service_addr}"]
 data_dir = "data/shop"
+
+[admin]
+plain_http = true
+anonymous_role = "read"
 "#;
 
 /// `BASE` with `from` replaced by `to`; fails loudly if `from` is not there, so a test

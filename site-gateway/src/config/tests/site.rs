@@ -101,7 +101,11 @@ fn duplicate_server_id() {
 
 #[test]
 fn duplicate_account() {
-    let second = BASE.split("[[account]]").nth(1).unwrap_or_default();
+    let second = BASE
+        .split("[[account]]")
+        .nth(1)
+        .and_then(|account| account.split("[admin]").next())
+        .unwrap_or_default();
     let text = format!("{BASE}\n[[account]]{second}");
     one_error(&text, "account `shop` at site `site-a` is defined twice");
 }
