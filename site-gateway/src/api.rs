@@ -39,7 +39,11 @@ pub struct AdminServe {
     pub addr: SocketAddr,
     /// HTTPS with this config; `None` is plain HTTP (said explicitly in the config).
     pub tls: Option<rustls::ServerConfig>,
+    /// When the admin certificate expires (Unix time), for the metrics.
+    pub certificate_expiry: Option<i64>,
     pub auth: Arc<AdminAuth>,
+    /// The journal's file, whose size `/metrics` shows.
+    pub journal_file: std::path::PathBuf,
 }
 
 /// Binds the admin API and returns the server to run (on the current actix system).
@@ -54,6 +58,7 @@ pub fn serve(
         metrics,
         master.clone(),
         peers.clone(),
+        serve.journal_file.clone(),
     ));
     let api = Api {
         master,

@@ -128,9 +128,12 @@ fn admin_security(
     state: &std::path::Path,
 ) -> Result<crate::api::AdminServe, GatewayError> {
     let addr = config.site.admin_addr;
-    let tls = match &config.admin.tls {
-        Some(tls) => Some(crate::admin::tls::server_config(tls)?),
-        None => None,
+    let (tls, certificate_expiry) = match &config.admin.tls {
+        Some(tls) => {
+            let (server, expiry) = crate::admin::tls::server_config(tls)?;
+            (Some(server), expiry)
+        }
+        None => (None, None),
     };
     let tokens = match &config.admin.tokens {
         Some(path) => Some(Arc::new(crate::admin::TokenStore::open(path)?)),
@@ -157,6 +160,8 @@ fn admin_security(
     Ok(crate::api::AdminServe {
         addr,
         tls,
+        certificate_expiry,
+        journal_file: Journal::file_in(state),
         auth: Arc::new(crate::admin::AdminAuth {
             site: config.site.name.to_string(),
             tokens,
@@ -214,6 +219,15 @@ async fn serve(
         Millis(0),
     );
     let metrics = Arc::new(crate::metrics::Metrics::new(&config.site.name));
+    let expiries = [("site", identity.chain.first()), ("ca", Some(&identity.ca))];
+    for (which, cert) in expiries {
+        if let Some(not_after) = cert.and_then(leasehold_federation::transport::certs::not_after) {
+            metrics.certificate(which, not_after);
+        }
+    }
+    if let Some(not_after) = admin.certificate_expiry {
+        metrics.certificate("admin", not_after);
+    }
     let mut master = SiteMaster::new(
         core,
         recovery_effects,

@@ -101,13 +101,18 @@ pub struct Journal {
 }
 
 impl Journal {
+    /// The journal's file in the state directory `dir`.
+    pub fn file_in(dir: &Path) -> PathBuf {
+        dir.join("journal.redb")
+    }
+
     /// Opens (or creates) `dir/journal.redb` for `site` and reads back what it holds.
     pub fn open(dir: &Path, site: &SiteId) -> Result<(Journal, Recovered), JournalError> {
         std::fs::create_dir_all(dir).map_err(|source| JournalError::CreateDir {
             path: dir.to_path_buf(),
             source,
         })?;
-        let path = dir.join("journal.redb");
+        let path = Journal::file_in(dir);
         let store = |source: redb::Error| JournalError::Store {
             path: path.clone(),
             source,

@@ -358,6 +358,12 @@ pub fn issue_admin(
     write_pair(cert_path, key_path, &key, &cert, force)
 }
 
+/// When `cert` expires, as a Unix time; `None` if it does not parse.
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.validity().not_after.timestamp())
+}
+
 /// Loads the identity of site `site` from `dir`.
 pub fn load_site_identity(dir: &Path, site: &SiteId) -> Result<Identity, CertError> {
     let expected = PeerName::Site(site.clone());

@@ -27,9 +27,11 @@ pub enum AdminTlsError {
     },
 }
 
-/// Reads the chain and key (blocking) into a server config.
-pub fn server_config(tls: &AdminTls) -> Result<rustls::ServerConfig, AdminTlsError> {
+/// Reads the chain and key (blocking) into a server config, with the leaf's expiry (a Unix
+/// time) for the metrics.
+pub fn server_config(tls: &AdminTls) -> Result<(rustls::ServerConfig, Option<i64>), AdminTlsError> {
     let chain = read_chain(&tls.cert)?;
+    let expiry = leasehold_federation::transport::certs::not_after(&chain[0]);
     check_key_mode(&tls.key)?;
     let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|error| AdminTlsError::File {
         key: "tls_key",
@@ -45,7 +47,7 @@ pub fn server_config(tls: &AdminTls) -> Result<rustls::ServerConfig, AdminTlsErr
             key: tls.key.clone(),
             detail: error.to_string(),
         })?;
-    Ok(config)
+    Ok((config, expiry))
 }
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, AdminTlsError> {

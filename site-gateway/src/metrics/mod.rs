@@ -43,6 +43,9 @@ use crate::model::effects::{AuditEntry, AuditKind, JournalOp, LeaseEndCause, Obs
 use crate::model::peers::Liveness;
 use crate::model::site::SiteSnapshot;
 
+mod standing;
+use standing::{Standing, StandingInputs};
+
 /// Every server state of `/v1/servers`; each gets a `servers` series, 0 included, so a
 /// dashboard can tell "none" from "not reported". A state missing here still appears
 /// (counted) when a server is in it; it only lacks its zero.
@@ -122,7 +125,7 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AccountLabels {
+pub(crate) struct AccountLabels {
     account: String,
 }
 
@@ -174,6 +177,8 @@ pub struct Metrics {
     config_reloads: Family<ResultLabels, Counter>,
     peer_up: Family<PeerLabels, Gauge>,
     peer_rtt: Family<PeerLabels, FloatGauge>,
+    site: SiteId,
+    standing: Standing,
 }
 
 /// Seconds, from well under a millisecond (a round on an idle site) to past the round
@@ -215,7 +220,10 @@ impl Metrics {
             loan_latency: Histogram::new(REALLOCATION_BUCKETS),
             journal_write: Histogram::new(JOURNAL_BUCKETS),
             config_reloads: Family::default(),
+            site: site.clone(),
+            standing: Standing::default(),
         };
+        metrics.standing.register(&mut registry);
         // State, set from the snapshot at scrape time.
         registry.register(
             "servers",
@@ -400,12 +408,29 @@ impl Metrics {
         self.journal_write.observe(took.as_secs_f64());
     }
 
-    /// Sets the state gauges from `snapshot` and encodes every series in the Prometheus
-    /// text format (0.0.4).
+    /// The expiry of a certificate the gateway presents or trusts (`site`, `ca`, `admin`),
+    /// read at start.
+    pub fn certificate(&self, which: &'static str, not_after_unix: i64) {
+        self.standing.certificate(which, not_after_unix);
+    }
+
+    /// [`Metrics::encode_all`] without members or a journal size (unit tests).
     pub fn encode(
         &self,
         snapshot: &SiteSnapshot,
         peers: &[PeerStatus],
+    ) -> Result<String, std::fmt::Error> {
+        self.encode_all(snapshot, peers, None, None)
+    }
+
+    /// Sets the state gauges from `snapshot`, the peers, the members and the journal's
+    /// size, and encodes every series in the Prometheus text format (0.0.4).
+    pub fn encode_all(
+        &self,
+        snapshot: &SiteSnapshot,
+        peers: &[PeerStatus],
+        members: Option<&crate::model::ownership::MembersStatus>,
+        journal_bytes: Option<u64>,
     ) -> Result<String, std::fmt::Error> {
         // A poisoned lock only means another scrape panicked; the gauges are reset below.
         let _scrape = self
@@ -414,6 +439,13 @@ impl Metrics {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.set_snapshot(snapshot);
         self.set_peers(peers);
+        self.standing.set(&StandingInputs {
+            site: &self.site,
+            snapshot,
+            members,
+            peers,
+            journal_bytes,
+        });
         let mut text = String::new();
         prometheus_text::encode(&mut text, &self.registry)?;
         Ok(text)
@@ -488,6 +520,8 @@ pub struct Scrape {
     metrics: Arc<Metrics>,
     master: Addr<SiteMaster>,
     federation: Arc<Federation>,
+    /// The journal's file, whose size is a gauge.
+    journal_file: std::path::PathBuf,
 }
 
 impl Scrape {
@@ -495,11 +529,13 @@ impl Scrape {
         metrics: Arc<Metrics>,
         master: Addr<SiteMaster>,
         federation: Arc<Federation>,
+        journal_file: std::path::PathBuf,
     ) -> Scrape {
         Scrape {
             metrics,
             master,
             federation,
+            journal_file,
         }
     }
 }
@@ -518,7 +554,18 @@ pub async fn serve_metrics(scrape: web::Data<Scrape>) -> HttpResponse {
             peers.push(status);
         }
     }
-    match scrape.metrics.encode(&status.snapshot, &peers) {
+    let file = scrape.journal_file.clone();
+    // A stat is quick, but it is file I/O: off the server's thread.
+    let journal_bytes = web::block(move || std::fs::metadata(file).map(|m| m.len()))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    match scrape.metrics.encode_all(
+        &status.snapshot,
+        &peers,
+        status.members.as_ref(),
+        journal_bytes,
+    ) {
         Ok(text) => HttpResponse::Ok()
             .content_type(prometheus_text::CONTENT_TYPE)
             .body(text),
@@ -723,5 +770,78 @@ mod tests {
         // A peer removed by an edit drops out at the next scrape.
         let text = metrics.encode(&snapshot(), &peers[..1]).expect("encodes");
         assert!(!text.contains(r#"peer="site-c""#), "{text}");
+    }
+
+    #[test]
+    fn metrics_standing_shows_build_ownership_quorum_journal_and_certificates() {
+        let metrics = Metrics::new(&site());
+        metrics.certificate("site", 1_830_000_000);
+        let mut snapshot = snapshot();
+        snapshot.accounts[0].owner = Some(site());
+        snapshot.accounts[0].ownership_term = Some(3);
+        snapshot.accounts[0].ownership_expires_in_ms = Some(2500);
+        snapshot.accounts[1].owner = Some("site-b".parse().expect("a valid site id"));
+        let peer = |name: &str, state: Liveness| PeerStatus {
+            name: name.parse().expect("a valid site id"),
+            addr: "127.0.0.1:7202".parse().expect("an address"),
+            state,
+            rtt_ms: None,
+            silent_ms: None,
+            dialled: true,
+            dialled_in: true,
+            catalogue_version: None,
+            accounts: Vec::new(),
+        };
+        let members = crate::model::ownership::MembersStatus {
+            running: vec!["site-a".into(), "site-b".into(), "site-c".into()],
+            wanted: vec!["site-a".into(), "site-b".into(), "site-c".into()],
+            waiting: Vec::new(),
+        };
+        let peers = [
+            peer("site-b", Liveness::Up),
+            peer("site-c", Liveness::Suspect),
+        ];
+        let text = metrics
+            .encode_all(&snapshot, &peers, Some(&members), Some(4096))
+            .expect("encodes");
+        for expected in [
+            r#"leasehold_account_owned{site="site-a",account="shop"} 1"#,
+            r#"leasehold_account_owned{site="site-a",account="blog"} 0"#,
+            r#"leasehold_account_ownership_term{site="site-a",account="shop"} 3"#,
+            r#"leasehold_account_ownership_remaining_seconds{site="site-a",account="shop"} 2.5"#,
+            r#"leasehold_members{site="site-a"} 3"#,
+            r#"leasehold_members_reachable{site="site-a"} 2"#,
+            r#"leasehold_members_needed{site="site-a"} 2"#,
+            r#"leasehold_journal_bytes{site="site-a"} 4096"#,
+            r#"leasehold_certificate_expiry_timestamp_seconds{site="site-a",certificate="site"} 1830000000"#,
+            r#"node_protocol="leasehold-node/2""#,
+        ] {
+            assert!(text.contains(expected), "missing {expected}:\n{text}");
+        }
+        assert!(
+            !text.contains(r#"ownership_term{site="site-a",account="blog"}"#),
+            "{text}"
+        );
+        // The majority is lost with both peers gone; the owner is no longer this site.
+        snapshot.accounts[0].owner = None;
+        let peers = [
+            peer("site-b", Liveness::Down),
+            peer("site-c", Liveness::Down),
+        ];
+        let text = metrics
+            .encode_all(&snapshot, &peers, Some(&members), Some(4096))
+            .expect("encodes");
+        assert!(
+            text.contains(r#"leasehold_members_reachable{site="site-a"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"leasehold_account_owned{site="site-a",account="shop"} 0"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("leasehold_account_ownership_remaining_seconds{"),
+            "{text}"
+        );
     }
 }
