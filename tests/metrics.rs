@@ -1,6 +1,6 @@
-//! `GET /metrics` of a real gateway with node agents: the series follow what the JSON API
-//! says, counters count what happened, and Prometheus' own parser (`promtool check
-//! metrics`, from Debian's prometheus package) accepts the output.
+//! `GET /metrics` of a real gateway with node agents, and of a node agent itself: the
+//! series follow what the JSON API says, counters count what happened, and Prometheus' own
+//! parser (`promtool check metrics`, from Debian's prometheus package) accepts the output.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -274,4 +274,81 @@ fn metrics_count_a_failed_server_and_its_expired_lease() {
     site.wait_served();
     drop(node);
     promtool_accepts(&site.scrape());
+}
+
+#[test]
+fn a_node_agent_serves_its_lease_and_workload_as_metrics() {
+    let dir = TempDir::new().unwrap();
+    let mut site = OneSite::start(
+        Path::new(BINARY),
+        dir.path(),
+        "site-a",
+        &["a1"],
+        &[],
+        vec![account("shop", 1, 1, 20)],
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let port = leasehold_chaos_tests::harness::site::free_port().unwrap();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    site.start_node_with("a1", &["--metrics-addr".to_owned(), metrics_addr.clone()])
+        .unwrap_or_else(|error| panic!("{error}"));
+    let addr: std::net::SocketAddr = metrics_addr.parse().unwrap();
+    // Serving, by the node's own account: registered, leased, healthy, renewing.
+    let text = wait_for("the node's metrics to show it serving", SETTLE, || {
+        let text = get_text(addr, "/metrics")?;
+        let serving = [
+            r#"leasehold_node_connected{site="site-a",server="a1"}"#,
+            r#"leasehold_node_workload_healthy{site="site-a",server="a1"}"#,
+        ]
+        .iter()
+        .all(|series| sample(&text, series) == Some(1.0));
+        let renewed = sample(
+            &text,
+            r#"leasehold_node_renewals_total{site="site-a",server="a1",result="renewed"}"#,
+        )
+        .unwrap_or(0.0);
+        if serving && renewed >= 1.0 {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })
+    .unwrap_or_else(|error| panic!("{error}\n{}", site.gateway_output()));
+    promtool_accepts(&text);
+    let epoch = value(
+        &text,
+        r#"leasehold_node_lease_epoch{site="site-a",server="a1"}"#,
+    );
+    assert!(epoch >= 1.0, "{text}");
+    assert_eq!(
+        value(
+            &text,
+            r#"leasehold_node_highest_epoch{site="site-a",server="a1"}"#
+        ),
+        epoch
+    );
+    let left = value(
+        &text,
+        r#"leasehold_node_lease_remaining_seconds{site="site-a",server="a1"}"#,
+    );
+    assert!(
+        left > 0.0 && left <= 1.0,
+        "the test site's lease TTL is 1 s: {left}"
+    );
+    assert!(
+        value(
+            &text,
+            r#"leasehold_node_pulses_total{site="site-a",server="a1"}"#
+        ) >= 1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"leasehold_node_workloads_started_total{site="site-a",server="a1"}"#
+        ),
+        1.0
+    );
+    // The gateway agrees on the epoch.
+    let server = leasehold_chaos_tests::harness::admin::server_state(site.admin(), "a1").unwrap();
+    assert_eq!(server["epoch"].as_f64(), Some(epoch), "{server}");
 }

@@ -42,6 +42,10 @@ pub enum NodeCommand {
         /// How long a new workload may take to pass its health check.
         #[arg(long, value_name = "MS", default_value_t = 10_000)]
         start_timeout_ms: u64,
+        /// Serve the agent's Prometheus metrics at http://ADDR/metrics (plain HTTP: bind it
+        /// to loopback or the management network).
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Internal: run a workload that dies with its agent (started by the agent).
     #[command(hide = true)]
@@ -65,6 +69,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
             certs,
             work,
             start_timeout_ms,
+            metrics_addr,
         } => {
             let (gateway, id, boot) = match (boot_args, gateway, id) {
                 (Some(path), _, _) => {
@@ -82,6 +87,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
                 work,
                 start_timeout: Duration::from_millis(start_timeout_ms),
                 boot,
+                metrics_addr,
             })?;
             Ok(ExitCode::SUCCESS)
         }

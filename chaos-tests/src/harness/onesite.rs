@@ -138,10 +138,16 @@ impl OneSite {
 
     /// Starts the node agent of `server`, working in `nodes/<server>`.
     pub fn start_node(&mut self, server: &str) -> Result<(), String> {
+        self.start_node_with(server, &[])
+    }
+
+    /// [`OneSite::start_node`] with more arguments for `leasehold node run`.
+    pub fn start_node_with(&mut self, server: &str, extra: &[String]) -> Result<(), String> {
         let work = self.work(server);
         std::fs::create_dir_all(&work)
             .map_err(|error| format!("cannot create {}: {error}", work.display()))?;
-        let args = node_args(self.site.management, server, &self.path("certs"), &work);
+        let mut args = node_args(self.site.management, server, &self.path("certs"), &work);
+        args.extend_from_slice(extra);
         let log = self.path(&format!("node-{server}.log"));
         let node = ProcessGuard::spawn(server, &self.binary, &args, &log)?;
         self.nodes.push((server.to_owned(), node));

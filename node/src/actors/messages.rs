@@ -68,3 +68,8 @@ pub struct LoadSampled {
 pub struct Shutdown {
     pub done: oneshot::Sender<()>,
 }
+
+/// A scrape of the agent's `/metrics` asks what the lease and workload are now.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "crate::metrics::NodeStatus")]
+pub struct GetNodeStatus;

@@ -19,11 +19,12 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::actors::Server;
 use crate::actors::link::{LinkTarget, run_link};
-use crate::actors::messages::Shutdown;
+use crate::actors::messages::{GetNodeStatus, Shutdown};
 use crate::driver::{Driver, DriverSetup, PID_FILE};
 use crate::event_log::{
     EVENT_LOG_FILE, EventKind, EventLog, EventLogError, StopReason, read_events,
 };
+use crate::metrics::NodeMetrics;
 use crate::model::NodeModel;
 
 /// Until the gateway says otherwise at registration.
@@ -41,6 +42,8 @@ pub struct AgentOptions {
     pub start_timeout: Duration,
     /// A machine's boot claim from its kernel command line (`--boot-args`).
     pub boot: Option<leasehold_federation::wire::node::BootClaim>,
+    /// Where to serve the agent's `/metrics`; `None`: not served.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,12 @@ pub enum AgentError {
     Endpoint(#[from] EndpointError),
     #[error("cannot listen for signals: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("metrics on {addr}: {source} (is another process using it?)")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs the agent until SIGTERM or SIGINT; returns once the workload is stopped.
@@ -149,15 +158,18 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             );
             model.plant_skip_epoch_check();
         }
+        let metrics = Arc::new(NodeMetrics::new(&site, &options.server));
         let server = Server::create(|ctx| {
             let driver = Driver::spawn(setup, actix::AsyncContext::address(ctx).recipient());
-            Server::new(
-                model,
-                log,
-                driver,
-                options.start_timeout,
-            )
+            Server::new(model, log, driver, options.start_timeout, metrics.clone())
         });
+        let metrics_server = match options.metrics_addr {
+            Some(addr) => Some(
+                serve_metrics(addr, metrics, server.clone())
+                    .map_err(|source| AgentError::Metrics { addr, source })?,
+            ),
+            None => None,
+        };
         let target = LinkTarget {
             gateway: options.gateway,
             site,
@@ -176,9 +188,62 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             tracing::error!("the workload did not stop in time; exiting (its guard kills it)");
         }
         endpoint.close("agent shutting down");
+        if let Some(handle) = metrics_server {
+            handle.stop(false).await;
+        }
         actix::System::current().stop();
         Ok(())
     })
+}
+
+/// Serves `GET /metrics` on `addr` until the agent stops; answers nothing else.
+fn serve_metrics(
+    addr: SocketAddr,
+    metrics: Arc<NodeMetrics>,
+    server: actix::Addr<Server>,
+) -> std::io::Result<actix_web::dev::ServerHandle> {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let http = HttpServer::new(move || {
+        let (metrics, server) = (metrics.clone(), server.clone());
+        App::new().service(
+            web::resource("/metrics")
+                .route(web::get().to(move || {
+                    let (metrics, server) = (metrics.clone(), server.clone());
+                    async move {
+                        let Ok(status) = server.send(GetNodeStatus).await else {
+                            return HttpResponse::ServiceUnavailable()
+                                .body("the agent is shutting down\n");
+                        };
+                        match metrics.encode(&status) {
+                            Ok(text) => HttpResponse::Ok()
+                                .content_type("text/plain; version=0.0.4; charset=utf-8")
+                                .body(text),
+                            Err(error) => HttpResponse::InternalServerError()
+                                .body(format!("cannot encode the metrics: {error}\n")),
+                        }
+                    }
+                }))
+                .default_service(web::to(|| async {
+                    HttpResponse::MethodNotAllowed()
+                        .insert_header(("Allow", "GET"))
+                        .finish()
+                })),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .client_request_timeout(Duration::from_secs(5))
+    .keep_alive(Duration::from_secs(15))
+    .bind(addr)?
+    .run();
+    let handle = http.handle();
+    actix::spawn(async move {
+        if let Err(error) = http.await {
+            tracing::error!(%error, "metrics server stopped");
+        }
+    });
+    tracing::info!(%addr, "serving /metrics");
+    Ok(handle)
 }
 
 /// Creates the work dir and makes it absolute, since workloads run in other directories.

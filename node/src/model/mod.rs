@@ -193,6 +193,11 @@ impl NodeModel {
         self.current.as_ref().map(|a| &a.phase)
     }
 
+    /// The epoch of the current assignment, if any.
+    pub fn current_epoch(&self) -> Option<Epoch> {
+        self.current.as_ref().map(|a| a.pointer.epoch)
+    }
+
     pub fn lease_until(&self) -> Option<MonoTime> {
         self.current.as_ref().and_then(|a| a.lease_until)
     }

@@ -27,6 +27,7 @@ impl Handler<Connected> for Server {
     type Result = ();
 
     fn handle(&mut self, msg: Connected, ctx: &mut Context<Self>) {
+        self.metrics.connected();
         self.model.set_renew_interval(msg.renew_interval);
         self.pulser
             .connected(msg.heartbeat_interval, msg.renew_interval);
@@ -56,6 +57,21 @@ impl Handler<Disconnected> for Server {
                 self.renewal_answered(epoch, mono_now(), Err(why), ctx);
             }
         }
+    }
+}
+
+impl Handler<GetNodeStatus> for Server {
+    type Result = MessageResult<GetNodeStatus>;
+
+    fn handle(&mut self, _: GetNodeStatus, _: &mut Context<Self>) -> Self::Result {
+        let now = mono_now();
+        MessageResult(crate::metrics::NodeStatus {
+            connected: self.link.is_some(),
+            epoch: self.model.current_epoch(),
+            highest_epoch: self.model.highest_epoch(),
+            lease_remaining: self.model.lease_until().map(|until| until.since(now)),
+            healthy: matches!(self.model.phase(), Some(crate::model::Phase::Healthy)),
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 mod handlers;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context};
@@ -19,6 +20,7 @@ use crate::clock::mono_now;
 use crate::driver::Driver;
 use crate::driver::probe::{self, CpuReading};
 use crate::event_log::{EventKind, EventLog};
+use crate::metrics::NodeMetrics;
 use crate::model::{Effect, NodeModel, Report};
 use crate::pulse::Pulser;
 
@@ -56,10 +58,17 @@ pub struct Server {
     cpu: Option<CpuReading>,
     stop_replies: HashMap<Epoch, Vec<Reply<StopWorkload, ReplyPort>>>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl Server {
-    pub fn new(model: NodeModel, log: EventLog, driver: Driver, start_timeout: Duration) -> Server {
+    pub fn new(
+        model: NodeModel,
+        log: EventLog,
+        driver: Driver,
+        start_timeout: Duration,
+        metrics: Arc<NodeMetrics>,
+    ) -> Server {
         Server {
             model,
             log,
@@ -74,6 +83,7 @@ impl Server {
             cpu: None,
             stop_replies: HashMap::new(),
             shutdown_waiters: Vec::new(),
+            metrics,
         }
     }
 
@@ -82,6 +92,7 @@ impl Server {
         for effect in effects {
             match effect {
                 Effect::StartWorkload { pointer } => {
+                    self.metrics.workload_started();
                     self.driver.start(pointer, self.service_addr.clone());
                 }
                 Effect::StopWorkload { epoch, cause } => {
@@ -157,9 +168,10 @@ impl Server {
         let Some(pulse) = self.pulser.due(mono_now(), || (model.health(), load)) else {
             return;
         };
-        if let Err(error) = link.connection.send_datagram(&pulse) {
+        match link.connection.send_datagram(&pulse) {
+            Ok(()) => self.metrics.pulse_sent(),
             // A renewal it carried is unanswered at its timeout, and asked again.
-            tracing::debug!(%error, "pulse not sent");
+            Err(error) => tracing::debug!(%error, "pulse not sent"),
         }
         self.sample_load(ctx);
     }
@@ -174,6 +186,11 @@ impl Server {
         ctx: &mut Context<Self>,
     ) {
         let now = mono_now();
+        self.metrics.renewal(match &outcome {
+            Ok(LeaseRenewal::Renewed { epoch: got, .. }) if *got == epoch => "renewed",
+            Ok(LeaseRenewal::Refused(_)) => "refused",
+            _ => "unanswered",
+        });
         let effects = match outcome {
             Ok(LeaseRenewal::Renewed { epoch: got, ttl_ms }) if got == epoch => self
                 .model
