@@ -86,12 +86,21 @@ fn machines_boot_their_accounts_images_and_a_move_re_images_one() {
         let booted = kinds(&audit, server, "booted");
         assert_eq!(booted.len(), 1, "{audit:#?}");
         let reason = booted[0]["reason"].as_str().unwrap();
-        for step in ["powering-off", "setting-boot", "powering-on", "booting"] {
+        let entry = site.server(server).unwrap();
+        let steps: Vec<&str> = entry["machine"]["last_boot"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|step| step["step"].as_str())
+            .collect();
+        // The agent may register before the BMC shows the machine on (the emulator reports
+        // power changes late under load); the gateway takes it (docs/machines.md), and the
+        // boot then ends in its powering-on step.
+        let all = ["powering-off", "setting-boot", "powering-on", "booting"];
+        assert!(steps == all || steps == all[..3], "{entry}");
+        for step in &steps {
             assert!(reason.contains(step), "{reason}");
         }
-        let entry = site.server(server).unwrap();
-        let steps = entry["machine"]["last_boot"].as_array().unwrap();
-        assert_eq!(steps.len(), 4, "{entry}");
         assert_eq!(entry["machine"]["power"], "on", "{entry}");
         // The script it booted carried the lease's epoch and a token.
         let boots = site.player.boots(server);

@@ -52,7 +52,53 @@ pub(crate) fn check(files: &[File]) -> Vec<ConfigError> {
     }
     unique(files, &mut errors);
     listeners(files, &mut errors);
+    ownership_timings(files, &mut errors);
     errors
+}
+
+/// `ownership_ttl_ms` and `ownership_renew_interval_ms` must be one value across the
+/// federation: the ownership argument has every site's acceptors and claimants on one TTL
+/// (docs/ownership.md). A file that leaves a key out has its default.
+fn ownership_timings(files: &[File], errors: &mut Vec<ConfigError>) {
+    type Key = fn(&super::raw::RawTimings) -> Option<&Spanned<u64>>;
+    let keys: [(&str, Key, u64); 2] = [
+        (
+            "ownership_ttl_ms",
+            |t| t.ownership_ttl_ms.as_ref(),
+            super::types::Timings::DEFAULT_OWNERSHIP_TTL_MS,
+        ),
+        (
+            "ownership_renew_interval_ms",
+            |t| t.ownership_renew_interval_ms.as_ref(),
+            super::types::Timings::DEFAULT_OWNERSHIP_RENEW_INTERVAL_MS,
+        ),
+    ];
+    for (key, get, default) in keys {
+        let Some(first) = files.first() else {
+            return;
+        };
+        let value = |f: &File| get(&f.raw.timings).map_or(default, |v| *v.get_ref());
+        let said = |f: &File| match get(&f.raw.timings) {
+            Some(v) => format!("{} at {}", v.get_ref(), f.source.place(&v.span())),
+            None => format!("{default} (the default) in {}", f.source.path.display()),
+        };
+        for f in &files[1..] {
+            if value(f) != value(first) {
+                let span =
+                    get(&f.raw.timings).map_or_else(|| f.raw.site.name.span(), Spanned::span);
+                errors.push(f.source.error_at(
+                    span,
+                    format!(
+                        "timings.{key} of site `{}` is {}, but site `{}` has {}; every site of a federation must have the same {key} (docs/ownership.md)",
+                        f.name(),
+                        value(f),
+                        first.name(),
+                        said(first)
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// `owner` says whose reference it is, e.g. "site `site-a`".

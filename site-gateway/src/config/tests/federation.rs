@@ -213,3 +213,39 @@ fn one_file_alone_is_not_cross_checked() {
     }
     assert!(load_federation(&[path]).is_ok());
 }
+
+#[test]
+fn ownership_timings_must_be_the_same_at_every_site() {
+    let b = site_b();
+    let a = edit(
+        BASE,
+        "[lending]",
+        "[timings]\nownership_ttl_ms = 4000\n\n[lending]",
+    );
+    let found = cross(&a, &b);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].contains("timings.ownership_ttl_ms of site `site-b` is 3000, but site `site-a` has 4000 at site-a.toml:"),
+        "{}",
+        found[0]
+    );
+    // Written out at the default, it agrees with a file that leaves it out.
+    let a = edit(
+        BASE,
+        "[lending]",
+        "[timings]\nownership_ttl_ms = 3000\nownership_renew_interval_ms = 500\n\n[lending]",
+    );
+    assert!(cross(&a, &b).is_empty());
+    let b = edit(
+        &b,
+        "[lending]",
+        "[timings]\nownership_renew_interval_ms = 400\n\n[lending]",
+    );
+    let found = cross(&a, &b);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].contains("timings.ownership_renew_interval_ms of site `site-b` is 400"),
+        "{}",
+        found[0]
+    );
+}
