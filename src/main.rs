@@ -56,6 +56,8 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// Make, remove and list the tokens of a site's admin address.
     Token(cli::token::TokenArgs),
+    /// Take a server out of use for maintenance, and give it back.
+    Server(cli::server::ServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cli::status::run(args),
         Command::Audit(args) => cli::audit::run(args),
         Command::Token(args) => cli::token::run(args),
+        Command::Server(args) => cli::server::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -51,22 +51,9 @@ fn leasehold(args: &[&str]) -> std::process::Output {
 
 /// `leasehold token add`; returns the token it printed.
 fn add_token(file: &Path, name: &str, role: &str) -> String {
-    let out = leasehold(&[
-        "token",
-        "add",
-        "--file",
-        &file.to_string_lossy(),
-        "--name",
-        name,
-        "--role",
-        role,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let token =
+        leasehold_chaos_tests::harness::admin::add_token(Path::new(BINARY), file, name, role)
+            .unwrap_or_else(|error| panic!("{error}"));
     assert!(
         token.starts_with("lh_") && !token.contains(char::is_whitespace),
         "{token}"

@@ -84,6 +84,8 @@ pub fn serve(
             .service(get("/v1/accounts/{name}/endpoints", endpoints))
             .service(get("/v1/audit", audit))
             .service(get("/metrics", crate::metrics::serve_metrics))
+            .service(post("/v1/servers/{id}/drain", drain))
+            .service(post("/v1/servers/{id}/undrain", undrain))
             .service(
                 web::resource("/login")
                     .route(web::get().to(crate::admin::login::form))
@@ -124,6 +126,18 @@ where
     web::resource(path)
         .route(web::get().to(handler))
         .default_service(web::to(|| not_allowed("GET")))
+}
+
+/// A write resource: POST, and 405 with `Allow` for any other method.
+fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(|| not_allowed("POST")))
 }
 
 async fn not_allowed(allow: &'static str) -> HttpResponse {
@@ -333,4 +347,95 @@ async fn not_found(request: actix_web::HttpRequest) -> HttpResponse {
             request.path()
         ),
     )
+}
+
+/// The body of `POST /v1/servers/{id}/drain`; it may be empty.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DrainBody {
+    /// Why, for the audit log.
+    reason: Option<String>,
+    /// Drain at once, even below the account's minimum.
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /v1/servers/{id}/drain`: into maintenance; `202` once journaled.
+async fn drain(
+    api: web::Data<Api>,
+    id: web::Path<String>,
+    caller: Option<web::ReqData<Caller>>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let body: DrainBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DrainBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(body) => body,
+            Err(bad) => {
+                return error(
+                    actix_web::http::StatusCode::BAD_REQUEST,
+                    format!(
+                        "the body must be JSON like {{\"reason\": \"replace a disk\", \"force\": false}}, or empty: {bad}"
+                    ),
+                );
+            }
+        }
+    };
+    let record = crate::model::effects::MaintenanceRecord {
+        by: caller.map_or_else(|| "-".to_owned(), |caller| caller.into_inner().name),
+        reason: body.reason.unwrap_or_else(|| "no reason given".to_owned()),
+        since_wall_ms: crate::actors::wall_ms(),
+        force: body.force,
+    };
+    maintenance(&api, &id, Some(record)).await
+}
+
+/// `POST /v1/servers/{id}/undrain`: back in use.
+async fn undrain(api: web::Data<Api>, id: web::Path<String>) -> HttpResponse {
+    maintenance(&api, &id, None).await
+}
+
+async fn maintenance(
+    api: &Api,
+    id: &str,
+    record: Option<crate::model::effects::MaintenanceRecord>,
+) -> HttpResponse {
+    let Ok(server) = leasehold_federation::ids::ServerId::parse(id) else {
+        return error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            format!("`{id}` is not a server id; GET /v1/servers lists them"),
+        );
+    };
+    let asked = crate::actors::maintenance::SetMaintenance {
+        server: server.clone(),
+        record,
+    };
+    match api.master.send(asked).await {
+        Ok(Ok(())) => {}
+        Ok(Err(Some(refused))) => {
+            let status = match refused {
+                crate::model::site::MaintenanceRefusal::UnknownServer { .. } => {
+                    actix_web::http::StatusCode::NOT_FOUND
+                }
+                crate::model::site::MaintenanceRefusal::Lent { .. } => {
+                    actix_web::http::StatusCode::CONFLICT
+                }
+            };
+            return error(status, refused.to_string());
+        }
+        Ok(Err(None)) | Err(_) => return unavailable(),
+    }
+    let Some(status) = fetch_status(api).await else {
+        return unavailable();
+    };
+    match status
+        .snapshot
+        .servers
+        .into_iter()
+        .find(|entry| entry.id == server)
+    {
+        Some(entry) => HttpResponse::Accepted().json(entry),
+        None => unavailable(),
+    }
 }

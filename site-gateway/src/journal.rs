@@ -11,7 +11,7 @@ use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::model::effects::{AuditEntry, JournalOp, LoanHolder};
+use crate::model::effects::{AuditEntry, JournalOp, LoanHolder, MaintenanceRecord};
 use crate::model::site::{BorrowRecord, Recovered};
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -20,6 +20,8 @@ const EPOCHS: TableDefinition<&str, u64> = TableDefinition::new("epochs");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// Servers peers lent us, by server id.
 const BORROWED: TableDefinition<&str, &[u8]> = TableDefinition::new("borrowed");
+/// Servers in maintenance: server id -> `MaintenanceRecord` (JSON).
+const MAINTENANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("maintenance");
 
 const FORMAT_VERSION: &str = "1";
 
@@ -196,6 +198,8 @@ impl Journal {
             txn.open_table(EPOCHS).map_err(|e| self.store_error(e))?;
             txn.open_table(AUDIT).map_err(|e| self.store_error(e))?;
             txn.open_table(BORROWED).map_err(|e| self.store_error(e))?;
+            txn.open_table(MAINTENANCE)
+                .map_err(|e| self.store_error(e))?;
         }
         txn.commit().map_err(|e| self.store_error(e))?;
         Ok(new_journal)
@@ -239,6 +243,20 @@ impl Journal {
             recovered
                 .epochs
                 .push((server, Epoch::from_journal(value.value())));
+        }
+        let maintenance = txn
+            .open_table(MAINTENANCE)
+            .map_err(|e| self.store_error(e))?;
+        for row in maintenance.iter().map_err(|e| self.store_error(e))? {
+            let (key, value) = row.map_err(|e| self.store_error(e))?;
+            let server = self.parse_server(key.value())?;
+            let record: MaintenanceRecord =
+                serde_json::from_slice(value.value()).map_err(|error| JournalError::Record {
+                    path: self.path.clone(),
+                    key: format!("maintenance/{server}"),
+                    detail: error.to_string(),
+                })?;
+            recovered.maintenance.push((server, record));
         }
         let meta = txn.open_table(META).map_err(|e| self.store_error(e))?;
         if let Some(members) = meta.get("members").map_err(|e| self.store_error(e))? {
@@ -357,6 +375,25 @@ impl Journal {
                             .insert(server.as_str(), bytes.as_slice())
                             .map_err(|e| self.store_error(e))?;
                     }
+                    JournalOp::Maintenance { server, record } => {
+                        let mut table = txn
+                            .open_table(MAINTENANCE)
+                            .map_err(|e| self.store_error(e))?;
+                        match record {
+                            Some(record) => {
+                                let bytes =
+                                    self.encode(record, &format!("maintenance/{server}"))?;
+                                table
+                                    .insert(server.as_str(), bytes.as_slice())
+                                    .map_err(|e| self.store_error(e))?;
+                            }
+                            None => {
+                                table
+                                    .remove(server.as_str())
+                                    .map_err(|e| self.store_error(e))?;
+                            }
+                        }
+                    }
                     JournalOp::Members { running } => {
                         let names: Vec<&str> = running.iter().map(SiteId::as_str).collect();
                         let mut meta = txn.open_table(META).map_err(|e| self.store_error(e))?;
@@ -466,6 +503,48 @@ mod tests {
 
     /// The running members, and "none" (a site that stepped out), survive a reopen; a
     /// journal that never recorded them says so.
+    #[test]
+    fn maintenance_survives_a_reopen_and_is_removed_when_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = SiteId::parse("site-a").unwrap();
+        let server = ServerId::parse("a1").unwrap();
+        let record = MaintenanceRecord {
+            by: "alice".to_owned(),
+            reason: "a disk".to_owned(),
+            since_wall_ms: 7,
+            force: false,
+        };
+        {
+            let (mut journal, _) = Journal::open(dir.path(), &site).unwrap();
+            journal
+                .persist(
+                    &[JournalOp::Maintenance {
+                        server: server.clone(),
+                        record: Some(record.clone()),
+                    }],
+                    &[],
+                    0,
+                )
+                .unwrap();
+        }
+        {
+            let (mut journal, recovered) = Journal::open(dir.path(), &site).unwrap();
+            assert_eq!(recovered.maintenance, vec![(server.clone(), record)]);
+            journal
+                .persist(
+                    &[JournalOp::Maintenance {
+                        server: server.clone(),
+                        record: None,
+                    }],
+                    &[],
+                    0,
+                )
+                .unwrap();
+        }
+        let (_, recovered) = Journal::open(dir.path(), &site).unwrap();
+        assert!(recovered.maintenance.is_empty());
+    }
+
     #[test]
     fn the_members_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();

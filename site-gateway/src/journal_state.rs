@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
 
-use crate::model::effects::{JournalOp, LoanHolder};
+use crate::model::effects::{JournalOp, LoanHolder, MaintenanceRecord};
 use crate::model::site::{BorrowRecord, Recovered};
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -17,6 +17,7 @@ pub struct JournalState {
     epochs: BTreeMap<ServerId, Epoch>,
     borrowed: BTreeMap<ServerId, BorrowRecord>,
     members: Option<Vec<SiteId>>,
+    maintenance: BTreeMap<ServerId, MaintenanceRecord>,
 }
 
 impl JournalState {
@@ -65,6 +66,14 @@ impl JournalState {
                 );
             }
             JournalOp::Members { running } => self.members = Some(running.clone()),
+            JournalOp::Maintenance { server, record } => match record {
+                Some(record) => {
+                    self.maintenance.insert(server.clone(), record.clone());
+                }
+                None => {
+                    self.maintenance.remove(server);
+                }
+            },
             JournalOp::BorrowEnded { server, epoch } => {
                 if self
                     .borrowed
@@ -103,6 +112,11 @@ impl JournalState {
             .collect();
         recovered.borrowed = self.borrowed.values().cloned().collect();
         recovered.members = self.members.clone();
+        recovered.maintenance = self
+            .maintenance
+            .iter()
+            .map(|(server, record)| (server.clone(), record.clone()))
+            .collect();
         recovered
     }
 

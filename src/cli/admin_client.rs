@@ -87,6 +87,20 @@ impl Gateway {
         })
     }
 
+    /// POST `body` (JSON) to `path`; the answer as JSON, any answer but 2xx an error.
+    pub fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.agent.post(&url);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let sent = request
+            .header("Content-Type", "application/json")
+            .send(body.to_string());
+        self.answer("POST", path, sent)?
+            .ok_or_else(|| anyhow!("the gateway at {} answered POST {path} with 404", self.base))
+    }
+
     /// GET `path` as JSON, or `None` when the gateway answers 404: an endpoint that an
     /// older gateway does not have yet (peers, loans).
     pub fn get_optional(&self, path: &str) -> anyhow::Result<Option<Value>> {
@@ -95,7 +109,19 @@ impl Gateway {
         if let Some(token) = &self.token {
             request = request.header("Authorization", &format!("Bearer {token}"));
         }
-        let mut response = request.call().map_err(|error| {
+        self.answer("GET", path, request.call())
+    }
+
+    /// An answer as JSON: `None` for a 404 of a GET, an error naming the gateway for any
+    /// other answer but 2xx.
+    fn answer(
+        &self,
+        method: &str,
+        path: &str,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<Option<Value>> {
+        let url = format!("{}{path}", self.base);
+        let mut response = sent.map_err(|error| {
             anyhow!(
                 "cannot reach the gateway at {}: {error}; is `leasehold gateway run` running, \
                  and is --gateway its admin_addr (https:// needs --ca, the CA of its certificate)?",
@@ -106,8 +132,8 @@ impl Gateway {
         let body = response
             .body_mut()
             .read_to_string()
-            .with_context(|| format!("reading the answer to GET {url}"))?;
-        if status == 404 {
+            .with_context(|| format!("reading the answer to {method} {url}"))?;
+        if status == 404 && method == "GET" {
             return Ok(None);
         }
         if !status.is_success() {
@@ -120,18 +146,21 @@ impl Gateway {
                 401 if self.token.is_none() => {
                     "; give a token: --token-file FILE or LEASEHOLD_TOKEN"
                 }
-                401 | 403 => "; this token will not do: ask for one with the role `read`",
+                401 | 403 if method == "GET" => {
+                    "; this token will not do: ask for one with the role `read`"
+                }
+                401 | 403 => "; this token will not do: ask for one with the role `write`",
                 _ => "",
             };
             bail!(
-                "the gateway at {} answered GET {path} with {status}: {}{hint}",
+                "the gateway at {} answered {method} {path} with {status}: {}{hint}",
                 self.base,
                 said.trim()
             );
         }
         serde_json::from_str(&body)
             .map(Some)
-            .with_context(|| format!("the answer to GET {url} is not JSON"))
+            .with_context(|| format!("the answer to {method} {url} is not JSON"))
     }
 }
 

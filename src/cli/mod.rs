@@ -11,6 +11,7 @@ pub mod demo;
 pub mod fleet;
 pub mod gateway;
 pub mod node;
+pub mod server;
 pub mod sim;
 pub mod status;
 pub mod token;

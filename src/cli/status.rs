@@ -6,18 +6,14 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::bail;
+// Server states in the order an operator reads them, as on the status page.
+use leasehold_site_gateway::page::STATE_ORDER;
 use serde_json::{Map, Value, json};
 
 pub use super::admin_client::{AdminArgs, Gateway};
 
 /// How many of the newest audit records the status shows.
 const AUDIT_ROWS: usize = 10;
-
-/// Server states in the order an operator reads them (as on the status page); states a
-/// newer gateway adds still show, after these.
-const STATE_ORDER: [&str; 6] = [
-    "serving", "starting", "draining", "failed", "free", "offline",
-];
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {

@@ -53,3 +53,23 @@ pub fn account_state(addr: SocketAddr, account: &str) -> Result<Value, String> {
         .cloned()
         .ok_or_else(|| format!("no account {account} in {accounts}"))
 }
+
+/// `leasehold token add --file FILE --name NAME --role ROLE` with `binary`: the token it
+/// printed (the file keeps only its hash).
+pub fn add_token(
+    binary: &std::path::Path,
+    file: &std::path::Path,
+    name: &str,
+    role: &str,
+) -> Result<String, String> {
+    let out = std::process::Command::new(binary)
+        .args(["token", "add", "--file"])
+        .arg(file)
+        .args(["--name", name, "--role", role])
+        .output()
+        .map_err(|error| format!("cannot run {}: {error}", binary.display()))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}

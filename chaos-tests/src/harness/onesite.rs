@@ -91,27 +91,39 @@ impl OneSite {
         accounts: Vec<AccountSpec>,
     ) -> Result<OneSite, String> {
         let servers: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
-        let spec = SiteSpec {
-            name: name.into(),
-            servers: servers.clone(),
-            accounts,
-            timings: FAST_TIMINGS.to_vec(),
-            lending: None,
-        };
-        let site = prepare_site(dir, &spec)?;
-        create_certs(&dir.join("certs"), &[(name, servers)])?;
-        let mut started = OneSite {
-            binary: binary.to_path_buf(),
-            dir: dir.to_path_buf(),
-            site,
-            gateway: None,
-            nodes: Vec::new(),
-        };
+        let mut started = OneSite::prepare(binary, dir, name, &servers, accounts)?;
         started.start_gateway()?;
         for server in agents {
             started.start_node(server)?;
         }
         Ok(started)
+    }
+
+    /// [`OneSite::start`] without starting anything: the config and the certificates, for
+    /// a test that edits the config first.
+    pub fn prepare(
+        binary: &Path,
+        dir: &Path,
+        name: &str,
+        servers: &[String],
+        accounts: Vec<AccountSpec>,
+    ) -> Result<OneSite, String> {
+        let spec = SiteSpec {
+            name: name.into(),
+            servers: servers.to_vec(),
+            accounts,
+            timings: FAST_TIMINGS.to_vec(),
+            lending: None,
+        };
+        let site = prepare_site(dir, &spec)?;
+        create_certs(&dir.join("certs"), &[(name, servers.to_vec())])?;
+        Ok(OneSite {
+            binary: binary.to_path_buf(),
+            dir: dir.to_path_buf(),
+            site,
+            gateway: None,
+            nodes: Vec::new(),
+        })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

@@ -12,6 +12,7 @@ pub mod group;
 pub mod journal;
 pub mod link;
 pub mod loans;
+pub mod maintenance;
 pub mod master;
 pub mod ownership;
 pub mod peer;

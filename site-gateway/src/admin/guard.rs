@@ -57,7 +57,7 @@ pub async fn gate(
         tokens.as_deref(),
         auth.anonymous,
         presented,
-        tokens::need(&seen.path),
+        tokens::need(seen.method.as_str(), &seen.path),
         OffsetDateTime::now_utc(),
     );
     let (response, caller) = match decision {
@@ -105,9 +105,7 @@ impl Seen {
 
     fn log(&self, auth: &AdminAuth, caller: Option<&Caller>, status: StatusCode, started: Instant) {
         // Probes run every few seconds from every load balancer; they read nothing.
-        if tokens::need(&self.path) == Need::Open
-            && matches!(self.path.as_str(), "/live" | "/ready")
-        {
+        if matches!(self.path.as_str(), "/live" | "/ready") {
             return;
         }
         let token = caller.map_or_else(|| "-".to_owned(), |caller| caller.name.clone());
@@ -238,10 +236,14 @@ fn unauthenticated(
 
 fn forbidden(seen: &Seen, caller: &Caller) -> HttpResponse {
     let role = caller.role.map_or("none", |role| role.as_str());
+    let needed = match tokens::need(seen.method.as_str(), &seen.path) {
+        Need::Write => "write",
+        _ => "read",
+    };
     json_error(
         StatusCode::FORBIDDEN,
         format!(
-            "the token `{}` has the role `{role}`, which may not {} {}; this needs the role `read` (docs/api.md, Roles)",
+            "the token `{}` has the role `{role}`, which may not {} {}; this needs the role `{needed}` (docs/api.md, Roles)",
             caller.name, seen.method, seen.path
         ),
     )

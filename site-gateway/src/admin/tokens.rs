@@ -24,8 +24,8 @@ pub enum Role {
     Metrics,
     /// The JSON API, the status page and `/metrics`.
     Read,
-    /// Everything `read` may, and the write API when there is one (docs/api.md, "Roles"):
-    /// a token made for an operator who will change things keeps working then.
+    /// Everything `read` may, and the write API: a server's maintenance (docs/api.md,
+    /// "Tokens and roles").
     Write,
 }
 
@@ -50,6 +50,7 @@ impl Role {
             Need::Open => true,
             Need::Metrics => true,
             Need::Read => self >= Role::Read,
+            Need::Write => self >= Role::Write,
         }
     }
 }
@@ -69,16 +70,29 @@ pub enum Need {
     Metrics,
     /// The API and the page.
     Read,
+    /// Changes: a server's maintenance (`POST /v1/servers/{id}/drain`, `/undrain`).
+    Write,
 }
 
-/// What `path` needs. Unknown paths need `read`, so that a passer-by learns nothing, not
-/// even which endpoints exist.
-pub fn need(path: &str) -> Need {
+/// What a request of `method` on `path` needs. Unknown paths need `read`, so that a
+/// passer-by learns nothing, not even which endpoints exist; another method on a read-only
+/// path needs `read` too, and gets its 405.
+pub fn need(method: &str, path: &str) -> Need {
     match path {
         "/live" | "/ready" | "/login" | "/logout" => Need::Open,
         "/metrics" => Need::Metrics,
+        _ if method == "POST" && is_write_path(path) => Need::Write,
         _ => Need::Read,
     }
+}
+
+/// `/v1/servers/{id}/drain` and `/v1/servers/{id}/undrain`.
+fn is_write_path(path: &str) -> bool {
+    path.strip_prefix("/v1/servers/")
+        .and_then(|rest| rest.rsplit_once('/'))
+        .is_some_and(|(id, action)| {
+            !id.is_empty() && !id.contains('/') && matches!(action, "drain" | "undrain")
+        })
 }
 
 /// One line of the token file.
@@ -453,10 +467,25 @@ mod tests {
             ("/v1/audit", [false, true, true]),
             ("/no/such/path", [false, true, true]),
         ];
+        for (method, path, grants) in [
+            ("POST", "/v1/servers/a1/drain", [false, false, true]),
+            ("POST", "/v1/servers/a1/undrain", [false, false, true]),
+            ("GET", "/v1/servers/a1/drain", [false, true, true]),
+            ("POST", "/v1/accounts", [false, true, true]),
+            ("POST", "/v1/servers//drain", [false, true, true]),
+        ] {
+            for (role, expected) in Role::ALL.into_iter().zip(grants) {
+                assert_eq!(
+                    role.grants(need(method, path)),
+                    expected,
+                    "{role} on {method} {path}"
+                );
+            }
+        }
         for (path, grants) in table {
             for (role, expected) in Role::ALL.into_iter().zip(grants) {
                 assert_eq!(
-                    role.grants(need(path)),
+                    role.grants(need("GET", path)),
                     expected,
                     "{role} on {path} should be {expected}"
                 );
@@ -601,7 +630,8 @@ mod tests {
         .expect("valid");
         let now = at("2026-12-05T00:00:00Z");
         let later = at("2027-02-01T00:00:00Z");
-        let gate = |presented, path, now| decide(Some(&tokens), None, presented, need(path), now);
+        let gate =
+            |presented, path, now| decide(Some(&tokens), None, presented, need("GET", path), now);
         assert!(matches!(
             gate(Presented::None, "/v1/accounts", now),
             Decision::Unauthenticated(_)
@@ -639,7 +669,8 @@ mod tests {
             Decision::Allow(_)
         ));
         // anonymous_role: a request without a token gets it; a wrong token is still an error.
-        let open = |presented, path| decide(None, Some(Role::Metrics), presented, need(path), now);
+        let open =
+            |presented, path| decide(None, Some(Role::Metrics), presented, need("GET", path), now);
         assert!(
             matches!(open(Presented::None, "/metrics"), Decision::Allow(c) if c.name == "anonymous")
         );

@@ -49,12 +49,18 @@ use standing::{Standing, StandingInputs};
 /// Every server state of `/v1/servers`; each gets a `servers` series, 0 included, so a
 /// dashboard can tell "none" from "not reported". A state missing here still appears
 /// (counted) when a server is in it; it only lacks its zero.
-pub const SERVER_STATES: [&str; 6] = [
-    "offline", "free", "starting", "serving", "draining", "failed",
+pub const SERVER_STATES: [&str; 7] = [
+    "offline",
+    "free",
+    "starting",
+    "serving",
+    "draining",
+    "failed",
+    "maintenance",
 ];
 
 /// The audit kinds counted as decisions (`lease_ended` has its own counter, with a cause).
-const DECISION_KINDS: [AuditKind; 27] = [
+const DECISION_KINDS: [AuditKind; 29] = [
     AuditKind::Assign,
     AuditKind::Reclaim,
     AuditKind::Join,
@@ -82,6 +88,8 @@ const DECISION_KINDS: [AuditKind; 27] = [
     AuditKind::StaleBoot,
     AuditKind::MachineFailed,
     AuditKind::BmcUnreachable,
+    AuditKind::Maintenance,
+    AuditKind::MaintenanceOver,
 ];
 
 /// The label value of an audit kind: the same word as `kind` in `/v1/audit`.
@@ -116,6 +124,8 @@ fn kind_label(kind: AuditKind) -> &'static str {
         AuditKind::StaleBoot => "stale_boot",
         AuditKind::MachineFailed => "machine_failed",
         AuditKind::BmcUnreachable => "bmc_unreachable",
+        AuditKind::Maintenance => "maintenance",
+        AuditKind::MaintenanceOver => "maintenance_over",
     }
 }
 
@@ -604,6 +614,7 @@ mod tests {
             lease_revoked: false,
             lent_to: None,
             machine: None,
+            maintenance: None,
         }
     }
 
@@ -665,7 +676,12 @@ mod tests {
         assert!(text.contains(r#"leasehold_servers{site="site-a",state="serving"} 2"#));
         assert!(text.contains(r#"leasehold_servers{site="site-a",state="free"} 1"#));
         assert!(text.contains(r#"leasehold_servers{site="site-a",state="failed"} 0"#));
-        assert_eq!(lines_with(&text, "leasehold_servers{").len(), 6, "{text}");
+        assert_eq!(
+            lines_with(&text, "leasehold_servers{").len(),
+            SERVER_STATES.len(),
+            "{text}"
+        );
+        assert!(text.contains(r#"leasehold_servers{site="site-a",state="maintenance"} 0"#));
         assert!(
             text.contains(r#"leasehold_account_sla_met{site="site-a",account="blog"} 0"#),
             "{text}"

@@ -88,6 +88,23 @@ pub enum JournalOp {
     BorrowEnded { server: ServerId, epoch: Epoch },
     /// This site's running member set (docs/ownership.md, "Members"); empty: it runs none.
     Members { running: Vec<SiteId> },
+    /// `server` is in maintenance (`Some`), or no longer (`None`).
+    Maintenance {
+        server: ServerId,
+        record: Option<MaintenanceRecord>,
+    },
+}
+
+/// Why and since when a server is out of use, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceRecord {
+    /// Who asked: the admin token's name.
+    pub by: String,
+    pub reason: String,
+    /// Wall clock, milliseconds since the Unix epoch.
+    pub since_wall_ms: u64,
+    /// Drain at once, even if that leaves its account below its minimum.
+    pub force: bool,
 }
 
 /// A command to one server's node agent.
@@ -193,6 +210,11 @@ pub enum AuditKind {
     MachineFailed,
     /// A machine's BMC does not answer: the machine stays out of use until it does.
     BmcUnreachable,
+    /// An operator took a server out of use for maintenance (`leasehold server drain`):
+    /// it drains, once its account has a replacement if it needs one, and stays free.
+    Maintenance,
+    /// An operator gave a server in maintenance back (`leasehold server undrain`).
+    MaintenanceOver,
 }
 
 /// Why a lease ended; the audit entry says it in words, metrics count it by this.

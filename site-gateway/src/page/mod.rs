@@ -17,7 +17,7 @@ use crate::journal::AuditRecord;
 use crate::model::site::SiteSnapshot;
 
 pub(crate) use render::STYLE;
-pub use render::{escape, render};
+pub use render::{STATE_ORDER, escape, render};
 
 /// How many audit records the page shows, newest first.
 pub const AUDIT_ROWS: usize = 15;

@@ -14,8 +14,14 @@ const SCRIPT: &str = include_str!("refresh.js");
 
 /// Server states in the order an operator reads them: what serves, what is changing, what
 /// is broken, what is spare. States added later still show, after these.
-const STATE_ORDER: [&str; 6] = [
-    "serving", "starting", "draining", "failed", "free", "offline",
+pub const STATE_ORDER: [&str; 7] = [
+    "serving",
+    "starting",
+    "draining",
+    "failed",
+    "maintenance",
+    "free",
+    "offline",
 ];
 
 /// Text made safe for HTML element content and quoted attribute values.
@@ -714,6 +720,7 @@ mod tests {
                     lease_revoked: false,
                     lent_to: None,
                     machine: None,
+                    maintenance: None,
                 }],
                 accounts: vec![AccountSnapshot {
                     name: shop.clone(),

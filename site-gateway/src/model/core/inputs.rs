@@ -79,6 +79,16 @@ impl SiteCore {
     }
 
     /// The node's connection is gone (its heartbeats will tell whether it failed).
+    /// An operator puts `server` into maintenance (`Some`) or gives it back (`None`).
+    pub fn set_maintenance(
+        &mut self,
+        server: &ServerId,
+        record: Option<crate::model::effects::MaintenanceRecord>,
+        now: Millis,
+    ) -> Result<Vec<Effect>, crate::model::site::MaintenanceRefusal> {
+        self.model.set_maintenance(server, record, now)
+    }
+
     pub fn disconnected(&mut self, server: &ServerId) {
         self.model.disconnected(server);
     }

@@ -534,6 +534,7 @@ impl SiteModel {
         // A move finishes only into an account this site still owns.
         if let Next::Join(to) = next
             && self.servers[ix].phase == Phase::Free
+            && self.servers[ix].maintenance.is_none()
             && self.owned_until(to, now).is_some()
         {
             let reason = format!(

@@ -16,6 +16,8 @@ mod events;
 mod handback;
 mod lend;
 mod machine;
+mod maintenance;
+pub use maintenance::MaintenanceRefusal;
 mod reconfigure;
 mod server;
 mod snapshot;
@@ -27,6 +29,8 @@ mod handback_tests;
 mod loan_tests;
 #[cfg(test)]
 mod machine_tests;
+#[cfg(test)]
+mod maintenance_tests;
 #[cfg(test)]
 mod tests;
 
@@ -70,6 +74,8 @@ pub struct Recovered {
     /// The running member set last journaled (empty: none); `None` if the journal has no
     /// record of it.
     pub members: Option<Vec<SiteId>>,
+    /// Servers in maintenance, and why.
+    pub maintenance: Vec<(ServerId, crate::model::effects::MaintenanceRecord)>,
     /// The journal was created by this start (no site had used it).
     pub new_journal: bool,
 }
@@ -251,6 +257,11 @@ impl SiteModel {
 
     fn recover(&mut self, recovered: &Recovered, now: Millis) -> Vec<Effect> {
         let mut effects = Vec::new();
+        for (server, record) in &recovered.maintenance {
+            if let Some(entry) = self.server_mut(server) {
+                entry.maintenance = Some(record.clone());
+            }
+        }
         for (server, epoch) in &recovered.epochs {
             if let Some(entry) = self.server_mut(server) {
                 entry.highest_epoch = entry.highest_epoch.max(*epoch);

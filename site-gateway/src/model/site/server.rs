@@ -7,6 +7,7 @@ use leasehold_federation::wire::common::Health;
 use super::machine::{BmcHealth, MachineState, Power};
 use crate::model::Millis;
 use crate::model::arbiter::AccountIx;
+use crate::model::effects::MaintenanceRecord;
 
 /// A lease of one server to one account of this site.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +93,8 @@ pub struct ServerEntry {
     pub avoid: Option<(AccountIx, Millis)>,
     /// Set when the server is a machine behind a BMC (boxed: most servers are not).
     pub machine: Option<Box<MachineState>>,
+    /// Out of use for maintenance (`leasehold server drain`), until undrained.
+    pub maintenance: Option<MaintenanceRecord>,
 }
 
 impl ServerEntry {
@@ -108,6 +111,7 @@ impl ServerEntry {
             phase: Phase::Offline,
             avoid: None,
             machine: None,
+            maintenance: None,
         }
     }
 
@@ -131,7 +135,8 @@ impl ServerEntry {
     /// Never a machine: it would be re-imaged for the borrower's account, whose image is
     /// in the borrower's config only, and boot nothing (D-29).
     pub fn lendable(&self) -> bool {
-        self.machine.is_none()
+        self.maintenance.is_none()
+            && self.machine.is_none()
             && self.connected
             && self.phase == Phase::Free
             && self.lease.is_none()

@@ -39,6 +39,22 @@ pub struct ServerSnapshot {
     /// Set for a machine (docs/machines.md): its power, its BMC, a re-image in progress.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub machine: Option<MachineSnapshot>,
+    /// Set while the server is in maintenance (`leasehold server drain`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceSnapshot>,
+}
+
+/// A server in maintenance, as `/v1/servers` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaintenanceSnapshot {
+    pub by: String,
+    pub reason: String,
+    pub since_wall_ms: u64,
+    pub force: bool,
+    /// What its drain waits for (a replacement for an account at its minimum); absent once
+    /// it drains or is free.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,9 +127,14 @@ impl SiteModel {
         let servers = self
             .servers
             .iter()
-            .map(|entry| ServerSnapshot {
+            .enumerate()
+            .map(|(ix, entry)| ServerSnapshot {
                 id: entry.id.clone(),
-                state: entry.phase.name(),
+                // Out of use and holding nothing: what an operator asked for, not "free".
+                state: match (&entry.maintenance, &entry.lease, &entry.phase) {
+                    (Some(_), None, Phase::Free | Phase::Offline) => "maintenance",
+                    _ => entry.phase.name(),
+                },
                 account: entry
                     .lease
                     .as_ref()
@@ -147,6 +168,20 @@ impl SiteModel {
                     .machine
                     .as_ref()
                     .map(|machine| self.machine_snapshot(machine, now)),
+                maintenance: entry
+                    .maintenance
+                    .as_ref()
+                    .map(|record| MaintenanceSnapshot {
+                        by: record.by.clone(),
+                        reason: record.reason.clone(),
+                        since_wall_ms: record.since_wall_ms,
+                        force: record.force,
+                        waiting: if record.force {
+                            None
+                        } else {
+                            self.maintenance_waits(ix)
+                        },
+                    }),
             })
             .collect();
         let loads = self.account_loads();

@@ -32,7 +32,7 @@ fn config(servers: usize, accounts: &[(&str, u32, u32, u32)]) -> SiteConfig {
 pub(super) use crate::model::fixtures::site_config;
 
 /// A site with every server registered and heartbeating at `now`.
-fn running_site(servers: usize, accounts: &[(&str, u32, u32, u32)]) -> SiteModel {
+pub(super) fn running_site(servers: usize, accounts: &[(&str, u32, u32, u32)]) -> SiteModel {
     let (mut model, effects) =
         SiteModel::new(&config(servers, accounts), &Recovered::default(), Millis(0));
     assert!(effects.is_empty());
@@ -44,14 +44,14 @@ fn running_site(servers: usize, accounts: &[(&str, u32, u32, u32)]) -> SiteModel
     model
 }
 
-fn heartbeat_all(model: &mut SiteModel, now: Millis) {
+pub(super) fn heartbeat_all(model: &mut SiteModel, now: Millis) {
     let ids: Vec<ServerId> = model.servers().iter().map(|s| s.id.clone()).collect();
     for id in ids {
         model.heartbeat(&id, Health::Healthy, Some(1.0), now);
     }
 }
 
-fn applies(effects: &[Effect]) -> Vec<(ServerId, AccountId, Epoch)> {
+pub(super) fn applies(effects: &[Effect]) -> Vec<(ServerId, AccountId, Epoch)> {
     effects
         .iter()
         .filter_map(|effect| match effect {
@@ -63,7 +63,7 @@ fn applies(effects: &[Effect]) -> Vec<(ServerId, AccountId, Epoch)> {
         .collect()
 }
 
-fn stops(effects: &[Effect]) -> Vec<(ServerId, Epoch)> {
+pub(super) fn stops(effects: &[Effect]) -> Vec<(ServerId, Epoch)> {
     effects
         .iter()
         .filter_map(|effect| match effect {

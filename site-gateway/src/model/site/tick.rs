@@ -26,6 +26,7 @@ impl SiteModel {
             .arbiter
             .round(&views.as_view(now, self.timings.move_cooldown));
         effects.extend(self.apply(round, now));
+        effects.extend(self.drain_for_maintenance(now));
         // Loans follow what the round left short: our own lent servers first, then peers.
         effects.extend(self.recall_if_short(now));
         effects.extend(self.tick_borrowed(now));
@@ -167,6 +168,9 @@ impl SiteModel {
             .iter()
             .map(|entry| {
                 let slot = match (&entry.phase, &entry.lease) {
+                    // In maintenance: given to no one, and no longer counted where it
+                    // serves, so that its account gets a replacement before it drains.
+                    _ if entry.maintenance.is_some() => Slot::Unavailable,
                     (Phase::Free | Phase::Offline, None) if entry.assignable() => Slot::Free,
                     (Phase::Starting { .. } | Phase::Serving, Some(lease))
                         if !lease.revoked && lease.loan.is_none() =>
