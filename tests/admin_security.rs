@@ -792,12 +792,20 @@ fn a_bad_certificate_key_or_token_file_stops_the_start_and_is_named() {
         std::fs::write(&site.config, original.replacen(LOOPBACK_ADMIN, admin, 1))
             .expect("write the config");
         let args = gateway_args(&site.config, &certs, &dir.path().join("state"));
-        let out = Command::new(BINARY)
-            .args(&args)
-            .output()
+        // A gateway that starts after all would run for ever: the guard kills it, and the
+        // wait below fails the test instead of hanging it.
+        let log = dir.path().join("refused.log");
+        let mut gateway = ProcessGuard::spawn("gateway", Path::new(BINARY), &args, &log)
             .expect("the gateway runs");
-        assert!(!out.status.success(), "the gateway started with {admin}");
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        wait_for("the gateway to refuse to start", WAIT, || {
+            if gateway.exited() {
+                Ok(())
+            } else {
+                Err("still running".to_owned())
+            }
+        })
+        .unwrap_or_else(|error| panic!("{error} with {admin}:\n{}", gateway.output()));
+        gateway.output()
     };
     let said = start(
         "[admin]\ntls_cert = \"certs/admin/missing.crt\"\ntls_key = \"certs/admin/site-a.key\"\ntokens = \"admin-tokens\"\n\n",
