@@ -7,8 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use leasehold_chaos_tests::harness::admin::{get_json, get_text, server_state};
+use leasehold_chaos_tests::harness::evidence::first_event_ns;
 use leasehold_chaos_tests::harness::onesite::{OneSite, SETTLE, account};
 use leasehold_chaos_tests::harness::wait_for;
+use leasehold_node::event_log::EventKind;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -23,17 +25,22 @@ fn save_like_an_editor(path: &Path, text: &str) {
     std::fs::rename(&temp, path).unwrap();
 }
 
-/// The `[[account]]` block of `name` (up to the next `[[` block or the end).
-fn account_block(text: &str, name: &str) -> String {
+/// The `[[table]]` block whose first key is `first` (up to the next `[[` block or the end).
+fn block(text: &str, table: &str, first: &str) -> String {
     let start = text
-        .find(&format!("[[account]]\nname = \"{name}\""))
-        .unwrap_or_else(|| panic!("no account {name} in:\n{text}"));
+        .find(&format!("[[{table}]]\n{first}"))
+        .unwrap_or_else(|| panic!("no [[{table}]] {first} in:\n{text}"));
     let rest = &text[start + 2..];
     let end = rest
         .find("\n[[")
         .map(|at| start + 2 + at + 1)
         .unwrap_or(text.len());
     text[start..end].to_owned()
+}
+
+/// The `[[account]]` block of `name`.
+fn account_block(text: &str, name: &str) -> String {
+    block(text, "account", &format!("name = \"{name}\""))
 }
 
 fn config_status(site: &OneSite) -> Result<Value, String> {
@@ -274,4 +281,85 @@ fn config_diff_prints_what_an_edit_would_change() {
     assert_eq!(refused.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("broken.toml:1:"), "{stderr}");
+}
+
+/// The `[[server]]` block of `id`, as the harness writes it.
+fn server_block(text: &str, id: &str) -> String {
+    block(text, "server", &format!("id = \"{id}\""))
+}
+
+#[test]
+fn servers_are_added_and_removed_by_editing_the_file() {
+    let dir = TempDir::new().unwrap();
+    let servers = ["a1".to_owned(), "a2".to_owned()];
+    let mut site = OneSite::prepare(
+        Path::new(BINARY),
+        dir.path(),
+        "site-a",
+        &servers,
+        vec![account("shop", 1, 1, 20)],
+    )
+    .unwrap();
+    // The site starts with a1 only; a2's certificate exists, as it would once issued.
+    let full = std::fs::read_to_string(&site.site.config).unwrap();
+    let a1 = server_block(&full, "a1");
+    let a2 = server_block(&full, "a2");
+    std::fs::write(&site.site.config, full.replacen(&a2, "", 1)).unwrap();
+    site.start_gateway()
+        .unwrap_or_else(|error| panic!("{error}"));
+    site.start_node("a1").unwrap();
+    site.wait_serving("shop", 1)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let admin = site.admin();
+    assert!(
+        server_state(admin, "a2").is_err(),
+        "a2 is not in the inventory yet"
+    );
+
+    // Added: a2's agent is admitted, registers, and is free.
+    save_like_an_editor(&site.site.config, &full);
+    wait_for("a2 in the inventory", SETTLE, || server_state(admin, "a2"))
+        .unwrap_or_else(|error| panic!("{error}\n{}", site.gateway_output()));
+    site.start_node("a2").unwrap();
+    wait_for("a2 to register, free", SETTLE, || {
+        let state = server_state(admin, "a2")?;
+        if state["state"] == "free" {
+            Ok(())
+        } else {
+            Err(state.to_string())
+        }
+    })
+    .unwrap_or_else(|error| panic!("{error}\n{}", site.gateway_output()));
+
+    // Removed while it serves shop at its minimum: a2 takes over, then a1 leaves.
+    save_like_an_editor(&site.site.config, &full.replacen(&a1, "", 1));
+    wait_for("a1 to leave the inventory, a2 serving shop", SETTLE, || {
+        let gone = server_state(admin, "a1").is_err();
+        let a2 = server_state(admin, "a2")?;
+        if gone && a2["state"] == "serving" && a2["account"] == "shop" {
+            Ok(())
+        } else {
+            Err(format!("a1 gone: {gone}; a2: {a2}"))
+        }
+    })
+    .unwrap_or_else(|error| panic!("{error}\n{}", site.gateway_output()));
+    let healthy = first_event_ns(&site.work("a2"), |kind| {
+        matches!(kind, EventKind::WorkloadHealthy { .. })
+    })
+    .expect("a2's workload was healthy");
+    let stopped = first_event_ns(&site.work("a1"), |kind| {
+        matches!(kind, EventKind::WorkloadStopped { .. })
+    })
+    .expect("a1's workload stopped");
+    assert!(
+        healthy < stopped,
+        "a2 served ({healthy}) before a1 stopped ({stopped})"
+    );
+    let status = config_status(&site).unwrap();
+    assert!(
+        status["needs_restart"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "{status}"
+    );
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use leasehold_chaos_tests::harness::admin::{account_state, add_token, get_json, server_state};
-use leasehold_chaos_tests::harness::evidence::{node_events, violations};
+use leasehold_chaos_tests::harness::evidence::{first_event_ns, violations};
 use leasehold_chaos_tests::harness::onesite::{OneSite, SETTLE, account};
 use leasehold_chaos_tests::harness::site::LOOPBACK_ADMIN;
 use leasehold_chaos_tests::harness::wait_for;
@@ -28,30 +28,6 @@ fn token(file: &Path, name: &str, role: &str, out: &Path) {
     let token =
         add_token(Path::new(BINARY), file, name, role).unwrap_or_else(|error| panic!("{error}"));
     std::fs::write(out, token).expect("write the token");
-}
-
-/// When `server`'s node saw `account`'s workload healthy, and when it stopped, on the
-/// machine's monotonic clock (one clock for every node on this machine).
-fn healthy_at(site: &OneSite, server: &str, account_name: &str) -> Option<u64> {
-    node_events(&site.work(server))
-        .ok()?
-        .into_iter()
-        .find_map(|event| match event.kind {
-            EventKind::WorkloadHealthy { account, .. } if account.as_str() == account_name => {
-                Some(event.mono_ns)
-            }
-            _ => None,
-        })
-}
-
-fn stopped_at(site: &OneSite, server: &str) -> Option<u64> {
-    node_events(&site.work(server))
-        .ok()?
-        .into_iter()
-        .find_map(|event| match event.kind {
-            EventKind::WorkloadStopped { .. } => Some(event.mono_ns),
-            _ => None,
-        })
 }
 
 #[test]
@@ -149,8 +125,14 @@ fn a_drained_server_leaves_only_after_its_replacement_serves_and_stays_out_until
     .unwrap_or_else(|error| panic!("{error}\n{}", site.gateway_output()));
     assert_eq!(state["maintenance"]["by"], "ops", "{state}");
     assert_eq!(server_state(admin, new).unwrap()["account"], "shop");
-    let healthy = healthy_at(&site, new, "shop").expect("the replacement's workload was healthy");
-    let stopped = stopped_at(&site, old).expect("the old workload stopped");
+    let healthy = first_event_ns(&site.work(new), |kind| {
+        matches!(kind, EventKind::WorkloadHealthy { account, .. } if account.as_str() == "shop")
+    })
+    .expect("the replacement's workload was healthy");
+    let stopped = first_event_ns(&site.work(old), |kind| {
+        matches!(kind, EventKind::WorkloadStopped { .. })
+    })
+    .expect("the old workload stopped");
     assert!(
         healthy < stopped,
         "the replacement served ({healthy} ns) before the old stopped ({stopped} ns)"

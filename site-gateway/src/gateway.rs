@@ -205,6 +205,7 @@ async fn serve(
         Limits::management(),
     )?
     .with_datagram_sink(board.clone());
+    let endpoint = Arc::new(endpoint);
     let peers = crate::federation::start(&config, &identity, started)?;
     let journal_thread = Arbiter::new();
     let journal = JournalWriter::start_in_arbiter(&journal_thread.handle(), move |_| {
@@ -237,7 +238,8 @@ async fn serve(
         board,
         metrics.clone(),
     )
-    .with_federation(peers.clone());
+    .with_federation(peers.clone())
+    .with_management(endpoint.clone());
     if let Some((machines, key)) = &machines {
         master = master.with_machines(machines.clone(), key.clone());
     }
@@ -280,7 +282,6 @@ async fn serve(
             tracing::error!(%error, "admin API stopped");
         }
     });
-    let endpoint = Arc::new(endpoint);
     let accepting = tokio::spawn(accept_nodes(endpoint.clone(), master));
     tracing::info!(
         site = %config.site.name,

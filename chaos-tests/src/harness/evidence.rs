@@ -11,6 +11,20 @@ pub fn node_events(work: &Path) -> Result<Vec<Event>, String> {
     read_events(&work.join("events.jsonl")).map_err(|error| error.to_string())
 }
 
+/// When the first event that `matches` happened in the log in `work`, on the machine's
+/// monotonic clock (one clock for every node agent on this machine, so times of two nodes'
+/// logs compare).
+pub fn first_event_ns(
+    work: &Path,
+    matches: impl Fn(&leasehold_node::event_log::EventKind) -> bool,
+) -> Option<u64> {
+    node_events(work)
+        .ok()?
+        .into_iter()
+        .find(|event| matches(&event.kind))
+        .map(|event| event.mono_ns)
+}
+
 /// Violations in each node's log (S-2, S-3, S-1 within `stop_slack`).
 pub fn violations(
     works: &[&Path],

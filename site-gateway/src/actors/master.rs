@@ -77,9 +77,40 @@ pub struct SiteMaster {
     /// The BMCs of the site's machines, and the key of their boot tokens; `None` for a
     /// site without machines.
     machines: Option<(Arc<Machines>, Arc<BootKey>)>,
+    /// The management listener, whose admitted servers follow live edits of the inventory;
+    /// `None` in tests that run no listener.
+    management: Option<Arc<leasehold_federation::transport::endpoint::Endpoint>>,
 }
 
 impl SiteMaster {
+    /// The management listener, so that servers added by an edit are admitted.
+    pub fn with_management(
+        mut self,
+        endpoint: Arc<leasehold_federation::transport::endpoint::Endpoint>,
+    ) -> Self {
+        self.management = Some(endpoint);
+        self
+    }
+
+    /// Admits every server the core knows, removed ones included: a removed server's agent
+    /// is then refused at registration with a reason, rather than by a bare TLS alert.
+    fn refresh_admitted(&self) {
+        let Some(endpoint) = &self.management else {
+            return;
+        };
+        let model = self.core.model();
+        endpoint.set_policy(
+            leasehold_federation::transport::identity::PeerPolicy::Nodes {
+                site: model.site().clone(),
+                servers: model
+                    .servers()
+                    .iter()
+                    .map(|server| server.id.clone())
+                    .collect(),
+            },
+        );
+    }
+
     /// Dials, keeps and leaves peers as the running config and the ownership members
     /// say, and announces the catalogue to each.
     fn refresh_federation(&self) {
@@ -126,6 +157,7 @@ impl SiteMaster {
             reallocations: 0,
             federation: None,
             machines: None,
+            management: None,
             // 1 ms .. 10 min, 3 significant digits; the bounds are constants, so this
             // cannot fail.
             latency_ms: Histogram::new_with_bounds(1, 600_000, 3)
@@ -650,8 +682,9 @@ impl Handler<ApplyConfig> for SiteMaster {
             }
             ConfigOutcome::Applied { diff } => {
                 // Peers added, removed or re-addressed, and the new catalogue, take effect
-                // now.
+                // now; so do servers added or removed.
                 self.refresh_federation();
+                self.refresh_admitted();
                 for what in &self.core.config_status().needs_restart {
                     tracing::warn!(what = %what, "this part of the config edit needs a restart and was not applied");
                 }

@@ -19,6 +19,10 @@ pub struct ConfigDiff {
     /// The names of the `[timings]` keys that changed.
     pub timings_changed: Vec<&'static str>,
     pub lending_changed: bool,
+    /// Servers (not machines) added to the inventory: admitted and free for accounts.
+    pub servers_added: Vec<String>,
+    /// Servers (not machines) removed: drained like a server in maintenance, then gone.
+    pub servers_removed: Vec<String>,
     /// What a running gateway cannot take without a restart, in words.
     pub needs_restart: Vec<String>,
 }
@@ -151,26 +155,39 @@ pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
     // The listener's TLS, the token file's path and the access log are bound at start; the
     // token file's contents are read again on every edit (`crate::reload`).
     restart("[admin]", old.admin.to_string(), new.admin.to_string());
-    if old.servers != new.servers {
-        let names = |config: &SiteConfig| {
-            config
-                .servers
-                .iter()
-                .map(|server| match &server.machine {
-                    None => format!("{}@{}", server.id, server.service_addr),
-                    Some(machine) => format!(
-                        "{}@{} (machine {}, BMC {})",
-                        server.id, server.service_addr, machine.mac, machine.bmc_url
-                    ),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        diff.needs_restart.push(format!(
-            "server inventory: [{}] -> [{}]",
-            names(old),
-            names(new)
-        ));
+    // Servers that run as processes come and go live; a machine's BMC client is built at
+    // start, and a server's address is in its workload's arguments: those need a restart.
+    let describe = |server: &crate::config::Server| match &server.machine {
+        None => format!("{}@{}", server.id, server.service_addr),
+        Some(machine) => format!(
+            "{}@{} (machine {}, BMC {})",
+            server.id, server.service_addr, machine.mac, machine.bmc_url
+        ),
+    };
+    for server in &new.servers {
+        match old.servers.iter().find(|before| before.id == server.id) {
+            None if server.machine.is_none() => diff.servers_added.push(server.id.to_string()),
+            None => diff
+                .needs_restart
+                .push(format!("server inventory: + {}", describe(server))),
+            Some(before) if before != server => diff.needs_restart.push(format!(
+                "server inventory: {} -> {}",
+                describe(before),
+                describe(server)
+            )),
+            Some(_) => {}
+        }
+    }
+    for server in &old.servers {
+        if new.servers.iter().any(|after| after.id == server.id) {
+            continue;
+        }
+        match &server.machine {
+            None => diff.servers_removed.push(server.id.to_string()),
+            Some(_) => diff
+                .needs_restart
+                .push(format!("server inventory: - {}", describe(server))),
+        }
     }
     diff
 }
@@ -254,6 +271,18 @@ impl fmt::Display for ConfigDiff {
         }
         if self.lending_changed {
             writeln!(f, "~ lending changed (new loan requests follow it)")?;
+        }
+        for name in &self.servers_added {
+            writeln!(
+                f,
+                "+ server {name}: admitted on the management channel, and free for accounts once its agent registers"
+            )?;
+        }
+        for name in &self.servers_removed {
+            writeln!(
+                f,
+                "- server {name}: drained once its account has its minimum without it, then out of the inventory (its agent is refused at its next connection)"
+            )?;
         }
         for what in &self.needs_restart {
             writeln!(f, "! needs a restart, not applied live: {what}")?;
@@ -388,7 +417,7 @@ mod tests {
     }
 
     #[test]
-    fn addresses_and_inventory_need_a_restart() {
+    fn addresses_need_a_restart_and_servers_come_and_go_live() {
         let old = config();
         let mut new = config();
         new.site.admin_addr = "127.0.0.1:7".parse().expect("an address");
@@ -398,8 +427,24 @@ mod tests {
             machine: None,
         });
         let diff = diff(&old, &new);
-        assert_eq!(diff.needs_restart.len(), 2, "{diff:?}");
-        assert!(diff.to_string().contains("needs a restart"));
+        assert_eq!(diff.needs_restart.len(), 1, "{diff:?}");
+        assert_eq!(diff.servers_added, ["a2"]);
+        let text = diff.to_string();
+        assert!(
+            text.contains("needs a restart") && text.contains("+ server a2: admitted"),
+            "{text}"
+        );
+        // Removed again: live; re-addressed: a restart.
+        let back = super::diff(&new, &old);
+        assert_eq!(back.servers_removed, ["a2"]);
+        let mut moved = old.clone();
+        moved.servers[0].service_addr = "127.0.0.1:9".parse().expect("an address");
+        let moved = super::diff(&old, &moved);
+        assert!(moved.servers_added.is_empty() && moved.servers_removed.is_empty());
+        assert!(
+            moved.needs_restart[0].starts_with("server inventory: a1@"),
+            "{moved:?}"
+        );
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub enum ConfigOutcome {
     /// the refusal is over.
     RefusalCleared,
     /// Applied; `diff` against the running config (none for a core built without one).
-    Applied { diff: Option<ConfigDiff> },
+    Applied { diff: Option<Box<ConfigDiff>> },
 }
 
 /// The outcome, the effects to perform and the groups that change.
@@ -130,13 +130,34 @@ impl SiteCore {
         let mut running = config.clone();
         if let Some(old) = &self.config {
             running.site = old.site.clone();
-            running.servers = old.servers.clone();
+            // Servers that run as processes come and go live; the rest of the inventory
+            // stays as started until a restart.
+            let mut servers: Vec<_> = old
+                .servers
+                .iter()
+                .filter(|server| {
+                    server.machine.is_some()
+                        || config.servers.iter().any(|after| after.id == server.id)
+                })
+                .cloned()
+                .collect();
+            servers.extend(
+                config
+                    .servers
+                    .iter()
+                    .filter(|server| server.machine.is_none())
+                    .filter(|server| old.servers.iter().all(|before| before.id != server.id))
+                    .cloned(),
+            );
+            running.servers = servers;
             running.timings.ownership_ttl = old.timings.ownership_ttl;
             running.timings.ownership_renew_interval = old.timings.ownership_renew_interval;
         }
         self.config = Some(running);
         ConfigApplied {
-            outcome: ConfigOutcome::Applied { diff: changes },
+            outcome: ConfigOutcome::Applied {
+                diff: changes.map(Box::new),
+            },
             effects,
             groups,
         }

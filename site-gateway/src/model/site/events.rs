@@ -30,6 +30,15 @@ impl SiteModel {
         now: Millis,
     ) -> Result<(Registration, Vec<Effect>), Refusal> {
         let ix = self.index_of(server)?;
+        if self.servers[ix].gone() {
+            return Err(refusal(
+                RefusalCause::WrongServer,
+                &format!(
+                    "{server} was removed from {}'s config; stop its node agent",
+                    self.site
+                ),
+            ));
+        }
         if self.servers[ix].machine.is_some() {
             return Err(refusal(
                 RefusalCause::StaleBoot,
@@ -534,7 +543,7 @@ impl SiteModel {
         // A move finishes only into an account this site still owns.
         if let Next::Join(to) = next
             && self.servers[ix].phase == Phase::Free
-            && self.servers[ix].maintenance.is_none()
+            && self.servers[ix].out_of_use().is_none()
             && self.owned_until(to, now).is_some()
         {
             let reason = format!(

@@ -117,9 +117,13 @@ impl SiteModel {
         let mut effects = Vec::new();
         for ix in 0..self.servers.len() {
             let entry = &self.servers[ix];
-            let Some(record) = &entry.maintenance else {
+            if entry.out_of_use().is_none() {
                 continue;
-            };
+            }
+            let force = entry
+                .maintenance
+                .as_ref()
+                .is_some_and(|record| record.force);
             let Some(lease) = &entry.lease else {
                 continue;
             };
@@ -130,13 +134,14 @@ impl SiteModel {
                 continue;
             }
             let account = lease.account;
-            if !record.force && self.maintenance_waits(ix).is_some() {
+            if !force && self.maintenance_waits(ix).is_some() {
                 continue;
             }
             let server = entry.id.clone();
             let reason = format!(
-                "{server} drains from {} for maintenance",
-                self.account_name(account)
+                "{server} drains from {}: {}",
+                self.account_name(account),
+                entry.out_of_use().unwrap_or("it is out of use")
             );
             effects.extend(self.drain(ix, Next::Free, reason, now));
         }
@@ -148,7 +153,7 @@ impl SiteModel {
     pub(super) fn maintenance_waits(&self, ix: usize) -> Option<String> {
         let entry = &self.servers[ix];
         let lease = entry.lease.as_ref()?;
-        if entry.maintenance.is_none()
+        if entry.out_of_use().is_none()
             || !matches!(entry.phase, Phase::Serving | Phase::Starting { .. })
         {
             return None;
@@ -160,7 +165,7 @@ impl SiteModel {
             .enumerate()
             .filter(|(other, candidate)| {
                 *other != ix
-                    && candidate.maintenance.is_none()
+                    && candidate.out_of_use().is_none()
                     && candidate.serving() == Some(lease.account)
             })
             .count();

@@ -189,3 +189,68 @@ fn maintenance_is_journaled_and_survives_a_restart_and_unknown_servers_are_refus
         Err(MaintenanceRefusal::UnknownServer { .. })
     ));
 }
+
+#[test]
+fn servers_added_and_removed_by_a_live_edit() {
+    use crate::model::fixtures::site_config;
+    let accounts = [("shop", 1, 1, 10)];
+    let mut model = running_site(1, &accounts);
+    let (first, _, epoch) = applies(&model.tick(Millis(100)))[0].clone();
+    model.workload_joined(&first, epoch, Millis(150));
+
+    // Added: a second server, free once its agent registers.
+    let two = site_config("site-a", 'a', 2, &accounts, Default::default());
+    let added = two.servers[1].id.clone();
+    let (_, effects) = model.reconfigure(&two, "0123456789abcdef", Millis(200));
+    assert!(effects.iter().any(|e| matches!(e, Effect::Audit(entry) if entry.reason.contains(&format!("server {added} added")))), "{effects:?}");
+    model
+        .register(
+            &added,
+            None,
+            leasehold_federation::ids::Epoch::NONE,
+            Millis(210),
+        )
+        .unwrap();
+    assert_eq!(state(&model, &added), "free");
+
+    // Removed while it serves shop at its minimum: the new server serves first.
+    let mut without_first = two.clone();
+    without_first.servers.retain(|server| server.id != first);
+    model.reconfigure(&without_first, "fedcba9876543210", Millis(300));
+    heartbeat_all(&mut model, Millis(400));
+    model.renew(&first, epoch, Millis(400));
+    let effects = model.tick(Millis(400));
+    let replacement = applies(&effects);
+    assert_eq!(
+        replacement.first().map(|(server, _, _)| server.clone()),
+        Some(added.clone())
+    );
+    assert!(stops(&effects).is_empty(), "{effects:?}");
+    model.workload_joined(&added, replacement[0].2, Millis(450));
+    heartbeat_all(&mut model, Millis(500));
+    model.renew(&first, epoch, Millis(500));
+    assert_eq!(
+        stops(&model.tick(Millis(500))),
+        vec![(first.clone(), epoch)]
+    );
+    model.stop_answered(
+        &first,
+        epoch,
+        Ok(StopOutcome::Stopped { epoch }),
+        Millis(550),
+    );
+    // Gone from the inventory; its agent is told so if it comes back.
+    assert_eq!(state(&model, &first), "absent");
+    let refused = model
+        .register(&first, None, epoch, Millis(600))
+        .expect_err("a removed server");
+    assert!(
+        refused.detail.contains("removed from site-a's config"),
+        "{refused:?}"
+    );
+
+    // Added back, it is in the inventory again.
+    model.reconfigure(&two, "0123456789abcdef", Millis(700));
+    model.register(&first, None, epoch, Millis(710)).unwrap();
+    assert_eq!(state(&model, &first), "free");
+}

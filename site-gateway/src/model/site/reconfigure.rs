@@ -29,8 +29,9 @@ impl SiteModel {
     /// grant runs the new workload; timings are replaced, so grants and renewals from now
     /// on use them. A removed account keeps its index with `removed` set: its view asks for
     /// no servers, so the arbiter drains and frees them on the ordinary release path, and no
-    /// new lease is ever granted for it. The server inventory and the site's addresses need
-    /// a restart and are not touched here (the shell reports them).
+    /// new lease is ever granted for it. Servers that run as processes are added and removed
+    /// likewise; machines, changed server addresses and the site's addresses need a restart
+    /// and are not touched here (the shell reports them).
     pub fn reconfigure(
         &mut self,
         new: &SiteConfig,
@@ -87,6 +88,7 @@ impl SiteModel {
                 }
             }
         }
+        self.reconfigure_servers(new, short, &mut summary, &mut effects);
         if self.lending != new.lending {
             self.lending = new.lending.clone();
             summary.push("lending".to_owned());
@@ -128,6 +130,64 @@ impl SiteModel {
             format!("config {hash} of {} applied: {summary}", new.path.display()),
         ));
         (done, effects)
+    }
+}
+
+impl SiteModel {
+    /// Servers that run as processes, added to or removed from the file. A removed one is
+    /// kept at its index (leases and views name servers by position) and drained as for
+    /// maintenance; a re-added one is back. Machines and changed addresses need a restart
+    /// (the diff says so) and are left as they are.
+    fn reconfigure_servers(
+        &mut self,
+        new: &SiteConfig,
+        short: &str,
+        summary: &mut Vec<String>,
+        effects: &mut Vec<Effect>,
+    ) {
+        for server in new.servers.iter().filter(|server| server.machine.is_none()) {
+            match self.server_index.get(&server.id).copied() {
+                Some(ix) if self.servers[ix].removed => {
+                    self.servers[ix].removed = false;
+                    summary.push(format!("+{}", server.id));
+                    effects.push(config_audit(
+                        None,
+                        format!(
+                            "config {short}: server {} added back to the inventory",
+                            server.id
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    let ix = self.servers.len();
+                    self.servers.push(super::server::ServerEntry::new(
+                        server.id.clone(),
+                        server.service_addr.to_string(),
+                    ));
+                    self.server_index.insert(server.id.clone(), ix);
+                    summary.push(format!("+{}", server.id));
+                    effects.push(config_audit(None, format!("config {short}: server {} added to the inventory; it is free for accounts once its node agent registers", server.id)));
+                }
+            }
+        }
+        for entry in &mut self.servers {
+            let listed = new.servers.iter().any(|server| server.id == entry.id);
+            if listed || entry.removed || entry.machine.is_some() {
+                continue;
+            }
+            entry.removed = true;
+            summary.push(format!("-{}", entry.id));
+            let then = if entry.lease.is_some() {
+                "it drains once its account has its minimum without it, then leaves the inventory"
+            } else {
+                "it leaves the inventory"
+            };
+            effects.push(config_audit(
+                None,
+                format!("config {short}: server {} removed; {then}", entry.id),
+            ));
+        }
     }
 }
 

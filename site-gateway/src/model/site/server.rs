@@ -95,6 +95,9 @@ pub struct ServerEntry {
     pub machine: Option<Box<MachineState>>,
     /// Out of use for maintenance (`leasehold server drain`), until undrained.
     pub maintenance: Option<MaintenanceRecord>,
+    /// Removed from the config by a live edit: drained as for maintenance, then out of the
+    /// inventory (kept at its index, as a removed account is; re-added, it is back).
+    pub removed: bool,
 }
 
 impl ServerEntry {
@@ -112,6 +115,7 @@ impl ServerEntry {
             avoid: None,
             machine: None,
             maintenance: None,
+            removed: false,
         }
     }
 
@@ -135,11 +139,27 @@ impl ServerEntry {
     /// Never a machine: it would be re-imaged for the borrower's account, whose image is
     /// in the borrower's config only, and boot nothing (D-29).
     pub fn lendable(&self) -> bool {
-        self.maintenance.is_none()
+        self.out_of_use().is_none()
             && self.machine.is_none()
             && self.connected
             && self.phase == Phase::Free
             && self.lease.is_none()
+    }
+
+    /// Why the server takes no new work (maintenance, or removed from the config).
+    pub fn out_of_use(&self) -> Option<&'static str> {
+        if self.removed {
+            Some("it was removed from the config")
+        } else if self.maintenance.is_some() {
+            Some("it is in maintenance")
+        } else {
+            None
+        }
+    }
+
+    /// Removed from the config, and holding nothing any more: no longer in the inventory.
+    pub fn gone(&self) -> bool {
+        self.removed && self.lease.is_none()
     }
 
     /// The account this server serves now, for endpoints and load.

@@ -128,6 +128,8 @@ impl SiteModel {
             .servers
             .iter()
             .enumerate()
+            // Removed by an edit and drained: no longer in the inventory.
+            .filter(|(_, entry)| !entry.gone())
             .map(|(ix, entry)| ServerSnapshot {
                 id: entry.id.clone(),
                 // Out of use and holding nothing: what an operator asked for, not "free".

@@ -170,7 +170,7 @@ impl SiteModel {
                 let slot = match (&entry.phase, &entry.lease) {
                     // In maintenance: given to no one, and no longer counted where it
                     // serves, so that its account gets a replacement before it drains.
-                    _ if entry.maintenance.is_some() => Slot::Unavailable,
+                    _ if entry.out_of_use().is_some() => Slot::Unavailable,
                     (Phase::Free | Phase::Offline, None) if entry.assignable() => Slot::Free,
                     (Phase::Starting { .. } | Phase::Serving, Some(lease))
                         if !lease.revoked && lease.loan.is_none() =>
