@@ -621,7 +621,7 @@ async fn stale_epochs_and_wrong_server_ids_are_refused_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_newer_pointer_for_another_account_stops_the_old_workload_first_and_clears_its_scratch() {
+async fn a_newer_pointer_for_another_account_stops_the_old_workload_first_and_removes_its_files() {
     let world = World::start().await;
     world.gateway.wait_registrations(1).await;
     let old_pid = world.run("shop", 1).await;
@@ -644,13 +644,20 @@ async fn a_newer_pointer_for_another_account_stops_the_old_workload_first_and_cl
     let new_starting = position(
         &|k| matches!(k, EventKind::WorkloadStarting { epoch, .. } if *epoch == self::epoch(2)),
     );
-    assert!(old_stopped < new_starting, "{events:#?}");
+    let wiped = position(
+        &|k| matches!(k, EventKind::DataWiped { account, .. } if account.as_str() == "shop"),
+    );
+    assert!(old_stopped < wiped && wiped < new_starting, "{events:#?}");
     assert!(
         !shop_scratch.exists(),
-        "the old account's scratch must be cleared"
+        "the old account's scratch must be removed"
+    );
+    assert!(
+        !world.work.join("data/shop").exists(),
+        "the old account's data must be removed (tenant hygiene)"
     );
     assert!(world.work.join("scratch/blog").is_dir());
-    assert!(world.work.join("data/shop").is_dir(), "data is kept");
+    assert!(world.work.join("data/blog").is_dir());
     let page = http_get(world.service, "/").unwrap_or_default();
     assert!(page.contains("account: blog"), "{page}");
     world

@@ -180,6 +180,19 @@ fn servers_move_between_accounts_when_load_changes_and_never_overlap() {
         blog_stopped.is_some() && blog_stopped < shop_starting,
         "{events:#?}"
     );
+    // Between the two, blog's files were removed, and they are gone from the disk.
+    let wiped = events.iter().rposition(
+        |e| matches!(&e.kind, EventKind::DataWiped { account, .. } if account.as_str() == "blog"),
+    );
+    assert!(blog_stopped < wiped && wiped < shop_starting, "{events:#?}");
+    let work = site.work(&moved[0]);
+    assert!(
+        !work.join("data/blog").exists(),
+        "blog's data is still on {}",
+        moved[0]
+    );
+    assert!(!work.join("scratch/blog").exists());
+    assert!(work.join("data/shop").is_dir());
     // The audit log explains the move.
     let audit = get_json(site.admin(), "/v1/audit?limit=1000").unwrap();
     let explained = audit.as_array().unwrap().iter().any(|record| {

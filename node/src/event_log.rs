@@ -56,6 +56,17 @@ pub enum EventKind {
     WorkloadStarting {
         account: AccountId,
         epoch: Epoch,
+        /// The account's data directory on this server (absolute), which is wiped before
+        /// another account's workload starts here.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data_dir: Option<String>,
+    },
+    /// An account's data and scratch on this server were removed, written and fsynced
+    /// before another account's workload starts here (tenant hygiene; docs/node.md).
+    DataWiped {
+        account: AccountId,
+        /// What was removed.
+        paths: Vec<String>,
     },
     WorkloadStarted {
         account: AccountId,

@@ -38,6 +38,13 @@ pub enum Violation {
         until_mono_ns: u64,
         stopped_mono_ns: u64,
     },
+    /// Tenant hygiene: another account's workload started where an account's files had not
+    /// been wiped since it ran.
+    DataNotWiped {
+        seq: u64,
+        left: AccountId,
+        starting: AccountId,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -73,6 +80,14 @@ impl fmt::Display for Violation {
                 "seq {seq}: {epoch} stopped {} ms after its lease ended",
                 stopped_mono_ns.saturating_sub(*until_mono_ns) / 1_000_000
             ),
+            Violation::DataNotWiped {
+                seq,
+                left,
+                starting,
+            } => write!(
+                f,
+                "seq {seq}: {starting} starting where {left}'s files were not wiped"
+            ),
         }
     }
 }
@@ -86,6 +101,8 @@ struct Scan {
     running: Option<(AccountId, Epoch)>,
     /// The latest lease end seen, per epoch of the workload in question.
     lease_until: Option<(Epoch, u64)>,
+    /// The account whose files may be on the server: it started here and was not wiped.
+    files_of: Option<AccountId>,
     violations: Vec<Violation>,
 }
 
@@ -148,7 +165,15 @@ impl Scan {
                 };
                 self.lease_until = Some((*epoch, until));
             }
-            EventKind::WorkloadStarting { account, epoch } => {
+            EventKind::WorkloadStarting { account, epoch, .. } => {
+                if let Some(left) = self.files_of.as_ref().filter(|left| *left != account) {
+                    self.violations.push(Violation::DataNotWiped {
+                        seq,
+                        left: left.clone(),
+                        starting: account.clone(),
+                    });
+                }
+                self.files_of = Some(account.clone());
                 if let Some(running) = &self.running {
                     self.violations.push(Violation::TwoWorkloads {
                         seq,
@@ -172,6 +197,11 @@ impl Scan {
                         .push(Violation::StartedWithoutLease { seq, epoch: *epoch }),
                 }
                 self.running = Some((account.clone(), *epoch));
+            }
+            EventKind::DataWiped { account, .. } => {
+                if self.files_of.as_ref() == Some(account) {
+                    self.files_of = None;
+                }
             }
             EventKind::WorkloadStopped {
                 epoch,

@@ -108,7 +108,7 @@ pub fn running(work: &Path, until_mono_ns: u64) -> Result<Vec<Running>, String> 
     let mut done = Vec::new();
     for event in node_events(work)? {
         match event.kind {
-            EventKind::WorkloadStarting { account, epoch } => open.push(Running {
+            EventKind::WorkloadStarting { account, epoch, .. } => open.push(Running {
                 server: event.server.to_string(),
                 account: account.to_string(),
                 epoch: epoch.value(),

@@ -158,7 +158,7 @@ impl Checker {
                             ));
                         }
                     }
-                    EventKind::WorkloadStarting { account, epoch } => {
+                    EventKind::WorkloadStarting { account, epoch, .. } => {
                         let for_site = if self.handed_over.contains(&(index, *epoch)) {
                             node.site
                         } else {

@@ -65,6 +65,9 @@ pub struct SimNode {
     up: Option<Agent>,
     /// The workload's process, which outlives a crashed agent only until its guard sees.
     process: Option<Process>,
+    /// The account whose files are on the (simulated) disk: wiped, as the real driver
+    /// does, before another account's workload starts.
+    files_of: Option<leasehold_federation::ids::AccountId>,
     next_pid: u32,
     skip_epoch_check: bool,
     renew_interval: Duration,
@@ -103,6 +106,7 @@ impl SimNode {
             generation: 0,
             up: None,
             process: None,
+            files_of: None,
             next_pid: 1000,
             skip_epoch_check: false,
             renew_interval,
@@ -479,10 +483,21 @@ impl SimNode {
             match effect {
                 Effect::StartWorkload { pointer } => {
                     let (account, epoch) = (pointer.account.clone(), pointer.epoch);
+                    if let Some(previous) = self.files_of.take().filter(|p| p != &account) {
+                        self.write(
+                            EventKind::DataWiped {
+                                account: previous,
+                                paths: Vec::new(),
+                            },
+                            ctx.now_us,
+                        );
+                    }
+                    self.files_of = Some(account.clone());
                     self.write(
                         EventKind::WorkloadStarting {
                             account: account.clone(),
                             epoch,
+                            data_dir: None,
                         },
                         ctx.now_us,
                     );

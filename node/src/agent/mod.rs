@@ -142,6 +142,7 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             agent_exe,
             log: log.clone(),
             last_account: recovered.last_account.clone(),
+            last_data_dir: recovered.last_data_dir.clone(),
         };
         #[allow(unused_mut)] // planted only in debug builds
         let mut model = NodeModel::new(

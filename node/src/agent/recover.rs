@@ -15,6 +15,8 @@ pub struct Recovered {
     pub next_seq: u64,
     /// The account whose scratch may be on disk.
     pub last_account: Option<AccountId>,
+    /// Its data directory, as its last start wrote it.
+    pub last_data_dir: Option<std::path::PathBuf>,
     /// A workload recorded as starting or started, and never as stopped.
     pub orphan: Option<Orphan>,
 }
@@ -32,6 +34,7 @@ pub fn recover(events: &[Event]) -> Recovered {
         highest_epoch: Epoch::NONE,
         next_seq: 0,
         last_account: None,
+        last_data_dir: None,
         orphan: None,
     };
     for event in events {
@@ -40,8 +43,13 @@ pub fn recover(events: &[Event]) -> Recovered {
             EventKind::PointerAccepted { epoch, .. } => {
                 recovered.highest_epoch = recovered.highest_epoch.max(*epoch);
             }
-            EventKind::WorkloadStarting { account, epoch } => {
+            EventKind::WorkloadStarting {
+                account,
+                epoch,
+                data_dir,
+            } => {
                 recovered.last_account = Some(account.clone());
+                recovered.last_data_dir = data_dir.as_ref().map(std::path::PathBuf::from);
                 recovered.orphan = Some(Orphan {
                     account: account.clone(),
                     epoch: *epoch,

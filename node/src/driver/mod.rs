@@ -86,6 +86,9 @@ pub struct DriverSetup {
     pub log: EventLog,
     /// The account whose scratch is on disk (from the event log), cleared on a move.
     pub last_account: Option<AccountId>,
+    /// That account's data directory, wiped on a move (from the event log; `None` for a
+    /// log from before data was wiped).
+    pub last_data_dir: Option<PathBuf>,
 }
 
 struct Running {
@@ -167,14 +170,25 @@ impl DriverTask {
         let plan = launch::plan(&pointer, &context);
         let account = pointer.account.clone();
         let previous = self.setup.last_account.replace(account.clone());
-        if let Err(reason) = prepare_dirs(&self.setup.work, previous, &account, &plan).await {
-            self.report(DriverReport::StartFailed { epoch, reason });
-            return;
-        }
+        let previous_data = self.setup.last_data_dir.replace(plan.data_dir.clone());
         let log = &self.setup.log;
+        let wiped = prepare_dirs(&self.setup.work, previous, previous_data, &account, &plan).await;
+        match wiped {
+            Err(reason) => {
+                self.report(DriverReport::StartFailed { epoch, reason });
+                return;
+            }
+            // On disk before the next tenant's workload starts: the evidence of hygiene.
+            Ok(Some((account, paths))) => {
+                log.append_synced(EventKind::DataWiped { account, paths })
+                    .await;
+            }
+            Ok(None) => {}
+        }
         log.append_synced(EventKind::WorkloadStarting {
             account: account.clone(),
             epoch,
+            data_dir: Some(plan.data_dir.display().to_string()),
         })
         .await;
         match self.spawn_guard(&plan, epoch).await {
@@ -329,28 +343,39 @@ async fn read_pid_file(path: &Path) -> Option<u32> {
     text.trim().parse().ok()
 }
 
-/// Clears the previous account's scratch when the account changes, and makes the new
-/// account's data and scratch dirs.
+/// When the account changes, removes the previous account's scratch and data (so that no
+/// tenant's files are left for the next: docs/node.md, "Tenant hygiene"), then makes the
+/// new account's data and scratch dirs. Returns what it removed, for the event log.
 async fn prepare_dirs(
     work: &Path,
     previous: Option<AccountId>,
+    previous_data: Option<PathBuf>,
     account: &AccountId,
     plan: &LaunchPlan,
-) -> Result<(), String> {
+) -> Result<Option<(AccountId, Vec<String>)>, String> {
+    let mut wiped = None;
     if let Some(previous) = previous.filter(|p| p != account) {
-        let old = launch::scratch_dir(work, previous.as_str());
-        match tokio::fs::remove_dir_all(&old).await {
-            Ok(()) => {
-                tracing::info!(path = %old.display(), "cleared the previous account's scratch")
+        let mut paths = vec![launch::scratch_dir(work, previous.as_str())];
+        // Never the work dir itself, nor the new account's own dir (accounts do not share
+        // one: `leasehold config check` refuses it).
+        paths.extend(previous_data.filter(|dir| dir != &plan.data_dir && dir.as_path() != work));
+        let mut removed = Vec::new();
+        for old in paths {
+            match tokio::fs::remove_dir_all(&old).await {
+                Ok(()) => {
+                    tracing::info!(path = %old.display(), account = %previous, "removed the previous account's files")
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(format!("cannot remove {}: {error}", old.display())),
             }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(format!("cannot clear {}: {error}", old.display())),
+            removed.push(old.display().to_string());
         }
+        wiped = Some((previous, removed));
     }
     for dir in [&plan.data_dir, &plan.scratch_dir] {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
     }
-    Ok(())
+    Ok(wiped)
 }

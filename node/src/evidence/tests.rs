@@ -31,6 +31,7 @@ const STOP_1: &str =
 const ACCEPT_2: &str = r#""event":"pointer_accepted","account":"blog","epoch":2"#;
 const LEASE_2: &str = r#""event":"lease_extended","epoch":2,"until_mono_ns":4000000000"#;
 const START_2: &str = r#""event":"workload_starting","account":"blog","epoch":2"#;
+const WIPED_1: &str = r#""event":"data_wiped","account":"shop","paths":["/w/data/shop"]"#;
 
 fn epoch(value: u64) -> Epoch {
     Epoch::from_journal(value)
@@ -50,9 +51,45 @@ fn a_clean_move_has_no_violation() {
         (900, ACCEPT_2),
         (1000, STOP_1),
         (1010, LEASE_2),
+        (1015, WIPED_1),
         (1020, START_2),
     ]);
     assert_eq!(violations, vec![]);
+}
+
+#[test]
+fn another_account_started_on_unwiped_files_is_found() {
+    let violations = check(&[
+        (10, ACCEPT_1),
+        (20, LEASE_1),
+        (30, START_1),
+        (900, ACCEPT_2),
+        (1000, STOP_1),
+        (1010, LEASE_2),
+        (1020, START_2),
+    ]);
+    assert_eq!(
+        violations,
+        vec![Violation::DataNotWiped {
+            seq: 6,
+            left: AccountId::parse("shop").unwrap(),
+            starting: AccountId::parse("blog").unwrap(),
+        }]
+    );
+    // The same account again needs no wipe.
+    let again = check(&[
+        (10, ACCEPT_1),
+        (20, LEASE_1),
+        (30, START_1),
+        (40, STOP_1),
+        (50, START_1),
+    ]);
+    assert!(
+        !again
+            .iter()
+            .any(|v| matches!(v, Violation::DataNotWiped { .. })),
+        "{again:?}"
+    );
 }
 
 #[test]
@@ -63,13 +100,14 @@ fn a_start_before_the_old_workload_stopped_is_two_workloads() {
         (30, START_1),
         (900, ACCEPT_2),
         (1010, LEASE_2),
+        (1015, WIPED_1),
         (1020, START_2),
         (1030, STOP_1),
     ]);
     assert_eq!(
         violations,
         vec![Violation::TwoWorkloads {
-            seq: 5,
+            seq: 6,
             starting: (AccountId::parse("blog").unwrap(), epoch(2)),
             running: (AccountId::parse("shop").unwrap(), epoch(1)),
         }]

@@ -465,6 +465,9 @@ impl SimDriver {
         let (orders, mut receiver) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut running: Option<(AccountId, Epoch)> = None;
+            // The account that ran last: a simulated workload keeps no files, so moving to
+            // another account wipes nothing, and says so as the real driver does.
+            let mut last: Option<AccountId> = None;
             while let Some(order) = receiver.recv().await {
                 match order {
                     SimOrder::Start { account, epoch } => {
@@ -474,12 +477,21 @@ impl SimDriver {
                             continue;
                         }
                         if let Some(log) = &log {
+                            if let Some(previous) = last.take().filter(|p| p != &account) {
+                                log.append_synced(EventKind::DataWiped {
+                                    account: previous,
+                                    paths: Vec::new(),
+                                })
+                                .await;
+                            }
                             log.append_synced(EventKind::WorkloadStarting {
                                 account: account.clone(),
                                 epoch,
+                                data_dir: None,
                             })
                             .await;
                         }
+                        last = Some(account.clone());
                         running = Some((account, epoch));
                         reports.do_send(SimDriverReport::Started { epoch });
                     }

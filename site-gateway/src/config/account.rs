@@ -27,6 +27,20 @@ pub(crate) fn accounts(
             );
             c.error(a.name.span(), msg);
         }
+        let dir = std::path::Path::new(a.workload.data_dir.get_ref().trim());
+        // The same name twice is reported above, once.
+        if let Some(first) = raw[..i].iter().find(|b| {
+            let other = std::path::Path::new(b.workload.data_dir.get_ref().trim());
+            b.name.get_ref() != name && (dir.starts_with(other) || other.starts_with(dir))
+        }) {
+            let msg = format!(
+                "account `{name}` at site `{}` shares its data_dir with account `{}` ({}): one is, or is inside, the other; each account needs its own, since a server's data is removed when it moves to another account",
+                c.site,
+                first.name.get_ref(),
+                c.source.place(&first.workload.data_dir.span())
+            );
+            c.error(a.workload.data_dir.span(), msg);
+        }
         match (account(c, a, peers), out.as_mut()) {
             (Some(acc), Some(list)) => list.push(acc),
             _ => out = None,
@@ -117,6 +131,25 @@ fn workload(c: &mut Checker<'_>, subject: &str, w: &RawWorkload) -> Option<Workl
         if value.get_ref().trim().is_empty() {
             fail(c, value.span(), format!("workload.{key} is empty"));
         }
+    }
+    // A node removes an account's data_dir when the server moves to another account: a
+    // path that is, or climbs above, the node's work dir or the root would take more.
+    let data = std::path::Path::new(w.data_dir.get_ref().trim());
+    let climbs = data
+        .components()
+        .any(|part| matches!(part, std::path::Component::ParentDir));
+    let shallow = data.is_absolute() && data.components().count() < 3;
+    if !w.data_dir.get_ref().trim().is_empty()
+        && (climbs || shallow || data == std::path::Path::new("."))
+    {
+        fail(
+            c,
+            w.data_dir.span(),
+            format!(
+                "workload.data_dir `{}` is removed when the server moves to another account, so it must be a dir of its own: relative under the node's work dir without `..` (e.g. `data/shop`), or absolute at least two levels deep (e.g. `/srv/shop`)",
+                w.data_dir.get_ref()
+            ),
+        );
     }
     let templates = std::iter::once(("command".to_owned(), &w.command))
         .chain(w.args.iter().map(|a| ("args".to_owned(), a)))

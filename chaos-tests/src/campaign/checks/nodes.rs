@@ -28,6 +28,8 @@ fn with_lines(work: &str, violation: &Violation) -> Vec<String> {
         | Violation::StaleWorkload { seq, epoch, .. }
         | Violation::StartedWithoutLease { seq, epoch }
         | Violation::RanPastLease { seq, epoch, .. } => (*seq, *epoch),
+        // Not about one epoch: the line itself is the evidence.
+        Violation::DataNotWiped { seq, .. } => (*seq, leasehold_federation::ids::Epoch::NONE),
     };
     let mut lines = vec![format!("{work}: {violation}")];
     lines.extend(

@@ -320,3 +320,38 @@ fn initial_members_are_exactly_the_site_and_its_peers() {
         "[site] initial_members:",
     );
 }
+
+#[test]
+fn a_data_dir_is_an_accounts_own_and_safe_to_remove() {
+    let second = BASE
+        .split("[[account]]")
+        .nth(1)
+        .and_then(|account| account.split("[admin]").next())
+        .unwrap_or_default()
+        .replacen("name = \"shop\"", "name = \"blog\"", 1);
+    let shared = format!("{BASE}\n[[account]]{second}");
+    one_error(&shared, "shares its data_dir with account `shop`");
+    let nested = format!(
+        "{BASE}\n[[account]]{}",
+        second.replace("data/shop", "data/shop/blog")
+    );
+    one_error(&nested, "shares its data_dir with account `shop`");
+    for bad in ["/", "/srv", "../shop", "data/../../x", "."] {
+        one_error(
+            &edit(
+                BASE,
+                "data_dir = \"data/shop\"",
+                &format!("data_dir = \"{bad}\""),
+            ),
+            "must be a dir of its own",
+        );
+    }
+    for good in ["/srv/shop", "data/shop-2"] {
+        check(&edit(
+            BASE,
+            "data_dir = \"data/shop\"",
+            &format!("data_dir = \"{good}\""),
+        ))
+        .unwrap_or_else(|errors| panic!("{good}: {errors:?}"));
+    }
+}
