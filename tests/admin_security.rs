@@ -117,6 +117,18 @@ fn prepared(dir: &Path) -> PreparedSite {
     site
 }
 
+/// `leasehold gateway run` of `site`, prepared in `dir`.
+fn spawn_gateway(dir: &Path, site: &PreparedSite) -> ProcessGuard {
+    let args = gateway_args(&site.config, &dir.join("certs"), &dir.join("state"));
+    ProcessGuard::spawn(
+        "gateway",
+        Path::new(BINARY),
+        &args,
+        &dir.join("gateway.log"),
+    )
+    .expect("the gateway starts")
+}
+
 /// The `[admin]` of a datacenter site: HTTPS and the token file.
 const SECURED_ADMIN: &str = "[admin]\ntls_cert = \"certs/admin/site-a.crt\"\ntls_key = \"certs/admin/site-a.key\"\ntokens = \"admin-tokens\"\n\n";
 
@@ -743,18 +755,7 @@ fn plain_http_off_loopback_is_warned_at_start_and_on_the_page() {
         text.replacen(&loopback, &format!("admin_addr = \"{everywhere}\""), 1),
     )
     .expect("write the config");
-    let args = gateway_args(
-        &site.config,
-        &dir.path().join("certs"),
-        &dir.path().join("state"),
-    );
-    let gateway = ProcessGuard::spawn(
-        "gateway",
-        Path::new(BINARY),
-        &args,
-        &dir.path().join("gateway.log"),
-    )
-    .expect("the gateway starts");
+    let gateway = spawn_gateway(dir.path(), &site);
     let page = wait_for("the status page", WAIT, || {
         let mut response = ureq::get(&format!("http://127.0.0.1:{}/", site.admin.port()))
             .call()
@@ -829,5 +830,54 @@ fn a_bad_certificate_key_or_token_file_stops_the_start_and_is_named() {
     assert!(
         said.contains("admin-tokens has mode 0640") && said.contains("chmod 600"),
         "{said}"
+    );
+}
+
+#[test]
+fn a_certificate_that_expires_within_30_days_is_on_the_page_and_in_the_metrics() {
+    use leasehold_federation::ids::SiteId;
+    use leasehold_federation::transport::certs;
+    use leasehold_federation::transport::identity::PeerName;
+    let dir = TempDir::new().expect("a temp dir");
+    let site = prepared(dir.path());
+    // The site's certificate, issued again to run out in ten days.
+    let now = time::OffsetDateTime::now_utc();
+    certs::issue_with_validity(
+        &dir.path().join("certs"),
+        &PeerName::Site(SiteId::parse("site-a").expect("a site id")),
+        now - time::Duration::hours(1),
+        now + time::Duration::days(10),
+        true,
+    )
+    .expect("a short certificate");
+    let gateway = spawn_gateway(dir.path(), &site);
+    let admin = site.admin;
+    let page = wait_for("the status page", WAIT, || {
+        leasehold_chaos_tests::harness::admin::get_text(admin, "/")
+    })
+    .unwrap_or_else(|error| panic!("{error}\n{}", gateway.output()));
+    assert!(page.contains("id=\"certificates-expiring\""), "{page}");
+    // Ten days, to the second as the certificate writes it.
+    assert!(
+        page.contains("the site certificate expires in 9d 23h")
+            || page.contains("the site certificate expires in 10d 00h"),
+        "{page}"
+    );
+    assert!(!page.contains("the ca certificate"), "{page}");
+    let metrics = leasehold_chaos_tests::harness::admin::get_text(admin, "/metrics")
+        .unwrap_or_else(|error| panic!("{error}"));
+    let expiry = metrics
+        .lines()
+        .find(|line| {
+            line.contains("certificate_expiry_timestamp_seconds{")
+                && line.contains("certificate=\"site\"")
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let left = expiry - now.unix_timestamp() as f64;
+    assert!(
+        (9.9 * 86_400.0..=10.0 * 86_400.0 + 60.0).contains(&left),
+        "{left}"
     );
 }

@@ -39,8 +39,6 @@ pub struct AdminServe {
     pub addr: SocketAddr,
     /// HTTPS with this config; `None` is plain HTTP (said explicitly in the config).
     pub tls: Option<rustls::ServerConfig>,
-    /// When the admin certificate expires (Unix time), for the metrics.
-    pub certificate_expiry: Option<i64>,
     pub auth: Arc<AdminAuth>,
     /// The journal's file, whose size `/metrics` shows.
     pub journal_file: std::path::PathBuf,
@@ -165,6 +163,8 @@ async fn page(
             caller: caller.map(web::ReqData::into_inner),
             warnings: auth.warnings.clone(),
             can_sign_out: auth.tokens.is_some(),
+            certificates: auth.certificates.clone(),
+            now_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
         },
     )
     .await

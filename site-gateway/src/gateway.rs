@@ -109,7 +109,7 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         state = %state.display(),
         "journal recovered"
     );
-    let admin = admin_security(&config, &state)?;
+    let admin = admin_security(&config, &state, &identity)?;
     let runtime = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -126,6 +126,7 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
 fn admin_security(
     config: &SiteConfig,
     state: &std::path::Path,
+    identity: &leasehold_federation::transport::certs::Identity,
 ) -> Result<crate::api::AdminServe, GatewayError> {
     let addr = config.site.admin_addr;
     let (tls, certificate_expiry) = match &config.admin.tls {
@@ -146,6 +147,16 @@ fn admin_security(
         .unwrap_or_else(|| state.join("access.log"));
     let access = crate::admin::access::AccessLog::open(&access_path)?;
     let warnings = config.admin.warnings(addr);
+    // When each certificate the gateway presents or trusts expires: metrics and the page.
+    let not_after = leasehold_federation::transport::certs::not_after;
+    let certificates: Vec<(&'static str, i64)> = [
+        ("site", identity.chain.first().and_then(not_after)),
+        ("ca", not_after(&identity.ca)),
+        ("admin", certificate_expiry),
+    ]
+    .into_iter()
+    .filter_map(|(which, at)| at.map(|at| (which, at)))
+    .collect();
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
@@ -160,7 +171,6 @@ fn admin_security(
     Ok(crate::api::AdminServe {
         addr,
         tls,
-        certificate_expiry,
         journal_file: Journal::file_in(state),
         auth: Arc::new(crate::admin::AdminAuth {
             site: config.site.name.to_string(),
@@ -168,6 +178,7 @@ fn admin_security(
             anonymous: config.admin.anonymous_role,
             tls: config.admin.tls.is_some(),
             warnings,
+            certificates,
             access,
         }),
     })
@@ -220,14 +231,8 @@ async fn serve(
         Millis(0),
     );
     let metrics = Arc::new(crate::metrics::Metrics::new(&config.site.name));
-    let expiries = [("site", identity.chain.first()), ("ca", Some(&identity.ca))];
-    for (which, cert) in expiries {
-        if let Some(not_after) = cert.and_then(leasehold_federation::transport::certs::not_after) {
-            metrics.certificate(which, not_after);
-        }
-    }
-    if let Some(not_after) = admin.certificate_expiry {
-        metrics.certificate("admin", not_after);
+    for (which, not_after) in &admin.auth.certificates {
+        metrics.certificate(which, *not_after);
     }
     let mut master = SiteMaster::new(
         core,

@@ -68,5 +68,8 @@ pub struct AdminAuth {
     pub tls: bool,
     /// What the page shows in a banner (plain HTTP or anonymous reads off loopback).
     pub warnings: Vec<String>,
+    /// When each certificate the gateway presents or trusts expires (Unix time), read at
+    /// start: `site`, `ca`, and `admin` when the address has TLS.
+    pub certificates: Vec<(&'static str, i64)>,
     pub access: access::AccessLog,
 }

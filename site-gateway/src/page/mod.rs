@@ -94,6 +94,10 @@ pub struct Viewer {
     pub warnings: Vec<String>,
     /// A token file is configured, so there is a sign-in to leave.
     pub can_sign_out: bool,
+    /// When each certificate expires (Unix time); the page warns 30 days before.
+    pub certificates: Vec<(&'static str, i64)>,
+    /// Now, on the gateway's wall clock (Unix time), to count the days left.
+    pub now_unix: i64,
 }
 
 /// `GET /`: the status page. Takes the actors' addresses rather than the API's state type

@@ -71,6 +71,7 @@ fn page(out: &mut String, view: &View) -> fmt::Result {
     header(out, view)?;
     out.push_str("<main>\n");
     admin_banner(out, view)?;
+    certificate_banner(out, view)?;
     config_banner(out, view)?;
     accounts(out, view)?;
     servers(out, &view.snapshot.servers)?;
@@ -159,6 +160,50 @@ fn viewer(out: &mut String, view: &View) -> fmt::Result {
         );
     }
     out.push_str("</div>\n");
+    Ok(())
+}
+
+/// How long before a certificate expires the page starts to say so.
+const CERTIFICATE_WARNING_DAYS: i64 = 30;
+
+/// Certificates that expire within 30 days (or have): renewed before then, or peers, nodes
+/// and browsers refuse the site (docs/certificates.md).
+fn certificate_banner(out: &mut String, view: &View) -> fmt::Result {
+    let soon: Vec<(&str, i64)> = view
+        .viewer
+        .certificates
+        .iter()
+        .map(|(which, at)| (*which, *at - view.viewer.now_unix))
+        .filter(|(_, left)| *left < CERTIFICATE_WARNING_DAYS * 86_400)
+        .collect();
+    if soon.is_empty() {
+        return Ok(());
+    }
+    let expired = soon.iter().any(|(_, left)| *left <= 0);
+    writeln!(
+        out,
+        "<section class=\"card {}\" id=\"certificates-expiring\"><h2>Certificates expire soon</h2>\n<ul>",
+        if expired { "alert" } else { "notice" }
+    )?;
+    for (which, left) in soon {
+        let when = if left <= 0 {
+            format!(
+                "expired {} ago",
+                duration(u64::try_from(-left).unwrap_or(0) * 1000)
+            )
+        } else {
+            format!(
+                "expires in {}",
+                duration(u64::try_from(left).unwrap_or(0) * 1000)
+            )
+        };
+        writeln!(
+            out,
+            "<li>the {which} certificate {when}</li>",
+            which = Esc(which)
+        )?;
+    }
+    out.push_str("</ul>\n<p>Issue a new one (<code>leasehold certs issue ... --force</code>) and restart the gateway; docs/certificates.md.</p></section>\n");
     Ok(())
 }
 
@@ -885,11 +930,42 @@ mod tests {
             }),
             warnings: vec!["the admin address 10.0.0.1:7101 serves plain HTTP".to_owned()],
             can_sign_out: true,
+            certificates: Vec::new(),
+            now_unix: 0,
         };
         let html = render(&with);
         assert!(html.contains("id=\"admin-insecure\""), "{html}");
         assert!(html.contains("10.0.0.1:7101 serves plain HTTP"), "{html}");
         assert!(html.contains("signed in as <b>&lt;alice&gt;</b>"), "{html}");
         assert!(html.contains("action=\"/logout\""), "{html}");
+    }
+
+    #[test]
+    fn certificates_within_30_days_are_a_banner() {
+        let mut with = view("r", "h");
+        let day = 86_400;
+        with.viewer.now_unix = 1_000 * day;
+        with.viewer.certificates = vec![("site", 1_365 * day), ("ca", 4_650 * day)];
+        assert!(!render(&with).contains("certificates-expiring"));
+        with.viewer
+            .certificates
+            .push(("admin", 1_000 * day + 12 * day));
+        let html = render(&with);
+        assert!(html.contains("id=\"certificates-expiring\""), "{html}");
+        assert!(
+            html.contains("the admin certificate expires in 12d 00h"),
+            "{html}"
+        );
+        assert!(!html.contains("the site certificate"), "{html}");
+        with.viewer.certificates = vec![("site", 999 * day)];
+        let html = render(&with);
+        assert!(
+            html.contains("the site certificate expired 1d 00h ago"),
+            "{html}"
+        );
+        assert!(
+            html.contains("card alert\" id=\"certificates-expiring"),
+            "{html}"
+        );
     }
 }
