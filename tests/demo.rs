@@ -294,10 +294,10 @@ fn demo_machines_reimages_shops_machine_for_blog_under_a_higher_epoch() {
         .iter()
         .filter_map(|step| step["step"].as_str())
         .collect();
-    // Without `booting` when the agent registered before the BMC showed the machine on
-    // (the emulator reports power changes late under load).
-    let all = ["powering-off", "setting-boot", "powering-on", "booting"];
-    assert!(steps == all || steps == all[..3], "{steps:?}: {context}");
+    assert!(
+        leasehold_chaos_tests::harness::machines::whole_boot(&steps),
+        "{steps:?}: {context}"
+    );
     let story: Vec<&str> = reimage["timeline"]
         .as_array()
         .unwrap()

@@ -71,30 +71,48 @@ pub fn serve(
             .app_data(auth.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .app_data(web::FormConfig::default().limit(MAX_BODY_BYTES))
-            .service(get("/", page))
-            .service(get("/live", live))
-            .service(get("/ready", ready))
-            .service(get("/v1/status", status))
-            .service(get("/v1/servers", servers))
-            .service(get("/v1/peers", list_peers))
-            .service(get("/v1/accounts", accounts))
-            .service(get("/v1/loans", loans))
-            .service(get("/v1/accounts/{name}/endpoints", endpoints))
-            .service(get("/v1/audit", audit))
-            .service(get("/metrics", crate::metrics::serve_metrics))
-            .service(post("/v1/servers/{id}/drain", drain))
-            .service(post("/v1/servers/{id}/undrain", undrain))
-            .service(
-                web::resource("/login")
-                    .route(web::get().to(crate::admin::login::form))
-                    .route(web::post().to(crate::admin::login::login))
-                    .default_service(web::to(|| not_allowed("GET, POST"))),
-            )
-            .service(
-                web::resource("/logout")
-                    .route(web::post().to(crate::admin::login::logout))
-                    .default_service(web::to(|| not_allowed("POST"))),
-            )
+            .service(only("/", "GET", [web::get().to(page)]))
+            .service(only("/live", "GET", [web::get().to(live)]))
+            .service(only("/ready", "GET", [web::get().to(ready)]))
+            .service(only("/v1/status", "GET", [web::get().to(status)]))
+            .service(only("/v1/servers", "GET", [web::get().to(servers)]))
+            .service(only("/v1/peers", "GET", [web::get().to(list_peers)]))
+            .service(only("/v1/accounts", "GET", [web::get().to(accounts)]))
+            .service(only("/v1/loans", "GET", [web::get().to(loans)]))
+            .service(only(
+                "/v1/accounts/{name}/endpoints",
+                "GET",
+                [web::get().to(endpoints)],
+            ))
+            .service(only("/v1/audit", "GET", [web::get().to(audit)]))
+            .service(only(
+                "/metrics",
+                "GET",
+                [web::get().to(crate::metrics::serve_metrics)],
+            ))
+            .service(only(
+                "/v1/servers/{id}/drain",
+                "POST",
+                [web::post().to(drain)],
+            ))
+            .service(only(
+                "/v1/servers/{id}/undrain",
+                "POST",
+                [web::post().to(undrain)],
+            ))
+            .service(only(
+                "/login",
+                "GET, POST",
+                [
+                    web::get().to(crate::admin::login::form),
+                    web::post().to(crate::admin::login::login),
+                ],
+            ))
+            .service(only(
+                "/logout",
+                "POST",
+                [web::post().to(crate::admin::login::logout)],
+            ))
             .default_service(web::to(not_found))
             // Outermost: every request, routed or not, passes the gate first.
             .wrap(middleware::from_fn(crate::admin::guard::gate))
@@ -114,28 +132,16 @@ pub fn serve(
     Ok(server.run())
 }
 
-/// A read-only resource: GET, and 405 with `Allow` for any other method.
-fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    web::resource(path)
-        .route(web::get().to(handler))
-        .default_service(web::to(|| not_allowed("GET")))
-}
-
-/// A write resource: POST, and 405 with `Allow` for any other method.
-fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    web::resource(path)
-        .route(web::post().to(handler))
-        .default_service(web::to(|| not_allowed("POST")))
+/// A resource that answers only `routes`; any other method gets 405 with `Allow: allow`.
+fn only<const N: usize>(
+    path: &str,
+    allow: &'static str,
+    routes: [actix_web::Route; N],
+) -> actix_web::Resource {
+    routes
+        .into_iter()
+        .fold(web::resource(path), actix_web::Resource::route)
+        .default_service(web::to(move || not_allowed(allow)))
 }
 
 async fn not_allowed(allow: &'static str) -> HttpResponse {

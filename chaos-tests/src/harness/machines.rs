@@ -521,3 +521,13 @@ pub fn kernel_cmdline(script: &str) -> Option<String> {
         Some(args.trim().to_owned())
     })
 }
+
+/// The steps of a machine's boot, in order, as `last_boot` and the demo's report name them.
+pub const BOOT_STEPS: [&str; 4] = ["powering-off", "setting-boot", "powering-on", "booting"];
+
+/// Whether `steps` are a whole boot: all four, or the first three when the agent
+/// registered before the BMC showed the machine on (the emulator reports power changes
+/// late under load), which the gateway takes (docs/machines.md).
+pub fn whole_boot(steps: &[&str]) -> bool {
+    steps == BOOT_STEPS || steps == &BOOT_STEPS[..3]
+}

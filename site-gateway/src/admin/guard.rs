@@ -53,11 +53,12 @@ pub async fn gate(
     let had_cookie = matches!(presented, Presented::Cookie(_));
     let gave_token = !matches!(presented, Presented::None);
     let tokens = auth.tokens.as_ref().map(|store| store.current());
+    let need = tokens::need(seen.method.as_str(), &seen.path);
     let decision = tokens::decide(
         tokens.as_deref(),
         auth.anonymous,
         presented,
-        tokens::need(seen.method.as_str(), &seen.path),
+        need,
         OffsetDateTime::now_utc(),
     );
     let (response, caller) = match decision {
@@ -73,7 +74,7 @@ pub async fn gate(
             (request.into_response(refusal), None)
         }
         Decision::Forbidden(caller) => {
-            let refusal = forbidden(&seen, &caller);
+            let refusal = forbidden(&seen, &caller, need);
             (request.into_response(refusal), Some(caller))
         }
     };
@@ -234,9 +235,9 @@ fn unauthenticated(
     response
 }
 
-fn forbidden(seen: &Seen, caller: &Caller) -> HttpResponse {
+fn forbidden(seen: &Seen, caller: &Caller, need: Need) -> HttpResponse {
     let role = caller.role.map_or("none", |role| role.as_str());
-    let needed = match tokens::need(seen.method.as_str(), &seen.path) {
+    let needed = match need {
         Need::Write => "write",
         _ => "read",
     };
