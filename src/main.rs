@@ -58,6 +58,8 @@ enum Command {
     Token(cli::token::TokenArgs),
     /// Take a server out of use for maintenance, and give it back.
     Server(cli::server::ServerArgs),
+    /// Back up a gateway's journal, check a backup, restore one, compact a journal.
+    Journal(cli::journal::JournalArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => cli::audit::run(args),
         Command::Token(args) => cli::token::run(args),
         Command::Server(args) => cli::server::run(args),
+        Command::Journal(args) => cli::journal::run(args),
     };
     match outcome {
         Ok(code) => code,

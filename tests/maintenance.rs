@@ -7,10 +7,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use leasehold_chaos_tests::harness::admin::{account_state, add_token, get_json, server_state};
+use leasehold_chaos_tests::harness::admin::{
+    account_state, get_json, ops_and_viewer_tokens, server_state,
+};
 use leasehold_chaos_tests::harness::evidence::{first_event_ns, violations};
 use leasehold_chaos_tests::harness::onesite::{OneSite, SETTLE, account};
-use leasehold_chaos_tests::harness::site::LOOPBACK_ADMIN;
 use leasehold_chaos_tests::harness::wait_for;
 use leasehold_node::event_log::EventKind;
 use tempfile::TempDir;
@@ -22,12 +23,6 @@ fn leasehold(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("the leasehold binary runs")
-}
-
-fn token(file: &Path, name: &str, role: &str, out: &Path) {
-    let token =
-        add_token(Path::new(BINARY), file, name, role).unwrap_or_else(|error| panic!("{error}"));
-    std::fs::write(out, token).expect("write the token");
 }
 
 #[test]
@@ -43,18 +38,7 @@ fn a_drained_server_leaves_only_after_its_replacement_serves_and_stays_out_until
     )
     .unwrap();
     // Reads stay open on loopback, as in every test site; writes need a token.
-    let tokens = dir.path().join("admin-tokens");
-    token(&tokens, "ops", "write", &dir.path().join("ops.token"));
-    token(&tokens, "viewer", "read", &dir.path().join("viewer.token"));
-    let text = std::fs::read_to_string(&site.site.config).unwrap();
-    assert!(text.contains(LOOPBACK_ADMIN));
-    let admin_block =
-        "[admin]\nplain_http = true\nanonymous_role = \"read\"\ntokens = \"admin-tokens\"\n\n";
-    std::fs::write(
-        &site.site.config,
-        text.replacen(LOOPBACK_ADMIN, admin_block, 1),
-    )
-    .unwrap();
+    ops_and_viewer_tokens(Path::new(BINARY), dir.path(), &site.site.config).unwrap();
     site.start_gateway()
         .unwrap_or_else(|error| panic!("{error}"));
     site.start_node("a1").unwrap();

@@ -171,7 +171,9 @@ fn admin_security(
     Ok(crate::api::AdminServe {
         addr,
         tls,
+        site: config.site.name.clone(),
         journal_file: Journal::file_in(state),
+        boot_key: state.join("boot.key"),
         auth: Arc::new(crate::admin::AdminAuth {
             site: config.site.name.to_string(),
             tokens,
@@ -219,8 +221,9 @@ async fn serve(
     let endpoint = Arc::new(endpoint);
     let peers = crate::federation::start(&config, &identity, started)?;
     let journal_thread = Arbiter::new();
+    let retention_days = config.journal.audit_retention_days;
     let journal = JournalWriter::start_in_arbiter(&journal_thread.handle(), move |_| {
-        JournalWriter::new(journal)
+        JournalWriter::new(journal, retention_days)
     });
     let (core, recovery_effects, groups) = SiteCore::new(
         config.clone(),

@@ -101,6 +101,34 @@ impl Gateway {
             .ok_or_else(|| anyhow!("the gateway at {} answered POST {path} with 404", self.base))
     }
 
+    /// GET `path` into `out` as it arrives, with no time limit on the body (a backup may
+    /// be large); any answer but 2xx is an error, as for [`Self::get`]. Returns the bytes.
+    pub fn download(&self, path: &str, out: &mut dyn std::io::Write) -> anyhow::Result<u64> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_global(None)
+            .timeout_recv_body(None)
+            .build();
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = match request.call() {
+            Ok(response) if response.status().is_success() => response,
+            other => {
+                self.answer("GET", path, other)?;
+                bail!(
+                    "the gateway at {} has no {path} (404); is it older than this leasehold?",
+                    self.base
+                );
+            }
+        };
+        std::io::copy(&mut response.body_mut().as_reader(), out)
+            .with_context(|| format!("reading the answer to GET {url}"))
+    }
+
     /// GET `path` as JSON, or `None` when the gateway answers 404: an endpoint that an
     /// older gateway does not have yet (peers, loans).
     pub fn get_optional(&self, path: &str) -> anyhow::Result<Option<Value>> {
@@ -143,6 +171,8 @@ impl Gateway {
                 .and_then(|value| value["error"].as_str().map(str::to_owned))
                 .unwrap_or(body);
             let hint = match status.as_u16() {
+                // The gateway's own answer names the role this needs.
+                403 if said.contains("needs the role") => "",
                 401 if self.token.is_none() => {
                     "; give a token: --token-file FILE or LEASEHOLD_TOKEN"
                 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod fleet;
 pub mod gateway;
+pub mod journal;
 pub mod node;
 pub mod server;
 pub mod sim;

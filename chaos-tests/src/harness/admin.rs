@@ -73,3 +73,37 @@ pub fn add_token(
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
+
+/// Makes the test site's config at `config` take tokens from the file `tokens` (a name
+/// beside the config): reads stay open on loopback, as in every test site; writes (drain,
+/// backup) need a token of role `write`.
+pub fn writes_need_tokens(config: &std::path::Path, tokens: &str) -> Result<(), String> {
+    let loopback = super::site::LOOPBACK_ADMIN;
+    let text = std::fs::read_to_string(config)
+        .map_err(|error| format!("cannot read {}: {error}", config.display()))?;
+    if !text.contains(loopback) {
+        return Err(format!("{} has no test [admin] table", config.display()));
+    }
+    let admin =
+        format!("[admin]\nplain_http = true\nanonymous_role = \"read\"\ntokens = \"{tokens}\"\n\n");
+    std::fs::write(config, text.replacen(loopback, &admin, 1))
+        .map_err(|error| format!("cannot write {}: {error}", config.display()))
+}
+
+/// The tokens most tests need, made with `binary` in `dir/admin-tokens`: `ops` (role
+/// `write`) in `dir/ops.token` and `viewer` (role `read`) in `dir/viewer.token`; the site's
+/// config at `config` (in `dir`) then asks writes for a token ([`writes_need_tokens`]).
+pub fn ops_and_viewer_tokens(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    config: &std::path::Path,
+) -> Result<(), String> {
+    let tokens = dir.join("admin-tokens");
+    for (name, role) in [("ops", "write"), ("viewer", "read")] {
+        let token = add_token(binary, &tokens, name, role)?;
+        let out = dir.join(format!("{name}.token"));
+        std::fs::write(&out, token)
+            .map_err(|error| format!("cannot write {}: {error}", out.display()))?;
+    }
+    writes_need_tokens(config, "admin-tokens")
+}

@@ -118,6 +118,7 @@ pub fn site_config(site: usize, sites: usize, servers: usize) -> SiteConfig {
             borrow_from: Vec::new(),
             borrow_by_rtt: true,
         },
+        journal: Default::default(),
         peers: peers
             .iter()
             .map(|peer| Peer {

@@ -1,24 +1,91 @@
 //! The journal actor: runs on an arbiter (thread) of its own, because every write waits
 //! for fsync. Requests are served in order, which is what lets the master rely on "the
 //! commands of a batch go out after that batch, and every earlier batch, is durable".
+//! It also removes audit records past their retention, a batch at a time so that writes
+//! wait behind no more than one batch, and opens snapshots for backups.
+
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use crate::journal::{AuditRecord, Journal, JournalError};
 use crate::model::effects::{AuditEntry, JournalOp};
 
+/// How often old audit records are looked for; retention is counted in days.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Records removed per transaction.
+const PRUNE_BATCH: usize = 5_000;
+
 pub struct JournalWriter {
     journal: Journal,
+    /// `journal.audit_retention_days`, in days.
+    retention_days: u32,
 }
 
 impl JournalWriter {
-    pub fn new(journal: Journal) -> Self {
-        JournalWriter { journal }
+    pub fn new(journal: Journal, retention_days: u32) -> Self {
+        JournalWriter {
+            journal,
+            retention_days,
+        }
     }
 }
 
 impl Actor for JournalWriter {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.notify(PruneAudit);
+        ctx.run_interval(PRUNE_EVERY, |_, ctx| ctx.notify(PruneAudit));
+    }
+}
+
+/// Remove one batch of audit records past their retention; another follows at once while
+/// there are more.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PruneAudit;
+
+impl Handler<PruneAudit> for JournalWriter {
+    type Result = ();
+
+    fn handle(&mut self, _: PruneAudit, ctx: &mut Context<Self>) {
+        let now = super::wall_ms();
+        let cutoff = now.saturating_sub(u64::from(self.retention_days) * 86_400_000);
+        let why = format!(
+            "older than {} days (journal.audit_retention_days)",
+            self.retention_days
+        );
+        match self.journal.prune_audit(cutoff, PRUNE_BATCH, now, &why) {
+            Ok(Some(pruned)) => {
+                tracing::info!(
+                    first = pruned.first_seq,
+                    last = pruned.last_seq,
+                    count = pruned.count,
+                    "audit records past their retention removed"
+                );
+                if pruned.count == PRUNE_BATCH as u64 {
+                    ctx.notify(PruneAudit);
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::error!(%error, "removing old audit records failed"),
+        }
+    }
+}
+
+/// A consistent view of the journal for a backup, read on another thread while writes go
+/// on.
+#[derive(Message)]
+#[rtype(result = "Result<redb::ReadTransaction, JournalError>")]
+pub struct Snapshot;
+
+impl Handler<Snapshot> for JournalWriter {
+    type Result = Result<redb::ReadTransaction, JournalError>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
+        self.journal.snapshot()
+    }
 }
 
 /// Make these durable, in one transaction.

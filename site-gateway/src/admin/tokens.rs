@@ -81,6 +81,8 @@ pub fn need(method: &str, path: &str) -> Need {
     match path {
         "/live" | "/ready" | "/login" | "/logout" => Need::Open,
         "/metrics" => Need::Metrics,
+        // A backup carries the boot key, a secret: for operators, not for readers.
+        "/v1/journal/backup" => Need::Write,
         _ if method == "POST" && is_write_path(path) => Need::Write,
         _ => Need::Read,
     }

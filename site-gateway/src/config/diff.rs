@@ -155,6 +155,11 @@ pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
     // The listener's TLS, the token file's path and the access log are bound at start; the
     // token file's contents are read again on every edit (`crate::reload`).
     restart("[admin]", old.admin.to_string(), new.admin.to_string());
+    restart(
+        "journal.audit_retention_days",
+        old.journal.audit_retention_days.to_string(),
+        new.journal.audit_retention_days.to_string(),
+    );
     // Servers that run as processes come and go live; a machine's BMC client is built at
     // start, and a server's address is in its workload's arguments: those need a restart.
     let describe = |server: &crate::config::Server| match &server.machine {
@@ -336,6 +341,7 @@ mod tests {
             },
             timings: Timings::default(),
             lending: Default::default(),
+            journal: Default::default(),
             peers: vec![Peer {
                 name: "site-b".parse().expect("a valid site name"),
                 addr: "127.0.0.1:4".parse().expect("an address"),

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, ConfigErrors};
 pub use machine::normal_mac;
 pub use types::{
-    Account, AdminSection, AdminTls, Image, Lending, Machine, Peer, Server, SiteConfig,
-    SiteSection, Timings, Workload,
+    Account, AdminSection, AdminTls, Image, JournalSection, Lending, Machine, Peer, Server,
+    SiteConfig, SiteSection, Timings, Workload,
 };
 
 use error::Source;

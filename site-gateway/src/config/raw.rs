@@ -19,6 +19,8 @@ pub(crate) struct RawSite {
     pub timings: RawTimings,
     #[serde(default)]
     pub lending: RawLending,
+    #[serde(default)]
+    pub journal: RawJournal,
     #[serde(default, rename = "peer")]
     pub peers: Vec<RawPeer>,
     #[serde(default, rename = "server")]
@@ -70,6 +72,13 @@ pub(crate) struct RawTimings {
     pub failback_after_ms: Option<Spanned<u64>>,
     pub machine_boot_timeout_ms: Option<Spanned<u64>>,
     pub machine_power_timeout_ms: Option<Spanned<u64>>,
+}
+
+/// `[journal]`: how long the journal keeps what it keeps (docs/operations.md, "Backups").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJournal {
+    pub audit_retention_days: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,9 +17,33 @@ pub struct SiteConfig {
     pub admin: AdminSection,
     pub timings: Timings,
     pub lending: Lending,
+    pub journal: JournalSection,
     pub peers: Vec<Peer>,
     pub servers: Vec<Server>,
     pub accounts: Vec<Account>,
+}
+
+/// `[journal]`: retention of what the journal keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalSection {
+    /// Audit records older than this many days are removed (each removal audited as
+    /// `audit_pruned`); take backups to keep them longer.
+    pub audit_retention_days: u32,
+}
+
+impl JournalSection {
+    /// About thirteen months: a year's audit with a month to spare for the yearly review.
+    pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 400;
+    /// A century: beyond it, keep backups.
+    pub const MAX_AUDIT_RETENTION_DAYS: u32 = 36_500;
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        JournalSection {
+            audit_retention_days: JournalSection::DEFAULT_AUDIT_RETENTION_DAYS,
+        }
+    }
 }
 
 /// `[site]`: who this site is and where it listens.

@@ -9,8 +9,8 @@ use leasehold_federation::ids::{InvalidId, ServerId, SiteId};
 use toml::Spanned;
 
 use super::error::{ConfigError, Source};
-use super::raw::{RawLending, RawServer, RawSite, RawTimings};
-use super::types::{Lending, Peer, Server, SiteConfig, SiteSection, Timings};
+use super::raw::{RawJournal, RawLending, RawServer, RawSite, RawTimings};
+use super::types::{JournalSection, Lending, Peer, Server, SiteConfig, SiteSection, Timings};
 
 /// Collects errors for one file, so that every check runs even after one has failed.
 pub(crate) struct Checker<'a> {
@@ -75,6 +75,7 @@ pub(crate) fn validate(source: &Source, raw: &RawSite) -> Result<SiteConfig, Vec
         .collect();
     let servers = servers(&mut c, raw);
     let lending = lending(&mut c, &raw.lending, &peer_names, raw.servers.len());
+    let journal = journal(&mut c, &raw.journal);
     listeners(&mut c, raw);
     let accounts = super::account::accounts(&mut c, &raw.accounts, &peer_names);
 
@@ -88,6 +89,7 @@ pub(crate) fn validate(source: &Source, raw: &RawSite) -> Result<SiteConfig, Vec
                 admin,
                 timings,
                 lending,
+                journal,
                 peers,
                 servers,
                 accounts,
@@ -403,6 +405,26 @@ fn servers(c: &mut Checker<'_>, raw: &RawSite) -> Option<Vec<Server>> {
         }
     }
     out
+}
+
+fn journal(c: &mut Checker<'_>, raw: &RawJournal) -> JournalSection {
+    let mut journal = JournalSection::default();
+    if let Some(days) = &raw.audit_retention_days {
+        let max = JournalSection::MAX_AUDIT_RETENTION_DAYS;
+        if !(1..=max).contains(days.get_ref()) {
+            c.error(
+                days.span(),
+                format!(
+                    "site `{}`: journal.audit_retention_days is {}; give a number of days from 1 to {max} (take backups to keep the audit log longer)",
+                    c.site,
+                    days.get_ref()
+                ),
+            );
+        } else {
+            journal.audit_retention_days = *days.get_ref();
+        }
+    }
+    journal
 }
 
 fn lending(

@@ -60,7 +60,7 @@ pub const SERVER_STATES: [&str; 7] = [
 ];
 
 /// The audit kinds counted as decisions (`lease_ended` has its own counter, with a cause).
-const DECISION_KINDS: [AuditKind; 29] = [
+const DECISION_KINDS: [AuditKind; 31] = [
     AuditKind::Assign,
     AuditKind::Reclaim,
     AuditKind::Join,
@@ -90,6 +90,8 @@ const DECISION_KINDS: [AuditKind; 29] = [
     AuditKind::BmcUnreachable,
     AuditKind::Maintenance,
     AuditKind::MaintenanceOver,
+    AuditKind::JournalRestored,
+    AuditKind::AuditPruned,
 ];
 
 /// The label value of an audit kind: the same word as `kind` in `/v1/audit`.
@@ -126,6 +128,8 @@ fn kind_label(kind: AuditKind) -> &'static str {
         AuditKind::BmcUnreachable => "bmc_unreachable",
         AuditKind::Maintenance => "maintenance",
         AuditKind::MaintenanceOver => "maintenance_over",
+        AuditKind::JournalRestored => "journal_restored",
+        AuditKind::AuditPruned => "audit_pruned",
     }
 }
 

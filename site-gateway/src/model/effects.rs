@@ -140,6 +140,22 @@ pub struct AuditEntry {
     pub reason: String,
 }
 
+impl AuditEntry {
+    /// A record about the site as a whole: no server, account, epoch, peer or term.
+    pub fn site_wide(kind: AuditKind, reason: String) -> AuditEntry {
+        AuditEntry {
+            kind,
+            server: None,
+            account: None,
+            from: None,
+            epoch: None,
+            peer: None,
+            term: None,
+            reason,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditKind {
@@ -215,6 +231,11 @@ pub enum AuditKind {
     Maintenance,
     /// An operator gave a server in maintenance back (`leasehold server undrain`).
     MaintenanceOver,
+    /// The journal was restored from a backup (`leasehold journal restore`); written by the
+    /// restore, first of the restored journal's new records.
+    JournalRestored,
+    /// Audit records older than the retention were removed (`journal.audit_retention_days`).
+    AuditPruned,
 }
 
 /// Why a lease ended; the audit entry says it in words, metrics count it by this.

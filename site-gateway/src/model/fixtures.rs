@@ -69,6 +69,7 @@ pub(crate) fn site_config(
         },
         timings: Timings::default(),
         lending,
+        journal: Default::default(),
         peers: Vec::new(),
         servers: (1..=servers)
             .map(|n| Server {

@@ -462,6 +462,7 @@ fn synthetic_site(servers: u32, accounts: u32) -> anyhow::Result<SiteConfig> {
         },
         timings: Timings::default(),
         lending: Lending::default(),
+        journal: Default::default(),
         peers: Vec::new(),
         servers,
         accounts,

@@ -170,6 +170,25 @@ fn reserve_more_than_servers() {
 }
 
 #[test]
+fn audit_retention_is_a_number_of_days_and_400_by_default() {
+    let retention = |days: &str| {
+        edit(
+            BASE,
+            "[lending]",
+            &format!("[journal]\naudit_retention_days = {days}\n\n[lending]"),
+        )
+    };
+    let text = retention("0");
+    one_error(
+        &text,
+        "site `site-a`: journal.audit_retention_days is 0; give a number of days from 1 to 36500",
+    );
+    let config = check(&retention("30")).unwrap();
+    assert_eq!(config.journal.audit_retention_days, 30);
+    assert_eq!(check(BASE).unwrap().journal.audit_retention_days, 400);
+}
+
+#[test]
 fn two_listeners_on_one_address() {
     let text = edit(BASE, "127.0.0.1:8102", "127.0.0.1:7301");
     one_error(

@@ -153,16 +153,7 @@ impl SiteOwnership {
         };
         vec![
             Effect::Journal(JournalOp::Members { running }),
-            Effect::Audit(AuditEntry {
-                kind: AuditKind::Members,
-                server: None,
-                account: None,
-                from: None,
-                epoch: None,
-                peer: None,
-                term: None,
-                reason,
-            }),
+            Effect::Audit(AuditEntry::site_wide(AuditKind::Members, reason)),
         ]
     }
 }

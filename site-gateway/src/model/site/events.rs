@@ -418,12 +418,13 @@ impl SiteModel {
             loan,
         } = why;
         let ttl = self.timings.lease_ttl;
+        let floor = self.epoch_floor;
         let entry = &mut self.servers[ix];
         debug_assert!(
             entry.lease.is_none(),
             "S-3: a leased server got a second lease"
         );
-        let epoch = entry.highest_epoch.next();
+        let epoch = entry.highest_epoch.max(floor).next();
         entry.highest_epoch = epoch;
         entry.lease = Some(Lease {
             account,

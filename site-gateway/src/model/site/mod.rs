@@ -3,8 +3,9 @@
 //! method call with `now`, every output an [`Effect`] for the shell to perform.
 //!
 //! Safety rules this file holds (docs/invariants.md):
-//! - S-2: every lease gets `highest_epoch.next()` of its server, and `highest_epoch` only
-//!   grows (journaled with the lease, raised by what nodes report).
+//! - S-2: every lease gets `highest_epoch.next()` of its server (or of a restored journal's
+//!   epoch floor, when that is higher), and `highest_epoch` only grows (journaled with the
+//!   lease, raised by what nodes report).
 //! - S-3: a server gets a new lease only when it holds none; a lease ends only when the node
 //!   confirmed the workload stopped, or when the lease expired (the node's own view of the
 //!   lease ends earlier, S-1, and the node stops its workload then).
@@ -63,7 +64,7 @@ use crate::config::{Account, Lending, SiteConfig, Timings, Workload};
 pub const AVOID_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 /// What the journal held when the gateway started.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Recovered {
     pub leases: Vec<(ServerId, AccountId, Epoch)>,
     pub epochs: Vec<(ServerId, Epoch)>,
@@ -78,6 +79,26 @@ pub struct Recovered {
     pub maintenance: Vec<(ServerId, crate::model::effects::MaintenanceRecord)>,
     /// The journal was created by this start (no site had used it).
     pub new_journal: bool,
+    /// Every lease from now on gets an epoch above this: set when the journal was restored
+    /// from a backup, so that no epoch handed out after the backup is used again (S-2,
+    /// docs/operations.md "Backups").
+    pub epoch_floor: Epoch,
+}
+
+impl Default for Recovered {
+    /// A new journal's: nothing recovered, no epoch floor.
+    fn default() -> Self {
+        Recovered {
+            leases: Vec::new(),
+            epochs: Vec::new(),
+            lent: Vec::new(),
+            borrowed: Vec::new(),
+            members: None,
+            maintenance: Vec::new(),
+            new_journal: false,
+            epoch_floor: Epoch::NONE,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +221,8 @@ pub struct SiteModel {
     borrow_after: Millis,
     /// Scratch buffers only; no state carries from one round to the next.
     arbiter: Arbiter,
+    /// No lease gets an epoch at or below this ([`Recovered::epoch_floor`]).
+    epoch_floor: Epoch,
 }
 
 impl SiteModel {
@@ -250,6 +273,7 @@ impl SiteModel {
             borrowing: Borrowing::default(),
             borrow_after: now + startup_grace(&config.timings),
             arbiter: Arbiter::default(),
+            epoch_floor: recovered.epoch_floor,
         };
         let effects = model.recover(recovered, now);
         (model, effects)

@@ -335,6 +335,48 @@ fn an_unanswered_stop_revokes_the_lease_and_waits_for_it_to_expire() {
     );
 }
 
+/// A journal restored from a backup: the leases it recorded still renew under their old
+/// epochs, and every new lease starts above the restore's floor (S-2 across a restore).
+#[test]
+fn after_a_restore_old_leases_renew_and_new_ones_start_above_the_floor() {
+    let config = config(2, &[("shop", 1, 2, 10)]);
+    let epoch = Epoch::from_journal(7);
+    let floor = Epoch::from_journal(1_796_000_000_000_000);
+    let recovered = Recovered {
+        leases: vec![(server_id(1), account_id("shop"), epoch)],
+        epochs: vec![
+            (server_id(1), epoch),
+            (server_id(2), Epoch::from_journal(3)),
+        ],
+        epoch_floor: floor,
+        ..Recovered::default()
+    };
+    let (mut model, _) = SiteModel::new(&config, &recovered, Millis(0));
+    let running = RunningWorkload {
+        account: account_id("shop"),
+        epoch,
+    };
+    model
+        .register(&server_id(1), Some(&running), epoch, Millis(10))
+        .unwrap();
+    assert_eq!(
+        model.renew(&server_id(1), epoch, Millis(20)),
+        LeaseRenewal::Renewed {
+            epoch,
+            ttl_ms: 2000
+        }
+    );
+    model
+        .register(&server_id(2), None, Epoch::NONE, Millis(10))
+        .unwrap();
+    model.set_demand(0, 2);
+    let granted = applies(&model.tick(Millis(100)));
+    assert_eq!(
+        granted,
+        vec![(server_id(2), account_id("shop"), floor.next())]
+    );
+}
+
 #[test]
 fn recovered_leases_are_kept_when_their_nodes_still_run_them() {
     let config = config(2, &[("shop", 1, 2, 10)]);

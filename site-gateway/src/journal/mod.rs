@@ -4,11 +4,23 @@
 //!
 //! Stored format version 1: values are JSON with a `v` field, so that a later version can
 //! read this one and migrate (see docs/decisions.md).
+//!
+//! `backup.rs` copies a journal to a file and restores one from it; `retention.rs` removes
+//! old audit records and gives freed space back.
+
+mod backup;
+#[cfg(test)]
+mod backup_tests;
+mod retention;
+
+pub use backup::{
+    BackupError, BackupSummary, RestoreSummary, restore, rfc3339, verify_backup, write_backup,
+};
 
 use std::path::{Path, PathBuf};
 
 use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::model::effects::{AuditEntry, JournalOp, LoanHolder, MaintenanceRecord};
@@ -51,6 +63,10 @@ pub enum JournalError {
         found: String,
         expected: SiteId,
     },
+    #[error(
+        "there is no journal at {path}: give --state, the gateway's state directory (the one it was started with)"
+    )]
+    Missing { path: PathBuf },
     #[error("journal {path} has format {found}, this build reads format {FORMAT_VERSION}")]
     Format { path: PathBuf, found: String },
     #[error("journal {path}: record {key} is unreadable: {detail}")]
@@ -140,6 +156,66 @@ impl Journal {
             },
             recovered,
         ))
+    }
+
+    /// Opens the journal already in `dir` without claiming it or reading it back (backup,
+    /// restore, compaction): refused if there is none, or while a gateway holds it.
+    pub fn open_existing(dir: &Path) -> Result<Journal, JournalError> {
+        let path = Journal::file_in(dir);
+        if !path.exists() {
+            return Err(JournalError::Missing { path });
+        }
+        let db = Database::open(&path).map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => JournalError::InUse { path: path.clone() },
+            other => JournalError::Store {
+                path: path.clone(),
+                source: other.into(),
+            },
+        })?;
+        let journal = Journal {
+            db,
+            path,
+            next_seq: 1,
+            #[cfg(debug_assertions)]
+            plant_drop_lease_grants: false,
+        };
+        let next_seq = journal.last_seq()?.map_or(1, |last| last + 1);
+        Ok(Journal {
+            next_seq,
+            ..journal
+        })
+    }
+
+    /// The journal's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The site the journal belongs to, and how many audit records it holds.
+    pub fn identity(&self) -> Result<(String, u64), JournalError> {
+        let txn = self.db.begin_read().map_err(|e| self.store_error(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.store_error(e))?;
+        let site = meta
+            .get("site")
+            .map_err(|e| self.store_error(e))?
+            .map(|value| value.value().to_owned())
+            .unwrap_or_default();
+        let audit = txn.open_table(AUDIT).map_err(|e| self.store_error(e))?;
+        let count = audit.len().map_err(|e| self.store_error(e))?;
+        Ok((site, count))
+    }
+
+    /// A consistent view of the whole journal as it is now; writes go on beside it (a
+    /// backup reads it on another thread).
+    pub fn snapshot(&self) -> Result<redb::ReadTransaction, JournalError> {
+        self.db.begin_read().map_err(|e| self.store_error(e))
+    }
+
+    fn last_seq(&self) -> Result<Option<u64>, JournalError> {
+        let txn = self.db.begin_read().map_err(|e| self.store_error(e))?;
+        let audit = txn.open_table(AUDIT).map_err(|e| self.store_error(e))?;
+        let last = audit.last().map_err(|e| self.store_error(e))?;
+        Ok(last.map(|(key, _)| key.value()))
     }
 
     /// Plants the bug that drops lease grants from every write (debug builds only).
@@ -259,6 +335,17 @@ impl Journal {
             recovered.maintenance.push((server, record));
         }
         let meta = txn.open_table(META).map_err(|e| self.store_error(e))?;
+        if let Some(floor) = meta.get("epoch_floor").map_err(|e| self.store_error(e))? {
+            let floor = floor
+                .value()
+                .parse::<u64>()
+                .map_err(|error| JournalError::Record {
+                    path: self.path.clone(),
+                    key: "meta/epoch_floor".into(),
+                    detail: error.to_string(),
+                })?;
+            recovered.epoch_floor = Epoch::from_journal(floor);
+        }
         if let Some(members) = meta.get("members").map_err(|e| self.store_error(e))? {
             let mut running = Vec::new();
             for name in members.value().split(',').filter(|name| !name.is_empty()) {

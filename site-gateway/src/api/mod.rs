@@ -19,11 +19,15 @@ use crate::admin::guard::MAX_BODY_BYTES;
 use crate::admin::tokens::Caller;
 use crate::federation::Federation;
 
+mod backup;
+
 #[derive(Clone)]
 struct Api {
     master: Addr<SiteMaster>,
     journal: Addr<JournalWriter>,
     peers: Arc<Federation>,
+    site: leasehold_federation::ids::SiteId,
+    files: backup::StateFiles,
 }
 
 /// How long a client may take to send a request's head, and a TLS handshake: a client that
@@ -40,8 +44,11 @@ pub struct AdminServe {
     /// HTTPS with this config; `None` is plain HTTP (said explicitly in the config).
     pub tls: Option<rustls::ServerConfig>,
     pub auth: Arc<AdminAuth>,
+    pub site: leasehold_federation::ids::SiteId,
     /// The journal's file, whose size `/metrics` shows.
     pub journal_file: std::path::PathBuf,
+    /// The boot key, which a backup carries.
+    pub boot_key: std::path::PathBuf,
 }
 
 /// Binds the admin API and returns the server to run (on the current actix system).
@@ -62,6 +69,11 @@ pub fn serve(
         master,
         journal,
         peers,
+        site: serve.site.clone(),
+        files: backup::StateFiles {
+            journal: serve.journal_file.clone(),
+            boot_key: serve.boot_key.clone(),
+        },
     };
     let auth = web::Data::from(serve.auth);
     let server = HttpServer::new(move || {
@@ -85,6 +97,11 @@ pub fn serve(
                 [web::get().to(endpoints)],
             ))
             .service(only("/v1/audit", "GET", [web::get().to(audit)]))
+            .service(only(
+                "/v1/journal/backup",
+                "GET",
+                [web::get().to(backup::backup)],
+            ))
             .service(only(
                 "/metrics",
                 "GET",
