@@ -27,6 +27,7 @@ fn spec(name: &str, server: &str, account: &str) -> SiteSpec {
             priority: 10,
             target_load: 5.0,
             command: None,
+            secrets: None,
         }],
         timings: vec![
             ("heartbeat_interval_ms", 100),

@@ -11,10 +11,14 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::os::unix::fs::PermissionsExt;
+
 use leasehold_chaos_tests::harness::admin::{get_json, get_text};
+use leasehold_chaos_tests::harness::evidence::{files_containing, node_events};
 use leasehold_chaos_tests::harness::federation::Federation;
 use leasehold_chaos_tests::harness::onesite::{FAST_TIMINGS, account};
-use leasehold_chaos_tests::harness::site::SiteSpec;
+use leasehold_chaos_tests::harness::site::{AccountSpec, SiteSpec};
+use leasehold_node::event_log::EventKind;
 use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_leasehold");
@@ -25,6 +29,17 @@ const TTL: Duration = Duration::from_millis(1000);
 const RENEW: Duration = Duration::from_millis(250);
 const A: usize = 0;
 
+/// shop's secret, in `shop.secrets` beside the configs; only site-a's config names it as
+/// its own (the others in `[failover_secrets]`).
+const SECRET: &str = "DB_PASSWORD=the shop's database password";
+
+fn shop_with_secrets() -> AccountSpec {
+    AccountSpec {
+        secrets: Some("shop.secrets".into()),
+        ..account("shop", 1, 4, 20)
+    }
+}
+
 fn specs() -> Vec<SiteSpec> {
     let site = |name: &str, servers: &[&str], account_spec, lending| SiteSpec {
         name: name.into(),
@@ -34,7 +49,7 @@ fn specs() -> Vec<SiteSpec> {
         lending,
     };
     vec![
-        site("site-a", &["a1", "a2"], account("shop", 1, 4, 20), None),
+        site("site-a", &["a1", "a2"], shop_with_secrets(), None),
         site(
             "site-b",
             &["b1", "b2", "b3"],
@@ -68,7 +83,13 @@ fn borrowing() -> (MutexGuard<'static, ()>, Federation, usize, Value) {
     let turn = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut federation = Federation::start(std::path::Path::new(BINARY), specs()).unwrap();
+    let mut federation = Federation::prepare(std::path::Path::new(BINARY), specs()).unwrap();
+    let secrets = federation.path("shop.secrets");
+    std::fs::write(&secrets, format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for index in 0..3 {
+        federation.start_gateway(index).unwrap();
+    }
     federation.start_all_nodes().unwrap();
     for (index, name) in [(0, "shop"), (1, "wiki"), (2, "mail")] {
         federation
@@ -128,7 +149,37 @@ fn borrowing() -> (MutexGuard<'static, ()>, Federation, usize, Value) {
         .unwrap();
     assert_eq!(listed["account"], "shop", "{listed}");
     assert_eq!(listed["lent_to"], "site-a", "{listed}");
+    // The borrower's secret reached the lent server's workload (in the loan request, then
+    // in its pointer): the kernel's copy of the process's environment has it. No file of
+    // the federation but the secret's own holds it: not a log, journal or event log.
+    let pid = workload_pid(&federation, server);
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        environ
+            .split(|byte| *byte == 0)
+            .any(|pair| pair == SECRET.as_bytes()),
+        "{server}'s workload (pid {pid}) lacks shop's secret"
+    );
+    let value = SECRET.split_once('=').unwrap().1;
+    assert_eq!(
+        files_containing(federation.dir(), value),
+        ["shop.secrets"],
+        "the secret was written down"
+    );
     (turn, federation, lender, loan)
+}
+
+/// The pid of the newest workload started on `server`, from its node's event log.
+fn workload_pid(federation: &Federation, server: &str) -> u32 {
+    node_events(&federation.work(server))
+        .unwrap()
+        .iter()
+        .rev()
+        .find_map(|event| match event.kind {
+            EventKind::WorkloadStarted { pid, .. } => Some(pid),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{server} started no workload"))
 }
 
 fn audit(federation: &Federation, index: usize) -> Vec<Value> {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use leasehold_chaos_tests::harness::evidence::files_containing;
 use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
 use leasehold_federation::transport::Alpn;
 use leasehold_federation::transport::certs::load_site_identity;
@@ -421,6 +422,10 @@ impl World {
                 dir: format!("data/{account}"),
             },
             epoch: epoch(value),
+            secrets: Secrets::new(BTreeMap::from([(
+                "DB_PASSWORD".into(),
+                format!("secret of {account}"),
+            )])),
         }
     }
 
@@ -478,6 +483,20 @@ async fn registers_runs_the_workload_and_heartbeats_health_and_load() {
     assert!(page.contains("account: shop"), "{page}");
     assert!(page.contains("hello from shop"), "{page}");
     assert!(page.contains("epoch: 1"), "{page}");
+    // The secret is in the workload's environment, as the kernel holds it, and in none of
+    // the agent's files.
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ
+            .split('\0')
+            .any(|pair| pair == "DB_PASSWORD=secret of shop"),
+        "{environ}"
+    );
+    assert_eq!(
+        files_containing(&world.work, "secret of shop"),
+        Vec::<String>::new()
+    );
 
     let seen = &world.gateway.seen;
     wait_for(

@@ -251,6 +251,7 @@ async fn sites_exchange_every_site_message_both_ways() {
             account: account(),
             count: 2,
             handback: false,
+            secrets: Default::default(),
         })
         .await
         .unwrap()
@@ -457,6 +458,7 @@ async fn a_node_and_its_gateway_exchange_every_management_message() {
                     dir: "data/shop".into(),
                 },
                 epoch: epoch(),
+                secrets: Default::default(),
             },
         })
         .await
@@ -691,6 +693,7 @@ async fn a_message_the_peers_role_may_not_send_closes_the_connection_with_the_re
             account: account(),
             count: 1,
             handback: false,
+            secrets: Default::default(),
         })
         .await;
     match gateway_inbox.next().await {

@@ -60,6 +60,27 @@ fn round_trip<M: Message + PartialEq + std::fmt::Debug>(message: M) -> Envelope 
     envelope
 }
 
+fn secrets() -> Secrets {
+    Secrets::new(BTreeMap::from([(
+        "DB_PASSWORD".to_owned(),
+        "hunter2".to_owned(),
+    )]))
+}
+
+/// A pointer's secrets never show in a log line: `Debug` names them, nothing more.
+#[test]
+fn secrets_are_named_but_never_shown_by_debug() {
+    let shown = format!("{:?}", secrets());
+    assert_eq!(shown, "{\"DB_PASSWORD\"}");
+    let request = RequestLoan {
+        account: account(),
+        count: 1,
+        handback: false,
+        secrets: secrets(),
+    };
+    assert!(!format!("{request:?}").contains("hunter2"));
+}
+
 /// One sample of every kind (two for some responses), each checked by `round_trip`.
 fn samples() -> Vec<Envelope> {
     let running = Some(RunningWorkload {
@@ -73,6 +94,7 @@ fn samples() -> Vec<Envelope> {
             dir: "data/shop".into(),
         },
         epoch: epoch(),
+        secrets: secrets(),
     };
     vec![
         // node → gateway
@@ -191,6 +213,7 @@ fn samples() -> Vec<Envelope> {
             account: account(),
             count: 2,
             handback: false,
+            secrets: secrets(),
         }),
         round_trip(LoanOffer::Granted {
             servers: vec![LentServer {
@@ -447,6 +470,7 @@ fn fields_added_in_version_1_default_when_an_older_peer_leaves_them_out() {
             account: account(),
             count: 2,
             handback: false,
+            secrets: Secrets::default(),
         }
     );
     #[derive(serde::Serialize)]

@@ -51,6 +51,8 @@ pub enum GatewayError {
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
     #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsErrors),
+    #[error(transparent)]
     Machines(#[from] crate::machines::MachinesError),
     #[error(transparent)]
     BootKey(#[from] crate::machines::boot_key::BootKeyError),
@@ -83,6 +85,9 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         .unwrap_or_else(|| PathBuf::from(format!("leasehold-state-{}", config.site.name)));
     #[allow(unused_mut)] // planted only in debug builds
     let (mut journal, recovered) = Journal::open(&state, &config.site.name)?;
+    // Secrets files are read now: one others may read, or that is malformed, stops the
+    // start, named.
+    let secrets = crate::secrets::SecretStore::load(&config)?;
     // Machines' credentials and CAs are read now: a bad file stops the start, named.
     let machines = crate::machines::Machines::from_config(&config)?;
     let machines = if machines.is_empty() {
@@ -116,9 +121,25 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
             .build()
             .expect("a tokio runtime builds on this platform")
     });
-    runtime.block_on(serve(
-        config, hash, identity, journal, recovered, machines, admin,
-    ))
+    let read = FromDisk {
+        journal,
+        recovered,
+        machines,
+        secrets,
+    };
+    runtime.block_on(serve(config, hash, identity, read, admin))
+}
+
+/// What the start read from disk before the runtime: the journal and what it recovered,
+/// the machines' BMCs and boot key, the workload secrets.
+struct FromDisk {
+    journal: Journal,
+    recovered: crate::model::site::Recovered,
+    machines: Option<(
+        Arc<crate::machines::Machines>,
+        Arc<crate::machines::boot_key::BootKey>,
+    )>,
+    secrets: crate::secrets::SecretStore,
 }
 
 /// The admin address's TLS, tokens and access log, read before anything starts: a bad
@@ -191,14 +212,15 @@ async fn serve(
     config: SiteConfig,
     hash: String,
     identity: leasehold_federation::transport::certs::Identity,
-    journal: Journal,
-    recovered: crate::model::site::Recovered,
-    machines: Option<(
-        Arc<crate::machines::Machines>,
-        Arc<crate::machines::boot_key::BootKey>,
-    )>,
+    read: FromDisk,
     admin: crate::api::AdminServe,
 ) -> Result<(), GatewayError> {
+    let FromDisk {
+        journal,
+        recovered,
+        machines,
+        secrets,
+    } = read;
     let started = Instant::now();
     let policy = PeerPolicy::Nodes {
         site: config.site.name.clone(),
@@ -247,7 +269,8 @@ async fn serve(
         metrics.clone(),
     )
     .with_federation(peers.clone())
-    .with_management(endpoint.clone());
+    .with_management(endpoint.clone())
+    .with_secrets(secrets);
     if let Some((machines, key)) = &machines {
         master = master.with_machines(machines.clone(), key.clone());
     }

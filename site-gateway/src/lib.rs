@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod model;
 pub mod page;
 pub mod reload;
+pub mod secrets;

@@ -47,9 +47,13 @@ pub fn hash(bytes: &[u8]) -> String {
 pub fn start(path: PathBuf, master: Addr<SiteMaster>) -> Result<(), ReloadError> {
     let file = path.clone();
     watch(path, move |why| match check(&file) {
-        Ok((config, hash)) => {
+        Ok((config, hash, secrets)) => {
             tracing::info!(trigger = why, file = %file.display(), hash = &hash[..12], "config edit accepted by the checks; applying");
-            master.do_send(ApplyConfig { config, hash });
+            master.do_send(ApplyConfig {
+                config,
+                hash,
+                secrets,
+            });
         }
         Err(errors) => {
             tracing::warn!(
@@ -156,14 +160,26 @@ fn watch(
     Ok(())
 }
 
-/// Reads, hashes and validates the file (blocking: file I/O and parsing).
-fn check(path: &Path) -> Result<(config::SiteConfig, String), String> {
+/// What an accepted edit brings: the config, its file's hash, and its secrets read again.
+type Checked = (
+    config::SiteConfig,
+    String,
+    std::collections::HashMap<
+        leasehold_federation::ids::AccountId,
+        leasehold_federation::wire::common::Secrets,
+    >,
+);
+
+/// Reads, hashes and validates the file, and reads the secrets it names (blocking: file
+/// I/O and parsing). A secrets file that fails its checks refuses the edit.
+fn check(path: &Path) -> Result<Checked, String> {
     // The hash is of the bytes read here; should the file change again between this read
     // and the loader's, that change is itself a trigger and is checked next.
     let bytes = std::fs::read(path)
         .map_err(|error| format!("{}: cannot read config file: {error}", path.display()))?;
     let config = config::load_site(path).map_err(|errors| errors.to_string())?;
-    Ok((config, hash(&bytes)))
+    let secrets = crate::secrets::load_own(&config).map_err(|errors| errors.to_string())?;
+    Ok((config, hash(&bytes), secrets))
 }
 
 #[cfg(test)]

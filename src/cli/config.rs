@@ -42,6 +42,17 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
 fn check(files: &[PathBuf]) -> ExitCode {
     match config::load_federation(files) {
         Ok(sites) => {
+            // The secrets files, as the gateway will read them at start.
+            let unreadable: Vec<String> = sites
+                .iter()
+                .filter_map(|site| leasehold_site_gateway::secrets::load_own(site).err())
+                .map(|errors| errors.to_string())
+                .collect();
+            if !unreadable.is_empty() {
+                eprintln!("{}", unreadable.join("\n"));
+                eprintln!("config refused; fix the errors above, nothing was changed");
+                return ExitCode::from(EX_CONFIG);
+            }
             for site in &sites {
                 if files.len() == 1 {
                     println!(

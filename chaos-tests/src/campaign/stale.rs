@@ -156,6 +156,7 @@ async fn serve(endpoint: Arc<Endpoint>, stand: Stand, replayed: Arc<Mutex<Replay
                         dir: format!("data/{}", stand.account),
                     },
                     epoch: request.highest_epoch,
+                    secrets: Default::default(),
                 },
             };
             let answer = connection.request(&replay).await;

@@ -273,3 +273,34 @@ pub fn owner_overlaps(
 pub fn mono_now_ns() -> u64 {
     leasehold_node::clock::mono_now().as_nanos()
 }
+
+/// Every file under `dir` (recursively, symlinks not followed) whose bytes contain
+/// `needle`, as paths relative to `dir`, sorted: where a secret was written down.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, needle: &[u8], found: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                walk(root, &path, needle, found);
+            } else if kind.is_file()
+                && std::fs::read(&path)
+                    .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+            {
+                let relative = path.strip_prefix(root).unwrap_or(&path);
+                found.push(relative.display().to_string());
+            }
+        }
+    }
+    let mut found = Vec::new();
+    if !needle.is_empty() {
+        walk(dir, dir, needle.as_bytes(), &mut found);
+    }
+    found.sort();
+    found
+}

@@ -36,6 +36,7 @@ pub fn account(name: &str, min: u32, max: u32, priority: u32) -> AccountSpec {
         priority,
         target_load: 5.0,
         command: None,
+        secrets: None,
     }
 }
 

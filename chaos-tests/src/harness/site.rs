@@ -20,6 +20,9 @@ pub struct AccountSpec {
     pub target_load: f64,
     /// Another command than the demo workload (`command`, `args`), e.g. one that fails.
     pub command: Option<(String, Vec<String>)>,
+    /// `[account.workload] secrets`, a path relative to the configs' directory; every
+    /// other site of the federation names the same file in `[failover_secrets]`.
+    pub secrets: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -187,13 +190,22 @@ pub fn rewrite_site_via(
         .filter(|peer| *peer != index)
         .map(|peer| (plans[peer].name.as_str(), via(peer)))
         .collect();
-    write_site(&specs[index], &plans[index], &peers)
+    // The peers' accounts with secrets, which this site may take over.
+    let theirs: Vec<(&str, &str)> = specs
+        .iter()
+        .enumerate()
+        .filter(|(other, _)| *other != index)
+        .flat_map(|(_, other)| &other.accounts)
+        .filter_map(|account| Some((account.name.as_str(), account.secrets.as_deref()?)))
+        .collect();
+    write_site(&specs[index], &plans[index], &peers, &theirs)
 }
 
 fn write_site(
     spec: &SiteSpec,
     plan: &PreparedSite,
     peers: &[(&str, SocketAddr)],
+    theirs: &[(&str, &str)],
 ) -> Result<(), String> {
     let PreparedSite {
         admin,
@@ -230,6 +242,13 @@ fn write_site(
             text,
             "[lending]\nreserve = {reserve}\nmax_lent = {max_lent}\n"
         );
+    }
+    if !theirs.is_empty() {
+        text.push_str("[failover_secrets]\n");
+        for (account, path) in theirs {
+            let _ = writeln!(text, "{account} = {path:?}");
+        }
+        text.push('\n');
     }
     for (name, addr) in peers {
         let _ = writeln!(text, "[[peer]]\nname = \"{name}\"\naddr = \"{addr}\"\n");
@@ -273,7 +292,11 @@ pub fn account_text(account: &AccountSpec, failover: &[&str]) -> String {
         ),
     };
     format!(
-        "[[account]]\nname = \"{name}\"\nmin_servers = {min}\nmax_servers = {max}\npriority = {priority}\ntarget_load = {target:?}\nfailover = {failover:?}\n\n[account.workload]\nsoftware = \"{name}-web 1.0\"\ncommand = {command:?}\nargs = {args:?}\ndata_dir = \"data/{name}\"\nhealth_path = \"/health\"\nmetrics_path = \"/metrics\"\nload_metric = \"leasehold_workload_load\"\n",
+        "[[account]]\nname = \"{name}\"\nmin_servers = {min}\nmax_servers = {max}\npriority = {priority}\ntarget_load = {target:?}\nfailover = {failover:?}\n\n[account.workload]\nsoftware = \"{name}-web 1.0\"\ncommand = {command:?}\nargs = {args:?}\ndata_dir = \"data/{name}\"\nhealth_path = \"/health\"\nmetrics_path = \"/metrics\"\nload_metric = \"leasehold_workload_load\"\n{secrets}",
+        secrets = account
+            .secrets
+            .as_ref()
+            .map_or(String::new(), |path| format!("secrets = {path:?}\n")),
         name = account.name,
         min = account.min_servers,
         max = account.max_servers,

@@ -90,6 +90,7 @@ pub fn account(site: usize, sites: usize, min: u32, max: u32) -> Account {
             health_path: None,
             metrics_path: None,
             load_metric: None,
+            secrets: None,
         },
         image: None,
     }
@@ -119,6 +120,7 @@ pub fn site_config(site: usize, sites: usize, servers: usize) -> SiteConfig {
             borrow_by_rtt: true,
         },
         journal: Default::default(),
+        failover_secrets: Default::default(),
         peers: peers
             .iter()
             .map(|peer| Peer {

@@ -587,6 +587,7 @@ impl World {
             software: leasehold_site_gateway::model::site::software_of(&other, stop_timeout),
             data: leasehold_site_gateway::model::site::data_of(&other),
             epoch,
+            secrets: Default::default(),
         };
         self.next_request += 1;
         let msg = Msg::Apply {

@@ -14,6 +14,44 @@ pub struct InitPointer {
     pub software: Software,
     pub data: DataRef,
     pub epoch: Epoch,
+    /// The account's secrets, set by the gateway's shell as the pointer leaves for the node
+    /// that runs it (never in a catalogue, journal, log or API answer). Absent when empty,
+    /// so a pointer without secrets is encoded as before.
+    #[serde(default, skip_serializing_if = "Secrets::is_empty")]
+    pub secrets: Secrets,
+}
+
+/// A workload's secret environment variables (`[account.workload] secrets`). They travel
+/// only to the node that runs the workload, over its mutual-TLS channel, and, for a loan,
+/// from the borrower to the lender in the loan request. `Debug` shows the names only, so
+/// that no log line carries a value.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secrets(BTreeMap<String, String>);
+
+impl Secrets {
+    pub fn new(values: BTreeMap<String, String>) -> Secrets {
+        Secrets(values)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// The values, for the one place that needs them: the workload's environment.
+    pub fn reveal(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.names()).finish()
+    }
 }
 
 /// The software half of a pointer, as the process driver needs it.

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{DataRef, Health, Refusal, Software};
+use super::common::{DataRef, Health, Refusal, Secrets, Software};
 use crate::ids::{AccountId, Epoch, ServerId, SiteId, Term};
 
 /// First message on a site-to-site connection, from the side that opened it.
@@ -68,6 +68,10 @@ pub struct RequestLoan {
     /// borrows the home's servers so that they serve before its own stop (docs/ownership.md).
     #[serde(default)]
     pub handback: bool,
+    /// The account's secrets, for the workload the lent servers will run; absent when the
+    /// account has none (docs/operations.md, "Secrets").
+    #[serde(default, skip_serializing_if = "Secrets::is_empty")]
+    pub secrets: Secrets,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -59,6 +59,11 @@ pub fn plan(pointer: &InitPointer, context: &LaunchContext) -> LaunchPlan {
         .iter()
         .map(|(key, template)| (key.clone(), expand(template, value)))
         .collect();
+    // Secrets as given, without placeholders: a value is never rewritten, and the config
+    // check keeps their names apart from `env` and from LEASEHOLD_*.
+    for (key, value) in pointer.secrets.reveal() {
+        env.insert(key.clone(), value.clone());
+    }
     for (key, fixed) in [
         ("LEASEHOLD_ACCOUNT", pointer.account.to_string()),
         ("LEASEHOLD_EPOCH", pointer.epoch.value().to_string()),
@@ -116,6 +121,10 @@ mod tests {
                 dir: "data/shop".into(),
             },
             epoch: Epoch::from_journal(7),
+            secrets: leasehold_federation::wire::common::Secrets::new(BTreeMap::from([(
+                "DB_PASSWORD".into(),
+                "{account} stays as written".into(),
+            )])),
         };
         let context = LaunchContext {
             work: PathBuf::from("/w"),
@@ -127,6 +136,7 @@ mod tests {
         assert_eq!(plan.program, "/bin/leasehold");
         assert_eq!(plan.args, vec!["--listen", "127.0.0.1:9", "/w/data/shop/x"]);
         assert_eq!(plan.env["GREETING"], "hi shop e7 on a1");
+        assert_eq!(plan.env["DB_PASSWORD"], "{account} stays as written");
         assert_eq!(plan.env["LEASEHOLD_EPOCH"], "7");
         assert_eq!(plan.env["LEASEHOLD_SCRATCH"], "/w/scratch/shop");
         assert_eq!(plan.data_dir, PathBuf::from("/w/data/shop"));

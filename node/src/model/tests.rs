@@ -37,6 +37,7 @@ fn pointer(account: &str, value: u64) -> InitPointer {
         },
         data: DataRef { dir: "data".into() },
         epoch: epoch(value),
+        secrets: Default::default(),
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
+use leasehold_federation::wire::common::Secrets;
 use leasehold_federation::wire::site::{
     AccountSpec, LentServerStatus, LoanOffer, LoanRenewal, RecallLoan,
 };
@@ -25,6 +26,15 @@ impl SiteMaster {
         message: PeerMessage,
         ctx: &mut Context<Self>,
     ) {
+        // The account's secrets go with a loan request, over the federation's mutual TLS,
+        // for the workload the lent servers will run (the core holds none).
+        let message = match message {
+            PeerMessage::RequestLoan(mut request) => {
+                request.secrets = self.secrets.own(&request.account);
+                PeerMessage::RequestLoan(request)
+            }
+            other => other,
+        };
         let peer = self
             .federation
             .as_ref()
@@ -53,12 +63,16 @@ pub struct LendTo {
     pub count: u32,
     /// The borrower hands `account`, homed here, back to us (docs/ownership.md).
     pub handback: bool,
+    /// The account's secrets, for the servers lent to it.
+    pub secrets: Secrets,
 }
 
 impl Handler<LendTo> for SiteMaster {
     type Result = ResponseFuture<LoanOffer>;
 
     fn handle(&mut self, message: LendTo, ctx: &mut Context<Self>) -> Self::Result {
+        self.secrets
+            .lend(&message.borrower, &message.account, message.secrets);
         let now = self.now();
         let (offer, effects) = self.core.lend_to(
             &message.borrower,

@@ -77,6 +77,8 @@ pub struct SiteMaster {
     /// The BMCs of the site's machines, and the key of their boot tokens; `None` for a
     /// site without machines.
     machines: Option<(Arc<Machines>, Arc<BootKey>)>,
+    /// Workload secrets, added to pointers and loan requests as they leave.
+    pub(super) secrets: crate::secrets::SecretStore,
     /// The management listener, whose admitted servers follow live edits of the inventory;
     /// `None` in tests that run no listener.
     management: Option<Arc<leasehold_federation::transport::endpoint::Endpoint>>,
@@ -125,6 +127,12 @@ impl SiteMaster {
         self
     }
 
+    /// The workload secrets the config names, read at start.
+    pub fn with_secrets(mut self, secrets: crate::secrets::SecretStore) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
     /// The federation whose peers and catalogue config edits change.
     pub fn with_federation(mut self, federation: Arc<Federation>) -> Self {
         self.federation = Some(federation);
@@ -158,6 +166,7 @@ impl SiteMaster {
             federation: None,
             machines: None,
             management: None,
+            secrets: crate::secrets::SecretStore::default(),
             // 1 ms .. 10 min, 3 significant digits; the bounds are constants, so this
             // cannot fail.
             latency_ms: Histogram::new_with_bounds(1, 600_000, 3)
@@ -310,6 +319,25 @@ impl SiteMaster {
             Command::Apply { server, .. } | Command::Stop { server, .. } => server.clone(),
         };
         if let Some(link) = self.links.get(&server) {
+            // The secrets join the pointer here, on its way to the node's mutual-TLS
+            // channel: a lent server gets its borrower's, any other this site's own.
+            let command = match command {
+                Command::Apply {
+                    server,
+                    mut pointer,
+                } => {
+                    let borrower = self
+                        .core
+                        .model()
+                        .server(&server)
+                        .and_then(|entry| entry.lease.as_ref())
+                        .and_then(|lease| lease.loan.as_ref())
+                        .map(|loan| &loan.borrower);
+                    pointer.secrets = self.secrets.for_pointer(borrower, &pointer.account);
+                    Command::Apply { server, pointer }
+                }
+                stop => stop,
+            };
             // do_send: one command per decision, a low and bounded rate; the link answers
             // through PointerAnswered / StopAnswered.
             link.actor.do_send(Deliver(command));
@@ -656,13 +684,23 @@ impl Handler<GetStatus> for SiteMaster {
 pub struct ApplyConfig {
     pub config: SiteConfig,
     pub hash: String,
+    /// The secrets the edited config names, read again.
+    pub secrets: std::collections::HashMap<
+        leasehold_federation::ids::AccountId,
+        leasehold_federation::wire::common::Secrets,
+    >,
 }
 
 impl Handler<ApplyConfig> for SiteMaster {
     type Result = ();
 
     fn handle(&mut self, message: ApplyConfig, ctx: &mut Context<Self>) {
-        let ApplyConfig { config, hash } = message;
+        let ApplyConfig {
+            config,
+            hash,
+            secrets,
+        } = message;
+        self.secrets.replace_own(secrets);
         let short = hash[..hash.len().min(12)].to_owned();
         let now = self.now();
         let applied = self.core.apply_config(&config, hash, wall_ms(), now);

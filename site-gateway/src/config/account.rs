@@ -209,5 +209,6 @@ fn workload(c: &mut Checker<'_>, subject: &str, w: &RawWorkload) -> Option<Workl
         health_path: w.health_path.as_ref().map(|p| p.get_ref().clone()),
         metrics_path: w.metrics_path.as_ref().map(|p| p.get_ref().clone()),
         load_metric: w.load_metric.as_ref().map(|p| p.get_ref().clone()),
+        secrets: w.secrets.as_ref().map(|p| c.path(p.get_ref())),
     })
 }

@@ -321,6 +321,7 @@ mod tests {
                 health_path: None,
                 metrics_path: None,
                 load_metric: None,
+                secrets: None,
             },
             image: None,
         }
@@ -342,6 +343,7 @@ mod tests {
             timings: Timings::default(),
             lending: Default::default(),
             journal: Default::default(),
+            failover_secrets: Default::default(),
             peers: vec![Peer {
                 name: "site-b".parse().expect("a valid site name"),
                 addr: "127.0.0.1:4".parse().expect("an address"),

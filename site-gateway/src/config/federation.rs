@@ -175,10 +175,44 @@ fn references(f: &File, sites: &BTreeMap<&str, &File>, errors: &mut Vec<ConfigEr
     }
     for a in &f.raw.accounts {
         for entry in &a.failover {
-            if !sites.contains_key(entry.get_ref().as_str()) {
+            let Some(other) = sites.get(entry.get_ref().as_str()) else {
                 let owner = format!("account `{}` at {site}", a.name.get_ref());
                 errors.push(undefined(f, entry, "failover site", &owner));
+                continue;
+            };
+            // A site that takes the account over runs it with its own copy of the secrets:
+            // catalogues carry none.
+            if a.workload.secrets.is_some()
+                && !other.raw.failover_secrets.contains_key(a.name.get_ref())
+            {
+                errors.push(f.source.error_at(
+                    entry.span(),
+                    format!(
+                        "account `{}` of {site} has secrets, and `{}` may take it over, but {} gives no [failover_secrets] {} = FILE: a takeover would run it without them",
+                        a.name.get_ref(),
+                        other.name(),
+                        other.source.path.display(),
+                        a.name.get_ref()
+                    ),
+                ));
             }
+        }
+    }
+    for (account, path) in &f.raw.failover_secrets {
+        let homed = sites.values().any(|other| {
+            other
+                .raw
+                .accounts
+                .iter()
+                .any(|a| a.name.get_ref() == account)
+        });
+        if !homed {
+            errors.push(f.source.error_at(
+                path.span(),
+                format!(
+                    "{site}: failover_secrets names `{account}`, which no site of the federation homes"
+                ),
+            ));
         }
     }
 }

@@ -21,6 +21,9 @@ pub(crate) struct RawSite {
     pub lending: RawLending,
     #[serde(default)]
     pub journal: RawJournal,
+    /// Account name -> where its secrets are, for peers' accounts this site may take over.
+    #[serde(default)]
+    pub failover_secrets: BTreeMap<String, Spanned<String>>,
     #[serde(default, rename = "peer")]
     pub peers: Vec<RawPeer>,
     #[serde(default, rename = "server")]
@@ -152,4 +155,6 @@ pub(crate) struct RawWorkload {
     pub health_path: Option<Spanned<String>>,
     pub metrics_path: Option<Spanned<String>>,
     pub load_metric: Option<Spanned<String>>,
+    /// A file of `NAME=value` lines, or a directory of files named for their variables.
+    pub secrets: Option<Spanned<String>>,
 }

@@ -18,6 +18,9 @@ pub struct SiteConfig {
     pub timings: Timings,
     pub lending: Lending,
     pub journal: JournalSection,
+    /// Where the secrets of peers' accounts this site may take over are
+    /// (`[failover_secrets]`), by account.
+    pub failover_secrets: BTreeMap<AccountId, PathBuf>,
     pub peers: Vec<Peer>,
     pub servers: Vec<Server>,
     pub accounts: Vec<Account>,
@@ -304,6 +307,9 @@ pub struct Workload {
     pub metrics_path: Option<String>,
     /// The gauge in `metrics_path` that is the load; set exactly when `metrics_path` is.
     pub load_metric: Option<String>,
+    /// The file or directory of the workload's secrets (resolved against the config's
+    /// directory); read by the gateway (`crate::secrets`), never part of a catalogue.
+    pub secrets: Option<PathBuf>,
 }
 
 impl SiteConfig {

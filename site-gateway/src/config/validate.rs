@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
 
-use leasehold_federation::ids::{InvalidId, ServerId, SiteId};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use leasehold_federation::ids::{AccountId, InvalidId, ServerId, SiteId};
 use toml::Spanned;
 
 use super::error::{ConfigError, Source};
@@ -23,6 +26,16 @@ pub(crate) struct Checker<'a> {
 impl Checker<'_> {
     pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.errors.push(self.source.error_at(span, message));
+    }
+
+    /// A path as written in the file: relative ones are relative to the file's directory,
+    /// so that a config and the files it names move together.
+    pub fn path(&self, given: &str) -> std::path::PathBuf {
+        let given = std::path::Path::new(given);
+        match self.source.path.parent() {
+            Some(dir) if given.is_relative() => dir.join(given),
+            _ => given.to_path_buf(),
+        }
     }
 
     /// Parses an id, or records why not with `subject` saying whose it is.
@@ -76,6 +89,7 @@ pub(crate) fn validate(source: &Source, raw: &RawSite) -> Result<SiteConfig, Vec
     let servers = servers(&mut c, raw);
     let lending = lending(&mut c, &raw.lending, &peer_names, raw.servers.len());
     let journal = journal(&mut c, &raw.journal);
+    let failover_secrets = failover_secrets(&mut c, raw);
     listeners(&mut c, raw);
     let accounts = super::account::accounts(&mut c, &raw.accounts, &peer_names);
 
@@ -90,6 +104,7 @@ pub(crate) fn validate(source: &Source, raw: &RawSite) -> Result<SiteConfig, Vec
                 timings,
                 lending,
                 journal,
+                failover_secrets,
                 peers,
                 servers,
                 accounts,
@@ -405,6 +420,36 @@ fn servers(c: &mut Checker<'_>, raw: &RawSite) -> Option<Vec<Server>> {
         }
     }
     out
+}
+
+/// `[failover_secrets]`: account name -> the file or directory of its secrets, for the
+/// peers' accounts this site may take over. Its own accounts name theirs in their workload.
+fn failover_secrets(c: &mut Checker<'_>, raw: &RawSite) -> BTreeMap<AccountId, PathBuf> {
+    let mut secrets = BTreeMap::new();
+    for (name, path) in &raw.failover_secrets {
+        let Ok(account) = AccountId::parse(name) else {
+            c.error(
+                path.span(),
+                format!("failover_secrets: `{name}` is not a valid account name"),
+            );
+            continue;
+        };
+        if raw.accounts.iter().any(|a| a.name.get_ref() == name) {
+            c.error(
+                path.span(),
+                format!(
+                    "failover_secrets names `{name}`, an account of this site: give its secrets in its [account.workload] secrets instead"
+                ),
+            );
+            continue;
+        }
+        if path.get_ref().trim().is_empty() {
+            c.error(path.span(), format!("failover_secrets.{name} is empty"));
+            continue;
+        }
+        secrets.insert(account, c.path(path.get_ref()));
+    }
+    secrets
 }
 
 fn journal(c: &mut Checker<'_>, raw: &RawJournal) -> JournalSection {

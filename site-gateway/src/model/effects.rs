@@ -108,6 +108,9 @@ pub struct MaintenanceRecord {
 }
 
 /// A command to one server's node agent.
+// Commands are few (one per decision) and short-lived: boxing the pointer would cost an
+// allocation per command to save bytes in a handful of them.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Apply {

@@ -70,6 +70,7 @@ pub(crate) fn site_config(
         timings: Timings::default(),
         lending,
         journal: Default::default(),
+        failover_secrets: Default::default(),
         peers: Vec::new(),
         servers: (1..=servers)
             .map(|n| Server {
@@ -97,6 +98,7 @@ pub(crate) fn site_config(
                     health_path: None,
                     metrics_path: None,
                     load_metric: None,
+                    secrets: None,
                 },
                 image: None,
             })

@@ -200,6 +200,7 @@ impl Site {
                 priority: 10,
                 target_load: 10.0,
                 command: None,
+                secrets: None,
             };
             text.push_str(&account_text(&account, &[]));
         }

@@ -443,6 +443,7 @@ fn synthetic_site(servers: u32, accounts: u32) -> anyhow::Result<SiteConfig> {
                     health_path: None,
                     metrics_path: None,
                     load_metric: None,
+                    secrets: None,
                 },
                 image: None,
             })
@@ -463,6 +464,7 @@ fn synthetic_site(servers: u32, accounts: u32) -> anyhow::Result<SiteConfig> {
         timings: Timings::default(),
         lending: Lending::default(),
         journal: Default::default(),
+        failover_secrets: Default::default(),
         peers: Vec::new(),
         servers,
         accounts,

@@ -180,6 +180,7 @@ impl Handler<LoanAsked> for Peer {
                     spec,
                     count: request.count,
                     handback: request.handback,
+                    secrets: request.secrets,
                 })
                 .await
                 .unwrap_or_else(|_| refuse("the lender's master is gone".to_owned()))

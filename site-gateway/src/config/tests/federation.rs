@@ -96,6 +96,33 @@ fn failover_and_lending_sites_must_be_defined() {
     );
 }
 
+/// Catalogues carry no secrets, so a site that may take an account over needs its own copy.
+#[test]
+fn a_failover_site_of_an_account_with_secrets_must_have_them() {
+    let data_dir = "data_dir = \"data/shop\"";
+    let a = edit(
+        BASE,
+        data_dir,
+        &format!("{data_dir}\nsecrets = \"secrets/shop.env\""),
+    );
+    assert_one(
+        &cross(&a, &site_b()),
+        "account `shop` of site `site-a` has secrets, and `site-b` may take it over, but site-b.toml gives no [failover_secrets] shop = FILE",
+    );
+    let with = |b: &str, account: &str| {
+        edit(
+            b,
+            "[lending]",
+            &format!("[failover_secrets]\n{account} = \"secrets/{account}.env\"\n\n[lending]"),
+        )
+    };
+    assert_eq!(cross(&a, &with(&site_b(), "shop")), Vec::<String>::new());
+    assert_one(
+        &cross(BASE, &with(&site_b(), "blog")),
+        "site `site-b`: failover_secrets names `blog`, which no site of the federation homes",
+    );
+}
+
 #[test]
 fn same_site_name_in_two_files() {
     let b = edit(&site_b(), r#"name = "site-b""#, r#"name = "site-a""#);

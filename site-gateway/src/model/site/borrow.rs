@@ -274,6 +274,8 @@ impl SiteModel {
                 account: self.account_name(account).clone(),
                 count,
                 handback,
+                // The shell adds them as the request leaves: the core holds no secret.
+                secrets: Default::default(),
             }),
         }]
     }

@@ -192,6 +192,9 @@ fn account_from_spec(spec: &AccountSpec, sla: bool) -> Account {
             health_path: spec.software.health_path.clone(),
             metrics_path: spec.software.metrics_path.clone(),
             load_metric: spec.software.load_metric.clone(),
+            // A catalogue carries no secrets: a site taking the account over has its own
+            // ([failover_secrets]), and a loan's come in the borrower's request.
+            secrets: None,
         },
         // A catalogue carries no image: a peer's account is never served by our machines.
         image: None,
@@ -492,6 +495,8 @@ impl SiteModel {
             software: software_of(config, self.timings.workload_stop_timeout),
             data: data_of(config),
             epoch,
+            // The shell adds them as the pointer leaves for its node: the core holds none.
+            secrets: Default::default(),
         }
     }
 }
