@@ -22,7 +22,9 @@ use leasehold_federation::transport::identity::PeerPolicy;
 use leasehold_federation::wire::common::*;
 use leasehold_federation::wire::node::*;
 use leasehold_federation::wire::{Inbound, InboundOneWay, InboundRequest};
-use leasehold_node::event_log::{Event, EventKind, StopReason, read_events};
+use leasehold_node::event_log::{
+    Event, EventKind, StopReason, read_events, read_log, rotated_files,
+};
 use leasehold_node::evidence::check_server_log;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -272,6 +274,10 @@ struct Agent {
 
 impl Agent {
     fn start(gateway: SocketAddr, certs: &Path, work: &Path) -> Agent {
+        Agent::start_with(gateway, certs, work, &[])
+    }
+
+    fn start_with(gateway: SocketAddr, certs: &Path, work: &Path, extra: &[&str]) -> Agent {
         let output = work.with_extension(format!("agent-{}.log", std::process::id()));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -291,6 +297,7 @@ impl Agent {
             .arg(certs)
             .arg("--work")
             .arg(work)
+            .args(extra)
             .env("LEASEHOLD_LOG", "info,leasehold_node=debug")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -303,8 +310,9 @@ impl Agent {
         }
     }
 
+    /// Every event of its log, across rotated files.
     fn events(&self) -> Vec<Event> {
-        read_events(&self.work.join("events.jsonl")).unwrap()
+        read_log(&self.work).unwrap()
     }
 
     fn signal(&self, signal: Signal) {
@@ -783,6 +791,60 @@ async fn a_killed_agent_takes_its_workload_along_and_a_restarted_agent_keeps_the
         }) => {
             assert_eq!(seen, epoch(3))
         }
+        outcome => panic!("{outcome:?}"),
+    }
+    world.run("shop", 4).await;
+    world.assert_no_violation();
+}
+
+/// A log rotated until the line that accepted the workload's epoch is gone: a restarted
+/// agent still knows the epoch and the workload it left, from the checkpoint the newest
+/// file starts with (docs/node.md, "Event log rotation").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_finds_its_epoch_and_workload_after_rotation_removed_their_lines() {
+    const ROTATION: [&str; 4] = ["--event-log-max-bytes", "1024", "--event-log-keep", "1"];
+    let mut world = World::start().await;
+    world.gateway.wait_registrations(1).await;
+    let first = Agent::start_with(world.gateway.addr, &world.certs, &world.work, &ROTATION);
+    drop(std::mem::replace(&mut world.agent, first));
+    world.gateway.wait_registrations(2).await;
+    world.run("shop", 3).await;
+    // Lease renewals fill files; with one rotated file kept, the one with the pointer's
+    // line is removed after the second rotation.
+    wait_for(
+        "the line that accepted epoch 3 to be rotated away",
+        Duration::from_secs(60),
+        || {
+            let events = world.agent.events();
+            let gone = !events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::PointerAccepted { .. }));
+            (gone && rotated_files(&world.work).ok()?.len() == 1).then_some(())
+        },
+        || format!("{:#?}", world.agent.events()),
+    )
+    .await;
+    let events = world.agent.events();
+    assert!(
+        matches!(&events[0].kind, EventKind::Checkpoint(state) if state.highest_epoch == epoch(3)),
+        "{:#?}",
+        events[0]
+    );
+
+    world.agent.signal(Signal::SIGKILL);
+    let restarted = Agent::start_with(world.gateway.addr, &world.certs, &world.work, &ROTATION);
+    drop(std::mem::replace(&mut world.agent, restarted));
+    let registration = world.gateway.wait_registrations(3).await;
+    assert_eq!(registration.highest_epoch, epoch(3));
+    world
+        .agent
+        .wait_event("the left workload reaped", stopped_event(epoch(3)))
+        .await;
+    match world.gateway.apply(a1(), world.pointer("shop", 3)).await {
+        PointerApplication::Refused(Refusal {
+            cause: RefusalCause::StaleEpoch { seen },
+            ..
+        }) => assert_eq!(seen, epoch(3)),
         outcome => panic!("{outcome:?}"),
     }
     world.run("shop", 4).await;

@@ -228,6 +228,19 @@ impl Scan {
                     self.running = None;
                 }
             }
+            // The first line of a rotated log: what the lines before it (perhaps removed
+            // by retention) said. Judged from here as if those lines had been read.
+            EventKind::Checkpoint(state) => {
+                if state.highest_epoch > Epoch::NONE {
+                    self.newest_accepted = self.newest_accepted.max(Some(state.highest_epoch));
+                }
+                self.running = state
+                    .running
+                    .as_ref()
+                    .map(|running| (running.account.clone(), running.epoch));
+                self.lease_until = state.lease.map(|lease| (lease.epoch, lease.until_mono_ns));
+                self.files_of = state.files_of.clone();
+            }
             EventKind::AgentStarted { .. }
             | EventKind::CommandRefused { .. }
             | EventKind::WorkloadStarted { .. }

@@ -10,6 +10,7 @@ use leasehold_federation::ids::ServerId;
 use leasehold_node::agent::{AgentOptions, run_agent};
 use leasehold_node::boot_args::BootArgs;
 use leasehold_node::driver::guard::run_guard;
+use leasehold_node::event_log::Rotation;
 
 #[derive(Debug, clap::Args)]
 pub struct NodeArgs {
@@ -46,6 +47,14 @@ pub enum NodeCommand {
         /// to loopback or the management network).
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// Rotate the event log once its file reaches this many bytes (docs/node.md,
+        /// "Event log rotation").
+        #[arg(long, value_name = "BYTES", default_value_t = Rotation::DEFAULT_MAX_BYTES,
+              value_parser = clap::value_parser!(u64).range(1024..))]
+        event_log_max_bytes: u64,
+        /// Keep this many rotated event log files; older ones are removed.
+        #[arg(long, value_name = "N", default_value_t = Rotation::DEFAULT_KEEP)]
+        event_log_keep: usize,
     },
     /// Internal: run a workload that dies with its agent (started by the agent).
     #[command(hide = true)]
@@ -70,6 +79,8 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
             work,
             start_timeout_ms,
             metrics_addr,
+            event_log_max_bytes,
+            event_log_keep,
         } => {
             let (gateway, id, boot) = match (boot_args, gateway, id) {
                 (Some(path), _, _) => {
@@ -88,6 +99,10 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
                 start_timeout: Duration::from_millis(start_timeout_ms),
                 boot,
                 metrics_addr,
+                event_log: Rotation {
+                    max_bytes: event_log_max_bytes,
+                    keep: event_log_keep,
+                },
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -3,12 +3,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use leasehold_node::event_log::{Event, read_events};
+use leasehold_node::event_log::{Event, read_log};
 use leasehold_node::evidence::{Violation, check_server_log};
 
 /// The event log of the node agent whose work directory is `work`.
 pub fn node_events(work: &Path) -> Result<Vec<Event>, String> {
-    read_events(&work.join("events.jsonl")).map_err(|error| error.to_string())
+    read_log(work).map_err(|error| error.to_string())
 }
 
 /// When the first event that `matches` happened in the log in `work`, on the machine's
@@ -45,36 +45,42 @@ pub fn violations(
 /// before that point, and its workload's starts and stops; prefixed with the log's path, as
 /// a failure's evidence for a person to check against the file.
 pub fn epoch_lines(work: &Path, epoch: u64, upto_seq: Option<u64>) -> Vec<String> {
-    let path = work.join("events.jsonl");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return vec![format!("(cannot read {})", path.display())];
-    };
-    let mut picked: Vec<(u64, &str)> = Vec::new();
-    let mut last_lease: Option<(u64, &str)> = None;
-    for line in text.lines() {
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let (Some(seq), Some(kind)) = (value["seq"].as_u64(), value["event"].as_str()) else {
-            continue;
-        };
-        if upto_seq.is_some_and(|upto| seq > upto) {
-            break;
+    // The rotated files first, oldest first, then the file written to.
+    let mut files = leasehold_node::event_log::rotated_files(work).unwrap_or_default();
+    files.push(work.join("events.jsonl"));
+    let mut texts = Vec::new();
+    for path in files {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => texts.push((path, text)),
+            Err(_) => return vec![format!("(cannot read {})", path.display())],
         }
-        if value["epoch"].as_u64() != Some(epoch) {
-            continue;
-        }
-        match kind {
-            "lease_extended" => last_lease = Some((seq, line)),
-            _ => picked.push((seq, line)),
+    }
+    let mut picked: Vec<(u64, String)> = Vec::new();
+    let mut last_lease: Option<(u64, String)> = None;
+    'files: for (path, text) in &texts {
+        for line in text.lines() {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let (Some(seq), Some(kind)) = (value["seq"].as_u64(), value["event"].as_str()) else {
+                continue;
+            };
+            if upto_seq.is_some_and(|upto| seq > upto) {
+                break 'files;
+            }
+            if value["epoch"].as_u64() != Some(epoch) {
+                continue;
+            }
+            let shown = format!("{}: {line}", path.display());
+            match kind {
+                "lease_extended" => last_lease = Some((seq, shown)),
+                _ => picked.push((seq, shown)),
+            }
         }
     }
     picked.extend(last_lease);
     picked.sort_by_key(|(seq, _)| *seq);
-    picked
-        .into_iter()
-        .map(|(_, line)| format!("{}: {line}", path.display()))
-        .collect()
+    picked.into_iter().map(|(_, line)| line).collect()
 }
 
 /// When a workload of `account` ran on a server, by the node's own log: from the start of

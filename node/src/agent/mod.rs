@@ -22,7 +22,7 @@ use crate::actors::link::{LinkTarget, run_link};
 use crate::actors::messages::{GetNodeStatus, Shutdown};
 use crate::driver::{Driver, DriverSetup, PID_FILE};
 use crate::event_log::{
-    EVENT_LOG_FILE, EventKind, EventLog, EventLogError, StopReason, read_events,
+    EVENT_LOG_FILE, EventKind, EventLog, EventLogError, Rotation, StopReason, read_log,
 };
 use crate::metrics::NodeMetrics;
 use crate::model::NodeModel;
@@ -44,6 +44,8 @@ pub struct AgentOptions {
     pub boot: Option<leasehold_federation::wire::node::BootClaim>,
     /// Where to serve the agent's `/metrics`; `None`: not served.
     pub metrics_addr: Option<SocketAddr>,
+    /// When the event log rotates, and how many rotated files it keeps.
+    pub event_log: Rotation,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +90,15 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
     };
     let work = absolute_work_dir(&options.work)?;
     let log_path = work.join(EVENT_LOG_FILE);
-    let recovered = recover::recover(&read_events(&log_path)?);
-    let log = EventLog::open(&log_path, options.server.clone(), recovered.next_seq)?;
+    // Across rotated files: the newest begins with a checkpoint of the older ones.
+    let recovered = recover::recover(&read_log(&work)?);
+    let log = EventLog::open_rotating(
+        &log_path,
+        options.server.clone(),
+        recovered.next_seq,
+        recovered.state.clone(),
+        options.event_log,
+    )?;
     let agent_exe = std::env::current_exe().map_err(AgentError::Executable)?;
     tracing::info!(server = %options.server, %site, work = %work.display(), highest_epoch = %recovered.highest_epoch, "node agent starting");
 

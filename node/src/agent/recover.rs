@@ -5,7 +5,7 @@ use leasehold_federation::ids::{AccountId, Epoch};
 use nix::sys::signal::Signal;
 
 use crate::driver::os;
-use crate::event_log::{Event, EventKind};
+use crate::event_log::{Event, LogState};
 
 /// The state an agent rebuilds from its log before it does anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub struct Recovered {
     pub last_data_dir: Option<std::path::PathBuf>,
     /// A workload recorded as starting or started, and never as stopped.
     pub orphan: Option<Orphan>,
+    /// All of it as the log's fold, which the writer goes on from (and checkpoints).
+    pub state: LogState,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,52 +32,20 @@ pub struct Orphan {
 }
 
 pub fn recover(events: &[Event]) -> Recovered {
-    let mut recovered = Recovered {
-        highest_epoch: Epoch::NONE,
-        next_seq: 0,
-        last_account: None,
-        last_data_dir: None,
-        orphan: None,
-    };
-    for event in events {
-        recovered.next_seq = recovered.next_seq.max(event.seq + 1);
-        match &event.kind {
-            EventKind::PointerAccepted { epoch, .. } => {
-                recovered.highest_epoch = recovered.highest_epoch.max(*epoch);
-            }
-            EventKind::WorkloadStarting {
-                account,
-                epoch,
-                data_dir,
-            } => {
-                recovered.last_account = Some(account.clone());
-                recovered.last_data_dir = data_dir.as_ref().map(std::path::PathBuf::from);
-                recovered.orphan = Some(Orphan {
-                    account: account.clone(),
-                    epoch: *epoch,
-                    pid: None,
-                    pgid: None,
-                });
-            }
-            EventKind::WorkloadStarted {
-                epoch, pid, pgid, ..
-            } => {
-                if let Some(orphan) = &mut recovered.orphan
-                    && orphan.epoch == *epoch
-                {
-                    orphan.pid = Some(*pid);
-                    orphan.pgid = Some(*pgid);
-                }
-            }
-            EventKind::WorkloadStopped { epoch, .. }
-                if recovered.orphan.as_ref().is_some_and(|o| o.epoch == *epoch) =>
-            {
-                recovered.orphan = None;
-            }
-            _ => {}
-        }
+    let state = LogState::of(events.iter().map(|event| &event.kind));
+    Recovered {
+        highest_epoch: state.highest_epoch,
+        next_seq: events.iter().map(|event| event.seq + 1).max().unwrap_or(0),
+        last_account: state.files_of.clone(),
+        last_data_dir: state.data_dir.as_ref().map(std::path::PathBuf::from),
+        orphan: state.running.as_ref().map(|running| Orphan {
+            account: running.account.clone(),
+            epoch: running.epoch,
+            pid: running.pid,
+            pgid: running.pgid,
+        }),
+        state,
     }
-    recovered
 }
 
 /// Kills what is left of an orphan's process group and waits for its pid to go; returns

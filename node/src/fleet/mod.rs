@@ -33,7 +33,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::actors::messages::Shutdown;
 use crate::agent::recover;
 use crate::event_log::{
-    EVENT_LOG_FILE, EventKind, EventLog, EventLogError, StopReason, read_events,
+    EVENT_LOG_FILE, EventKind, EventLog, EventLogError, Rotation, StopReason, read_log,
 };
 use crate::model::NodeModel;
 use link::{SimLinkPorts, SimLinkTarget, run_sim_link};
@@ -410,8 +410,14 @@ fn open_logs(
             source,
         })?;
         let path = dir.join(EVENT_LOG_FILE);
-        let recovered = recover::recover(&read_events(&path)?);
-        let log = EventLog::open(&path, server.clone(), recovered.next_seq)?;
+        let recovered = recover::recover(&read_log(&dir)?);
+        let log = EventLog::open_rotating(
+            &path,
+            server.clone(),
+            recovered.next_seq,
+            recovered.state.clone(),
+            Rotation::default(),
+        )?;
         log.append(EventKind::AgentStarted {
             agent_pid: std::process::id(),
         });

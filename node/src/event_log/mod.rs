@@ -18,6 +18,12 @@ use tokio::sync::oneshot;
 
 use crate::clock::{mono_now, wall_ms};
 
+mod files;
+mod state;
+
+pub use files::{Rotation, read_log, rotated_files};
+pub use state::{LeaseEnd, LogState, RunningState};
+
 /// The file name of the event log inside the work dir.
 pub const EVENT_LOG_FILE: &str = "events.jsonl";
 
@@ -105,6 +111,9 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reaped_alive: Option<bool>,
     },
+    /// The first line of a log file after a rotation: what the lines before it said, so
+    /// that recovery and the checkers need no older file (`files.rs`).
+    Checkpoint(LogState),
 }
 
 /// Why a workload stopped, as the event log says it.
@@ -245,8 +254,21 @@ impl std::fmt::Debug for EventLog {
 }
 
 impl EventLog {
-    /// Opens `path` for appending; `next_seq` continues the numbering of what is there.
+    /// Opens `path` for appending, never rotating it; `next_seq` continues the numbering of
+    /// what is there.
     pub fn open(path: &Path, server: ServerId, next_seq: u64) -> Result<EventLog, EventLogError> {
+        EventLog::open_rotating(path, server, next_seq, LogState::default(), Rotation::NEVER)
+    }
+
+    /// Opens `path` for appending, rotating it by `rotation`; `next_seq` and `state` are
+    /// what the log read so far says ([`read_log`], [`LogState::apply`]).
+    pub fn open_rotating(
+        path: &Path,
+        server: ServerId,
+        next_seq: u64,
+        state: LogState,
+        rotation: Rotation,
+    ) -> Result<EventLog, EventLogError> {
         let cut = cut_torn_tail(path).map_err(|source| EventLogError::Open {
             path: path.to_owned(),
             source,
@@ -262,12 +284,22 @@ impl EventLog {
                 path: path.to_owned(),
                 source,
             })?;
+        let size = file
+            .metadata()
+            .map_err(|source| EventLogError::Open {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
         let (sender, receiver) = mpsc::channel();
         let writer = Writer {
             file,
             path: path.to_owned(),
             server,
             seq: next_seq,
+            size,
+            state,
+            rotation,
         };
         std::thread::Builder::new()
             .name("event-log".into())
@@ -300,6 +332,11 @@ struct Writer {
     path: PathBuf,
     server: ServerId,
     seq: u64,
+    /// Bytes in the file written to.
+    size: u64,
+    /// What the log says so far: a rotated file's successor starts with it.
+    state: LogState,
+    rotation: Rotation,
 }
 
 impl Writer {
@@ -337,6 +374,32 @@ impl Writer {
             self.file.sync_data()?;
         }
         self.seq += 1;
+        self.size += line.len() as u64;
+        self.state.apply(&event.kind);
+        if self.size >= self.rotation.max_bytes && !matches!(event.kind, EventKind::Checkpoint(_)) {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the file written to under its rotated name and starts a new one with a
+    /// checkpoint; then removes the rotated files beyond the retention.
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file.sync_data()?;
+        let dir = self.path.parent().unwrap_or(Path::new(".")).to_owned();
+        std::fs::rename(&self.path, files::rotated_name(&dir, self.seq))?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        self.write(EventKind::Checkpoint(self.state.clone()), true)?;
+        File::open(&dir)?.sync_all()?;
+        let rotated = files::rotated_files(&dir).map_err(io::Error::other)?;
+        let excess = rotated.len().saturating_sub(self.rotation.keep);
+        for old in &rotated[..excess] {
+            std::fs::remove_file(old)?;
+        }
         Ok(())
     }
 }
