@@ -213,3 +213,50 @@ fn check_needs_at_least_one_file() {
     let out = check(&[]);
     assert_eq!(out.status.code(), Some(2), "clap usage error expected");
 }
+
+/// Peers named by DNS: syntax only by default (and said so); `--resolve` resolves them and
+/// refuses a name that leads elsewhere than the peer's federation_addr.
+#[test]
+fn peer_names_are_resolved_only_when_asked_and_must_lead_to_the_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = edit(
+        &read(&example("site-a")),
+        "addr = \"127.0.0.1:7202\"",
+        "addr = \"localhost:7202\"",
+    );
+    let a_path = write(dir.path(), "site-a.toml", &a);
+    let (b, c) = (example("site-b"), example("site-c"));
+    let out = check(&[&a_path, &b, &c]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(
+            "peer names not resolved (give --resolve to resolve them here): localhost:7202 (peer site-b of site-a)"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    let resolved = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .args(["config", "check", "--resolve"])
+        .args([&a_path, &b, &c])
+        .output()
+        .unwrap();
+    assert!(resolved.status.success(), "{}", stderr(&resolved));
+    assert!(!stdout(&resolved).contains("not resolved"));
+
+    let elsewhere = write(
+        dir.path(),
+        "site-a.toml",
+        &edit(&a, "addr = \"localhost:7202\"", "addr = \"localhost:7299\""),
+    );
+    let refused = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .args(["config", "check", "--resolve"])
+        .args([&elsewhere, &b, &c])
+        .output()
+        .unwrap();
+    let said = assert_refused(&refused);
+    assert!(
+        said.contains("peer `site-b` of site `site-a` has addr localhost:7299, which resolves to")
+            && said.contains("but that site's federation_addr is 127.0.0.1:7202"),
+        "{said}"
+    );
+}

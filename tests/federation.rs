@@ -79,6 +79,65 @@ fn three_sites() -> Vec<SiteSpec> {
     ]
 }
 
+/// Peers named by DNS (docs/operations.md, "Names"): site-a and site-b dial each other
+/// at `localhost:PORT`, resolved at every dial (localhost may resolve to ::1 first, where
+/// nothing listens: the next address is tried); site-a's third peer is named in `.invalid`,
+/// which never resolves (RFC 6761), and `/v1/peers` says so.
+#[test]
+fn peers_named_by_dns_are_resolved_at_dial_and_a_name_that_does_not_resolve_is_shown() {
+    let mut federation =
+        Federation::prepare(Path::new(BINARY), three_sites()[..2].to_vec()).unwrap();
+    let config = |index: usize| federation.sites[index].config.clone();
+    for index in 0..2 {
+        let text = std::fs::read_to_string(config(index)).unwrap();
+        assert!(text.contains("\naddr = \"127.0.0.1:"), "{text}");
+        let mut text = text.replace("\naddr = \"127.0.0.1:", "\naddr = \"localhost:");
+        if index == 0 {
+            // A founding member's list names exactly its peers.
+            text = text.replacen("\"site-b\"]\n", "\"site-b\", \"site-c\"]\n", 1);
+            text.push_str("[[peer]]\nname = \"site-c\"\naddr = \"site-c.invalid:7203\"\n");
+        }
+        std::fs::write(config(index), text).unwrap();
+    }
+    let checked = std::process::Command::new(BINARY)
+        .args(["config", "check"])
+        .arg(config(1))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{said}");
+    assert!(said.contains("peer names not resolved"), "{said}");
+    for index in 0..2 {
+        federation.start_gateway(index).unwrap();
+    }
+    for (observer, peer) in [(0, "site-b"), (1, "site-a")] {
+        let view = wait_peer(&federation, observer, peer, "up", |p| {
+            p["state"] == "up" && p["dialled"] == true
+        });
+        assert!(
+            view["addr"].as_str().unwrap().starts_with("localhost:"),
+            "{view}"
+        );
+        let at = view["dialled_addr"].as_str().unwrap();
+        assert!(
+            at.starts_with("127.0.0.1:") || at.starts_with("[::1]:"),
+            "{view}"
+        );
+        assert_eq!(view["last_error"], Value::Null, "{view}");
+    }
+    let nowhere = wait_peer(&federation, 0, "site-c", "unresolved", |p| {
+        p["last_error"].is_string()
+    });
+    assert_eq!(nowhere["state"], "down", "{nowhere}");
+    assert!(
+        nowhere["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot resolve `site-c.invalid`"),
+        "{nowhere}"
+    );
+}
+
 #[test]
 fn three_sites_see_each_other_up_with_an_rtt_and_each_others_accounts() {
     let federation = start(&three_sites());

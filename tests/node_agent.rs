@@ -289,7 +289,8 @@ impl Agent {
                 "node",
                 "run",
                 "--gateway",
-                &gateway.to_string(),
+                // By name: the agent resolves it at every connect (docs/node.md).
+                &format!("localhost:{}", gateway.port()),
                 "--id",
                 "a1",
             ])

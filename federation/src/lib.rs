@@ -1,5 +1,6 @@
 //! Everything that crosses a process boundary in Leasehold, and nothing else.
 //!
+//! - [`addr`]: `HOST:PORT` addresses to dial, names resolved at each dial.
 //! - [`ids`]: the newtypes for sites, servers, accounts and epochs.
 //! - [`placeholders`]: the `{name}` grammar of workload commands, shared by config check
 //!   and the node agent.
@@ -9,6 +10,7 @@
 //! Architecture invariant: this crate knows nothing of actix, of the decision core, or of
 //! config files. The gateway and the node agent depend on it; it depends on neither.
 
+pub mod addr;
 pub mod ids;
 pub mod placeholders;
 pub mod transport;

@@ -2,11 +2,11 @@
 //! in the config, and the account catalogue this site announces.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use actix::prelude::*;
+use leasehold_federation::addr::HostPort;
 use leasehold_federation::ids::SiteId;
 use leasehold_federation::transport::Alpn;
 use leasehold_federation::transport::certs::Identity;
@@ -50,7 +50,7 @@ pub struct Federation {
     endpoint: Arc<Endpoint>,
     local: Mutex<Local>,
     peers: PeerDirectory,
-    addrs: Mutex<BTreeMap<SiteId, SocketAddr>>,
+    addrs: Mutex<BTreeMap<SiteId, HostPort>>,
 }
 
 impl Federation {
@@ -102,17 +102,17 @@ impl Federation {
             Ok(peers) => peers,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let mut wanted: BTreeMap<SiteId, SocketAddr> = config
+        let mut wanted: BTreeMap<SiteId, HostPort> = config
             .peers
             .iter()
-            .map(|peer| (peer.name.clone(), peer.addr))
+            .map(|peer| (peer.name.clone(), peer.addr.clone()))
             .collect();
         for site in keep {
             if *site != config.site.name
                 && !wanted.contains_key(site)
                 && let Some(addr) = addrs.get(site)
             {
-                wanted.insert(site.clone(), *addr);
+                wanted.insert(site.clone(), addr.clone());
             }
         }
         self.endpoint
@@ -133,9 +133,9 @@ impl Federation {
             match peers.get(name) {
                 Some(peer) => peer.do_send(Announce(catalogue.clone())),
                 None => {
-                    let peer = Peer::new(name.clone(), *addr, local.clone()).start();
+                    let peer = Peer::new(name.clone(), addr.clone(), local.clone()).start();
                     peers.insert(name.clone(), peer);
-                    addrs.insert(name.clone(), *addr);
+                    addrs.insert(name.clone(), addr.clone());
                     tracing::info!(peer = %name, %addr, "peer added by a config edit");
                 }
             }
@@ -180,9 +180,9 @@ pub fn start(
     let mut peers = BTreeMap::new();
     let mut addrs = BTreeMap::new();
     for peer in &config.peers {
-        let actor = Peer::new(peer.name.clone(), peer.addr, local.clone()).start();
+        let actor = Peer::new(peer.name.clone(), peer.addr.clone(), local.clone()).start();
         peers.insert(peer.name.clone(), actor);
-        addrs.insert(peer.name.clone(), peer.addr);
+        addrs.insert(peer.name.clone(), peer.addr.clone());
     }
     let directory: PeerDirectory = Arc::new(RwLock::new(peers));
     tokio::spawn(accept_peers(endpoint.clone(), directory.clone()));

@@ -25,6 +25,10 @@ enum ConfigCommand {
         /// Site config files (TOML), e.g. configs/site-a.toml configs/site-b.toml.
         #[arg(required = true, num_args = 1..)]
         files: Vec<PathBuf>,
+        /// Resolve the DNS names of peers' addresses too, and compare what they resolve to
+        /// with those sites' federation_addr; without it, names are checked for syntax only.
+        #[arg(long)]
+        resolve: bool,
     },
     /// Print what changing a running site's file from OLD to NEW would change (both are
     /// checked first); exits 0 with the list ("no changes" when equal), 78 if either is
@@ -34,12 +38,12 @@ enum ConfigCommand {
 
 pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        ConfigCommand::Check { files } => Ok(check(&files)),
+        ConfigCommand::Check { files, resolve } => Ok(check(&files, resolve)),
         ConfigCommand::Diff { old, new } => Ok(diff(&old, &new)),
     }
 }
 
-fn check(files: &[PathBuf]) -> ExitCode {
+fn check(files: &[PathBuf], resolve: bool) -> ExitCode {
     match config::load_federation(files) {
         Ok(sites) => {
             // The secrets files, as the gateway will read them at start.
@@ -50,6 +54,11 @@ fn check(files: &[PathBuf]) -> ExitCode {
                 .collect();
             if !unreadable.is_empty() {
                 eprintln!("{}", unreadable.join("\n"));
+                eprintln!("config refused; fix the errors above, nothing was changed");
+                return ExitCode::from(EX_CONFIG);
+            }
+            if let Err(problems) = peer_names(&sites, resolve) {
+                eprintln!("{}", problems.join("\n"));
                 eprintln!("config refused; fix the errors above, nothing was changed");
                 return ExitCode::from(EX_CONFIG);
             }
@@ -89,5 +98,73 @@ fn diff(old: &std::path::Path, new: &std::path::Path) -> ExitCode {
             eprintln!("config refused; nothing was compared");
             ExitCode::from(EX_CONFIG)
         }
+    }
+}
+
+/// Peers named by DNS: without `resolve`, says they were not resolved; with it, resolves
+/// each, and where the named site's file is among `sites`, checks that one of the
+/// addresses is that site's `federation_addr` (a mismatch is an error: the name leads
+/// elsewhere).
+fn peer_names(
+    sites: &[leasehold_site_gateway::config::SiteConfig],
+    resolve: bool,
+) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    let mut unresolved = Vec::new();
+    for site in sites {
+        for peer in &site.peers {
+            if peer.addr.name().is_none() {
+                continue;
+            }
+            if !resolve {
+                unresolved.push(format!(
+                    "{} (peer {} of {})",
+                    peer.addr, peer.name, site.site.name
+                ));
+                continue;
+            }
+            let found = match peer.addr.resolve_blocking() {
+                Ok(found) => found,
+                Err(error) => {
+                    problems.push(format!(
+                        "{}: peer `{}` of site `{}`: {error}",
+                        site.path.display(),
+                        peer.name,
+                        site.site.name
+                    ));
+                    continue;
+                }
+            };
+            let Some(theirs) = sites.iter().find(|other| other.site.name == peer.name) else {
+                continue;
+            };
+            let listen = theirs.site.federation_addr;
+            let reaches = found.iter().any(|addr| {
+                addr.port() == listen.port()
+                    && (listen.ip().is_unspecified() || addr.ip() == listen.ip())
+            });
+            if !reaches {
+                let shown: Vec<String> = found.iter().map(ToString::to_string).collect();
+                problems.push(format!(
+                    "{}: peer `{}` of site `{}` has addr {}, which resolves to {}, but that site's federation_addr is {listen}",
+                    site.path.display(),
+                    peer.name,
+                    site.site.name,
+                    peer.addr,
+                    shown.join(", ")
+                ));
+            }
+        }
+    }
+    if !unresolved.is_empty() {
+        println!(
+            "peer names not resolved (give --resolve to resolve them here): {}",
+            unresolved.join(", ")
+        );
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
     }
 }

@@ -1,11 +1,11 @@
 //! `leasehold node run`: the node agent of one server; and the hidden `leasehold node
 //! guard`, the parent the agent puts between itself and every workload.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use leasehold_federation::addr::HostPort;
 use leasehold_federation::ids::ServerId;
 use leasehold_node::agent::{AgentOptions, run_agent};
 use leasehold_node::boot_args::BootArgs;
@@ -23,9 +23,10 @@ pub enum NodeCommand {
     /// Run the agent: register with the site gateway, apply its pointers under leases,
     /// run the account's workload, keep the event log. Stops the workload on SIGTERM.
     Run {
-        /// The site gateway's management address (from --boot-args on a machine).
-        #[arg(long, value_name = "ADDR", required_unless_present = "boot_args")]
-        gateway: Option<SocketAddr>,
+        /// The site gateway's management address, HOST:PORT: an IP, or a DNS name resolved
+        /// at every connect (from --boot-args on a machine).
+        #[arg(long, value_name = "HOST:PORT", required_unless_present = "boot_args")]
+        gateway: Option<HostPort>,
         /// This server's id; its certificate is DIR/nodes/ID.crt (from --boot-args on a
         /// machine).
         #[arg(long, value_name = "ID", required_unless_present = "boot_args")]
@@ -85,7 +86,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
             let (gateway, id, boot) = match (boot_args, gateway, id) {
                 (Some(path), _, _) => {
                     let args = BootArgs::read(&path)?;
-                    (args.gateway, args.server, Some(args.claim))
+                    (args.gateway.into(), args.server, Some(args.claim))
                 }
                 (None, Some(gateway), Some(id)) => (gateway, id, None),
                 _ => anyhow::bail!("give --gateway and --id, or --boot-args"),

@@ -125,7 +125,7 @@ pub fn site_config(site: usize, sites: usize, servers: usize) -> SiteConfig {
             .iter()
             .map(|peer| Peer {
                 name: peer.clone(),
-                addr: addr(site, 50),
+                addr: addr(site, 50).into(),
             })
             .collect(),
         servers: (0..servers)

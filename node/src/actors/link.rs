@@ -3,11 +3,11 @@
 //! (100 ms doubling to 2 s). The workload keeps running meanwhile, as long as its lease
 //! is valid: the lease, not the connection, decides.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
+use leasehold_federation::addr::HostPort;
 use leasehold_federation::ids::{ServerId, SiteId};
 use leasehold_federation::transport::connection::{Connection, Inbox};
 use leasehold_federation::transport::endpoint::Endpoint;
@@ -28,7 +28,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Where and who the gateway is.
 #[derive(Debug, Clone)]
 pub struct LinkTarget {
-    pub gateway: SocketAddr,
+    /// An IP literal or a DNS name, resolved at every connect.
+    pub gateway: HostPort,
+    /// Dial only IPv4 addresses (the endpoint is bound to an IPv4 socket), or only IPv6.
+    pub ipv4: bool,
     pub site: SiteId,
     pub server: ServerId,
     /// A machine's boot claim, sent with every registration.
@@ -80,18 +83,32 @@ async fn register(
     server: &Addr<Server>,
 ) -> Result<Option<(Connection, Inbox, Accepted)>, Gone> {
     let expected = PeerName::Site(target.site.clone());
-    let connected =
-        tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect(target.gateway, &expected)).await;
-    let (connection, inbox) = match connected {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "cannot reach the gateway");
+    // Resolved again at every connect: a gateway whose address changed is found there.
+    let addresses = match target.gateway.resolve().await {
+        Ok(addresses) => addresses,
+        Err(error) => {
+            tracing::warn!(%error, "cannot resolve the gateway's address");
             return Ok(None);
         }
-        Err(_) => {
-            tracing::warn!(gateway = %target.gateway, "no handshake within {CONNECT_TIMEOUT:?}");
-            return Ok(None);
+    };
+    let mut reached = None;
+    for address in addresses
+        .into_iter()
+        .filter(|address| address.is_ipv4() == target.ipv4)
+    {
+        match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect(address, &expected)).await {
+            Ok(Ok(pair)) => {
+                reached = Some(pair);
+                break;
+            }
+            Ok(Err(error)) => tracing::warn!(%address, %error, "cannot reach the gateway"),
+            Err(_) => {
+                tracing::warn!(gateway = %target.gateway, %address, "no handshake within {CONNECT_TIMEOUT:?}")
+            }
         }
+    }
+    let Some((connection, inbox)) = reached else {
+        return Ok(None);
     };
     let (running, highest_epoch) = server
         .send(DescribeForRegistration)

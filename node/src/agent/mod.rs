@@ -35,7 +35,9 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
-    pub gateway: SocketAddr,
+    /// The gateway's management address: an IP literal, or a DNS name resolved at every
+    /// connect.
+    pub gateway: leasehold_federation::addr::HostPort,
     pub server: ServerId,
     pub certs: PathBuf,
     pub work: PathBuf,
@@ -130,8 +132,11 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             })
             .await;
         }
+        // The socket's family follows the gateway's address; a name is resolved until it
+        // resolves, and an IPv4 address is preferred when it has both.
+        let ipv4 = gateway_family(&options.gateway).await;
         // The quinn endpoint must live inside this runtime, for the life of the process.
-        let bind: SocketAddr = if options.gateway.is_ipv4() {
+        let bind: SocketAddr = if ipv4 {
             ([0, 0, 0, 0], 0).into()
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
@@ -181,7 +186,8 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             None => None,
         };
         let target = LinkTarget {
-            gateway: options.gateway,
+            gateway: options.gateway.clone(),
+            ipv4,
             site,
             server: options.server.clone(),
             boot: options.boot.clone(),
@@ -264,4 +270,20 @@ fn absolute_work_dir(work: &Path) -> Result<PathBuf, AgentError> {
     };
     std::fs::create_dir_all(work).map_err(failed)?;
     std::fs::canonicalize(work).map_err(failed)
+}
+
+/// Whether to dial the gateway over IPv4: resolves its address, again with backoff while it
+/// does not resolve (logged), and prefers IPv4 when it has both.
+async fn gateway_family(gateway: &leasehold_federation::addr::HostPort) -> bool {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match gateway.resolve().await {
+            Ok(addresses) => return addresses.iter().any(SocketAddr::is_ipv4),
+            Err(error) => {
+                tracing::warn!(%error, "cannot resolve the gateway's address; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }

@@ -133,6 +133,7 @@ fn references(f: &File, sites: &BTreeMap<&str, &File>, errors: &mut Vec<ConfigEr
                 ),
             ));
         }
+        // A name is compared only by `config check --resolve`, which resolves it.
         if let (Ok(addr), Ok(theirs)) = (
             p.addr.get_ref().parse::<SocketAddr>(),
             other

@@ -233,7 +233,8 @@ pub struct Lending {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub name: SiteId,
-    pub addr: SocketAddr,
+    /// Where to dial it: an IP literal, or a DNS name resolved at every dial.
+    pub addr: leasehold_federation::addr::HostPort,
 }
 
 /// `[[server]]`: one server of this site's inventory.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use leasehold_federation::addr::HostPort;
 use leasehold_federation::ids::{AccountId, InvalidId, ServerId, SiteId};
 use toml::Spanned;
 
@@ -47,6 +48,17 @@ impl Checker<'_> {
     ) -> Option<T> {
         match parse(raw.get_ref()) {
             Ok(id) => Some(id),
+            Err(e) => {
+                self.error(raw.span(), format!("{subject}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// An address to dial: an IP literal or a DNS name, with its port.
+    fn host_port(&mut self, raw: &Spanned<String>, subject: &str) -> Option<HostPort> {
+        match raw.get_ref().parse() {
+            Ok(addr) => Some(addr),
             Err(e) => {
                 self.error(raw.span(), format!("{subject}: {e}"));
                 None
@@ -362,7 +374,7 @@ fn peers(c: &mut Checker<'_>, raw: &RawSite) -> Option<Vec<Peer>> {
             );
             c.error(p.name.span(), msg);
         }
-        let addr = c.addr(&p.addr, &format!("addr of peer `{name}`"));
+        let addr = c.host_port(&p.addr, &format!("addr of peer `{name}`"));
         match (id, addr, out.as_mut()) {
             (Some(name), Some(addr), Some(list)) => list.push(Peer { name, addr }),
             _ => out = None,

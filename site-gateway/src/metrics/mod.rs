@@ -761,6 +761,8 @@ mod tests {
         let peer = |name: &str, state: Liveness, rtt_ms: Option<f64>| PeerStatus {
             name: name.parse().expect("a valid site id"),
             addr: "127.0.0.1:7202".parse().expect("an address"),
+            dialled_addr: None,
+            last_error: None,
             state,
             rtt_ms,
             silent_ms: None,
@@ -804,6 +806,8 @@ mod tests {
         let peer = |name: &str, state: Liveness| PeerStatus {
             name: name.parse().expect("a valid site id"),
             addr: "127.0.0.1:7202".parse().expect("an address"),
+            dialled_addr: None,
+            last_error: None,
             state,
             rtt_ms: None,
             silent_ms: None,

@@ -62,6 +62,8 @@ pub struct PeerView {
     pub dialled_in: bool,
     /// The accounts it homes, from its catalogue.
     pub accounts: Vec<String>,
+    /// Why the last dial failed, while it is not connected.
+    pub last_error: Option<String>,
 }
 
 /// Whether a loan brings a server here or sends one of ours away.
@@ -183,6 +185,7 @@ async fn peer_views(peers: &[Addr<Peer>]) -> Option<Vec<PeerView>> {
             silent_ms: status.silent_ms,
             dialled: status.dialled,
             dialled_in: status.dialled_in,
+            last_error: status.last_error.clone(),
             accounts: status.accounts,
         });
     }

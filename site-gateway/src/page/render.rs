@@ -581,6 +581,9 @@ fn sites(out: &mut String, view: &View) -> fmt::Result {
             None if peer.liveness != "up" => detail.push("never heard from".to_owned()),
             _ => {}
         }
+        if let Some(error) = peer.last_error.as_ref().filter(|_| !peer.dialled) {
+            detail.push(format!("dialling fails: {error}"));
+        }
         let connections = match (peer.dialled, peer.dialled_in) {
             (true, true) => "both ways",
             (true, false) => "we dialled",
@@ -876,6 +879,7 @@ mod tests {
             dialled: true,
             dialled_in: true,
             accounts: vec!["media".into()],
+            last_error: None,
         }]);
         with.loans = Some(vec![LoanView {
             direction: LoanDirection::Out,

@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use leasehold_federation::addr::HostPort;
 use leasehold_federation::ids::SiteId;
 use leasehold_federation::transport::connection::{Connection, Inbox, ReplyPort, close_code};
 use leasehold_federation::transport::endpoint::Endpoint;
@@ -60,7 +61,10 @@ pub struct Local {
 
 pub struct Peer {
     name: SiteId,
-    addr: SocketAddr,
+    /// As configured: a name is resolved at every dial.
+    addr: HostPort,
+    /// The address the connection we dialled is to.
+    dialled_addr: Option<SocketAddr>,
     local: Local,
     health: PeerHealth,
     outgoing: Option<(u64, Connection)>,
@@ -75,11 +79,12 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(name: SiteId, addr: SocketAddr, local: Local) -> Self {
+    pub fn new(name: SiteId, addr: HostPort, local: Local) -> Self {
         let health = PeerHealth::new(local.ping_interval, local.misses);
         Peer {
             name,
             addr,
+            dialled_addr: None,
             local,
             health,
             outgoing: None,
@@ -105,7 +110,7 @@ impl Peer {
         self.generation += 1;
         let generation = self.generation;
         let endpoint = self.local.endpoint.clone();
-        let (addr, name) = (self.addr, PeerName::Site(self.name.clone()));
+        let (addr, name) = (self.addr.clone(), PeerName::Site(self.name.clone()));
         let hello = PeerHello {
             site: self.local.site.clone(),
             config_version: self.local.catalogue.version,
@@ -113,10 +118,23 @@ impl Peer {
         let catalogue = self.local.catalogue.clone();
         let timeout = self.local.ping_interval * self.local.misses;
         let dialled = async move {
-            let (connection, inbox) = endpoint
-                .connect(addr, &name)
-                .await
-                .map_err(|error| error.to_string())?;
+            // Resolved again at every dial: a site whose address changed is found at the
+            // new one. Each address is tried in turn (`localhost` may be ::1 first).
+            let targets = addr.resolve().await.map_err(|error| error.to_string())?;
+            let mut failures = Vec::new();
+            let mut reached = None;
+            for target in targets {
+                match endpoint.connect(target, &name).await {
+                    Ok(connected) => {
+                        reached = Some((target, connected));
+                        break;
+                    }
+                    Err(error) => failures.push(format!("{target}: {error}")),
+                }
+            }
+            let Some((target, (connection, inbox))) = reached else {
+                return Err(failures.join("; "));
+            };
             // With TLS 1.3 a refusal of our certificate shows up on first use, so the
             // hello doubles as the check that the peer accepted us.
             let welcome = connection
@@ -131,12 +149,13 @@ impl Peer {
                 .send(catalogue.as_ref())
                 .await
                 .map_err(|error| error.to_string())?;
-            Ok::<_, String>((connection, inbox, welcome))
+            Ok::<_, String>((target, connection, inbox, welcome))
         };
         ctx.spawn(dialled.into_actor(self).map(move |result, peer, ctx| {
             peer.dialing = false;
             match result {
-                Ok((connection, inbox, welcome)) => {
+                Ok((target, connection, inbox, welcome)) => {
+                    peer.dialled_addr = Some(target);
                     peer.connected(generation, connection, inbox, welcome, ctx)
                 }
                 Err(reason) => peer.dial_failed(reason, ctx),
@@ -157,7 +176,7 @@ impl Peer {
             connection.close(close_code::REFUSED, "wrong site in welcome");
             return;
         }
-        tracing::info!(peer = %self.name, addr = %self.addr, "peer connected");
+        tracing::info!(peer = %self.name, addr = %self.addr, at = ?self.dialled_addr, "peer connected");
         self.last_failure = None;
         self.backoff = BACKOFF_FIRST;
         self.health.answered(self.now(), connection.rtt());
@@ -371,7 +390,13 @@ pub struct GetPeerStatus;
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerStatus {
     pub name: SiteId,
-    pub addr: SocketAddr,
+    /// As configured (`[[peer]] addr`): an IP literal or a DNS name.
+    pub addr: HostPort,
+    /// The address our connection to it was made to (what `addr` resolved to then).
+    pub dialled_addr: Option<SocketAddr>,
+    /// Why the last dial failed (a name that does not resolve, a refusal, no answer);
+    /// `None` once connected.
+    pub last_error: Option<String>,
     pub state: Liveness,
     /// Smoothed RTT of our pings, in milliseconds.
     pub rtt_ms: Option<f64>,
@@ -392,7 +417,9 @@ impl Handler<GetPeerStatus> for Peer {
         let now = self.now();
         MessageResult(PeerStatus {
             name: self.name.clone(),
-            addr: self.addr,
+            addr: self.addr.clone(),
+            dialled_addr: self.dialled_addr,
+            last_error: self.last_failure.clone(),
             state: self.health.judge(now),
             rtt_ms: self.health.rtt().map(|rtt| rtt.as_secs_f64() * 1000.0),
             silent_ms: self

@@ -281,10 +281,16 @@ fn empty_command() {
 fn invalid_ids_and_addresses() {
     let text = edit(BASE, r#"id = "a2""#, r#"id = "A_2""#);
     one_error(&text, "invalid server id `A_2`");
-    let text = edit(BASE, "127.0.0.1:7202", "localhost:7202");
+    let text = edit(BASE, "127.0.0.1:7202", "site-b.dc2.example.net:7202");
+    let config = check(&text).unwrap();
+    assert_eq!(
+        config.peers[0].addr.to_string(),
+        "site-b.dc2.example.net:7202"
+    );
+    let text = edit(BASE, "127.0.0.1:7202", "site_b:7202");
     one_error(
         &text,
-        "addr of peer `site-b` `localhost:7202` is not an IP:port address",
+        "addr of peer `site-b`: `site_b:7202` is not a HOST:PORT address (`site_b` is not a DNS label",
     );
 }
 
