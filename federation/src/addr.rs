@@ -71,17 +71,10 @@ impl HostPort {
             Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, self.port)]),
             Host::Name(name) => name,
         };
-        let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), self.port))
-            .await
-            .map_err(|source| ResolveError::Lookup {
-                host: name.clone(),
-                source,
-            })?
-            .collect();
-        if found.is_empty() {
-            return Err(ResolveError::Empty { host: name.clone() });
-        }
-        Ok(found)
+        collected(
+            name,
+            tokio::net::lookup_host((name.as_str(), self.port)).await,
+        )
     }
 
     /// [`Self::resolve`] for a caller that may block (config checks).
@@ -91,18 +84,27 @@ impl HostPort {
             Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, self.port)]),
             Host::Name(name) => name,
         };
-        let found: Vec<SocketAddr> = (name.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|source| ResolveError::Lookup {
-                host: name.clone(),
-                source,
-            })?
-            .collect();
-        if found.is_empty() {
-            return Err(ResolveError::Empty { host: name.clone() });
-        }
-        Ok(found)
+        collected(name, (name.as_str(), self.port).to_socket_addrs())
     }
+}
+
+/// What a lookup of `name` found: an error, also when it found no address.
+fn collected(
+    name: &str,
+    found: std::io::Result<impl Iterator<Item = SocketAddr>>,
+) -> Result<Vec<SocketAddr>, ResolveError> {
+    let found: Vec<SocketAddr> = found
+        .map_err(|source| ResolveError::Lookup {
+            host: name.to_owned(),
+            source,
+        })?
+        .collect();
+    if found.is_empty() {
+        return Err(ResolveError::Empty {
+            host: name.to_owned(),
+        });
+    }
+    Ok(found)
 }
 
 impl From<SocketAddr> for HostPort {
