@@ -214,8 +214,9 @@ fn check_needs_at_least_one_file() {
     assert_eq!(out.status.code(), Some(2), "clap usage error expected");
 }
 
-/// Peers named by DNS: syntax only by default (and said so); `--resolve` resolves them and
-/// refuses a name that leads elsewhere than the peer's federation_addr.
+/// Peers named by DNS: syntax only by default (and said so); `--resolve` resolves them,
+/// refuses one that does not resolve, and warns of one that leads elsewhere than the peer's
+/// federation_addr (it may be NAT).
 #[test]
 fn peer_names_are_resolved_only_when_asked_and_must_lead_to_the_peer() {
     let dir = tempfile::tempdir().unwrap();
@@ -248,15 +249,35 @@ fn peer_names_are_resolved_only_when_asked_and_must_lead_to_the_peer() {
         "site-a.toml",
         &edit(&a, "addr = \"localhost:7202\"", "addr = \"localhost:7299\""),
     );
-    let refused = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+    let warned = Command::new(env!("CARGO_BIN_EXE_leasehold"))
         .args(["config", "check", "--resolve"])
         .args([&elsewhere, &b, &c])
         .output()
         .unwrap();
-    let said = assert_refused(&refused);
+    let said = stdout(&warned);
+    assert!(warned.status.success(), "{}", stderr(&warned));
     assert!(
-        said.contains("peer `site-b` of site `site-a` has addr localhost:7299, which resolves to")
-            && said.contains("but that site's federation_addr is 127.0.0.1:7202"),
+        said.contains("warning: ")
+            && said.contains(
+                "peer `site-b` of site `site-a` has addr localhost:7299, which resolves to"
+            )
+            && said.contains("but that site's federation_addr is 127.0.0.1:7202: fine behind NAT"),
         "{said}"
     );
+    let nowhere = write(
+        dir.path(),
+        "site-a.toml",
+        &edit(
+            &a,
+            "addr = \"localhost:7202\"",
+            "addr = \"site-b.invalid:7202\"",
+        ),
+    );
+    let refused = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .args(["config", "check", "--resolve"])
+        .args([&nowhere, &b, &c])
+        .output()
+        .unwrap();
+    let said = assert_refused(&refused);
+    assert!(said.contains("cannot resolve `site-b.invalid`"), "{said}");
 }

@@ -44,8 +44,11 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn check(files: &[PathBuf], resolve: bool) -> ExitCode {
-    match config::load_federation(files) {
-        Ok(sites) => {
+    match config::load_federation_warning(files) {
+        Ok((sites, warnings)) => {
+            for warning in &warnings {
+                println!("warning: {warning}");
+            }
             // The secrets files, as the gateway will read them at start.
             let unreadable: Vec<String> = sites
                 .iter()
@@ -102,9 +105,9 @@ fn diff(old: &std::path::Path, new: &std::path::Path) -> ExitCode {
 }
 
 /// Peers named by DNS: without `resolve`, says they were not resolved; with it, resolves
-/// each, and where the named site's file is among `sites`, checks that one of the
-/// addresses is that site's `federation_addr` (a mismatch is an error: the name leads
-/// elsewhere).
+/// each (one that does not resolve is an error), and where the named site's file is among
+/// `sites` and advertises no address, warns when none of the addresses is that site's
+/// `federation_addr` (NAT, or a name that leads elsewhere).
 fn peer_names(
     sites: &[leasehold_site_gateway::config::SiteConfig],
     resolve: bool,
@@ -138,6 +141,10 @@ fn peer_names(
             let Some(theirs) = sites.iter().find(|other| other.site.name == peer.name) else {
                 continue;
             };
+            // An advertised address is compared as written, by the cross-site checks.
+            if theirs.site.advertise_federation_addr.is_some() {
+                continue;
+            }
             let listen = theirs.site.federation_addr;
             let reaches = found.iter().any(|addr| {
                 addr.port() == listen.port()
@@ -145,14 +152,14 @@ fn peer_names(
             });
             if !reaches {
                 let shown: Vec<String> = found.iter().map(ToString::to_string).collect();
-                problems.push(format!(
-                    "{}: peer `{}` of site `{}` has addr {}, which resolves to {}, but that site's federation_addr is {listen}",
+                println!(
+                    "warning: {}: peer `{}` of site `{}` has addr {}, which resolves to {}, but that site's federation_addr is {listen}: fine behind NAT or port forwarding; say so with advertise_federation_addr in that site's [site], and this is checked",
                     site.path.display(),
                     peer.name,
                     site.site.name,
                     peer.addr,
                     shown.join(", ")
-                ));
+                );
             }
         }
     }

@@ -109,6 +109,7 @@ pub fn site_config(site: usize, sites: usize, servers: usize) -> SiteConfig {
             management_addr: addr(site, 3),
             boot_addr: None,
             advertise_management_addr: None,
+            advertise_federation_addr: None,
             initial_members: None,
         },
         timings: timings(),

@@ -338,6 +338,7 @@ mod tests {
                 management_addr: "127.0.0.1:3".parse().expect("an address"),
                 boot_addr: None,
                 advertise_management_addr: None,
+                advertise_federation_addr: None,
                 initial_members: None,
             },
             timings: Timings::default(),

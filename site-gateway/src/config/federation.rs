@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Source};
 use super::raw::RawSite;
+use leasehold_federation::addr::HostPort;
 
 pub(crate) struct File {
     pub source: Source,
@@ -28,8 +29,16 @@ impl File {
     }
 }
 
+#[cfg(test)]
 pub(crate) fn check(files: &[File]) -> Vec<ConfigError> {
+    check_with_warnings(files).0
+}
+
+/// The errors, and the warnings: what is fine in some networks and wrong in others (a
+/// peer dialled at another address than its site listens on, without an advertised one).
+pub(crate) fn check_with_warnings(files: &[File]) -> (Vec<ConfigError>, Vec<ConfigError>) {
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     let mut sites: BTreeMap<&str, &File> = BTreeMap::new();
     for f in files {
         match sites.get(f.name()) {
@@ -49,11 +58,76 @@ pub(crate) fn check(files: &[File]) -> Vec<ConfigError> {
     }
     for f in files {
         references(f, &sites, &mut errors);
+        addresses(f, &sites, &mut errors, &mut warnings);
     }
     unique(files, &mut errors);
     listeners(files, &mut errors);
     ownership_timings(files, &mut errors);
-    errors
+    (errors, warnings)
+}
+
+/// Each peer's `addr` against the address its site says peers dial: `advertise_federation_addr`
+/// when it gives one (a mismatch is an error), else `federation_addr` (a mismatch may be NAT
+/// or port forwarding: a warning). A name is compared only by `config check --resolve`.
+fn addresses(
+    f: &File,
+    sites: &BTreeMap<&str, &File>,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) {
+    for p in &f.raw.peers {
+        let Some(other) = sites.get(p.name.get_ref().as_str()) else {
+            continue;
+        };
+        let Ok(addr) = p.addr.get_ref().parse::<HostPort>() else {
+            continue;
+        };
+        if let Some(advertised) = &other.raw.site.advertise_federation_addr {
+            if let Ok(theirs) = advertised.get_ref().parse::<HostPort>()
+                && theirs != addr
+            {
+                errors.push(f.source.error_at(
+                    p.addr.span(),
+                    format!(
+                        "peer `{}` of site `{}` has addr {addr}, but that site advertises {theirs} ({}): peers dial the advertised address",
+                        other.name(),
+                        f.name(),
+                        other.source.place(&advertised.span())
+                    ),
+                ));
+            }
+            continue;
+        }
+        let (Some(addr), Ok(theirs)) = (
+            addr.socket_addr(),
+            other
+                .raw
+                .site
+                .federation_addr
+                .get_ref()
+                .parse::<SocketAddr>(),
+        ) else {
+            continue;
+        };
+        // A site listening on every interface can be reached at any of its IPs.
+        let matches = if theirs.ip().is_unspecified() {
+            addr.port() == theirs.port()
+        } else {
+            addr == theirs
+        };
+        if !matches {
+            warnings.push(f.source.error_at(
+                p.addr.span(),
+                format!(
+                    "peer `{}` of site `{}` has addr {addr}, but that site's federation_addr is {theirs} ({}): fine behind NAT or port forwarding; say so with advertise_federation_addr = \"{addr}\" in [site] of `{}`, and this is checked",
+                    other.name(),
+                    f.name(),
+                    other.source.place(&other.raw.site.federation_addr.span()),
+                    other.name()
+                ),
+            ));
+        }
+    }
 }
 
 /// `ownership_ttl_ms` and `ownership_renew_interval_ms` must be one value across the
@@ -132,34 +206,6 @@ fn references(f: &File, sites: &BTreeMap<&str, &File>, errors: &mut Vec<ConfigEr
                     f.name()
                 ),
             ));
-        }
-        // A name is compared only by `config check --resolve`, which resolves it.
-        if let (Ok(addr), Ok(theirs)) = (
-            p.addr.get_ref().parse::<SocketAddr>(),
-            other
-                .raw
-                .site
-                .federation_addr
-                .get_ref()
-                .parse::<SocketAddr>(),
-        ) {
-            // A site listening on every interface can be reached at any of its IPs.
-            let matches = if theirs.ip().is_unspecified() {
-                addr.port() == theirs.port()
-            } else {
-                addr == theirs
-            };
-            if !matches {
-                errors.push(f.source.error_at(
-                    p.addr.span(),
-                    format!(
-                        "peer `{}` of site `{}` has addr {addr}, but that site's federation_addr is {theirs} ({})",
-                        other.name(),
-                        f.name(),
-                        other.source.place(&other.raw.site.federation_addr.span())
-                    ),
-                ));
-            }
         }
     }
     let lending = &f.raw.lending;

@@ -47,6 +47,15 @@ pub fn load_site(path: &Path) -> Result<SiteConfig, ConfigErrors> {
 /// Loads the files of one federation: each file's own checks, then the checks across
 /// files (when there are at least two). Errors from every file are collected.
 pub fn load_federation(paths: &[PathBuf]) -> Result<Vec<SiteConfig>, ConfigErrors> {
+    load_federation_warning(paths).map(|(sites, _)| sites)
+}
+
+/// [`load_federation`], with the warnings of the cross-site checks (each `file:line:col:
+/// message`): what holds in some networks and not in others.
+pub fn load_federation_warning(
+    paths: &[PathBuf],
+) -> Result<(Vec<SiteConfig>, Vec<String>), ConfigErrors> {
+    let mut warnings = Vec::new();
     let mut errors = Vec::new();
     let mut files = Vec::new();
     let mut configs = Vec::new();
@@ -57,10 +66,15 @@ pub fn load_federation(paths: &[PathBuf]) -> Result<Vec<SiteConfig>, ConfigError
         }
     }
     if paths.len() > 1 {
-        errors.extend(federation::check(&files));
+        let (found, warned) = federation::check_with_warnings(&files);
+        errors.extend(found);
+        warnings = warned
+            .iter()
+            .map(|warning| format!("{}: {}", warning.location(), warning.message))
+            .collect();
     }
     if errors.is_empty() && configs.len() == paths.len() {
-        Ok(configs)
+        Ok((configs, warnings))
     } else {
         sort_by_place(&mut errors, paths);
         Err(ConfigErrors::new(errors))

@@ -44,6 +44,8 @@ pub(crate) struct RawSiteSection {
     /// The management address machines are told to dial, where it differs from
     /// `management_addr` (an unspecified IP, NAT, a VM's view of its host).
     pub advertise_management_addr: Option<Spanned<String>>,
+    /// The address peers dial for `federation_addr`, where it differs.
+    pub advertise_federation_addr: Option<Spanned<String>>,
     /// The founding members of a new federation (docs/ownership.md, "Members").
     pub initial_members: Option<Spanned<Vec<String>>>,
 }

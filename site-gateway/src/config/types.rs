@@ -63,6 +63,9 @@ pub struct SiteSection {
     pub boot_addr: Option<SocketAddr>,
     /// The management address booted machines are told to dial.
     pub advertise_management_addr: Option<SocketAddr>,
+    /// The address peers dial to reach `federation_addr`, where it differs (NAT, port
+    /// forwarding, a load balancer): what the multi-file check holds peers' `addr` to.
+    pub advertise_federation_addr: Option<leasehold_federation::addr::HostPort>,
     /// Set on the first sites of a new federation: a new journal takes these members at
     /// once instead of joining the set its peers run (docs/ownership.md, "Members").
     /// Exactly the site and its peers; ignored once the journal has members.

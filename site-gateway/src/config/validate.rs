@@ -137,6 +137,10 @@ fn site_section(c: &mut Checker<'_>, raw: &RawSite) -> Option<SiteSection> {
         Some(raw) => Some(c.addr(raw, &subject("boot_addr"))?),
         None => None,
     };
+    let advertise_federation_addr = match &s.advertise_federation_addr {
+        Some(raw) => Some(c.host_port(raw, &subject("advertise_federation_addr"))?),
+        None => None,
+    };
     let advertise_management_addr = match &s.advertise_management_addr {
         Some(raw) => Some(c.addr(raw, &subject("advertise_management_addr"))?),
         None => None,
@@ -184,6 +188,7 @@ fn site_section(c: &mut Checker<'_>, raw: &RawSite) -> Option<SiteSection> {
         management_addr: management_addr?,
         boot_addr,
         advertise_management_addr,
+        advertise_federation_addr,
         initial_members: initial_members(c, raw),
     })
 }

@@ -65,6 +65,7 @@ pub(crate) fn site_config(
             management_addr: addr(3),
             boot_addr: None,
             advertise_management_addr: None,
+            advertise_federation_addr: None,
             initial_members: None,
         },
         timings: Timings::default(),

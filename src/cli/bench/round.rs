@@ -459,6 +459,7 @@ fn synthetic_site(servers: u32, accounts: u32) -> anyhow::Result<SiteConfig> {
             management_addr: addr(2),
             boot_addr: None,
             advertise_management_addr: None,
+            advertise_federation_addr: None,
             initial_members: None,
         },
         timings: Timings::default(),

@@ -133,16 +133,47 @@ fn same_site_name_in_two_files() {
     );
 }
 
+/// A peer dialled elsewhere than its site listens may be NAT or port forwarding: a
+/// warning; once the site advertises the address its peers dial, a mismatch is an error.
 #[test]
-fn peer_addr_must_be_the_federation_addr() {
+fn peer_addr_is_held_to_the_advertised_address_and_otherwise_warned_about() {
     let a = edit(
         BASE,
         "addr = \"127.0.0.1:7202\"",
-        "addr = \"127.0.0.1:7999\"",
+        "addr = \"203.0.113.9:7202\"",
+    );
+    let files = [file("site-a.toml", &a), file("site-b.toml", &site_b())];
+    let (errors, warnings) = federation::check_with_warnings(&files);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].message.contains(
+            "peer `site-b` of site `site-a` has addr 203.0.113.9:7202, but that site's federation_addr is 127.0.0.1:7202"
+        ) && warnings[0].message.contains("advertise_federation_addr = \"203.0.113.9:7202\""),
+        "{}",
+        warnings[0].message
+    );
+
+    let advertise = |b: &str, addr: &str| {
+        edit(
+            b,
+            "federation_addr = \"127.0.0.1:7202\"",
+            &format!(
+                "federation_addr = \"127.0.0.1:7202\"\nadvertise_federation_addr = \"{addr}\""
+            ),
+        )
+    };
+    let files = [
+        file("site-a.toml", &a),
+        file("site-b.toml", &advertise(&site_b(), "203.0.113.9:7202")),
+    ];
+    assert_eq!(
+        federation::check_with_warnings(&files),
+        (Vec::new(), Vec::new())
     );
     assert_one(
-        &cross(&a, &site_b()),
-        "peer `site-b` of site `site-a` has addr 127.0.0.1:7999, but that site's federation_addr is 127.0.0.1:7202",
+        &cross(&a, &advertise(&site_b(), "site-b.dc2.example.net:7202")),
+        "peer `site-b` of site `site-a` has addr 203.0.113.9:7202, but that site advertises site-b.dc2.example.net:7202",
     );
 }
 
