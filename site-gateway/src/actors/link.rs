@@ -247,6 +247,7 @@ impl Reader {
                             running: message.running,
                             highest_epoch: message.highest_epoch,
                             boot: message.boot,
+                            agent_version: message.agent_version,
                         })
                         .await;
                     match registered {

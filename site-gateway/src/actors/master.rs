@@ -77,6 +77,8 @@ pub struct SiteMaster {
     /// The BMCs of the site's machines, and the key of their boot tokens; `None` for a
     /// site without machines.
     machines: Option<(Arc<Machines>, Arc<BootKey>)>,
+    /// The version each node agent said at its last registration.
+    agent_versions: HashMap<ServerId, String>,
     /// Workload secrets, added to pointers and loan requests as they leave.
     pub(super) secrets: crate::secrets::SecretStore,
     /// The management listener, whose admitted servers follow live edits of the inventory;
@@ -167,6 +169,7 @@ impl SiteMaster {
             machines: None,
             management: None,
             secrets: crate::secrets::SecretStore::default(),
+            agent_versions: HashMap::new(),
             // 1 ms .. 10 min, 3 significant digits; the bounds are constants, so this
             // cannot fail.
             latency_ms: Histogram::new_with_bounds(1, 600_000, 3)
@@ -494,6 +497,8 @@ pub struct RegisterServer {
     pub highest_epoch: Epoch,
     /// A machine's boot claim (epoch and token from its kernel command line).
     pub boot: Option<BootClaim>,
+    /// What the agent says it is, for `/v1/servers`.
+    pub agent_version: String,
 }
 
 impl Handler<RegisterServer> for SiteMaster {
@@ -542,7 +547,9 @@ impl Handler<RegisterServer> for SiteMaster {
         if let Some(old) = self.links.insert(message.server.clone(), link) {
             old.actor.do_send(CloseLink);
         }
-        tracing::info!(server = %message.server, "node registered");
+        tracing::info!(server = %message.server, agent_version = %message.agent_version, "node registered");
+        self.agent_versions
+            .insert(message.server.clone(), message.agent_version);
         self.perform(effects, ctx);
         Ok(registration)
     }
@@ -660,8 +667,12 @@ impl Handler<GetStatus> for SiteMaster {
         let now = self.now();
         let percentile =
             |q: f64| (!self.latency_ms.is_empty()).then(|| self.latency_ms.value_at_quantile(q));
+        let mut snapshot = self.core.model().snapshot(now);
+        for server in &mut snapshot.servers {
+            server.agent_version = self.agent_versions.get(&server.id).cloned();
+        }
         MessageResult(Status {
-            snapshot: self.core.model().snapshot(now),
+            snapshot,
             uptime_ms: now.0,
             rounds: self.core.rounds(),
             reallocations: self.reallocations,

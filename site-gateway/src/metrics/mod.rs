@@ -619,6 +619,7 @@ mod tests {
             lent_to: None,
             machine: None,
             maintenance: None,
+            agent_version: None,
         }
     }
 

@@ -769,6 +769,7 @@ mod tests {
                     lent_to: None,
                     machine: None,
                     maintenance: None,
+                    agent_version: None,
                 }],
                 accounts: vec![AccountSnapshot {
                     name: shop.clone(),
