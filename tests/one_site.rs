@@ -272,11 +272,7 @@ fn a_restarted_gateway_restores_the_same_assignments_without_reusing_an_epoch() 
         .map(|s| {
             let state = server_state(site.admin(), s).unwrap();
             // Each agent said what it is when it registered.
-            assert_eq!(
-                state["agent_version"],
-                env!("CARGO_PKG_VERSION"),
-                "{state}"
-            );
+            assert_eq!(state["agent_version"], env!("CARGO_PKG_VERSION"), "{state}");
             (
                 s.to_string(),
                 state["account"].clone(),

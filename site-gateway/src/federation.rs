@@ -59,6 +59,11 @@ impl Federation {
         self.endpoint.close(reason);
     }
 
+    /// The federation listener (and dialler), whose certificate a renewal replaces.
+    pub fn endpoint(&self) -> Arc<Endpoint> {
+        self.endpoint.clone()
+    }
+
     /// The Peer actor of `site`, if it is a peer now.
     pub fn peer(&self, site: &SiteId) -> Option<Addr<Peer>> {
         match self.peers.read() {

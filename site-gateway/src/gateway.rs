@@ -126,6 +126,7 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         recovered,
         machines,
         secrets,
+        certs: options.certs.clone(),
     };
     runtime.block_on(serve(config, hash, identity, read, admin))
 }
@@ -140,6 +141,8 @@ struct FromDisk {
         Arc<crate::machines::boot_key::BootKey>,
     )>,
     secrets: crate::secrets::SecretStore,
+    /// The certificate directory, read again on SIGHUP.
+    certs: PathBuf,
 }
 
 /// The admin address's TLS, tokens and access log, read before anything starts: a bad
@@ -220,6 +223,7 @@ async fn serve(
         recovered,
         machines,
         secrets,
+        certs,
     } = read;
     let started = Instant::now();
     let policy = PeerPolicy::Nodes {
@@ -301,6 +305,12 @@ async fn serve(
     if let Some(store) = &admin.auth.tokens {
         crate::reload::watch_tokens(store.clone())?;
     }
+    crate::reload::watch_certificates(
+        certs,
+        config.site.name.clone(),
+        vec![endpoint.clone(), peers.endpoint()],
+        metrics.clone(),
+    )?;
     let admin = crate::api::serve(admin, master.clone(), journal, metrics, peers.clone()).map_err(
         |source| GatewayError::Admin {
             addr: config.site.admin_addr,

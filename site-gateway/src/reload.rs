@@ -83,6 +83,50 @@ pub fn watch_tokens(store: Arc<TokenStore>) -> Result<(), ReloadError> {
     })
 }
 
+/// Reads the site's certificate, key and CA again on SIGHUP and when the certificate file
+/// changes (`leasehold certs issue --force` writes a renewed one), and has `endpoints`
+/// present them from the next handshake on; open connections are kept. A pair that does
+/// not load (a key that does not match, a certificate another CA signed) is refused and
+/// the old one kept.
+pub fn watch_certificates(
+    certs: PathBuf,
+    site: leasehold_federation::ids::SiteId,
+    endpoints: Vec<Arc<leasehold_federation::transport::endpoint::Endpoint>>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<(), ReloadError> {
+    use leasehold_federation::transport::certs::{load_site_identity, not_after};
+    let watched = certs.join("sites").join(format!("{site}.crt"));
+    watch(watched, move |why| {
+        let identity = match load_site_identity(&certs, &site) {
+            Ok(identity) => identity,
+            Err(error) => {
+                tracing::warn!(
+                    trigger = why,
+                    "certificates refused; the gateway keeps presenting the ones it had: {error}"
+                );
+                return;
+            }
+        };
+        for endpoint in &endpoints {
+            if let Err(error) = endpoint.set_identity(&identity) {
+                tracing::warn!(trigger = why, %error, "certificates refused by a listener; it keeps the ones it had");
+                return;
+            }
+        }
+        let site_expiry = identity.chain.first().and_then(not_after);
+        for (which, at) in [("site", site_expiry), ("ca", not_after(&identity.ca))] {
+            if let Some(at) = at {
+                metrics.certificate(which, at);
+            }
+        }
+        tracing::info!(
+            trigger = why,
+            not_after = site_expiry.unwrap_or_default(),
+            "certificates read again; new connections present them"
+        );
+    })
+}
+
 /// Calls `reread` (on the blocking pool: it reads files) after SIGHUP or a change of
 /// `path`, once the triggers have been quiet for [`DEBOUNCE`].
 fn watch(

@@ -49,9 +49,14 @@ pub enum CertsCommand {
         /// give one --host per name.
         #[arg(long, value_name = "NAME", requires = "admin")]
         host: Vec<String>,
-        /// Replace an existing certificate and key.
+        /// Replace an existing certificate and key: to renew one, issue it again with
+        /// --force, then SIGHUP the gateway or agent that presents it (docs/certificates.md).
         #[arg(long)]
         force: bool,
+        /// How long a site or node certificate is valid.
+        #[arg(long, value_name = "DAYS", default_value_t = 365,
+              value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
     },
 }
 
@@ -66,6 +71,7 @@ pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
             admin: true,
             host,
             force,
+            days: _,
         } => certs::issue_admin(&dir, &site, &host, force)
             .with_context(|| format!("issuing the admin certificate of {site}"))?,
         CertsCommand::Issue {
@@ -74,13 +80,14 @@ pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
             node,
             admin: false,
             force,
+            days,
             ..
         } => {
             let name = match node {
                 Some(server) => PeerName::Node { site, server },
                 None => PeerName::Site(site),
             };
-            certs::issue(&dir, &name, force)
+            certs::issue_for_days(&dir, &name, days, force)
                 .with_context(|| format!("issuing a certificate for {name}"))?
         }
     };

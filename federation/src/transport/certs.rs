@@ -243,6 +243,18 @@ pub fn issue(dir: &Path, name: &PeerName, force: bool) -> Result<Vec<PathBuf>, C
     issue_with_validity(dir, name, now - CLOCK_SKEW, now + LEAF_VALIDITY, force)
 }
 
+/// Like [`issue`], valid for `days` from now.
+pub fn issue_for_days(
+    dir: &Path,
+    name: &PeerName,
+    days: u32,
+    force: bool,
+) -> Result<Vec<PathBuf>, CertError> {
+    let now = OffsetDateTime::now_utc();
+    let valid = Duration::days(i64::from(days));
+    issue_with_validity(dir, name, now - CLOCK_SKEW, now + valid, force)
+}
+
 /// Like [`issue`], with an explicit validity period (tests use it for expired certificates).
 pub fn issue_with_validity(
     dir: &Path,

@@ -181,6 +181,14 @@ impl Connection {
         self.inner.remote_address()
     }
 
+    /// When the certificate the peer presented in this connection's handshake expires
+    /// (Unix time); `None` if it cannot be read.
+    pub fn peer_certificate_expiry(&self) -> Option<i64> {
+        let identity = self.inner.peer_identity()?;
+        let chain = identity.downcast_ref::<Vec<rustls_pki_types::CertificateDer<'static>>>()?;
+        super::certs::not_after(chain.first()?)
+    }
+
     /// Smoothed round-trip time as QUIC measures it.
     pub fn rtt(&self) -> Duration {
         self.inner.rtt()
@@ -292,6 +300,11 @@ impl Connection {
     }
 
     /// Resolves when the connection has closed, with why.
+    /// Why the connection closed, or `None` while it is open.
+    pub fn close_reason(&self) -> Option<quinn::ConnectionError> {
+        self.inner.close_reason()
+    }
+
     pub async fn closed(&self) -> quinn::ConnectionError {
         self.inner.closed().await
     }

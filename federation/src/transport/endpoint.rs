@@ -157,6 +157,10 @@ pub struct Endpoint {
     policy: Arc<RwLock<PeerPolicy>>,
     limits: Limits,
     sink: Option<Arc<dyn DatagramSink>>,
+    /// It accepts connections (not a dial-only endpoint).
+    listens: bool,
+    /// What it presents when it dials as itself; replaced by [`Endpoint::set_identity`].
+    client: RwLock<quinn::ClientConfig>,
 }
 
 impl Endpoint {
@@ -170,11 +174,7 @@ impl Endpoint {
         limits: Limits,
     ) -> Result<Endpoint, EndpointError> {
         let policy = Arc::new(RwLock::new(policy));
-        let server_tls = tls::server_config(identity, alpn, policy.clone())?;
-        let server_crypto = QuicServerConfig::try_from(server_tls)
-            .map_err(|error| EndpointError::QuicCrypto(error.to_string()))?;
-        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
-        server_config.transport_config(transport_config(&limits)?);
+        let server_config = server_config(identity, alpn, &policy, &limits)?;
         // A fixed reset key, derived from our private key: after a restart (kill -9) on
         // the same address, the new process's stateless resets are valid for the old
         // process's connections, so peers and nodes learn at their next packet that the
@@ -186,14 +186,15 @@ impl Endpoint {
         endpoint_config.cid_generator(move || {
             Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
         });
-        let mut inner = bind(addr, endpoint_config, Some(server_config))?;
-        inner.set_default_client_config(client_config(identity, alpn, &limits)?);
+        let inner = bind(addr, endpoint_config, Some(server_config))?;
         Ok(Endpoint {
             inner,
             alpn,
             policy,
+            client: RwLock::new(client_config(identity, alpn, &limits)?),
             limits,
             sink: None,
+            listens: true,
         })
     }
 
@@ -205,14 +206,15 @@ impl Endpoint {
         limits: Limits,
     ) -> Result<Endpoint, EndpointError> {
         // A fleet's endpoint carries hundreds of connections on its one socket.
-        let mut inner = bind(addr, quinn::EndpointConfig::default(), None)?;
-        inner.set_default_client_config(client_config(identity, alpn, &limits)?);
+        let inner = bind(addr, quinn::EndpointConfig::default(), None)?;
         Ok(Endpoint {
             inner,
             alpn,
             policy: Arc::new(RwLock::new(PeerPolicy::Sites(Default::default()))),
+            client: RwLock::new(client_config(identity, alpn, &limits)?),
             limits,
             sink: None,
+            listens: false,
         })
     }
 
@@ -225,6 +227,22 @@ impl Endpoint {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.inner.local_addr()
+    }
+
+    /// Presents `identity` from now on (a renewed certificate, a new CA bundle): in the
+    /// handshakes of connections it accepts and of those it dials. Open connections keep
+    /// the certificates they were made with; nothing is dropped.
+    pub fn set_identity(&self, identity: &Identity) -> Result<(), EndpointError> {
+        let client = client_config(identity, self.alpn, &self.limits)?;
+        if self.listens {
+            let server = server_config(identity, self.alpn, &self.policy, &self.limits)?;
+            self.inner.set_server_config(Some(server));
+        }
+        match self.client.write() {
+            Ok(mut current) => *current = client,
+            Err(poisoned) => *poisoned.into_inner() = client,
+        }
+        Ok(())
     }
 
     /// Replaces who may connect from now on (after a config reload). Open connections
@@ -280,15 +298,21 @@ impl Endpoint {
     ) -> Result<(Connection, Inbox), ConnectError> {
         let peer = expected.to_string();
         let server_name = expected.dns_name();
-        let connecting = match config {
-            Some(config) => self.inner.connect_with(config, addr, &server_name),
-            None => self.inner.connect(addr, &server_name),
-        }
-        .map_err(|source| ConnectError::Start {
-            peer: peer.clone(),
-            addr,
-            source,
-        })?;
+        let config = match config {
+            Some(config) => config,
+            None => match self.client.read() {
+                Ok(current) => current.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            },
+        };
+        let connecting = self
+            .inner
+            .connect_with(config, addr, &server_name)
+            .map_err(|source| ConnectError::Start {
+                peer: peer.clone(),
+                addr,
+                source,
+            })?;
         let connection =
             connecting
                 .await
@@ -477,6 +501,20 @@ fn peer_name(connection: &quinn::Connection) -> Result<PeerName, IdentityError> 
     }
 }
 
+fn server_config(
+    identity: &Identity,
+    alpn: Alpn,
+    policy: &Arc<RwLock<PeerPolicy>>,
+    limits: &Limits,
+) -> Result<quinn::ServerConfig, EndpointError> {
+    let server_tls = tls::server_config(identity, alpn, policy.clone())?;
+    let server_crypto = QuicServerConfig::try_from(server_tls)
+        .map_err(|error| EndpointError::QuicCrypto(error.to_string()))?;
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+    server_config.transport_config(transport_config(limits)?);
+    Ok(server_config)
+}
+
 fn client_config(
     identity: &Identity,
     alpn: Alpn,
@@ -639,6 +677,61 @@ mod tests {
         let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
         endpoint
+    }
+
+    /// A renewed certificate is presented from the next handshake on, and the connection made
+    /// with the old one goes on working.
+    #[tokio::test]
+    async fn a_new_identity_is_presented_to_new_connections_and_old_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        certs::init_ca(dir.path(), false).unwrap();
+        certs::issue(dir.path(), &PeerName::Site(site()), false).unwrap();
+        certs::issue(dir.path(), &node(), false).unwrap();
+        let site_identity = certs::load_site_identity(dir.path(), &site()).unwrap();
+        let node_identity =
+            certs::load_node_identity(dir.path(), &ServerId::parse("a1").unwrap()).unwrap();
+        let listener = Arc::new(
+            Endpoint::listen(
+                loopback(),
+                &site_identity,
+                Alpn::Node,
+                nodes_policy(),
+                Limits::management(),
+            )
+            .unwrap(),
+        );
+        let addr = listener.local_addr().unwrap();
+        let accepting = listener.clone();
+        tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Some(handshake) = accepting.accept().await {
+                if let Ok(pair) = handshake.finish().await {
+                    kept.push(pair);
+                }
+            }
+        });
+        let agent =
+            Endpoint::dial_only(loopback(), &node_identity, Alpn::Node, Limits::management())
+                .unwrap();
+        let expected = PeerName::Site(site());
+        let (before, _) = agent.connect(addr, &expected).await.unwrap();
+        let old_expiry = before.peer_certificate_expiry().unwrap();
+
+        certs::issue_for_days(dir.path(), &PeerName::Site(site()), 30, true).unwrap();
+        let renewed = certs::load_site_identity(dir.path(), &site()).unwrap();
+        listener.set_identity(&renewed).unwrap();
+
+        let (after, _) = agent.connect(addr, &expected).await.unwrap();
+        let new_expiry = after.peer_certificate_expiry().unwrap();
+        assert!(
+            new_expiry < old_expiry - 300 * 86_400,
+            "the new connection sees the 30-day certificate: {new_expiry} vs {old_expiry}"
+        );
+        assert_eq!(before.peer_certificate_expiry(), Some(old_expiry));
+        assert!(
+            before.close_reason().is_none(),
+            "the old connection is still open"
+        );
     }
 
     #[tokio::test]

@@ -193,6 +193,13 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             boot: options.boot.clone(),
         };
         tokio::spawn(run_link(endpoint.clone(), target, server.clone()));
+        let hangup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
+        tokio::spawn(reload_certificates(
+            hangup,
+            options.certs.clone(),
+            options.server.clone(),
+            endpoint.clone(),
+        ));
 
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM"),
@@ -284,6 +291,35 @@ async fn gateway_family(gateway: &leasehold_federation::addr::HostPort) -> bool 
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+        }
+    }
+}
+
+/// On SIGHUP, reads the node's certificate, key and CA again and presents them from the
+/// next connection to the gateway on; the connection that is up stays (docs/node.md). A
+/// pair that does not load is refused, and the old one kept.
+async fn reload_certificates(
+    mut hangup: tokio::signal::unix::Signal,
+    certs: std::path::PathBuf,
+    server: ServerId,
+    endpoint: Arc<Endpoint>,
+) {
+    while hangup.recv().await.is_some() {
+        let (dir, id) = (certs.clone(), server.clone());
+        let loaded = tokio::task::spawn_blocking(move || load_node_identity(&dir, &id)).await;
+        match loaded {
+            Ok(Ok(identity)) => match endpoint.set_identity(&identity) {
+                Ok(()) => tracing::info!(
+                    "SIGHUP: certificates read again; the next connection presents them"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "SIGHUP: certificates refused; keeping the old ones")
+                }
+            },
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "SIGHUP: certificates refused; keeping the old ones")
+            }
+            Err(error) => tracing::warn!(%error, "SIGHUP: reading certificates failed"),
         }
     }
 }

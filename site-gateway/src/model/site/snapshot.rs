@@ -41,7 +41,8 @@ pub struct ServerSnapshot {
     pub machine: Option<MachineSnapshot>,
     /// Set while the server is in maintenance (`leasehold server drain`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub maintenance: Option<MaintenanceSnapshot>,    /// The version its node agent said at its last registration (`null` before one);
+    pub maintenance: Option<MaintenanceSnapshot>,
+    /// The version its node agent said at its last registration (`null` before one);
     /// filled in by the gateway's shell, which hears it.
     pub agent_version: Option<String>,
 }
