@@ -110,6 +110,7 @@ impl Gateway {
             .get(&url)
             .config()
             .timeout_global(None)
+            .timeout_connect(Some(Duration::from_secs(5)))
             .timeout_recv_body(None)
             .build();
         if let Some(token) = &self.token {

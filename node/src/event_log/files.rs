@@ -215,6 +215,33 @@ mod tests {
         );
     }
 
+    /// A crash between a rotation's rename and its new file: the next agent's file starts
+    /// with a checkpoint all the same.
+    #[test]
+    fn a_file_begun_after_a_crash_mid_rotation_starts_with_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let rotation = Rotation {
+            max_bytes: 1024,
+            keep: 8,
+        };
+        write(dir.path(), story(20), rotation);
+        let current = dir.path().join(EVENT_LOG_FILE);
+        let next_seq = read_log(dir.path()).unwrap().last().unwrap().seq + 1;
+        std::fs::rename(&current, super::rotated_name(dir.path(), next_seq)).unwrap();
+        write(
+            dir.path(),
+            vec![EventKind::AgentStarted { agent_pid: 1 }],
+            rotation,
+        );
+        let events = read_events(&current).unwrap();
+        assert!(
+            matches!(&events[0].kind, EventKind::Checkpoint(state) if state.highest_epoch == Epoch::from_journal(5)),
+            "{:?}",
+            events[0]
+        );
+        assert_eq!(events[0].seq, next_seq);
+    }
+
     #[test]
     fn a_log_that_never_rotates_is_one_file() {
         let dir = tempfile::tempdir().unwrap();

@@ -341,6 +341,16 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, receiver: mpsc::Receiver<Entry>) {
+        // A file written to that starts empty after a history (a crash between a rotation's
+        // rename and its checkpoint) starts with the checkpoint too, so that every file after
+        // the first can be read on its own.
+        if self.size == 0
+            && self.state != LogState::default()
+            && let Err(error) = self.write(EventKind::Checkpoint(self.state.clone()), true)
+        {
+            tracing::error!(path = %self.path.display(), %error, "event log write failed; exiting");
+            std::process::exit(74);
+        }
         for entry in receiver {
             let (kind, done) = match entry {
                 Entry::Append(kind) => (kind, None),
