@@ -1,7 +1,7 @@
-//! Certificates renewed on a running site (docs/certificates.md, "Renewing"): the
-//! gateway reads its renewed certificate when the file changes and node agents theirs on
-//! SIGHUP; the workload serving all along is never stopped, and a new connection made
-//! with both renewed certificates registers.
+//! Certificates renewed, and the CA rotated, on a running site (docs/certificates.md,
+//! "Renewing" and "Rotating the CA"): the gateway reads its certificates when the files
+//! change and node agents theirs on SIGHUP; the workload serving all along is never
+//! stopped, and new connections made with the new certificates register.
 
 use std::path::Path;
 use std::process::Command;
@@ -65,32 +65,135 @@ fn renew(certs: &Path, who: &[&str]) {
     );
 }
 
+/// How many times the process's log says it read its certificates again, and how many of
+/// those had `cas` CAs in its bundle (any, when `cas` is `None`).
+fn reloads(output: &str, cas: Option<usize>) -> usize {
+    output
+        .lines()
+        .map(plain)
+        .filter(|line| line.contains("certificates read again"))
+        .filter(|line| cas.is_none_or(|n| line.contains(&format!("cas={n}"))))
+        .count()
+}
+
+/// A site of two servers and one account, one serving it and one free, to renew under.
+struct Running {
+    _dir: TempDir,
+    site: OneSite,
+    serving: &'static str,
+    free: &'static str,
+    epoch: serde_json::Value,
+}
+
+impl Running {
+    fn start() -> Running {
+        let dir = TempDir::new().unwrap();
+        let site = OneSite::start(
+            Path::new(BINARY),
+            dir.path(),
+            "site-a",
+            &["a1", "a2"],
+            &["a1", "a2"],
+            vec![account("shop", 1, 1, 10)],
+        )
+        .unwrap();
+        let admin = site.admin();
+        site.wait_serving("shop", 1)
+            .unwrap_or_else(|error| panic!("{error}"));
+        let serving = ["a1", "a2"]
+            .into_iter()
+            .find(|id| server_state(admin, id).is_ok_and(|s| s["state"] == "serving"))
+            .unwrap();
+        let free = if serving == "a1" { "a2" } else { "a1" };
+        let epoch = server_state(admin, serving).unwrap()["epoch"].clone();
+        Running {
+            _dir: dir,
+            site,
+            serving,
+            free,
+            epoch,
+        }
+    }
+
+    fn certs(&self) -> std::path::PathBuf {
+        self.site.path("certs")
+    }
+
+    /// Signals every agent and waits until each says it read its certificates again.
+    fn reload_agents(&self) {
+        for (_, agent) in &self.site.nodes {
+            let before = reloads(&agent.output(), None);
+            agent.signal(Signal::SIGHUP).unwrap();
+            wait_for("the agent to read its certificates again", SETTLE, || {
+                (reloads(&agent.output(), None) > before)
+                    .then_some(())
+                    .ok_or_else(|| "not yet".to_owned())
+            })
+            .unwrap_or_else(|error| panic!("{error}"));
+        }
+    }
+
+    /// Waits until the gateway has read its certificates `at_least` times with `cas` CAs.
+    fn gateway_reads(&self, cas: usize, at_least: usize) {
+        wait_for("the gateway to read its certificates again", SETTLE, || {
+            (reloads(&self.site.gateway_output(), Some(cas)) >= at_least)
+                .then_some(())
+                .ok_or_else(|| "not yet".to_owned())
+        })
+        .unwrap_or_else(|error| panic!("{error}\n{}", self.site.gateway_output()));
+    }
+
+    /// A new connection: the free server's agent restarts and registers again (the
+    /// gateway logs each registration), with whatever certificates are on disk now.
+    fn restart_free(&mut self) {
+        let free = self.free;
+        let registered = |site: &OneSite| {
+            site.gateway_output()
+                .lines()
+                .map(plain)
+                .filter(|line| line.contains(&format!("node registered server={free} ")))
+                .count()
+        };
+        let registrations = registered(&self.site);
+        self.site.nodes.retain(|(name, _)| name != free);
+        self.site.start_node(free).unwrap();
+        wait_for("the restarted agent to register", SETTLE, || {
+            (registered(&self.site) > registrations)
+                .then_some(())
+                .ok_or_else(|| "not yet".to_owned())
+        })
+        .unwrap_or_else(|error| panic!("{error}\n{}", self.site.gateway_output()));
+    }
+
+    /// The serving workload ran through it all: same lease, never stopped, and no node
+    /// log breaks an invariant.
+    fn assert_kept(&self) {
+        let state = server_state(self.site.admin(), self.serving).unwrap();
+        assert_eq!(state["state"], "serving", "{state}");
+        assert_eq!(state["epoch"], self.epoch, "{state}");
+        let stopped = node_events(&self.site.work(self.serving))
+            .unwrap()
+            .into_iter()
+            .filter(|event| matches!(event.kind, EventKind::WorkloadStopped { .. }))
+            .count();
+        assert_eq!(stopped, 0, "{}'s workload stopped", self.serving);
+        let works = [self.site.work("a1"), self.site.work("a2")];
+        let works: Vec<&Path> = works.iter().map(|path| path.as_path()).collect();
+        assert_eq!(
+            violations(&works, Duration::from_millis(100)).unwrap(),
+            Vec::new()
+        );
+    }
+}
+
 #[test]
 fn renewed_certificates_are_read_live_without_stopping_anything() {
-    let dir = TempDir::new().unwrap();
-    let mut site = OneSite::start(
-        Path::new(BINARY),
-        dir.path(),
-        "site-a",
-        &["a1", "a2"],
-        &["a1", "a2"],
-        vec![account("shop", 1, 1, 10)],
-    )
-    .unwrap();
-    let admin = site.admin();
-    site.wait_serving("shop", 1)
-        .unwrap_or_else(|error| panic!("{error}"));
-    let serving = ["a1", "a2"]
-        .into_iter()
-        .find(|id| server_state(admin, id).is_ok_and(|s| s["state"] == "serving"))
-        .unwrap();
-    let free = if serving == "a1" { "a2" } else { "a1" };
-    let epoch = server_state(admin, serving).unwrap()["epoch"].clone();
+    let mut running = Running::start();
+    let admin = running.site.admin();
     let before = site_expiry(admin).unwrap();
 
     // The gateway's certificate, renewed for 30 days: read when the file changes.
-    let certs = site.path("certs");
-    renew(&certs, &[]);
+    renew(&running.certs(), &[]);
     wait_for(
         "the gateway to present its renewed certificate",
         SETTLE,
@@ -101,56 +204,69 @@ fn renewed_certificates_are_read_live_without_stopping_anything() {
                 .ok_or_else(|| format!("expiry still {now}"))
         },
     )
-    .unwrap_or_else(|error| panic!("{error}\n{}", site.gateway_output()));
+    .unwrap_or_else(|error| panic!("{error}\n{}", running.site.gateway_output()));
 
     // The agents' certificates, renewed and read on SIGHUP.
     for id in ["a1", "a2"] {
-        renew(&certs, &["--node", id]);
-        let (_, agent) = site.nodes.iter().find(|(name, _)| name == id).unwrap();
-        agent.signal(Signal::SIGHUP).unwrap();
-        wait_for("the agent to read its certificate again", SETTLE, || {
-            agent
-                .output()
-                .contains("certificates read again")
-                .then_some(())
-                .ok_or_else(|| "not yet".to_owned())
-        })
-        .unwrap_or_else(|error| panic!("{error}"));
+        renew(&running.certs(), &["--node", id]);
     }
+    running.reload_agents();
 
-    // A new connection, with both renewed certificates: the free server's agent restarts
-    // and registers again (the gateway logs each registration).
-    let registered = |site: &OneSite| {
-        site.gateway_output()
-            .lines()
-            .map(plain)
-            .filter(|line| line.contains(&format!("node registered server={free} ")))
-            .count()
-    };
-    let registrations = registered(&site);
-    site.nodes.retain(|(name, _)| name != free);
-    site.start_node(free).unwrap();
-    wait_for("the restarted agent to register", SETTLE, || {
-        (registered(&site) > registrations)
-            .then_some(())
-            .ok_or_else(|| "not yet".to_owned())
-    })
-    .unwrap_or_else(|error| panic!("{error}\n{}", site.gateway_output()));
+    // A new connection, with both renewed certificates.
+    running.restart_free();
+    running.assert_kept();
+}
 
-    // The serving workload ran through it all: same lease, never stopped.
-    let state = server_state(admin, serving).unwrap();
-    assert_eq!(state["state"], "serving", "{state}");
-    assert_eq!(state["epoch"], epoch, "{state}");
-    let stopped = node_events(&site.work(serving))
-        .unwrap()
-        .into_iter()
-        .filter(|event| matches!(event.kind, EventKind::WorkloadStopped { .. }))
-        .count();
-    assert_eq!(stopped, 0, "{serving}'s workload stopped");
-    let works = [site.work("a1"), site.work("a2")];
-    let works: Vec<&Path> = works.iter().map(|path| path.as_path()).collect();
-    assert_eq!(
-        violations(&works, Duration::from_millis(100)).unwrap(),
-        Vec::new()
+/// A CA rotation on a running site, in the steps of docs/certificates.md: the new CA is
+/// trusted beside the old, every certificate is re-issued, the old CA is retired (refused
+/// while a certificate still needs it); the serving workload never stops, an agent on the
+/// old CA's certificate registers with a gateway on the new one during the overlap, and a
+/// new connection after the rotation registers on the new CA alone.
+#[test]
+fn a_ca_rotation_in_three_steps_stops_nothing() {
+    let mut running = Running::start();
+    let certs = running.certs().to_string_lossy().into_owned();
+    let leasehold = |args: &[&str]| Command::new(BINARY).args(args).output().unwrap();
+
+    // 1. A new CA, trusted beside the old: the gateway reads the bundle when it changes,
+    //    the agents on SIGHUP.
+    let rotated = leasehold(&["certs", "rotate-ca", "--dir", &certs]);
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
     );
+    running.gateway_reads(2, 1);
+    running.reload_agents();
+
+    // The old CA cannot be retired while certificates it signed are in use.
+    let early = leasehold(&["certs", "retire-ca", "--dir", &certs]);
+    let said = String::from_utf8_lossy(&early.stderr);
+    assert!(!early.status.success(), "{said}");
+    assert!(
+        said.contains("still signed by the CA being retired") && said.contains("sites/site-a.crt"),
+        "{said}"
+    );
+
+    // 2. Every certificate re-issued by the new CA, the gateway's first: then an agent
+    //    still on the old CA's certificate dials the gateway on the new CA's.
+    renew(&running.certs(), &[]);
+    running.gateway_reads(2, 2);
+    running.restart_free();
+    for id in ["a1", "a2"] {
+        renew(&running.certs(), &["--node", id]);
+    }
+    running.reload_agents();
+
+    // 3. The old CA retired; a new connection on the new CA alone.
+    let retired = leasehold(&["certs", "retire-ca", "--dir", &certs]);
+    assert!(
+        retired.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retired.stderr)
+    );
+    running.gateway_reads(1, 1);
+    running.reload_agents();
+    running.restart_free();
+    running.assert_kept();
 }

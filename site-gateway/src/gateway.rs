@@ -175,7 +175,7 @@ fn admin_security(
     let not_after = leasehold_federation::transport::certs::not_after;
     let certificates: Vec<(&'static str, i64)> = [
         ("site", identity.chain.first().and_then(not_after)),
-        ("ca", not_after(&identity.ca)),
+        ("ca", identity.ca_not_after()),
         ("admin", certificate_expiry),
     ]
     .into_iter()

@@ -96,7 +96,8 @@ pub fn watch_certificates(
 ) -> Result<(), ReloadError> {
     use leasehold_federation::transport::certs::{load_site_identity, not_after};
     let watched = certs.join("sites").join(format!("{site}.crt"));
-    watch(watched, move |why| {
+    let bundle = certs.join("ca.crt");
+    let reread = Arc::new(move |why: &'static str| {
         let identity = match load_site_identity(&certs, &site) {
             Ok(identity) => identity,
             Err(error) => {
@@ -114,7 +115,7 @@ pub fn watch_certificates(
             }
         }
         let site_expiry = identity.chain.first().and_then(not_after);
-        for (which, at) in [("site", site_expiry), ("ca", not_after(&identity.ca))] {
+        for (which, at) in [("site", site_expiry), ("ca", identity.ca_not_after())] {
             if let Some(at) = at {
                 metrics.certificate(which, at);
             }
@@ -122,9 +123,14 @@ pub fn watch_certificates(
         tracing::info!(
             trigger = why,
             not_after = site_expiry.unwrap_or_default(),
+            cas = identity.ca.len(),
             "certificates read again; new connections present them"
         );
-    })
+    });
+    // The site's certificate, and the CA bundle (a rotation changes it alone).
+    let again = reread.clone();
+    watch(watched, move |why| reread(why))?;
+    watch(bundle, move |why| again(why))
 }
 
 /// Calls `reread` (on the blocking pool: it reads files) after SIGHUP or a change of

@@ -28,6 +28,18 @@ pub enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Start a CA rotation: a new CA signs from now on, and ca.crt trusts the new and the
+    /// old until `retire-ca` (docs/certificates.md, "Rotating the CA").
+    RotateCa {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Finish a CA rotation: ca.crt trusts only the new CA. Refused while a certificate in
+    /// DIR is still signed by the old one.
+    RetireCa {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Issue a site certificate (DIR/sites/NAME.*), with --node a node certificate
     /// (DIR/nodes/ID.*), or with --admin the HTTPS certificate of the site's admin address
     /// (DIR/admin/NAME.*), signed by the CA in DIR.
@@ -64,6 +76,21 @@ pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
     let written = match args.command {
         CertsCommand::Init { dir, force } => certs::init_ca(&dir, force)
             .with_context(|| format!("creating the federation CA in {}", dir.display()))?,
+        CertsCommand::RotateCa { dir } => {
+            let written = certs::rotate_ca(&dir)
+                .with_context(|| format!("rotating the CA in {}", dir.display()))?;
+            println!(
+                "next: copy ca.crt (both CAs) to every site and node and reload them (SIGHUP), re-issue every certificate with --force, then `leasehold certs retire-ca --dir {}`",
+                dir.display()
+            );
+            written
+        }
+        CertsCommand::RetireCa { dir } => {
+            let written = certs::retire_ca(&dir)
+                .with_context(|| format!("retiring the old CA in {}", dir.display()))?;
+            println!("next: copy ca.crt (the new CA only) to every site and node and reload them");
+            written
+        }
         CertsCommand::Issue {
             dir,
             site,

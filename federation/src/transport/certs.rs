@@ -102,6 +102,17 @@ pub enum CertError {
     )]
     NotIssuedByCa { path: PathBuf, ca: PathBuf },
     #[error(
+        "{path} already holds two CAs: a rotation is under way; re-issue every certificate, then finish it with `leasehold certs retire-ca` (docs/certificates.md)"
+    )]
+    RotationUnderway { path: PathBuf },
+    #[error("{path} holds one CA: there is no rotation to finish")]
+    NoRotation { path: PathBuf },
+    #[error(
+        "still signed by the CA being retired: {}; re-issue each with `leasehold certs issue ... --force` and reload it first",
+        .paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    StillSignedByOld { paths: Vec<PathBuf> },
+    #[error(
         "{key} does not belong to {cert} ({reason}); reissue it with `leasehold certs issue ... --force`"
     )]
     KeyMismatch {
@@ -131,8 +142,9 @@ pub enum CertError {
 /// A peer's credentials: who it is, the CA it trusts, and what it presents.
 pub struct Identity {
     pub name: PeerName,
-    /// The federation CA: the only trust anchor for peers.
-    pub ca: CertificateDer<'static>,
+    /// The federation's CAs (`ca.crt`): the trust anchors for peers. One, except during a
+    /// CA rotation, when the new CA and the old are both trusted (docs/certificates.md).
+    pub ca: Vec<CertificateDer<'static>>,
     /// This peer's certificate first, then any intermediates.
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
@@ -206,6 +218,16 @@ pub fn init_ca(dir: &Path, force: bool) -> Result<Vec<PathBuf>, CertError> {
     let key_path = ca_key_path(dir);
     refuse_existing(&[&cert_path, &key_path], force)?;
 
+    let (key, cert) = new_ca()?;
+    create_dir(dir)?;
+    // Key first: a certificate without its key would be useless, a key alone is harmless.
+    write_file(&key_path, key.serialize_pem().as_bytes(), KEY_MODE, force)?;
+    write_file(&cert_path, cert.pem().as_bytes(), CERT_MODE, force)?;
+    Ok(vec![cert_path, key_path])
+}
+
+/// A new CA key and its self-signed certificate.
+fn new_ca() -> Result<(KeyPair, rcgen::Certificate), CertError> {
     let key =
         KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate("the CA key"))?;
     let mut params = CertificateParams::default();
@@ -230,11 +252,95 @@ pub fn init_ca(dir: &Path, force: bool) -> Result<Vec<PathBuf>, CertError> {
         .self_signed(&key)
         .map_err(generate("the CA certificate"))?;
 
-    create_dir(dir)?;
-    // Key first: a certificate without its key would be useless, a key alone is harmless.
-    write_file(&key_path, key.serialize_pem().as_bytes(), KEY_MODE, force)?;
-    write_file(&cert_path, cert.pem().as_bytes(), CERT_MODE, force)?;
-    Ok(vec![cert_path, key_path])
+    Ok((key, cert))
+}
+
+/// Starts a CA rotation in `dir`: a new CA, whose key replaces `ca.key` (the old one is
+/// renamed `ca.key.retired-<unix time>`), and a `ca.crt` that holds the new CA and the old,
+/// so that every site and node that reads it trusts both while certificates are re-issued.
+pub fn rotate_ca(dir: &Path) -> Result<Vec<PathBuf>, CertError> {
+    let cert_path = ca_cert_path(dir);
+    let key_path = ca_key_path(dir);
+    if read_ca_bundle(dir)?.len() > 1 {
+        return Err(CertError::RotationUnderway { path: cert_path });
+    }
+    // The current pair must be whole before it is set aside.
+    load_issuer(dir)?;
+    let old_pem = fs::read_to_string(&cert_path).map_err(io_error("read", &cert_path))?;
+    let (key, cert) = new_ca()?;
+    let retired = dir.join(format!(
+        "ca.key.retired-{}",
+        OffsetDateTime::now_utc().unix_timestamp()
+    ));
+    fs::rename(&key_path, &retired).map_err(io_error("rename", &key_path))?;
+    write_file(&key_path, key.serialize_pem().as_bytes(), KEY_MODE, false)?;
+    let bundle = format!("{}{}", cert.pem(), old_pem);
+    write_file(&cert_path, bundle.as_bytes(), CERT_MODE, true)?;
+    Ok(vec![cert_path, key_path, retired])
+}
+
+/// Finishes a CA rotation in `dir`: `ca.crt` keeps only the CA of `ca.key`. Refused while a
+/// site, node or admin certificate in `dir` is still signed by the other.
+pub fn retire_ca(dir: &Path) -> Result<Vec<PathBuf>, CertError> {
+    let cert_path = ca_cert_path(dir);
+    let bundle = read_ca_bundle(dir)?;
+    if bundle.len() < 2 {
+        return Err(CertError::NoRotation { path: cert_path });
+    }
+    let issuer = load_issuer(dir)?;
+    let keep = bundle
+        .iter()
+        .find(|one| {
+            issuer.key().subject_public_key_info() == public_key_of(one).unwrap_or_default()
+        })
+        .cloned()
+        .ok_or(CertError::CaKeyMismatch {
+            key: ca_key_path(dir),
+            cert: cert_path.clone(),
+        })?;
+    let mut stale = Vec::new();
+    for sub in ["sites", "nodes", "admin"] {
+        let Ok(entries) = fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|ext| ext != "crt") {
+                continue;
+            }
+            let pem = fs::read(&path).map_err(io_error("read", &path))?;
+            let leaf = CertificateDer::from_pem_slice(&pem)
+                .map_err(|e| bad_pem(&path, "certificate", e))?;
+            if check_signed_by(&leaf, &keep, &path, &cert_path).is_err() {
+                stale.push(path);
+            }
+        }
+    }
+    if !stale.is_empty() {
+        stale.sort();
+        return Err(CertError::StillSignedByOld { paths: stale });
+    }
+    // Keep the PEM block of that CA as it was written.
+    let text = fs::read_to_string(&cert_path).map_err(io_error("read", &cert_path))?;
+    let block = text
+        .split_inclusive("-----END CERTIFICATE-----")
+        .find(|block| CertificateDer::from_pem_slice(block.as_bytes()).is_ok_and(|one| one == keep))
+        .map(|block| format!("{}\n", block.trim_start()))
+        .ok_or_else(|| {
+            bad_pem(
+                &cert_path,
+                "certificate",
+                rustls_pki_types::pem::Error::NoItemsFound,
+            )
+        })?;
+    write_file(&cert_path, block.as_bytes(), CERT_MODE, true)?;
+    Ok(vec![cert_path])
+}
+
+/// The subjectPublicKeyInfo of a certificate, as DER.
+fn public_key_of(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.public_key().raw.to_vec())
 }
 
 /// Issues a certificate for `name`, valid for a year from now, signed by the CA in `dir`.
@@ -370,6 +476,14 @@ pub fn issue_admin(
     write_pair(cert_path, key_path, &key, &cert, force)
 }
 
+impl Identity {
+    /// When the trusted CA that lasts longest expires (during a rotation, the new one's):
+    /// what the federation's trust depends on once the rotation is done.
+    pub fn ca_not_after(&self) -> Option<i64> {
+        self.ca.iter().filter_map(not_after).max()
+    }
+}
+
 /// When `cert` expires, as a Unix time; `None` if it does not parse.
 pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
@@ -413,7 +527,7 @@ fn load_identity(
     names_expected: impl Fn(&PeerName) -> bool,
 ) -> Result<Identity, CertError> {
     let ca_path = ca_cert_path(dir);
-    let ca = read_ca_cert(dir)?;
+    let ca = read_ca_bundle(dir)?;
 
     let cert_pem = match fs::read(cert_path) {
         Ok(bytes) => bytes,
@@ -448,7 +562,18 @@ fn load_identity(
             found: name,
         });
     }
-    check_signed_by(leaf, &ca, cert_path, &ca_path)?;
+    // Signed by one of the trusted CAs (during a rotation, either).
+    let mut signed = Err(CertError::NotIssuedByCa {
+        path: cert_path.to_owned(),
+        ca: ca_path.clone(),
+    });
+    for one in &ca {
+        signed = check_signed_by(leaf, one, cert_path, &ca_path);
+        if signed.is_ok() {
+            break;
+        }
+    }
+    signed?;
 
     check_key_mode(key_path)?;
     let key_pem = match fs::read(key_path) {
@@ -485,7 +610,7 @@ fn load_identity(
 
 /// The CA's certificate and key, ready to sign.
 fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, CertError> {
-    let ca = read_ca_cert(dir)?;
+    let bundle = read_ca_bundle(dir)?;
     let key_path = ca_key_path(dir);
     check_key_mode(&key_path)?;
     let key_pem = match fs::read_to_string(&key_path) {
@@ -504,21 +629,28 @@ fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, CertError> {
         reason: e.to_string(),
     })?;
     let cert_path = ca_cert_path(dir);
-    let (_, parsed) =
-        x509_parser::parse_x509_certificate(ca.as_ref()).map_err(|e| CertError::BadPem {
-            path: cert_path.clone(),
-            what: "certificate",
-            reason: e.to_string(),
-        })?;
-    if !parsed.is_ca() {
-        return Err(CertError::NotACa { path: cert_path });
+    // During a rotation ca.crt holds two CAs; ca.key is the new one's.
+    let mut ca = None;
+    for one in &bundle {
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(one.as_ref()).map_err(|e| CertError::BadPem {
+                path: cert_path.clone(),
+                what: "certificate",
+                reason: e.to_string(),
+            })?;
+        if !parsed.is_ca() {
+            return Err(CertError::NotACa { path: cert_path });
+        }
+        if parsed.public_key().raw == key.subject_public_key_info().as_slice() {
+            ca = Some(one.clone());
+        }
     }
-    if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
+    let Some(ca) = ca else {
         return Err(CertError::CaKeyMismatch {
             key: key_path,
             cert: cert_path,
         });
-    }
+    };
     // Reading the issuer's name from the certificate (rather than rebuilding it) keeps the
     // issuer field of new certificates byte-identical to the CA's subject.
     Issuer::from_ca_cert_der(&ca, key).map_err(|e| CertError::BadPem {
@@ -528,7 +660,8 @@ fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, CertError> {
     })
 }
 
-fn read_ca_cert(dir: &Path) -> Result<CertificateDer<'static>, CertError> {
+/// Every CA certificate in `ca.crt` (one, or two during a rotation).
+fn read_ca_bundle(dir: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let path = ca_cert_path(dir);
     let pem = match fs::read(&path) {
         Ok(bytes) => bytes,
@@ -540,7 +673,17 @@ fn read_ca_cert(dir: &Path) -> Result<CertificateDer<'static>, CertError> {
         }
         Err(e) => return Err(io_error("read", &path)(e)),
     };
-    CertificateDer::from_pem_slice(&pem).map_err(|e| bad_pem(&path, "certificate", e))
+    let bundle = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad_pem(&path, "certificate", e))?;
+    if bundle.is_empty() {
+        return Err(bad_pem(
+            &path,
+            "certificate",
+            rustls_pki_types::pem::Error::NoItemsFound,
+        ));
+    }
+    Ok(bundle)
 }
 
 fn bad_pem(path: &Path, what: &'static str, e: rustls_pki_types::pem::Error) -> CertError {
@@ -733,7 +876,7 @@ mod tests {
     fn ca_is_a_constrained_ca_and_leaf_has_both_ekus() {
         let dir = tempfile::tempdir().unwrap();
         init_ca(dir.path(), false).unwrap();
-        let ca = read_ca_cert(dir.path()).unwrap();
+        let ca = read_ca_bundle(dir.path()).unwrap().remove(0);
         let (_, ca) = x509_parser::parse_x509_certificate(ca.as_ref()).unwrap();
         let bc = ca.basic_constraints().unwrap().unwrap().value;
         assert!(bc.ca);

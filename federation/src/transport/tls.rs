@@ -66,12 +66,12 @@ fn provider() -> Arc<CryptoProvider> {
 
 fn roots(identity: &Identity) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
-    roots
-        .add(identity.ca.clone())
-        .map_err(|source| TlsError::BadCa {
+    for ca in &identity.ca {
+        roots.add(ca.clone()).map_err(|source| TlsError::BadCa {
             name: identity.name.clone(),
             source,
         })?;
+    }
     Ok(Arc::new(roots))
 }
 
