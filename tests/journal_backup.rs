@@ -212,4 +212,39 @@ fn a_restored_backup_serves_again_and_never_hands_out_an_epoch_twice() {
         violations(&works, Duration::from_millis(100)).unwrap(),
         Vec::new()
     );
+
+    // With the gateway stopped: compaction, and a backup read from the state directory,
+    // which holds the restored records and the restore's own.
+    site.gateway.take();
+    let state_arg = state.to_string_lossy().into_owned();
+    let compacted = ok(&leasehold(&[
+        "journal",
+        "compact",
+        "--state",
+        &state_arg,
+        "--retention-days",
+        "1",
+    ]));
+    assert!(
+        compacted.contains("0 audit records older than 1 day removed")
+            && compacted.contains("before,")
+            && compacted.contains("after compaction"),
+        "{compacted}"
+    );
+    let offline = dir.path().join("offline.jsonl");
+    let said = ok(&leasehold(&[
+        "journal",
+        "backup",
+        "--state",
+        &state_arg,
+        "--out",
+        &offline.to_string_lossy(),
+    ]));
+    assert!(said.contains("site site-a"), "{said}");
+    let backup = std::fs::read_to_string(&offline).unwrap();
+    assert!(
+        backup.contains("\"journal_restored\""),
+        "the restore's record is kept"
+    );
+    assert!(backup.contains("\"epoch_floor\""), "and its epoch floor");
 }

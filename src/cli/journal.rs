@@ -189,12 +189,13 @@ fn compact(state: &Path, retention_days: Option<u32>) -> anyhow::Result<ExitCode
     if let Some(days) = retention_days {
         let now = wall_ms();
         let cutoff = now.saturating_sub(u64::from(days) * 86_400_000);
-        let why = format!("older than {days} days (leasehold journal compact)");
+        let unit = if days == 1 { "day" } else { "days" };
+        let why = format!("older than {days} {unit} (leasehold journal compact)");
         let mut removed = 0;
         while let Some(pruned) = journal.prune_audit(cutoff, 5_000, now, &why)? {
             removed += pruned.count;
         }
-        println!("{removed} audit records older than {days} days removed");
+        println!("{removed} audit records older than {days} {unit} removed");
     }
     let started = std::time::Instant::now();
     journal.compact()?;
