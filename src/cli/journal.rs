@@ -7,9 +7,10 @@ use std::io::BufWriter;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow, bail};
+use leasehold_node::clock::wall_ms;
 use leasehold_site_gateway::journal::{self, BackupSummary, Journal};
 
 use super::admin_client::{AdminArgs, Gateway};
@@ -214,13 +215,6 @@ fn file_size(path: &Path) -> anyhow::Result<u64> {
     Ok(std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
         .len())
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
 }
 
 fn size(bytes: u64) -> String {

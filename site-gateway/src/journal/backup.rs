@@ -108,6 +108,25 @@ pub struct BackupSummary {
     pub sha256: String,
 }
 
+impl BackupSummary {
+    /// A backup's first line, before any row is counted.
+    fn nothing_yet(site: SiteId, taken_wall_ms: u64) -> BackupSummary {
+        BackupSummary {
+            site,
+            taken_wall_ms,
+            records: 0,
+            leases: 0,
+            audit: 0,
+            audit_seqs: None,
+            boot_key: false,
+            highest_epoch: 0,
+            epoch_floor: 0,
+            bytes: 0,
+            sha256: String::new(),
+        }
+    }
+}
+
 /// What a restore did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RestoreSummary {
@@ -209,19 +228,7 @@ pub fn write_backup(
         hasher: Sha256::new(),
         bytes: 0,
     };
-    let mut summary = BackupSummary {
-        site: site.clone(),
-        taken_wall_ms: wall_ms,
-        records: 0,
-        leases: 0,
-        audit: 0,
-        audit_seqs: None,
-        boot_key: boot_key.is_some(),
-        highest_epoch: 0,
-        epoch_floor: 0,
-        bytes: 0,
-        sha256: String::new(),
-    };
+    let mut summary = BackupSummary::nothing_yet(site.clone(), wall_ms);
     let header = Header {
         leasehold_journal_backup: BACKUP_FORMAT,
         site,
@@ -442,19 +449,7 @@ fn header(text: &str) -> Result<BackupSummary, String> {
             first.journal_format
         ));
     }
-    Ok(BackupSummary {
-        site: first.site,
-        taken_wall_ms: first.taken_wall_ms,
-        records: 0,
-        leases: 0,
-        audit: 0,
-        audit_seqs: None,
-        boot_key: false,
-        highest_epoch: 0,
-        epoch_floor: 0,
-        bytes: 0,
-        sha256: String::new(),
-    })
+    Ok(BackupSummary::nothing_yet(first.site, first.taken_wall_ms))
 }
 
 /// A row as it will be stored, if it is one a journal could hold.

@@ -131,21 +131,8 @@ impl Journal {
             source,
         })?;
         let path = Journal::file_in(dir);
-        let store = |source: redb::Error| JournalError::Store {
-            path: path.clone(),
-            source,
-        };
-        let db = Database::create(&path).map_err(|error| match error {
-            redb::DatabaseError::DatabaseAlreadyOpen => JournalError::InUse { path: path.clone() },
-            other => store(other.into()),
-        })?;
-        let journal = Journal {
-            db,
-            path: path.clone(),
-            next_seq: 1,
-            #[cfg(debug_assertions)]
-            plant_drop_lease_grants: false,
-        };
+        let opened = Database::create(&path);
+        let journal = Journal::over(path, opened)?;
         let new_journal = journal.claim(site)?;
         let (mut recovered, next_seq) = journal.read_back()?;
         recovered.new_journal = new_journal;
@@ -165,24 +152,34 @@ impl Journal {
         if !path.exists() {
             return Err(JournalError::Missing { path });
         }
-        let db = Database::open(&path).map_err(|error| match error {
+        let opened = Database::open(&path);
+        let journal = Journal::over(path, opened)?;
+        let next_seq = journal.last_seq()?.map_or(1, |last| last + 1);
+        Ok(Journal {
+            next_seq,
+            ..journal
+        })
+    }
+
+    /// The journal over the database at `path` as redb opened it (a database in use by
+    /// another gateway named as such), numbering audit records from 1 until read back.
+    fn over(
+        path: PathBuf,
+        opened: Result<Database, redb::DatabaseError>,
+    ) -> Result<Journal, JournalError> {
+        let db = opened.map_err(|error| match error {
             redb::DatabaseError::DatabaseAlreadyOpen => JournalError::InUse { path: path.clone() },
             other => JournalError::Store {
                 path: path.clone(),
                 source: other.into(),
             },
         })?;
-        let journal = Journal {
+        Ok(Journal {
             db,
             path,
             next_seq: 1,
             #[cfg(debug_assertions)]
             plant_drop_lease_grants: false,
-        };
-        let next_seq = journal.last_seq()?.map_or(1, |last| last + 1);
-        Ok(Journal {
-            next_seq,
-            ..journal
         })
     }
 
@@ -357,12 +354,7 @@ impl Journal {
             }
             recovered.members = Some(running);
         }
-        let audit = txn.open_table(AUDIT).map_err(|e| self.store_error(e))?;
-        let next_seq = audit
-            .last()
-            .map_err(|e| self.store_error(e))?
-            .map(|(key, _)| key.value() + 1)
-            .unwrap_or(1);
+        let next_seq = self.last_seq()?.map_or(1, |last| last + 1);
         Ok((recovered, next_seq))
     }
 
