@@ -96,25 +96,39 @@ fn prepared(dir: &Path) -> PreparedSite {
     let site = prepare_site(dir, &spec).expect("a site config");
     let certs = dir.join("certs");
     create_certs(&certs, &[("site-a", vec!["a1".into()])]).expect("certificates");
-    let out = leasehold(&[
-        "certs",
-        "issue",
-        "--dir",
-        &certs.to_string_lossy(),
-        "--site",
-        "site-a",
-        "--admin",
-        "--host",
-        "127.0.0.1",
-        "--host",
-        "localhost",
-    ]);
+    issue_admin_certificate(&certs, &[]);
+    site
+}
+
+/// `leasehold certs issue --admin` for site-a at 127.0.0.1 and localhost, with `more`.
+fn issue_admin_certificate(certs: &Path, more: &[&str]) {
+    let mut args = vec![
+        "certs".to_owned(),
+        "issue".to_owned(),
+        "--dir".to_owned(),
+        certs.to_string_lossy().into_owned(),
+    ];
+    args.extend(
+        [
+            "--site",
+            "site-a",
+            "--admin",
+            "--host",
+            "127.0.0.1",
+            "--host",
+            "localhost",
+        ]
+        .iter()
+        .chain(more)
+        .map(|arg| (*arg).to_owned()),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = leasehold(&args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    site
 }
 
 /// `leasehold gateway run` of `site`, prepared in `dir`.
@@ -879,5 +893,58 @@ fn a_certificate_that_expires_within_30_days_is_on_the_page_and_in_the_metrics()
     assert!(
         (9.9 * 86_400.0..=10.0 * 86_400.0 + 60.0).contains(&left),
         "{left}"
+    );
+}
+
+/// The admin address's certificate, renewed with `leasehold certs issue --admin --force`
+/// while the gateway runs: a new HTTPS connection gets the renewed one (as curl sees it),
+/// the page warns of it by its new expiry, and the gateway was never restarted.
+#[test]
+fn a_renewed_admin_certificate_is_presented_from_the_next_handshake() {
+    let site = Secured::start();
+    let certs = site.dir.path().join("certs");
+    let ca = certs.join("ca.crt");
+    let presented = || -> Result<String, String> {
+        let out = Command::new("curl")
+            .args(["-v", "-sS", "-o", "/dev/null", "--cacert"])
+            .arg(&ca)
+            .arg(site.url("/live"))
+            .output()
+            .map_err(|error| format!("curl: {error}"))?;
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        said.lines()
+            .find_map(|line| {
+                line.trim_start_matches(['*', ' '])
+                    .strip_prefix("expire date: ")
+                    .map(str::to_owned)
+            })
+            .ok_or(said)
+    };
+    let before = presented().unwrap();
+    let pid = site.gateway.pid();
+    issue_admin_certificate(&certs, &["--force", "--days", "20"]);
+    let after = wait_for("HTTPS to present the renewed certificate", WAIT, || {
+        let now = presented()?;
+        (now != before)
+            .then_some(now)
+            .ok_or_else(|| format!("still expires {before}"))
+    })
+    .unwrap_or_else(|error| panic!("{error}\n{}", site.gateway.output()));
+    eprintln!("presented before: {before}; after: {after}");
+    let token = site.add_read_token("viewer");
+    wait_for("the page to warn of the admin certificate", WAIT, || {
+        let page = site.get("/", Some(&token))?.body;
+        page.contains("the admin certificate expires in 19d 23h")
+            .then_some(())
+            .ok_or_else(|| "no warning of the admin certificate yet".to_owned())
+    })
+    .unwrap_or_else(|error| panic!("{error}\n{}", site.gateway.output()));
+    assert_eq!(site.gateway.pid(), pid);
+    assert!(
+        site.gateway
+            .output()
+            .contains("admin certificate read again"),
+        "{}",
+        site.gateway.output()
     );
 }

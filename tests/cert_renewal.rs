@@ -51,10 +51,14 @@ fn plain(line: &str) -> String {
 }
 
 fn renew(certs: &Path, who: &[&str]) {
+    renew_for(certs, who, 30);
+}
+
+fn renew_for(certs: &Path, who: &[&str], days: u32) {
     let out = Command::new(BINARY)
         .args(["certs", "issue", "--dir"])
         .arg(certs)
-        .args(["--site", "site-a", "--force", "--days", "30"])
+        .args(["--site", "site-a", "--force", "--days", &days.to_string()])
         .args(who)
         .output()
         .unwrap();
@@ -205,6 +209,23 @@ fn renewed_certificates_are_read_live_without_stopping_anything() {
         },
     )
     .unwrap_or_else(|error| panic!("{error}\n{}", running.site.gateway_output()));
+    // 30 days left: the status page warns, from the certificate it now presents.
+    let banner = |shown: bool| {
+        move || {
+            let page = get_text(admin, "/")?;
+            let warns = page.contains("id=\"certificates-expiring\"")
+                && page.contains("the site certificate expires in 29d");
+            (warns == shown)
+                .then_some(())
+                .ok_or_else(|| format!("banner shown: {warns}"))
+        }
+    };
+    wait_for(
+        "the page to warn of the site certificate",
+        SETTLE,
+        banner(true),
+    )
+    .unwrap();
 
     // The agents' certificates, renewed and read on SIGHUP.
     for id in ["a1", "a2"] {
@@ -215,6 +236,10 @@ fn renewed_certificates_are_read_live_without_stopping_anything() {
     // A new connection, with both renewed certificates.
     running.restart_free();
     running.assert_kept();
+
+    // Renewed for a year, the warning goes with no restart.
+    renew_for(&running.certs(), &[], 365);
+    wait_for("the page to stop warning", SETTLE, banner(false)).unwrap();
 }
 
 /// A CA rotation on a running site, in the steps of docs/certificates.md: the new CA is

@@ -153,12 +153,13 @@ fn admin_security(
     identity: &leasehold_federation::transport::certs::Identity,
 ) -> Result<crate::api::AdminServe, GatewayError> {
     let addr = config.site.admin_addr;
-    let (tls, certificate_expiry) = match &config.admin.tls {
+    let (tls, admin_certificate, certificate_expiry) = match &config.admin.tls {
         Some(tls) => {
-            let (server, expiry) = crate::admin::tls::server_config(tls)?;
-            (Some(server), expiry)
+            let (certificate, expiry) = crate::admin::tls::AdminCertificate::load(tls)?;
+            let server = crate::admin::tls::server_config(certificate.clone())?;
+            (Some(server), Some(certificate), expiry)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let tokens = match &config.admin.tokens {
         Some(path) => Some(Arc::new(crate::admin::TokenStore::open(path)?)),
@@ -195,6 +196,7 @@ fn admin_security(
     Ok(crate::api::AdminServe {
         addr,
         tls,
+        certificate: admin_certificate,
         site: config.site.name.clone(),
         journal_file: Journal::file_in(state),
         boot_key: state.join("boot.key"),
@@ -204,7 +206,7 @@ fn admin_security(
             anonymous: config.admin.anonymous_role,
             tls: config.admin.tls.is_some(),
             warnings,
-            certificates,
+            certificates: Arc::new(crate::admin::CertificateExpiries::new(certificates)),
             access,
         }),
     })
@@ -260,8 +262,8 @@ async fn serve(
         Millis(0),
     );
     let metrics = Arc::new(crate::metrics::Metrics::new(&config.site.name));
-    for (which, not_after) in &admin.auth.certificates {
-        metrics.certificate(which, *not_after);
+    for (which, not_after) in admin.auth.certificates.current() {
+        metrics.certificate(which, not_after);
     }
     let mut master = SiteMaster::new(
         core,
@@ -310,7 +312,15 @@ async fn serve(
         config.site.name.clone(),
         vec![endpoint.clone(), peers.endpoint()],
         metrics.clone(),
+        admin.auth.certificates.clone(),
     )?;
+    if let Some(certificate) = &admin.certificate {
+        crate::reload::watch_admin_certificate(
+            certificate.clone(),
+            metrics.clone(),
+            admin.auth.certificates.clone(),
+        )?;
+    }
     let admin = crate::api::serve(admin, master.clone(), journal, metrics, peers.clone()).map_err(
         |source| GatewayError::Admin {
             addr: config.site.admin_addr,

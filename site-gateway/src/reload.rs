@@ -87,12 +87,13 @@ pub fn watch_tokens(store: Arc<TokenStore>) -> Result<(), ReloadError> {
 /// changes (`leasehold certs issue --force` writes a renewed one), and has `endpoints`
 /// present them from the next handshake on; open connections are kept. A pair that does
 /// not load (a key that does not match, a certificate another CA signed) is refused and
-/// the old one kept.
+/// the old one kept. The metrics and the page's banner follow what is presented.
 pub fn watch_certificates(
     certs: PathBuf,
     site: leasehold_federation::ids::SiteId,
     endpoints: Vec<Arc<leasehold_federation::transport::endpoint::Endpoint>>,
     metrics: Arc<crate::metrics::Metrics>,
+    expiries: Arc<crate::admin::CertificateExpiries>,
 ) -> Result<(), ReloadError> {
     use leasehold_federation::transport::certs::{load_site_identity, not_after};
     let watched = certs.join("sites").join(format!("{site}.crt"));
@@ -118,6 +119,7 @@ pub fn watch_certificates(
         for (which, at) in [("site", site_expiry), ("ca", identity.ca_not_after())] {
             if let Some(at) = at {
                 metrics.certificate(which, at);
+                expiries.set(which, at);
             }
         }
         tracing::info!(
@@ -131,6 +133,34 @@ pub fn watch_certificates(
     let again = reread.clone();
     watch(watched, move |why| reread(why))?;
     watch(bundle, move |why| again(why))
+}
+
+/// Reads the admin address's certificate and key again on SIGHUP and when the certificate
+/// file changes (`leasehold certs issue --admin --force`): HTTPS handshakes present the new
+/// pair from then on. A pair that does not load is refused, and the old one kept.
+pub fn watch_admin_certificate(
+    certificate: Arc<crate::admin::tls::AdminCertificate>,
+    metrics: Arc<crate::metrics::Metrics>,
+    expiries: Arc<crate::admin::CertificateExpiries>,
+) -> Result<(), ReloadError> {
+    let path = certificate.cert_path().to_path_buf();
+    watch(path, move |why| match certificate.reload() {
+        Ok(expiry) => {
+            if let Some(at) = expiry {
+                metrics.certificate("admin", at);
+                expiries.set("admin", at);
+            }
+            tracing::info!(
+                trigger = why,
+                not_after = expiry.unwrap_or_default(),
+                "admin certificate read again; new HTTPS connections present it"
+            );
+        }
+        Err(error) => tracing::warn!(
+            trigger = why,
+            "admin certificate refused; the admin address keeps presenting the one it had: {error}"
+        ),
+    })
 }
 
 /// Calls `reread` (on the blocking pool: it reads files) after SIGHUP or a change of

@@ -65,7 +65,7 @@ pub enum CertsCommand {
         /// --force, then SIGHUP the gateway or agent that presents it (docs/certificates.md).
         #[arg(long)]
         force: bool,
-        /// How long a site or node certificate is valid.
+        /// How long the certificate is valid.
         #[arg(long, value_name = "DAYS", default_value_t = 365,
               value_parser = clap::value_parser!(u32).range(1..=3650))]
         days: u32,
@@ -98,8 +98,8 @@ pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
             admin: true,
             host,
             force,
-            days: _,
-        } => certs::issue_admin(&dir, &site, &host, force)
+            days,
+        } => certs::issue_admin(&dir, &site, &host, days, force)
             .with_context(|| format!("issuing the admin certificate of {site}"))?,
         CertsCommand::Issue {
             dir,

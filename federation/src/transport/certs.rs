@@ -435,6 +435,7 @@ pub fn issue_admin(
     dir: &Path,
     site: &SiteId,
     hosts: &[String],
+    days: u32,
     force: bool,
 ) -> Result<Vec<PathBuf>, CertError> {
     let what = format!("the admin address of {site}");
@@ -469,7 +470,7 @@ pub fn issue_admin(
     params.use_authority_key_identifier_extension = true;
     let now = OffsetDateTime::now_utc();
     params.not_before = now - CLOCK_SKEW;
-    params.not_after = now + LEAF_VALIDITY;
+    params.not_after = now + Duration::days(i64::from(days));
     let cert = params
         .signed_by(&key, &issuer)
         .map_err(generate(format!("the certificate of {what}")))?;
@@ -843,10 +844,10 @@ mod tests {
     fn an_admin_certificate_names_its_hosts_and_serves_only() {
         let dir = tempfile::tempdir().unwrap();
         init_ca(dir.path(), false).unwrap();
-        let error = issue_admin(dir.path(), &site("site-a"), &[], false).unwrap_err();
+        let error = issue_admin(dir.path(), &site("site-a"), &[], 365, false).unwrap_err();
         assert!(error.to_string().contains("give --host NAME"), "{error}");
         let hosts = ["127.0.0.1".to_owned(), "site-a.dc1.example.net".to_owned()];
-        let written = issue_admin(dir.path(), &site("site-a"), &hosts, false).unwrap();
+        let written = issue_admin(dir.path(), &site("site-a"), &hosts, 365, false).unwrap();
         assert_eq!(written[0], dir.path().join("admin/site-a.crt"));
         let pem = std::fs::read(&written[0]).unwrap();
         let der = CertificateDer::from_pem_slice(&pem).unwrap();

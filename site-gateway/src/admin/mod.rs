@@ -57,6 +57,36 @@ impl TokenStore {
     }
 }
 
+/// When each certificate the gateway presents or trusts expires (Unix time): `site`, `ca`,
+/// and `admin` when the address has TLS. Read at start and again on every certificate
+/// reload, so that the page stops warning once a renewed certificate is in use.
+#[derive(Debug, Default)]
+pub struct CertificateExpiries(RwLock<Vec<(&'static str, i64)>>);
+
+impl CertificateExpiries {
+    pub fn new(at_start: Vec<(&'static str, i64)>) -> CertificateExpiries {
+        CertificateExpiries(RwLock::new(at_start))
+    }
+
+    pub fn set(&self, which: &'static str, not_after_unix: i64) {
+        let mut list = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match list.iter_mut().find(|(name, _)| *name == which) {
+            Some(entry) => entry.1 = not_after_unix,
+            None => list.push((which, not_after_unix)),
+        }
+    }
+
+    pub fn current(&self) -> Vec<(&'static str, i64)> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// Everything the gate and the login need, shared by the admin server's workers.
 #[derive(Debug)]
 pub struct AdminAuth {
@@ -68,8 +98,7 @@ pub struct AdminAuth {
     pub tls: bool,
     /// What the page shows in a banner (plain HTTP or anonymous reads off loopback).
     pub warnings: Vec<String>,
-    /// When each certificate the gateway presents or trusts expires (Unix time), read at
-    /// start: `site`, `ca`, and `admin` when the address has TLS.
-    pub certificates: Vec<(&'static str, i64)>,
+    /// When each certificate the gateway presents or trusts expires, for the page's banner.
+    pub certificates: Arc<CertificateExpiries>,
     pub access: access::AccessLog,
 }

@@ -1,8 +1,12 @@
 //! The admin address's TLS: the certificate chain and key the config names, read at start
-//! into a rustls server config with the ring provider (no OpenSSL, as everywhere).
+//! and again when they change, presented by a rustls server config with the ring provider
+//! (no OpenSSL, as everywhere).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -27,9 +31,75 @@ pub enum AdminTlsError {
     },
 }
 
-/// Reads the chain and key (blocking) into a server config, with the leaf's expiry (a Unix
-/// time) for the metrics.
-pub fn server_config(tls: &AdminTls) -> Result<(rustls::ServerConfig, Option<i64>), AdminTlsError> {
+/// The admin address's certificate and key, swapped whole when they are read again (their
+/// file changes, or SIGHUP): each handshake presents the pair last read, and connections
+/// already open keep theirs. A pair that does not load is refused and the old one kept.
+#[derive(Debug)]
+pub struct AdminCertificate {
+    tls: AdminTls,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl AdminCertificate {
+    /// Reads the chain and key (blocking), with the leaf's expiry (a Unix time).
+    pub fn load(tls: &AdminTls) -> Result<(Arc<AdminCertificate>, Option<i64>), AdminTlsError> {
+        let (key, expiry) = certified(tls)?;
+        let certificate = AdminCertificate {
+            tls: tls.clone(),
+            current: RwLock::new(key),
+        };
+        Ok((Arc::new(certificate), expiry))
+    }
+
+    /// Reads the files again (blocking); the new expiry, or why the old pair stays.
+    pub fn reload(&self) -> Result<Option<i64>, AdminTlsError> {
+        let (key, expiry) = certified(&self.tls)?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = key;
+        Ok(expiry)
+    }
+
+    /// The certificate file, watched for changes.
+    pub fn cert_path(&self) -> &Path {
+        &self.tls.cert
+    }
+}
+
+impl ResolvesServerCert for AdminCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // A poisoned lock held a whole pair: it is still one certificate and its key.
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+/// A server config (ring provider) that presents what `certificate` holds at each handshake.
+pub fn server_config(
+    certificate: Arc<AdminCertificate>,
+) -> Result<rustls::ServerConfig, AdminTlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|builder| {
+            builder
+                .with_no_client_auth()
+                .with_cert_resolver(certificate.clone())
+        })
+        .map_err(|error| AdminTlsError::Config {
+            cert: certificate.tls.cert.clone(),
+            key: certificate.tls.key.clone(),
+            detail: error.to_string(),
+        })
+}
+
+/// The chain and key of `tls`, checked to be a pair, and the leaf's expiry.
+fn certified(tls: &AdminTls) -> Result<(Arc<CertifiedKey>, Option<i64>), AdminTlsError> {
     let chain = read_chain(&tls.cert)?;
     let expiry = leasehold_federation::transport::certs::not_after(&chain[0]);
     check_key_mode(&tls.key)?;
@@ -38,16 +108,14 @@ pub fn server_config(tls: &AdminTls) -> Result<(rustls::ServerConfig, Option<i64
         path: tls.key.clone(),
         detail: format!("no PEM private key ({error})"),
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
-        .map_err(|error| AdminTlsError::Config {
+    let provider = rustls::crypto::ring::default_provider();
+    let key =
+        CertifiedKey::from_der(chain, key, &provider).map_err(|error| AdminTlsError::Config {
             cert: tls.cert.clone(),
             key: tls.key.clone(),
             detail: error.to_string(),
         })?;
-    Ok((config, expiry))
+    Ok((Arc::new(key), expiry))
 }
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, AdminTlsError> {

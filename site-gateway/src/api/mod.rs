@@ -43,6 +43,8 @@ pub struct AdminServe {
     pub addr: SocketAddr,
     /// HTTPS with this config; `None` is plain HTTP (said explicitly in the config).
     pub tls: Option<rustls::ServerConfig>,
+    /// What `tls` presents, read again when its files change.
+    pub certificate: Option<Arc<crate::admin::tls::AdminCertificate>>,
     pub auth: Arc<AdminAuth>,
     pub site: leasehold_federation::ids::SiteId,
     /// The journal's file, whose size `/metrics` shows.
@@ -186,7 +188,7 @@ async fn page(
             caller: caller.map(web::ReqData::into_inner),
             warnings: auth.warnings.clone(),
             can_sign_out: auth.tokens.is_some(),
-            certificates: auth.certificates.clone(),
+            certificates: auth.certificates.current(),
             now_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
         },
     )

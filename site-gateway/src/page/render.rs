@@ -130,6 +130,22 @@ fn header(out: &mut String, view: &View) -> fmt::Result {
         }
         fact(out, "config", &text)?;
     }
+    if !view.viewer.certificates.is_empty() {
+        // Always shown, so that a renewal can be seen to have taken; the banner below
+        // adds the warning from 30 days before.
+        let left: Vec<String> = view
+            .viewer
+            .certificates
+            .iter()
+            .map(
+                |(which, at)| match u64::try_from(at - view.viewer.now_unix) {
+                    Ok(left) if left > 0 => format!("{which} {}", duration(left * 1000)),
+                    _ => format!("{which} expired"),
+                },
+            )
+            .collect();
+        fact(out, "certificates", &left.join(" · "))?;
+    }
     out.push_str("</dl>\n");
     viewer(out, view)?;
     out.push_str("</header>\n");
@@ -203,7 +219,7 @@ fn certificate_banner(out: &mut String, view: &View) -> fmt::Result {
             which = Esc(which)
         )?;
     }
-    out.push_str("</ul>\n<p>Issue a new one (<code>leasehold certs issue ... --force</code>) and restart the gateway; docs/certificates.md.</p></section>\n");
+    out.push_str("</ul>\n<p>Renew it with <code>leasehold certs issue ... --force</code>: the gateway reads its certificates again when their files change, with no restart (docs/certificates.md, Renewing).</p></section>\n");
     Ok(())
 }
 
@@ -951,7 +967,13 @@ mod tests {
         let day = 86_400;
         with.viewer.now_unix = 1_000 * day;
         with.viewer.certificates = vec![("site", 1_365 * day), ("ca", 4_650 * day)];
-        assert!(!render(&with).contains("certificates-expiring"));
+        let html = render(&with);
+        assert!(!html.contains("certificates-expiring"), "{html}");
+        // Time left on each, whether or not it is soon.
+        assert!(
+            html.contains("<dt>certificates</dt><dd>site 365d 00h · ca 3650d 00h</dd>"),
+            "{html}"
+        );
         with.viewer
             .certificates
             .push(("admin", 1_000 * day + 12 * day));
@@ -964,6 +986,10 @@ mod tests {
         assert!(!html.contains("the site certificate"), "{html}");
         with.viewer.certificates = vec![("site", 999 * day)];
         let html = render(&with);
+        assert!(
+            html.contains("<dt>certificates</dt><dd>site expired</dd>"),
+            "{html}"
+        );
         assert!(
             html.contains("the site certificate expired 1d 00h ago"),
             "{html}"
