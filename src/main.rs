@@ -7,10 +7,24 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `leasehold --version`: the release, and the protocols it speaks, which say whether two
+/// releases can run side by side during an upgrade (docs/operations.md, "Upgrades").
+static LONG_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use leasehold_federation::transport::Alpn;
+    format!(
+        "{}\nsite to site: {}; node to gateway: {}; envelope: wire version {}",
+        env!("CARGO_PKG_VERSION"),
+        Alpn::Site.protocol_name(),
+        Alpn::Node.protocol_name(),
+        leasehold_federation::wire::WIRE_VERSION,
+    )
+});
+
 #[derive(Debug, Parser)]
 #[command(
     name = "leasehold",
     version,
+    long_version = LONG_VERSION.as_str(),
     about = "Servers for every account, at every site, never by two at once."
 )]
 struct Cli {

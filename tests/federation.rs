@@ -8,7 +8,7 @@ use std::time::Duration;
 use leasehold_chaos_tests::harness::admin::{get_json, get_text};
 use leasehold_chaos_tests::harness::federation::Federation;
 use leasehold_chaos_tests::harness::process::ProcessGuard;
-use leasehold_chaos_tests::harness::site::{AccountSpec, SiteSpec, prepare_federation};
+use leasehold_chaos_tests::harness::site::{SiteSpec, prepare_federation};
 use leasehold_chaos_tests::harness::wait_for;
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -18,24 +18,13 @@ const SETTLE: Duration = Duration::from_secs(40);
 
 fn spec(name: &str, server: &str, account: &str) -> SiteSpec {
     SiteSpec {
-        name: name.into(),
-        servers: vec![server.into()],
-        accounts: vec![AccountSpec {
-            name: account.into(),
-            min_servers: 1,
-            max_servers: 1,
-            priority: 10,
-            target_load: 5.0,
-            command: None,
-            secrets: None,
-        }],
         timings: vec![
             ("heartbeat_interval_ms", 100),
             ("heartbeat_misses_before_failed", 5),
             ("lease_ttl_ms", 1000),
             ("renew_interval_ms", 250),
         ],
-        lending: None,
+        ..SiteSpec::one_server(name, server, account)
     }
 }
 

@@ -42,9 +42,19 @@ fn the_package_installs_into_a_root_where_it_runs_and_its_units_verify() {
     assert!(ok, "{said}");
     let (ok, version) = run(Command::new(root.join("usr/bin/leasehold")).arg("--version"));
     assert!(ok, "{version}");
+    let mut lines = version.lines();
     assert_eq!(
-        version.trim(),
-        format!("leasehold {}", env!("CARGO_PKG_VERSION"))
+        lines.next(),
+        Some(format!("leasehold {}", env!("CARGO_PKG_VERSION")).as_str()),
+        "{version}"
+    );
+    // The protocols, which say which releases can run side by side during an upgrade.
+    assert_eq!(
+        lines.next(),
+        Some(
+            "site to site: leasehold-site/1; node to gateway: leasehold-node/2; envelope: wire version 1"
+        ),
+        "{version}"
     );
     for doc in [
         "usr/share/doc/leasehold/operations.md",

@@ -33,6 +33,9 @@ pub struct Federation {
     relays: Vec<Vec<Option<Relay>>>,
     /// Extra environment of each site's gateway.
     pub gateway_env: Vec<Vec<(String, String)>>,
+    /// A program and its arguments that every gateway runs under, when not empty (the
+    /// gateway's own command follows them): [`super::hosts::HostsFile::prefix`].
+    pub gateway_prefix: Vec<String>,
 }
 
 impl Federation {
@@ -65,6 +68,7 @@ impl Federation {
             gateways: sites.iter().map(|_| None).collect(),
             relays: Vec::new(),
             gateway_env: sites.iter().map(|_| Vec::new()).collect(),
+            gateway_prefix: Vec::new(),
             sites,
             specs,
             nodes: Vec::new(),
@@ -180,9 +184,18 @@ impl Federation {
             &self.path(&format!("state-{}", site.name)),
         );
         let log = self.path(&format!("gateway-{}.log", site.name));
+        let (program, args) = match self.gateway_prefix.split_first() {
+            None => (self.binary.clone(), args),
+            Some((program, prefix)) => {
+                let mut all = prefix.to_vec();
+                all.push(self.binary.display().to_string());
+                all.extend(args);
+                (PathBuf::from(program), all)
+            }
+        };
         let gateway = ProcessGuard::spawn_with_env(
             &site.name,
-            &self.binary,
+            &program,
             &args,
             &log,
             &self.gateway_env[index],

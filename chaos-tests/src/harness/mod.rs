@@ -5,6 +5,7 @@ pub mod bmc;
 pub mod browser;
 pub mod evidence;
 pub mod federation;
+pub mod hosts;
 pub mod interrupt;
 pub mod load;
 pub mod machine_site;

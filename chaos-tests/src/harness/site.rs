@@ -37,6 +37,28 @@ pub struct SiteSpec {
     pub lending: Option<(u32, u32)>,
 }
 
+impl SiteSpec {
+    /// Site `name` with one server and one account that needs exactly it: the demo
+    /// workload, priority 10, no lending, default timings.
+    pub fn one_server(name: &str, server: &str, account: &str) -> SiteSpec {
+        SiteSpec {
+            name: name.into(),
+            servers: vec![server.into()],
+            accounts: vec![AccountSpec {
+                name: account.into(),
+                min_servers: 1,
+                max_servers: 1,
+                priority: 10,
+                target_load: 5.0,
+                command: None,
+                secrets: None,
+            }],
+            timings: Vec::new(),
+            lending: None,
+        }
+    }
+}
+
 /// The `[admin]` table of test configs: plain HTTP on loopback, and reads without a token,
 /// said explicitly as the config requires. tests/admin_security.rs replaces it to test TLS,
 /// tokens and roles.
