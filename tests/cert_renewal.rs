@@ -5,14 +5,19 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use leasehold_chaos_tests::harness::admin::{get_text, server_state};
+use leasehold_chaos_tests::harness::admin::{get_json, get_text, server_state};
 use leasehold_chaos_tests::harness::evidence::{node_events, violations};
+use leasehold_chaos_tests::harness::federation::Federation;
 use leasehold_chaos_tests::harness::onesite::{OneSite, SETTLE, account};
+use leasehold_chaos_tests::harness::site::SiteSpec;
 use leasehold_chaos_tests::harness::wait_for;
 use leasehold_node::event_log::EventKind;
 use nix::sys::signal::Signal;
+use serde_json::Value;
 use tempfile::TempDir;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_leasehold");
@@ -294,4 +299,128 @@ fn a_ca_rotation_in_three_steps_stops_nothing() {
     running.reload_agents();
     running.restart_free();
     running.assert_kept();
+}
+
+/// site-a's certificate, renewed while three sites run: no peer of it is ever seen other
+/// than up, on both of its connections, and no workload stops; the peers keep the
+/// connections they had (they still see the old certificate on them), and a connection made
+/// afterwards (site-b restarted) presents the renewed one.
+#[test]
+fn a_site_certificate_renewed_in_a_running_federation_keeps_every_peer_up() {
+    let specs = vec![
+        SiteSpec::one_server("site-a", "a1", "shop"),
+        SiteSpec::one_server("site-b", "b1", "wiki"),
+        SiteSpec::one_server("site-c", "c1", "mail"),
+    ];
+    let mut federation = Federation::start(Path::new(BINARY), specs).unwrap();
+    federation.start_all_nodes().unwrap();
+    for (index, (site, account)) in [("site-a", "shop"), ("site-b", "wiki"), ("site-c", "mail")]
+        .into_iter()
+        .enumerate()
+    {
+        federation
+            .wait_account(index, account, "owned at home and served", SETTLE, |a| {
+                a["owner"] == site && a["servers"] == 1
+            })
+            .unwrap();
+    }
+    // How site `index` sees site-a, once it sees it up both ways.
+    let admins: Vec<_> = (0..3).map(|index| federation.admin(index)).collect();
+    let view_of_a = |index: usize| -> Result<Value, String> {
+        let peers = get_json(admins[index], "/v1/peers")?;
+        peers
+            .as_array()
+            .and_then(|peers| peers.iter().find(|peer| peer["name"] == "site-a"))
+            .cloned()
+            .ok_or_else(|| format!("no site-a in {peers}"))
+    };
+    let up = |view: &Value| {
+        view["state"] == "up" && view["dialled"] == true && view["dialled_in"] == true
+    };
+    let mut year = Vec::new();
+    for index in [1, 2] {
+        let view = wait_for("site-a up both ways, its certificate read", SETTLE, || {
+            let view = view_of_a(index)?;
+            (up(&view) && view["certificate_expires"].is_i64())
+                .then_some(view.clone())
+                .ok_or_else(|| view.to_string())
+        })
+        .unwrap();
+        year.push(view["certificate_expires"].as_i64().unwrap());
+    }
+
+    // Every 50 ms until the renewal is read, each peer's view of site-a, and site-a's of
+    // each peer: anything but up both ways is a peer seen down.
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        let admins = admins.clone();
+        std::thread::spawn(move || {
+            let mut seen_down = Vec::new();
+            let mut samples = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for admin in &admins {
+                    let Ok(peers) = get_json(*admin, "/v1/peers") else {
+                        continue;
+                    };
+                    for peer in peers.as_array().into_iter().flatten() {
+                        let down = peer["state"] != "up"
+                            || peer["dialled"] != true
+                            || peer["dialled_in"] != true;
+                        if down && (*admin == admins[0] || peer["name"] == "site-a") {
+                            seen_down.push(format!("{admin}: {peer}"));
+                        }
+                    }
+                    samples += 1;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (samples, seen_down)
+        })
+    };
+    let certs = federation.path("certs");
+    let before = site_expiry(federation.admin(0)).unwrap();
+    renew(&certs, &[]);
+    wait_for("site-a to present its renewed certificate", SETTLE, || {
+        let now = site_expiry(federation.admin(0))?;
+        (now < before - 300 * 86_400)
+            .then_some(())
+            .ok_or_else(|| format!("expiry still {now}"))
+    })
+    .unwrap_or_else(|error| panic!("{error}\n{}", federation.outputs()));
+    // A few more pings' worth of watching, on the new identity.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let (samples, seen_down) = watcher.join().unwrap();
+    assert!(samples > 20, "only {samples} samples");
+    assert!(seen_down.is_empty(), "{seen_down:#?}");
+    // The connections made before keep the certificate they were made with.
+    for (slot, index) in [1, 2].into_iter().enumerate() {
+        assert_eq!(
+            view_of_a(index).unwrap()["certificate_expires"].as_i64(),
+            Some(year[slot])
+        );
+    }
+
+    // A new connection: site-b restarts and dials site-a, which presents the renewed one.
+    federation.kill_gateway(1).unwrap();
+    federation.start_gateway(1).unwrap();
+    let renewed = wait_for("site-b's new connection to site-a", SETTLE, || {
+        let view = view_of_a(1)?;
+        let expires = view["certificate_expires"].as_i64();
+        (up(&view) && expires.is_some_and(|at| at < year[0] - 300 * 86_400))
+            .then_some(())
+            .ok_or_else(|| view.to_string())
+    });
+    renewed.unwrap_or_else(|error| panic!("{error}\n{}", federation.outputs()));
+
+    // site-a's workload ran through it all.
+    let stopped: Vec<_> = node_events(&federation.work("a1"))
+        .unwrap()
+        .into_iter()
+        .filter(|event| matches!(event.kind, EventKind::WorkloadStopped { .. }))
+        .collect();
+    assert!(stopped.is_empty(), "{stopped:?}");
+    let violations = federation.violations(Duration::from_millis(100)).unwrap();
+    assert!(violations.is_empty(), "{violations:#?}");
 }

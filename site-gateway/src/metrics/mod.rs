@@ -769,6 +769,7 @@ mod tests {
             silent_ms: None,
             dialled: true,
             dialled_in: true,
+            certificate_expires: None,
             catalogue_version: None,
             accounts: Vec::new(),
         };
@@ -814,6 +815,7 @@ mod tests {
             silent_ms: None,
             dialled: true,
             dialled_in: true,
+            certificate_expires: None,
             catalogue_version: None,
             accounts: Vec::new(),
         };

@@ -405,6 +405,9 @@ pub struct PeerStatus {
     pub dialled: bool,
     /// Its connection to us is up.
     pub dialled_in: bool,
+    /// When the certificate it presented on our connection to it expires (Unix time): a
+    /// renewal shows here once a new connection is made.
+    pub certificate_expires: Option<i64>,
     pub catalogue_version: Option<u64>,
     /// The accounts it homes, from its catalogue.
     pub accounts: Vec<String>,
@@ -428,6 +431,10 @@ impl Handler<GetPeerStatus> for Peer {
                 .map(|silent| u64::try_from(silent.as_millis()).unwrap_or(u64::MAX)),
             dialled: self.outgoing.is_some(),
             dialled_in: self.inbound.is_some(),
+            certificate_expires: self
+                .outgoing
+                .as_ref()
+                .and_then(|(_, connection)| connection.peer_certificate_expiry()),
             catalogue_version: self.catalogue.as_ref().map(|c| c.version),
             accounts: self
                 .catalogue
