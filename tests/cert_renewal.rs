@@ -24,16 +24,21 @@ const BINARY: &str = env!("CARGO_BIN_EXE_leasehold");
 
 /// The site certificate's expiry as the gateway's metrics give it.
 fn site_expiry(admin: std::net::SocketAddr) -> Result<i64, String> {
+    expiry_metric(admin, "site")
+}
+
+/// `leasehold_certificate_expiry_timestamp_seconds{certificate=...}` of the gateway.
+fn expiry_metric(admin: std::net::SocketAddr, certificate: &str) -> Result<i64, String> {
     let text = get_text(admin, "/metrics")?;
     text.lines()
         .find(|line| {
             line.starts_with("leasehold_certificate_expiry_timestamp_seconds")
-                && line.contains("certificate=\"site\"")
+                && line.contains(&format!("certificate=\"{certificate}\""))
         })
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse::<f64>().ok())
         .map(|value| value as i64)
-        .ok_or_else(|| "no site certificate expiry in /metrics".to_owned())
+        .ok_or_else(|| format!("no {certificate} certificate expiry in /metrics"))
 }
 
 /// A log line without its terminal colours.
@@ -241,6 +246,22 @@ fn renewed_certificates_are_read_live_without_stopping_anything() {
     // A new connection, with both renewed certificates.
     running.restart_free();
     running.assert_kept();
+    // The gateway saw each agent's certificate in its handshake: the re-registered agent's
+    // renewed one, and the serving agent's old one on the connection it kept.
+    let free = running.free;
+    let presented =
+        |server: &str| server_state(admin, server).unwrap()["certificate_expires"].as_i64();
+    let renewed = presented(free).unwrap();
+    assert!(renewed < before - 300 * 86_400, "{free}: {renewed}");
+    assert!(presented(running.serving) > Some(before - 86_400));
+    assert_eq!(expiry_metric(admin, "node"), Ok(renewed));
+    wait_for("the page to warn of the node certificate", SETTLE, || {
+        let page = get_text(admin, "/")?;
+        page.contains(&format!("the node {free} certificate expires in 29d"))
+            .then_some(())
+            .ok_or_else(|| "no warning of the node certificate".to_owned())
+    })
+    .unwrap();
 
     // Renewed for a year, the warning goes with no restart.
     renew_for(&running.certs(), &[], 365);

@@ -78,7 +78,9 @@ pub struct SiteMaster {
     /// site without machines.
     machines: Option<(Arc<Machines>, Arc<BootKey>)>,
     /// The version each node agent said at its last registration.
-    agent_versions: HashMap<ServerId, String>,
+    /// What each node agent said of itself at its last registration, and the expiry of
+    /// the certificate it presented, for `/v1/servers`, the metrics and the page.
+    agents: HashMap<ServerId, AgentSeen>,
     /// Workload secrets, added to pointers and loan requests as they leave.
     pub(super) secrets: crate::secrets::SecretStore,
     /// The management listener, whose admitted servers follow live edits of the inventory;
@@ -169,7 +171,7 @@ impl SiteMaster {
             machines: None,
             management: None,
             secrets: crate::secrets::SecretStore::default(),
-            agent_versions: HashMap::new(),
+            agents: HashMap::new(),
             // 1 ms .. 10 min, 3 significant digits; the bounds are constants, so this
             // cannot fail.
             latency_ms: Histogram::new_with_bounds(1, 600_000, 3)
@@ -484,6 +486,13 @@ impl Handler<LinkUp> for SiteMaster {
     }
 }
 
+/// A node agent as its last registration showed it.
+#[derive(Debug, Clone)]
+struct AgentSeen {
+    version: String,
+    certificate_expires: Option<i64>,
+}
+
 /// A node introduced itself on its link.
 #[derive(Message)]
 #[rtype(result = "Result<Registration, Refusal>")]
@@ -539,6 +548,7 @@ impl Handler<RegisterServer> for SiteMaster {
                 now,
             )?,
         };
+        let certificate_expires = message.connection.peer_certificate_expiry();
         let link = Link {
             id: message.link_id,
             actor: message.link,
@@ -548,8 +558,13 @@ impl Handler<RegisterServer> for SiteMaster {
             old.actor.do_send(CloseLink);
         }
         tracing::info!(server = %message.server, agent_version = %message.agent_version, "node registered");
-        self.agent_versions
-            .insert(message.server.clone(), message.agent_version);
+        self.agents.insert(
+            message.server.clone(),
+            AgentSeen {
+                version: message.agent_version,
+                certificate_expires,
+            },
+        );
         self.perform(effects, ctx);
         Ok(registration)
     }
@@ -669,7 +684,10 @@ impl Handler<GetStatus> for SiteMaster {
             |q: f64| (!self.latency_ms.is_empty()).then(|| self.latency_ms.value_at_quantile(q));
         let mut snapshot = self.core.model().snapshot(now);
         for server in &mut snapshot.servers {
-            server.agent_version = self.agent_versions.get(&server.id).cloned();
+            if let Some(agent) = self.agents.get(&server.id) {
+                server.agent_version = Some(agent.version.clone());
+                server.certificate_expires = agent.certificate_expires;
+            }
         }
         MessageResult(Status {
             snapshot,

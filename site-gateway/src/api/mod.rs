@@ -188,7 +188,12 @@ async fn page(
             caller: caller.map(web::ReqData::into_inner),
             warnings: auth.warnings.clone(),
             can_sign_out: auth.tokens.is_some(),
-            certificates: auth.certificates.current(),
+            certificates: auth
+                .certificates
+                .current()
+                .into_iter()
+                .map(|(which, at)| (which.to_owned(), at))
+                .collect(),
             now_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
         },
     )

@@ -423,7 +423,7 @@ impl Metrics {
     }
 
     /// The expiry of a certificate the gateway presents or trusts (`site`, `ca`, `admin`),
-    /// read at start.
+    /// read at start and at every reload; `node` is set from the snapshot.
     pub fn certificate(&self, which: &'static str, not_after_unix: i64) {
         self.standing.certificate(which, not_after_unix);
     }
@@ -483,6 +483,16 @@ impl Metrics {
     }
 
     fn set_snapshot(&self, snapshot: &SiteSnapshot) {
+        // The node agents' certificates as one series, the earliest: the one to renew
+        // first (each server's is in /v1/servers).
+        if let Some(earliest) = snapshot
+            .servers
+            .iter()
+            .filter_map(|server| server.certificate_expires)
+            .min()
+        {
+            self.standing.certificate("node", earliest);
+        }
         self.servers.clear();
         for state in SERVER_STATES {
             self.servers
@@ -620,6 +630,7 @@ mod tests {
             machine: None,
             maintenance: None,
             agent_version: None,
+            certificate_expires: None,
         }
     }
 

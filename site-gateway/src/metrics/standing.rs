@@ -100,7 +100,7 @@ impl Standing {
         );
         registry.register_with_unit(
             "certificate_expiry_timestamp",
-            "When a certificate the gateway presents or trusts expires, as a Unix time (site, ca, admin)",
+            "When a certificate the gateway presents or trusts expires, as a Unix time (site, ca, admin; node: the earliest its node agents presented)",
             Unit::Seconds,
             self.certificate_expiry.clone(),
         );

@@ -96,8 +96,9 @@ pub struct Viewer {
     pub warnings: Vec<String>,
     /// A token file is configured, so there is a sign-in to leave.
     pub can_sign_out: bool,
-    /// When each certificate expires (Unix time); the page warns 30 days before.
-    pub certificates: Vec<(&'static str, i64)>,
+    /// When each certificate expires (Unix time), named as the page names it (`site`,
+    /// `node a1`); the page warns 30 days before.
+    pub certificates: Vec<(String, i64)>,
     /// Now, on the gateway's wall clock (Unix time), to count the days left.
     pub now_unix: i64,
 }
@@ -126,6 +127,20 @@ pub async fn index(
         Ok(Err(failure)) => Err(failure.to_string()),
         Err(_) => Err("the journal is not answering".to_owned()),
     };
+    let mut viewer = viewer;
+    // Of the node agents' certificates, the one that expires first.
+    if let Some(server) = status
+        .snapshot
+        .servers
+        .iter()
+        .filter(|server| server.certificate_expires.is_some())
+        .min_by_key(|server| server.certificate_expires)
+    {
+        viewer.certificates.push((
+            format!("node {}", server.id),
+            server.certificate_expires.unwrap_or_default(),
+        ));
+    }
     let view = View {
         snapshot: status.snapshot,
         uptime_ms: status.uptime_ms,

@@ -189,7 +189,7 @@ fn certificate_banner(out: &mut String, view: &View) -> fmt::Result {
         .viewer
         .certificates
         .iter()
-        .map(|(which, at)| (*which, *at - view.viewer.now_unix))
+        .map(|(which, at)| (which.as_str(), *at - view.viewer.now_unix))
         .filter(|(_, left)| *left < CERTIFICATE_WARNING_DAYS * 86_400)
         .collect();
     if soon.is_empty() {
@@ -786,6 +786,7 @@ mod tests {
                     machine: None,
                     maintenance: None,
                     agent_version: None,
+                    certificate_expires: None,
                 }],
                 accounts: vec![AccountSnapshot {
                     name: shop.clone(),
@@ -966,7 +967,7 @@ mod tests {
         let mut with = view("r", "h");
         let day = 86_400;
         with.viewer.now_unix = 1_000 * day;
-        with.viewer.certificates = vec![("site", 1_365 * day), ("ca", 4_650 * day)];
+        with.viewer.certificates = vec![("site".into(), 1_365 * day), ("ca".into(), 4_650 * day)];
         let html = render(&with);
         assert!(!html.contains("certificates-expiring"), "{html}");
         // Time left on each, whether or not it is soon.
@@ -976,7 +977,7 @@ mod tests {
         );
         with.viewer
             .certificates
-            .push(("admin", 1_000 * day + 12 * day));
+            .push(("admin".into(), 1_000 * day + 12 * day));
         let html = render(&with);
         assert!(html.contains("id=\"certificates-expiring\""), "{html}");
         assert!(
@@ -984,7 +985,7 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains("the site certificate"), "{html}");
-        with.viewer.certificates = vec![("site", 999 * day)];
+        with.viewer.certificates = vec![("site".into(), 999 * day)];
         let html = render(&with);
         assert!(
             html.contains("<dt>certificates</dt><dd>site expired</dd>"),

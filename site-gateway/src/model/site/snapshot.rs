@@ -45,6 +45,9 @@ pub struct ServerSnapshot {
     /// The version its node agent said at its last registration (`null` before one);
     /// filled in by the gateway's shell, which hears it.
     pub agent_version: Option<String>,
+    /// When the certificate its node agent presented at that registration expires (Unix
+    /// time); filled in by the shell, which holds the connection.
+    pub certificate_expires: Option<i64>,
 }
 
 /// A server in maintenance, as `/v1/servers` shows it.
@@ -188,6 +191,7 @@ impl SiteModel {
                         },
                     }),
                 agent_version: None,
+                certificate_expires: None,
             })
             .collect();
         let loads = self.account_loads();
