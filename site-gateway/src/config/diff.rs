@@ -125,8 +125,10 @@ pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
     restart(
         "advertise_management_addr",
         s.advertise_management_addr
+            .as_ref()
             .map_or("(none)".to_owned(), |a| a.to_string()),
         t.advertise_management_addr
+            .as_ref()
             .map_or("(none)".to_owned(), |a| a.to_string()),
     );
     // The ownership argument needs every site's acceptor and claimant on one TTL

@@ -62,7 +62,7 @@ pub struct SiteSection {
     /// HTTP: the iPXE scripts machines boot from; required when a server is a machine.
     pub boot_addr: Option<SocketAddr>,
     /// The management address booted machines are told to dial.
-    pub advertise_management_addr: Option<SocketAddr>,
+    pub advertise_management_addr: Option<leasehold_federation::addr::HostPort>,
     /// The address peers dial to reach `federation_addr`, where it differs (NAT, port
     /// forwarding, a load balancer): what the multi-file check holds peers' `addr` to.
     pub advertise_federation_addr: Option<leasehold_federation::addr::HostPort>,
@@ -107,10 +107,11 @@ impl AdminSection {
 }
 
 impl SiteSection {
-    /// The management address a booted machine dials.
-    pub fn machine_gateway_addr(&self) -> SocketAddr {
+    /// The management address a booted machine dials: an IP or a name its agent resolves.
+    pub fn machine_gateway_addr(&self) -> leasehold_federation::addr::HostPort {
         self.advertise_management_addr
-            .unwrap_or(self.management_addr)
+            .clone()
+            .unwrap_or_else(|| self.management_addr.into())
     }
 }
 

@@ -142,7 +142,7 @@ fn site_section(c: &mut Checker<'_>, raw: &RawSite) -> Option<SiteSection> {
         None => None,
     };
     let advertise_management_addr = match &s.advertise_management_addr {
-        Some(raw) => Some(c.addr(raw, &subject("advertise_management_addr"))?),
+        Some(raw) => Some(c.host_port(raw, &subject("advertise_management_addr"))?),
         None => None,
     };
     let first_machine = raw.servers.iter().find(|server| {
@@ -152,7 +152,7 @@ fn site_section(c: &mut Checker<'_>, raw: &RawSite) -> Option<SiteSection> {
             .is_some_and(|d| d.get_ref() == "redfish")
     });
     if let (Some(machine), Some(management), None) =
-        (first_machine, management_addr, advertise_management_addr)
+        (first_machine, management_addr, &advertise_management_addr)
         && management.ip().is_unspecified()
     {
         c.error(

@@ -24,7 +24,7 @@ struct Boot {
     key: Arc<BootKey>,
     site: SiteId,
     /// The management address machines are told to dial.
-    gateway: SocketAddr,
+    gateway: leasehold_federation::addr::HostPort,
 }
 
 pub fn serve(
@@ -32,7 +32,7 @@ pub fn serve(
     master: Addr<SiteMaster>,
     key: Arc<BootKey>,
     site: SiteId,
-    gateway: SocketAddr,
+    gateway: leasehold_federation::addr::HostPort,
 ) -> std::io::Result<actix_web::dev::Server> {
     let boot = Boot {
         master,

@@ -118,6 +118,19 @@ fn machines_cannot_dial_an_unspecified_management_address() {
         config.site.machine_gateway_addr().to_string(),
         "10.0.0.1:7301"
     );
+    // Or a name, which the machine's agent resolves when it dials (docs/operations.md).
+    let named = edit(
+        &text,
+        "\"10.0.0.1:7301\"",
+        "\"gw.site-a.dc1.example.net:7301\"",
+    );
+    let config = check(&named).unwrap_or_else(|errors| panic!("{errors:#?}"));
+    assert_eq!(
+        config.site.machine_gateway_addr().to_string(),
+        "gw.site-a.dc1.example.net:7301"
+    );
+    let bad = edit(&text, "\"10.0.0.1:7301\"", "\"gw.site-a.dc1.example.net\"");
+    one_error(&bad, "advertise_management_addr");
 }
 
 #[test]
