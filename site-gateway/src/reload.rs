@@ -7,31 +7,28 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::Addr;
-use notify::{EventKind, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
 use crate::actors::master::{ApplyConfig, ConfigRefused, SiteMaster};
 use crate::admin::TokenStore;
 use crate::config;
 
-/// Quiet time after the last trigger before the file is read: an editor's save is several
-/// events (write, rename, chmod), and a half-written file must not be judged.
-pub const DEBOUNCE: Duration = Duration::from_millis(300);
+pub use leasehold_watch::DEBOUNCE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    #[error("cannot watch {dir} for config edits: {source}")]
-    Watch {
-        dir: PathBuf,
-        #[source]
-        source: notify::Error,
-    },
-    #[error("cannot listen for SIGHUP: {0}")]
-    Signal(std::io::Error),
+    #[error(transparent)]
+    Watch(#[from] leasehold_watch::WatchError),
+}
+
+/// `leasehold_watch::watch` of one file.
+fn watch(
+    path: PathBuf,
+    reread: impl Fn(&'static str) + Send + Sync + 'static,
+) -> Result<(), ReloadError> {
+    Ok(leasehold_watch::watch(&[path], reread)?)
 }
 
 /// The hex sha256 of `bytes`: how audit entries and `/v1/status` name a config.
@@ -130,9 +127,9 @@ pub fn watch_certificates(
         );
     });
     // The site's certificate, and the CA bundle (a rotation changes it alone).
-    let again = reread.clone();
-    watch(watched, move |why| reread(why))?;
-    watch(bundle, move |why| again(why))
+    Ok(leasehold_watch::watch(&[watched, bundle], move |why| {
+        reread(why)
+    })?)
 }
 
 /// Reads the admin address's certificate and key again on SIGHUP and when the certificate
@@ -161,83 +158,6 @@ pub fn watch_admin_certificate(
             "admin certificate refused; the admin address keeps presenting the one it had: {error}"
         ),
     })
-}
-
-/// Calls `reread` (on the blocking pool: it reads files) after SIGHUP or a change of
-/// `path`, once the triggers have been quiet for [`DEBOUNCE`].
-fn watch(
-    path: PathBuf,
-    reread: impl Fn(&'static str) + Send + Sync + 'static,
-) -> Result<(), ReloadError> {
-    // Unbounded on purpose: the notify callback runs on the watcher's own thread and must
-    // not block; every entry is a `&'static str` and the debounce below drains them all,
-    // so a burst of file events costs a few words each.
-    let (trigger, mut triggers) = mpsc::unbounded_channel::<&'static str>();
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().map(|name| name.to_os_string());
-    let on_change = trigger.clone();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        // Opens and reads (ours included) are not edits; anything else naming the file is
-        // (create, write, rename onto it, remove).
-        if matches!(event.kind, EventKind::Access(_)) {
-            return;
-        }
-        let ours = event
-            .paths
-            .iter()
-            .any(|changed| changed.file_name() == name.as_deref());
-        if ours {
-            let _ = on_change.send("file change");
-        }
-    })
-    .map_err(|source| ReloadError::Watch {
-        dir: dir.clone(),
-        source,
-    })?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(|source| ReloadError::Watch {
-            dir: dir.clone(),
-            source,
-        })?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(ReloadError::Signal)?;
-    tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            if trigger.send("SIGHUP").is_err() {
-                return;
-            }
-        }
-    });
-    let reread = Arc::new(reread);
-    tokio::spawn(async move {
-        // The watcher stops when dropped: it lives as long as this task.
-        let _watcher = watcher;
-        while let Some(first) = triggers.recv().await {
-            let mut why = first;
-            // Debounce: wait until DEBOUNCE passes with no further trigger.
-            loop {
-                match tokio::time::timeout(DEBOUNCE, triggers.recv()).await {
-                    Ok(Some(next)) => {
-                        if next == "SIGHUP" {
-                            why = next;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
-            let reread = reread.clone();
-            if let Err(error) = tokio::task::spawn_blocking(move || reread(why)).await {
-                tracing::error!(%error, file = %path.display(), "reading the file again failed");
-            }
-        }
-    });
-    Ok(())
 }
 
 /// What an accepted edit brings: the config, its file's hash, and its secrets read again.

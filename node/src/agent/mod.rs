@@ -70,6 +70,8 @@ pub enum AgentError {
     Endpoint(#[from] EndpointError),
     #[error("cannot listen for signals: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("cannot watch the node's certificates: {0}")]
+    WatchCertificates(#[from] leasehold_watch::WatchError),
     #[error("metrics on {addr}: {source} (is another process using it?)")]
     Metrics {
         addr: SocketAddr,
@@ -193,13 +195,11 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             boot: options.boot.clone(),
         };
         tokio::spawn(run_link(endpoint.clone(), target, server.clone()));
-        let hangup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
-        tokio::spawn(reload_certificates(
-            hangup,
+        reload_certificates(
             options.certs.clone(),
             options.server.clone(),
             endpoint.clone(),
-        ));
+        )?;
 
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM"),
@@ -295,31 +295,33 @@ async fn gateway_family(gateway: &leasehold_federation::addr::HostPort) -> bool 
     }
 }
 
-/// On SIGHUP, reads the node's certificate, key and CA again and presents them from the
-/// next connection to the gateway on; the connection that is up stays (docs/node.md). A
-/// pair that does not load is refused, and the old one kept.
-async fn reload_certificates(
-    mut hangup: tokio::signal::unix::Signal,
+/// On SIGHUP and when its certificate file or `ca.crt` changes, reads the node's
+/// certificate, key and CA again and presents them from the next connection to the gateway
+/// on; the connection that is up stays (docs/node.md). A pair that does not load is
+/// refused, and the old one kept.
+fn reload_certificates(
     certs: std::path::PathBuf,
     server: ServerId,
     endpoint: Arc<Endpoint>,
-) {
-    while hangup.recv().await.is_some() {
-        let (dir, id) = (certs.clone(), server.clone());
-        let loaded = tokio::task::spawn_blocking(move || load_node_identity(&dir, &id)).await;
-        match loaded {
-            Ok(Ok(identity)) => match endpoint.set_identity(&identity) {
+) -> Result<(), leasehold_watch::WatchError> {
+    let files = [
+        certs.join("nodes").join(format!("{server}.crt")),
+        certs.join("ca.crt"),
+    ];
+    leasehold_watch::watch(&files, move |why| {
+        match load_node_identity(&certs, &server) {
+            Ok(identity) => match endpoint.set_identity(&identity) {
                 Ok(()) => tracing::info!(
-                    "SIGHUP: certificates read again; the next connection presents them"
+                    trigger = why,
+                    "certificates read again; the next connection presents them"
                 ),
                 Err(error) => {
-                    tracing::warn!(%error, "SIGHUP: certificates refused; keeping the old ones")
+                    tracing::warn!(trigger = why, %error, "certificates refused; keeping the old ones")
                 }
             },
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "SIGHUP: certificates refused; keeping the old ones")
+            Err(error) => {
+                tracing::warn!(trigger = why, %error, "certificates refused; keeping the old ones")
             }
-            Err(error) => tracing::warn!(%error, "SIGHUP: reading certificates failed"),
         }
-    }
+    })
 }
