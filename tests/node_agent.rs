@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -99,6 +99,8 @@ struct Gateway {
     addr: SocketAddr,
     seen: Arc<Mutex<Seen>>,
     answer_renewals: Arc<AtomicBool>,
+    /// The lease TTL it grants (`TTL_MS` unless a test says otherwise).
+    ttl_ms: Arc<AtomicU64>,
     _endpoint: Arc<Endpoint>,
 }
 
@@ -121,8 +123,13 @@ impl Gateway {
         );
         let seen = Arc::new(Mutex::new(Seen::default()));
         let answer_renewals = Arc::new(AtomicBool::new(true));
-        let (listener, state, answering) =
-            (endpoint.clone(), seen.clone(), answer_renewals.clone());
+        let ttl_ms = Arc::new(AtomicU64::new(TTL_MS));
+        let (listener, state, answering, ttl) = (
+            endpoint.clone(),
+            seen.clone(),
+            answer_renewals.clone(),
+            ttl_ms.clone(),
+        );
         tokio::spawn(async move {
             while let Some(handshake) = listener.accept().await {
                 let (connection, inbox) = handshake.finish().await.unwrap();
@@ -132,6 +139,7 @@ impl Gateway {
                     inbox,
                     state.clone(),
                     answering.clone(),
+                    ttl.clone(),
                     service_addr.to_string(),
                 ));
             }
@@ -140,6 +148,7 @@ impl Gateway {
             addr: endpoint.local_addr().unwrap(),
             seen,
             answer_renewals,
+            ttl_ms,
             _endpoint: endpoint,
         }
     }
@@ -219,6 +228,7 @@ async fn serve(
     mut inbox: Inbox,
     seen: Arc<Mutex<Seen>>,
     answer_renewals: Arc<AtomicBool>,
+    ttl_ms: Arc<AtomicU64>,
     service_addr: String,
 ) {
     while let Some(Ok(message)) = inbox.next().await {
@@ -228,7 +238,7 @@ async fn serve(
                 let accepted = Registration::Accepted {
                     site: SiteId::parse("site-a").unwrap(),
                     heartbeat_interval_ms: 100,
-                    lease_ttl_ms: TTL_MS,
+                    lease_ttl_ms: ttl_ms.load(Ordering::SeqCst),
                     renew_interval_ms: RENEW_MS,
                     service_addr: service_addr.clone(),
                 };
@@ -241,7 +251,7 @@ async fn serve(
                             seq: pulse.seq,
                             renewal: LeaseRenewal::Renewed {
                                 epoch,
-                                ttl_ms: TTL_MS,
+                                ttl_ms: ttl_ms.load(Ordering::SeqCst),
                             },
                         };
                         let _ = connection.send_datagram(&answer);
@@ -278,13 +288,30 @@ impl Agent {
     }
 
     fn start_with(gateway: SocketAddr, certs: &Path, work: &Path, extra: &[&str]) -> Agent {
+        Agent::start_binary(
+            Path::new(env!("CARGO_BIN_EXE_leasehold")),
+            gateway,
+            certs,
+            work,
+            extra,
+        )
+    }
+
+    /// [`Agent::start_with`] from another copy of the binary.
+    fn start_binary(
+        binary: &Path,
+        gateway: SocketAddr,
+        certs: &Path,
+        work: &Path,
+        extra: &[&str],
+    ) -> Agent {
         let output = work.with_extension(format!("agent-{}.log", std::process::id()));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&output)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        let child = Command::new(binary)
             .args([
                 "node",
                 "run",
@@ -948,4 +975,158 @@ async fn a_workload_that_cannot_start_or_exits_early_is_reported_failed() {
     // The server is free again: the next pointer runs.
     world.run("shop", 3).await;
     world.assert_no_violation();
+}
+
+/// The system-wide monotonic clock, as the event log's `mono_ns` reads it.
+fn mono_now_ns() -> u64 {
+    leasehold_node::clock::mono_now().as_nanos()
+}
+
+/// SIGUSR2 replaces the agent in place (docs/node.md, "Upgrading an agent"): its binary is
+/// executed again in the same process, and the new image adopts the workload. The same
+/// workload process runs on under the same epoch, the new image registers with it running
+/// and renews its lease, a stop still reaches it, no file holds its secret, and no rule of
+/// the event log is broken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_replaces_the_agent_in_place_and_its_workload_runs_on() {
+    let world = World::start().await;
+    // Room for a debug build's start on a busy machine: the new image must take the lease
+    // over before it ends, or the guard stops the workload (the test below).
+    world.gateway.ttl_ms.store(10_000, Ordering::SeqCst);
+    world.gateway.wait_registrations(1).await;
+    let pid = world.run("shop", 3).await;
+    // A renewal under the longer TTL, so the lease left at the replacement is long.
+    world
+        .agent
+        .wait_event("a lease of 10 s", |kind| {
+            matches!(kind, EventKind::LeaseExtended { until_mono_ns, .. }
+                if *until_mono_ns > mono_now_ns() + 5_000_000_000)
+        })
+        .await;
+    let replaced_at = mono_now_ns();
+    world.agent.signal(Signal::SIGUSR2);
+
+    let registration = world.gateway.wait_registrations(2).await;
+    assert_eq!(
+        registration.running,
+        Some(RunningWorkload {
+            account: AccountId::parse("shop").unwrap(),
+            epoch: epoch(3),
+        })
+    );
+    assert_eq!(registration.highest_epoch, epoch(3));
+    world
+        .agent
+        .wait_event("the workload adopted", |kind| {
+            matches!(kind, EventKind::WorkloadAdopted { pid: p, epoch: e, .. }
+                if *p == pid && *e == epoch(3))
+        })
+        .await;
+    wait_for(
+        "a renewal by the new image",
+        Duration::from_secs(20),
+        || {
+            world.agent.events().into_iter().find(|event| {
+                event.mono_ns > replaced_at
+                    && matches!(event.kind, EventKind::LeaseExtended { epoch: e, .. } if e == epoch(3))
+            })
+        },
+        || format!("{:#?}\n{}", world.agent.events(), world.agent.output()),
+    )
+    .await;
+    assert!(running(pid), "the workload {pid} stopped");
+    let events = world.agent.events();
+    assert!(
+        events
+            .iter()
+            .any(|event| matches!(event.kind, EventKind::AgentReplaced { .. })),
+        "{events:#?}"
+    );
+    assert!(
+        !events.iter().any(|event| matches!(
+            event.kind,
+            EventKind::WorkloadStopped { .. } | EventKind::WorkloadStarting { .. }
+                if event.mono_ns > replaced_at
+        )),
+        "{events:#?}"
+    );
+    assert_eq!(
+        files_containing(&world.work, "secret of shop"),
+        Vec::<String>::new()
+    );
+    assert!(!world.work.join("handover.json").exists());
+    assert!(!world.work.join("guard.deadline").exists());
+
+    // The adopted workload is this image's to stop.
+    assert_eq!(
+        world.gateway.stop(epoch(3), 0).await,
+        StopOutcome::Stopped { epoch: epoch(3) }
+    );
+    assert!(!running(pid), "stopped, and still running");
+    world
+        .gateway
+        .wait_stopped_report(epoch(3), StopCause::Commanded)
+        .await;
+    world.assert_no_violation();
+}
+
+/// A replacement whose new image never takes over (here the binary on disk was replaced by
+/// one that only sleeps): no agent watches the lease any more, and the guard kills the
+/// workload at the deadline the old image left, the lease's end less the stop margin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_that_never_comes_up_has_the_guard_stop_the_workload_by_its_lease_end() {
+    let mut world = World::start().await;
+    // The agent runs from a copy of the binary, which is then replaced.
+    let copy = world.work.with_extension("leasehold-copy");
+    std::fs::copy(env!("CARGO_BIN_EXE_leasehold"), &copy).unwrap();
+    let agent = Agent::start_binary(&copy, world.gateway.addr, &world.certs, &world.work, &[]);
+    drop(std::mem::replace(&mut world.agent, agent));
+    world.gateway.wait_registrations(2).await;
+    let pid = world.run("shop", 3).await;
+
+    let sleeper = copy.with_extension("sleeper");
+    std::fs::write(&sleeper, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&sleeper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::rename(&sleeper, &copy).unwrap();
+    world.agent.signal(Signal::SIGUSR2);
+    world
+        .agent
+        .wait_event("the replacement", |kind| {
+            matches!(kind, EventKind::AgentReplaced { .. })
+        })
+        .await;
+    // The lease's end as the old image last recorded it.
+    let until = world
+        .agent
+        .events()
+        .iter()
+        .filter_map(|event| match event.kind {
+            EventKind::LeaseExtended { until_mono_ns, .. } => Some(until_mono_ns),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    wait_for(
+        "the guard to kill the workload",
+        Duration::from_secs(10),
+        || (!running(pid)).then_some(()),
+        || format!("pid {pid} still running"),
+    )
+    .await;
+    let gone_seen = mono_now_ns();
+    // Seen gone within a poll of the lease's end: the guard acted at the deadline, not
+    // when the sleeper ends a minute later.
+    assert!(
+        gone_seen < until + 1_000_000_000,
+        "seen gone {} ms after the lease ended",
+        (gone_seen - until) / 1_000_000
+    );
+    assert!(
+        world.agent.output().contains("the lease ended while agent"),
+        "{}",
+        world.agent.output()
+    );
 }

@@ -2,11 +2,14 @@
 //! end to end", step 8): a gateway stopped and started again, as `systemctl restart` does
 //! with a new binary, keeps every workload of its site running under the same lease epoch
 //! when it is back within its leases, and reclaims its accounts' ownership; nothing moves.
+//! A node agent replaced in place (SIGUSR2, as after a package upgrade) keeps its workload
+//! the same way.
 //! The evidence is the node agents' event logs, not what the gateways say.
 
 use std::path::Path;
 use std::time::Duration;
 
+use leasehold_chaos_tests::harness::admin::server_state;
 use leasehold_chaos_tests::harness::evidence::{mono_now_ns, node_events};
 use leasehold_chaos_tests::harness::federation::Federation;
 use leasehold_chaos_tests::harness::site::SiteSpec;
@@ -20,11 +23,13 @@ const SETTLE: Duration = Duration::from_secs(40);
 
 /// Leases and ownership grants of 8 s: room for a debug build's restart on a busy machine,
 /// which is what this test may take; a release build restarts in well under the default 2 s.
-const TIMINGS: [(&str, u64); 4] = [
+/// And a node silent for 5 s before it counts as failed, for an agent replaced in place.
+const TIMINGS: [(&str, u64); 5] = [
     ("lease_ttl_ms", 8000),
     ("renew_interval_ms", 500),
     ("ownership_ttl_ms", 8000),
     ("ownership_renew_interval_ms", 500),
+    ("heartbeat_misses_before_failed", 20),
 ];
 
 fn spec(name: &str, server: &str, account: &str) -> SiteSpec {
@@ -53,7 +58,7 @@ fn account(
 }
 
 #[test]
-fn a_gateway_restarted_within_its_leases_keeps_every_workload_and_its_accounts() {
+fn a_gateway_restart_and_an_agent_replaced_in_place_keep_every_workload_and_its_accounts() {
     let specs = vec![
         spec("site-a", "a1", "shop"),
         spec("site-b", "b1", "wiki"),
@@ -134,6 +139,58 @@ fn a_gateway_restarted_within_its_leases_keeps_every_workload_and_its_accounts()
         assert!(stopped.is_empty(), "round {round}: {stopped:?}");
         assert_eq!(started(), before, "round {round}");
     }
+
+    // The agent, replaced in place (SIGUSR2) as an agent upgrade replaces it: the new image
+    // adopts the workload, the gateway sees a reconnect and renews the same lease.
+    let replaced_at = mono_now_ns();
+    let (_, _, agent) = federation
+        .nodes
+        .iter()
+        .find(|(_, server, _)| server == "a1")
+        .unwrap();
+    agent.signal(Signal::SIGUSR2).unwrap();
+    let epoch = before[0].1;
+    let adopted = wait_for("a1's new image to adopt and renew", SETTLE, || {
+        let events = node_events(&a1)?;
+        let after = |wanted: &dyn Fn(&EventKind) -> bool| {
+            events
+                .iter()
+                .find(|event| event.mono_ns > replaced_at && wanted(&event.kind))
+                .map(|event| event.mono_ns)
+        };
+        let adopted = after(
+            &|kind| matches!(kind, EventKind::WorkloadAdopted { epoch: e, .. } if *e == epoch),
+        );
+        let renewed =
+            after(&|kind| matches!(kind, EventKind::LeaseExtended { epoch: e, .. } if *e == epoch));
+        match (adopted, renewed) {
+            (Some(adopted), Some(renewed)) if renewed > adopted => Ok(adopted),
+            _ => Err(format!(
+                "{} events, not adopted and renewed yet",
+                events.len()
+            )),
+        }
+    })
+    .unwrap_or_else(|error| panic!("{error}\n{}", federation.outputs()));
+    eprintln!(
+        "a1's workload adopted {} ms after SIGUSR2",
+        (adopted - replaced_at) / 1_000_000
+    );
+    let stopped: Vec<_> = node_events(&a1)
+        .unwrap()
+        .into_iter()
+        .filter(|event| event.mono_ns > replaced_at)
+        .filter(|event| matches!(event.kind, EventKind::WorkloadStopped { .. }))
+        .collect();
+    assert!(stopped.is_empty(), "{stopped:?}");
+    assert_eq!(started(), before);
+    let seen = account(&federation, 0, "shop", "served by a1 still", |a| {
+        a["owner"] == "site-a" && a["servers"] == 1
+    });
+    assert_eq!(seen["ownership_term"].as_u64(), Some(terms[0]), "{seen}");
+    let server = server_state(federation.admin(0), "a1").unwrap();
+    assert_eq!(server["state"], "serving", "{server}");
+    assert_eq!(server["epoch"].as_u64(), Some(epoch.value()), "{server}");
     let violations = federation.violations(Duration::from_millis(100)).unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
 }

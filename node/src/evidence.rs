@@ -242,6 +242,8 @@ impl Scan {
                 self.files_of = state.files_of.clone();
             }
             EventKind::AgentStarted { .. }
+            | EventKind::AgentReplaced { .. }
+            | EventKind::WorkloadAdopted { .. }
             | EventKind::CommandRefused { .. }
             | EventKind::WorkloadStarted { .. }
             | EventKind::WorkloadHealthy { .. }

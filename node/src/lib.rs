@@ -9,6 +9,7 @@
 //! - [`event_log`] and [`evidence`]: the record and its checker (public: the gateway's
 //!   tests, the demo and the chaos checker read them).
 //! - [`agent`]: startup, restart recovery, signals.
+//! - [`handover`]: what an agent replaced in place (SIGUSR2) leaves its successor.
 //! - [`metrics`]: the agent's own `/metrics` (`--metrics-addr`).
 //! - [`boot_args`]: a machine's identity and boot claim from its kernel command line.
 
@@ -20,6 +21,7 @@ pub mod driver;
 pub mod event_log;
 pub mod evidence;
 pub mod fleet;
+pub mod handover;
 pub mod metrics;
 pub mod model;
 pub mod pulse;

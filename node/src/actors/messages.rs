@@ -62,6 +62,18 @@ pub struct LoadSampled {
     pub cpu: Option<CpuReading>,
 }
 
+/// SIGUSR2: may the agent be replaced in place now, and what must its successor adopt?
+/// `Ok(None)`: nothing runs. A handover's guard pid is read from the workload's group.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<Option<crate::handover::Handover>, String>")]
+pub struct PrepareHandover;
+
+/// The new image of a replaced agent takes over its predecessor's workload (checked
+/// against the event log and the processes that exist before this is sent).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Adopt(pub crate::handover::Handover);
+
 /// SIGTERM or SIGINT: stop the workload, then answer on `done`.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]

@@ -1,8 +1,10 @@
 //! `leasehold node run`: loads the node's identity, rebuilds its state from the event log
-//! (reaping any orphaned workload), starts the actors on an actix system over a tokio
-//! multi-thread runtime, and stops the workload on SIGTERM or SIGINT.
+//! (reaping any orphaned workload, or adopting the one its predecessor in this process
+//! handed over), starts the actors on an actix system over a tokio multi-thread runtime,
+//! stops the workload on SIGTERM or SIGINT, and replaces itself in place on SIGUSR2.
 
 pub mod recover;
+mod replace;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::actors::Server;
 use crate::actors::link::{LinkTarget, run_link};
-use crate::actors::messages::{GetNodeStatus, Shutdown};
+use crate::actors::messages::{Adopt, GetNodeStatus, Shutdown};
 use crate::driver::{Driver, DriverSetup, PID_FILE};
 use crate::event_log::{
     EVENT_LOG_FILE, EventKind, EventLog, EventLogError, Rotation, StopReason, read_log,
@@ -105,6 +107,25 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
     )?;
     let agent_exe = std::env::current_exe().map_err(AgentError::Executable)?;
     tracing::info!(server = %options.server, %site, work = %work.display(), highest_epoch = %recovered.highest_epoch, "node agent starting");
+    // A predecessor in this process (SIGUSR2) may have left its workload to adopt.
+    let adopted = match crate::handover::take(&work) {
+        Ok(Some(handover)) => match replace::adoptable(&handover, recovered.orphan.as_ref()) {
+            Ok(()) => Some(handover),
+            Err(why) => {
+                tracing::warn!("a handover was left, and is not taken: {why}");
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(why) => {
+            tracing::warn!("{why}");
+            None
+        }
+    };
+    if adopted.is_none() {
+        // Left by a replacement that failed: no guard may act on it.
+        crate::handover::clear_deadline(&work);
+    }
 
     let runtime = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -118,7 +139,7 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             agent_pid: std::process::id(),
         })
         .await;
-        if let Some(orphan) = &recovered.orphan {
+        if let Some(orphan) = recovered.orphan.as_ref().filter(|_| adopted.is_none()) {
             let pid_file_pid = std::fs::read_to_string(work.join(PID_FILE))
                 .ok()
                 .and_then(|text| text.trim().parse().ok());
@@ -155,7 +176,7 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
         let setup = DriverSetup {
             work: work.clone(),
             server: options.server.clone(),
-            agent_exe,
+            agent_exe: agent_exe.clone(),
             log: log.clone(),
             last_account: recovered.last_account.clone(),
             last_data_dir: recovered.last_data_dir.clone(),
@@ -176,10 +197,25 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             model.plant_skip_epoch_check();
         }
         let metrics = Arc::new(NodeMetrics::new(&site, &options.server));
+        let server_log = log.clone();
         let server = Server::create(|ctx| {
             let driver = Driver::spawn(setup, actix::AsyncContext::address(ctx).recipient());
-            Server::new(model, log, driver, options.start_timeout, metrics.clone())
+            Server::new(model, server_log, driver, options.start_timeout, metrics.clone())
         });
+        if let Some(handover) = adopted {
+            let pointer = &handover.pointer;
+            log.append_synced(EventKind::WorkloadAdopted {
+                account: pointer.account.clone(),
+                epoch: pointer.epoch,
+                pid: handover.workload_pid,
+            })
+            .await;
+            tracing::info!(account = %pointer.account, epoch = %pointer.epoch, pid = handover.workload_pid, "adopted the workload of this agent's previous image");
+            if server.send(Adopt(handover)).await.is_ok() {
+                // The model stops it at its lease's end from now on.
+                crate::handover::clear_deadline(&work);
+            }
+        }
         let metrics_server = match options.metrics_addr {
             Some(addr) => Some(
                 serve_metrics(addr, metrics, server.clone())
@@ -201,9 +237,22 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             endpoint.clone(),
         )?;
 
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM"),
-            _ = interrupt.recv() => tracing::info!("SIGINT"),
+        let mut replace = signal(SignalKind::user_defined2()).map_err(AgentError::Signals)?;
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => {
+                    tracing::info!("SIGTERM");
+                    break;
+                }
+                _ = interrupt.recv() => {
+                    tracing::info!("SIGINT");
+                    break;
+                }
+                _ = replace.recv() => {
+                    let why = replace::replace_in_place(&server, &log, &work, &agent_exe).await;
+                    tracing::warn!("SIGUSR2: this agent was not replaced: {why}");
+                }
+            }
         }
         let (done, stopped) = tokio::sync::oneshot::channel();
         server.do_send(Shutdown { done });

@@ -7,6 +7,11 @@
 //! that group. The guard writes the workload's pid to a file, waits for it, and exits with
 //! its code. Whenever its parent is no longer the agent, it kills its whole group, itself
 //! included.
+//!
+//! While an agent is replaced in place (crate::handover) its pid stays the same, so the
+//! guard goes on; the old image leaves a deadline beside the pid file, the lease's end less
+//! the stop margin, and the guard kills the group once that time comes, unless the new
+//! image has taken the lease over and removed it by then (S-1 with no agent watching).
 
 use std::path::Path;
 use std::process::{Command, ExitStatus};
@@ -42,9 +47,18 @@ pub fn run_guard(agent_pid: u32, pid_file: &Path, command: &str, args: &[String]
         );
         kill_group();
     }
+    let deadline = pid_file.with_file_name(crate::handover::DEADLINE_FILE);
     loop {
         if std::os::unix::process::parent_id() != agent_pid {
             eprintln!("leasehold guard: agent {agent_pid} is gone; killing the workload");
+            kill_group();
+        }
+        if crate::handover::read_deadline(&deadline)
+            .is_some_and(|at| crate::clock::mono_now() >= at)
+        {
+            eprintln!(
+                "leasehold guard: the lease ended while agent {agent_pid} was being replaced; killing the workload"
+            );
             kill_group();
         }
         match child.try_wait() {

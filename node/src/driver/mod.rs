@@ -38,6 +38,8 @@ pub enum DriverReport {
     Started {
         epoch: Epoch,
         pid: u32,
+        /// Its guard's pid, which is the workload's process group.
+        guard_pid: u32,
         health_url: Option<String>,
         metrics: Option<(String, String)>,
     },
@@ -63,6 +65,64 @@ enum Order {
         epoch: Epoch,
         cause: StopReason,
     },
+    /// A workload an earlier image of this agent started (crate::handover).
+    Adopt(Adopted),
+}
+
+/// What the driver takes over from a replaced agent: the workload and its guard, which is
+/// still this process's child, since `exec` keeps the pid.
+#[derive(Debug, Clone)]
+pub struct Adopted {
+    pub account: AccountId,
+    pub epoch: Epoch,
+    pub pid: u32,
+    pub guard_pid: u32,
+    pub stop_timeout: Duration,
+}
+
+/// How often an adopted guard is looked at: tokio only waits for children it spawned.
+const ADOPTED_POLL: Duration = Duration::from_millis(25);
+
+/// The workload's guard: the child this image spawned, or one an earlier image of this
+/// agent spawned, waited for by its pid.
+enum Guard {
+    Spawned(Child),
+    Adopted {
+        pid: u32,
+        /// Set once reaped: its exit code, if it had one.
+        exited: Option<Option<i32>>,
+    },
+}
+
+impl Guard {
+    /// Waits until the guard exits; its exit code, if it had one.
+    async fn wait(&mut self) -> Option<i32> {
+        match self {
+            Guard::Spawned(child) => child.wait().await.ok().and_then(|status| status.code()),
+            Guard::Adopted { pid, exited } => loop {
+                if let Some(code) = *exited {
+                    return code;
+                }
+                *exited = os::reap_child(*pid);
+                if exited.is_none() {
+                    tokio::time::sleep(ADOPTED_POLL).await;
+                }
+            },
+        }
+    }
+
+    /// Whether the guard is still there (one that has exited is reaped).
+    fn running(&mut self) -> bool {
+        match self {
+            Guard::Spawned(child) => matches!(child.try_wait(), Ok(None)),
+            Guard::Adopted { pid, exited } => {
+                if exited.is_none() {
+                    *exited = os::reap_child(*pid);
+                }
+                exited.is_none()
+            }
+        }
+    }
 }
 
 /// The actor's handle on the driver task.
@@ -94,7 +154,7 @@ pub struct DriverSetup {
 struct Running {
     account: AccountId,
     epoch: Epoch,
-    guard: Child,
+    guard: Guard,
     pgid: u32,
     pid: u32,
     stop_timeout: Duration,
@@ -129,6 +189,10 @@ impl Driver {
     pub fn stop(&self, epoch: Epoch, cause: StopReason) {
         let _ = self.commands.send(Order::Stop { epoch, cause });
     }
+
+    pub fn adopt(&self, adopted: Adopted) {
+        let _ = self.commands.send(Order::Adopt(adopted));
+    }
 }
 
 impl DriverTask {
@@ -136,7 +200,7 @@ impl DriverTask {
         loop {
             let exited = async {
                 match &mut self.running {
-                    Some(running) => running.guard.wait().await.ok(),
+                    Some(running) => running.guard.wait().await,
                     None => std::future::pending().await,
                 }
             };
@@ -144,9 +208,10 @@ impl DriverTask {
                 command = commands.recv() => match command {
                     Some(Order::Start { pointer, service_addr }) => self.start(*pointer, service_addr).await,
                     Some(Order::Stop { epoch, cause }) => self.stop(epoch, cause).await,
+                    Some(Order::Adopt(adopted)) => self.adopt(adopted),
                     None => break,
                 },
-                status = exited => self.exited(status.and_then(|s| s.code())).await,
+                code = exited => self.exited(code).await,
             }
         }
     }
@@ -205,7 +270,7 @@ impl DriverTask {
                 self.running = Some(Running {
                     account,
                     epoch,
-                    guard,
+                    guard: Guard::Spawned(guard),
                     pgid,
                     pid,
                     stop_timeout: Duration::from_millis(pointer.software.stop_timeout_ms),
@@ -213,6 +278,7 @@ impl DriverTask {
                 self.report(DriverReport::Started {
                     epoch,
                     pid,
+                    guard_pid: pgid,
                     health_url: plan.health_url,
                     metrics: plan.metrics,
                 });
@@ -278,7 +344,7 @@ impl DriverTask {
             return; // Already gone (it exited by itself, and that was reported).
         };
         // SIGTERM to the workload, not the guard: the guard then just sees it exit.
-        if matches!(running.guard.try_wait(), Ok(None)) {
+        if running.guard.running() {
             os::signal_process(running.pid, Signal::SIGTERM);
         }
         // A lease about to end leaves no time for a long goodbye (S-1).
@@ -288,15 +354,37 @@ impl DriverTask {
             running.stop_timeout
         };
         let exit = match tokio::time::timeout(grace, running.guard.wait()).await {
-            Ok(status) => status.ok(),
+            Ok(code) => code,
             Err(_) => {
                 tracing::warn!(%epoch, pid = running.pid, "workload ignored SIGTERM; killing its group");
                 os::signal_group(running.pgid, Signal::SIGKILL);
-                running.guard.wait().await.ok()
+                running.guard.wait().await
             }
         };
         tracing::debug!(%epoch, ?exit, "guard exited");
         self.finish(running, cause, None).await;
+    }
+
+    /// The workload a replaced agent ran is this driver's from now on; its files are the
+    /// account's already (no wipe, no start).
+    fn adopt(&mut self, adopted: Adopted) {
+        if self.running.is_some() {
+            tracing::error!(epoch = %adopted.epoch, "asked to adopt a workload beside one that runs; refused");
+            return;
+        }
+        tracing::info!(account = %adopted.account, epoch = %adopted.epoch, pid = adopted.pid, guard = adopted.guard_pid, "workload adopted");
+        self.setup.last_account = Some(adopted.account.clone());
+        self.running = Some(Running {
+            account: adopted.account,
+            epoch: adopted.epoch,
+            guard: Guard::Adopted {
+                pid: adopted.guard_pid,
+                exited: None,
+            },
+            pgid: adopted.guard_pid,
+            pid: adopted.pid,
+            stop_timeout: adopted.stop_timeout,
+        });
     }
 
     async fn exited(&mut self, code: Option<i32>) {

@@ -23,6 +23,26 @@ pub fn signal_group(pgid: u32, signal: Signal) -> bool {
     pid_of(pgid).is_some_and(|pgid| killpg(pgid, signal).is_ok())
 }
 
+/// Reaps `pid`, a child of this process, if it has exited: `Some(code)` once it has (the
+/// code is `None` after a signal, or when it is not ours to wait for), `None` while it runs.
+pub fn reap_child(pid: u32) -> Option<Option<i32>> {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let Some(pid) = pid_of(pid) else {
+        return Some(None);
+    };
+    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => Some(Some(code)),
+        Ok(WaitStatus::Signaled(..)) => Some(None),
+        Ok(_) => None,
+        Err(_) => Some(None),
+    }
+}
+
+/// The parent of `pid`, if it is running.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
 /// Whether any process is left in the group (signal 0 checks without sending).
 pub fn group_exists(pgid: u32) -> bool {
     pid_of(pgid).is_some_and(|pgid| killpg(pgid, None).is_ok())

@@ -114,6 +114,19 @@ pub enum EventKind {
     /// The first line of a log file after a rotation: what the lines before it said, so
     /// that recovery and the checkers need no older file (`files.rs`).
     Checkpoint(LogState),
+    /// SIGUSR2: this agent is about to re-execute `exe` in place, its workload running on
+    /// (crate::handover); synced, so every line before it is on disk first.
+    AgentReplaced {
+        agent_pid: u32,
+        exe: String,
+    },
+    /// The new image took over the workload its predecessor ran: the same process, the
+    /// same epoch, nothing restarted.
+    WorkloadAdopted {
+        account: AccountId,
+        epoch: Epoch,
+        pid: u32,
+    },
 }
 
 /// Why a workload stopped, as the event log says it.

@@ -123,6 +123,8 @@ impl LogState {
                 self.highest_epoch = highest;
             }
             EventKind::AgentStarted { .. }
+            | EventKind::AgentReplaced { .. }
+            | EventKind::WorkloadAdopted { .. }
             | EventKind::CommandRefused { .. }
             | EventKind::WorkloadHealthy { .. }
             | EventKind::WorkloadFailed { .. } => {}

@@ -572,6 +572,73 @@ impl NodeModel {
         effects
     }
 
+    /// Whether this agent may be replaced in place now (SIGUSR2; crate::handover), and
+    /// what its successor must adopt: nothing when nothing runs; the healthy workload's
+    /// pointer, pid and lease end; or why not now (a start, a drain or a stop under way is
+    /// finished first, by this agent).
+    pub fn handover(&self) -> Result<Option<(InitPointer, u32, MonoTime)>, String> {
+        let idle = self.process.is_none()
+            && self
+                .current
+                .as_ref()
+                .is_none_or(|c| matches!(c.phase, Phase::Stopped(_) | Phase::Failed(_)));
+        if idle {
+            return Ok(None);
+        }
+        if self.shutting_down {
+            return Err("the agent is shutting down".into());
+        }
+        let (Some(current), Some(process)) = (&self.current, &self.process) else {
+            return Err("a workload is being stopped".into());
+        };
+        let epoch = current.pointer.epoch;
+        match (&current.phase, process.pid, current.lease_until) {
+            (Phase::Healthy, Some(pid), Some(until))
+                if process.epoch == epoch && process.stopping.is_none() =>
+            {
+                Ok(Some((current.pointer.clone(), pid, until)))
+            }
+            (phase, _, _) => Err(format!(
+                "the workload of {epoch} is {phase:?}, not healthy under a lease; try again once it is"
+            )),
+        }
+    }
+
+    /// The new image of a replaced agent takes over the workload its predecessor ran:
+    /// healthy, under `pointer`'s epoch, with the lease that ends at `lease_until` (the
+    /// same machine's monotonic clock, so S-1 goes on from where it was). Only a fresh
+    /// model adopts; the first renewal goes at once.
+    pub fn adopt(
+        &mut self,
+        pointer: InitPointer,
+        pid: u32,
+        lease_until: MonoTime,
+        now: MonoTime,
+    ) -> Vec<Effect> {
+        if self.current.is_some() || self.process.is_some() {
+            return Vec::new();
+        }
+        let epoch = pointer.epoch;
+        self.highest_epoch = self.highest_epoch.max(epoch);
+        self.process = Some(ProcessSlot {
+            account: pointer.account.clone(),
+            epoch,
+            pid: Some(pid),
+            stopping: None,
+            failure: None,
+        });
+        self.current = Some(Assignment {
+            pointer,
+            accepted_at: now,
+            phase: Phase::Healthy,
+            lease_until: Some(lease_until),
+        });
+        self.renew_in_flight = None;
+        self.next_renew_at = now;
+        // A lease that ended during the replacement stops the workload at once (S-1).
+        self.tick(now)
+    }
+
     /// SIGTERM or SIGINT: stop the workload, then say so.
     pub fn shutdown(&mut self) -> Vec<Effect> {
         self.shutting_down = true;
@@ -697,4 +764,4 @@ fn wants_lease(phase: &Phase) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

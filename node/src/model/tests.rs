@@ -22,7 +22,8 @@ fn epoch(value: u64) -> Epoch {
     Epoch::from_journal(value)
 }
 
-fn pointer(account: &str, value: u64) -> InitPointer {
+/// A pointer to `account` under epoch `value` (also the handover tests').
+pub(crate) fn pointer(account: &str, value: u64) -> InitPointer {
     InitPointer {
         account: AccountId::parse(account).unwrap(),
         software: Software {
@@ -428,4 +429,71 @@ fn epochs_only_grow_across_any_sequence_of_pointers() {
         highest = highest.max(value);
         assert_eq!(node.highest_epoch(), epoch(highest));
     }
+}
+
+#[test]
+fn only_a_healthy_workload_under_a_lease_is_handed_over_and_an_idle_node_has_nothing_to_hand() {
+    let mut node = model();
+    assert_eq!(node.handover(), Ok(None));
+    node.apply(&server(), pointer("shop", 1), ms(0)).unwrap();
+    assert!(node.handover().is_err(), "awaiting its lease");
+    node.lease_renewed(epoch(1), ms(0), TTL, ms(5));
+    node.workload_started(epoch(1), 42);
+    let starting = node.handover().unwrap_err();
+    assert!(starting.contains("Starting"), "{starting}");
+    node.health_passed(epoch(1), ms(50));
+    assert_eq!(
+        node.handover(),
+        Ok(Some((pointer("shop", 1), 42, ms(1000))))
+    );
+    node.stop_requested(&server(), epoch(1), Duration::from_millis(100))
+        .unwrap();
+    assert!(node.handover().is_err(), "draining");
+}
+
+#[test]
+fn an_adopted_workload_runs_under_its_lease_renews_at_once_and_stops_at_its_end() {
+    let mut node = model();
+    let effects = node.adopt(pointer("shop", 3), 42, ms(1000), ms(100));
+    assert_eq!(effects, vec![Effect::SendRenew { epoch: epoch(3) }]);
+    assert_eq!(node.phase(), Some(&Phase::Healthy));
+    assert_eq!(node.highest_epoch(), epoch(3));
+    assert_eq!(
+        node.process(),
+        Some((AccountId::parse("shop").unwrap(), epoch(3), Some(42)))
+    );
+    assert_eq!(node.lease_until(), Some(ms(1000)));
+    // Adopted once: a second adoption, or one beside a workload, changes nothing.
+    assert_eq!(
+        node.adopt(pointer("blog", 4), 43, ms(5000), ms(110)),
+        vec![]
+    );
+    assert_eq!(node.current_epoch(), Some(epoch(3)));
+    // Unrenewed, it is stopped within the margin of the lease it came with (S-1).
+    assert!(
+        !node
+            .tick(ms(700))
+            .iter()
+            .any(|e| matches!(e, Effect::StopWorkload { .. })),
+        "stopped early"
+    );
+    let effects = node.tick(ms(800));
+    assert!(
+        effects.contains(&Effect::StopWorkload {
+            epoch: epoch(3),
+            cause: StopReason::LeaseExpired
+        }),
+        "{effects:?}"
+    );
+
+    // A lease that ended during the replacement: stopped at once.
+    let mut late = model();
+    let effects = late.adopt(pointer("shop", 3), 42, ms(1000), ms(900));
+    assert!(
+        effects.contains(&Effect::StopWorkload {
+            epoch: epoch(3),
+            cause: StopReason::LeaseExpired
+        }),
+        "{effects:?}"
+    );
 }

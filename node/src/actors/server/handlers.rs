@@ -160,19 +160,23 @@ impl Handler<DriverReport> for Server {
             DriverReport::Started {
                 epoch,
                 pid,
+                guard_pid,
                 health_url,
                 metrics,
             } => {
                 self.model.workload_started(epoch, pid);
                 let addr = ctx.address();
                 let timeout = self.start_timeout;
+                let url = health_url.clone();
                 let health = tokio::spawn(async move {
-                    let outcome = probe::wait_healthy(health_url, timeout).await;
+                    let outcome = probe::wait_healthy(url, timeout).await;
                     addr.do_send(HealthChecked { epoch, outcome });
                 });
                 self.replace_probes(Some(Probes {
                     epoch,
                     pid,
+                    guard_pid,
+                    health_url,
                     metrics,
                     health: Some(health),
                 }));
@@ -240,6 +244,68 @@ impl Handler<Shutdown> for Server {
         tracing::info!("shutting down: stopping the workload");
         self.shutdown_waiters.push(msg.done);
         let effects = self.model.shutdown();
+        self.perform(effects, ctx);
+    }
+}
+
+impl Handler<PrepareHandover> for Server {
+    type Result = MessageResult<PrepareHandover>;
+
+    fn handle(&mut self, _: PrepareHandover, _: &mut Context<Self>) -> Self::Result {
+        let prepared = match self.model.handover() {
+            Ok(None) => Ok(None),
+            Ok(Some((pointer, pid, lease_until))) => match self
+                .probes
+                .as_ref()
+                .filter(|probes| probes.epoch == pointer.epoch && probes.pid == pid)
+            {
+                Some(probes) => Ok(Some(crate::handover::Handover::new(
+                    &pointer,
+                    lease_until,
+                    pid,
+                    probes.guard_pid,
+                    probes.health_url.clone(),
+                    probes.metrics.clone(),
+                ))),
+                None => Err(format!(
+                    "the driver has not reported the workload (pid {pid}) yet"
+                )),
+            },
+            Err(why) => Err(why),
+        };
+        MessageResult(prepared)
+    }
+}
+
+impl Handler<Adopt> for Server {
+    type Result = ();
+
+    fn handle(&mut self, Adopt(handover): Adopt, ctx: &mut Context<Self>) {
+        let pointer = handover.pointer;
+        let epoch = pointer.epoch;
+        // The driver first: the model's first effect may be to stop it (a lease that ended
+        // during the replacement), and orders reach the driver in turn.
+        self.driver.adopt(crate::driver::Adopted {
+            account: pointer.account.clone(),
+            epoch,
+            pid: handover.workload_pid,
+            guard_pid: handover.guard_pid,
+            stop_timeout: std::time::Duration::from_millis(pointer.software.stop_timeout_ms),
+        });
+        self.replace_probes(Some(Probes {
+            epoch,
+            pid: handover.workload_pid,
+            guard_pid: handover.guard_pid,
+            health_url: handover.health_url,
+            metrics: handover.metrics,
+            health: None,
+        }));
+        let effects = self.model.adopt(
+            pointer,
+            handover.workload_pid,
+            handover.lease_until,
+            mono_now(),
+        );
         self.perform(effects, ctx);
     }
 }

@@ -39,6 +39,9 @@ struct Link {
 struct Probes {
     epoch: Epoch,
     pid: u32,
+    /// Kept for a handover: the guard the successor waits for, and what it probes.
+    guard_pid: u32,
+    health_url: Option<String>,
     metrics: Option<(String, String)>,
     health: Option<tokio::task::JoinHandle<()>>,
 }
