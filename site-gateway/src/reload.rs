@@ -95,7 +95,7 @@ pub fn watch_certificates(
     use leasehold_federation::transport::certs::{load_site_identity, not_after};
     let watched = certs.join("sites").join(format!("{site}.crt"));
     let bundle = certs.join("ca.crt");
-    let reread = Arc::new(move |why: &'static str| {
+    let reread = move |why: &'static str| {
         let identity = match load_site_identity(&certs, &site) {
             Ok(identity) => identity,
             Err(error) => {
@@ -125,11 +125,9 @@ pub fn watch_certificates(
             cas = identity.ca.len(),
             "certificates read again; new connections present them"
         );
-    });
+    };
     // The site's certificate, and the CA bundle (a rotation changes it alone).
-    Ok(leasehold_watch::watch(&[watched, bundle], move |why| {
-        reread(why)
-    })?)
+    Ok(leasehold_watch::watch(&[watched, bundle], reread)?)
 }
 
 /// Reads the admin address's certificate and key again on SIGHUP and when the certificate

@@ -36,10 +36,33 @@ pub fn watch(
     paths: &[PathBuf],
     reread: impl Fn(&'static str) + Send + Sync + 'static,
 ) -> Result<(), WatchError> {
-    // Unbounded on purpose: the notify callback runs on the watcher's own thread and must
-    // not block; every entry is a `&'static str` and the debounce below drains them all,
-    // so a burst of file events costs a few words each.
-    let (trigger, mut triggers) = mpsc::unbounded_channel::<&'static str>();
+    let (trigger, triggers) = mpsc::unbounded_channel::<&'static str>();
+    let watcher = watcher_for(paths, trigger.clone())?;
+    run(Some(watcher), trigger, triggers, paths, reread)
+}
+
+/// [`watch`], or SIGHUP alone when the files cannot be watched (no inotify instance left,
+/// say): a process that can still be told to read them again need not refuse to start.
+pub fn watch_or_sighup(
+    paths: &[PathBuf],
+    reread: impl Fn(&'static str) + Send + Sync + 'static,
+) -> Result<(), WatchError> {
+    let (trigger, triggers) = mpsc::unbounded_channel::<&'static str>();
+    let watcher = match watcher_for(paths, trigger.clone()) {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::warn!(%error, files = ?paths, "not watching these files; they are read again on SIGHUP only");
+            None
+        }
+    };
+    run(watcher, trigger, triggers, paths, reread)
+}
+
+/// A watcher on each file's directory that sends `"file change"` for any of `paths`.
+fn watcher_for(
+    paths: &[PathBuf],
+    trigger: mpsc::UnboundedSender<&'static str>,
+) -> Result<notify::RecommendedWatcher, WatchError> {
     let watched: Vec<(PathBuf, Option<OsString>)> = paths
         .iter()
         .map(|path| {
@@ -53,7 +76,6 @@ pub fn watch(
         })
         .collect();
     let wanted = watched.clone();
-    let on_change = trigger.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         // Opens and reads (ours included) are not edits; anything else naming a file is
@@ -67,7 +89,7 @@ pub fn watch(
             })
         });
         if ours {
-            let _ = on_change.send("file change");
+            let _ = trigger.send("file change");
         }
     })
     .map_err(|source| WatchError::Watch {
@@ -87,6 +109,20 @@ pub fn watch(
                 source,
             })?;
     }
+    Ok(watcher)
+}
+
+/// SIGHUP into `trigger`, and the debounced calls of `reread`; `watcher` lives as long.
+fn run(
+    watcher: Option<notify::RecommendedWatcher>,
+    trigger: mpsc::UnboundedSender<&'static str>,
+    mut triggers: mpsc::UnboundedReceiver<&'static str>,
+    paths: &[PathBuf],
+    reread: impl Fn(&'static str) + Send + Sync + 'static,
+) -> Result<(), WatchError> {
+    // The channel is unbounded on purpose: the notify callback runs on the watcher's own
+    // thread and must not block; every entry is a `&'static str` and the debounce below
+    // drains them all, so a burst of file events costs a few words each.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(WatchError::Signal)?;
     tokio::spawn(async move {

@@ -68,6 +68,11 @@ pub struct LoadSampled {
 #[rtype(result = "Result<Option<crate::handover::Handover>, String>")]
 pub struct PrepareHandover;
 
+/// The `exec` of a prepared replacement did not happen: commands are acted on again.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct ReplacementFailed;
+
 /// The new image of a replaced agent takes over its predecessor's workload (checked
 /// against the event log and the processes that exist before this is sent).
 #[derive(Debug, actix::Message)]

@@ -357,7 +357,7 @@ fn reload_certificates(
         certs.join("nodes").join(format!("{server}.crt")),
         certs.join("ca.crt"),
     ];
-    leasehold_watch::watch(&files, move |why| {
+    leasehold_watch::watch_or_sighup(&files, move |why| {
         match load_node_identity(&certs, &server) {
             Ok(identity) => match endpoint.set_identity(&identity) {
                 Ok(()) => tracing::info!(

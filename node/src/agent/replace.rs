@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 
 use crate::actors::Server;
-use crate::actors::messages::PrepareHandover;
+use crate::actors::messages::{PrepareHandover, ReplacementFailed};
 use crate::agent::recover::Orphan;
 use crate::driver::os;
 use crate::event_log::{EventKind, EventLog};
@@ -44,11 +44,11 @@ pub async fn replace_in_place(
         match wrote {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                forget(work);
+                forget(server, work);
                 return format!("cannot write the handover in {}: {error}", work.display());
             }
             Err(error) => {
-                forget(work);
+                forget(server, work);
                 return format!("cannot write the handover: {error}");
             }
         }
@@ -74,14 +74,16 @@ pub async fn replace_in_place(
     let error = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
         .exec();
-    forget(work);
+    forget(server, work);
     format!("cannot execute {}: {error}", exe.display())
 }
 
-/// A handover that will not be taken: the files go, and this image keeps the lease.
-fn forget(work: &Path) {
+/// A handover that will not be taken: the files go, this image keeps the lease, and its
+/// commands are acted on again.
+fn forget(server: &actix::Addr<Server>, work: &Path) {
     let _ = std::fs::remove_file(work.join(handover::HANDOVER_FILE));
     handover::clear_deadline(work);
+    server.do_send(ReplacementFailed);
 }
 
 /// Whether the new image may adopt what `handover` describes: it was written by this very

@@ -88,6 +88,13 @@ impl Handler<ApplyPointerReceived> for Server {
 
     fn handle(&mut self, msg: ApplyPointerReceived, ctx: &mut Context<Self>) {
         let ApplyPointerReceived(request, reply) = msg;
+        if self.replacing {
+            // Unanswered, so "maybe applied" to the gateway; the new image's registration
+            // says what holds (its highest epoch and what runs).
+            tracing::warn!(epoch = %request.pointer.epoch, "ApplyPointer left unanswered: this agent is being replaced in place");
+            drop(reply);
+            return;
+        }
         let (account, epoch) = (request.pointer.account.clone(), request.pointer.epoch);
         match self
             .model
@@ -120,6 +127,13 @@ impl Handler<StopWorkloadReceived> for Server {
 
     fn handle(&mut self, msg: StopWorkloadReceived, ctx: &mut Context<Self>) {
         let StopWorkloadReceived(request, reply) = msg;
+        if self.replacing {
+            // Unanswered: the gateway revokes the lease, and the new image's renewal is
+            // refused, which stops the workload.
+            tracing::warn!(epoch = %request.epoch, "StopWorkload left unanswered: this agent is being replaced in place");
+            drop(reply);
+            return;
+        }
         let drain = std::time::Duration::from_millis(request.drain_ms);
         match self
             .model
@@ -273,7 +287,18 @@ impl Handler<PrepareHandover> for Server {
             },
             Err(why) => Err(why),
         };
+        // From here to the `exec` no command is acted on: what the handover says must be
+        // what the new image finds.
+        self.replacing = prepared.is_ok();
         MessageResult(prepared)
+    }
+}
+
+impl Handler<ReplacementFailed> for Server {
+    type Result = ();
+
+    fn handle(&mut self, _: ReplacementFailed, _: &mut Context<Self>) {
+        self.replacing = false;
     }
 }
 

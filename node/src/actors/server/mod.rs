@@ -62,6 +62,9 @@ pub struct Server {
     stop_replies: HashMap<Epoch, Vec<Reply<StopWorkload, ReplyPort>>>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
     metrics: Arc<NodeMetrics>,
+    /// Between a handover's preparation and the `exec` (or its failure): commands wait
+    /// for the new image.
+    replacing: bool,
 }
 
 impl Server {
@@ -87,6 +90,7 @@ impl Server {
             stop_replies: HashMap::new(),
             shutdown_waiters: Vec::new(),
             metrics,
+            replacing: false,
         }
     }
 
