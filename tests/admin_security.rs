@@ -880,15 +880,12 @@ fn a_certificate_that_expires_within_30_days_is_on_the_page_and_in_the_metrics()
     assert!(!page.contains("the ca certificate"), "{page}");
     let metrics = leasehold_chaos_tests::harness::admin::get_text(admin, "/metrics")
         .unwrap_or_else(|error| panic!("{error}"));
-    let expiry = metrics
-        .lines()
-        .find(|line| {
-            line.contains("certificate_expiry_timestamp_seconds{")
-                && line.contains("certificate=\"site\"")
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("{metrics}"));
+    let expiry = leasehold_chaos_tests::harness::admin::metric_value(
+        &metrics,
+        "leasehold_certificate_expiry_timestamp_seconds",
+        &[("certificate", "site")],
+    )
+    .unwrap_or_else(|| panic!("{metrics}"));
     let left = expiry - now.unix_timestamp() as f64;
     assert!(
         (9.9 * 86_400.0..=10.0 * 86_400.0 + 60.0).contains(&left),

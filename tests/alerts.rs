@@ -8,7 +8,7 @@ use std::process::Command;
 
 use std::time::Duration;
 
-use leasehold_chaos_tests::harness::admin::get_text;
+use leasehold_chaos_tests::harness::admin::{get_text, metric_value};
 use leasehold_chaos_tests::harness::federation::Federation;
 use leasehold_chaos_tests::harness::onesite::{FAST_TIMINGS, account};
 use leasehold_chaos_tests::harness::site::SiteSpec;
@@ -99,25 +99,23 @@ fn every_metric_the_rules_name_is_served_by_a_gateway() {
     )
     .unwrap_or_else(|error| panic!("{error}"));
     // The site's standing, as the gateway sees it: two members, both reachable.
-    let value = |prefix: &str| -> f64 {
-        text.lines()
-            .find(|line| line.starts_with(prefix))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse().ok())
-            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        metric_value(&text, name, labels)
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
     };
-    assert!(value("leasehold_journal_bytes{") > 0.0);
-    assert_eq!(value("leasehold_build_info{"), 1.0);
-    assert_eq!(value("leasehold_members{"), 2.0);
-    assert_eq!(value("leasehold_members_needed{"), 2.0);
+    assert!(value("leasehold_journal_bytes", &[]) > 0.0);
+    assert_eq!(value("leasehold_build_info", &[]), 1.0);
+    assert_eq!(value("leasehold_members", &[]), 2.0);
+    assert_eq!(value("leasehold_members_needed", &[]), 2.0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
         .as_secs_f64();
     for certificate in ["site", "ca"] {
-        let expiry = value(&format!(
-            "leasehold_certificate_expiry_timestamp_seconds{{site=\"site-a\",certificate=\"{certificate}\"}}"
-        ));
+        let expiry = value(
+            "leasehold_certificate_expiry_timestamp_seconds",
+            &[("site", "site-a"), ("certificate", certificate)],
+        );
         assert!(
             expiry > now + 300.0 * 86400.0,
             "{certificate} expires at {expiry}"

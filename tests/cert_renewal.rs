@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use leasehold_chaos_tests::harness::admin::{get_json, get_text, server_state};
+use leasehold_chaos_tests::harness::admin::{get_json, get_text, metric_value, server_state};
 use leasehold_chaos_tests::harness::evidence::{node_events, violations};
 use leasehold_chaos_tests::harness::federation::Federation;
 use leasehold_chaos_tests::harness::onesite::{OneSite, SETTLE, account};
@@ -30,15 +30,13 @@ fn site_expiry(admin: std::net::SocketAddr) -> Result<i64, String> {
 /// `leasehold_certificate_expiry_timestamp_seconds{certificate=...}` of the gateway.
 fn expiry_metric(admin: std::net::SocketAddr, certificate: &str) -> Result<i64, String> {
     let text = get_text(admin, "/metrics")?;
-    text.lines()
-        .find(|line| {
-            line.starts_with("leasehold_certificate_expiry_timestamp_seconds")
-                && line.contains(&format!("certificate=\"{certificate}\""))
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse::<f64>().ok())
-        .map(|value| value as i64)
-        .ok_or_else(|| format!("no {certificate} certificate expiry in /metrics"))
+    metric_value(
+        &text,
+        "leasehold_certificate_expiry_timestamp_seconds",
+        &[("certificate", certificate)],
+    )
+    .map(|value| value as i64)
+    .ok_or_else(|| format!("no {certificate} certificate expiry in /metrics"))
 }
 
 /// A log line without its terminal colours.

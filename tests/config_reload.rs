@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use leasehold_chaos_tests::harness::admin::{get_json, get_text, server_state};
+use leasehold_chaos_tests::harness::admin::{get_json, get_text, metric_value, server_state};
 use leasehold_chaos_tests::harness::evidence::first_event_ns;
 use leasehold_chaos_tests::harness::onesite::{OneSite, SETTLE, account};
 use leasehold_chaos_tests::harness::wait_for;
@@ -50,14 +50,12 @@ fn config_status(site: &OneSite) -> Result<Value, String> {
 /// The value of the `config_reloads_total` series with `result`.
 fn reloads_metric(site: &OneSite, result: &str) -> Result<f64, String> {
     let text = get_text(site.admin(), "/metrics")?;
-    text.lines()
-        .find(|line| {
-            line.starts_with("leasehold_config_reloads_total{")
-                && line.contains(&format!("result=\"{result}\""))
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .ok_or_else(|| format!("no config_reloads_total{{result={result}}} in:\n{text}"))
+    metric_value(
+        &text,
+        "leasehold_config_reloads_total",
+        &[("result", result)],
+    )
+    .ok_or_else(|| format!("no config_reloads_total{{result={result}}} in:\n{text}"))
 }
 
 fn accounts(site: &OneSite) -> Result<Value, String> {

@@ -29,6 +29,12 @@ impl MonoTime {
         MonoTime(self.0.saturating_add(nanos))
     }
 
+    /// `duration` before this; the clock's zero at the earliest.
+    pub fn minus(self, duration: Duration) -> MonoTime {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        MonoTime(self.0.saturating_sub(nanos))
+    }
+
     /// How long after `earlier` this is; zero if it is not after it.
     pub fn since(self, earlier: MonoTime) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))

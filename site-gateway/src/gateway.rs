@@ -262,9 +262,6 @@ async fn serve(
         Millis(0),
     );
     let metrics = Arc::new(crate::metrics::Metrics::new(&config.site.name));
-    for (which, not_after) in admin.auth.certificates.current() {
-        metrics.certificate(which, not_after);
-    }
     let mut master = SiteMaster::new(
         core,
         recovery_effects,
@@ -311,13 +308,11 @@ async fn serve(
         certs,
         config.site.name.clone(),
         vec![endpoint.clone(), peers.endpoint()],
-        metrics.clone(),
         admin.auth.certificates.clone(),
     )?;
     if let Some(certificate) = &admin.certificate {
         crate::reload::watch_admin_certificate(
             certificate.clone(),
-            metrics.clone(),
             admin.auth.certificates.clone(),
         )?;
     }

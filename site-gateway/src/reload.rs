@@ -84,12 +84,12 @@ pub fn watch_tokens(store: Arc<TokenStore>) -> Result<(), ReloadError> {
 /// changes (`leasehold certs issue --force` writes a renewed one), and has `endpoints`
 /// present them from the next handshake on; open connections are kept. A pair that does
 /// not load (a key that does not match, a certificate another CA signed) is refused and
-/// the old one kept. The metrics and the page's banner follow what is presented.
+/// the old one kept. The metrics and the page's banner follow what is presented
+/// (`CertificateExpiries`, which both read).
 pub fn watch_certificates(
     certs: PathBuf,
     site: leasehold_federation::ids::SiteId,
     endpoints: Vec<Arc<leasehold_federation::transport::endpoint::Endpoint>>,
-    metrics: Arc<crate::metrics::Metrics>,
     expiries: Arc<crate::admin::CertificateExpiries>,
 ) -> Result<(), ReloadError> {
     use leasehold_federation::transport::certs::{load_site_identity, not_after};
@@ -115,7 +115,6 @@ pub fn watch_certificates(
         let site_expiry = identity.chain.first().and_then(not_after);
         for (which, at) in [("site", site_expiry), ("ca", identity.ca_not_after())] {
             if let Some(at) = at {
-                metrics.certificate(which, at);
                 expiries.set(which, at);
             }
         }
@@ -135,14 +134,12 @@ pub fn watch_certificates(
 /// pair from then on. A pair that does not load is refused, and the old one kept.
 pub fn watch_admin_certificate(
     certificate: Arc<crate::admin::tls::AdminCertificate>,
-    metrics: Arc<crate::metrics::Metrics>,
     expiries: Arc<crate::admin::CertificateExpiries>,
 ) -> Result<(), ReloadError> {
     let path = certificate.cert_path().to_path_buf();
     watch(path, move |why| match certificate.reload() {
         Ok(expiry) => {
             if let Some(at) = expiry {
-                metrics.certificate("admin", at);
                 expiries.set("admin", at);
             }
             tracing::info!(

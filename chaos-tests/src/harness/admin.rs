@@ -34,6 +34,21 @@ pub fn get_text(addr: SocketAddr, path: &str) -> Result<String, String> {
     }
 }
 
+/// The value of the series `name` with each of `labels` in Prometheus text `text` (the
+/// first such line), if there is one.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .find(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                && labels
+                    .iter()
+                    .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
 /// The `/v1/servers` entry of `server`, as JSON.
 pub fn server_state(addr: SocketAddr, server: &str) -> Result<Value, String> {
     let servers = get_json(addr, "/v1/servers")?;

@@ -29,12 +29,7 @@ pub async fn replace_in_place(
     if let Some(handover) = &handover {
         // Past this time nothing but the guard would stop the workload: it kills it then,
         // unless the new image has taken the lease over and removed the deadline.
-        let deadline = crate::clock::MonoTime::from_nanos(
-            handover
-                .lease_until
-                .as_nanos()
-                .saturating_sub(u64::try_from(LEASE_END_MARGIN.as_nanos()).unwrap_or(u64::MAX)),
-        );
+        let deadline = handover.lease_until.minus(LEASE_END_MARGIN);
         let (dir, written) = (work.to_path_buf(), handover.clone());
         let wrote = tokio::task::spawn_blocking(move || {
             handover::set_deadline(&dir, deadline)?;

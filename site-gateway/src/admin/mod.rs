@@ -59,7 +59,8 @@ impl TokenStore {
 
 /// When each certificate the gateway presents or trusts expires (Unix time): `site`, `ca`,
 /// and `admin` when the address has TLS. Read at start and again on every certificate
-/// reload, so that the page stops warning once a renewed certificate is in use.
+/// reload; the page's banner and the metrics both read it, so that neither warns once a
+/// renewed certificate is in use.
 #[derive(Debug, Default)]
 pub struct CertificateExpiries(RwLock<Vec<(&'static str, i64)>>);
 

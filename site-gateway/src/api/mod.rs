@@ -66,6 +66,7 @@ pub fn serve(
         master.clone(),
         peers.clone(),
         serve.journal_file.clone(),
+        serve.auth.certificates.clone(),
     ));
     let api = Api {
         master,

@@ -422,8 +422,8 @@ impl Metrics {
         self.journal_write.observe(took.as_secs_f64());
     }
 
-    /// The expiry of a certificate the gateway presents or trusts (`site`, `ca`, `admin`),
-    /// read at start and at every reload; `node` is set from the snapshot.
+    /// The expiry of a certificate the gateway presents or trusts (`site`, `ca`, `admin`,
+    /// from `CertificateExpiries` at each scrape; `node` from the snapshot).
     pub fn certificate(&self, which: &'static str, not_after_unix: i64) {
         self.standing.certificate(which, not_after_unix);
     }
@@ -485,12 +485,7 @@ impl Metrics {
     fn set_snapshot(&self, snapshot: &SiteSnapshot) {
         // The node agents' certificates as one series, the earliest: the one to renew
         // first (each server's is in /v1/servers).
-        if let Some(earliest) = snapshot
-            .servers
-            .iter()
-            .filter_map(|server| server.certificate_expires)
-            .min()
-        {
+        if let Some((_, earliest)) = snapshot.earliest_node_certificate() {
             self.standing.certificate("node", earliest);
         }
         self.servers.clear();
@@ -546,6 +541,8 @@ pub struct Scrape {
     federation: Arc<Federation>,
     /// The journal's file, whose size is a gauge.
     journal_file: std::path::PathBuf,
+    /// The certificates' expiries as the last reload read them (also the page's).
+    certificates: Arc<crate::admin::CertificateExpiries>,
 }
 
 impl Scrape {
@@ -554,12 +551,14 @@ impl Scrape {
         master: Addr<SiteMaster>,
         federation: Arc<Federation>,
         journal_file: std::path::PathBuf,
+        certificates: Arc<crate::admin::CertificateExpiries>,
     ) -> Scrape {
         Scrape {
             metrics,
             master,
             federation,
             journal_file,
+            certificates,
         }
     }
 }
@@ -584,6 +583,9 @@ pub async fn serve_metrics(scrape: web::Data<Scrape>) -> HttpResponse {
         .await
         .ok()
         .and_then(Result::ok);
+    for (which, not_after) in scrape.certificates.current() {
+        scrape.metrics.certificate(which, not_after);
+    }
     match scrape.metrics.encode_all(
         &status.snapshot,
         &peers,

@@ -129,17 +129,8 @@ pub async fn index(
     };
     let mut viewer = viewer;
     // Of the node agents' certificates, the one that expires first.
-    if let Some(server) = status
-        .snapshot
-        .servers
-        .iter()
-        .filter(|server| server.certificate_expires.is_some())
-        .min_by_key(|server| server.certificate_expires)
-    {
-        viewer.certificates.push((
-            format!("node {}", server.id),
-            server.certificate_expires.unwrap_or_default(),
-        ));
+    if let Some((server, at)) = status.snapshot.earliest_node_certificate() {
+        viewer.certificates.push((format!("node {server}"), at));
     }
     let view = View {
         snapshot: status.snapshot,

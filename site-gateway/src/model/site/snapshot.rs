@@ -20,6 +20,17 @@ pub struct SiteSnapshot {
     pub accounts: Vec<AccountSnapshot>,
 }
 
+impl SiteSnapshot {
+    /// The server whose node agent's certificate expires first, and when (Unix time), of
+    /// those the shell filled in: the one to renew first.
+    pub fn earliest_node_certificate(&self) -> Option<(&ServerId, i64)> {
+        self.servers
+            .iter()
+            .filter_map(|server| Some((&server.id, server.certificate_expires?)))
+            .min_by_key(|(_, at)| *at)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerSnapshot {
     pub id: ServerId,
