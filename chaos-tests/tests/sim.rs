@@ -3,15 +3,25 @@
 //! that guards against it within a stated number of faults, so each checker is shown able
 //! to fail on the production cores.
 
-use leasehold_chaos_tests::sim::{Plant, SimOptions, SimReport, run};
+use leasehold_chaos_tests::sim::{MembersOperator, Plant, SimOptions, SimReport, run};
 
 fn simulate(seed: u64, faults: u64, plant: Option<Plant>) -> SimReport {
+    simulate_members(seed, faults, plant, None)
+}
+
+fn simulate_members(
+    seed: u64,
+    faults: u64,
+    plant: Option<Plant>,
+    members: Option<MembersOperator>,
+) -> SimReport {
     let options = SimOptions {
         seed,
         faults,
         sites: 3,
         servers_per_site: 3,
         plant,
+        members,
         trace: None,
     };
     run(&options, |_| {}).expect("no trace to write")
@@ -144,4 +154,92 @@ fn seed_96_a_third_site_waits_out_a_hand_back_release() {
 fn seed_138_no_loan_is_asked_for_on_an_ownership_about_to_end() {
     let report = simulate(138, 200, None);
     assert_eq!(failed(&report), Vec::<&str>::new(), "{report:#?}");
+}
+
+/// Issue #19: sites added and removed one at a time (docs/ownership.md's procedure) while
+/// every kind of fault goes on, so accounts fail over during the changes, to the added
+/// sites too, and a removed site is left running or shut down, or lost for good first and
+/// removed without its answer (`departed`): every invariant holds, judged from the node
+/// logs and audit records as always, and after the calm every site took the last change.
+#[test]
+fn sites_added_and_removed_while_accounts_fail_over_keep_every_invariant() {
+    let mut activity = std::collections::BTreeMap::new();
+    let (mut added, mut removed, mut departed) = (0, 0, 0);
+    for seed in 1..=8 {
+        let report = simulate_members(seed, 150, None, Some(MembersOperator::OneAtATime));
+        assert_eq!(
+            failed(&report),
+            Vec::<&str>::new(),
+            "seed {seed}: {report:#?}"
+        );
+        assert_eq!(report.sites, 5, "three founders and two spares");
+        added += report.members_added;
+        removed += report.members_removed;
+        departed += report.members_departed;
+        for (what, count) in &report.activity {
+            *activity.entry(*what).or_insert(0) += count;
+        }
+    }
+    assert!(
+        added >= 16 && removed >= 8,
+        "added {added}, removed {removed}"
+    );
+    assert!(departed >= 1, "no site was lost for good and removed");
+    // The sites took the changes (each change is a step at every site of it), and
+    // accounts failed over meanwhile, onto added sites too.
+    for what in [
+        "member-steps",
+        "takeovers",
+        "takeovers-by-added-sites",
+        "handovers",
+    ] {
+        assert!(
+            activity.get(what).copied().unwrap_or(0) > 0,
+            "no {what}: {activity:?}"
+        );
+    }
+}
+
+/// An operator who adds or removes two sites in one change: the members' rules refuse it
+/// (no site steps to a set two apart), and nothing unsafe happens meanwhile.
+#[test]
+fn changes_of_two_sites_at_once_are_refused_and_every_invariant_holds() {
+    for seed in 1..=3 {
+        let report = simulate_members(seed, 100, None, Some(MembersOperator::TwoAtOnce));
+        assert_eq!(
+            failed(&report),
+            Vec::<&str>::new(),
+            "seed {seed}: {report:#?}"
+        );
+        assert!(report.members_added >= 2, "{report:#?}");
+        assert_eq!(
+            report.activity.get("takeovers-by-added-sites"),
+            Some(&0),
+            "a spare never joins a set two apart: {report:#?}"
+        );
+    }
+}
+
+/// The failing variant: the same operator, with sites that take a change of two sites in
+/// one step (`MembersPlant::many_at_once`): two majorities that need not meet, and the
+/// checker finds an account served for two sites from the node logs.
+#[test]
+fn a_change_of_two_sites_at_once_is_caught_by_one_owner_per_account() {
+    if !cfg!(debug_assertions) {
+        return; // The switches are compiled out of release builds.
+    }
+    for seed in 1..=3 {
+        let report = simulate_members(
+            seed,
+            FOUND_WITHIN,
+            Some(Plant::MembersManyAtOnce),
+            Some(MembersOperator::TwoAtOnce),
+        );
+        assert_eq!(
+            failed(&report),
+            vec!["one-owner-per-account"],
+            "seed {seed}: {report:#?}"
+        );
+        assert!(report.stopped_at_us.is_some());
+    }
 }

@@ -17,6 +17,7 @@ use leasehold_federation::wire::site::AccountCatalogue;
 use crate::actors::peer::{Announce, DialledIn, Leave, Local, Peer};
 use crate::config::SiteConfig;
 use crate::model::site::account_spec;
+use crate::peer_book::PeerBook;
 
 /// The accounts this site homes, as its peers need them to run a server for one. The
 /// version is the wall-clock millisecond the config was loaded, so it grows across
@@ -51,6 +52,8 @@ pub struct Federation {
     local: Mutex<Local>,
     peers: PeerDirectory,
     addrs: Mutex<BTreeMap<SiteId, HostPort>>,
+    /// Where the peers it keeps are, across restarts (see [`PeerBook`]).
+    book: Mutex<PeerBook>,
 }
 
 impl Federation {
@@ -94,7 +97,7 @@ impl Federation {
     /// listener admits exactly the new peers; every peer gets the new catalogue. A site
     /// removed from the config but in `keep` (the ownership members still counted, until
     /// the membership change that removes it is done: docs/ownership.md) stays, at the
-    /// address it had.
+    /// address it had, in this run or (after a restart) in the peer book.
     pub fn apply(&self, config: &SiteConfig, keep: &[SiteId]) {
         let catalogue = Arc::new(catalogue(config));
         let local = {
@@ -112,14 +115,19 @@ impl Federation {
             .iter()
             .map(|peer| (peer.name.clone(), peer.addr.clone()))
             .collect();
+        let mut book = lock(&self.book);
         for site in keep {
             if *site != config.site.name
                 && !wanted.contains_key(site)
-                && let Some(addr) = addrs.get(site)
+                && let Some(addr) = addrs.get(site).or_else(|| book.get(site))
             {
                 wanted.insert(site.clone(), addr.clone());
             }
         }
+        if let Err(error) = book.keep(wanted.clone()) {
+            tracing::warn!(%error, "a restart in the middle of a membership change may not reach a site it removes");
+        }
+        drop(book);
         self.endpoint
             .set_policy(PeerPolicy::Sites(wanted.keys().cloned().collect()));
         let gone: Vec<SiteId> = addrs
@@ -165,6 +173,7 @@ pub fn start(
     config: &SiteConfig,
     identity: &Identity,
     started: Instant,
+    book: PeerBook,
 ) -> Result<Arc<Federation>, EndpointError> {
     let endpoint = Arc::new(Endpoint::listen(
         config.site.federation_addr,
@@ -196,6 +205,7 @@ pub fn start(
         local: Mutex::new(local),
         peers: directory,
         addrs: Mutex::new(addrs),
+        book: Mutex::new(book),
     }))
 }
 

@@ -115,6 +115,11 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         "journal recovered"
     );
     let admin = admin_security(&config, &state, &identity)?;
+    let book_path = crate::peer_book::PeerBook::file_in(&state);
+    let peer_book = crate::peer_book::PeerBook::load(book_path.clone()).unwrap_or_else(|error| {
+        tracing::warn!(%error, "starting from the config's peers alone; the file is written again at the next change");
+        crate::peer_book::PeerBook::empty_at(book_path)
+    });
     let runtime = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -127,6 +132,7 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         machines,
         secrets,
         certs: options.certs.clone(),
+        peer_book,
     };
     runtime.block_on(serve(config, hash, identity, read, admin))
 }
@@ -143,6 +149,7 @@ struct FromDisk {
     secrets: crate::secrets::SecretStore,
     /// The certificate directory, read again on SIGHUP.
     certs: PathBuf,
+    peer_book: crate::peer_book::PeerBook,
 }
 
 /// The admin address's TLS, tokens and access log, read before anything starts: a bad
@@ -226,6 +233,7 @@ async fn serve(
         machines,
         secrets,
         certs,
+        peer_book,
     } = read;
     let started = Instant::now();
     let policy = PeerPolicy::Nodes {
@@ -247,7 +255,7 @@ async fn serve(
     )?
     .with_datagram_sink(board.clone());
     let endpoint = Arc::new(endpoint);
-    let peers = crate::federation::start(&config, &identity, started)?;
+    let peers = crate::federation::start(&config, &identity, started, peer_book)?;
     let journal_thread = Arbiter::new();
     let retention_days = config.journal.audit_retention_days;
     let journal = JournalWriter::start_in_arbiter(&journal_thread.handle(), move |_| {

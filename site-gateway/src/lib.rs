@@ -15,5 +15,6 @@ pub mod machines;
 pub mod metrics;
 pub mod model;
 pub mod page;
+pub mod peer_book;
 pub mod reload;
 pub mod secrets;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use leasehold_chaos_tests::sim::{Plant, SimOptions, SimReport, run};
+use leasehold_chaos_tests::sim::{MembersOperator, Plant, SimOptions, SimReport, run};
 use serde_json::json;
 
 #[derive(Debug, clap::Args)]
@@ -30,8 +30,13 @@ pub struct SimArgs {
     /// Where to write the JSON report.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Two spare sites are added and removed meanwhile, by an operator who changes the
+    /// members one-at-a-time (docs/ownership.md's procedure) or two-at-once (refused by
+    /// the members' rules; with --plant members-many-at-once, taken).
+    #[arg(long, value_name = "OPERATOR")]
+    members: Option<String>,
     /// A bug to plant (debug builds only): renew-without-majority, skip-epoch-check,
-    /// drop-journal-write.
+    /// drop-journal-write, members-many-at-once.
     #[arg(long, value_name = "NAME")]
     plant: Option<String>,
     /// Write every event, fault and decision to this file (one seed only): what to read
@@ -71,9 +76,13 @@ fn replay(args: &SimArgs, seed: u64) -> String {
         args.faults,
         args.sites,
         args.servers_per_site,
-        args.plant
+        args.members
             .as_deref()
-            .map_or(String::new(), |plant| format!(" --plant {plant}"))
+            .map_or(String::new(), |members| format!(" --members {members}"))
+            + &args
+                .plant
+                .as_deref()
+                .map_or(String::new(), |plant| format!(" --plant {plant}"))
     )
 }
 
@@ -114,6 +123,12 @@ pub fn run_sim(args: SimArgs) -> anyhow::Result<ExitCode> {
         .map(Plant::parse)
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    let members = args
+        .members
+        .as_deref()
+        .map(MembersOperator::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     if plant.is_some() && !cfg!(debug_assertions) {
         bail!(
             "--plant works in debug builds only (release builds do not contain the switches); run it with `cargo run -- sim ...`"
@@ -135,6 +150,7 @@ pub fn run_sim(args: SimArgs) -> anyhow::Result<ExitCode> {
             sites: args.sites,
             servers_per_site: args.servers_per_site,
             plant,
+            members,
             trace: args.trace.clone(),
         };
         let report = run(&options, |progress| {
@@ -175,13 +191,22 @@ pub fn run_sim(args: SimArgs) -> anyhow::Result<ExitCode> {
         println!("every invariant held ({} seeds)", reports.len());
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "\nFAILED at seed {}, {:.6} s simulated; the last events before it:",
-        worst.seed,
-        worst.stopped_at_us.unwrap_or_default() as f64 / 1e6
-    );
-    for line in &worst.last_events {
-        println!("  {line}");
+    match worst.stopped_at_us {
+        Some(at) => {
+            println!(
+                "\nFAILED at seed {}, {:.6} s simulated; the last events before it:",
+                worst.seed,
+                at as f64 / 1e6
+            );
+            for line in &worst.last_events {
+                println!("  {line}");
+            }
+        }
+        // A liveness check failed: it is judged once, at the end.
+        None => println!(
+            "\nFAILED at seed {}, after the calm at the end of its {:.0} simulated s",
+            worst.seed, worst.simulated_seconds
+        ),
     }
     println!(
         "replay with:\n  {} --trace trace.txt",

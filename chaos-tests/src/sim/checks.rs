@@ -26,13 +26,15 @@ pub const EPOCHS_NEVER_REUSED: &str = "epochs-never-reused";
 pub const ONE_OWNER_PER_ACCOUNT: &str = "one-owner-per-account";
 pub const JOURNAL_BEFORE_ACT: &str = "journaled-before-acted";
 pub const SLA_AFTER_CALM: &str = "sla-restored-after-calm";
+pub const MEMBERS_AFTER_CALM: &str = "members-settled-after-calm";
 
-pub const ALL: [&str; 5] = [
+pub const ALL: [&str; 6] = [
     ONE_ACCOUNT_PER_SERVER,
     EPOCHS_NEVER_REUSED,
     ONE_OWNER_PER_ACCOUNT,
     JOURNAL_BEFORE_ACT,
     SLA_AFTER_CALM,
+    MEMBERS_AFTER_CALM,
 ];
 
 #[derive(Debug, Clone, Serialize)]
@@ -285,6 +287,23 @@ impl Checker {
                         ),
                     );
                 }
+            }
+        }
+    }
+
+    /// Liveness of a membership change: after the calm, every site of the last change
+    /// runs the set the operator edited into the configs, from the `members` records its
+    /// journal holds (`runs`: each site's last journaled set, `None` if it never took one).
+    pub fn members_after_calm(&mut self, target: &[usize], runs: &[Option<Vec<usize>>]) {
+        for site in target {
+            if runs[*site].as_deref() != Some(target) {
+                self.violation(
+                    MEMBERS_AFTER_CALM,
+                    format!(
+                        "site {site} runs {:?} after the calm; the configs name {target:?}",
+                        runs[*site]
+                    ),
+                );
             }
         }
     }

@@ -5,7 +5,7 @@
 //! commits after a drawn latency, in order; a crash loses what had not committed), links
 //! to registered nodes, requests with timeouts, pings and catalogues to peers.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use leasehold_federation::ids::{ServerId, SiteId};
@@ -114,9 +114,16 @@ pub struct SimGateway {
     pub hash: String,
     /// Sites by index, to address peers.
     sites: Vec<SiteId>,
+    /// Whether a gateway ever ran on the journal: the first start finds a new one.
+    opened: bool,
+    /// Durable, as the peer book beside the journal (`peer_book`): the sites whose
+    /// address this gateway has from a config, the only ones it can keep talking to once
+    /// its config no longer names them.
+    book: BTreeSet<usize>,
     /// A planted bug (debug builds only): see [`super::Plant`].
     drop_lease_grants: bool,
     renew_without_majority: bool,
+    members_many_at_once: bool,
     up: Option<Incarnation>,
 }
 
@@ -132,15 +139,24 @@ impl SimGateway {
             audited: BTreeMap::new(),
             hash: "config-0".into(),
             sites,
+            opened: false,
+            book: BTreeSet::new(),
             drop_lease_grants: false,
             renew_without_majority: false,
+            members_many_at_once: false,
             up: None,
         }
     }
 
-    pub fn plant(&mut self, drop_lease_grants: bool, renew_without_majority: bool) {
+    pub fn plant(
+        &mut self,
+        drop_lease_grants: bool,
+        renew_without_majority: bool,
+        members_many_at_once: bool,
+    ) {
         self.drop_lease_grants = drop_lease_grants;
         self.renew_without_majority = renew_without_majority;
+        self.members_many_at_once = members_many_at_once;
     }
 
     pub fn is_up(&self) -> bool {
@@ -152,7 +168,7 @@ impl SimGateway {
     }
 
     /// The site's own clock, as its gateway process reads it (0 at its start).
-    fn local(&self, now_us: u64) -> Millis {
+    pub fn local(&self, now_us: u64) -> Millis {
         let started = self.up.as_ref().map_or(now_us, |up| up.started_us);
         Millis((now_us.saturating_sub(started) as f64 * self.rate / 1000.0) as u64)
     }
@@ -166,11 +182,51 @@ impl SimGateway {
         self.sites.iter().position(|s| s == site)
     }
 
+    /// As `Federation::apply` keeps the peer book: the config's peers, and the members
+    /// still counted whose address it had.
+    fn learn_addresses(&mut self) {
+        // A file edited while no gateway runs touches nothing but the file.
+        if self.up.is_none() {
+            return;
+        }
+        let members: BTreeSet<usize> = (self.up.iter())
+            .flat_map(|up| up.core.member_sites())
+            .filter_map(|site| self.site_index(&site))
+            .collect();
+        let peers = (self.config.peers.iter()).filter_map(|peer| self.site_index(&peer.name));
+        let kept: BTreeSet<usize> = self.book.intersection(&members).copied().collect();
+        self.book = peers.chain(kept).collect();
+    }
+
+    /// The sites this gateway is connected with: its config's peers, and the members its
+    /// ownership core still counts or wants whose address is in its book (a site removed
+    /// from the config stays until the step that removes it from the members), as the
+    /// real shell keeps them (`Federation::apply`); its listener refuses every other site.
+    fn peer_sites(&self) -> Vec<usize> {
+        let Some(up) = &self.up else {
+            return Vec::new();
+        };
+        let members: Vec<usize> = (up.core.member_sites().iter())
+            .filter_map(|site| self.site_index(site))
+            .filter(|site| self.book.contains(site))
+            .collect();
+        let mut peers: Vec<usize> = (self.config.peers.iter())
+            .filter_map(|peer| self.site_index(&peer.name))
+            .chain(members)
+            .filter(|peer| *peer != self.index)
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        peers
+    }
+
     /// Starts (or restarts) the gateway on its journal.
     pub fn start(&mut self, ctx: &mut Ctx) {
         self.generation += 1;
         let ownership = self.ownership();
-        let recovered = self.journal.recovered();
+        let mut recovered = self.journal.recovered();
+        recovered.new_journal = !self.opened;
+        self.opened = true;
         let (core, effects, started) = SiteCore::new(
             self.config.clone(),
             self.hash.clone(),
@@ -205,6 +261,7 @@ impl SimGateway {
             peers,
             next_catalogue_us: ctx.now_us,
         });
+        self.learn_addresses();
         self.perform(effects, None, ctx);
         let round = self.true_us(ROUND_INTERVAL);
         ctx.timer(round, Timer::Round);
@@ -225,6 +282,10 @@ impl SimGateway {
         #[cfg(debug_assertions)]
         if self.renew_without_majority {
             ownership.plant_renew_without_majority();
+        }
+        #[cfg(debug_assertions)]
+        if self.members_many_at_once {
+            ownership.plant_members_many_at_once();
         }
         ownership
     }
@@ -264,6 +325,7 @@ impl SimGateway {
                 };
                 self.config = config;
                 self.hash = hash;
+                self.learn_addresses();
                 self.perform(effects, None, ctx);
             }
             None => {
@@ -418,7 +480,8 @@ impl SimGateway {
 
     fn send_to_peer(&mut self, to: SiteId, message: PeerMessage, ctx: &mut Ctx) {
         let now = self.local(ctx.now_us);
-        let Some(peer) = self.site_index(&to).filter(|peer| *peer != self.index) else {
+        let connected = self.peer_sites();
+        let Some(peer) = self.site_index(&to).filter(|peer| connected.contains(peer)) else {
             let Some(up) = &mut self.up else { return };
             let effects = up.core.peer_unreachable(&to, message, now);
             self.perform(effects, None, ctx);
@@ -457,8 +520,9 @@ impl SimGateway {
             .is_some_and(|up| ctx.now_us >= up.next_catalogue_us);
         // Built only when it goes out: a tick that announces nothing is most of them.
         let accounts = announce.then(|| catalogue(&self.config).accounts);
+        let connected = self.peer_sites();
         let Some(up) = &mut self.up else { return };
-        for peer in up.peers.keys().copied().collect::<Vec<_>>() {
+        for peer in connected {
             let request = ctx.request_id();
             up.pending
                 .insert(request, Pending::Ping { peer, sent: now });
@@ -634,6 +698,9 @@ impl SimGateway {
         let Some(site) = self.sites.get(peer).cloned() else {
             return;
         };
+        if !self.peer_sites().contains(&peer) {
+            return;
+        }
         let Some(up) = &mut self.up else { return };
         let effects = match msg {
             Msg::Ping { request } => {

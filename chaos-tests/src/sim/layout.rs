@@ -1,7 +1,9 @@
-//! The federation a simulation runs: `sites` sites named as a campaign's (`site-a`, ...),
-//! each with `servers` servers and one account of its own (SLA minimum 1, maximum 2),
-//! failing over to the other sites in order, lending one server to any peer, with the
-//! campaign's fast timings. Built as validated configs directly: nothing is written.
+//! The federation a simulation runs: `sites` founding sites named as a campaign's
+//! (`site-a`, ...), each with `servers` servers and one account of its own (SLA minimum 1,
+//! maximum 2), failing over to the other members in order, lending one server to any
+//! peer, with the campaign's fast timings; and, when the members change, spare sites after
+//! them with servers and no account of their own, which the operator adds and removes.
+//! Built as validated configs directly: nothing is written.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -68,17 +70,19 @@ pub fn timings() -> Timings {
     }
 }
 
-/// The account homed at `site`, with its failover to every other site in order.
-pub fn account(site: usize, sites: usize, min: u32, max: u32) -> Account {
+/// The account homed at `site`, failing over to the other `members` (site indices, in
+/// order) from the one after it.
+pub fn member_account(site: usize, members: &[usize], min: u32, max: u32) -> Account {
     let name = account_name(site);
+    let at = members.iter().position(|m| *m == site).unwrap_or(0);
     Account {
         name: account_id(site),
         min_servers: min,
         max_servers: max,
         priority: 10 + site as u32,
         target_load: TARGET_LOAD,
-        failover: (1..sites)
-            .map(|step| site_id((site + step) % sites))
+        failover: (1..members.len())
+            .map(|step| site_id(members[(at + step) % members.len()]))
             .collect(),
         pinned: false,
         workload: Workload {
@@ -96,9 +100,32 @@ pub fn account(site: usize, sites: usize, min: u32, max: u32) -> Account {
     }
 }
 
-/// Site `site`'s config in a federation of `sites` sites of `servers` servers each.
-pub fn site_config(site: usize, sites: usize, servers: usize) -> SiteConfig {
-    let peers: Vec<SiteId> = (0..sites).filter(|s| *s != site).map(site_id).collect();
+/// Site `site`'s config when it names `members` (site indices, in order, itself among
+/// them) and `departed` (sites removed while down for good): the first `founders` sites
+/// home an account each (its SLA `raise` above the layout's) and found the federation;
+/// the others home none and join it.
+pub fn member_config(
+    site: usize,
+    members: &[usize],
+    departed: &[usize],
+    founders: usize,
+    servers: usize,
+    raise: u32,
+) -> SiteConfig {
+    let peers: Vec<SiteId> = members
+        .iter()
+        .filter(|s| **s != site)
+        .map(|s| site_id(*s))
+        .collect();
+    // Validation wants the founding set to be exactly the config's sites: an operator
+    // drops the line once the members change (only a new journal reads it).
+    let founding = (site < founders && members.iter().copied().eq(0..founders))
+        .then(|| (0..founders).map(site_id).collect());
+    let accounts = if site < founders {
+        vec![member_account(site, members, 1 + raise, 2 + raise)]
+    } else {
+        Vec::new()
+    };
     SiteConfig {
         path: PathBuf::from(format!("{}.toml", site_name(site))),
         admin: leasehold_site_gateway::config::AdminSection::unsecured(),
@@ -110,7 +137,11 @@ pub fn site_config(site: usize, sites: usize, servers: usize) -> SiteConfig {
             boot_addr: None,
             advertise_management_addr: None,
             advertise_federation_addr: None,
-            initial_members: None,
+            initial_members: founding,
+            departed: (departed.iter())
+                .filter(|gone| !members.contains(gone))
+                .map(|gone| site_id(*gone))
+                .collect(),
         },
         timings: timings(),
         lending: Lending {
@@ -136,6 +167,6 @@ pub fn site_config(site: usize, sites: usize, servers: usize) -> SiteConfig {
                 machine: None,
             })
             .collect(),
-        accounts: vec![account(site, sites, 1, 2)],
+        accounts,
     }
 }

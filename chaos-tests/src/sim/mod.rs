@@ -11,12 +11,14 @@
 //! - [`net`]: delay, jitter, loss, duplication, cuts of any shape.
 //! - [`faults`]: what is injected, drawn from the seed.
 //! - [`checks`]: the invariants, read from the evidence as it is written.
+//! - [`members`]: the operator who adds and removes sites meanwhile, if asked.
 
 pub mod checks;
 pub mod ctx;
 pub mod faults;
 pub mod gateway;
 pub mod layout;
+pub mod members;
 pub mod message;
 pub mod net;
 pub mod node;
@@ -29,6 +31,7 @@ use serde::Serialize;
 
 use checks::InvariantReport;
 use faults::{FaultKind, draw, tally};
+pub use members::MembersOperator;
 use world::{Event, World};
 
 /// The calm after the last fault in which every account must be back at its minimum:
@@ -46,6 +49,8 @@ pub enum Plant {
     RenewWithoutMajority,
     SkipEpochCheck,
     DropJournalWrite,
+    /// Sites take a config that adds or removes several sites in one step.
+    MembersManyAtOnce,
 }
 
 impl Plant {
@@ -54,8 +59,9 @@ impl Plant {
             "renew-without-majority" => Ok(Plant::RenewWithoutMajority),
             "skip-epoch-check" => Ok(Plant::SkipEpochCheck),
             "drop-journal-write" => Ok(Plant::DropJournalWrite),
+            "members-many-at-once" => Ok(Plant::MembersManyAtOnce),
             other => Err(format!(
-                "unknown plant `{other}` (renew-without-majority, skip-epoch-check, drop-journal-write)"
+                "unknown plant `{other}` (renew-without-majority, skip-epoch-check, drop-journal-write, members-many-at-once)"
             )),
         }
     }
@@ -65,6 +71,7 @@ impl Plant {
             Plant::RenewWithoutMajority => "renew-without-majority",
             Plant::SkipEpochCheck => "skip-epoch-check",
             Plant::DropJournalWrite => "drop-journal-write",
+            Plant::MembersManyAtOnce => "members-many-at-once",
         }
     }
 }
@@ -77,6 +84,8 @@ pub struct SimOptions {
     pub sites: usize,
     pub servers_per_site: usize,
     pub plant: Option<Plant>,
+    /// An operator who adds and removes spare sites meanwhile, if any.
+    pub members: Option<MembersOperator>,
     /// Where to write every trace line (events, faults, decisions), if anywhere.
     pub trace: Option<std::path::PathBuf>,
 }
@@ -86,6 +95,14 @@ pub struct SimReport {
     pub seed: u64,
     pub sites: usize,
     pub servers_per_site: usize,
+    /// The operator who changed the members meanwhile, and the sites its changes added
+    /// and removed (whether the sites took them is in `activity`, `member-steps`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<&'static str>,
+    pub members_added: u64,
+    pub members_removed: u64,
+    /// Of those removed, the sites lost for good first and removed without their answer.
+    pub members_departed: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u64>,
     pub invariants: Vec<InvariantReport>,
@@ -124,7 +141,13 @@ pub struct Progress {
 /// whose evidence breaks an invariant.
 pub fn run(options: &SimOptions, mut progress: impl FnMut(Progress)) -> Result<SimReport, String> {
     let started = Instant::now();
-    let mut world = World::new(options.seed, options.sites, options.servers_per_site);
+    let mut world = World::new(
+        options.seed,
+        options.sites,
+        options.servers_per_site,
+        options.members,
+    );
+    let sites = world.gateways.len();
     if let Some(path) = &options.trace {
         let file = std::fs::File::create(path)
             .map_err(|error| format!("cannot create the trace {}: {error}", path.display()))?;
@@ -140,12 +163,7 @@ pub fn run(options: &SimOptions, mut progress: impl FnMut(Progress)) -> Result<S
     loop {
         if calm_until.is_none() && world.now_us >= next_fault_us {
             if (injected.len() as u64) < options.faults {
-                let fault = draw(
-                    injected.len() as u64 + 1,
-                    options.sites,
-                    nodes,
-                    &mut world.rng,
-                );
+                let fault = draw(injected.len() as u64 + 1, sites, nodes, &mut world.rng);
                 injected.push(fault.kind);
                 world.schedule(0, Event::FaultStarts(fault));
                 next_fault_us = world.now_us + world.rng.between(FAULT_GAP_US.0, FAULT_GAP_US.1);
@@ -157,8 +175,10 @@ pub fn run(options: &SimOptions, mut progress: impl FnMut(Progress)) -> Result<S
                     });
                 }
             } else {
-                // Every fault has had its time by then (the longest lasts 10 s).
+                // Every fault has had its time by then (the longest lasts 10 s), and a
+                // membership change under way has been taken.
                 calm_until = Some(world.now_us + 10_000_000 + CALM_US);
+                world.rest_members();
             }
         }
         if calm_until.is_some_and(|until| world.now_us >= until) {
@@ -174,11 +194,20 @@ pub fn run(options: &SimOptions, mut progress: impl FnMut(Progress)) -> Result<S
     }
     if stopped_at.is_none() {
         world.checker.after_calm(&world.gateways, &world.nodes);
+        world.members_after_calm();
     }
     Ok(SimReport {
         seed: options.seed,
-        sites: options.sites,
+        sites,
         servers_per_site: options.servers_per_site,
+        members: options.members.map(MembersOperator::name),
+        members_added: world.operator.as_ref().map_or(0, |operator| operator.added),
+        members_removed: world
+            .operator
+            .as_ref()
+            .map_or(0, |operator| operator.removed),
+        members_departed: (world.operator.as_ref())
+            .map_or(0, |operator| operator.departed.len() as u64),
         faults: tally(&injected),
         invariants: world.checker.report(),
         activity: activity(&world),
@@ -199,6 +228,11 @@ pub fn run(options: &SimOptions, mut progress: impl FnMut(Progress)) -> Result<S
 fn activity(world: &World) -> BTreeMap<&'static str, u64> {
     use leasehold_site_gateway::model::effects::AuditKind;
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for gateway in world.gateways.iter().skip(world.founders()) {
+        // Accounts failed over to a site added while the federation ran.
+        let taken = gateway.audited.get(&AuditKind::Takeover).copied();
+        *counts.entry("takeovers-by-added-sites").or_insert(0) += taken.unwrap_or(0);
+    }
     for gateway in &world.gateways {
         for (kind, count) in &gateway.audited {
             let name = match kind {
@@ -215,6 +249,7 @@ fn activity(world: &World) -> BTreeMap<&'static str, u64> {
                 AuditKind::LoanRefused => "loans-refused",
                 AuditKind::Shortfall => "shortfalls",
                 AuditKind::LoanReturn => "loans-returned",
+                AuditKind::Members => "member-steps",
                 _ => continue,
             };
             *counts.entry(name).or_insert(0) += count;
@@ -235,6 +270,7 @@ fn plant(world: &mut World, plant: Option<Plant>) {
         gateway.plant(
             plant == Plant::DropJournalWrite,
             plant == Plant::RenewWithoutMajority,
+            plant == Plant::MembersManyAtOnce,
         );
     }
     if plant == Plant::SkipEpochCheck {

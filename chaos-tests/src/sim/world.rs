@@ -14,6 +14,7 @@ use super::ctx::{Action, Ctx, Timer};
 use super::faults::{Fault, FaultKind};
 use super::gateway::SimGateway;
 use super::layout::{self, TARGET_LOAD};
+use super::members::{Act, MembersOperator, Operator, SPARES};
 use super::message::Msg;
 use super::net::{End, LinkFaults, Network};
 use super::node::SimNode;
@@ -52,7 +53,12 @@ pub enum Event {
         gateway_generation: u64,
     },
     Load,
+    /// The operator who changes the members acts.
+    Members(Act),
 }
+
+/// The operator's first look: the federation has settled once.
+const MEMBERS_FROM_US: u64 = 5_000_000;
 
 struct Scheduled {
     at_us: u64,
@@ -119,18 +125,46 @@ pub struct World {
     trace_file: Option<BufWriter<File>>,
     /// Audit records already put in the trace, per gateway.
     audits_noted: Vec<usize>,
+    /// The sites that home an account and found the federation; spares follow them.
+    founders: usize,
+    servers: usize,
+    /// The members each site's config names now (site indices).
+    named: Vec<Vec<usize>>,
+    /// Each site's SLA raise by a config-edit fault now.
+    raise: Vec<u32>,
+    /// Whether the site's gateway is installed: a spare is not until it is added, and a
+    /// removed one that was shut down no longer is (a crash fault does not restart it).
+    deployed: Vec<bool>,
+    pub operator: Option<Operator>,
 }
 
 impl World {
-    pub fn new(seed: u64, sites: usize, servers: usize) -> World {
+    /// `founders` sites of `servers` servers each; with a members operator, [`SPARES`]
+    /// more that it adds and removes.
+    pub fn new(
+        seed: u64,
+        founders: usize,
+        servers: usize,
+        members: Option<MembersOperator>,
+    ) -> World {
         let mut rng = SplitMix64::new(seed);
+        let sites = founders + if members.is_some() { SPARES } else { 0 };
         let names: Vec<_> = (0..sites).map(layout::site_id).collect();
+        let named: Vec<Vec<usize>> = (0..sites)
+            .map(|site| {
+                if site < founders {
+                    (0..founders).collect()
+                } else {
+                    vec![site]
+                }
+            })
+            .collect();
         let drift = leasehold_site_gateway::config::Timings::CLOCK_DRIFT;
         let rate = |rng: &mut SplitMix64| 1.0 - drift + (rng.below(2_001) as f64 / 1_000.0) * drift;
         let timings = layout::timings();
         let gateways: Vec<SimGateway> = (0..sites)
             .map(|site| {
-                let config = layout::site_config(site, sites, servers);
+                let config = layout::member_config(site, &named[site], &[], founders, servers, 0);
                 SimGateway::new(site, config, names.clone(), rate(&mut rng))
             })
             .collect();
@@ -167,6 +201,12 @@ impl World {
             events: 0,
             trace_file: None,
             audits_noted: vec![0; sites],
+            founders,
+            servers,
+            named,
+            raise: vec![0; sites],
+            deployed: (0..sites).map(|site| site < founders).collect(),
+            operator: members.map(|kind| Operator::new(kind, founders)),
         }
     }
 
@@ -212,12 +252,110 @@ impl World {
     /// Starts every gateway and node agent, and the load.
     pub fn boot(&mut self) {
         for site in 0..self.gateways.len() {
-            self.start_gateway(site);
+            if self.deployed[site] {
+                self.start_gateway(site);
+            }
         }
         for node in 0..self.nodes.len() {
             self.start_node(node);
         }
         self.schedule(LOAD_EVERY_US, Event::Load);
+        if self.operator.is_some() {
+            self.schedule(MEMBERS_FROM_US, Event::Members(Act::Change));
+        }
+    }
+
+    /// The sites that found the federation and home an account each.
+    pub fn founders(&self) -> usize {
+        self.founders
+    }
+
+    /// No membership change starts from now on (the calm).
+    pub fn rest_members(&mut self) {
+        if let Some(operator) = &mut self.operator {
+            operator.resting = true;
+        }
+    }
+
+    /// After the calm: every site of the last change took it, by its journal (a change
+    /// of two sites at once is never taken: there is nothing to check).
+    pub fn members_after_calm(&mut self) {
+        let Some(operator) = &self.operator else {
+            return;
+        };
+        if operator.kind != MembersOperator::OneAtATime {
+            return;
+        }
+        let runs: Vec<Option<Vec<usize>>> = (self.gateways.iter())
+            .map(|gateway| {
+                let journaled = gateway.journal.recovered().members?;
+                Some(
+                    (journaled.iter())
+                        .filter_map(|site| {
+                            self.gateways
+                                .iter()
+                                .position(|g| g.config.site.name == *site)
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        self.checker.members_after_calm(&operator.target, &runs);
+    }
+
+    /// The set site `site`'s gateway runs now, as site indices, if it is up.
+    fn runs(&self, site: usize) -> Option<Vec<usize>> {
+        let now = self.gateways[site].local(self.now_us);
+        let ownership = self.gateways[site].core()?.ownership()?;
+        let status = ownership.members_status(now);
+        Some(
+            status
+                .running
+                .iter()
+                .filter_map(|name| {
+                    self.gateways
+                        .iter()
+                        .position(|g| g.config.site.name.as_str() == name)
+                })
+                .collect(),
+        )
+    }
+
+    fn members(&mut self, act: Act) {
+        self.note(format!("{} members {act:?}", self.now_us));
+        match act {
+            Act::Change => {
+                let Some(mut operator) = self.operator.take() else {
+                    return;
+                };
+                let running: Vec<Option<Vec<usize>>> = (0..self.gateways.len())
+                    .map(|site| self.runs(site))
+                    .collect();
+                let acts = operator.look(|site| running[site].clone(), &mut self.rng);
+                self.operator = Some(operator);
+                for (after, act) in acts {
+                    self.schedule(after, Event::Members(act));
+                }
+            }
+            Act::Edit { site, members } => {
+                self.named[site] = members;
+                self.write_config(site);
+            }
+            Act::Start { site, members } => {
+                self.named[site] = members;
+                self.write_config(site);
+                self.deployed[site] = true;
+                if !self.gateways[site].is_up() {
+                    self.start_gateway(site);
+                }
+            }
+            Act::Lose(site) | Act::Stop(site) => {
+                self.deployed[site] = false;
+                if self.gateways[site].is_up() {
+                    self.crash_gateway(site);
+                }
+            }
+        }
     }
 
     fn note(&mut self, line: String) {
@@ -272,6 +410,7 @@ impl World {
                 self.perform(End::Node(node), actions);
             }
             Event::Load => self.measure_load(),
+            Event::Members(act) => self.members(act),
         }
         self.note_audits();
         self.checker.read(self.now_us, &self.gateways, &self.nodes);
@@ -539,7 +678,7 @@ impl World {
         match fault.kind {
             FaultKind::GatewayCrash => {
                 let site = fault.targets[0];
-                if !self.gateways[site].is_up() {
+                if self.deployed[site] && !self.gateways[site].is_up() {
                     self.start_gateway(site);
                 }
             }
@@ -576,9 +715,8 @@ impl World {
         let Some((account, epoch)) = newest else {
             return;
         };
-        let sites = self.gateways.len();
-        let other = (0..sites)
-            .map(|site| layout::account(site, sites, 1, 2))
+        let other = (0..self.founders)
+            .map(|site| layout::member_account(site, &[site], 1, 2))
             .find(|candidate| candidate.name != account);
         let Some(other) = other else { return };
         let stop_timeout = layout::timings().workload_stop_timeout;
@@ -608,10 +746,22 @@ impl World {
 
     /// A valid edit: the site's account's SLA is `raise` above the layout's (0 undoes it).
     fn edit(&mut self, site: usize, raise: u32) {
-        let sites = self.gateways.len();
-        let mut config = self.gateways[site].config.clone();
-        config.accounts = vec![layout::account(site, sites, 1 + raise, 2 + raise)];
-        let hash = format!("config-{site}-{raise}-{}", self.now_us);
+        self.raise[site] = raise;
+        self.write_config(site);
+    }
+
+    /// Site `site`'s file as it stands (its members, its SLA raise), applied live.
+    fn write_config(&mut self, site: usize) {
+        let departed = (self.operator.as_ref()).map_or(&[][..], |operator| &operator.departed);
+        let config = layout::member_config(
+            site,
+            &self.named[site],
+            departed,
+            self.founders,
+            self.servers,
+            self.raise[site],
+        );
+        let hash = format!("config-{site}-{}-{}", self.raise[site], self.now_us);
         let mut ctx = Ctx::new(self.now_us, &mut self.rng, &mut self.next_request);
         self.gateways[site].edit(Some(config), hash, &mut ctx);
         let actions = ctx.actions;
@@ -621,7 +771,7 @@ impl World {
     /// Each account's load, shared by the servers running it (a burst makes it three
     /// servers' worth): what each node agent reports in its heartbeats.
     fn measure_load(&mut self) {
-        let accounts: Vec<_> = (0..self.gateways.len()).map(layout::account_id).collect();
+        let accounts: Vec<_> = (0..self.founders).map(layout::account_id).collect();
         for (site, account) in accounts.iter().enumerate() {
             let burst = self.bursts.values().any(|s| *s == site);
             let total = if burst {

@@ -451,6 +451,8 @@ impl Actor for SiteMaster {
         self.apply_groups(groups);
         let recovered = std::mem::take(&mut self.pending);
         self.perform(recovered, ctx);
+        // The members the journal runs may include a site the config no longer names.
+        self.refresh_federation();
         ctx.run_interval(ROUND_INTERVAL, |master, ctx| master.round(ctx));
         ctx.run_interval(RENEWAL_BATCH, |master, _| master.answer_renewals());
     }

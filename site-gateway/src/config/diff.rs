@@ -342,6 +342,7 @@ mod tests {
                 advertise_management_addr: None,
                 advertise_federation_addr: None,
                 initial_members: None,
+                departed: Vec::new(),
             },
             timings: Timings::default(),
             lending: Default::default(),

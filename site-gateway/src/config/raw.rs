@@ -48,6 +48,8 @@ pub(crate) struct RawSiteSection {
     pub advertise_federation_addr: Option<Spanned<String>>,
     /// The founding members of a new federation (docs/ownership.md, "Members").
     pub initial_members: Option<Spanned<Vec<String>>>,
+    /// Sites removed while down for good: their answer is not waited for.
+    pub departed: Option<Spanned<Vec<String>>>,
 }
 
 /// `[admin]` (checked in `admin.rs`).

@@ -70,6 +70,11 @@ pub struct SiteSection {
     /// once instead of joining the set its peers run (docs/ownership.md, "Members").
     /// Exactly the site and its peers; ignored once the journal has members.
     pub initial_members: Option<Vec<SiteId>>,
+    /// Sites removed from the federation while they are down for good (their gateway
+    /// stopped, never to start again on its journal): a membership step that removes one
+    /// does not wait for its answer (docs/ownership.md, "Removing a site that is down
+    /// for good"). Never this site or one of its peers.
+    pub departed: Vec<SiteId>,
 }
 
 /// `[admin]`: how the admin address is secured (docs/operations.md, "Securing the admin

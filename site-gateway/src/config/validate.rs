@@ -190,7 +190,41 @@ fn site_section(c: &mut Checker<'_>, raw: &RawSite) -> Option<SiteSection> {
         advertise_management_addr,
         advertise_federation_addr,
         initial_members: initial_members(c, raw),
+        departed: departed(c, raw),
     })
+}
+
+/// `[site] departed`: sites removed while down for good; none may be this site or a peer.
+fn departed(c: &mut Checker<'_>, raw: &RawSite) -> Vec<SiteId> {
+    let Some(listed) = raw.site.departed.as_ref() else {
+        return Vec::new();
+    };
+    let mut departed = Vec::new();
+    for name in listed.get_ref() {
+        let site = match SiteId::parse(name) {
+            Ok(site) => site,
+            Err(e) => {
+                c.error(listed.span(), format!("[site] departed: {e}"));
+                continue;
+            }
+        };
+        let configured = *raw.site.name.get_ref() == *name
+            || raw.peers.iter().any(|peer| peer.name.get_ref() == name);
+        if configured {
+            c.error(
+                listed.span(),
+                format!(
+                    "site `{}`: [site] departed names `{name}`, which is this site or one of its [[peer]]s; a departed site is one removed from the federation: remove its [[peer]] first",
+                    raw.site.name.get_ref()
+                ),
+            );
+            continue;
+        }
+        departed.push(site);
+    }
+    departed.sort();
+    departed.dedup();
+    departed
 }
 
 /// `[site] initial_members`: the founding set, which must be exactly the site and its

@@ -67,6 +67,7 @@ pub(crate) fn site_config(
             advertise_management_addr: None,
             advertise_federation_addr: None,
             initial_members: None,
+            departed: Vec::new(),
         },
         timings: Timings::default(),
         lending,

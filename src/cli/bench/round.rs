@@ -461,6 +461,7 @@ fn synthetic_site(servers: u32, accounts: u32) -> anyhow::Result<SiteConfig> {
             advertise_management_addr: None,
             advertise_federation_addr: None,
             initial_members: None,
+            departed: Vec::new(),
         },
         timings: Timings::default(),
         lending: Lending::default(),

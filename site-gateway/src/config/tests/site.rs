@@ -346,6 +346,30 @@ fn initial_members_are_exactly_the_site_and_its_peers() {
     );
 }
 
+/// Sites removed while down for good: never this site or a peer, each named.
+#[test]
+fn departed_sites_are_neither_the_site_nor_a_peer() {
+    let departed = |list: &str| {
+        edit(
+            BASE,
+            "management_addr = \"127.0.0.1:7301\"",
+            &format!("management_addr = \"127.0.0.1:7301\"\ndeparted = {list}"),
+        )
+    };
+    let config = match check(&departed(r#"["site-d", "site-c", "site-d"]"#)) {
+        Ok(config) => config,
+        Err(errors) => panic!("{errors:#?}"),
+    };
+    let names: Vec<&str> = config.site.departed.iter().map(|s| s.as_str()).collect();
+    assert_eq!(names, ["site-c", "site-d"]);
+    one_error(
+        &departed(r#"["site-b"]"#),
+        "[site] departed names `site-b`, which is this site or one of its [[peer]]s",
+    );
+    one_error(&departed(r#"["site-a"]"#), "which is this site");
+    one_error(&departed(r#"["Site D"]"#), "[site] departed:");
+}
+
 #[test]
 fn a_data_dir_is_an_accounts_own_and_safe_to_remove() {
     let second = BASE

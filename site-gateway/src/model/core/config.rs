@@ -107,6 +107,7 @@ impl SiteCore {
                 // Taken a step at a time by the ownership core (docs/ownership.md,
                 // "Members"); `/v1/status` says what it waits for.
                 ownership.set_wanted(wanted, now);
+                ownership.set_departed(config.site.departed.clone());
             } else if wanted.len() > 1 {
                 needs_restart.push(format!(
                     "peers of a site that started alone: [{}] (it owns its accounts without asking anyone until a restart)",

@@ -114,6 +114,7 @@ impl SiteCore {
                 config.site.initial_members.is_some(),
                 now,
             ));
+            ownership.set_departed(config.site.departed.clone());
         }
         let mut core = SiteCore {
             model,

@@ -83,6 +83,9 @@ pub struct Members {
     /// echoes in its reports once it has heard it.
     change: u64,
     heard: BTreeMap<SiteId, Heard>,
+    /// Sites the config says are down for good: a step that removes one does not wait
+    /// for its answer.
+    departed: MemberSet,
     ttl: Duration,
     #[cfg(debug_assertions)]
     pub plant: MembersPlant,
@@ -117,6 +120,7 @@ impl Members {
             wanted,
             change: boot.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
             heard: BTreeMap::new(),
+            departed: MemberSet::new(),
             ttl,
             #[cfg(debug_assertions)]
             plant: MembersPlant::default(),
@@ -153,6 +157,11 @@ impl Members {
             self.wanted = wanted;
             self.change = self.change.wrapping_add(2);
         }
+    }
+
+    /// The sites the config says are down for good.
+    pub fn set_departed(&mut self, departed: MemberSet) {
+        self.departed = departed;
     }
 
     /// What this site tells every peer, on each claim message.
@@ -261,7 +270,10 @@ impl Members {
             self.running_since + self.ttl
         };
         for site in from.union(&self.wanted) {
-            if *site == self.site {
+            // A site removed while down for good cannot answer; it takes no step either
+            // (docs/ownership.md, "Removing a site that is down for good").
+            let gone = self.departed.contains(site) && !self.wanted.contains(site);
+            if *site == self.site || gone {
                 continue;
             }
             let heard = self
@@ -386,5 +398,71 @@ impl std::fmt::Display for Waiting {
                 "ownerships counted over the previous members may be held for {for_ms} ms more"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(name: &str) -> SiteId {
+        SiteId::parse(name).unwrap()
+    }
+
+    fn of(names: &[&str]) -> MemberSet {
+        names.iter().map(|name| site(name)).collect()
+    }
+
+    const FOUR: [&str; 4] = ["site-a", "site-b", "site-c", "site-d"];
+    const THREE: [&str; 3] = ["site-a", "site-b", "site-c"];
+
+    /// site-a runs the four and its config leaves site-d out; site-b and site-c answered
+    /// that they run the four and want the three; site-d, down, never answers.
+    fn removing_d() -> Members {
+        let mut a = Members::new(
+            site("site-a"),
+            Some(of(&FOUR)),
+            of(&THREE),
+            Duration::from_millis(1500),
+            7,
+            Millis(10_000),
+        );
+        for peer in ["site-b", "site-c"] {
+            let report = MembershipReport {
+                running: FOUR.iter().map(|name| site(name)).collect(),
+                wanted: THREE.iter().map(|name| site(name)).collect(),
+                change: 3,
+                seen: vec![(site("site-a"), a.change())],
+            };
+            a.heard(&site(peer), &report, Millis(10_000));
+        }
+        a
+    }
+
+    #[test]
+    fn a_site_down_for_good_blocks_its_removal_until_the_config_names_it_departed() {
+        let mut a = removing_d();
+        assert_eq!(
+            a.waiting(Millis(20_000)),
+            vec![Waiting::NotHeard(site("site-d"))]
+        );
+        assert!(a.step(Millis(20_000)).is_none());
+        a.set_departed(of(&["site-d"]));
+        let stepped = a
+            .step(Millis(20_000))
+            .expect("a step without site-d's answer");
+        assert_eq!(stepped.to, of(&THREE));
+    }
+
+    #[test]
+    fn departed_spares_the_departed_sites_answer_only() {
+        let mut a = removing_d();
+        a.set_departed(of(&["site-d"]));
+        // site-c has not answered since this change: it is still waited for.
+        a.heard.remove(&site("site-c"));
+        assert_eq!(
+            a.waiting(Millis(20_000)),
+            vec![Waiting::NotHeard(site("site-c"))]
+        );
     }
 }

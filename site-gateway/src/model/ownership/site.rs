@@ -146,6 +146,14 @@ impl SiteOwnership {
         self.claimant.plant_renew_without_majority = true;
     }
 
+    /// Plants a bug, in debug builds only: the members step to a config that adds or
+    /// removes several sites at once. For tests that show the checkers catch an unsafe
+    /// membership change.
+    #[cfg(debug_assertions)]
+    pub fn plant_members_many_at_once(&mut self) {
+        self.members.plant.many_at_once = true;
+    }
+
     /// The accounts this site homes changed (a config edit).
     pub fn set_home(&mut self, home: Vec<AccountId>) {
         self.home = home.into_iter().collect();

@@ -45,6 +45,8 @@ impl SiteOwnership {
             None => (wanted.clone(), true),
         };
         let boot = self.members.change();
+        #[cfg(debug_assertions)]
+        let plant = self.members.plant;
         self.members = Members::new(
             self.site.clone(),
             Some(running),
@@ -53,6 +55,10 @@ impl SiteOwnership {
             boot.rotate_left(17) ^ now.0,
             now,
         );
+        #[cfg(debug_assertions)]
+        {
+            self.members.plant = plant;
+        }
         let running: Vec<SiteId> = self.members.running().iter().cloned().collect();
         self.claimant.set_sites(running.clone());
         if record || (self.solo && new_journal) {
@@ -76,6 +82,11 @@ impl SiteOwnership {
             }
         }
         self.members.set_wanted(wanted.into_iter().collect());
+    }
+
+    /// The sites the config says were removed while down for good.
+    pub fn set_departed(&mut self, departed: Vec<SiteId>) {
+        self.members.set_departed(departed.into_iter().collect());
     }
 
     /// The sites whose members it runs or wants.

@@ -316,7 +316,7 @@ impl Pair {
 
 /// site-a wants 4 shop servers and has 2: it borrows 2 from site-b (which keeps its
 /// reserve), and they serve shop and appear in its endpoints.
-fn borrowed_pair() -> (Pair, Vec<Effect>, Vec<Effect>) {
+pub(super) fn borrowed_pair() -> (Pair, Vec<Effect>, Vec<Effect>) {
     let mut pair = pair();
     pair.run(super::startup_grace(pair.a.timings()), true);
     let shop = pair.a.account_ix(&account("shop")).unwrap();

@@ -169,7 +169,11 @@ impl SiteModel {
                     && candidate.serving() == Some(lease.account)
             })
             .count();
-        let have = u32::try_from(others).unwrap_or(u32::MAX);
+        // A replacement may be borrowed: the account's minimum counts its loans too.
+        let borrowed = (self.borrowing.serving())
+            .filter(|loan| loan.account == lease.account)
+            .count();
+        let have = u32::try_from(others + borrowed).unwrap_or(u32::MAX);
         (have < min).then(|| {
             format!(
                 "waits for a replacement: {} has {have} other serving servers, its minimum is {min}",

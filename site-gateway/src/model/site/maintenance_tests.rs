@@ -254,3 +254,30 @@ fn servers_added_and_removed_by_a_live_edit() {
     model.register(&first, None, epoch, Millis(710)).unwrap();
     assert_eq!(state(&model, &first), "free");
 }
+
+/// A replacement may be borrowed: a server in maintenance drains once its account has its
+/// minimum without it, servers borrowed from a peer counted.
+#[test]
+fn a_borrowed_replacement_lets_a_server_in_maintenance_drain() {
+    let (mut pair, _, _) = super::loan_tests::borrowed_pair();
+    let own: Vec<ServerId> = pair.a.servers().iter().map(|s| s.id.clone()).collect();
+    assert_eq!(own.len(), 2);
+    assert_eq!(pair.a.borrowing().serving().count(), 2);
+    // The second own server leaves at once; the first is then shop's last own server,
+    // and shop (minimum 1) still has the two borrowed ones.
+    pair.a
+        .set_maintenance(&own[1], Some(record(true)), pair.now)
+        .unwrap();
+    let effects = pair
+        .a
+        .set_maintenance(&own[0], Some(record(false)), pair.now)
+        .unwrap();
+    assert_eq!(
+        stops(&effects)
+            .iter()
+            .map(|(server, _)| server)
+            .collect::<Vec<_>>(),
+        vec![&own[0]],
+        "{effects:?}"
+    );
+}
