@@ -76,7 +76,31 @@ enum Command {
     Journal(cli::journal::JournalArgs),
 }
 
+/// Exit status of a process a closed pipe ended, as a shell reports SIGPIPE (128 + 13).
+const CLOSED_PIPE: i32 = 141;
+
+/// `leasehold status | head` closes the pipe before the last line: end quietly, as other
+/// command-line tools do, rather than with a panic's message and backtrace. Only the
+/// standard library's failure to print to stdout or stderr is meant; any other panic
+/// reports as before.
+fn quiet_on_closed_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(CLOSED_PIPE);
+        }
+        report(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEASEHOLD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -163,3 +163,22 @@ fn status_and_audit_name_the_url_and_fail_when_no_gateway_answers() {
         );
     }
 }
+
+/// `leasehold ... | head` closes the pipe early: the command ends quietly with the status
+/// a shell gives SIGPIPE, not with a panic and its backtrace.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    let mut child = std::process::Command::new(BINARY)
+        .args(["sim", "--seed", "1", "--faults", "20"])
+        .env("LEASEHOLD_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run leasehold");
+    // The reader is gone before the simulation (tens of milliseconds) prints anything.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait for leasehold");
+    let said = stderr(&output);
+    assert!(!said.contains("panicked"), "{said}");
+    assert_eq!(output.status.code(), Some(141), "{said}");
+}

@@ -53,7 +53,7 @@ pub struct Federation {
     peers: PeerDirectory,
     addrs: Mutex<BTreeMap<SiteId, HostPort>>,
     /// Where the peers it keeps are, across restarts (see [`PeerBook`]).
-    book: Mutex<PeerBook>,
+    book: Arc<PeerBook>,
 }
 
 impl Federation {
@@ -115,19 +115,23 @@ impl Federation {
             .iter()
             .map(|peer| (peer.name.clone(), peer.addr.clone()))
             .collect();
-        let mut book = lock(&self.book);
         for site in keep {
             if *site != config.site.name
                 && !wanted.contains_key(site)
-                && let Some(addr) = addrs.get(site).or_else(|| book.get(site))
+                && let Some(addr) = addrs.get(site).cloned().or_else(|| self.book.get(site))
             {
-                wanted.insert(site.clone(), addr.clone());
+                wanted.insert(site.clone(), addr);
             }
         }
-        if let Err(error) = book.keep(wanted.clone()) {
-            tracing::warn!(%error, "a restart in the middle of a membership change may not reach a site it removes");
+        if self.book.set(wanted.clone()) {
+            // The file is written on the blocking pool, never on an actor's thread.
+            let book = self.book.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(error) = book.save() {
+                    tracing::warn!(%error, "a gateway restarted in the middle of a membership change may not reach a site it removes");
+                }
+            });
         }
-        drop(book);
         self.endpoint
             .set_policy(PeerPolicy::Sites(wanted.keys().cloned().collect()));
         let gone: Vec<SiteId> = addrs
@@ -205,7 +209,7 @@ pub fn start(
         local: Mutex::new(local),
         peers: directory,
         addrs: Mutex::new(addrs),
-        book: Mutex::new(book),
+        book: Arc::new(book),
     }))
 }
 

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use leasehold_federation::addr::HostPort;
 use leasehold_federation::ids::SiteId;
@@ -31,11 +32,21 @@ pub enum PeerBookError {
     },
 }
 
-/// Peer addresses by site, as last written.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Peer addresses by site. Shared between the actor that changes them and the blocking
+/// pool that writes them: [`PeerBook::set`] is memory only, [`PeerBook::save`] the file.
+#[derive(Debug, Default)]
 pub struct PeerBook {
     path: Option<PathBuf>,
-    addrs: BTreeMap<SiteId, HostPort>,
+    addrs: Mutex<BTreeMap<SiteId, HostPort>>,
+    /// One write at a time, each of the addresses as they are when it runs: the last
+    /// write leaves the newest.
+    writing: Mutex<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl PeerBook {
@@ -45,23 +56,18 @@ impl PeerBook {
 
     /// The book kept at `path`; empty if there is no file yet.
     pub fn load(path: PathBuf) -> Result<PeerBook, PeerBookError> {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(PeerBook {
-                    path: Some(path),
-                    addrs: BTreeMap::new(),
-                });
-            }
+        let addrs = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|error| PeerBookError::Malformed {
+                path: path.clone(),
+                detail: error.to_string(),
+            })?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(source) => return Err(PeerBookError::Read { path, source }),
         };
-        let addrs = serde_json::from_str(&text).map_err(|error| PeerBookError::Malformed {
-            path: path.clone(),
-            detail: error.to_string(),
-        })?;
         Ok(PeerBook {
             path: Some(path),
-            addrs,
+            addrs: Mutex::new(addrs),
+            writing: Mutex::new(()),
         })
     }
 
@@ -69,32 +75,42 @@ impl PeerBook {
     pub fn empty_at(path: PathBuf) -> PeerBook {
         PeerBook {
             path: Some(path),
-            addrs: BTreeMap::new(),
+            ..PeerBook::default()
         }
     }
 
-    pub fn get(&self, site: &SiteId) -> Option<&HostPort> {
-        self.addrs.get(site)
+    pub fn get(&self, site: &SiteId) -> Option<HostPort> {
+        lock(&self.addrs).get(site).cloned()
     }
 
-    /// Keeps exactly `addrs`, and writes them (atomically: a crash leaves the old file or
-    /// the new one) if they changed.
-    pub fn keep(&mut self, addrs: BTreeMap<SiteId, HostPort>) -> Result<(), PeerBookError> {
-        if addrs == self.addrs {
-            return Ok(());
-        }
-        self.addrs = addrs;
+    /// Keeps exactly `addrs`; whether they changed (then [`Self::save`] them).
+    pub fn set(&self, addrs: BTreeMap<SiteId, HostPort>) -> bool {
+        let mut kept = lock(&self.addrs);
+        let changed = *kept != addrs;
+        *kept = addrs;
+        changed
+    }
+
+    /// Writes the addresses as they are now, atomically (a crash leaves the old file or
+    /// the new one). Blocking: not for an actor's thread.
+    pub fn save(&self) -> Result<(), PeerBookError> {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let write = |path: &Path| -> std::io::Result<()> {
+        let _one_at_a_time = lock(&self.writing);
+        let text = serde_json::to_string_pretty(&*lock(&self.addrs))
+            .map_err(std::io::Error::other)
+            .map_err(|source| PeerBookError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        let write = || -> std::io::Result<()> {
             let temporary = path.with_extension("json.new");
-            let text = serde_json::to_string_pretty(&self.addrs).map_err(std::io::Error::other)?;
             std::fs::write(&temporary, text + "\n")?;
             std::fs::File::open(&temporary)?.sync_all()?;
             std::fs::rename(&temporary, path)
         };
-        write(path).map_err(|source| PeerBookError::Write {
+        write().map_err(|source| PeerBookError::Write {
             path: path.clone(),
             source,
         })
@@ -113,13 +129,15 @@ mod tests {
     fn addresses_survive_a_reload_and_a_missing_or_bad_file_is_told_apart() {
         let dir = tempfile::tempdir().unwrap();
         let path = PeerBook::file_in(dir.path());
-        let mut book = PeerBook::load(path.clone()).unwrap();
+        let book = PeerBook::load(path.clone()).unwrap();
         assert_eq!(book.get(&site("site-d")), None);
         let addr: HostPort = "gw.site-d.example.net:7204".parse().unwrap();
-        book.keep(BTreeMap::from([(site("site-d"), addr.clone())]))
-            .unwrap();
+        let addrs = BTreeMap::from([(site("site-d"), addr.clone())]);
+        assert!(book.set(addrs.clone()));
+        assert!(!book.set(addrs), "the same addresses are no change");
+        book.save().unwrap();
         let again = PeerBook::load(path.clone()).unwrap();
-        assert_eq!(again.get(&site("site-d")), Some(&addr));
+        assert_eq!(again.get(&site("site-d")), Some(addr));
 
         std::fs::write(&path, "{\"site-d\": 7}").unwrap();
         let error = PeerBook::load(path.clone()).unwrap_err().to_string();

@@ -3,9 +3,10 @@
 //! time, starting a new site, sometimes starting the next change before the last is done,
 //! sometimes editing a site two sites away by mistake, then fixing it), on a simulated
 //! network with delays, loss, partitions, crashes (a restart keeps the journaled members)
-//! and clocks within the drift. Every member wants the account all the time. At every
-//! millisecond of real time at most one site may count itself owner. Each planted switch
-//! of `Members` (a rule broken) is caught.
+//! and clocks within the drift. Every member wants the account all the time. Now and then
+//! a site to be removed is lost for good first (it stops, never to start again) and the
+//! configs of the change name it `departed`. At every millisecond of real time at most one
+//! site may count itself owner. Each planted switch of `Members` (a rule broken) is caught.
 
 use std::collections::VecDeque;
 
@@ -49,8 +50,11 @@ fn of(indices: &[usize]) -> MemberSet {
 /// What the operator does at a moment of real time.
 #[derive(Debug, Clone)]
 enum Act {
-    /// Site `0`'s config now names these sites (a new site is started with it).
-    Edit(usize, MemberSet),
+    /// Site `0`'s config now names these sites (a new site is started with it), and these
+    /// sites `departed`.
+    Edit(usize, MemberSet, MemberSet),
+    /// Site `0` is lost for good: it stops and never starts again.
+    Lose(usize),
     /// Site `0` stops (crash); it restarts at the given time with its journal.
     Crash(usize, u64),
     /// Site `0` is cut off from everyone until the given time.
@@ -77,6 +81,8 @@ struct Plan {
     target: Vec<usize>,
     /// For a hasty operator (or one making jumps): when the next change starts.
     next_at: u64,
+    /// The sites lost for good (never added again).
+    lost: Vec<usize>,
 }
 
 impl Plan {
@@ -85,6 +91,7 @@ impl Plan {
             operator,
             target: vec![0, 1, 2],
             next_at: 1000,
+            lost: Vec::new(),
         }
     }
 
@@ -117,10 +124,12 @@ impl Plan {
             1
         };
         // Never fewer than two sites: a site alone takes its config without anyone's word.
-        let outside = SITES - current.len();
+        let outside = SITES - current.len() - self.lost.len();
         let grow = current.len() < 2 + step || (outside >= step && rng.chance(55));
         for _ in 0..step {
-            let outside: Vec<usize> = (0..SITES).filter(|i| !next.contains(i)).collect();
+            let outside: Vec<usize> = (0..SITES)
+                .filter(|i| !next.contains(i) && !self.lost.contains(i))
+                .collect();
             if grow {
                 next.push(outside[rng.below(outside.len() as u64) as usize]);
             } else {
@@ -129,10 +138,22 @@ impl Plan {
         }
         next.sort();
         let mut acts = Vec::new();
+        // A site to remove is lost for good first, now and then (the configs then name it
+        // `departed`); two at most, so that a change can always find a site to add.
+        if step == 1 && !grow && self.lost.len() < 2 && rng.chance(25) {
+            let gone: Vec<usize> = current
+                .iter()
+                .copied()
+                .filter(|i| !next.contains(i))
+                .collect();
+            self.lost.extend(&gone);
+            acts.extend(gone.into_iter().map(|i| (real, Act::Lose(i))));
+        }
+        let departed = of(&self.lost);
         // A removed site's config cannot leave itself out: it is left as it was.
         for site in &next {
             let when = real + rng.below(3000);
-            acts.push((when, Act::Edit(*site, of(&next))));
+            acts.push((when, Act::Edit(*site, of(&next), departed.clone())));
             if self.operator == Operator::Mistaken && rng.chance(15) {
                 // Two sites away from the set the sites run: two sites other than this
                 // one added or removed (refused until put right).
@@ -145,8 +166,9 @@ impl Plan {
                         wrong.insert(name(other));
                     }
                 }
-                acts.push((when + 1, Act::Edit(*site, wrong)));
-                acts.push((when + 2000 + rng.below(3000), Act::Edit(*site, of(&next))));
+                acts.push((when + 1, Act::Edit(*site, wrong, departed.clone())));
+                let later = when + 2000 + rng.below(3000);
+                acts.push((later, Act::Edit(*site, of(&next), departed.clone())));
             }
         }
         for _ in 0..rng.below(3) {
@@ -203,6 +225,8 @@ struct Site {
     members: Members,
     /// The journal's members: what a restart comes back with.
     journaled: Option<MemberSet>,
+    /// The config's `departed`.
+    departed: MemberSet,
     boots: u64,
 }
 
@@ -228,6 +252,7 @@ impl Site {
             now,
         );
         self.members.plant = plant;
+        self.members.set_departed(self.departed.clone());
         self.claimant = Claimant::new(name(i), sorted(self.members.running()), timing());
         self.started = true;
         self.down_until = None;
@@ -244,6 +269,8 @@ struct Outcome {
     owned_late: bool,
     /// At the end every site of the last change that is up runs it.
     settled: bool,
+    /// Sites lost for good and removed as `departed`.
+    lost: usize,
 }
 
 fn simulate(seed: u64, operator: Operator, plant: MembersPlant) -> Outcome {
@@ -264,6 +291,7 @@ fn simulate(seed: u64, operator: Operator, plant: MembersPlant) -> Outcome {
                 claimant: Claimant::new(name(i), Vec::new(), timing()),
                 members: Members::new(name(i), None, MemberSet::new(), timing().ttl, 0, Millis(0)),
                 journaled: None,
+                departed: MemberSet::new(),
                 boots: 0,
             }
         })
@@ -281,6 +309,7 @@ fn simulate(seed: u64, operator: Operator, plant: MembersPlant) -> Outcome {
         steps: 0,
         owned_late: false,
         settled: false,
+        lost: 0,
     };
     for real in 0..RUN_MS {
         let editing = acts.iter().any(|(_, act)| matches!(act, Act::Edit(..)));
@@ -293,17 +322,22 @@ fn simulate(seed: u64, operator: Operator, plant: MembersPlant) -> Outcome {
                 break;
             };
             match act {
-                Act::Edit(i, wanted) => {
+                Act::Edit(i, wanted, departed) => {
+                    sites[i].departed = departed.clone();
                     if std::env::var("MEMBERS_DEBUG").is_ok_and(|v| v == seed.to_string()) {
                         eprintln!("{real}: edit {} -> {wanted:?}", name(i));
                     }
                     if sites[i].started {
                         sites[i].members.set_wanted(wanted);
+                        sites[i].members.set_departed(departed);
                     } else {
                         sites[i].start(i, wanted, real, plant);
                     }
                 }
-                Act::Crash(i, until) if sites[i].started => sites[i].down_until = Some(until),
+                Act::Crash(i, until) if sites[i].started && !plan.lost.contains(&i) => {
+                    sites[i].down_until = Some(until)
+                }
+                Act::Lose(i) => sites[i].down_until = Some(u64::MAX),
                 Act::Isolate(i, until) => sites[i].cut_until = until,
                 Act::Crash(..) => {}
             }
@@ -458,6 +492,7 @@ fn simulate(seed: u64, operator: Operator, plant: MembersPlant) -> Outcome {
             outcome.owned_late = true;
         }
     }
+    outcome.lost = plan.lost.len();
     let last = of(&plan.target);
     outcome.settled = last
         .iter()
@@ -488,12 +523,14 @@ fn simulate(seed: u64, operator: Operator, plant: MembersPlant) -> Outcome {
 fn no_two_sites_own_an_account_at_once_while_sites_are_added_and_removed() {
     let mut steps = 0;
     let mut owned = 0;
+    let mut lost = 0;
     let mut unsettled = Vec::new();
     for seed in 0..seeds() {
         let outcome = simulate(seed, Operator::Mistaken, MembersPlant::default());
         assert!(outcome.overlaps.is_empty(), "{:#?}", outcome.overlaps);
         steps += outcome.steps;
         owned += usize::from(outcome.owned_late);
+        lost += outcome.lost;
         if !outcome.settled {
             unsettled.push(seed);
         }
@@ -505,6 +542,10 @@ fn no_two_sites_own_an_account_at_once_while_sites_are_added_and_removed() {
         "only {steps} steps in {SEEDS} runs"
     );
     assert_eq!(unsettled, Vec::<u64>::new(), "runs that did not settle");
+    assert!(
+        lost > 0,
+        "no site was lost for good and removed as departed"
+    );
     assert!(
         owned * 10 >= seeds() as usize * 9,
         "owned late in only {owned} of {} runs",
