@@ -1,354 +1,54 @@
-//! docs/operations.md, "An operator's day", walked as the operator it is written for. The
-//! test reads the section (from the top of the file to "## Securing the admin address"),
-//! takes every `$ ` line of its fenced blocks, and runs them in order with `sh -c` in a
-//! scratch folder that holds copies of configs/site-*.toml, the built binary first on PATH.
-//! What the prose asks between commands (an edit, a refused edit, a restart, node agents
-//! stopped) the test does where the prose says, and before each command whose output the
-//! doc shows it waits, on the admin API, for the state the prose describes. Then
-//! "Maintenance"'s drain and undrain run against the same federation, with a token of role
-//! `write` set up as "Securing the admin address" says.
+//! docs/operations.md walked as the operator it is written for: every section that gives
+//! `$ ` commands (the test fails naming any it does not walk). "An operator's day" first:
+//! the test takes every `$ ` line of its fenced blocks and runs them in order with `sh -c`
+//! in a scratch folder that holds copies of configs/site-*.toml, the built binary first on
+//! PATH. What the prose asks between commands (an edit, a refused edit, a restart, node
+//! agents stopped) the test does where the prose says, and before each command whose output
+//! the doc shows it waits, on the admin API, for the state the prose describes. Then, on
+//! the same federation: "Securing the admin address" (site-a on HTTPS with the doc's
+//! certificate, tokens and `[admin]` block, and what a client sees), "Maintenance" (back on
+//! plain HTTP, with a `write` token), `leasehold --version`, "Backups" (a backup, and a
+//! restore into the stopped gateway's state directory), "Alerts" (promtool), "`leasehold
+//! status`" (the demo's burst, made by raising shop's minimum) and "`leasehold audit`".
+//! Last, with the federation stopped, `scripts/restart-gateway.sh` runs its own. A line
+//! whose tool this machine lacks is skipped, with the reason printed at the end.
 //!
-//! Each command must exit 0 and print what the doc shows in shape, not in values: the same
-//! `Field = ` names, headings and table headers, the same names in a table's first column,
-//! the same JSON keys (and the same string values where they hold no number), the same
-//! sentences with their numbers masked, and every audit kind the doc shows. So a changed
-//! flag, a renamed column or a reworded line that the doc does not follow turns this red.
+//! Each command must exit as the doc says and print what the doc shows in shape, not in
+//! values (chaos-tests' harness/doc_shape.rs): the same `Field = ` names, headings and
+//! table headers, the same names in a table's first column, the same JSON keys (and the
+//! same string values where they hold no number), the same HTTP status and headers, the
+//! same sentences with their numbers and hashes masked, and every audit kind the doc shows.
+//! Outputs the doc took from a demo run keep their layout (fields, headings, headers) but
+//! not their rows. So a changed flag, a renamed column or a reworded line that the doc does
+//! not follow turns this red.
 //!
 //! The federation listens on the fixed ports of configs/, as tests/demo.rs does (test
 //! binaries run one at a time); a port already in use fails the test at once, naming it.
 //! Background lines (`... &`) run under the harness's process guards (docs/decisions.md,
 //! D-25): whatever they start carries the guard's marker and is killed when the test ends,
-//! passed or panicked.
+//! passed or panicked; at the end no process of the walk may be left.
 
-use std::collections::VecDeque;
-use std::fs::File;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Instant;
 
 use leasehold_chaos_tests::harness::admin::{get_json, get_text};
 use leasehold_chaos_tests::harness::doc_shape::*;
-use leasehold_chaos_tests::harness::process::{ProcessGuard, process_alive};
-use leasehold_chaos_tests::harness::sweep::{
-    MARKER, command_line, kill_all_of_this_harness, processes_with,
-};
+use leasehold_chaos_tests::harness::doc_walk::*;
 use leasehold_chaos_tests::harness::wait_for;
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::Pid;
 use serde_json::Value;
-use tempfile::TempDir;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_leasehold");
-/// How long a state the prose describes may take to arrive on a shared, slow machine.
-const WAIT: Duration = Duration::from_secs(60);
-/// The longest a foreground command may run; none of the doc's should take a second.
-const COMMAND_LIMIT: Duration = Duration::from_secs(60);
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
 
 fn read_doc() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md");
     std::fs::read_to_string(&path)
         .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
-}
-
-// ---------------------------------------------------------------------------------------
-// The operator: a scratch folder, a shell, and the processes started in the background.
-
-struct Operator {
-    dir: TempDir,
-    /// PATH with the folder holding `leasehold` (a link to the built binary) first.
-    path: String,
-    /// One guard per background line; dropped, each kills all its line started.
-    background: Vec<ProcessGuard>,
-    /// The doc's commands run, in order.
-    ran: Vec<String>,
-    /// The doc's commands not run, with why.
-    skipped: Vec<(String, String)>,
-    /// Numbers the files commands write their output to.
-    counter: usize,
-}
-
-/// What a foreground command printed.
-struct Printed {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Printed {
-    fn context(&self) -> String {
-        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
-    }
-}
-
-impl Operator {
-    fn new() -> Operator {
-        let dir = TempDir::new().expect("make a scratch folder");
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).expect("make the scratch bin folder");
-        std::os::unix::fs::symlink(BINARY, bin.join("leasehold"))
-            .expect("link leasehold into the scratch bin folder");
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        // "with copies of `configs/site-a.toml`, `site-b.toml` and `site-c.toml`"
-        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
-        for site in ["site-a", "site-b", "site-c"] {
-            let name = format!("{site}.toml");
-            std::fs::copy(configs.join(&name), dir.path().join(&name))
-                .unwrap_or_else(|error| panic!("cannot copy configs/{name}: {error}"));
-        }
-        Operator {
-            dir,
-            path,
-            background: Vec::new(),
-            ran: Vec::new(),
-            skipped: Vec::new(),
-            counter: 0,
-        }
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.file(name))
-            .unwrap_or_else(|error| panic!("cannot read {name}: {error}"))
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.file(name), text)
-            .unwrap_or_else(|error| panic!("cannot write {name}: {error}"));
-    }
-
-    /// The tools a line calls that this machine may lack (leasehold itself is always here).
-    fn missing_tools(&self, line: &str) -> Vec<String> {
-        ["curl", "jq", "sed"]
-            .into_iter()
-            .filter(|tool| line.split_whitespace().any(|word| word == *tool))
-            .filter(|tool| {
-                !self
-                    .path
-                    .split(':')
-                    .any(|dir| Path::new(dir).join(tool).is_file())
-            })
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Runs `line` with `sh -ec` in the scratch folder, to its end (at most
-    /// [`COMMAND_LIMIT`]): `-e`, so that a failing step of a `for` loop fails the line.
-    fn shell(&mut self, line: &str) -> Printed {
-        self.counter += 1;
-        let out = self.file(&format!("command-{}.out", self.counter));
-        let err = self.file(&format!("command-{}.err", self.counter));
-        let mut child = Command::new("sh")
-            .args(["-ec", line])
-            .current_dir(self.dir.path())
-            .env("PATH", &self.path)
-            // Kin of the background processes' markers: the final sweep finds it too.
-            .env(MARKER, format!("{}.foreground", std::process::id()))
-            .stdin(Stdio::null())
-            .stdout(File::create(&out).expect("create a command's output file"))
-            .stderr(File::create(&err).expect("create a command's error file"))
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot run sh -c {line}: {error}"));
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for a command") {
-                break status;
-            }
-            if started.elapsed() > COMMAND_LIMIT {
-                if let Ok(pid) = i32::try_from(child.id()) {
-                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-                let _ = child.wait();
-                panic!(
-                    "`{line}` still ran after {COMMAND_LIMIT:?}:\n{}",
-                    std::fs::read_to_string(&out).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Printed {
-            ok: status.success(),
-            stdout: std::fs::read_to_string(&out).unwrap_or_default(),
-            stderr: std::fs::read_to_string(&err).unwrap_or_default(),
-        }
-    }
-
-    /// Runs a doc command once: it must succeed, and print the doc's shape.
-    fn run(&mut self, command: &DocCommand, fit: Fit) -> Printed {
-        let printed = self.shell(&command.line);
-        assert!(
-            printed.ok,
-            "`{}` failed:\n{}",
-            command.line,
-            printed.context()
-        );
-        // A line the doc shows no output under either prints nothing (`mv`) or has its
-        // output shown in a block of its own (the certificates'), held against it there.
-        if !command.shown.is_empty()
-            && let Err(diff) = same_shape(&command.line, &command.shown, &printed.stdout, fit)
-        {
-            panic!("{diff}\n--- stderr\n{}", printed.stderr);
-        }
-        self.ran.push(command.line.clone());
-        show(&command.line, &printed.stdout);
-        printed
-    }
-
-    /// Runs a doc command that only reads (status, audit, curl) until it succeeds and
-    /// prints the doc's shape: the state it shows may take a moment more to settle than
-    /// the admin API the test waited on. Fails after [`WAIT`] with the last difference.
-    fn run_reader(&mut self, command: &DocCommand, fit: Fit) -> Printed {
-        if let Some(printed) = self.skip_without_tools(command) {
-            return printed;
-        }
-        let mut last = None;
-        let result = wait_for(
-            &format!("`{}` to print the doc's shape", command.line),
-            WAIT,
-            || {
-                let printed = self.shell(&command.line);
-                let verdict = if !printed.ok {
-                    Err(format!("it failed:\n{}", printed.context()))
-                } else {
-                    same_shape(&command.line, &command.shown, &printed.stdout, fit)
-                };
-                last = Some(printed);
-                verdict
-            },
-        );
-        if let Err(error) = result {
-            panic!("{error}");
-        }
-        self.ran.push(command.line.clone());
-        let printed = last.expect("the command ran at least once");
-        show(&command.line, &printed.stdout);
-        printed
-    }
-
-    fn skip_without_tools(&mut self, command: &DocCommand) -> Option<Printed> {
-        let missing = self.missing_tools(&command.line);
-        if missing.is_empty() {
-            return None;
-        }
-        self.skipped.push((
-            command.line.clone(),
-            format!("{} not installed on this machine", missing.join(", ")),
-        ));
-        Some(Printed {
-            ok: true,
-            stdout: String::new(),
-            stderr: String::new(),
-        })
-    }
-
-    /// Starts a background line (`... &`, `for ...; do ... & done`) with `sh -c`, under a
-    /// harness guard, its output in a log of its own; returns the log's path.
-    fn start(&mut self, command: &DocCommand) -> PathBuf {
-        assert!(
-            command.line.trim_end().ends_with('&') || command.line.contains("& done"),
-            "`{}` is not a background line",
-            command.line
-        );
-        self.counter += 1;
-        let log = self.file(&format!("background-{}.log", self.counter));
-        // `cd` first, then the doc's line as written: its own `&` puts it in the background.
-        let script = format!(
-            "cd '{}' || exit 1; {}",
-            self.dir.path().display(),
-            command.line
-        );
-        let guard = ProcessGuard::spawn_with_env(
-            &command.line,
-            Path::new("sh"),
-            &["-c".to_owned(), script],
-            &log,
-            &[("PATH".to_owned(), self.path.clone())],
-        )
-        .unwrap_or_else(|error| panic!("{error}"));
-        self.background.push(guard);
-        self.ran.push(command.line.clone());
-        log
-    }
-
-    /// Waits until the background log `log` holds the doc's lines of `command` in order.
-    fn log_shows(&self, command: &DocCommand, log: &Path) {
-        if let Err(error) = wait_for(&format!("the output of `{}`", command.line), WAIT, || {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            same_shape(&command.line, &command.shown, &text, Fit::Log)
-        }) {
-            panic!("{error}");
-        }
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let head: Vec<&str> = text.lines().take(command.shown.len() + 4).collect();
-        show(&command.line, &format!("{}\n...", head.join("\n")));
-    }
-}
-
-/// What a command printed, for the test's own output (`--nocapture`): what an operator
-/// would have seen, to compare by eye or to paste into the doc when it changes.
-fn show(line: &str, printed: &str) {
-    eprintln!("$ {line}\n{}", printed.trim_end());
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        // Each guard kills its line's process group and every process with its marker.
-        self.background.clear();
-        // A foreground command killed mid-way may have left children.
-        kill_all_of_this_harness();
-    }
-}
-
-/// The processes the test's lines started that run `leasehold` with `pattern` in their
-/// command line (not the shells around them).
-fn leasehold_processes(pattern: &str) -> Vec<u32> {
-    let mine = format!("{}.", std::process::id());
-    processes_with(MARKER)
-        .into_iter()
-        .filter(|(_, marker)| marker.starts_with(&mine))
-        .filter_map(|(pid, _)| {
-            let line = command_line(pid)?;
-            let program = line.split_whitespace().next()?;
-            (Path::new(program).file_name()? == "leasehold" && line.contains(pattern))
-                .then_some(pid)
-        })
-        .collect()
-}
-
-/// `kill -TERM` each process of `pattern` and waits for it to exit; returns how long that
-/// took. There must be `count` of them.
-fn terminate(pattern: &str, count: usize) -> Duration {
-    let pids = leasehold_processes(pattern);
-    assert_eq!(
-        pids.len(),
-        count,
-        "expected {count} process(es) running `{pattern}`, found {pids:?}"
-    );
-    let started = Instant::now();
-    for pid in &pids {
-        let raw = i32::try_from(*pid).expect("a pid fits an i32");
-        kill(Pid::from_raw(raw), Signal::SIGTERM).expect("send SIGTERM");
-    }
-    if let Err(error) = wait_for(&format!("`{pattern}` to exit"), WAIT, || {
-        let alive: Vec<&u32> = pids.iter().filter(|pid| process_alive(**pid)).collect();
-        if alive.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("still running: {alive:?}"))
-        }
-    }) {
-        panic!("{error}");
-    }
-    started.elapsed()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -371,6 +71,16 @@ fn addresses(config: &str) -> Vec<(String, SocketAddr)> {
 
 /// Fails at once, naming them, if any of the configs' fixed ports is taken.
 fn ports_are_free(operator: &Operator) {
+    let taken = taken_ports(operator);
+    assert!(
+        taken.is_empty(),
+        "the fixed ports of configs/ are in use, so the doc's federation cannot start: {taken:?} \
+         (a `leasehold demo`, a federation started by hand from configs/, or another test?)"
+    );
+}
+
+/// The configs' fixed ports that something holds, each with its site and key.
+fn taken_ports(operator: &Operator) -> Vec<String> {
     let mut taken = Vec::new();
     for site in ["site-a", "site-b", "site-c"] {
         for (key, addr) in addresses(&operator.read(&format!("{site}.toml"))) {
@@ -385,11 +95,7 @@ fn ports_are_free(operator: &Operator) {
             }
         }
     }
-    assert!(
-        taken.is_empty(),
-        "the fixed ports of configs/ are in use, so the doc's federation cannot start: {taken:?} \
-         (a `leasehold demo`, a federation started by hand from configs/, or another test?)"
-    );
+    taken
 }
 
 fn admin_addr(operator: &Operator) -> SocketAddr {
@@ -506,64 +212,38 @@ fn audit_summary(admin: SocketAddr) -> (u64, usize) {
     (newest, configs)
 }
 
-// ---------------------------------------------------------------------------------------
-// The walk.
-
-/// The section's items, taken in order: each step names what it expects next, so a doc
-/// that gains, loses or reorders a command fails here, saying where.
-struct Script {
-    items: VecDeque<Item>,
-}
-
-impl Script {
-    fn command(&mut self, what: &str, is: impl Fn(&str) -> bool) -> DocCommand {
-        match self.items.pop_front() {
-            Some(Item::Command(command)) if is(&command.line) => command,
-            other => panic!(
-                "the walk expected the doc's next command to be {what}; the doc has {other:?}"
-            ),
-        }
-    }
-
-    fn output(&mut self, what: &str) -> Vec<String> {
-        match self.items.pop_front() {
-            Some(Item::Output(lines)) => lines,
-            other => panic!(
-                "the walk expected the doc's next block to be {what} alone; the doc has {other:?}"
-            ),
-        }
-    }
-
-    fn done(&self) {
-        assert!(
-            self.items.is_empty(),
-            "the doc has commands the walk does not know: {:?}",
-            self.items
-        );
-    }
-}
-
-fn is_status(line: &str) -> bool {
-    line.starts_with("leasehold status")
-}
-
-fn is_audit(line: &str) -> bool {
-    line.starts_with("leasehold audit")
-}
-
-fn background(line: &str) -> bool {
-    line.trim_end().ends_with('&') || line.contains("& done")
-}
-
 #[test]
-fn an_operators_day_runs_as_the_doc_says() {
+fn the_operations_doc_runs_as_it_says() {
     let started = Instant::now();
     let doc = read_doc();
     let day = section(&doc, None, "## Securing the admin address");
-    let maintenance = section(&doc, Some("## Maintenance"), "## Installing");
-    let mut script = Script { items: items(day) };
+    let securing = section(&doc, Some(SECURING), "## Maintenance");
+    let maintenance = section(&doc, Some(MAINTENANCE), "## Installing");
+    let datacenters = section(&doc, Some(DATACENTERS), "## Secrets");
+    let backups = section(&doc, Some(BACKUPS), "## Runbooks");
+    let alerts = section(&doc, Some(ALERTS), "## Reading a site");
+    // With "Reading a site" before it, which says where its outputs come from.
+    let status_section = section(&doc, Some("## Reading a site"), "## The status page");
+    assert!(status_section.contains(&format!("\n{STATUS}\n")));
+    let audit_section = section_to_end(&doc, AUDIT);
+    let unwalked: Vec<String> = sections_with_commands(&doc)
+        .into_iter()
+        .filter(|heading| !WALKED.contains(&heading.as_str()))
+        .collect();
+    assert!(
+        unwalked.is_empty(),
+        "docs/operations.md shows `$ ` commands in sections this test does not walk: {unwalked:?}"
+    );
+    let mut script = Script::of(day);
 
-    let mut op = Operator::new();
+    let mut op = Operator::new(Path::new(BINARY));
+    // "with copies of `configs/site-a.toml`, `site-b.toml` and `site-c.toml`"
+    for site in ["site-a", "site-b", "site-c"] {
+        op.copy_in(
+            &repo().join(format!("configs/{site}.toml")),
+            &format!("{site}.toml"),
+        );
+    }
     ports_are_free(&op);
     let admin = admin_addr(&op);
 
@@ -837,13 +517,32 @@ fn an_operators_day_runs_as_the_doc_says() {
     op.run_reader(&servers, Fit::Whole);
     script.done();
 
-    walk_maintenance(&mut op, admin, day, maintenance, &gateway_a);
+    let plain = walk_securing(&mut op, securing, &gateway_a);
+    walk_maintenance(&mut op, admin, day, maintenance, &gateway_a, &plain);
+    let restart_script = walk_datacenters(&mut op, datacenters);
+    walk_backups(&mut op, admin, backups, &gateway_a);
+    walk_alerts(&mut op, alerts);
+    walk_status(&mut op, admin, status_section);
+    walk_audit(&mut op, audit_section);
+
+    // The federation stops; `scripts/restart-gateway.sh` starts its own on the same ports.
+    op.background.clear();
+    if let Err(error) = wait_for("the configs' ports to be free again", WAIT, || {
+        let taken = taken_ports(&op);
+        check(taken.is_empty(), || format!("taken: {taken:?}"))
+    }) {
+        panic!("{error}");
+    }
+    walk_restart_script(&mut op, &restart_script);
 
     eprintln!("ran, in order:");
     for line in &op.ran {
         eprintln!("  $ {line}");
     }
-    eprintln!("skipped: {:?}", op.skipped);
+    eprintln!("skipped:");
+    for (line, why) in &op.skipped {
+        eprintln!("  $ {line}\n    ({why})");
+    }
     drop(op);
     let left = leasehold_processes("");
     assert!(left.is_empty(), "processes of the walk still run: {left:?}");
@@ -858,10 +557,9 @@ fn walk_maintenance(
     day: &str,
     maintenance: &str,
     gateway_a: &DocCommand,
+    plain: &str,
 ) {
-    let mut script = Script {
-        items: items(maintenance),
-    };
+    let mut script = Script::of(maintenance);
     // "with a token of role `write` in `ops.token`"; "A token per person or program"
     // (`leasehold token add --file admin-tokens --name NAME --role ROLE > NAME.token`) and
     // "3. The config: [admin] tokens = "admin-tokens"". A restart takes the file's path.
@@ -869,7 +567,9 @@ fn walk_maintenance(
     let made =
         op.shell("leasehold token add --file admin-tokens --name ops --role write > ops.token");
     assert!(made.ok, "cannot make a write token:\n{}", made.context());
-    let config = op.read("site-a.toml");
+    // The doc's commands here take the default `--gateway`, plain HTTP: site-a's [admin] as
+    // before "Securing the admin address", with the token file.
+    let config = plain.to_owned();
     let secured = config.replacen(
         "anonymous_role = \"read\"\n",
         "anonymous_role = \"read\"\ntokens = \"admin-tokens\"\n",
@@ -974,4 +674,389 @@ fn raise_min_servers(config: &str, account: &str, from: u32, to: u32) -> String 
         &config[..at],
         &config[at + old.len()..]
     )
+}
+
+/// The number in `config` of `key = N` of account `account`.
+fn account_number(config: &str, account: &str, key: &str) -> u32 {
+    let start = config
+        .find(&format!("name = \"{account}\""))
+        .unwrap_or_else(|| panic!("site-a.toml has no account {account}"));
+    config[start..]
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{key} = ")))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("account {account} has no `{key} = N`"))
+}
+
+// ---------------------------------------------------------------------------------------
+// The other sections that give commands.
+
+const SECURING: &str = "## Securing the admin address";
+const MAINTENANCE: &str = "## Maintenance";
+const DATACENTERS: &str = "## Three datacenters, end to end";
+const BACKUPS: &str = "## Backups";
+const ALERTS: &str = "## Alerts";
+const STATUS: &str = "## `leasehold status`";
+const AUDIT: &str = "## `leasehold audit`";
+/// Every section whose `$ ` lines the walk runs.
+const WALKED: [&str; 8] = [
+    "## An operator's day",
+    SECURING,
+    MAINTENANCE,
+    DATACENTERS,
+    BACKUPS,
+    ALERTS,
+    STATUS,
+    AUDIT,
+];
+
+/// The value of `flag` in a command line (`--state DIR`).
+fn flag_value<'a>(line: &'a str, flag: &str) -> &'a str {
+    let mut words = line.split_whitespace();
+    words
+        .find(|word| *word == flag)
+        .and_then(|_| words.next())
+        .unwrap_or_else(|| panic!("`{line}` has no `{flag} VALUE`"))
+}
+
+/// `config` with its `[admin]` table (up to the next blank line) as the doc's `block`.
+fn with_admin(config: &str, block: &[String]) -> String {
+    // The block is indented under its list item.
+    let block: Vec<String> = block.iter().map(|line| line.trim().to_owned()).collect();
+    assert_eq!(
+        block.first().map(String::as_str),
+        Some("[admin]"),
+        "the doc's config block is not an [admin] table: {block:?}"
+    );
+    let start = config
+        .find("[admin]\n")
+        .expect("site-a.toml has an [admin]");
+    let end = start
+        + config[start..]
+            .find("\n\n")
+            .expect("site-a.toml's [admin] ends with a blank line");
+    format!("{}{}{}", &config[..start], block.join("\n"), &config[end..])
+}
+
+/// Waits until the log `log` holds each of the doc's `shown` lines, from its level on (the
+/// doc leaves out the time), numbers masked.
+fn log_has_lines(what: &str, log: &Path, shown: &[String]) {
+    let wanted: Vec<String> = shown
+        .iter()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| masked(line))
+        .collect();
+    let result = wait_for(what, WAIT, || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|want| {
+                let level = want.split_whitespace().next().unwrap_or_default();
+                !text.lines().any(|line| {
+                    line.find(&format!(" {level} "))
+                        .is_some_and(|at| masked(&line[at..]) == **want)
+                })
+            })
+            .collect();
+        check(missing.is_empty(), || {
+            format!("no log line like {missing:?}:\n{text}")
+        })
+    });
+    if let Err(error) = result {
+        panic!("{error}");
+    }
+}
+
+/// "Securing the admin address": site-a's admin address on HTTPS with tokens, made and
+/// configured with the doc's commands and its `[admin]` block, and what a client sees.
+/// Returns site-a's config as it was before (plain HTTP), which "Maintenance" goes on from.
+fn walk_securing(op: &mut Operator, securing: &str, gateway_a: &DocCommand) -> String {
+    let mut script = Script::of(securing);
+    // 1. "An HTTPS certificate for the names and addresses clients use"
+    let cert = script.command("`leasehold certs issue ... --admin`", |l| {
+        l.contains("certs issue") && l.contains("--admin")
+    });
+    op.run(&cert, Fit::Whole);
+    // 2. "A token per person or program": two added, listed, and the file as it is.
+    for who in ["prometheus", "alice"] {
+        let add = script.command(&format!("`leasehold token add` of {who}"), |l| {
+            l.starts_with("leasehold token add")
+        });
+        op.run(&add, Fit::Whole);
+    }
+    let list = script.command("`leasehold token list`", |l| {
+        l.starts_with("leasehold token list")
+    });
+    op.run(&list, Fit::Whole);
+    let cat = script.command("`cat` of the token file", |l| l.starts_with("cat "));
+    op.run(&cat, Fit::Whole);
+    quote(securing, "The file is created with mode 0600");
+    let tokens = flag_value(&list.line, "--file");
+    let mode = std::fs::metadata(op.file(tokens))
+        .unwrap_or_else(|error| panic!("cannot stat {tokens}: {error}"))
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{tokens} has mode {:o}", mode & 0o777);
+
+    // 3. "The config:", read "at start only": a restart.
+    quote(securing, "3. The config:");
+    let admin = script.output("the config's [admin] table");
+    let plain = op.read("site-a.toml");
+    op.write("site-a.toml", &with_admin(&plain, &admin));
+    quote(
+        securing,
+        "The certificate, the file's path and the access log are read at start only",
+    );
+    terminate("gateway run --config site-a.toml", 1);
+    let log = op.start(gateway_a);
+    quote(
+        securing,
+        "At start the gateway says how its admin address is secured:",
+    );
+    let said = script.output("the gateway's line on its admin address");
+    log_has_lines("the gateway's line on its admin address", &log, &said);
+    show(&gateway_a.line, &said.join("\n"));
+
+    // "What a client sees": the readers retry until the gateway answers.
+    let anonymous = script.command("`curl` without a token", |l| {
+        l.starts_with("curl") && !l.contains("Authorization")
+    });
+    op.run_reader(&anonymous, Fit::Whole);
+    let metrics = script.command("`curl` with the `metrics` token", |l| {
+        l.starts_with("curl") && l.contains("Authorization")
+    });
+    op.run_reader(&metrics, Fit::Whole);
+    let refused = script.command("`leasehold status` over HTTPS without a token", |l| {
+        is_status(l) && !l.contains("--token-file")
+    });
+    op.run_refused(&refused, Fit::Whole);
+    let read = script.command("`leasehold status` with a `read` token", |l| {
+        is_status(l) && l.contains("--token-file")
+    });
+    op.run_reader(&read, Fit::Whole);
+    // Prometheus' scrape configuration: tests/admin_security.rs runs a Prometheus with it.
+    quote(
+        securing,
+        "tests/admin_security.rs runs a real Prometheus server",
+    );
+    script.output("the scrape configuration");
+    script.done();
+    plain
+}
+
+/// "Three datacenters, end to end": `leasehold --version` runs here; the restart script
+/// starts a federation of its own on the configs' ports, so it is returned, to run once
+/// the walk's federation is stopped. The other blocks are for other machines.
+fn walk_datacenters(op: &mut Operator, datacenters: &str) -> DocCommand {
+    let mut script = Script::commands_of(datacenters);
+    let version = script.command("`leasehold --version`", |l| l == "leasehold --version");
+    op.run(&version, Fit::Whole);
+    let restart = script.command("`scripts/restart-gateway.sh`", |l| {
+        l.starts_with("scripts/restart-gateway.sh")
+    });
+    script.done();
+    restart
+}
+
+/// `scripts/restart-gateway.sh BINARY`, run where the doc runs it, a checkout: the scratch
+/// folder with the script, configs/ and the binary at the path the line gives.
+fn walk_restart_script(op: &mut Operator, restart: &DocCommand) {
+    let script = restart
+        .line
+        .split_whitespace()
+        .next()
+        .expect("a script's path");
+    op.copy_in(&repo().join(script), script);
+    for site in ["site-a", "site-b", "site-c"] {
+        let config = format!("configs/{site}.toml");
+        op.copy_in(&repo().join(&config), &config);
+    }
+    let binary = op.file(restart.line.split_whitespace().nth(1).expect("a binary"));
+    std::fs::create_dir_all(binary.parent().expect("a folder")).expect("make target/debug");
+    std::os::unix::fs::symlink(BINARY, &binary).expect("link the binary where the doc has it");
+    op.run(restart, Fit::Whole);
+}
+
+/// "Backups": a backup from the running site-a with the `write` token, verified, and
+/// restored into its state directory with the gateway stopped; then the gateway started.
+fn walk_backups(op: &mut Operator, admin: SocketAddr, backups: &str, gateway_a: &DocCommand) {
+    let mut script = Script::commands_of(backups);
+    let backup = script.command("`leasehold journal backup`", |l| {
+        l.contains("journal backup")
+    });
+    op.run(&backup, Fit::Whole);
+    let verify = script.command("`leasehold journal verify`", |l| {
+        l.contains("journal verify")
+    });
+    op.run(&verify, Fit::Whole);
+
+    quote(
+        backups,
+        "**Restore**, with the gateway stopped, into its state directory",
+    );
+    let restore = script.command("`leasehold journal restore`", |l| {
+        l.contains("journal restore")
+    });
+    script.done();
+    terminate("gateway run --config site-a.toml", 1);
+    // "paths shortened": the doc's state directory is the one site-a's gateway runs on.
+    quote(backups, "paths shortened");
+    let doc_state = op.file(flag_value(&restore.line, "--state"));
+    let state = op.file(flag_value(&gateway_a.line, "--state"));
+    std::fs::rename(&state, &doc_state).expect("name site-a's state directory as the doc does");
+    op.run(&restore, Fit::Whole);
+    std::fs::rename(&doc_state, &state).expect("give site-a's state directory its name back");
+    quote(backups, "is renamed aside (`--replace`), never deleted");
+    let aside = std::fs::read_dir(&state)
+        .expect("read site-a's state directory")
+        .filter_map(Result::ok)
+        .any(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("journal.redb.before-restore-")
+        });
+    assert!(aside, "the journal that was there was not renamed aside");
+
+    quote(backups, "Then start the gateway.");
+    op.start(gateway_a);
+    quote(
+        backups,
+        "The audit record `journal_restored` gives the floor",
+    );
+    wait_until(
+        "site-a restored: its accounts owned at their minimum, `journal_restored` audited",
+        admin,
+        |api| {
+            let audit = get_json(admin, "/v1/audit?limit=1000")?;
+            check(
+                audit
+                    .as_array()
+                    .is_some_and(|records| records.iter().any(|r| r["kind"] == "journal_restored")),
+                || "no journal_restored record".into(),
+            )?;
+            check(
+                api.accounts
+                    .iter()
+                    .all(|a| a["owner"] == "site-a" && a["servers"] == a["min_servers"]),
+                || "not every account owned at its minimum".into(),
+            )
+        },
+    );
+}
+
+/// "Alerts": Prometheus' own tools on the repository's rules, in a `prometheus` folder.
+fn walk_alerts(op: &mut Operator, alerts: &str) {
+    let mut script = Script::commands_of(alerts);
+    let check = script.command("`promtool check rules ... test rules`", |l| {
+        l.contains("promtool")
+    });
+    script.done();
+    let folder = flag_value(&check.line, "cd").to_owned();
+    for file in std::fs::read_dir(repo().join(&folder)).expect("read the repository's rules") {
+        let name = file.expect("a rules file").file_name();
+        let name = name.to_string_lossy();
+        op.copy_in(
+            &repo().join(&folder).join(&*name),
+            &format!("{folder}/{name}"),
+        );
+    }
+    let missing = op.missing_tools(&check.line);
+    if missing.is_empty() {
+        op.run(&check, Fit::Whole);
+    } else {
+        op.skip(
+            &check,
+            &format!(
+                "{} not installed here (.ci/run installs Debian's prometheus before the \
+                 tests, so CI runs this line)",
+                missing.join(", ")
+            ),
+        );
+    }
+}
+
+/// "`leasehold status`": the demo's burst (shop wanting six, its `max_servers`), made here
+/// by raising shop's minimum to six: a second in, `--json` shows shop below its SLA; once
+/// it serves six, three borrowed, the status has the doc's layout. Then a gateway that is
+/// not there.
+fn walk_status(op: &mut Operator, admin: SocketAddr, status: &str) {
+    let mut script = Script::commands_of(status);
+    let whole = script.command("`leasehold status`", |l| l == "leasehold status");
+    let json = script.command("`leasehold status --json | jq`", |l| l.contains("--json"));
+    let nowhere = script.command("`leasehold status` of no gateway", |l| {
+        l.contains("--gateway")
+    });
+    script.done();
+
+    quote(
+        status,
+        "in the third phase of the demo's schedule (\"shop burst: 6 wanted",
+    );
+    let config = op.read("site-a.toml");
+    let max = account_number(&config, "shop", "max_servers");
+    let min = account_number(&config, "shop", "min_servers");
+    op.write("site-a.toml", &raise_min_servers(&config, "shop", min, max));
+    quote(
+        status,
+        "a second into the burst, when shop had three of the six servers it wanted",
+    );
+    op.run_reader(&json, Fit::Whole);
+    quote(status, "Above, shop serves six: its three at site-a");
+    wait_until("shop serving six, three of them borrowed", admin, |api| {
+        let serving = api
+            .borrowed()
+            .iter()
+            .filter(|l| l["state"] == "serving")
+            .count();
+        check(
+            api.account("shop")["servers"].as_u64() == Some(u64::from(max)) && serving == 3,
+            || "shop is not serving six with three borrowed".into(),
+        )
+    });
+    quote(
+        status,
+        "The output below is real: site-a of `configs/` under `leasehold demo`",
+    );
+    op.run_reader(&whole, Fit::OtherRun);
+
+    quote(status, "When no gateway answers, both commands exit 1");
+    let url = flag_value(&nowhere.line, "--gateway");
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap_or_else(|error| panic!("`{url}`: {error}"));
+    assert!(
+        TcpListener::bind(addr).is_ok(),
+        "something listens on {addr}, where the doc has no gateway"
+    );
+    let printed = op.run_refused(&nowhere, Fit::Whole);
+    assert_eq!(
+        printed.code,
+        Some(1),
+        "`{}`:\n{}",
+        nowhere.line,
+        printed.context()
+    );
+}
+
+/// "`leasehold audit`": the doc's example is from the demo run of "`leasehold status`"; here
+/// the same command prints as many records, in the same layout.
+fn walk_audit(op: &mut Operator, audit: &str) {
+    let mut script = Script::commands_of(audit);
+    let newest = script.command("`leasehold audit --limit N`", is_audit);
+    script.done();
+    quote(audit, "The example is from the demo run above");
+    let printed = op.run_reader(&newest, Fit::OtherRun);
+    let records = |text: &str| {
+        text.lines()
+            .filter(|line| shape(line) == Shape::Records)
+            .count()
+    };
+    assert_eq!(
+        records(&printed.stdout),
+        records(&newest.shown.join("\n")),
+        "`{}` printed another number of records than the doc shows",
+        newest.line
+    );
 }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod bmc;
 pub mod browser;
 pub mod doc_shape;
+pub mod doc_walk;
 pub mod evidence;
 pub mod federation;
 pub mod hosts;
