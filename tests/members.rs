@@ -399,6 +399,11 @@ fn a_site_down_for_good_is_removed_once_the_configs_name_it_departed() {
         save(&federation.sites[index].config, &without_d(text));
     }
     wait_waiting_for(&federation, 0, "site-d");
+    let waiting = members(&federation, 0)["waiting"].to_string();
+    assert!(
+        waiting.contains("if it is down for good, name it in [site] departed"),
+        "the wait says what to do: {waiting}"
+    );
     for (index, text) in full.iter().enumerate().take(3) {
         let departed = without_d(text).replacen("[site]\n", "[site]\ndeparted = [\"site-d\"]\n", 1);
         assert!(departed.contains("departed = "), "{departed}");

@@ -44,6 +44,9 @@ pub enum Waiting {
     },
     /// No report from this site since it heard of our change.
     NotHeard(SiteId),
+    /// No report from this site, which the change removes, since it heard of our change:
+    /// the operator may say it is down for good.
+    NotHeardLeaving(SiteId),
     /// This site runs or wants a set outside the two of the change.
     Elsewhere {
         site: SiteId,
@@ -281,7 +284,11 @@ impl Members {
                 .get(site)
                 .filter(|heard| heard.seen_ours == Some(self.change));
             let Some(heard) = heard else {
-                waiting.push(Waiting::NotHeard(site.clone()));
+                waiting.push(if self.wanted.contains(site) {
+                    Waiting::NotHeard(site.clone())
+                } else {
+                    Waiting::NotHeardLeaving(site.clone())
+                });
                 continue;
             };
             // A site that runs no set claims and grants nothing.
@@ -380,6 +387,10 @@ impl std::fmt::Display for Waiting {
             Waiting::NotHeard(site) => {
                 write!(f, "{site} has not yet answered since this change")
             }
+            Waiting::NotHeardLeaving(site) => write!(
+                f,
+                "{site} has not yet answered since this change; if it is down for good, name it in [site] departed (docs/ownership.md, \"Removing a site that is down for good\")"
+            ),
             Waiting::Elsewhere {
                 site,
                 running,
@@ -444,7 +455,12 @@ mod tests {
         let mut a = removing_d();
         assert_eq!(
             a.waiting(Millis(20_000)),
-            vec![Waiting::NotHeard(site("site-d"))]
+            vec![Waiting::NotHeardLeaving(site("site-d"))]
+        );
+        assert!(
+            Waiting::NotHeardLeaving(site("site-d"))
+                .to_string()
+                .contains("name it in [site] departed")
         );
         assert!(a.step(Millis(20_000)).is_none());
         a.set_departed(of(&["site-d"]));
