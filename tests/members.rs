@@ -128,12 +128,7 @@ fn audit_reasons(federation: &Federation, index: usize, kind: &str) -> Vec<Strin
 #[test]
 fn a_site_is_added_and_removed_live_and_no_account_is_served_at_two_sites() {
     let _turn = turn();
-    let mut federation = Federation::prepare(Path::new(BINARY), specs()).unwrap();
-    let full: Vec<String> = federation
-        .sites
-        .iter()
-        .map(|site| std::fs::read_to_string(&site.config).unwrap())
-        .collect();
+    let (mut federation, full) = prepared(specs());
     found_without_d(&mut federation, &full);
 
     // The three configs name site-d: they want it, and wait for it to answer.
@@ -220,6 +215,18 @@ fn assert_safe(federation: &Federation) {
     assert!(violations.is_empty(), "{violations:#?}");
 }
 
+/// The federation of `specs`, prepared and not started, with each site's config as
+/// written for all four.
+fn prepared(specs: Vec<SiteSpec>) -> (Federation, Vec<String>) {
+    let federation = Federation::prepare(Path::new(BINARY), specs).unwrap();
+    let full = federation
+        .sites
+        .iter()
+        .map(|site| std::fs::read_to_string(&site.config).unwrap())
+        .collect();
+    (federation, full)
+}
+
 /// The three founders start on their configs (`full`) without site-d, and own their
 /// accounts; site-d's config is written to join when it starts.
 fn found_without_d(federation: &mut Federation, full: &[String]) {
@@ -268,12 +275,7 @@ fn a_site_is_added_and_removed_while_accounts_fail_over() {
     let _turn = turn();
     // site-b has a server free to take shop over on, site-d one for mail.
     let specs = with_servers(&[&["a1"], &["b1", "b2"], &["c1"], &["d1"]]);
-    let mut federation = Federation::prepare(Path::new(BINARY), specs).unwrap();
-    let full: Vec<String> = federation
-        .sites
-        .iter()
-        .map(|site| std::fs::read_to_string(&site.config).unwrap())
-        .collect();
+    let (mut federation, full) = prepared(specs);
     // With site-d a member, mail fails over to it first.
     let full_c = full[2].replace(
         "failover = [\"site-a\", \"site-b\", \"site-d\"]",
@@ -375,12 +377,7 @@ fn wait_waiting_for(federation: &Federation, index: usize, site: &str) {
 #[test]
 fn a_site_down_for_good_is_removed_once_the_configs_name_it_departed() {
     let _turn = turn();
-    let mut federation = Federation::prepare(Path::new(BINARY), specs()).unwrap();
-    let full: Vec<String> = federation
-        .sites
-        .iter()
-        .map(|site| std::fs::read_to_string(&site.config).unwrap())
-        .collect();
+    let (mut federation, full) = prepared(specs());
     found_without_d(&mut federation, &full);
     for (index, text) in full.iter().enumerate().take(3) {
         save(&federation.sites[index].config, text);
