@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use leasehold_chaos_tests::harness::admin::{get_json, ops_and_viewer_tokens, server_state};
+use leasehold_chaos_tests::harness::admin::{get_json, server_state};
 use leasehold_chaos_tests::harness::evidence::{node_events, violations};
-use leasehold_chaos_tests::harness::onesite::{OneSite, SETTLE, account};
+use leasehold_chaos_tests::harness::onesite::{OneSite, SETTLE};
 use leasehold_chaos_tests::harness::wait_for;
 use leasehold_node::event_log::EventKind;
 use tempfile::TempDir;
@@ -51,17 +51,7 @@ fn accepted_epochs(logs: &[PathBuf]) -> Vec<u64> {
 #[test]
 fn a_restored_backup_serves_again_and_never_hands_out_an_epoch_twice() {
     let dir = TempDir::new().unwrap();
-    let servers = ["a1".to_owned(), "a2".to_owned()];
-    let mut site = OneSite::prepare(
-        Path::new(BINARY),
-        dir.path(),
-        "site-a",
-        &servers,
-        vec![account("shop", 1, 1, 10)],
-    )
-    .unwrap();
-    ops_and_viewer_tokens(Path::new(BINARY), dir.path(), &site.site.config).unwrap();
-    site.start_gateway()
+    let mut site = OneSite::shop_on_two_servers(Path::new(BINARY), dir.path())
         .unwrap_or_else(|error| panic!("{error}"));
     site.start_node("a1").unwrap();
     site.start_node("a2").unwrap();

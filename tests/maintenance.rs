@@ -7,11 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use leasehold_chaos_tests::harness::admin::{
-    account_state, get_json, ops_and_viewer_tokens, server_state,
-};
+use leasehold_chaos_tests::harness::admin::{account_state, get_json, server_state};
 use leasehold_chaos_tests::harness::evidence::{first_event_ns, violations};
-use leasehold_chaos_tests::harness::onesite::{OneSite, SETTLE, account};
+use leasehold_chaos_tests::harness::onesite::{OneSite, SETTLE};
 use leasehold_chaos_tests::harness::wait_for;
 use leasehold_node::event_log::EventKind;
 use tempfile::TempDir;
@@ -28,18 +26,7 @@ fn leasehold(args: &[&str]) -> std::process::Output {
 #[test]
 fn a_drained_server_leaves_only_after_its_replacement_serves_and_stays_out_until_undrained() {
     let dir = TempDir::new().unwrap();
-    let servers = ["a1".to_owned(), "a2".to_owned()];
-    let mut site = OneSite::prepare(
-        Path::new(BINARY),
-        dir.path(),
-        "site-a",
-        &servers,
-        vec![account("shop", 1, 1, 10)],
-    )
-    .unwrap();
-    // Reads stay open on loopback, as in every test site; writes need a token.
-    ops_and_viewer_tokens(Path::new(BINARY), dir.path(), &site.site.config).unwrap();
-    site.start_gateway()
+    let mut site = OneSite::shop_on_two_servers(Path::new(BINARY), dir.path())
         .unwrap_or_else(|error| panic!("{error}"));
     site.start_node("a1").unwrap();
     site.start_node("a2").unwrap();

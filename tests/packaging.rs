@@ -52,7 +52,7 @@ fn the_package_installs_into_a_root_where_it_runs_and_its_units_verify() {
     assert_eq!(
         lines.next(),
         Some(
-            "site to site: leasehold-site/1; node to gateway: leasehold-node/2; envelope: wire version 1"
+            "site to site: leasehold-site/1; node to gateway: leasehold-node/2, leasehold-node/1; envelope: wire version 1"
         ),
         "{version}"
     );

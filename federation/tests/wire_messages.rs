@@ -1,6 +1,6 @@
 //! Every message kind round-trips through envelope, CBOR and frame, and reaches the typed
 //! dispatcher as itself; golden encodings pin the wire format of version 1 and of the
-//! management protocol `leasehold-node/2`.
+//! management protocols `leasehold-node/2` and `leasehold-node/1`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,6 +12,7 @@ use leasehold_federation::wire::catalogue::{
 use leasehold_federation::wire::common::*;
 use leasehold_federation::wire::frame::DEFAULT_MAX_FRAME_BYTES;
 use leasehold_federation::wire::node::*;
+use leasehold_federation::wire::node_v1::*;
 use leasehold_federation::wire::site::*;
 use leasehold_federation::wire::{Envelope, Message, Sender};
 
@@ -123,6 +124,25 @@ fn samples() -> Vec<Envelope> {
             service_addr: "127.0.0.1:8101".into(),
         }),
         round_trip(Registration::Refused(refusal())),
+        // node → gateway, protocol 1 only
+        round_trip(RenewLease {
+            server: server(),
+            epoch: epoch(),
+        }),
+        round_trip(LeaseRenewal::Renewed {
+            epoch: epoch(),
+            ttl_ms: 2000,
+        }),
+        round_trip(LeaseRenewal::Refused(refusal())),
+        round_trip(Heartbeat {
+            server: server(),
+            seq: 12,
+            running: running.clone(),
+            health: Health::Unhealthy {
+                reason: "GET /health answered 503".into(),
+            },
+            load: Some(17.5),
+        }),
         round_trip(Pulse {
             seq: 12,
             health: Health::Unhealthy {
@@ -444,6 +464,61 @@ fn golden_encodings_do_not_change() {
     .unwrap();
     assert_eq!(hex(&answer.to_bytes().unwrap()), GOLDEN_PULSE_ANSWER);
 }
+
+/// The messages of `leasehold-node/1` that protocol 2 replaced, as that protocol's builds
+/// encode them: a gateway of this build reads an agent of the previous protocol, and an
+/// agent of this build that lands on a gateway of it writes what that gateway reads. The
+/// first two are the encodings that protocol 1's own golden test pinned (commit c3acba1^).
+#[test]
+fn golden_encodings_of_management_protocol_1_do_not_change() {
+    let renew = Envelope::seal(
+        42,
+        &RenewLease {
+            server: server(),
+            epoch: epoch(),
+        },
+    )
+    .unwrap();
+    assert_eq!(hex(&renew.to_bytes().unwrap()), GOLDEN_RENEW_LEASE);
+    let renewed = Envelope::seal(
+        42,
+        &LeaseRenewal::Renewed {
+            epoch: epoch(),
+            ttl_ms: 2000,
+        },
+    )
+    .unwrap();
+    assert_eq!(hex(&renewed.to_bytes().unwrap()), GOLDEN_LEASE_RENEWED);
+    let heartbeat = Envelope::seal(
+        0,
+        &Heartbeat {
+            server: server(),
+            seq: 12,
+            running: None,
+            health: Health::Healthy,
+            load: Some(17.5),
+        },
+    )
+    .unwrap();
+    assert_eq!(hex(&heartbeat.to_bytes().unwrap()), GOLDEN_HEARTBEAT);
+    // And each decodes from those bytes as itself.
+    let bytes = (0..GOLDEN_RENEW_LEASE.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&GOLDEN_RENEW_LEASE[at..at + 2], 16).unwrap())
+        .collect::<Vec<u8>>();
+    let envelope = Envelope::from_bytes(&bytes).unwrap();
+    assert_eq!(
+        envelope.open::<RenewLease>().unwrap(),
+        RenewLease {
+            server: server(),
+            epoch: epoch()
+        }
+    );
+}
+
+const GOLDEN_RENEW_LEASE: &str = "a4617601646b696e646a52656e65774c65617365626964182a64626f647952a2667365727665726261316565706f636807";
+const GOLDEN_LEASE_RENEWED: &str = "a4617601646b696e646c4c6561736552656e6577616c626964182a64626f6479581ba16752656e65776564a26565706f6368076674746c5f6d731907d0";
+const GOLDEN_HEARTBEAT: &str = "a4617601646b696e64694865617274626561746269640064626f64795830a566736572766572626131637365710c6772756e6e696e67f6666865616c7468674865616c746879646c6f6164f94c60";
 
 const GOLDEN_PING: &str = "a4617601646b696e646450696e67626964182a64626f647956a263736571036a73656e745f61745f75731a000f4240";
 const GOLDEN_PULSE: &str = "a4617601646b696e646550756c73656269640064626f64795824a4637365710c666865616c7468674865616c746879646c6f6164f94c606572656e657707";

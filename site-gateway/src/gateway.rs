@@ -28,6 +28,9 @@ pub struct GatewayOptions {
     pub certs: PathBuf,
     /// Where the journal lives; default `./leasehold-state-<site>`.
     pub state: Option<PathBuf>,
+    /// Offer node agents only this version of the management protocol; `None`: every
+    /// version this build speaks.
+    pub node_protocol: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +136,7 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         secrets,
         certs: options.certs.clone(),
         peer_book,
+        node_protocol: options.node_protocol,
     };
     runtime.block_on(serve(config, hash, identity, read, admin))
 }
@@ -150,6 +154,7 @@ struct FromDisk {
     /// The certificate directory, read again on SIGHUP.
     certs: PathBuf,
     peer_book: crate::peer_book::PeerBook,
+    node_protocol: Option<u16>,
 }
 
 /// The admin address's TLS, tokens and access log, read before anything starts: a bad
@@ -234,6 +239,7 @@ async fn serve(
         secrets,
         certs,
         peer_book,
+        node_protocol,
     } = read;
     let started = Instant::now();
     let policy = PeerPolicy::Nodes {
@@ -251,7 +257,10 @@ async fn serve(
         &identity,
         Alpn::Node,
         policy,
-        Limits::management(),
+        Limits {
+            only_version: node_protocol,
+            ..Limits::management()
+        },
     )?
     .with_datagram_sink(board.clone());
     let endpoint = Arc::new(endpoint);

@@ -25,6 +25,11 @@ enum GatewayCommand {
         /// Where the journal lives [default: ./leasehold-state-<site>].
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Offer node agents only this version of the management protocol
+        /// (leasehold-node/N), not every version this build speaks: to stand in for a
+        /// gateway of the previous release (docs/wire.md, "Versioning").
+        #[arg(long, value_name = "N", value_parser = super::node_protocol)]
+        node_protocol: Option<u16>,
     },
 }
 
@@ -33,11 +38,13 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         config,
         certs,
         state,
+        node_protocol,
     } = args.command;
     match gateway::run(GatewayOptions {
         config,
         certs,
         state,
+        node_protocol,
     }) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(GatewayError::Config(errors)) => {

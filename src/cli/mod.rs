@@ -17,3 +17,21 @@ pub mod sim;
 pub mod status;
 pub mod token;
 pub mod workload;
+
+/// `--node-protocol N`: a version of the management protocol this build speaks, or an
+/// error that lists them.
+pub fn node_protocol(text: &str) -> Result<u16, String> {
+    use leasehold_federation::transport::Alpn;
+    let spoken: Vec<String> = Alpn::Node
+        .versions()
+        .iter()
+        .map(|version| version.to_string())
+        .collect();
+    match text.parse::<u16>() {
+        Ok(version) if Alpn::Node.versions().contains(&version) => Ok(version),
+        _ => Err(format!(
+            "this build speaks management protocol {} (leasehold-node/N), not `{text}`",
+            spoken.join(" or ")
+        )),
+    }
+}

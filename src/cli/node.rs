@@ -56,6 +56,11 @@ pub enum NodeCommand {
         /// Keep this many rotated event log files; older ones are removed.
         #[arg(long, value_name = "N", default_value_t = Rotation::DEFAULT_KEEP)]
         event_log_keep: usize,
+        /// Speak only this version of the management protocol (leasehold-node/N), not
+        /// every version this build speaks: to stand in for an agent of the previous
+        /// release (docs/wire.md, "Versioning").
+        #[arg(long, value_name = "N", value_parser = super::node_protocol)]
+        node_protocol: Option<u16>,
     },
     /// Internal: run a workload that dies with its agent (started by the agent).
     #[command(hide = true)]
@@ -82,6 +87,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
             metrics_addr,
             event_log_max_bytes,
             event_log_keep,
+            node_protocol,
         } => {
             let (gateway, id, boot) = match (boot_args, gateway, id) {
                 (Some(path), _, _) => {
@@ -104,6 +110,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
                     max_bytes: event_log_max_bytes,
                     keep: event_log_keep,
                 },
+                node_protocol,
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::admin::{account_state, get_text};
+use super::admin::{account_state, get_text, ops_and_viewer_tokens};
 use super::process::ProcessGuard;
 use super::site::{AccountSpec, PreparedSite, SiteSpec, create_certs, prepare_site};
 use super::wait_for;
@@ -100,6 +100,25 @@ impl OneSite {
         Ok(started)
     }
 
+    /// site-a with servers a1 and a2 and one account, shop (one server, priority 10), an
+    /// `ops.token` and a `viewer.token` in `dir` for its writes and reads, its gateway
+    /// started and no node agent yet: the site of the tests that drain, back up, or mix
+    /// agents.
+    pub fn shop_on_two_servers(binary: &Path, dir: &Path) -> Result<OneSite, String> {
+        let servers = ["a1".to_owned(), "a2".to_owned()];
+        let mut site = OneSite::prepare(
+            binary,
+            dir,
+            "site-a",
+            &servers,
+            vec![account("shop", 1, 1, 10)],
+        )?;
+        // Reads stay open on loopback, as in every test site; writes need a token.
+        ops_and_viewer_tokens(binary, dir, &site.site.config)?;
+        site.start_gateway()?;
+        Ok(site)
+    }
+
     /// [`OneSite::start`] without starting anything: the config and the certificates, for
     /// a test that edits the config first.
     pub fn prepare(
@@ -137,7 +156,13 @@ impl OneSite {
 
     /// Starts the gateway and waits until `/ready` answers.
     pub fn start_gateway(&mut self) -> Result<(), String> {
-        let args = gateway_args(&self.site.config, &self.path("certs"), &self.path("state"));
+        self.start_gateway_with(&[])
+    }
+
+    /// [`OneSite::start_gateway`] with more arguments for `leasehold gateway run`.
+    pub fn start_gateway_with(&mut self, extra: &[String]) -> Result<(), String> {
+        let mut args = gateway_args(&self.site.config, &self.path("certs"), &self.path("state"));
+        args.extend_from_slice(extra);
         let gateway =
             ProcessGuard::spawn("gateway", &self.binary, &args, &self.path("gateway.log"))?;
         self.gateway = Some(gateway);

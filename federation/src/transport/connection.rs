@@ -20,7 +20,9 @@ use tokio::sync::mpsc;
 
 use super::endpoint::Limits;
 use super::identity::PeerName;
-use crate::wire::catalogue::{open_inbound_datagram, open_inbound_one_way, open_inbound_request};
+use crate::wire::catalogue::{
+    check_version, open_inbound_datagram, open_inbound_one_way, open_inbound_request,
+};
 use crate::wire::frame::{FrameError, read_frame};
 use crate::wire::{
     Datagram, Envelope, Inbound, InboundOneWay, OneWay, Reply, Request, Sender, WireError,
@@ -117,6 +119,8 @@ pub trait DatagramSink: Send + Sync + 'static {
 pub struct Connection {
     pub(crate) inner: quinn::Connection,
     peer: Arc<PeerName>,
+    /// The version of the connection's protocol that the handshake agreed on.
+    version: u16,
     limits: Limits,
     next_id: Arc<AtomicU64>,
 }
@@ -158,7 +162,7 @@ impl Connection {
     pub(crate) fn start(
         inner: quinn::Connection,
         peer: PeerName,
-        remote_role: Sender,
+        (remote_role, version): (Sender, u16),
         limits: Limits,
         sink: Option<Arc<dyn DatagramSink>>,
     ) -> (Connection, Inbox) {
@@ -166,6 +170,7 @@ impl Connection {
         let connection = Connection {
             inner,
             peer: Arc::new(peer),
+            version,
             limits,
             next_id: Arc::new(AtomicU64::new(1)),
         };
@@ -175,6 +180,12 @@ impl Connection {
 
     pub fn peer(&self) -> &PeerName {
         &self.peer
+    }
+
+    /// The version of its protocol the connection speaks (`leasehold-node/1` is 1): the
+    /// newest both ends offered.
+    pub fn version(&self) -> u16 {
+        self.version
     }
 
     pub fn remote_address(&self) -> std::net::SocketAddr {
@@ -309,6 +320,11 @@ impl Connection {
         self.inner.closed().await
     }
 
+    /// Refuses a kind that the version this connection speaks does not have.
+    fn in_version(&self, envelope: Envelope) -> Result<Envelope, WireError> {
+        check_version(&envelope.kind, self.version).map(|()| envelope)
+    }
+
     fn close_for(&self, error: &WireError) {
         tracing::warn!(peer = %self.peer, %error, "closing connection: protocol violation");
         self.close(close_code::PROTOCOL_VIOLATION, &error.to_string());
@@ -401,6 +417,7 @@ fn take_datagram(
 ) -> bool {
     // QUIC bounds a datagram's size (one packet), so no frame limit applies.
     let decoded = Envelope::from_bytes(bytes)
+        .and_then(|envelope| connection.in_version(envelope))
         .and_then(|envelope| open_inbound_datagram(&envelope, remote_role));
     match decoded {
         Ok(message) => {
@@ -434,6 +451,7 @@ async fn read_one_way(
     let limits = &connection.limits;
     let decoded = read_envelope(&mut stream, limits)
         .await
+        .and_then(|envelope| connection.in_version(envelope))
         .and_then(|envelope| open_inbound_one_way(&envelope, remote_role));
     deliver(&connection, decoded.map(Inbound::OneWay), &inbox).await;
 }
@@ -453,6 +471,7 @@ async fn read_request(
     };
     let decoded = read_envelope(&mut receive, limits)
         .await
+        .and_then(|envelope| connection.in_version(envelope))
         .and_then(|envelope| open_inbound_request(&envelope, remote_role, port));
     deliver(&connection, decoded.map(Inbound::Request), &inbox).await;
 }

@@ -36,6 +36,10 @@ pub struct Limits {
     /// The round-trip time assumed before one is measured; `None` keeps quinn's 333 ms,
     /// right for the unknown paths between sites.
     pub initial_rtt: Option<Duration>,
+    /// Speak only this version of the endpoint's protocol, not every version this build
+    /// speaks: to stand in for a build one version apart, or to hold a site at the older
+    /// version while it is upgraded (docs/wire.md, "Versioning").
+    pub only_version: Option<u16>,
 }
 
 /// What one connection may have in flight, and so at most buffer: a management connection
@@ -63,6 +67,7 @@ impl Default for Limits {
             inbox_capacity: 1024,
             windows: None,
             initial_rtt: None,
+            only_version: None,
         }
     }
 }
@@ -357,10 +362,15 @@ impl Endpoint {
             Alpn::Site => Sender::Site,
             Alpn::Node => Sender::Gateway,
         };
+        let Some(version) = negotiated_version(self.alpn, &connection) else {
+            let reason = format!("it agreed on no version of {}", self.alpn.protocol_name());
+            connection.close(close_code::REFUSED.into(), reason.as_bytes());
+            return Err(ConnectError::Protocol { peer, addr, reason });
+        };
         Ok(Connection::start(
             connection,
             name,
-            remote_role,
+            (remote_role, version),
             self.limits.clone(),
             self.sink.clone(),
         ))
@@ -445,14 +455,12 @@ fn admit(
         AcceptError::Refused { remote, reason }
     };
     let name = peer_name(&connection).map_err(|error| refuse(error.to_string()))?;
-    if let Some(older) = older_protocol(alpn, &connection) {
+    let Some(version) = negotiated_version(alpn, &connection) else {
         return Err(refuse(format!(
-            "{name} speaks {older}, this listener speaks {}: upgrade the node agent \
-             to a leasehold that speaks {} (docs/wire.md, versions)",
-            alpn.protocol_name(),
+            "{name} negotiated no protocol this listener speaks ({})",
             alpn.protocol_name()
         )));
-    }
+    };
     let admitted = match policy.read() {
         Ok(policy) => policy.admits(&name).map_err(|refusal| refusal.to_string()),
         Err(_) => Err("peer policy unavailable".to_owned()),
@@ -465,21 +473,20 @@ fn admit(
     Ok(Connection::start(
         connection,
         name,
-        remote_role,
+        (remote_role, version),
         limits,
         sink,
     ))
 }
 
-/// The older protocol the client negotiated, if it did: the listener offers them only to
-/// refuse them by name.
-fn older_protocol(alpn: Alpn, connection: &quinn::Connection) -> Option<String> {
+/// The version of `alpn`'s protocol the handshake agreed on.
+fn negotiated_version(alpn: Alpn, connection: &quinn::Connection) -> Option<u16> {
     let negotiated = connection
         .handshake_data()?
         .downcast::<quinn::crypto::rustls::HandshakeData>()
         .ok()?
         .protocol?;
-    (negotiated != alpn.protocol_id()).then(|| String::from_utf8_lossy(&negotiated).into_owned())
+    alpn.version_of(&negotiated)
 }
 
 /// Says what a handshake that no protocol could be agreed for means: the peer speaks
@@ -492,10 +499,11 @@ fn explain_handshake(alpn: Alpn, error: &quinn::ConnectionError) -> Option<Strin
         _ => return None,
     };
     (code == no_protocol).then(|| {
+        let ours: Vec<String> = alpn.versions().iter().map(|v| alpn.name_of(*v)).collect();
         format!(
-            "it does not offer {} (it may run an older leasehold): upgrade it, or run \
-             the version of leasehold it runs",
-            alpn.protocol_name()
+            "it offers none of {} (it may run a leasehold more than one version apart): \
+             upgrade it, or run the version of leasehold it runs",
+            ours.join(", ")
         )
     })
 }
@@ -516,7 +524,8 @@ fn server_config(
     policy: &Arc<RwLock<PeerPolicy>>,
     limits: &Limits,
 ) -> Result<quinn::ServerConfig, EndpointError> {
-    let server_tls = tls::server_config(identity, alpn, policy.clone())?;
+    let mut server_tls = tls::server_config(identity, alpn, policy.clone())?;
+    server_tls.alpn_protocols = alpn.ids(&spoken_versions(alpn, limits)?);
     let server_crypto = QuicServerConfig::try_from(server_tls)
         .map_err(|error| EndpointError::QuicCrypto(error.to_string()))?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
@@ -529,12 +538,29 @@ fn client_config(
     alpn: Alpn,
     limits: &Limits,
 ) -> Result<quinn::ClientConfig, EndpointError> {
-    let client_tls = tls::client_config(identity, alpn)?;
+    let mut client_tls = tls::client_config(identity, alpn)?;
+    client_tls.alpn_protocols = alpn.ids(&spoken_versions(alpn, limits)?);
     let client_crypto = QuicClientConfig::try_from(client_tls)
         .map_err(|error| EndpointError::QuicCrypto(error.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(client_crypto));
     config.transport_config(transport_config(limits)?);
     Ok(config)
+}
+
+/// The versions an endpoint offers: every one this build speaks, or the one it is held to.
+fn spoken_versions(alpn: Alpn, limits: &Limits) -> Result<Vec<u16>, EndpointError> {
+    match limits.only_version {
+        None => Ok(alpn.versions().to_vec()),
+        Some(version) if alpn.versions().contains(&version) => Ok(vec![version]),
+        Some(version) => {
+            let spoken: Vec<String> = alpn.versions().iter().map(|v| alpn.name_of(*v)).collect();
+            Err(EndpointError::Limit(format!(
+                "{} is not a protocol this build speaks ({})",
+                alpn.name_of(version),
+                spoken.join(", ")
+            )))
+        }
+    }
 }
 
 fn transport_config(limits: &Limits) -> Result<Arc<quinn::TransportConfig>, EndpointError> {
@@ -680,17 +706,6 @@ mod tests {
         .unwrap()
     }
 
-    /// A quinn client endpoint that offers `protocol` as the management ALPN: an agent of
-    /// another version, as far as the listener can tell.
-    fn agent_speaking(identity: &Identity, protocol: &[u8]) -> quinn::Endpoint {
-        let mut tls = tls::client_config(identity, Alpn::Node).unwrap();
-        tls.alpn_protocols = vec![protocol.to_vec()];
-        let crypto = QuicClientConfig::try_from(tls).unwrap();
-        let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-        endpoint
-    }
-
     /// A renewed certificate is presented from the next handshake on, and the connection made
     /// with the old one goes on working.
     #[tokio::test]
@@ -746,45 +761,73 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn an_agent_of_the_older_protocol_is_refused_naming_both_versions() {
-        let certs = certs();
-        let listener = management_listener(&certs);
+    /// A listener and an agent held to `listener` and `agent` (None: every version this
+    /// build speaks): the version each end's connection says it speaks.
+    async fn negotiated(certs: &Certs, listener: Option<u16>, agent: Option<u16>) -> (u16, u16) {
+        let held = |version| Limits {
+            only_version: version,
+            ..Limits::management()
+        };
+        let listener = Endpoint::listen(
+            loopback(),
+            &certs.site,
+            Alpn::Node,
+            nodes_policy(),
+            held(listener),
+        )
+        .unwrap();
         let addr = listener.local_addr().unwrap();
-        let agent = agent_speaking(&certs.node, b"leasehold-node/1");
-        let dialed = tokio::spawn(async move {
-            let connection = agent
-                .connect(addr, &PeerName::Site(site()).dns_name())
-                .unwrap()
-                .await
-                .unwrap();
-            connection.closed().await
+        let agent = Endpoint::dial_only(loopback(), &certs.node, Alpn::Node, held(agent)).unwrap();
+        let dial = tokio::spawn(async move {
+            let (connection, inbox) = agent.connect(addr, &PeerName::Site(site())).await.unwrap();
+            (agent, connection, inbox)
         });
-        let refused = listener.accept().await.unwrap().finish().await.unwrap_err();
-        let reason = refused.to_string();
-        assert!(
-            reason.contains("speaks leasehold-node/1, this listener speaks leasehold-node/2"),
-            "{reason}"
-        );
-        // The agent is told the same, in the close frame it gets.
-        let closed = dialed.await.unwrap().to_string();
-        assert!(closed.contains("leasehold-node/1"), "{closed}");
-        assert!(closed.contains("leasehold-node/2"), "{closed}");
+        let (accepted, _inbox) = listener.accept().await.unwrap().finish().await.unwrap();
+        let (_agent, dialled, _) = dial.await.unwrap();
+        (accepted.version(), dialled.version())
     }
 
     #[tokio::test]
-    async fn a_listener_that_does_not_offer_our_protocol_is_named_as_such() {
+    async fn builds_one_management_version_apart_agree_on_the_older_either_way() {
         let certs = certs();
-        // A gateway of an older build: it offers only the older protocol.
+        // Both of this build: the newest.
+        assert_eq!(negotiated(&certs, None, None).await, (2, 2));
+        // A gateway of the previous protocol, an agent of this build.
+        assert_eq!(negotiated(&certs, Some(1), None).await, (1, 1));
+        // A gateway of this build, an agent of the previous protocol.
+        assert_eq!(negotiated(&certs, None, Some(1)).await, (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_version_this_build_does_not_speak_is_refused_when_held_to() {
+        let certs = certs();
+        let held = Limits {
+            only_version: Some(3),
+            ..Limits::management()
+        };
+        let Err(error) = Endpoint::dial_only(loopback(), &certs.node, Alpn::Node, held) else {
+            panic!("an endpoint held to leasehold-node/3 was made");
+        };
+        assert_eq!(
+            error.to_string(),
+            "invalid transport limit: leasehold-node/3 is not a protocol this build speaks \
+             (leasehold-node/2, leasehold-node/1)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listener_more_than_one_version_apart_is_named_as_such() {
+        let certs = certs();
+        // A gateway of a build two versions on: it offers only a protocol we do not speak.
         let policy = Arc::new(RwLock::new(nodes_policy()));
         let mut tls = tls::server_config(&certs.site, Alpn::Node, policy).unwrap();
-        tls.alpn_protocols = vec![b"leasehold-node/1".to_vec()];
+        tls.alpn_protocols = vec![b"leasehold-node/3".to_vec()];
         let crypto = QuicServerConfig::try_from(tls).unwrap();
         let server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        let old = quinn::Endpoint::server(server, loopback()).unwrap();
-        let addr = old.local_addr().unwrap();
+        let newer = quinn::Endpoint::server(server, loopback()).unwrap();
+        let addr = newer.local_addr().unwrap();
         tokio::spawn(async move {
-            while let Some(incoming) = old.accept().await {
+            while let Some(incoming) = newer.accept().await {
                 let _ = incoming.await;
             }
         });
@@ -798,9 +841,53 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .contains("it does not offer leasehold-node/2"),
+                .contains("it offers none of leasehold-node/2, leasehold-node/1"),
             "{error}"
         );
+    }
+
+    /// An agent connects to a management listener and does `misbehave` on its connection:
+    /// what the listener's inbox ended with, and what the agent's connection closed with.
+    async fn violation<F, Fut>(misbehave: F) -> (String, String)
+    where
+        F: FnOnce(Connection) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let certs = certs();
+        let listener = management_listener(&certs);
+        let addr = listener.local_addr().unwrap();
+        let agent =
+            Endpoint::dial_only(loopback(), &certs.node, Alpn::Node, Limits::management()).unwrap();
+        let dial = tokio::spawn(async move {
+            let (connection, _inbox) = agent.connect(addr, &PeerName::Site(site())).await.unwrap();
+            misbehave(connection.clone()).await;
+            connection.closed().await
+        });
+        let (_connection, mut inbox) = listener.accept().await.unwrap().finish().await.unwrap();
+        let ended = inbox.next().await.unwrap().unwrap_err().to_string();
+        (ended, dial.await.unwrap().to_string())
+    }
+
+    #[tokio::test]
+    async fn a_kind_of_the_other_management_version_closes_the_connection() {
+        let (ended, closed) = violation(|connection| async move {
+            assert_eq!(connection.version(), 2);
+            // A heartbeat of protocol 1 on a connection that agreed on 2.
+            let heartbeat = crate::wire::node_v1::Heartbeat {
+                server: ServerId::parse("a1").unwrap(),
+                seq: 1,
+                running: None,
+                health: crate::wire::common::Health::Healthy,
+                load: None,
+            };
+            connection.send(&heartbeat).await.unwrap();
+        })
+        .await;
+        assert!(
+            ended.contains("`Heartbeat` is not valid here: the protocol version this connection agreed on does not have it"),
+            "{ended}"
+        );
+        assert!(closed.contains("`Heartbeat` is not valid here"), "{closed}");
     }
 
     #[tokio::test]
@@ -857,13 +944,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_datagram_of_a_stream_kind_closes_the_connection_as_a_protocol_violation() {
-        let certs = certs();
-        let listener = management_listener(&certs);
-        let addr = listener.local_addr().unwrap();
-        let agent =
-            Endpoint::dial_only(loopback(), &certs.node, Alpn::Node, Limits::management()).unwrap();
-        let dial = tokio::spawn(async move {
-            let (connection, _inbox) = agent.connect(addr, &PeerName::Site(site())).await.unwrap();
+        let (ended, closed) = violation(|connection| async move {
             // A node may not send a Ping at all, and nothing but datagram kinds travel so.
             let bytes = crate::wire::Envelope::seal(
                 0,
@@ -876,12 +957,9 @@ mod tests {
             .to_bytes()
             .unwrap();
             connection.inner.send_datagram(bytes.into()).unwrap();
-            connection.closed().await
-        });
-        let (_connection, mut inbox) = listener.accept().await.unwrap().finish().await.unwrap();
-        let ended = inbox.next().await.unwrap().unwrap_err().to_string();
+        })
+        .await;
         assert!(ended.contains("`Ping` is not valid here"), "{ended}");
-        let closed = dial.await.unwrap().to_string();
         assert!(closed.contains("`Ping` is not valid here"), "{closed}");
     }
 }

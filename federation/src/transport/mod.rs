@@ -24,32 +24,51 @@ pub enum Alpn {
     Node,
 }
 
-/// The management protocols before this one: a listener still negotiates them, only to
-/// close the connection with a reason that names both versions (an agent that cannot
-/// negotiate at all would only see a TLS alert).
-pub const OLDER_NODE_PROTOCOLS: &[&[u8]] = &[b"leasehold-node/1"];
-
 impl Alpn {
-    /// The protocol this build speaks.
-    pub fn protocol_id(self) -> &'static [u8] {
-        self.protocol_name().as_bytes()
-    }
-
-    /// What a listener offers in its handshake: the protocol it speaks first, then the
-    /// older ones it knows well enough to refuse by name.
-    pub fn listener_ids(self) -> Vec<Vec<u8>> {
-        let mut ids = vec![self.protocol_id().to_vec()];
-        if self == Alpn::Node {
-            ids.extend(OLDER_NODE_PROTOCOLS.iter().map(|id| id.to_vec()));
+    /// The versions of its protocol this build speaks, newest first. A listener offers
+    /// them all and a dialler asks for them all, so two builds one version apart agree on
+    /// the older one (docs/wire.md, "Versioning").
+    pub fn versions(self) -> &'static [u16] {
+        match self {
+            Alpn::Site => &[1],
+            Alpn::Node => &[2, 1],
         }
-        ids
     }
 
-    /// The protocol as people read it.
+    /// The newest version this build speaks.
+    pub fn current(self) -> u16 {
+        self.versions()[0]
+    }
+
+    /// The protocol, newest version, as people read it (`leasehold-node/2`).
     pub fn protocol_name(self) -> &'static str {
         match self {
             Alpn::Site => "leasehold-site/1",
             Alpn::Node => "leasehold-node/2",
         }
+    }
+
+    /// One version of the protocol as people read it, and as its ALPN id.
+    pub fn name_of(self, version: u16) -> String {
+        match self {
+            Alpn::Site => format!("leasehold-site/{version}"),
+            Alpn::Node => format!("leasehold-node/{version}"),
+        }
+    }
+
+    /// The version an ALPN id names, if it is one of this protocol's that this build speaks.
+    pub fn version_of(self, id: &[u8]) -> Option<u16> {
+        self.versions()
+            .iter()
+            .copied()
+            .find(|version| self.name_of(*version).as_bytes() == id)
+    }
+
+    /// The ALPN ids of `versions`, in that order (the order is the listener's preference).
+    pub fn ids(self, versions: &[u16]) -> Vec<Vec<u8>> {
+        versions
+            .iter()
+            .map(|version| self.name_of(*version).into_bytes())
+            .collect()
     }
 }

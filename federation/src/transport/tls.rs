@@ -105,7 +105,7 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(config_error)?;
-    config.alpn_protocols = alpn.listener_ids();
+    config.alpn_protocols = alpn.ids(alpn.versions());
     // A resumed session skips the client verifier, and with it the policy and expiry checks:
     // a peer removed from the config could come back on an old ticket. Handshakes between
     // gateways are rare enough that full ones cost nothing that matters.
@@ -134,7 +134,7 @@ pub fn client_config(identity: &Identity, alpn: Alpn) -> Result<rustls::ClientCo
         .with_webpki_verifier(verifier)
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(config_error)?;
-    config.alpn_protocols = vec![alpn.protocol_id().to_vec()];
+    config.alpn_protocols = alpn.ids(alpn.versions());
     // The server sends no tickets (see server_config); not keeping any makes that explicit.
     config.resumption = rustls::client::Resumption::disabled();
     Ok(config)

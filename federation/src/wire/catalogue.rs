@@ -3,6 +3,7 @@
 
 use super::envelope::{Envelope, WireError};
 use super::node::*;
+use super::node_v1::*;
 use super::site::*;
 use super::{Datagram, Message, OneWay, Reply, Request, Sender};
 
@@ -97,8 +98,8 @@ macro_rules! catalogue {
 
 catalogue! {
     Node {
-        requests { RegisterServer => Registration }
-        one_way { WorkloadJoined, WorkloadFailed, WorkloadStopped }
+        requests { RegisterServer => Registration, RenewLease => LeaseRenewal }
+        one_way { WorkloadJoined, WorkloadFailed, WorkloadStopped, Heartbeat }
         datagrams { Pulse }
     }
     Gateway {
@@ -195,6 +196,29 @@ pub fn open_inbound_datagram(
         "it does not travel in a datagram",
     )?;
     open_one_way(envelope)
+}
+
+/// The kinds that belong to one version of their protocol only (ALPN `leasehold-node/N`
+/// or `leasehold-site/N`); every other kind is the same in every version this build
+/// speaks. A kind that a new version adds goes here, so that it is never sent on, nor
+/// taken from, a connection that agreed on an older version (docs/wire.md, "Versioning").
+pub const VERSIONED_KINDS: &[(&str, u16)] = &[
+    ("Heartbeat", 1),
+    ("RenewLease", 1),
+    ("Pulse", 2),
+    ("PulseAnswer", 2),
+];
+
+/// Refuses a kind that the version of its protocol a connection agreed on does not have:
+/// a node of `leasehold-node/2` sends no `Heartbeat`, one of `/1` no `Pulse`.
+pub fn check_version(kind: &str, version: u16) -> Result<(), WireError> {
+    match VERSIONED_KINDS.iter().find(|(name, _)| *name == kind) {
+        Some((_, only)) if *only != version => Err(WireError::Misplaced {
+            kind: kind.to_owned(),
+            why: "the protocol version this connection agreed on does not have it",
+        }),
+        _ => Ok(()),
+    }
 }
 
 pub fn is_known_kind(kind: &str) -> bool {

@@ -15,6 +15,7 @@ pub mod common;
 pub mod envelope;
 pub mod frame;
 pub mod node;
+pub mod node_v1;
 pub mod site;
 
 use std::marker::PhantomData;

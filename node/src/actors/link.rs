@@ -47,7 +47,8 @@ pub async fn run_link(endpoint: Arc<Endpoint>, target: LinkTarget, server: Addr<
             Ok(Some((connection, inbox, accepted))) => {
                 backoff = BACKOFF_FIRST;
                 generation += 1;
-                tracing::info!(gateway = %target.gateway, site = %target.site, "registered");
+                let protocol = connection.version();
+                tracing::info!(gateway = %target.gateway, site = %target.site, protocol, "registered");
                 server.do_send(Connected {
                     generation,
                     connection,

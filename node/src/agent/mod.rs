@@ -50,6 +50,9 @@ pub struct AgentOptions {
     pub metrics_addr: Option<SocketAddr>,
     /// When the event log rotates, and how many rotated files it keeps.
     pub event_log: Rotation,
+    /// Speak only this version of the management protocol; `None`: every version this
+    /// build speaks, and the gateway picks the newest it speaks too.
+    pub node_protocol: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,12 +167,11 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let endpoint = Arc::new(Endpoint::dial_only(
-            bind,
-            &identity,
-            Alpn::Node,
-            Limits::management(),
-        )?);
+        let limits = Limits {
+            only_version: options.node_protocol,
+            ..Limits::management()
+        };
+        let endpoint = Arc::new(Endpoint::dial_only(bind, &identity, Alpn::Node, limits)?);
         let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
 

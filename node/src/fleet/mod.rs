@@ -210,7 +210,12 @@ pub fn run_fleet(options: FleetOptions) -> Result<(), FleetError> {
             let endpoint = match endpoints.last() {
                 Some(shared) if index % SERVERS_PER_SOCKET != 0 => shared.clone(),
                 _ => {
-                    let limits = Limits::management();
+                    // Its simulated servers pulse in datagrams only: it asks for the
+                    // newest protocol, and a gateway that does not speak it says so.
+                    let limits = Limits {
+                        only_version: Some(Alpn::Node.current()),
+                        ..Limits::management()
+                    };
                     let endpoint = Arc::new(
                         Endpoint::dial_only(bind, identity, Alpn::Node, limits)
                             .map_err(endpoint_error)?,

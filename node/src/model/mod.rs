@@ -208,6 +208,10 @@ impl NodeModel {
             .as_ref()
             .map(|p| (p.account.clone(), p.epoch, p.pid))
     }
+    /// The server this node is.
+    pub fn server(&self) -> &ServerId {
+        &self.server
+    }
 
     /// What heartbeats and registrations say runs: the current epoch's process, if any.
     pub fn running(&self) -> Option<RunningWorkload> {

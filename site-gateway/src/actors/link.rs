@@ -4,22 +4,77 @@
 //! connection hands to the [`super::PulseBoard`] itself; the master answers renewals on the
 //! connection it was handed at registration.
 //!
+//! A node of the previous management protocol (`leasehold-node/1`, docs/wire.md) sends
+//! its heartbeat on a stream and asks for each renewal as a request: the reader records
+//! both on the same board, as pulses would be, and keeps the renewal's reply for the
+//! master's next batch ([`PendingRenewal`]).
+//!
 //! The server id is the one in the node's certificate; a message that names another
 //! server is refused and logged, and changes nothing.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use leasehold_federation::ids::{Epoch, ServerId};
-use leasehold_federation::transport::connection::{Connection, Inbox, close_code};
+use leasehold_federation::transport::connection::{Connection, Inbox, ReplyPort, close_code};
+use leasehold_federation::wire::Reply;
 use leasehold_federation::wire::common::{Refusal, RefusalCause};
-use leasehold_federation::wire::node::{ApplyPointer, Registration, StopWorkload};
+use leasehold_federation::wire::node::{
+    ApplyPointer, LeaseRenewal, Pulse, Registration, StopWorkload,
+};
+use leasehold_federation::wire::node_v1::RenewLease;
 use leasehold_federation::wire::{Inbound, InboundOneWay, InboundRequest};
 
+use super::PulseBoard;
 use super::master::{
     LinkClosed, PointerAnswered, RegisterServer, SiteMaster, StopAnswered, WorkloadReported,
 };
 use crate::model::effects::Command;
+
+/// The renewal a node of `leasehold-node/1` asked for, waiting on its request stream for
+/// the master's next batch. One at a time: a node asks again only once it has given the
+/// last one up, and a newer ask drops the older (its stream ends unanswered, which the
+/// node takes as "maybe renewed", as it takes a lost answer).
+#[derive(Debug, Clone, Default)]
+pub struct PendingRenewal(Arc<Mutex<Option<Asked>>>);
+
+/// A renewal's seq and the reply it waits on.
+type Asked = (u64, Reply<RenewLease, ReplyPort>);
+
+impl PendingRenewal {
+    fn ask(&self, seq: u64, reply: Reply<RenewLease, ReplyPort>) {
+        *self.lock() = Some((seq, reply));
+    }
+
+    /// Sends the answer to the renewal asked as `seq`, if that one still waits.
+    pub fn answer(&self, seq: u64, renewal: LeaseRenewal) {
+        let waiting = {
+            let mut slot = self.lock();
+            match slot.take() {
+                Some((asked, reply)) if asked == seq => Some(reply),
+                other => {
+                    *slot = other;
+                    None
+                }
+            }
+        };
+        if let Some(reply) = waiting {
+            tokio::spawn(async move {
+                if let Err(error) = reply.send(&renewal).await {
+                    tracing::debug!(%error, "renewal answer not sent");
+                }
+            });
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Asked>> {
+        // Each write replaces the whole slot, so a panic elsewhere leaves nothing half-set.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 pub struct ServerLink {
     pub server: ServerId,
@@ -28,6 +83,9 @@ pub struct ServerLink {
     connection: Connection,
     inbox: Option<Inbox>,
     master: Addr<SiteMaster>,
+    /// Where a node of `leasehold-node/1` records its heartbeats and renewals.
+    board: Arc<PulseBoard>,
+    renewal_v1: PendingRenewal,
     reader: Option<tokio::task::JoinHandle<()>>,
     /// How long a command may take before its answer counts as lost.
     command_timeout: Duration,
@@ -38,7 +96,7 @@ impl ServerLink {
         server: ServerId,
         link_id: u64,
         (connection, inbox): (Connection, Inbox),
-        master: Addr<SiteMaster>,
+        (master, board): (Addr<SiteMaster>, Arc<PulseBoard>),
         command_timeout: Duration,
     ) -> Self {
         ServerLink {
@@ -47,6 +105,8 @@ impl ServerLink {
             connection,
             inbox: Some(inbox),
             master,
+            board,
+            renewal_v1: PendingRenewal::default(),
             reader: None,
             command_timeout,
         }
@@ -66,6 +126,8 @@ impl Actor for ServerLink {
             connection: self.connection.clone(),
             link: ctx.address(),
             master: self.master.clone(),
+            board: self.board.clone(),
+            renewal_v1: self.renewal_v1.clone(),
         };
         // The read loop runs on the tokio pool, not the actor's thread: it only forwards.
         self.reader = Some(tokio::spawn(reader.run(inbox)));
@@ -191,6 +253,8 @@ struct Reader {
     connection: Connection,
     link: Addr<ServerLink>,
     master: Addr<SiteMaster>,
+    board: Arc<PulseBoard>,
+    renewal_v1: PendingRenewal,
 }
 
 impl Reader {
@@ -230,11 +294,20 @@ impl Reader {
         }
     }
 
-    async fn answer(
-        &self,
-        request: InboundRequest<leasehold_federation::transport::connection::ReplyPort>,
-    ) {
+    async fn answer(&self, request: InboundRequest<ReplyPort>) {
         match request {
+            InboundRequest::RenewLease(message, reply) => {
+                if self.speaks_for_itself(&message.server, "RenewLease") {
+                    // The request's id stands for a pulse's seq: unique on this connection.
+                    let seq = reply.request_id();
+                    self.renewal_v1.ask(seq, reply);
+                    self.board
+                        .ask_renewal(self.server.clone(), message.epoch, seq);
+                } else {
+                    let refused = LeaseRenewal::Refused(self.wrong_server(&message.server));
+                    let _ = reply.send(&refused).await;
+                }
+            }
             InboundRequest::RegisterServer(message, reply) => {
                 let answer = if self.speaks_for_itself(&message.server, "RegisterServer") {
                     let registered = self
@@ -244,6 +317,7 @@ impl Reader {
                             link_id: self.link_id,
                             link: self.link.clone(),
                             connection: self.connection.clone(),
+                            renewal_v1: self.renewal_v1.clone(),
                             running: message.running,
                             highest_epoch: message.highest_epoch,
                             boot: message.boot,
@@ -270,6 +344,18 @@ impl Reader {
 
     async fn take(&self, message: InboundOneWay) {
         match message {
+            InboundOneWay::Heartbeat(heartbeat) => {
+                if self.speaks_for_itself(&heartbeat.server, "Heartbeat") {
+                    let pulse = Pulse {
+                        seq: heartbeat.seq,
+                        health: heartbeat.health,
+                        load: heartbeat.load,
+                        renew: None,
+                    };
+                    self.board
+                        .record(self.server.clone(), pulse, Instant::now());
+                }
+            }
             InboundOneWay::WorkloadJoined(joined) => {
                 if self.speaks_for_itself(&joined.server, "WorkloadJoined") {
                     self.report(WorkloadEvent::Joined, joined.epoch).await;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use hdrhistogram::Histogram;
 use leasehold_federation::ids::{Epoch, ServerId};
+use leasehold_federation::transport::Alpn;
 use leasehold_federation::transport::connection::{Connection, Inbox};
 use leasehold_federation::transport::identity::PeerName;
 use leasehold_federation::wire::common::Refusal;
@@ -22,7 +23,7 @@ use serde::Serialize;
 
 use super::group::{Group, LoadMeasured, SetSla};
 use super::journal::{JournalWriter, Persist};
-use super::link::{CloseLink, Deliver, ServerLink};
+use super::link::{CloseLink, Deliver, PendingRenewal, ServerLink};
 use super::{PulseBoard, wall_ms};
 use crate::config::SiteConfig;
 use crate::federation::Federation;
@@ -50,11 +51,13 @@ pub const ROUND_INTERVAL: Duration = Duration::from_millis(100);
 pub const RENEWAL_BATCH: Duration = Duration::from_millis(20);
 
 /// A registered node's link: its actor carries commands; renewals are answered on its
-/// connection directly, in datagrams.
+/// connection directly, in datagrams, or for a node of `leasehold-node/1` on the stream
+/// its renewal came on.
 struct Link {
     id: u64,
     actor: Addr<ServerLink>,
     connection: Connection,
+    renewal_v1: PendingRenewal,
 }
 
 pub struct SiteMaster {
@@ -383,6 +386,10 @@ impl SiteMaster {
                 continue;
             };
             self.metrics.renewal(&renewal); // metrics
+            if link.connection.version() == 1 {
+                link.renewal_v1.answer(ask.seq, renewal);
+                continue;
+            }
             let answer = PulseAnswer {
                 seq: ask.seq,
                 renewal,
@@ -481,7 +488,7 @@ impl Handler<LinkUp> for SiteMaster {
             server,
             link_id,
             (message.connection, message.inbox),
-            ctx.address(),
+            (ctx.address(), self.board.clone()),
             timeout,
         )
         .start();
@@ -492,6 +499,8 @@ impl Handler<LinkUp> for SiteMaster {
 #[derive(Debug, Clone)]
 struct AgentSeen {
     version: String,
+    /// The management protocol its connection speaks.
+    protocol: u16,
     certificate_expires: Option<i64>,
 }
 
@@ -504,6 +513,8 @@ pub struct RegisterServer {
     pub link: Addr<ServerLink>,
     /// Where renewals are answered.
     pub connection: Connection,
+    /// Where a node of `leasehold-node/1` waits for the answer to its renewal.
+    pub renewal_v1: PendingRenewal,
     pub running: Option<RunningWorkload>,
     pub highest_epoch: Epoch,
     /// A machine's boot claim (epoch and token from its kernel command line).
@@ -551,19 +562,22 @@ impl Handler<RegisterServer> for SiteMaster {
             )?,
         };
         let certificate_expires = message.connection.peer_certificate_expiry();
+        let protocol = message.connection.version();
         let link = Link {
             id: message.link_id,
             actor: message.link,
             connection: message.connection,
+            renewal_v1: message.renewal_v1,
         };
         if let Some(old) = self.links.insert(message.server.clone(), link) {
             old.actor.do_send(CloseLink);
         }
-        tracing::info!(server = %message.server, agent_version = %message.agent_version, "node registered");
+        tracing::info!(server = %message.server, agent_version = %message.agent_version, protocol, "node registered");
         self.agents.insert(
             message.server.clone(),
             AgentSeen {
                 version: message.agent_version,
+                protocol,
                 certificate_expires,
             },
         );
@@ -688,6 +702,7 @@ impl Handler<GetStatus> for SiteMaster {
         for server in &mut snapshot.servers {
             if let Some(agent) = self.agents.get(&server.id) {
                 server.agent_version = Some(agent.version.clone());
+                server.agent_protocol = Some(Alpn::Node.name_of(agent.protocol));
                 server.certificate_expires = agent.certificate_expires;
             }
         }

@@ -94,6 +94,12 @@ impl PulseBoard {
         self.heartbeats.insert(server, sample);
     }
 
+    /// A renewal asked for on its own (by a node of `leasehold-node/1`, whose heartbeats
+    /// come apart from its renewals).
+    pub fn ask_renewal(&self, server: ServerId, epoch: Epoch, seq: u64) {
+        self.lock_renewals().insert(server, RenewAsk { epoch, seq });
+    }
+
     /// Takes the renewals asked since the last call.
     pub fn take_renewals(&self) -> Vec<(ServerId, RenewAsk)> {
         let taken = std::mem::take(&mut *self.lock_renewals());

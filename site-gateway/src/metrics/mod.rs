@@ -632,6 +632,7 @@ mod tests {
             machine: None,
             maintenance: None,
             agent_version: None,
+            agent_protocol: None,
             certificate_expires: None,
         }
     }

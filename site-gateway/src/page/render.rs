@@ -786,6 +786,7 @@ mod tests {
                     machine: None,
                     maintenance: None,
                     agent_version: None,
+                    agent_protocol: None,
                     certificate_expires: None,
                 }],
                 accounts: vec![AccountSnapshot {

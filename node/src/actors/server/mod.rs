@@ -12,10 +12,13 @@ use actix::{Actor, AsyncContext, Context};
 use leasehold_federation::ids::Epoch;
 use leasehold_federation::transport::connection::{Connection, ReplyPort};
 use leasehold_federation::wire::Reply;
-use leasehold_federation::wire::node::{LeaseRenewal, StopOutcome, StopWorkload};
+use leasehold_federation::wire::node::{
+    LeaseRenewal, Pulse, PulseAnswer, StopOutcome, StopWorkload,
+};
+use leasehold_federation::wire::node_v1::{Heartbeat, RenewLease};
 use tokio::sync::{mpsc, oneshot};
 
-use super::messages::LoadSampled;
+use super::messages::{LoadSampled, PulseAnswered};
 use crate::clock::mono_now;
 use crate::driver::Driver;
 use crate::driver::probe::{self, CpuReading};
@@ -175,12 +178,52 @@ impl Server {
         let Some(pulse) = self.pulser.due(mono_now(), || (model.health(), load)) else {
             return;
         };
-        match link.connection.send_datagram(&pulse) {
-            Ok(()) => self.metrics.pulse_sent(),
-            // A renewal it carried is unanswered at its timeout, and asked again.
-            Err(error) => tracing::debug!(%error, "pulse not sent"),
+        if link.connection.version() == 1 {
+            self.pulse_v1(pulse, ctx);
+        } else {
+            match link.connection.send_datagram(&pulse) {
+                Ok(()) => self.metrics.pulse_sent(),
+                // A renewal it carried is unanswered at its timeout, and asked again.
+                Err(error) => tracing::debug!(%error, "pulse not sent"),
+            }
         }
         self.sample_load(ctx);
+    }
+
+    /// A pulse, said as a gateway of `leasehold-node/1` hears it (docs/wire.md,
+    /// "Versioning"): a `Heartbeat` on a one-way stream and, when it carries a renewal, a
+    /// `RenewLease` request whose answer comes back as the pulse's answer would. The send
+    /// time the pulser read before stands for both, so S-1 holds as with datagrams.
+    fn pulse_v1(&mut self, pulse: Pulse, ctx: &mut Context<Self>) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        let server = self.model.server().clone();
+        let heartbeat = Heartbeat {
+            server: server.clone(),
+            seq: pulse.seq,
+            running: self.model.running(),
+            health: pulse.health,
+            load: pulse.load,
+        };
+        let (connection, me) = (link.connection.clone(), ctx.address());
+        self.metrics.pulse_sent();
+        tokio::spawn(async move {
+            if let Some(epoch) = pulse.renew {
+                let asking = connection.clone();
+                let seq = pulse.seq;
+                tokio::spawn(async move {
+                    // No answer (refused ownership, a lost stream) leaves the renewal to
+                    // the pulser's timeout, as a lost datagram would.
+                    if let Ok(renewal) = asking.request(&RenewLease { server, epoch }).await {
+                        me.do_send(PulseAnswered(PulseAnswer { seq, renewal }));
+                    }
+                });
+            }
+            if let Err(error) = connection.send(&heartbeat).await {
+                tracing::debug!(%error, "heartbeat not sent");
+            }
+        });
     }
 
     /// The gateway's answer to a renewal sent at `sent_at`, or `Err` for none (maybe

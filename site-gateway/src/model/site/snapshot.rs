@@ -56,6 +56,9 @@ pub struct ServerSnapshot {
     /// The version its node agent said at its last registration (`null` before one);
     /// filled in by the gateway's shell, which hears it.
     pub agent_version: Option<String>,
+    /// The management protocol its node agent's connection speaks (`leasehold-node/1`),
+    /// or `null` before it registered; filled in by the shell.
+    pub agent_protocol: Option<String>,
     /// When the certificate its node agent presented at that registration expires (Unix
     /// time); filled in by the shell, which holds the connection.
     pub certificate_expires: Option<i64>,
@@ -202,6 +205,7 @@ impl SiteModel {
                         },
                     }),
                 agent_version: None,
+                agent_protocol: None,
                 certificate_expires: None,
             })
             .collect();
