@@ -302,6 +302,47 @@ fn a_compound_campaign_overlaps_its_faults_and_keeps_every_invariant() {
     assert!(picture.contains("restart site-b"), "{picture}");
 }
 
+/// Seed 1 of `members` for 60 s: site-d, a fourth site that homes no account, is added
+/// to the three founders' members by editing their configs and starting it, and while it
+/// is being added site-a's gateway is killed (the others wait for it to answer; shop fails
+/// over meanwhile); at the end site-d is left out of the configs and stopped once every
+/// founder runs the three again. Judged from the node logs (the spare's too) and the
+/// founders' audit logs.
+#[test]
+fn a_members_campaign_adds_and_removes_a_site_while_a_gateway_is_killed() {
+    let _turn = turn();
+    let (output, report) = chaos("members", 1, 60, None);
+    let summary = context(&output);
+    assert!(output.status.success(), "{summary}");
+    assert_eq!(failed(&report), Vec::<String>::new(), "{summary}");
+    let faults = faults_as_scheduled(&report, "members", 1, 60, &summary);
+    let kinds: Vec<(&str, &str)> = faults
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap(), f["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("member-change", "site-d"), ("gateway-kill", "site-a")]
+    );
+    let steps = invariant(&report, "member-changes-took-effect");
+    assert_eq!(steps["passed"], true, "{steps}");
+    for site in ["site-a", "site-b", "site-c"] {
+        assert!(
+            steps["evidence"].to_string().contains(&format!(
+                "{site} stepped to [site-a, site-b, site-c, site-d] and back to [site-a, site-b, site-c]"
+            )),
+            "{steps}"
+        );
+    }
+    // The spare's node logs are evidence too: one owner per account across four sites.
+    assert_eq!(invariant(&report, "one-owner-per-account")["passed"], true);
+    let notes = faults[0]["notes"].to_string();
+    assert!(
+        notes.contains("every founder ran [site-a, site-b, site-c]"),
+        "{notes}"
+    );
+}
+
 /// site-a (or whichever site the seed isolates) counts renewals on its own grant alone:
 /// cut off, it keeps serving its account while the majority takes it over.
 #[test]

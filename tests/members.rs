@@ -15,7 +15,7 @@ use leasehold_chaos_tests::harness::admin::get_json;
 use leasehold_chaos_tests::harness::evidence::{mono_now_ns, owner_overlaps};
 use leasehold_chaos_tests::harness::federation::Federation;
 use leasehold_chaos_tests::harness::onesite::{FAST_TIMINGS, account};
-use leasehold_chaos_tests::harness::site::SiteSpec;
+use leasehold_chaos_tests::harness::site::{SiteSpec, joining, save_config, without_site};
 use leasehold_chaos_tests::harness::wait_for;
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -65,21 +65,13 @@ fn with_servers(servers: &[&[&str]; 4]) -> Vec<SiteSpec> {
     ]
 }
 
-/// `text` (a config of the four-site federation) without site-d: no peer block, no
-/// failover entry, founding members of three.
+/// `text` (a config of the four-site federation) without site-d.
 fn without_d(text: &str) -> String {
-    text.split("\n\n")
-        .filter(|block| !(block.starts_with("[[peer]]") && block.contains("name = \"site-d\"")))
-        .collect::<Vec<_>>()
-        .join("\n\n")
-        .replace(", \"site-d\"", "")
-        .replace("\"site-d\", ", "")
+    without_site(text, "site-d")
 }
 
 fn save(path: &Path, text: &str) {
-    let temporary = path.with_extension("toml.new");
-    std::fs::write(&temporary, text).unwrap();
-    std::fs::rename(&temporary, path).unwrap();
+    save_config(path, text).unwrap();
 }
 
 fn members(federation: &Federation, index: usize) -> Value {
@@ -233,12 +225,7 @@ fn found_without_d(federation: &mut Federation, full: &[String]) {
     for (site, text) in federation.sites.iter().zip(full).take(3) {
         save(&site.config, &without_d(text));
     }
-    let joining: String = full[D]
-        .lines()
-        .filter(|line| !line.starts_with("initial_members"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    save(&federation.sites[D].config, &joining);
+    save(&federation.sites[D].config, &joining(&full[D]));
     for index in 0..3 {
         federation.start_gateway(index).unwrap();
     }

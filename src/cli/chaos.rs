@@ -20,7 +20,8 @@ use nix::sys::signal::Signal;
 pub struct ChaosArgs {
     /// The faults to draw from: all, compound (pairs of overlapping faults), gateway-kill,
     /// gateway-pause, node-kill, workload-kill, partition, slow-network, restart,
-    /// config-edit, or one kind (e.g. partition-one-way, stale-grant).
+    /// config-edit, members (a spare site added to the members and removed, a founder's
+    /// gateway killed meanwhile), or one kind (e.g. partition-one-way, stale-grant).
     #[arg(long, value_name = "NAME")]
     scenario: String,
     /// The seed of the fault schedule: the same seed, the same faults at the same times.
@@ -36,7 +37,7 @@ pub struct ChaosArgs {
     /// Print the fault schedule the seed gives and exit, starting nothing.
     #[arg(long)]
     plan: bool,
-    /// How many sites (3 or more).
+    /// How many sites (3 or more); with `members`, the founders, and a spare on top.
     #[arg(long, value_name = "N", default_value_t = 3)]
     sites: usize,
 }

@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use super::layout::{account_name, server_name};
+use super::members::{self, MemberChanged};
 use super::schedule::{Fault, FaultKind, Target};
 use super::stale::{StaleGrant, Stand};
 use crate::harness::admin::{account_state, get_json, get_text};
@@ -65,6 +66,7 @@ pub struct Applied {
     pub errors: Vec<String>,
     pub restarted: Option<Restarted>,
     pub config: Option<Box<ConfigEdited>>,
+    pub member: Option<MemberChanged>,
 }
 
 /// What a fault in force holds until it is healed.
@@ -177,6 +179,15 @@ fn try_apply(
             record.config = Some(Box::new(edited));
             Ok(())
         }
+        (FaultKind::MemberChange, Target::Site(spare)) => {
+            let changed = members::add(federation, *spare)?;
+            record.notes.push(format!(
+                "{} named in every founder's config, started",
+                federation.sites[*spare].name
+            ));
+            record.member = Some(changed);
+            Ok(())
+        }
         (kind, target) => Err(format!("{kind} cannot hit {target}")),
     }
 }
@@ -227,6 +238,18 @@ fn try_heal(
                 config.undone = undone;
             }
             Ok(())
+        }
+        (FaultKind::MemberChange, Target::Site(_)) => {
+            let Some(changed) = &mut record.member else {
+                return Ok(());
+            };
+            let removed = members::remove(federation, changed);
+            if let Ok(settled) = &changed.settled {
+                record
+                    .notes
+                    .push(format!("left out of every config; {settled}; stopped"));
+            }
+            removed
         }
         (kind, target) => Err(format!("{kind} cannot hit {target}")),
     }

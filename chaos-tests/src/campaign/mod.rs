@@ -9,6 +9,7 @@
 //! - [`faults`]: how each kind of fault is applied and healed.
 //! - [`poll`]: the admin API polls.
 //! - [`stale`]: a stand-in gateway that replays an old grant to a node.
+//! - [`members`]: the `members` scenario's spare site, added and removed.
 //! - [`checks`]: the invariants, judged from node logs, audit logs and polls.
 //! - [`report`]: the JSON report and the summary.
 //! - [`timeline`]: the SVG picture of a campaign, beside the report.
@@ -16,6 +17,7 @@
 pub mod checks;
 pub mod faults;
 pub mod layout;
+pub mod members;
 pub mod poll;
 pub mod prng;
 pub mod report;

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::checks::{Evidence, check_all};
 use super::faults::{Applied, InForce, apply, heal};
 use super::layout::{account_name, specs};
+use super::members;
 use super::poll::Pollers;
 use super::report::{FaultReport, Outcome, Report};
 use super::schedule::{Fault, Scenario, schedule};
@@ -57,11 +58,7 @@ pub fn run_campaign(options: &CampaignOptions) -> Result<Report, String> {
         options.sites,
         faults.len()
     );
-    let mut federation = match Federation::prepare_with_relays(
-        &options.binary,
-        specs(options.sites),
-        options.seed,
-    ) {
+    let mut federation = match prepare(options) {
         Ok(federation) => federation,
         Err(error) => {
             let outcome = interrupted_or(Outcome::CouldNotStart);
@@ -86,6 +83,24 @@ pub fn run_campaign(options: &CampaignOptions) -> Result<Report, String> {
         );
     }
     Ok(report)
+}
+
+/// The federation of `options`, written and not started: its sites, and for the
+/// `members` scenario a spare after them that homes no account and that the founders
+/// start without.
+fn prepare(options: &CampaignOptions) -> Result<Federation, String> {
+    let mut sites = specs(options.sites + usize::from(options.scenario.members));
+    if options.scenario.members
+        && let Some(spare) = sites.last_mut()
+    {
+        // A removed site's accounts must have moved elsewhere first: it homes none.
+        spare.accounts.clear();
+    }
+    let federation = Federation::prepare_with_relays(&options.binary, sites, options.seed)?;
+    if options.scenario.members {
+        members::prepare(&federation)?;
+    }
+    Ok(federation)
 }
 
 /// Why a campaign ended before it was judged, with the faults applied by then.
@@ -118,11 +133,14 @@ fn run_started(
 ) -> Result<Report, Unjudged> {
     let duration_ms = options.duration.as_millis() as u64;
     let not_started = |error: String| (interrupted_or(Outcome::CouldNotStart), error, Vec::new());
+    // The founders; a spare starts only when a fault adds it.
     for site in 0..options.sites {
         federation.start_gateway(site).map_err(not_started)?;
     }
-    federation.start_all_nodes().map_err(not_started)?;
-    if let Err(error) = settle(federation) {
+    for site in 0..options.sites {
+        federation.start_nodes_of(site).map_err(not_started)?;
+    }
+    if let Err(error) = settle(federation, options.sites) {
         let outcome = interrupted_or(Outcome::NeverSettled);
         let cause = if outcome == Outcome::Interrupted {
             interrupted_cause(None)
@@ -188,6 +206,7 @@ fn run_started(
         .collect();
     let evidence = Evidence {
         federation: &*federation,
+        accounts: (0..options.sites).map(account_name).collect(),
         samples,
         faults: applied,
         audits,
@@ -211,9 +230,9 @@ fn run_started(
     Ok(report)
 }
 
-/// Every site's own account owned at home and at its minimum.
-fn settle(federation: &Federation) -> Result<(), String> {
-    for site in 0..federation.sites.len() {
+/// Every founder's own account owned at home and at its minimum.
+fn settle(federation: &Federation, founders: usize) -> Result<(), String> {
+    for site in 0..founders {
         let name = account_name(site);
         let home = federation.sites[site].name.clone();
         federation.wait_account(site, &name, "owned and at its minimum", SETTLE, |account| {
@@ -287,6 +306,7 @@ fn run_episode(
                 errors: Vec::new(),
                 restarted: None,
                 config: None,
+                member: None,
             });
             held[ix] = Some(apply(federation, record));
             continue;

@@ -44,6 +44,11 @@ pub enum FaultKind {
     /// gateway's address replays the node's newest epoch for another account, and the
     /// real gateway restarts on its journal. A correct node refuses it (S-2).
     StaleGrant,
+    /// A site that homes no account (the `members` scenario's spare, after the founders)
+    /// is added to the members: every founder's config names it, and it starts. At the
+    /// end it is removed: their configs leave it out, and once every founder runs the set
+    /// without it, it stops (docs/ownership.md, "Members"). Only in `members`.
+    MemberChange,
 }
 
 impl FaultKind {
@@ -76,6 +81,7 @@ impl FaultKind {
             FaultKind::Restart => "restart",
             FaultKind::ConfigEdit => "config-edit",
             FaultKind::StaleGrant => "stale-grant",
+            FaultKind::MemberChange => "member-change",
         }
     }
 
@@ -96,6 +102,8 @@ impl FaultKind {
             FaultKind::Restart => (0, 1000),
             FaultKind::ConfigEdit => (3000, 5000),
             FaultKind::StaleGrant => (2000, 3000),
+            // Time for a founder killed meanwhile to come back and every site to step.
+            FaultKind::MemberChange => (14000, 18000),
         }
     }
 }
@@ -160,12 +168,16 @@ pub struct Fault {
 }
 
 /// A `--scenario`: a name and the kinds of fault it draws from; a compound scenario draws
-/// pairs from [`COMPOUNDS`] instead.
+/// pairs from [`COMPOUNDS`] instead, and `members` draws [`member_episode`]s on a
+/// federation with one spare site more.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scenario {
     pub name: String,
     pub kinds: Vec<FaultKind>,
     pub compound: bool,
+    /// The federation has a spare site after the founders, which faults add to the
+    /// members and remove again.
+    pub members: bool,
 }
 
 /// Where the second fault of a pair hits, relative to the first one's site (a link's
@@ -254,6 +266,7 @@ impl Scenario {
             "slow-network",
             "restart",
             "config-edit",
+            "members",
         ];
         for kind in FaultKind::ALL {
             if !names.contains(&kind.name()) {
@@ -277,6 +290,15 @@ impl Scenario {
                     name: name.to_owned(),
                     kinds,
                     compound: true,
+                    members: false,
+                });
+            }
+            "members" => {
+                return Ok(Scenario {
+                    name: name.to_owned(),
+                    kinds: vec![FaultKind::MemberChange, FaultKind::GatewayKill],
+                    compound: false,
+                    members: true,
                 });
             }
             "partition" => vec![
@@ -294,6 +316,7 @@ impl Scenario {
             name: name.to_owned(),
             kinds,
             compound: false,
+            members: false,
         })
     }
 }
@@ -316,7 +339,9 @@ pub fn schedule(
     let mut faults = Vec::new();
     let mut at = FIRST_FAULT_MS;
     loop {
-        let episode = if scenario.compound {
+        let episode = if scenario.members {
+            member_episode(at, sites, &mut rng)
+        } else if scenario.compound {
             draw_pair(at, sites, &mut rng)
         } else {
             vec![draw_one(scenario, at, sites, &mut rng)]
@@ -335,7 +360,9 @@ pub fn schedule(
         at = end + RECOVERY_GAP_MS + rng.below(1000);
     }
     if faults.is_empty() {
-        let longest = if scenario.compound {
+        let longest = if scenario.members {
+            FaultKind::MemberChange.duration_ms().1
+        } else if scenario.compound {
             COMPOUNDS
                 .iter()
                 .map(|(first, second, _)| first.duration_ms().1 + second.duration_ms().1)
@@ -372,6 +399,36 @@ fn draw_one(scenario: &Scenario, at: u64, sites: usize, rng: &mut SplitMix64) ->
         end_ms: at + length,
         episode: 0,
     }
+}
+
+/// An episode of the `members` scenario, starting at `at`: the spare (site `sites`, after
+/// the founders) added and removed again, and in two episodes of three a founder's
+/// gateway killed while it is being added: the founders wait for the killed one, which
+/// comes back on its journal, and its account fails over meanwhile, perhaps to the spare.
+/// The kill ends at least 5 s before the removal, which needs every founder's answer.
+pub fn member_episode(at: u64, sites: usize, rng: &mut SplitMix64) -> Vec<Fault> {
+    let (low, high) = FaultKind::MemberChange.duration_ms();
+    let length = rng.between(low, high);
+    let mut episode = vec![Fault {
+        kind: FaultKind::MemberChange,
+        target: Target::Site(sites),
+        start_ms: at,
+        end_ms: at + length,
+        episode: 0,
+    }];
+    if rng.below(3) > 0 {
+        let offset = rng.between(500, 3000);
+        let (low, high) = FaultKind::GatewayKill.duration_ms();
+        let kill = rng.between(low, high).min(length - offset - 5000);
+        episode.push(Fault {
+            kind: FaultKind::GatewayKill,
+            target: Target::Site(rng.below(sites as u64) as usize),
+            start_ms: at + offset,
+            end_ms: at + offset + kill,
+            episode: 0,
+        });
+    }
+    episode
 }
 
 /// A pair of [`COMPOUNDS`] starting at `at`: the second fault starts within the first
@@ -433,6 +490,8 @@ fn target_at(kind: FaultKind, site: usize, sites: usize, rng: &mut SplitMix64) -
             Target::Minority((0..size).map(|step| (site + step) % sites).collect())
         }
         FaultKind::SlowNetwork => Target::Everything,
+        // The spare, after the founders.
+        FaultKind::MemberChange => Target::Site(sites),
     }
 }
 
@@ -442,6 +501,37 @@ mod tests {
 
     fn all() -> Scenario {
         Scenario::parse("all").unwrap()
+    }
+
+    #[test]
+    fn a_members_episode_adds_the_spare_and_any_kill_hits_a_founder_and_ends_before_the_removal() {
+        let members = Scenario::parse("members").unwrap();
+        let mut kills = 0;
+        for seed in 0..200 {
+            let faults = schedule(&members, seed, 300_000, 3).unwrap();
+            let changes: Vec<&Fault> = faults
+                .iter()
+                .filter(|fault| fault.kind == FaultKind::MemberChange)
+                .collect();
+            assert!(changes.len() >= 3, "{faults:?}");
+            for fault in &faults {
+                let change = changes
+                    .iter()
+                    .find(|change| change.episode == fault.episode)
+                    .expect("every episode changes the members");
+                match fault.kind {
+                    FaultKind::MemberChange => assert_eq!(fault.target, Target::Site(3)),
+                    FaultKind::GatewayKill => {
+                        kills += 1;
+                        assert!(matches!(fault.target, Target::Site(site) if site < 3));
+                        assert!(fault.start_ms > change.start_ms);
+                        assert!(fault.end_ms + 5000 <= change.end_ms, "{fault:?} {change:?}");
+                    }
+                    other => panic!("{other} in a members campaign"),
+                }
+            }
+        }
+        assert!(kills > 100, "{kills}");
     }
 
     #[test]
@@ -511,6 +601,8 @@ mod tests {
                     FaultKind::PartitionPair => matches!(fault.target, Target::Pair { .. }),
                     FaultKind::PartitionSplit => matches!(fault.target, Target::Minority(_)),
                     FaultKind::SlowNetwork => fault.target == Target::Everything,
+                    // Not drawn by `all`: the members scenario's own test covers it.
+                    FaultKind::MemberChange => false,
                 };
                 assert!(fits, "{fault:?}");
             }

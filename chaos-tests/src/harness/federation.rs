@@ -254,14 +254,34 @@ impl Federation {
     /// Starts a node agent for every server of every site.
     pub fn start_all_nodes(&mut self) -> Result<(), String> {
         for index in 0..self.sites.len() {
-            let servers: Vec<String> = self.sites[index]
-                .servers
-                .iter()
-                .map(|(id, _)| id.clone())
-                .collect();
-            for server in servers {
-                self.start_node(index, &server)?;
-            }
+            self.start_nodes_of(index)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a node agent for every server of site `index`.
+    pub fn start_nodes_of(&mut self, index: usize) -> Result<(), String> {
+        let servers: Vec<String> = self.sites[index]
+            .servers
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        for server in servers {
+            self.start_node(index, &server)?;
+        }
+        Ok(())
+    }
+
+    /// Stops the node agents of site `index` with `signal` (SIGTERM stops their workloads
+    /// first), waiting for each.
+    pub fn stop_nodes_of(&mut self, index: usize, signal: Signal) -> Result<(), String> {
+        let (theirs, others) = std::mem::take(&mut self.nodes)
+            .into_iter()
+            .partition(|(site, _, _)| *site == index);
+        self.nodes = others;
+        for (_, _, mut node) in theirs {
+            node.signal(signal)?;
+            node.stop(Duration::from_secs(10));
         }
         Ok(())
     }

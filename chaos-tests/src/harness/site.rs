@@ -349,3 +349,34 @@ pub fn create_certs(dir: &Path, sites: &[(&str, Vec<String>)]) -> Result<(), Str
     }
     Ok(())
 }
+
+/// `text`, a site config the harness wrote, without site `name`: no `[[peer]]` block for
+/// it, no failover entry, no founding member (docs/ownership.md, "Members": how a site is
+/// removed, and how the founders of a federation start before a site is added).
+pub fn without_site(text: &str, name: &str) -> String {
+    let peer = format!("name = \"{name}\"");
+    text.split("\n\n")
+        .filter(|block| !(block.starts_with("[[peer]]") && block.contains(&peer)))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+        .replace(&format!(", \"{name}\""), "")
+        .replace(&format!("\"{name}\", "), "")
+}
+
+/// `text` without `initial_members`: the config of a site that joins a running
+/// federation rather than founding one.
+pub fn joining(text: &str) -> String {
+    text.lines()
+        .filter(|line| !line.starts_with("initial_members"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Replaces the config at `path` with `text` in one rename, so that a gateway's watcher
+/// never reads half of it.
+pub fn save_config(path: &Path, text: &str) -> Result<(), String> {
+    let temporary = path.with_extension("toml.new");
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))
+}

@@ -10,8 +10,10 @@
 //! - [`restart`]: (e) journaled leases survive a gateway restart, from audit logs.
 //! - [`requests`]: (f) failed requests only within outages, from the load and the polls.
 //! - [`applied`]: every fault applied; config edits refused or applied.
+//! - [`members`]: (g) member changes took effect and settled, from audit logs.
 
 mod applied;
+mod members;
 mod nodes;
 mod requests;
 mod restart;
@@ -39,6 +41,8 @@ const MAX_LINES: usize = 40;
 /// Everything a campaign gathered.
 pub struct Evidence<'a> {
     pub federation: &'a Federation,
+    /// The accounts of the sites that home one (a `members` spare homes none).
+    pub accounts: Vec<String>,
     pub samples: Vec<Sample>,
     pub faults: Vec<Applied>,
     /// Each site's whole audit log, or why it could not be read.
@@ -89,6 +93,9 @@ pub fn check_all(evidence: &Evidence) -> Judgement {
     ];
     if evidence.faults.iter().any(|record| record.config.is_some()) {
         verdicts.push(applied::config_edits_refused_or_applied(evidence));
+    }
+    if evidence.faults.iter().any(|record| record.member.is_some()) {
+        verdicts.push(members::member_changes_took_effect(evidence));
     }
     Judgement {
         verdicts,

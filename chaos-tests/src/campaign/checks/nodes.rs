@@ -7,7 +7,6 @@ use leasehold_node::event_log::EventKind;
 use leasehold_node::evidence::Violation;
 
 use super::{Evidence, STOP_SLACK_MS, Verdict, verdict, works};
-use crate::campaign::layout::account_name;
 use crate::harness::evidence::{epoch_lines, lent_runs, node_events, owner_overlaps, violations};
 
 /// Every node log's violations of S-1..S-3, or the error reading them.
@@ -90,9 +89,8 @@ pub(super) fn one_owner_per_account(evidence: &Evidence) -> Verdict {
             )),
         }
     }
-    for site in 0..federation.sites.len() {
-        let account = account_name(site);
-        match owner_overlaps(&sites, &lent, &account, evidence.until_mono_ns) {
+    for account in &evidence.accounts {
+        match owner_overlaps(&sites, &lent, account, evidence.until_mono_ns) {
             Ok(overlaps) => failures.extend(overlaps),
             Err(error) => failures.push(format!("cannot read the node logs: {error}")),
         }

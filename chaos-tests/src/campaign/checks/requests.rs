@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{Evidence, LOAD_SLACK_MS, Verdict, verdict};
-use crate::campaign::layout::{RECOVERY_BOUND_MS, account_name};
+use crate::campaign::layout::RECOVERY_BOUND_MS;
 use crate::campaign::poll::Timeline;
 
 /// (f) Requests failed only while a fault disturbed the account: within a fault's window
@@ -76,12 +76,12 @@ fn disturbances(evidence: &Evidence, since: u64) -> BTreeMap<String, Vec<u64>> {
         .iter()
         .map(|site| site.name.clone())
         .collect();
-    let accounts: Vec<String> = (0..sites.len()).map(account_name).collect();
+    let accounts = &evidence.accounts;
     let timeline = Timeline::new(&evidence.samples, &sites);
     let mut found: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut owners_before: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for at in timeline.instants() {
-        for (account, standing) in timeline.standing_at(&accounts, at) {
+        for (account, standing) in timeline.standing_at(accounts, at) {
             let below = standing.owners.is_empty() || standing.servers < standing.min_servers;
             let moved = owners_before
                 .insert(account.clone(), standing.owners.clone())

@@ -3,7 +3,7 @@
 
 use super::{Evidence, Recovery, Verdict, verdict};
 use crate::campaign::faults::Applied;
-use crate::campaign::layout::{RECOVERY_BOUND_MS, account_name};
+use crate::campaign::layout::RECOVERY_BOUND_MS;
 use crate::campaign::poll::{Timeline, all_at_minimum};
 
 /// (d) After each episode's end (its last fault's) every account is back at its SLA
@@ -12,10 +12,10 @@ use crate::campaign::poll::{Timeline, all_at_minimum};
 pub(super) fn sla_restored_after_each_fault(evidence: &Evidence) -> (Verdict, Vec<Recovery>) {
     let federation = evidence.federation;
     let sites: Vec<String> = federation.sites.iter().map(|s| s.name.clone()).collect();
-    let accounts: Vec<String> = (0..sites.len()).map(account_name).collect();
+    let accounts = &evidence.accounts;
     let timeline = Timeline::new(&evidence.samples, &sites);
     let instants = timeline.instants();
-    let at_minimum = |at: u64| all_at_minimum(&timeline.standing_at(&accounts, at));
+    let at_minimum = |at: u64| all_at_minimum(&timeline.standing_at(accounts, at));
     let mut failures = Vec::new();
     let mut passes = Vec::new();
     let mut recoveries = Vec::new();
@@ -74,11 +74,11 @@ pub(super) fn sla_restored_after_each_fault(evidence: &Evidence) -> (Verdict, Ve
             Some(ms) if ms <= RECOVERY_BOUND_MS => failures.push(format!(
                 "{measured}; but not at the minimum in the second before the next fault ({}: {:?})",
                 next,
-                timeline.standing_at(&accounts, next.saturating_sub(1))
+                timeline.standing_at(accounts, next.saturating_sub(1))
             )),
             _ => failures.push(format!(
                 "{measured}; bound {RECOVERY_BOUND_MS} ms; at the bound: {:?}",
-                timeline.standing_at(&accounts, ended_ms + RECOVERY_BOUND_MS)
+                timeline.standing_at(accounts, ended_ms + RECOVERY_BOUND_MS)
             )),
         }
     }
