@@ -78,6 +78,10 @@ enum Command {
     Server(cli::server::ServerArgs),
     /// Back up a gateway's journal, check a backup, restore one, compact a journal.
     Journal(cli::journal::JournalArgs),
+    /// Replay a demand trace through a site's decisions; compare with the bounds, or two configs.
+    Replay(cli::replay::ReplayArgs),
+    /// Make demand traces for `leasehold replay`.
+    Trace(cli::replay::TraceArgs),
 }
 
 /// Exit status of a process a closed pipe ended, as a shell reports SIGPIPE (128 + 13).
@@ -134,6 +138,8 @@ fn main() -> ExitCode {
         Command::Token(args) => cli::token::run(args),
         Command::Server(args) => cli::server::run(args),
         Command::Journal(args) => cli::journal::run(args),
+        Command::Replay(args) => cli::replay::run(args),
+        Command::Trace(args) => cli::replay::run_trace(args),
     };
     match outcome {
         Ok(code) => code,

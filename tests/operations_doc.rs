@@ -8,7 +8,8 @@
 //! the same federation: "Securing the admin address" (site-a on HTTPS with the doc's
 //! certificate, tokens and `[admin]` block, and what a client sees), "Maintenance" (back on
 //! plain HTTP, with a `write` token), `leasehold --version`, "Backups" (a backup, and a
-//! restore into the stopped gateway's state directory), "Alerts" (promtool), "`leasehold
+//! restore into the stopped gateway's state directory), "Before an edit" (a replay of the
+//! shipped trace against an edited copy of its site), "Alerts" (promtool), "`leasehold
 //! status`" (the demo's burst, made by raising shop's minimum) and "`leasehold audit`".
 //! Last, with the federation stopped, `scripts/restart-gateway.sh` runs its own. A line
 //! whose tool this machine lacks is skipped, with the reason printed at the end.
@@ -221,6 +222,7 @@ fn the_operations_doc_runs_as_it_says() {
     let maintenance = section(&doc, Some(MAINTENANCE), "## Installing");
     let datacenters = section(&doc, Some(DATACENTERS), "## Secrets");
     let backups = section(&doc, Some(BACKUPS), "## Runbooks");
+    let what_if = section(&doc, Some(WHAT_IF), ALERTS);
     let alerts = section(&doc, Some(ALERTS), "## Reading a site");
     // With "Reading a site" before it, which says where its outputs come from.
     let status_section = section(&doc, Some("## Reading a site"), "## The status page");
@@ -521,6 +523,7 @@ fn the_operations_doc_runs_as_it_says() {
     walk_maintenance(&mut op, admin, day, maintenance, &gateway_a, &plain);
     let restart_script = walk_datacenters(&mut op, datacenters);
     walk_backups(&mut op, admin, backups, &gateway_a);
+    walk_what_if(&mut op, what_if);
     walk_alerts(&mut op, alerts);
     walk_status(&mut op, admin, status_section);
     walk_audit(&mut op, audit_section);
@@ -695,16 +698,18 @@ const SECURING: &str = "## Securing the admin address";
 const MAINTENANCE: &str = "## Maintenance";
 const DATACENTERS: &str = "## Three datacenters, end to end";
 const BACKUPS: &str = "## Backups";
+const WHAT_IF: &str = "## Before an edit: what would it have done?";
 const ALERTS: &str = "## Alerts";
 const STATUS: &str = "## `leasehold status`";
 const AUDIT: &str = "## `leasehold audit`";
 /// Every section whose `$ ` lines the walk runs.
-const WALKED: [&str; 8] = [
+const WALKED: [&str; 9] = [
     "## An operator's day",
     SECURING,
     MAINTENANCE,
     DATACENTERS,
     BACKUPS,
+    WHAT_IF,
     ALERTS,
     STATUS,
     AUDIT,
@@ -879,6 +884,44 @@ fn walk_restart_script(op: &mut Operator, restart: &DocCommand) {
 
 /// "Backups": a backup from the running site-a with the `write` token, verified, and
 /// restored into its state directory with the gateway stopped; then the gateway started.
+/// "Before an edit": the shipped trace and its site in the scratch folder's `traces/`, the
+/// copy edited as the prose says, the two replayed side by side. The replay is
+/// deterministic, so the doc's figures are this build's.
+fn walk_what_if(op: &mut Operator, what_if: &str) {
+    for file in ["traces/azure-site.toml", "traces/azure-v2-1day.jsonl"] {
+        op.copy_in(&repo().join(file), file);
+    }
+    let mut script = Script::commands_of(what_if);
+    let copy = script.command("the copy of the site", |l| l.starts_with("cp "));
+    op.run(&copy, Fit::Whole);
+    quote(what_if, "raise wiki's `min_servers` from 1 to 3");
+    let edited = op.file("traces/azure-site-new.toml");
+    let text = std::fs::read_to_string(&edited).expect("read the copy");
+    let wiki = "name = \"wiki\"\nmin_servers = 1\n";
+    assert!(
+        text.contains(wiki),
+        "wiki's minimum is not 1 in the shipped site"
+    );
+    std::fs::write(
+        &edited,
+        text.replace(wiki, "name = \"wiki\"\nmin_servers = 3\n"),
+    )
+    .expect("edit the copy");
+    let compare = script.command("`leasehold replay --against`", |l| {
+        l.contains("replay") && l.contains("--against")
+    });
+    script.done();
+    let printed = op.run(&compare, Fit::Whole);
+    // The figures too: the same trace, the same configs, the same decisions.
+    for line in &compare.shown {
+        assert!(
+            printed.stdout.contains(line.trim_end()),
+            "the replay printed otherwise than the doc:\n{line}\n--- printed\n{}",
+            printed.stdout
+        );
+    }
+}
+
 fn walk_backups(op: &mut Operator, admin: SocketAddr, backups: &str, gateway_a: &DocCommand) {
     let mut script = Script::commands_of(backups);
     let backup = script.command("`leasehold journal backup`", |l| {

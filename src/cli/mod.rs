@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod gateway;
 pub mod journal;
 pub mod node;
+pub mod replay;
 pub mod server;
 pub mod sim;
 pub mod status;
