@@ -109,12 +109,30 @@ fn admin_addr(operator: &Operator) -> SocketAddr {
 
 /// Waits until `holds` says the admin API of site-a shows what the prose describes.
 fn wait_until(what: &str, admin: SocketAddr, holds: impl Fn(&Api) -> Result<(), String>) {
+    wait_until_or_show(what, admin, None, holds);
+}
+
+/// [`wait_until`], showing the end of `log` (a gateway's, started in the background) if it
+/// never holds: a gateway that did not come up says why there.
+fn wait_until_or_show(
+    what: &str,
+    admin: SocketAddr,
+    log: Option<&Path>,
+    holds: impl Fn(&Api) -> Result<(), String>,
+) {
     let result = wait_for(what, WAIT, || {
         let api = Api::read(admin)?;
         holds(&api).map_err(|why| format!("{why}\n{api}"))
     });
     if let Err(error) = result {
-        panic!("{error}");
+        let tail = log
+            .and_then(|log| std::fs::read_to_string(log).ok())
+            .map(|text| {
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            })
+            .unwrap_or_default();
+        panic!("{error}\n--- the end of the gateway's log\n{tail}");
     }
 }
 
@@ -584,14 +602,15 @@ fn walk_maintenance(
     );
     op.write("site-a.toml", &secured);
     terminate("gateway run --config site-a.toml", 1);
-    op.start(gateway_a);
+    let log = op.start(gateway_a);
     quote(
         day,
         "The restarted gateway owns its accounts again within a second",
     );
-    wait_until(
+    wait_until_or_show(
         "site-a back, owning its accounts on its own servers",
         admin,
+        Some(&log),
         |api| {
             check(
                 api.accounts

@@ -3,7 +3,8 @@
 //! computed as a min-cost flow over a time-expanded graph (our own successive shortest
 //! paths with potentials: the graph is small, and no solver crate is needed).
 //!
-//! Time is cut in slots of `gcd(step, reinit)` (at least a second). A unit of flow is a
+//! Time is cut in slots that divide both the step and the re-initialization, at most a
+//! sixth of the latter and at least a second ([`slot_ms`]). A unit of flow is a
 //! server. At each slot a server is idle (in the pool) or serves one account; one that
 //! leaves the pool at slot `k` for account `a` serves it from slot `k + d` (`d` slots of
 //! re-initialization). Serving `a` in slot `k` covers up to `need(a, k)` servers' worth,
@@ -34,6 +35,27 @@ pub struct Optimum {
 
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Slots per re-initialization, at least: the relaxation gives a move at most one slot, so
+/// the finer the slots the closer the bound to the strict optimum (and the larger the
+/// graph: six keeps a day of six accounts at about 200,000 nodes).
+const SLOTS_PER_REINIT: u64 = 6;
+
+/// The slot: the largest divisor of both the step and the re-initialization (so that
+/// loads change and servers join on slot boundaries) of at most a sixth of the
+/// re-initialization, and at least a second (the re-initialization is then rounded down
+/// to whole slots, which only lowers the bound).
+fn slot_ms(step_ms: u64, reinit_ms: u64) -> u64 {
+    let common = gcd(step_ms, reinit_ms);
+    if reinit_ms == 0 {
+        return common.max(1000);
+    }
+    let finest = (reinit_ms / SLOTS_PER_REINIT).max(1000);
+    (1000..=finest.min(common))
+        .rev()
+        .find(|slot| common.is_multiple_of(*slot))
+        .unwrap_or(1000)
 }
 
 struct Arc {
@@ -149,7 +171,7 @@ impl Graph {
 /// `reinit_ms` to join an account, all idle at the start.
 pub fn optimum(trace: &Trace, slas: &[Sla], servers: u32, reinit_ms: u64) -> Optimum {
     let step_ms = trace.header.step_s * 1000;
-    let slot_ms = gcd(step_ms, reinit_ms).max(1000);
+    let slot_ms = slot_ms(step_ms, reinit_ms);
     let d = (reinit_ms / slot_ms) as usize;
     let slots = (trace.duration_s() * 1000 / slot_ms) as usize;
     let accounts = slas.len();
@@ -281,33 +303,41 @@ mod tests {
         assert_eq!(best.violation_server_s, lower_bound(&trace, &slas, 1));
     }
 
-    /// By hand, re-initialization one step (60 s): the server joins its first account at
-    /// step 1 at the earliest, so step 0 of a is lost. Serving a in step 1 and leaving for
-    /// b at its start (the relaxation), it joins b in step 2: a0 alone is lost, 60 s.
-    /// Strictly (leaving after step 1), b would be joined at step 3 only: 120 s.
+    /// By hand, re-initialization one step (60 s), so slots of 10 s and d = 6: the server
+    /// joins its first account at 60 s at the earliest, so a's first step is lost (60 s).
+    /// Serving a from 60 s, it starts re-initializing for b at 60 s in the relaxed model
+    /// (having served a in the slot [60, 70)), and joins b at 120 s: a loses [70, 120), 50 s.
+    /// 110 s; strictly (leaving after [60, 70)) b would be joined at 130 s: 120 s.
     #[test]
     fn a_re_initialization_costs_the_first_step_and_the_switch_is_relaxed_by_one_slot() {
         let slas = [sla("a", 0, 1), sla("b", 0, 1)];
         let trace = trace(&[("a", &[1.0, 1.0, 0.0, 0.0]), ("b", &[0.0, 0.0, 1.0, 1.0])]);
         let best = optimum(&trace, &slas, 1, 60_000);
-        assert_eq!((best.slot_ms, best.reinit_slots), (60_000, 1));
-        assert_eq!(best.violation_server_s, 60.0);
+        assert_eq!((best.slot_ms, best.reinit_slots), (10_000, 6));
+        assert_eq!(best.violation_server_s, 110.0);
         // The lower bound knows nothing of re-initialization: 0.
         assert_eq!(lower_bound(&trace, &slas, 1), 0.0);
     }
 
-    /// By hand: two servers; a needs 2 for four steps, b needs 1 in step 2 only;
-    /// re-initialization 30 s, so slots of 30 s and d = 1. Both servers join a from slot
-    /// 1: a loses slot 0, 2 × 30 s. Then covering b's two slots costs a the same two
-    /// server-slots (a server leaves a at the start of slot 3, serves b in 4 and 5, is back
-    /// on a from 6), and leaving b uncovered costs its two: 60 s either way. 120 s.
+    /// By hand: two servers; a needs 2 for four steps, b needs 1 in step 2 only (120 to
+    /// 180 s); re-initialization 30 s, so slots of 5 s and d = 6. Both servers join a at
+    /// 30 s: a loses 2 × 30 s. Covering b would take one of a's two servers for all of b's
+    /// step and a re-initialization each way (at best 60 + 25 + 25 s of a, relaxed), more
+    /// than b's 60 s: the optimum leaves b uncovered. 120 s in all.
     #[test]
-    fn slots_follow_the_greatest_common_divisor_of_step_and_re_initialization() {
+    fn slots_divide_step_and_re_initialization_at_a_sixth_of_the_latter() {
         let slas = [sla("a", 0, 2), sla("b", 0, 1)];
         let trace = trace(&[("a", &[2.0, 2.0, 2.0, 2.0]), ("b", &[0.0, 0.0, 1.0, 0.0])]);
         let best = optimum(&trace, &slas, 2, 30_000);
-        assert_eq!((best.slot_ms, best.reinit_slots), (30_000, 1));
+        assert_eq!((best.slot_ms, best.reinit_slots), (5_000, 6));
         assert_eq!(best.violation_server_s, 120.0);
+        // With a third server to spare, b is covered once it has joined (a re-init after
+        // the start would be enough, so nothing is lost but the first 30 s of a).
+        assert_eq!(optimum(&trace, &slas, 3, 30_000).violation_server_s, 60.0);
+        // Slots never finer than a second, and dividing both.
+        assert_eq!(slot_ms(60_000, 2_000), 1_000);
+        assert_eq!(slot_ms(300_000, 45_000), 7_500);
+        assert_eq!(slot_ms(60_000, 0), 60_000);
     }
 
     /// On seeded random traces: the lower bound ≤ the optimum ≤ a static split (which

@@ -28,13 +28,16 @@ impl Actor for Group {
 pub struct LoadMeasured {
     pub total_load: f64,
     pub now: Millis,
+    /// The site is pressed: some account short, no server free (`RoundLoads::pressed`).
+    pub pressed: bool,
 }
 
 impl Handler<LoadMeasured> for Group {
     type Result = u32;
 
     fn handle(&mut self, message: LoadMeasured, _: &mut Context<Self>) -> u32 {
-        self.model.observe(message.total_load, message.now)
+        self.model
+            .observe_pressed(message.total_load, message.now, message.pressed)
     }
 }
 

@@ -421,12 +421,18 @@ impl SiteMaster {
         let now = self.now();
         let start = self.core.begin_round(heartbeats, now);
         self.apply_groups(start.groups);
+        let pressed = start.pressed;
         let asked: Vec<(AccountIx, Request<Group, LoadMeasured>)> = start
             .loads
             .into_iter()
             .filter_map(|(ix, total_load)| {
                 let group = self.groups.get(ix as usize)?.as_ref()?;
-                Some((ix, group.send(LoadMeasured { total_load, now })))
+                let measured = LoadMeasured {
+                    total_load,
+                    now,
+                    pressed,
+                };
+                Some((ix, group.send(measured)))
             })
             .collect();
         let answers = async move {

@@ -5,6 +5,10 @@
 //! one server at a time, and only once the remaining servers would sit well below target
 //! (`shrink_headroom`), so the load that a released server leaves behind does not push the
 //! account straight back above target.
+//!
+//! Under pressure (another account of the site is short of what it asks, and no server is
+//! free) that margin is what the short account lacks: the demand then steps down to what
+//! the load needs at its target, one server a round (docs/replay.md, "What it shows").
 
 use std::time::Duration;
 
@@ -96,6 +100,13 @@ impl DemandModel {
     /// Feeds one measurement: `total_load` is the sum of the account's servers' loads, in
     /// the unit of `target_load` per server. Returns the demand after it.
     pub fn observe(&mut self, total_load: f64, now: Millis) -> u32 {
+        self.observe_pressed(total_load, now, false)
+    }
+
+    /// [`DemandModel::observe`], knowing whether the site is `pressed`: some account short
+    /// of its demand with no server free. Pressed, the demand keeps no margin above what
+    /// the load needs at its target, and steps down to it without waiting out the period.
+    pub fn observe_pressed(&mut self, total_load: f64, now: Millis, pressed: bool) -> u32 {
         // A NaN or negative sum comes from a bad report; treating it as idle can only start
         // the slow shrink timer, never move a server at once.
         let load = if total_load.is_nan() || total_load < 0.0 {
@@ -113,13 +124,18 @@ impl DemandModel {
             self.low_since = None;
             return self.demand;
         }
-        let down = (load / (target * self.tuning.shrink_headroom)).ceil() as u32;
+        let (headroom, period) = if pressed {
+            (1.0, std::time::Duration::ZERO)
+        } else {
+            (self.tuning.shrink_headroom, self.tuning.scale_down_after)
+        };
+        let down = (load / (target * headroom)).ceil() as u32;
         let may_shrink = self.sla.clamp(down) < self.demand;
         match (may_shrink, self.low_since) {
             (false, _) => self.low_since = None,
             (true, None) => self.low_since = Some(now),
             (true, Some(since)) => {
-                if now.since(since) >= self.tuning.scale_down_after {
+                if now.since(since) >= period {
                     self.demand = self.sla.clamp(self.demand.saturating_sub(1));
                     // One step per period: the next step needs another full period of low
                     // load, measured with one server fewer.
@@ -168,6 +184,28 @@ mod tests {
 
     fn at(seconds: f64) -> Millis {
         Millis((seconds * 1000.0) as u64)
+    }
+
+    /// Pressed, the margin goes: 70 / 20 = 3.5 needs 4 servers, which unpressed would run at
+    /// 87.5 % of target (above the 75 % headroom), so a demand of 5 stays; pressed, it
+    /// steps down to 4 within two observations, and not below what the load needs.
+    #[test]
+    fn under_pressure_the_demand_sheds_its_margin_down_to_the_need() {
+        let mut calm = DemandModel::new(sla(1, 10, 20.0));
+        let mut pressed = DemandModel::new(sla(1, 10, 20.0));
+        for model in [&mut calm, &mut pressed] {
+            assert_eq!(model.observe(100.0, at(0.0)), 5);
+        }
+        for step in 1..=100 {
+            calm.observe(70.0, at(f64::from(step) * 0.1));
+        }
+        assert_eq!(calm.demand(), 5);
+        assert_eq!(pressed.observe_pressed(70.0, at(0.1), true), 5);
+        assert_eq!(pressed.observe_pressed(70.0, at(0.2), true), 4);
+        assert_eq!(pressed.observe_pressed(70.0, at(0.3), true), 4);
+        assert_eq!(pressed.observe_pressed(70.0, at(10.0), true), 4);
+        // Growing is as before.
+        assert_eq!(pressed.observe_pressed(81.0, at(10.1), true), 5);
     }
 
     #[test]

@@ -279,7 +279,7 @@ impl Bench {
         let begun = self.core.begin_round(beats, self.now);
         let first = start.elapsed();
         self.groups.apply(&begun.groups);
-        let demands = self.groups.decide(&begun.loads, self.now);
+        let demands = self.groups.decide(&begun, self.now);
         let second = start.elapsed();
         let (effects, groups) = self.core.finish_round(&demands, self.now);
         let took = start.elapsed();

@@ -79,8 +79,12 @@ impl GroupChanges {
 /// What a round's first half asks of the groups: each served account's total load.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RoundLoads {
-    /// (account, the total load of the servers serving it), in account order.
+    /// (account, the total load of the servers serving it), in account order; an account
+    /// no server serves has no entry, and its demand holds.
     pub loads: Vec<(AccountIx, f64)>,
+    /// Some account was short of its demand in the last round, with no server free: the
+    /// demand models keep no margin (`DemandModel::observe_pressed`).
+    pub pressed: bool,
     /// Groups to start or stop before they are asked (an account taken over this round).
     pub groups: GroupChanges,
 }
@@ -189,9 +193,17 @@ impl SiteCore {
             .zip(self.model.accounts())
             .enumerate()
             .filter(|(_, (_, account))| account.is_home())
+            // With no server serving it there is no measurement, only an absence of
+            // reports: its demand holds (a zero would shrink it while its servers start).
+            .filter(|(_, ((_, serving), _))| *serving > 0)
             .map(|(ix, ((load, _), _))| (ix as AccountIx, load))
             .collect();
-        RoundLoads { loads, groups }
+        let pressed = self.model.pressed();
+        RoundLoads {
+            loads,
+            pressed,
+            groups,
+        }
     }
 
     /// A round's second half, on the demands the groups decided from this round's loads:
@@ -293,13 +305,15 @@ impl Groups {
         }
     }
 
-    /// Each running group's demand from its account's load this round.
-    pub fn decide(&mut self, loads: &[(AccountIx, f64)], now: Millis) -> Vec<(AccountIx, u32)> {
-        loads
+    /// Each running group's demand from its account's load this round (and whether the
+    /// site is pressed, [`RoundLoads::pressed`]).
+    pub fn decide(&mut self, start: &RoundLoads, now: Millis) -> Vec<(AccountIx, u32)> {
+        start
+            .loads
             .iter()
             .filter_map(|(ix, load)| {
                 let model = self.models.get_mut(*ix as usize)?.as_mut()?;
-                Some((*ix, model.observe(*load, now)))
+                Some((*ix, model.observe_pressed(*load, now, start.pressed)))
             })
             .collect()
     }
@@ -313,7 +327,7 @@ impl Groups {
     ) -> Vec<Effect> {
         let start = core.begin_round(heartbeats, now);
         self.apply(&start.groups);
-        let demands = self.decide(&start.loads, now);
+        let demands = self.decide(&start, now);
         let (effects, groups) = core.finish_round(&demands, now);
         self.apply(&groups);
         effects

@@ -71,10 +71,55 @@ fn a_round_arbitrates_on_the_demand_its_groups_decided_from_this_rounds_load() {
     let load = |n: usize| if server(n) == serving { 25.0 } else { 0.0 };
     let start = core.begin_round(beats(3, load, now), now);
     assert_eq!(start.loads, vec![(0, 25.0)]);
-    let demands = groups.decide(&start.loads, now);
+    let demands = groups.decide(&start, now);
     assert_eq!(demands, vec![(0, 3)]);
     let (effects, _) = core.finish_round(&demands, now);
     assert_eq!(applies(&effects).len(), 2, "{effects:#?}");
+}
+
+/// An account no server serves yet takes no load measurement (its demand holds while its
+/// servers start); a round that leaves an account short with no server free presses the
+/// site, and the next round says so to the demand models.
+#[test]
+fn an_unserved_account_is_not_measured_and_a_shortfall_presses_the_next_round() {
+    let (mut core, mut groups) = site(2, &[("shop", 1, 2, 20), ("blog", 1, 2, 10)]);
+    let now = Millis(100);
+    let start = core.begin_round(beats(2, |_| 0.0, now), now);
+    assert!(start.loads.is_empty(), "{:?}", start.loads);
+    assert!(!start.pressed);
+    let demands = groups.decide(&start, now);
+    let (effects, _) = core.finish_round(&demands, now);
+    let placed = applies(&effects);
+    assert_eq!(placed.len(), 2, "each account its minimum: {effects:#?}");
+    for (server, epoch) in &placed {
+        core.workload_reported(server, *epoch, &super::WorkloadEvent::Joined, Millis(150));
+    }
+    // shop's server reports 2.5 times the target: it wants its maximum, 2, and the only
+    // other server serves blog at its minimum: shop is short, and nothing is free.
+    let shop = placed
+        .iter()
+        .map(|(server, _)| server.clone())
+        .find(|server| {
+            core.model()
+                .server(server)
+                .and_then(|entry| entry.lease.as_ref())
+                .is_some_and(|lease| lease.account == 0)
+        })
+        .expect("a server serves shop");
+    let load = |n: usize| if server(n) == shop { 25.0 } else { 5.0 };
+    let now = Millis(200);
+    for (server, epoch) in &placed {
+        core.renew(server, *epoch, now).expect("the owner renews");
+    }
+    let start = core.begin_round(beats(2, load, now), now);
+    assert_eq!(start.loads.len(), 2);
+    assert!(!start.pressed, "no round has been short yet");
+    let demands = groups.decide(&start, now);
+    assert_eq!(demands, vec![(0, 2), (1, 1)]);
+    let _ = core.finish_round(&demands, now);
+    let now = Millis(300);
+    let start = core.begin_round(beats(2, load, now), now);
+    assert!(start.pressed, "shop was short with no server free");
 }
 
 #[test]

@@ -459,6 +459,14 @@ impl SiteModel {
     }
 
     /// The Group actor's demand for an account.
+    /// Some account was short of its demand in the last round (the arbiter found no server
+    /// for it, free or preemptible).
+    pub fn pressed(&self) -> bool {
+        self.accounts
+            .iter()
+            .any(|account| !account.removed && account.shortfall.is_some())
+    }
+
     pub fn set_demand(&mut self, account: AccountIx, demand: u32) {
         if let Some(entry) = self.accounts.get_mut(account as usize)
             && !entry.removed
