@@ -219,3 +219,87 @@ fn a_bad_trace_or_a_foreign_account_is_refused_by_name() {
         "{error}"
     );
 }
+
+/// A running gateway keeps the demand it measures as a trace (here in steps of 1 s, with
+/// requests on shop); `leasehold trace export` fetches it, and it replays on the site's
+/// own config.
+#[test]
+fn a_gateway_keeps_its_own_demand_as_a_trace_that_replays_on_its_config() {
+    use leasehold_chaos_tests::harness::load::LoadDriver;
+    use leasehold_chaos_tests::harness::onesite::{OneSite, SETTLE, account};
+    use leasehold_chaos_tests::harness::wait_for;
+
+    let dir = TempDir::new().unwrap();
+    let mut site = OneSite::prepare(
+        Path::new(BINARY),
+        dir.path(),
+        "site-a",
+        &["a1".to_owned(), "a2".to_owned()],
+        vec![account("shop", 1, 2, 10)],
+    )
+    .unwrap();
+    let mut config = std::fs::read_to_string(&site.site.config).unwrap();
+    assert!(!config.contains("[journal]"), "{config}");
+    config.push_str("\n[journal]\ndemand_trace_step_s = 1\n");
+    std::fs::write(&site.site.config, &config).unwrap();
+    site.start_gateway()
+        .unwrap_or_else(|error| panic!("{error}"));
+    site.start_node("a1").unwrap();
+    site.start_node("a2").unwrap();
+    site.wait_serving("shop", 1)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let load = LoadDriver::start_any(vec![site.admin()], "shop", 10.0).unwrap();
+    let gateway = format!("http://{}", site.admin());
+    let out = dir.path().join("measured.jsonl");
+    let text = wait_for("a measured load in the exported trace", SETTLE, || {
+        let output = leasehold(&[
+            "trace",
+            "export",
+            "--gateway",
+            &gateway,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        if !output.status.success() {
+            return Err(said(&output));
+        }
+        let text = std::fs::read_to_string(&out).map_err(|e| e.to_string())?;
+        let loaded = text
+            .lines()
+            .skip(1)
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .any(|step| step["load"]["shop"].as_f64().unwrap_or(0.0) > 0.0);
+        loaded
+            .then_some(text)
+            .ok_or_else(|| "no load yet".to_owned())
+    })
+    .unwrap_or_else(|error| panic!("{error}"));
+    load.stop();
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header["trace"], "leasehold-trace/1");
+    assert_eq!(header["step_s"], 1);
+    assert_eq!(header["accounts"][0]["name"], "shop");
+    assert_eq!(header["accounts"][0]["max_servers"], 2);
+    assert!(
+        header["source"]
+            .as_str()
+            .unwrap()
+            .contains("measured by the gateway of site-a")
+    );
+    // The file the gateway writes is in its state directory, and the status page links it.
+    assert!(site.path("state").join("demand-trace.jsonl").exists());
+    let page = leasehold_chaos_tests::harness::admin::get_text(site.admin(), "/").unwrap();
+    assert!(page.contains("href=\"/v1/demand-trace\""), "{page}");
+    // It replays on the site's own config.
+    let output = leasehold(&[
+        "replay",
+        "--config",
+        site.site.config.to_str().unwrap(),
+        "--trace",
+        out.to_str().unwrap(),
+        "--reinit-ms",
+        "1000",
+    ]);
+    assert!(output.status.success(), "{}", said(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("leasehold / optimum"));
+}

@@ -1,7 +1,8 @@
 //! How good are a site's moves? (issue #15, docs/replay.md)
 //!
 //! - [`trace`]: the demand trace format (`leasehold-trace/1`, JSON lines): per account,
-//!   its load at a fixed step.
+//!   its load at a fixed step; it lives in the gateway's crate, which writes a site's own
+//!   (`demand_trace`).
 //! - [`generate`]: a seeded trace, bursty and diurnal with flash crowds.
 //! - [`world`]: one site's production [`SiteCore`](leasehold_site_gateway::model::core::SiteCore)
 //!   and demand models, run in virtual time over a trace, with servers that take a
@@ -16,5 +17,5 @@ pub mod bounds;
 pub mod generate;
 pub mod optimum;
 pub mod report;
-pub mod trace;
+pub use leasehold_site_gateway::trace;
 pub mod world;

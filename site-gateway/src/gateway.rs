@@ -123,6 +123,19 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         tracing::warn!(%error, "starting from the config's peers alone; the file is written again at the next change");
         crate::peer_book::PeerBook::empty_at(book_path)
     });
+    // A site's own demand, kept for `leasehold replay`; nothing else depends on it.
+    let demand_trace = if config.journal.demand_trace_step_s == 0 {
+        None
+    } else {
+        let header = crate::demand_trace::header(&config, crate::actors::wall_ms());
+        match crate::demand_trace::start(&state, header) {
+            Ok(sender) => Some(sender),
+            Err(error) => {
+                tracing::warn!(state = %state.display(), %error, "no demand trace is kept this run");
+                None
+            }
+        }
+    };
     let runtime = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -137,6 +150,7 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         certs: options.certs.clone(),
         peer_book,
         node_protocol: options.node_protocol,
+        demand_trace,
     };
     runtime.block_on(serve(config, hash, identity, read, admin))
 }
@@ -155,6 +169,7 @@ struct FromDisk {
     certs: PathBuf,
     peer_book: crate::peer_book::PeerBook,
     node_protocol: Option<u16>,
+    demand_trace: Option<crate::demand_trace::TraceSender>,
 }
 
 /// The admin address's TLS, tokens and access log, read before anything starts: a bad
@@ -211,6 +226,7 @@ fn admin_security(
         certificate: admin_certificate,
         site: config.site.name.clone(),
         journal_file: Journal::file_in(state),
+        demand_trace: state.join(crate::demand_trace::FILE),
         boot_key: state.join("boot.key"),
         auth: Arc::new(crate::admin::AdminAuth {
             site: config.site.name.to_string(),
@@ -240,6 +256,7 @@ async fn serve(
         certs,
         peer_book,
         node_protocol,
+        demand_trace,
     } = read;
     let started = Instant::now();
     let policy = PeerPolicy::Nodes {
@@ -291,6 +308,10 @@ async fn serve(
     .with_federation(peers.clone())
     .with_management(endpoint.clone())
     .with_secrets(secrets);
+    if let Some(sender) = demand_trace {
+        let accounts = config.accounts.iter().map(|a| a.name.to_string()).collect();
+        master = master.with_demand_trace(accounts, config.journal.demand_trace_step_s, sender);
+    }
     if let Some((machines, key)) = &machines {
         master = master.with_machines(machines.clone(), key.clone());
     }

@@ -63,6 +63,15 @@ enum TraceCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Fetch the demand a running gateway measured since it started, as a trace
+    /// (`GET /v1/demand-trace`), to replay with the site's own config.
+    Export {
+        #[command(flatten)]
+        admin: super::admin_client::AdminArgs,
+        /// Where to write it [default: standard output].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Write a site config to replay a trace on: its accounts with their SLA fields, and
     /// --servers servers.
     Site {
@@ -92,6 +101,32 @@ pub fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
                 step_s,
             };
             (generate(shape).to_text(), out)
+        }
+        TraceCommand::Export { admin, out } => {
+            let gateway = super::admin_client::Gateway::new(&admin)?;
+            let mut bytes = Vec::new();
+            gateway.download("/v1/demand-trace", &mut bytes)?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("the gateway's demand trace is not UTF-8"))?;
+            let trace = Trace::parse(&text).map_err(|(line, detail)| {
+                anyhow::anyhow!(
+                    "the demand trace of {} is not a trace: line {line}: {detail}{}",
+                    gateway.url(),
+                    if text.lines().count() <= 1 {
+                        " (a gateway writes its first step a minute after it starts)"
+                    } else {
+                        ""
+                    }
+                )
+            })?;
+            eprintln!(
+                "{} steps of {} s ({} accounts) from {}",
+                trace.steps.len(),
+                trace.header.step_s,
+                trace.header.accounts.len(),
+                gateway.url()
+            );
+            (text, out)
         }
         TraceCommand::Site {
             trace,

@@ -26,6 +26,7 @@ use super::journal::{JournalWriter, Persist};
 use super::link::{CloseLink, Deliver, PendingRenewal, ServerLink};
 use super::{PulseBoard, wall_ms};
 use crate::config::SiteConfig;
+use crate::demand_trace::{DemandRecorder, TraceSender};
 use crate::federation::Federation;
 use crate::machines::Machines;
 use crate::machines::boot_key::BootKey;
@@ -75,6 +76,9 @@ pub struct SiteMaster {
     reallocations: u64,
     latency_ms: Histogram<u64>,
     metrics: Arc<Metrics>,
+    /// The demand measured, averaged into a trace's steps, and where they are written
+    /// (`demand_trace`); `None` when no trace is kept.
+    demand_trace: Option<(DemandRecorder, TraceSender)>,
     /// The peers, changed by config edits; `None` in tests that run no federation.
     pub(super) federation: Option<Arc<Federation>>,
     /// The BMCs of the site's machines, and the key of their boot tokens; `None` for a
@@ -175,11 +179,25 @@ impl SiteMaster {
             management: None,
             secrets: crate::secrets::SecretStore::default(),
             agents: HashMap::new(),
+            demand_trace: None,
             // 1 ms .. 10 min, 3 significant digits; the bounds are constants, so this
             // cannot fail.
             latency_ms: Histogram::new_with_bounds(1, 600_000, 3)
                 .unwrap_or_else(|_| Histogram::new(3).expect("3 significant digits is valid")),
         }
+    }
+
+    /// Keeps the demand it measures as a trace of `step_s` steps, sent to `sender`.
+    pub fn with_demand_trace(
+        mut self,
+        accounts: Vec<String>,
+        step_s: u64,
+        sender: TraceSender,
+    ) -> Self {
+        let rounds =
+            u32::try_from(step_s * 1000 / ROUND_INTERVAL.as_millis() as u64).unwrap_or(u32::MAX);
+        self.demand_trace = Some((DemandRecorder::new(accounts, step_s, rounds), sender));
+        self
     }
 
     /// Starts, stops and re-configures Group actors as the core asked.
@@ -400,6 +418,24 @@ impl SiteMaster {
         }
     }
 
+    /// This round's loads into the demand trace.
+    fn record_demand(&mut self, loads: &[(AccountIx, f64)]) {
+        let Some((recorder, sender)) = &mut self.demand_trace else {
+            return;
+        };
+        let accounts = self.core.model().accounts();
+        let named: Vec<(&str, f64)> = loads
+            .iter()
+            .filter_map(|(ix, load)| {
+                let account = accounts.get(*ix as usize)?;
+                Some((account.config.name.as_str(), *load))
+            })
+            .collect();
+        if let Some(step) = recorder.round(&named) {
+            sender.send(step);
+        }
+    }
+
     /// A round: the core's first half, each Group's demand from its account's load (the
     /// master waits for every answer, handling nothing else meanwhile, so the round
     /// arbitrates on this round's demand), then the core's second half.
@@ -420,6 +456,7 @@ impl SiteMaster {
             .collect();
         let now = self.now();
         let start = self.core.begin_round(heartbeats, now);
+        self.record_demand(&start.loads);
         self.apply_groups(start.groups);
         let pressed = start.pressed;
         let asked: Vec<(AccountIx, Request<Group, LoadMeasured>)> = start

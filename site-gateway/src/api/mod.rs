@@ -28,6 +28,7 @@ struct Api {
     peers: Arc<Federation>,
     site: leasehold_federation::ids::SiteId,
     files: backup::StateFiles,
+    demand_trace: std::path::PathBuf,
 }
 
 /// How long a client may take to send a request's head, and a TLS handshake: a client that
@@ -51,6 +52,8 @@ pub struct AdminServe {
     pub journal_file: std::path::PathBuf,
     /// The boot key, which a backup carries.
     pub boot_key: std::path::PathBuf,
+    /// The site's own demand trace (`demand_trace`), served at `/v1/demand-trace`.
+    pub demand_trace: std::path::PathBuf,
 }
 
 /// Binds the admin API and returns the server to run (on the current actix system).
@@ -77,6 +80,7 @@ pub fn serve(
             journal: serve.journal_file.clone(),
             boot_key: serve.boot_key.clone(),
         },
+        demand_trace: serve.demand_trace.clone(),
     };
     let auth = web::Data::from(serve.auth);
     let server = HttpServer::new(move || {
@@ -100,6 +104,11 @@ pub fn serve(
                 [web::get().to(endpoints)],
             ))
             .service(only("/v1/audit", "GET", [web::get().to(audit)]))
+            .service(only(
+                "/v1/demand-trace",
+                "GET",
+                [web::get().to(demand_trace)],
+            ))
             .service(only(
                 "/v1/journal/backup",
                 "GET",
@@ -245,6 +254,32 @@ struct StatusBody {
     /// Who votes on ownership (docs/ownership.md, "Members"); absent for a site alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     members: Option<crate::model::ownership::MembersStatus>,
+}
+
+/// The demand this gateway measured since it started, as a trace (`leasehold-trace/1`,
+/// docs/replay.md): its whole lines, so a step being written is left for the next read.
+async fn demand_trace(api: web::Data<Api>) -> HttpResponse {
+    let path = api.demand_trace.clone();
+    let read = web::block(move || std::fs::read_to_string(&path)).await;
+    match read {
+        Ok(Ok(text)) => {
+            let whole = text.rfind('\n').map_or("", |end| &text[..=end]).to_owned();
+            HttpResponse::Ok()
+                .content_type("application/x-ndjson")
+                .body(whole)
+        }
+        Ok(Err(error)) if error.kind() == std::io::ErrorKind::NotFound => HttpResponse::NotFound()
+            .json(serde_json::json!({
+                "error": format!(
+                    "this gateway keeps no demand trace: it could not start {} (its log says why)",
+                    api.demand_trace.display()
+                )
+            })),
+        Ok(Err(error)) => HttpResponse::InternalServerError().json(serde_json::json!({
+            "error": format!("cannot read {}: {error}", api.demand_trace.display())
+        })),
+        Err(_) => unavailable(),
+    }
 }
 
 async fn status(api: web::Data<Api>) -> HttpResponse {

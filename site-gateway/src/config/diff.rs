@@ -162,6 +162,11 @@ pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
         old.journal.audit_retention_days.to_string(),
         new.journal.audit_retention_days.to_string(),
     );
+    restart(
+        "journal.demand_trace_step_s",
+        old.journal.demand_trace_step_s.to_string(),
+        new.journal.demand_trace_step_s.to_string(),
+    );
     // Servers that run as processes come and go live; a machine's BMC client is built at
     // start, and a server's address is in its workload's arguments: those need a restart.
     let describe = |server: &crate::config::Server| match &server.machine {

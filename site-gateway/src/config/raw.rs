@@ -86,6 +86,7 @@ pub(crate) struct RawTimings {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawJournal {
     pub audit_retention_days: Option<Spanned<u32>>,
+    pub demand_trace_step_s: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

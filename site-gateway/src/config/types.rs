@@ -32,9 +32,16 @@ pub struct JournalSection {
     /// Audit records older than this many days are removed (each removal audited as
     /// `audit_pruned`); take backups to keep them longer.
     pub audit_retention_days: u32,
+    /// The step of the site's own demand trace (`<state>/demand-trace.jsonl`,
+    /// docs/replay.md), seconds; 0: no trace is kept.
+    pub demand_trace_step_s: u64,
 }
 
 impl JournalSection {
+    /// A minute: a day is 1,440 lines per account.
+    pub const DEFAULT_DEMAND_TRACE_STEP_S: u64 = 60;
+    /// An hour.
+    pub const MAX_DEMAND_TRACE_STEP_S: u64 = 3600;
     /// About thirteen months: a year's audit with a month to spare for the yearly review.
     pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 400;
     /// A century: beyond it, keep backups.
@@ -45,6 +52,7 @@ impl Default for JournalSection {
     fn default() -> Self {
         JournalSection {
             audit_retention_days: JournalSection::DEFAULT_AUDIT_RETENTION_DAYS,
+            demand_trace_step_s: JournalSection::DEFAULT_DEMAND_TRACE_STEP_S,
         }
     }
 }

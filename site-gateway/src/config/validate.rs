@@ -520,6 +520,21 @@ fn journal(c: &mut Checker<'_>, raw: &RawJournal) -> JournalSection {
             journal.audit_retention_days = *days.get_ref();
         }
     }
+    if let Some(step) = &raw.demand_trace_step_s {
+        let max = JournalSection::MAX_DEMAND_TRACE_STEP_S;
+        if *step.get_ref() > max {
+            c.error(
+                step.span(),
+                format!(
+                    "site `{}`: journal.demand_trace_step_s is {}; give seconds from 1 to {max}, or 0 to keep no demand trace",
+                    c.site,
+                    step.get_ref()
+                ),
+            );
+        } else {
+            journal.demand_trace_step_s = *step.get_ref();
+        }
+    }
     journal
 }
 

@@ -86,7 +86,8 @@ fn page(out: &mut String, view: &View) -> fmt::Result {
         "<footer><span id=\"conn\" class=\"conn\">rendered by the gateway; \
          refreshes every 2 s</span> · JSON: <a href=\"/v1/status\">status</a> \
          <a href=\"/v1/accounts\">accounts</a> <a href=\"/v1/servers\">servers</a> \
-         <a href=\"/v1/audit\">audit</a></footer>\n<script>\n{SCRIPT}</script>\n\
+         <a href=\"/v1/audit\">audit</a> · the demand measured, for <code>leasehold replay</code>: \
+         <a href=\"/v1/demand-trace\">demand trace</a></footer>\n<script>\n{SCRIPT}</script>\n\
          </body>\n</html>\n"
     )
 }
