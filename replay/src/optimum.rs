@@ -167,15 +167,59 @@ impl Graph {
     }
 }
 
+/// The most nodes the graph may have: about 40 bytes of arcs and a node's state each, a
+/// few hundred megabytes at most. A day of six accounts is about 200,000.
+pub const MAX_NODES: usize = 4_000_000;
+
+/// The graph the optimum needs would be larger than `limit` nodes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "the optimum was not computed: its graph would have {nodes} nodes ({slots} slots of {slot_ms} ms × {accounts} accounts), over the limit of {limit}; replay a shorter part of the trace, or with a longer --reinit-ms"
+)]
+pub struct TooLarge {
+    pub nodes: usize,
+    pub slots: usize,
+    pub slot_ms: u64,
+    pub accounts: usize,
+    pub limit: usize,
+}
+
 /// The optimum for `servers` servers on `trace` with the accounts' `slas`, servers taking
-/// `reinit_ms` to join an account, all idle at the start.
-pub fn optimum(trace: &Trace, slas: &[Sla], servers: u32, reinit_ms: u64) -> Optimum {
+/// `reinit_ms` to join an account, all idle at the start; refused, before anything is
+/// built, when its graph would exceed [`MAX_NODES`].
+pub fn optimum(
+    trace: &Trace,
+    slas: &[Sla],
+    servers: u32,
+    reinit_ms: u64,
+) -> Result<Optimum, TooLarge> {
+    optimum_within(trace, slas, servers, reinit_ms, MAX_NODES)
+}
+
+/// [`optimum`] with a graph of at most `limit` nodes.
+pub fn optimum_within(
+    trace: &Trace,
+    slas: &[Sla],
+    servers: u32,
+    reinit_ms: u64,
+    limit: usize,
+) -> Result<Optimum, TooLarge> {
     let step_ms = trace.header.step_s * 1000;
     let slot_ms = slot_ms(step_ms, reinit_ms);
     let d = (reinit_ms / slot_ms) as usize;
     let slots = (trace.duration_s() * 1000 / slot_ms) as usize;
     let accounts = slas.len();
     let width = 1 + 2 * accounts;
+    let nodes = slots.saturating_mul(width).saturating_add(3);
+    if nodes > limit {
+        return Err(TooLarge {
+            nodes,
+            slots,
+            slot_ms,
+            accounts,
+            limit,
+        });
+    }
     let pool = |k: usize| 1 + k * width;
     let inlet = |a: usize, k: usize| pool(k) + 1 + 2 * a;
     let sink = pool(slots) + 1;
@@ -234,11 +278,11 @@ pub fn optimum(trace: &Trace, slas: &[Sla], servers: u32, reinit_ms: u64) -> Opt
     let cost = graph.min_cost_flow(0, sink, n, &order);
     let needed: i64 = needs.iter().flatten().sum();
     let covered = -cost;
-    Optimum {
+    Ok(Optimum {
         violation_server_s: (needed - covered) as f64 * slot_ms as f64 / 1000.0,
         slot_ms,
         reinit_slots: d as u64,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -297,7 +341,7 @@ mod tests {
     fn with_instant_moves_one_server_serves_both_in_turn() {
         let slas = [sla("a", 0, 1), sla("b", 0, 1)];
         let trace = trace(&[("a", &[1.0, 1.0, 0.0, 0.0]), ("b", &[0.0, 0.0, 1.0, 1.0])]);
-        let best = optimum(&trace, &slas, 1, 0);
+        let best = optimum(&trace, &slas, 1, 0).unwrap();
         assert_eq!(best.violation_server_s, 0.0);
         assert_eq!(best.reinit_slots, 0);
         assert_eq!(best.violation_server_s, lower_bound(&trace, &slas, 1));
@@ -312,7 +356,7 @@ mod tests {
     fn a_re_initialization_costs_the_first_step_and_the_switch_is_relaxed_by_one_slot() {
         let slas = [sla("a", 0, 1), sla("b", 0, 1)];
         let trace = trace(&[("a", &[1.0, 1.0, 0.0, 0.0]), ("b", &[0.0, 0.0, 1.0, 1.0])]);
-        let best = optimum(&trace, &slas, 1, 60_000);
+        let best = optimum(&trace, &slas, 1, 60_000).unwrap();
         assert_eq!((best.slot_ms, best.reinit_slots), (10_000, 6));
         assert_eq!(best.violation_server_s, 110.0);
         // The lower bound knows nothing of re-initialization: 0.
@@ -328,12 +372,27 @@ mod tests {
     fn slots_divide_step_and_re_initialization_at_a_sixth_of_the_latter() {
         let slas = [sla("a", 0, 2), sla("b", 0, 1)];
         let trace = trace(&[("a", &[2.0, 2.0, 2.0, 2.0]), ("b", &[0.0, 0.0, 1.0, 0.0])]);
-        let best = optimum(&trace, &slas, 2, 30_000);
+        let best = optimum(&trace, &slas, 2, 30_000).unwrap();
         assert_eq!((best.slot_ms, best.reinit_slots), (5_000, 6));
         assert_eq!(best.violation_server_s, 120.0);
         // With a third server to spare, b is covered once it has joined (a re-init after
         // the start would be enough, so nothing is lost but the first 30 s of a).
-        assert_eq!(optimum(&trace, &slas, 3, 30_000).violation_server_s, 60.0);
+        assert_eq!(
+            optimum(&trace, &slas, 3, 30_000)
+                .unwrap()
+                .violation_server_s,
+            60.0
+        );
+        // A graph over the limit is refused before it is built, saying its size.
+        let refused = optimum_within(&trace, &slas, 2, 30_000, 100).unwrap_err();
+        assert_eq!(
+            (refused.slots, refused.slot_ms, refused.accounts),
+            (48, 5_000, 2)
+        );
+        assert!(
+            refused.to_string().contains("over the limit of 100"),
+            "{refused}"
+        );
         // Slots never finer than a second, and dividing both.
         assert_eq!(slot_ms(60_000, 2_000), 1_000);
         assert_eq!(slot_ms(300_000, 45_000), 7_500);
@@ -358,8 +417,12 @@ mod tests {
             let slas = [sla("a", 1, 4), sla("b", 0, 3)];
             let servers = 1 + (next() * 5.0) as u32;
             let lower = lower_bound(&trace, &slas, servers);
-            let fast = optimum(&trace, &slas, servers, 0).violation_server_s;
-            let slow = optimum(&trace, &slas, servers, 120_000).violation_server_s;
+            let fast = optimum(&trace, &slas, servers, 0)
+                .unwrap()
+                .violation_server_s;
+            let slow = optimum(&trace, &slas, servers, 120_000)
+                .unwrap()
+                .violation_server_s;
             let split = static_split(&slas, servers);
             let fixed: f64 = static_violation(&trace, &slas, &split, 120_000)
                 .iter()

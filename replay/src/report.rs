@@ -42,9 +42,12 @@ pub struct Report {
     /// Σ max(0, total need − servers): no policy loses less, however fast its moves.
     pub lower_bound_server_s: f64,
     /// The offline optimum with the same re-initialization (docs/replay.md), and the
-    /// slot it was computed at.
-    pub optimum_server_s: f64,
-    pub optimum_slot_ms: u64,
+    /// slot it was computed at; `null` when its graph was too large, `optimum_refused`
+    /// says why.
+    pub optimum_server_s: Option<f64>,
+    pub optimum_slot_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optimum_refused: Option<String>,
     pub static_split_server_s: f64,
     /// The headline: Leasehold's violation over the optimum's (1 when both are 0; `null`
     /// when only the optimum's is).
@@ -95,9 +98,13 @@ pub fn report(
         violation_server_s: violation,
         idle_server_s: run.idle_server_s,
         lower_bound_server_s: lower,
-        optimum_server_s: best.violation_server_s,
-        optimum_slot_ms: best.slot_ms,
-        ratio_to_optimum: ratio(violation, best.violation_server_s),
+        optimum_server_s: best.as_ref().ok().map(|best| best.violation_server_s),
+        optimum_slot_ms: best.as_ref().ok().map(|best| best.slot_ms),
+        optimum_refused: best.as_ref().err().map(ToString::to_string),
+        ratio_to_optimum: best
+            .as_ref()
+            .ok()
+            .and_then(|best| ratio(violation, best.violation_server_s)),
         accounts,
     }
 }
@@ -159,18 +166,36 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\n  SLA violation, server-seconds:\n    leasehold     {:>12.1}  ({} moves, {:.1} idle server-seconds)\n    optimum       {:>12.1}  (offline, same re-initialization; slots of {} ms)\n    lower bound   {:>12.1}  (total need beyond the servers)\n    static split  {:>12.1}  (no moves)",
-            self.violation_server_s,
-            self.moves,
-            self.idle_server_s,
-            self.optimum_server_s,
-            self.optimum_slot_ms,
-            self.lower_bound_server_s,
-            self.static_split_server_s
+            "\n  SLA violation, server-seconds:\n    leasehold     {:>12.1}  ({} moves, {:.1} idle server-seconds)",
+            self.violation_server_s, self.moves, self.idle_server_s
+        );
+        match (self.optimum_server_s, self.optimum_slot_ms) {
+            (Some(best), Some(slot_ms)) => {
+                let _ = writeln!(
+                    out,
+                    "    optimum       {best:>12.1}  (offline, same re-initialization; slots of {slot_ms} ms)"
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "    optimum       {:>12}  ({})",
+                    "-",
+                    self.optimum_refused.as_deref().unwrap_or("not computed")
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "    lower bound   {:>12.1}  (total need beyond the servers)\n    static split  {:>12.1}  (no moves)",
+            self.lower_bound_server_s, self.static_split_server_s
         );
         match self.ratio_to_optimum {
             Some(ratio) => {
                 let _ = writeln!(out, "    leasehold / optimum: {ratio:.3}");
+            }
+            None if self.optimum_server_s.is_none() => {
+                let _ = writeln!(out, "    leasehold / optimum: none (no optimum)");
             }
             None => {
                 let _ = writeln!(
