@@ -11,15 +11,11 @@ use clap::{Parser, Subcommand};
 /// releases can run side by side during an upgrade (docs/operations.md, "Upgrades").
 static LONG_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     use leasehold_federation::transport::Alpn;
-    let spoken = |alpn: Alpn| {
-        let names: Vec<String> = alpn.versions().iter().map(|v| alpn.name_of(*v)).collect();
-        names.join(", ")
-    };
     format!(
         "{}\nsite to site: {}; node to gateway: {}; envelope: wire version {}",
         env!("CARGO_PKG_VERSION"),
-        spoken(Alpn::Site),
-        spoken(Alpn::Node),
+        Alpn::Site.spoken(),
+        Alpn::Node.spoken(),
         leasehold_federation::wire::WIRE_VERSION,
     )
 });

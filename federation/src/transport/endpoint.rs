@@ -499,11 +499,10 @@ fn explain_handshake(alpn: Alpn, error: &quinn::ConnectionError) -> Option<Strin
         _ => return None,
     };
     (code == no_protocol).then(|| {
-        let ours: Vec<String> = alpn.versions().iter().map(|v| alpn.name_of(*v)).collect();
         format!(
             "it offers none of {} (it may run a leasehold more than one version apart): \
              upgrade it, or run the version of leasehold it runs",
-            ours.join(", ")
+            alpn.spoken()
         )
     })
 }
@@ -552,14 +551,11 @@ fn spoken_versions(alpn: Alpn, limits: &Limits) -> Result<Vec<u16>, EndpointErro
     match limits.only_version {
         None => Ok(alpn.versions().to_vec()),
         Some(version) if alpn.versions().contains(&version) => Ok(vec![version]),
-        Some(version) => {
-            let spoken: Vec<String> = alpn.versions().iter().map(|v| alpn.name_of(*v)).collect();
-            Err(EndpointError::Limit(format!(
-                "{} is not a protocol this build speaks ({})",
-                alpn.name_of(version),
-                spoken.join(", ")
-            )))
-        }
+        Some(version) => Err(EndpointError::Limit(format!(
+            "{} is not a protocol this build speaks ({})",
+            alpn.name_of(version),
+            alpn.spoken()
+        ))),
     }
 }
 

@@ -56,6 +56,13 @@ impl Alpn {
         }
     }
 
+    /// Every version this build speaks, newest first, as people read them
+    /// (`leasehold-node/2, leasehold-node/1`).
+    pub fn spoken(self) -> String {
+        let names: Vec<String> = self.versions().iter().map(|v| self.name_of(*v)).collect();
+        names.join(", ")
+    }
+
     /// The version an ALPN id names, if it is one of this protocol's that this build speaks.
     pub fn version_of(self, id: &[u8]) -> Option<u16> {
         self.versions()
