@@ -37,7 +37,7 @@ use crate::model::core::BootAnswer;
 use crate::model::core::{ConfigOutcome, GroupChanges, Heartbeat, SiteCore, WorkloadEvent};
 use crate::model::demand::DemandModel;
 use crate::model::effects::{Command, Effect, JournalOp, Observation};
-use crate::model::site::{BootStep, CheckedClaim, Power, SiteSnapshot};
+use crate::model::site::{BootStep, CheckedClaim, Power, ServerSnapshot, SiteSnapshot};
 
 pub use crate::model::core::ConfigStatus;
 
@@ -734,6 +734,24 @@ pub struct Status {
     pub members: Option<crate::model::ownership::MembersStatus>,
 }
 
+impl SiteMaster {
+    /// What the server's agent said of itself when it registered.
+    fn describe_agent(&self, server: &mut ServerSnapshot) {
+        if let Some(agent) = self.agents.get(&server.id) {
+            server.agent_version = Some(agent.version.clone());
+            server.agent_protocol = Some(Alpn::Node.name_of(agent.protocol));
+            server.certificate_expires = agent.certificate_expires;
+        }
+    }
+
+    /// One server as `/v1/servers` shows it now.
+    pub(super) fn server_status(&self, id: &ServerId, now: Millis) -> Option<ServerSnapshot> {
+        let mut server = self.core.model().server_snapshot_of(id, now)?;
+        self.describe_agent(&mut server);
+        Some(server)
+    }
+}
+
 impl Handler<GetStatus> for SiteMaster {
     type Result = MessageResult<GetStatus>;
 
@@ -743,11 +761,7 @@ impl Handler<GetStatus> for SiteMaster {
             |q: f64| (!self.latency_ms.is_empty()).then(|| self.latency_ms.value_at_quantile(q));
         let mut snapshot = self.core.model().snapshot(now);
         for server in &mut snapshot.servers {
-            if let Some(agent) = self.agents.get(&server.id) {
-                server.agent_version = Some(agent.version.clone());
-                server.agent_protocol = Some(Alpn::Node.name_of(agent.protocol));
-                server.certificate_expires = agent.certificate_expires;
-            }
+            self.describe_agent(server);
         }
         MessageResult(Status {
             snapshot,

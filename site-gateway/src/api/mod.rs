@@ -478,7 +478,7 @@ async fn maintenance(
         record,
     };
     match api.master.send(asked).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(server)) => HttpResponse::Accepted().json(server),
         Ok(Err(Some(refused))) => {
             let status = match refused {
                 crate::model::site::MaintenanceRefusal::UnknownServer { .. } => {
@@ -488,20 +488,8 @@ async fn maintenance(
                     actix_web::http::StatusCode::CONFLICT
                 }
             };
-            return error(status, refused.to_string());
+            error(status, refused.to_string())
         }
-        Ok(Err(None)) | Err(_) => return unavailable(),
-    }
-    let Some(status) = fetch_status(api).await else {
-        return unavailable();
-    };
-    match status
-        .snapshot
-        .servers
-        .into_iter()
-        .find(|entry| entry.id == server)
-    {
-        Some(entry) => HttpResponse::Accepted().json(entry),
-        None => unavailable(),
+        Ok(Err(None)) | Err(_) => unavailable(),
     }
 }

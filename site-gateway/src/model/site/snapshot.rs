@@ -8,7 +8,7 @@ use leasehold_federation::wire::common::Health;
 use serde::Serialize;
 
 use super::machine::{BmcHealth, BootStep, MachineState, Power};
-use super::server::Phase;
+use super::server::{Phase, ServerEntry};
 use super::{LoanCounts, SiteModel};
 use crate::model::Millis;
 use crate::model::ownership::Owner;
@@ -150,64 +150,7 @@ impl SiteModel {
             .enumerate()
             // Removed by an edit and drained: no longer in the inventory.
             .filter(|(_, entry)| !entry.gone())
-            .map(|(ix, entry)| ServerSnapshot {
-                id: entry.id.clone(),
-                // Out of use and holding nothing: what an operator asked for, not "free".
-                state: match (&entry.maintenance, &entry.lease, &entry.phase) {
-                    (Some(_), None, Phase::Free | Phase::Offline) => "maintenance",
-                    _ => entry.phase.name(),
-                },
-                account: entry
-                    .lease
-                    .as_ref()
-                    .map(|lease| self.account_name(lease.account).clone()),
-                epoch: entry
-                    .lease
-                    .as_ref()
-                    .map(|lease| lease.epoch)
-                    .unwrap_or(entry.highest_epoch)
-                    .value(),
-                health: match &entry.health {
-                    Health::Idle => "idle".to_owned(),
-                    Health::Starting => "starting".to_owned(),
-                    Health::Healthy => "healthy".to_owned(),
-                    Health::Unhealthy { reason } => format!("unhealthy: {reason}"),
-                },
-                load: entry.load,
-                service_addr: entry.service_addr.clone(),
-                connected: entry.connected,
-                lease_expires_in_ms: entry
-                    .lease
-                    .as_ref()
-                    .map(|lease| lease.expires_at.0.saturating_sub(now.0)),
-                lease_revoked: entry.lease.as_ref().is_some_and(|lease| lease.revoked),
-                lent_to: entry
-                    .lease
-                    .as_ref()
-                    .and_then(|lease| lease.loan.as_ref())
-                    .map(|loan| loan.borrower.clone()),
-                machine: entry
-                    .machine
-                    .as_ref()
-                    .map(|machine| self.machine_snapshot(machine, now)),
-                maintenance: entry
-                    .maintenance
-                    .as_ref()
-                    .map(|record| MaintenanceSnapshot {
-                        by: record.by.clone(),
-                        reason: record.reason.clone(),
-                        since_wall_ms: record.since_wall_ms,
-                        force: record.force,
-                        waiting: if record.force {
-                            None
-                        } else {
-                            self.maintenance_waits(ix)
-                        },
-                    }),
-                agent_version: None,
-                agent_protocol: None,
-                certificate_expires: None,
-            })
+            .map(|(ix, entry)| self.server_snapshot(ix, entry, now))
             .collect();
         let loads = self.account_loads();
         let accounts = self
@@ -291,6 +234,78 @@ impl SiteModel {
             servers,
             accounts,
         }
+    }
+
+    /// What `/v1/servers` shows of the server at `ix`.
+    fn server_snapshot(&self, ix: usize, entry: &ServerEntry, now: Millis) -> ServerSnapshot {
+        ServerSnapshot {
+            id: entry.id.clone(),
+            // Out of use and holding nothing: what an operator asked for, not "free".
+            state: match (&entry.maintenance, &entry.lease, &entry.phase) {
+                (Some(_), None, Phase::Free | Phase::Offline) => "maintenance",
+                _ => entry.phase.name(),
+            },
+            account: entry
+                .lease
+                .as_ref()
+                .map(|lease| self.account_name(lease.account).clone()),
+            epoch: entry
+                .lease
+                .as_ref()
+                .map(|lease| lease.epoch)
+                .unwrap_or(entry.highest_epoch)
+                .value(),
+            health: match &entry.health {
+                Health::Idle => "idle".to_owned(),
+                Health::Starting => "starting".to_owned(),
+                Health::Healthy => "healthy".to_owned(),
+                Health::Unhealthy { reason } => format!("unhealthy: {reason}"),
+            },
+            load: entry.load,
+            service_addr: entry.service_addr.clone(),
+            connected: entry.connected,
+            lease_expires_in_ms: entry
+                .lease
+                .as_ref()
+                .map(|lease| lease.expires_at.0.saturating_sub(now.0)),
+            lease_revoked: entry.lease.as_ref().is_some_and(|lease| lease.revoked),
+            lent_to: entry
+                .lease
+                .as_ref()
+                .and_then(|lease| lease.loan.as_ref())
+                .map(|loan| loan.borrower.clone()),
+            machine: entry
+                .machine
+                .as_ref()
+                .map(|machine| self.machine_snapshot(machine, now)),
+            maintenance: entry
+                .maintenance
+                .as_ref()
+                .map(|record| MaintenanceSnapshot {
+                    by: record.by.clone(),
+                    reason: record.reason.clone(),
+                    since_wall_ms: record.since_wall_ms,
+                    force: record.force,
+                    waiting: if record.force {
+                        None
+                    } else {
+                        self.maintenance_waits(ix)
+                    },
+                }),
+            agent_version: None,
+            agent_protocol: None,
+            certificate_expires: None,
+        }
+    }
+
+    /// The server `id` as `/v1/servers` shows it now, or `None` if it is not in the
+    /// inventory: an admin change answers with what it left, before any round moves on.
+    pub fn server_snapshot_of(&self, id: &ServerId, now: Millis) -> Option<ServerSnapshot> {
+        self.servers
+            .iter()
+            .enumerate()
+            .find(|(_, entry)| &entry.id == id && !entry.gone())
+            .map(|(ix, entry)| self.server_snapshot(ix, entry, now))
     }
 }
 
