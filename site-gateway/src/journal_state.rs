@@ -127,6 +127,26 @@ impl JournalState {
             .map(|(account, epoch, _)| (account, *epoch))
     }
 
+    /// The lease the journal holds for `server`, with the peer it is lent to.
+    pub fn lease_record(
+        &self,
+        server: &ServerId,
+    ) -> Option<&(AccountId, Epoch, Option<LoanHolder>)> {
+        self.leases.get(server)
+    }
+
+    pub fn borrowed(&self, server: &ServerId) -> Option<&BorrowRecord> {
+        self.borrowed.get(server)
+    }
+
+    pub fn maintenance(&self, server: &ServerId) -> Option<&MaintenanceRecord> {
+        self.maintenance.get(server)
+    }
+
+    pub fn members(&self) -> Option<&[SiteId]> {
+        self.members.as_deref()
+    }
+
     /// The highest epoch the journal holds for `server`.
     pub fn highest_epoch(&self, server: &ServerId) -> Option<Epoch> {
         self.epochs.get(server).copied()

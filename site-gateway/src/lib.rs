@@ -11,6 +11,7 @@ pub mod config;
 pub mod demand_trace;
 pub mod federation;
 pub mod gateway;
+pub mod ha;
 pub mod journal;
 pub mod journal_state;
 pub mod machines;

@@ -5,6 +5,7 @@ pub mod bmc;
 pub mod browser;
 pub mod doc_shape;
 pub mod doc_walk;
+pub mod etcd;
 pub mod evidence;
 pub mod federation;
 pub mod hosts;

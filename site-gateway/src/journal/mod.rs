@@ -77,21 +77,23 @@ pub enum JournalError {
     },
 }
 
+/// A lease as the journal keeps it, in redb and in etcd.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct LeaseRecord {
-    v: u32,
-    account: AccountId,
-    epoch: Epoch,
+pub(crate) struct LeaseRecord {
+    pub(crate) v: u32,
+    pub(crate) account: AccountId,
+    pub(crate) epoch: Epoch,
     /// A loan to a peer site (absent in records written before loans).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    lent_to: Option<Box<LoanHolder>>,
+    pub(crate) lent_to: Option<Box<LoanHolder>>,
 }
 
+/// A borrowed server as the journal keeps it, in redb and in etcd.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct BorrowedRecord {
-    v: u32,
+pub(crate) struct BorrowedRecord {
+    pub(crate) v: u32,
     #[serde(flatten)]
-    record: BorrowRecord,
+    pub(crate) record: BorrowRecord,
 }
 
 /// One audit log entry as stored and served by `/v1/audit`.
@@ -557,7 +559,7 @@ fn raise(
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, system-wide (0 if it cannot be read).
-fn mono_now_ns() -> u64 {
+pub(crate) fn mono_now_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .ok()
         .and_then(|now| {

@@ -6,6 +6,7 @@ pub mod arbiter;
 pub mod core;
 pub mod demand;
 pub mod effects;
+pub mod election;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod ownership;

@@ -1,0 +1,9 @@
+//! Standby gateways (docs/ha.md): a site's journal in etcd, and the election that picks
+//! which of the site's gateways acts. The decisions are in [`crate::model::election`];
+//! these are their shells, blocking, on threads of their own.
+
+pub mod elector;
+pub mod store;
+
+pub use elector::{Elector, ElectorConfig};
+pub use store::{EtcdJournal, SiteKeys, StoreError};
