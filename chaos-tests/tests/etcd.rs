@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leasehold_chaos_tests::harness::etcd::{EtcdCluster, etcd_available};
+use leasehold_chaos_tests::harness::etcd::{EtcdCluster, EtcdTls, etcd_available};
 use leasehold_chaos_tests::harness::wait_for;
 use leasehold_etcd::{Compare, Etcd, EtcdConfig, Op};
 use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
@@ -26,7 +26,7 @@ fn client(endpoints: Vec<String>) -> Arc<Etcd> {
             endpoints,
             ca_pem: None,
             client_pem: None,
-            timeout: Duration::from_millis(500),
+            timeout: Duration::from_secs(1),
         })
         .expect("a client"),
     )
@@ -392,4 +392,99 @@ fn the_store_in_etcd_recovers_what_the_redb_journal_recovers_from_the_same_recor
     }
     assert_eq!(from_etcd, from_redb);
     assert_eq!(from_etcd.leases.len(), 1, "{from_etcd:?}");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files.
+fn tls_files(dir: &std::path::Path) -> (EtcdTls, Vec<u8>, (Vec<u8>, Vec<u8>)) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "etcd test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("the CA");
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let issue = |names: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>| {
+        let key = KeyPair::generate().expect("a key");
+        let mut params = CertificateParams::new(names).expect("parameters");
+        params.extended_key_usages = usages;
+        let cert = params.signed_by(&key, &issuer).expect("a certificate");
+        (cert.pem().into_bytes(), key.serialize_pem().into_bytes())
+    };
+    // etcd's JSON gateway calls etcd's own gRPC with the server's certificate: with
+    // client certificates required, that certificate must allow client authentication too.
+    let (server_cert, server_key) = issue(
+        vec!["127.0.0.1".to_owned()],
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    );
+    let client = issue(
+        vec!["gateway".to_owned()],
+        vec![ExtendedKeyUsagePurpose::ClientAuth],
+    );
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).expect("write a PEM file");
+        path
+    };
+    let tls = EtcdTls {
+        ca: write("ca.crt", ca.pem().as_bytes()),
+        cert: write("server.crt", &server_cert),
+        key: write("server.key", &server_key),
+    };
+    (tls, ca.pem().into_bytes(), client)
+}
+
+#[test]
+fn over_tls_the_client_proves_itself_with_its_certificate_and_checks_etcds() {
+    require_etcd();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (tls, ca, client_pem) = tls_files(dir.path());
+    let cluster =
+        EtcdCluster::start_with(&dir.path().join("etcd"), 1, Some(tls)).expect("etcd over TLS");
+    let endpoints = cluster.endpoints();
+    assert!(endpoints[0].starts_with("https://"), "{endpoints:?}");
+    let config = |ca: Option<Vec<u8>>, client: Option<(Vec<u8>, Vec<u8>)>| EtcdConfig {
+        endpoints: endpoints.clone(),
+        ca_pem: ca,
+        client_pem: client,
+        timeout: Duration::from_secs(1),
+    };
+    let etcd = Etcd::new(&config(Some(ca.clone()), Some(client_pem))).expect("a TLS client");
+    etcd.put(b"/tls/k", b"v").expect("a put over TLS");
+    assert_eq!(
+        etcd.get(b"/tls/k")
+            .expect("a get over TLS")
+            .map(|kv| kv.value),
+        Some(b"v".to_vec())
+    );
+    // Without a client certificate etcd refuses the connection.
+    let anonymous = Etcd::new(&config(Some(ca), None)).expect("a client");
+    let refused = anonymous.get(b"/tls/k").expect_err("no client certificate");
+    assert!(refused.to_string().contains(&endpoints[0]), "{refused}");
+    // A CA that did not sign etcd's certificate: the client refuses etcd.
+    let (_, other_ca, other_client) = tls_files(&dir.path().join("other").tap_create());
+    let distrusting = Etcd::new(&config(Some(other_ca), Some(other_client))).expect("a client");
+    assert!(distrusting.get(b"/tls/k").is_err());
+    // An https endpoint without a CA is refused before any request, saying what to give.
+    let error = Etcd::new(&config(None, None))
+        .err()
+        .expect("no CA for an https endpoint");
+    assert!(error.to_string().contains("etcd_ca"), "{error}");
+}
+
+trait TapCreate {
+    fn tap_create(self) -> Self;
+}
+
+impl TapCreate for std::path::PathBuf {
+    fn tap_create(self) -> Self {
+        std::fs::create_dir_all(&self).expect("make a directory");
+        self
+    }
 }

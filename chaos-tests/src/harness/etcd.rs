@@ -37,11 +37,32 @@ pub struct EtcdMember {
 /// A cluster of members on loopback; dropped, every member is killed.
 pub struct EtcdCluster {
     pub members: Vec<EtcdMember>,
+    /// The clients' TLS (https client URLs), if any.
+    tls: Option<EtcdTls>,
+}
+
+/// PEM files for client URLs over TLS that ask clients for a certificate.
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl EtcdCluster {
     /// Starts `size` members in `dir` and waits until the cluster has a leader.
     pub fn start(dir: &Path, size: usize) -> Result<EtcdCluster, String> {
+        EtcdCluster::start_with(dir, size, None)
+    }
+
+    /// [`EtcdCluster::start`], with client URLs over TLS when `tls` is given: the server
+    /// certificate and key given, clients' certificates checked against the CA.
+    pub fn start_with(
+        dir: &Path,
+        size: usize,
+        tls: Option<EtcdTls>,
+    ) -> Result<EtcdCluster, String> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         std::fs::create_dir_all(dir)
             .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
         let mut picker = PortPicker::default();
@@ -65,7 +86,7 @@ impl EtcdCluster {
             .enumerate()
             .map(|(ix, (client, peer))| {
                 let name = format!("m{ix}");
-                let client_url = format!("http://127.0.0.1:{client}");
+                let client_url = format!("{scheme}://127.0.0.1:{client}");
                 let peer_url = format!("http://127.0.0.1:{peer}");
                 let args = [
                     "--name",
@@ -96,6 +117,18 @@ impl EtcdCluster {
                 ]
                 .map(str::to_owned)
                 .to_vec();
+                let mut args = args;
+                if let Some(tls) = &tls {
+                    for (flag, path) in [
+                        ("--cert-file", &tls.cert),
+                        ("--key-file", &tls.key),
+                        ("--trusted-ca-file", &tls.ca),
+                    ] {
+                        args.push(flag.to_owned());
+                        args.push(path.display().to_string());
+                    }
+                    args.push("--client-cert-auth".to_owned());
+                }
                 EtcdMember {
                     log: dir.join(format!("{name}.log")),
                     name,
@@ -108,7 +141,7 @@ impl EtcdCluster {
             .collect();
         // The ports are the members' from here on.
         drop(picker);
-        let mut cluster = EtcdCluster { members };
+        let mut cluster = EtcdCluster { members, tls };
         for ix in 0..size {
             cluster.start_member(ix)?;
         }
@@ -158,6 +191,9 @@ impl EtcdCluster {
     /// Waits until every running member reports the cluster healthy (it has a leader and
     /// a quorum).
     pub fn wait_healthy(&mut self, timeout: Duration) -> Result<(), String> {
+        if self.tls.is_some() {
+            return self.wait_serving(timeout);
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(2)))
             .http_status_as_error(false)
@@ -185,6 +221,30 @@ impl EtcdCluster {
                     .map_err(|error| format!("{}: {error}", member.name))?;
                 if !body.contains("\"health\":\"true\"") {
                     return Err(format!("{}: {body}", member.name));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Over TLS the harness has no client to ask `/health` with; each member's log says
+    /// when it serves clients, which it does only once the cluster has a leader.
+    fn wait_serving(&mut self, timeout: Duration) -> Result<(), String> {
+        let members = &mut self.members;
+        super::wait_for("etcd to serve clients", timeout, || {
+            for member in members.iter_mut() {
+                let Some(guard) = member.guard.as_mut() else {
+                    continue;
+                };
+                if guard.exited() {
+                    return Err(format!(
+                        "etcd member {} exited: {}",
+                        member.name,
+                        tail(&guard.output())
+                    ));
+                }
+                if !guard.output().contains("serving client traffic securely") {
+                    return Err(format!("{} not serving yet", member.name));
                 }
             }
             Ok(())
