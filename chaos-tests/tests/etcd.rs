@@ -392,6 +392,27 @@ fn the_store_in_etcd_recovers_what_the_redb_journal_recovers_from_the_same_recor
     }
     assert_eq!(from_etcd, from_redb);
     assert_eq!(from_etcd.leases.len(), 1, "{from_etcd:?}");
+
+    // Retention: the audit records written before the cutoff go, oldest first, and the
+    // removal is itself audited; the active gateway's generation only.
+    let pruned = store
+        .prune_audit(generation, 2, 10, 9, "older than the test's cutoff")
+        .expect("pruned")
+        .expect("something was old enough");
+    assert_eq!((pruned.first_seq, pruned.last_seq, pruned.count), (1, 2, 2));
+    let left: Vec<u64> = store
+        .audit_tail(10)
+        .expect("the audit log")
+        .iter()
+        .map(|record| record.seq)
+        .collect();
+    assert_eq!(left, [3, 4]);
+    assert!(
+        store
+            .prune_audit(Generation(generation.0 + 1), 10, 10, 9, "not ours")
+            .is_err(),
+        "another generation's removal"
+    );
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files.

@@ -16,8 +16,10 @@ use leasehold_federation::transport::identity::PeerPolicy;
 
 use crate::actors::PulseBoard;
 use crate::actors::journal::JournalWriter;
+use crate::actors::journal::SiteJournal;
 use crate::actors::master::{LinkUp, SiteMaster};
-use crate::config::{self, ConfigErrors, SiteConfig};
+use crate::config::{self, ConfigErrors, EtcdStore, SiteConfig, SiteStore};
+use crate::ha::{Elector, ElectorConfig, EtcdJournal};
 use crate::journal::{Journal, JournalError};
 use crate::model::Millis;
 use crate::model::core::SiteCore;
@@ -31,12 +33,19 @@ pub struct GatewayOptions {
     /// Offer node agents only this version of the management protocol; `None`: every
     /// version this build speaks.
     pub node_protocol: Option<u16>,
+    /// Which of the site's gateways this is (`[[site.gateway]]`, docs/ha.md).
+    pub name: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("{0}")]
     Config(ConfigErrors),
+    /// `--name` does not fit the config's gateways.
+    #[error("{0}")]
+    Gateway(String),
+    #[error("the site's etcd store: {0}")]
+    Etcd(String),
     #[error(transparent)]
     Certs(#[from] CertError),
     #[error(transparent)]
@@ -76,7 +85,10 @@ pub enum GatewayError {
 /// Runs the gateway until SIGINT/SIGTERM. Everything that can be refused (config, certs,
 /// journal, addresses) is refused before anything starts.
 pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
-    let config = config::load_site(&options.config).map_err(GatewayError::Config)?;
+    let config = config::load_site(&options.config)
+        .map_err(GatewayError::Config)?
+        .as_gateway(options.name.as_deref())
+        .map_err(GatewayError::Gateway)?;
     // The hash names this config in status and audit; an unreadable file was refused above.
     let hash = std::fs::read(&options.config)
         .map(|bytes| crate::reload::hash(&bytes))
@@ -86,8 +98,32 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         .state
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("leasehold-state-{}", config.site.name)));
-    #[allow(unused_mut)] // planted only in debug builds
-    let (mut journal, recovered) = Journal::open(&state, &config.site.name)?;
+    let store = match &config.site.store {
+        SiteStore::Redb => {
+            #[allow(unused_mut)] // planted only in debug builds
+            let (mut journal, recovered) = Journal::open(&state, &config.site.name)?;
+            // A test-only build switch (tests/chaos.rs): debug builds honour it, release
+            // builds do not contain it.
+            #[cfg(debug_assertions)]
+            if std::env::var("LEASEHOLD_TEST_PLANT").as_deref() == Ok("drop-journal-write") {
+                tracing::warn!(
+                    "TEST SWITCH LEASEHOLD_TEST_PLANT=drop-journal-write: this gateway does not journal lease grants but acts as if it did, which is unsafe"
+                );
+                journal.plant_drop_lease_grants();
+            }
+            tracing::info!(
+                site = %config.site.name,
+                leases = recovered.leases.len(),
+                state = %state.display(),
+                "journal recovered"
+            );
+            Store::Redb {
+                journal: Box::new(journal),
+                recovered,
+            }
+        }
+        SiteStore::Etcd(etcd) => Store::Etcd(Arc::new(etcd_client(etcd)?)),
+    };
     // Secrets files are read now: one others may read, or that is malformed, stops the
     // start, named.
     let secrets = crate::secrets::SecretStore::load(&config)?;
@@ -102,21 +138,6 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         )?;
         Some((Arc::new(machines), Arc::new(key)))
     };
-    // A test-only build switch (tests/chaos.rs): debug builds honour it, release builds
-    // do not contain it.
-    #[cfg(debug_assertions)]
-    if std::env::var("LEASEHOLD_TEST_PLANT").as_deref() == Ok("drop-journal-write") {
-        tracing::warn!(
-            "TEST SWITCH LEASEHOLD_TEST_PLANT=drop-journal-write: this gateway does not journal lease grants but acts as if it did, which is unsafe"
-        );
-        journal.plant_drop_lease_grants();
-    }
-    tracing::info!(
-        site = %config.site.name,
-        leases = recovered.leases.len(),
-        state = %state.display(),
-        "journal recovered"
-    );
     let admin = admin_security(&config, &state, &identity)?;
     let book_path = crate::peer_book::PeerBook::file_in(&state);
     let peer_book = crate::peer_book::PeerBook::load(book_path.clone()).unwrap_or_else(|error| {
@@ -143,13 +164,13 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
             .expect("a tokio runtime builds on this platform")
     });
     let read = FromDisk {
-        journal,
-        recovered,
+        store,
         machines,
         secrets,
         certs: options.certs.clone(),
         peer_book,
         node_protocol: options.node_protocol,
+        gateway_name: options.name.clone(),
         demand_trace,
     };
     runtime.block_on(serve(config, hash, identity, read, admin))
@@ -158,8 +179,7 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
 /// What the start read from disk before the runtime: the journal and what it recovered,
 /// the machines' BMCs and boot key, the workload secrets.
 struct FromDisk {
-    journal: Journal,
-    recovered: crate::model::site::Recovered,
+    store: Store,
     machines: Option<(
         Arc<crate::machines::Machines>,
         Arc<crate::machines::boot_key::BootKey>,
@@ -170,6 +190,8 @@ struct FromDisk {
     peer_book: crate::peer_book::PeerBook,
     node_protocol: Option<u16>,
     demand_trace: Option<crate::demand_trace::TraceSender>,
+    /// `--name`: which of the site's gateways this is.
+    gateway_name: Option<String>,
 }
 
 /// The admin address's TLS, tokens and access log, read before anything starts: a bad
@@ -249,16 +271,15 @@ async fn serve(
     admin: crate::api::AdminServe,
 ) -> Result<(), GatewayError> {
     let FromDisk {
-        journal,
-        recovered,
+        store,
         machines,
         secrets,
         certs,
         peer_book,
         node_protocol,
         demand_trace,
+        gateway_name,
     } = read;
-    let started = Instant::now();
     let policy = PeerPolicy::Nodes {
         site: config.site.name.clone(),
         servers: config
@@ -281,6 +302,17 @@ async fn serve(
     )?
     .with_datagram_sink(board.clone());
     let endpoint = Arc::new(endpoint);
+    // A gateway of a site whose journal is in etcd acts only once elected: until then it
+    // is a standby (docs/ha.md), and it reads the journal only once it acts.
+    let (journal, recovered, election) = match store {
+        Store::Redb { journal, recovered } => (SiteJournal::Redb(*journal), recovered, None),
+        Store::Etcd(etcd) => {
+            let (journal, recovered, election) = elected(&config, etcd, endpoint.clone()).await?;
+            (journal, recovered, Some(election))
+        }
+    };
+    // The clock of the core starts now: a standby may have waited long before it acts.
+    let started = Instant::now();
     let peers = crate::federation::start(&config, &identity, started, peer_book)?;
     let journal_thread = Arbiter::new();
     let retention_days = config.journal.audit_retention_days;
@@ -307,7 +339,8 @@ async fn serve(
     )
     .with_federation(peers.clone())
     .with_management(endpoint.clone())
-    .with_secrets(secrets);
+    .with_secrets(secrets)
+    .with_election(election.clone());
     if let Some(sender) = demand_trace {
         let accounts = config.accounts.iter().map(|a| a.name.to_string()).collect();
         master = master.with_demand_trace(accounts, config.journal.demand_trace_step_s, sender);
@@ -338,7 +371,7 @@ async fn serve(
         _ => None,
     };
     peers.attach(master.clone());
-    crate::reload::start(config.path.clone(), master.clone())?;
+    crate::reload::start(config.path.clone(), gateway_name.clone(), master.clone())?;
     if let Some(store) = &admin.auth.tokens {
         crate::reload::watch_tokens(store.clone())?;
     }
@@ -367,6 +400,9 @@ async fn serve(
         }
     });
     let accepting = tokio::spawn(accept_nodes(endpoint.clone(), master));
+    let watching = election
+        .clone()
+        .map(|election| tokio::spawn(exit_when_deposed(config.site.name.to_string(), election)));
     tracing::info!(
         site = %config.site.name,
         management = %config.site.management_addr,
@@ -387,7 +423,140 @@ async fn serve(
         boot.stop(true).await;
     }
     journal_thread.stop();
+    if let (Some(election), Some(watching)) = (election, watching) {
+        // Hand over once everything above is closed: a standby acts as soon as the key is
+        // gone, instead of when this gateway's lease would have ended (docs/ha.md,
+        // "Upgrades").
+        watching.abort();
+        let _ = tokio::task::spawn_blocking(move || election.stop()).await;
+        tracing::info!(site = %config.site.name, "handed over: the site's election key given up");
+    }
     Ok(())
+}
+
+/// The exit code of a gateway that stopped acting for its site (EX_TEMPFAIL): its
+/// supervisor starts it again, as a standby.
+pub const EXIT_DEPOSED: i32 = 75;
+
+/// What the start opened: the redb journal and what it recovered, or the etcd cluster
+/// the site's gateways share.
+enum Store {
+    Redb {
+        journal: Box<Journal>,
+        recovered: crate::model::site::Recovered,
+    },
+    Etcd(Arc<leasehold_etcd::Etcd>),
+}
+
+fn etcd_client(store: &EtcdStore) -> Result<leasehold_etcd::Etcd, GatewayError> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|error| {
+            GatewayError::Etcd(format!("cannot read {what} {}: {error}", path.display()))
+        })
+    };
+    let ca_pem = match &store.ca {
+        Some(path) => Some(read(path, "etcd_ca")?),
+        None => None,
+    };
+    let client_pem = match &store.client {
+        Some((cert, key)) => Some((read(cert, "etcd_cert")?, read(key, "etcd_key")?)),
+        None => None,
+    };
+    leasehold_etcd::Etcd::new(&leasehold_etcd::EtcdConfig {
+        endpoints: store.endpoints.clone(),
+        ca_pem,
+        client_pem,
+        // A request must fail well inside the lease it would keep alive.
+        timeout: Duration::from_millis(store.lease_ttl_s * 1000 / 3),
+    })
+    .map_err(|error| GatewayError::Etcd(error.to_string()))
+}
+
+/// Campaigns, serving as a standby until elected; then reads the journal from etcd.
+async fn elected(
+    config: &SiteConfig,
+    etcd: Arc<leasehold_etcd::Etcd>,
+    management: Arc<Endpoint>,
+) -> Result<(SiteJournal, crate::model::site::Recovered, Arc<Elector>), GatewayError> {
+    let SiteStore::Etcd(store) = &config.site.store else {
+        return Err(GatewayError::Etcd(
+            "the site's store is not etcd".to_owned(),
+        ));
+    };
+    let name = config
+        .site
+        .gateways
+        .iter()
+        .find(|g| g.admin_addr == config.site.admin_addr)
+        .map_or_else(|| config.site.name.to_string(), |g| g.name.clone());
+    let record = serde_json::json!({
+        "name": name,
+        "admin_addr": config.site.admin_addr.to_string(),
+        "management_addr": config.site.management_addr.to_string(),
+        "federation_addr": config.site.federation_addr.to_string(),
+    });
+    let election = Arc::new(Elector::start(
+        etcd.clone(),
+        ElectorConfig {
+            site: config.site.name.clone(),
+            name: name.clone(),
+            record,
+            ttl_s: i64::try_from(store.lease_ttl_s).unwrap_or(i64::MAX),
+            margin: ELECTION_MARGIN,
+            poll: ELECTION_POLL,
+        },
+    ));
+    tracing::info!(site = %config.site.name, gateway = %name, endpoints = ?store.endpoints, "standby until elected");
+    let generation = crate::ha::standby::until_active(
+        config.site.name.as_str(),
+        &name,
+        config.site.admin_addr,
+        management,
+        election.clone(),
+    )
+    .await
+    .map_err(|source| GatewayError::Admin {
+        addr: config.site.admin_addr,
+        source,
+    })?;
+    let site = config.site.name.clone();
+    let loaded = tokio::task::spawn_blocking(move || EtcdJournal::load(etcd, &site))
+        .await
+        .map_err(|error| GatewayError::Etcd(error.to_string()))?
+        .map_err(|error| GatewayError::Etcd(error.to_string()))?;
+    let (journal, recovered) = loaded;
+    tracing::info!(
+        site = %config.site.name,
+        gateway = %name,
+        %generation,
+        leases = recovered.leases.len(),
+        "elected: journal read from etcd; acting for the site"
+    );
+    Ok((
+        SiteJournal::Etcd {
+            journal,
+            election: election.clone(),
+        },
+        recovered,
+        election,
+    ))
+}
+
+/// How long before its etcd lease could end a gateway stops acting (docs/ha.md).
+const ELECTION_MARGIN: Duration = Duration::from_millis(500);
+/// How often a standby tries for the election key.
+const ELECTION_POLL: Duration = Duration::from_millis(100);
+
+/// Exits the process the moment this gateway may no longer act: whatever it would do next
+/// could race its successor's. Its supervisor starts it again, as a standby.
+async fn exit_when_deposed(site: String, election: Arc<Elector>) {
+    loop {
+        if election.acting().is_none() {
+            tracing::error!(%site, "this gateway no longer acts for its site (its etcd lease could have ended); it exits, to start again as a standby");
+            std::process::exit(EXIT_DEPOSED);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn accept_nodes(endpoint: Arc<Endpoint>, master: Addr<SiteMaster>) {

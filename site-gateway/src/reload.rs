@@ -41,9 +41,15 @@ pub fn hash(bytes: &[u8]) -> String {
 
 /// Starts the watcher and the SIGHUP listener for `path` on the current tokio runtime.
 /// Edits go to `master` until the process ends.
-pub fn start(path: PathBuf, master: Addr<SiteMaster>) -> Result<(), ReloadError> {
+/// `gateway`: which of the site's gateways this is (`--name`), whose addresses an edit is
+/// read with.
+pub fn start(
+    path: PathBuf,
+    gateway: Option<String>,
+    master: Addr<SiteMaster>,
+) -> Result<(), ReloadError> {
     let file = path.clone();
-    watch(path, move |why| match check(&file) {
+    watch(path, move |why| match check(&file, gateway.as_deref()) {
         Ok((config, hash, secrets)) => {
             tracing::info!(trigger = why, file = %file.display(), hash = &hash[..12], "config edit accepted by the checks; applying");
             master.do_send(ApplyConfig {
@@ -167,12 +173,14 @@ type Checked = (
 
 /// Reads, hashes and validates the file, and reads the secrets it names (blocking: file
 /// I/O and parsing). A secrets file that fails its checks refuses the edit.
-fn check(path: &Path) -> Result<Checked, String> {
+fn check(path: &Path, gateway: Option<&str>) -> Result<Checked, String> {
     // The hash is of the bytes read here; should the file change again between this read
     // and the loader's, that change is itself a trigger and is checked next.
     let bytes = std::fs::read(path)
         .map_err(|error| format!("{}: cannot read config file: {error}", path.display()))?;
-    let config = config::load_site(path).map_err(|errors| errors.to_string())?;
+    let config = config::load_site(path)
+        .map_err(|errors| errors.to_string())?
+        .as_gateway(gateway)?;
     let secrets = crate::secrets::load_own(&config).map_err(|errors| errors.to_string())?;
     Ok((config, hash(&bytes), secrets))
 }

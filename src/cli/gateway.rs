@@ -30,6 +30,10 @@ enum GatewayCommand {
         /// gateway of the previous release (docs/wire.md, "Versioning").
         #[arg(long, value_name = "N", value_parser = super::node_protocol)]
         node_protocol: Option<u16>,
+        /// Which of the site's gateways this is, where the config lists several
+        /// (`[[site.gateway]]`, docs/ha.md): it listens on that gateway's addresses.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
     },
 }
 
@@ -39,17 +43,23 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         certs,
         state,
         node_protocol,
+        name,
     } = args.command;
     match gateway::run(GatewayOptions {
         config,
         certs,
         state,
         node_protocol,
+        name,
     }) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(GatewayError::Config(errors)) => {
             eprintln!("{errors}");
             eprintln!("config refused; fix the errors above, nothing was started");
+            Ok(ExitCode::from(78))
+        }
+        Err(GatewayError::Gateway(error)) => {
+            eprintln!("{error}");
             Ok(ExitCode::from(78))
         }
         Err(error) => Err(error.into()),

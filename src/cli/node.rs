@@ -24,9 +24,11 @@ pub enum NodeCommand {
     /// run the account's workload, keep the event log. Stops the workload on SIGTERM.
     Run {
         /// The site gateway's management address, HOST:PORT: an IP, or a DNS name resolved
-        /// at every connect (from --boot-args on a machine).
+        /// at every connect (from --boot-args on a machine). Give it once for each gateway
+        /// of the site (one active, the others standby), in any order: the agent dials them
+        /// all at once and registers with the one that accepts.
         #[arg(long, value_name = "HOST:PORT", required_unless_present = "boot_args")]
-        gateway: Option<HostPort>,
+        gateway: Vec<HostPort>,
         /// This server's id; its certificate is DIR/nodes/ID.crt (from --boot-args on a
         /// machine).
         #[arg(long, value_name = "ID", required_unless_present = "boot_args")]
@@ -89,17 +91,17 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
             event_log_keep,
             node_protocol,
         } => {
-            let (gateway, id, boot) = match (boot_args, gateway, id) {
+            let (gateways, id, boot) = match (boot_args, gateway, id) {
                 (Some(path), _, _) => {
                     let args = BootArgs::read(&path)?;
-                    (args.gateway.into(), args.server, Some(args.claim))
+                    (vec![args.gateway.into()], args.server, Some(args.claim))
                 }
-                (None, Some(gateway), Some(id)) => (gateway, id, None),
+                (None, gateways, Some(id)) if !gateways.is_empty() => (gateways, id, None),
                 _ => anyhow::bail!("give --gateway and --id, or --boot-args"),
             };
             let work = work.unwrap_or_else(|| PathBuf::from(format!("leasehold-node-{id}")));
             run_agent(AgentOptions {
-                gateway,
+                gateways,
                 server: id,
                 certs,
                 work,

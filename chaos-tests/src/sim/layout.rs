@@ -142,6 +142,8 @@ pub fn member_config(
                 .filter(|gone| !members.contains(gone))
                 .map(|gone| site_id(*gone))
                 .collect(),
+            store: Default::default(),
+            gateways: Vec::new(),
         },
         timings: timings(),
         lending: Lending {

@@ -1,19 +1,35 @@
-//! The management channel's connection loop: dial the gateway, register, hand the
-//! gateway's commands to the `Server` actor, and on any loss reconnect with backoff
-//! (100 ms doubling to 2 s). The workload keeps running meanwhile, as long as its lease
-//! is valid: the lease, not the connection, decides.
+//! The management channel's connection loop: dial the site's gateways, register with the
+//! one that accepts, hand its commands to the `Server` actor, and on any loss reconnect
+//! with backoff (100 ms doubling to 2 s). The workload keeps running meanwhile, as long as
+//! its lease is valid: the lease, not the connection, decides.
+//!
+//! A site may run several gateways, one active and the others standby (`--gateway` given
+//! once for each). Every attempt dials them all at once, each on its own task (resolve,
+//! connect within `CONNECT_TIMEOUT` (2 s), then `RegisterServer` within it again), and
+//! keeps the first that answers `Accepted`. A standby refuses, naming the active one: with
+//! several gateways that is logged at info level, being normal; with one, a refusal is a
+//! warning. Every other connection of the attempt is closed with a reason, one that is
+//! accepted later too: the node is registered with one gateway at a time. The actor is
+//! asked once per attempt what it runs, when the first handshake completes, and every
+//! gateway is told the same. When no gateway accepts, the attempt ends once each has
+//! answered or failed.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Addr;
 use leasehold_federation::addr::HostPort;
-use leasehold_federation::ids::{ServerId, SiteId};
+use leasehold_federation::ids::{Epoch, ServerId, SiteId};
 use leasehold_federation::transport::connection::{Connection, Inbox};
 use leasehold_federation::transport::endpoint::Endpoint;
 use leasehold_federation::transport::identity::PeerName;
-use leasehold_federation::wire::node::{RegisterServer, Registration};
+use leasehold_federation::wire::node::{RegisterServer, Registration, RunningWorkload};
 use leasehold_federation::wire::{Inbound, InboundOneWay, InboundRequest};
+use tokio::sync::OnceCell;
+use tokio::task::JoinSet;
 
 use super::Server;
 use super::messages::{
@@ -25,11 +41,16 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Where and who the gateway is.
+/// Why the agent closes a connection to a gateway that it does not register with (the
+/// gateway sees it).
+const CLOSED_FOR_ANOTHER: &str = "registered with another gateway of the site";
+
+/// Where and who the site's gateways are.
 #[derive(Debug, Clone)]
 pub struct LinkTarget {
-    /// An IP literal or a DNS name, resolved at every connect.
-    pub gateway: HostPort,
+    /// Every gateway of the site, in any order (one active, the others standby): IP
+    /// literals or DNS names, each resolved at every connect. Never empty.
+    pub gateways: Vec<HostPort>,
     /// Dial only IPv4 addresses (the endpoint is bound to an IPv4 socket), or only IPv6.
     pub ipv4: bool,
     pub site: SiteId,
@@ -38,17 +59,31 @@ pub struct LinkTarget {
     pub boot: Option<leasehold_federation::wire::node::BootClaim>,
 }
 
+impl LinkTarget {
+    /// Several gateways: a refusal (a standby's) is normal, not a warning.
+    fn several(&self) -> bool {
+        self.gateways.len() > 1
+    }
+}
+
 /// Runs until the `Server` actor is gone.
 pub async fn run_link(endpoint: Arc<Endpoint>, target: LinkTarget, server: Addr<Server>) {
+    let target = Arc::new(target);
     let mut backoff = BACKOFF_FIRST;
     let mut generation = 0;
     loop {
         match register(&endpoint, &target, &server).await {
-            Ok(Some((connection, inbox, accepted))) => {
+            Ok(Some(Registered {
+                gateway,
+                connection,
+                inbox,
+                accepted,
+            })) => {
                 backoff = BACKOFF_FIRST;
                 generation += 1;
                 let protocol = connection.version();
-                tracing::info!(gateway = %target.gateway, site = %target.site, protocol, "registered");
+                let address = connection.remote_address();
+                tracing::info!(%gateway, %address, site = %target.site, protocol, "registered");
                 server.do_send(Connected {
                     generation,
                     connection,
@@ -57,7 +92,7 @@ pub async fn run_link(endpoint: Arc<Endpoint>, target: LinkTarget, server: Addr<
                     service_addr: accepted.service_addr,
                 });
                 let ended = serve(inbox, &server).await;
-                tracing::warn!(reason = %ended, "management channel lost; reconnecting");
+                tracing::warn!(%gateway, reason = %ended, "management channel lost; reconnecting");
                 server.do_send(Disconnected { generation });
             }
             Ok(None) => {}
@@ -77,44 +112,200 @@ struct Accepted {
     service_addr: String,
 }
 
-/// One attempt: connect and register. `Ok(None)` is a failure worth retrying (logged).
+/// A gateway that accepted the registration, and the connection to it.
+struct Registered {
+    gateway: HostPort,
+    connection: Connection,
+    inbox: Inbox,
+    accepted: Accepted,
+}
+
+/// How one gateway's part of an attempt ended.
+enum Outcome {
+    Accepted(Box<Registered>),
+    /// Unreachable, or too late (logged, its connection closed).
+    Failed,
+    /// The gateway at this address refused (a standby, logged), and may act soon.
+    Refused(SocketAddr),
+    Gone,
+}
+
+/// What the gateways' tasks of one attempt share.
+#[derive(Default)]
+struct Attempt {
+    /// What the actor said it runs: asked once, when the first handshake completes.
+    description: OnceCell<(Option<RunningWorkload>, Epoch)>,
+    /// A gateway has accepted (or the actor is gone): the others register no more.
+    settled: AtomicBool,
+    /// Addresses already dialled in this attempt: two `--gateway` that resolve to one
+    /// address reach one gateway, which would take the second registration as a reconnect
+    /// and close the first.
+    dialled: Mutex<HashSet<SocketAddr>>,
+}
+
+/// One attempt: dial every gateway at once and register with the first that accepts.
+/// `Ok(None)`: none did (each failure logged), worth retrying.
 async fn register(
-    endpoint: &Endpoint,
-    target: &LinkTarget,
+    endpoint: &Arc<Endpoint>,
+    target: &Arc<LinkTarget>,
     server: &Addr<Server>,
-) -> Result<Option<(Connection, Inbox, Accepted)>, Gone> {
+) -> Result<Option<Registered>, Gone> {
+    let attempt = Arc::new(Attempt::default());
+    let mut dialling = JoinSet::new();
+    for gateway in &target.gateways {
+        dialling.spawn(register_until_accepted(
+            endpoint.clone(),
+            target.clone(),
+            server.clone(),
+            gateway.clone(),
+            attempt.clone(),
+        ));
+    }
+    while let Some(joined) = dialling.join_next().await {
+        let settled = match joined {
+            Ok(Outcome::Accepted(registered)) => Ok(Some(*registered)),
+            Ok(Outcome::Gone) => Err(Gone),
+            Ok(Outcome::Failed | Outcome::Refused(_)) => continue,
+            Err(error) => {
+                tracing::error!(%error, "a registration task failed");
+                continue;
+            }
+        };
+        attempt.settled.store(true, Ordering::SeqCst);
+        if !dialling.is_empty() {
+            // Not aborted: a connection they reach must be closed, never left open.
+            tokio::spawn(close_the_rest(dialling));
+        }
+        return settled;
+    }
+    Ok(None)
+}
+
+/// Waits for the rest of an attempt that has settled, closing any gateway that accepts
+/// late: the node keeps the registration it took first.
+async fn close_the_rest(mut dialling: JoinSet<Outcome>) {
+    while let Some(joined) = dialling.join_next().await {
+        if let Ok(Outcome::Accepted(late)) = joined {
+            // Two gateways of one site accepting the same server: worth an operator's look.
+            tracing::warn!(gateway = %late.gateway, "a second gateway accepted registration; closing that connection");
+            late.connection.close(0, CLOSED_FOR_ANOTHER);
+        }
+    }
+}
+
+/// How long, within one attempt, a gateway that refuses is asked again, and how often:
+/// with several gateways a refusal is a standby's, which acts as soon as the active one's
+/// etcd lease ends; asked again at once, the node registers with it then, instead of after
+/// a gateway that is down has timed out its handshake (docs/ha.md, "The timing").
+const REFUSED_RETRY_FOR: Duration = Duration::from_secs(5);
+const REFUSED_RETRY_EVERY: Duration = Duration::from_millis(200);
+
+/// [`register_with`], asked again while a gateway of several refuses and no other has
+/// accepted.
+async fn register_until_accepted(
+    endpoint: Arc<Endpoint>,
+    target: Arc<LinkTarget>,
+    server: Addr<Server>,
+    gateway: HostPort,
+    attempt: Arc<Attempt>,
+) -> Outcome {
+    let until = tokio::time::Instant::now() + REFUSED_RETRY_FOR;
+    loop {
+        let outcome = register_with(
+            endpoint.clone(),
+            target.clone(),
+            server.clone(),
+            gateway.clone(),
+            attempt.clone(),
+        )
+        .await;
+        let Outcome::Refused(address) = outcome else {
+            return outcome;
+        };
+        if !target.several()
+            || attempt.settled.load(Ordering::SeqCst)
+            || tokio::time::Instant::now() + REFUSED_RETRY_EVERY > until
+        {
+            return outcome;
+        }
+        tokio::time::sleep(REFUSED_RETRY_EVERY).await;
+        // Dialled again by this task, on purpose.
+        attempt
+            .dialled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&address);
+    }
+}
+
+/// One gateway's part of an attempt: resolve, connect, register.
+async fn register_with(
+    endpoint: Arc<Endpoint>,
+    target: Arc<LinkTarget>,
+    server: Addr<Server>,
+    gateway: HostPort,
+    attempt: Arc<Attempt>,
+) -> Outcome {
+    let several = target.several();
     let expected = PeerName::Site(target.site.clone());
     // Resolved again at every connect: a gateway whose address changed is found there.
-    let addresses = match target.gateway.resolve().await {
+    let addresses = match gateway.resolve().await {
         Ok(addresses) => addresses,
         Err(error) => {
-            tracing::warn!(%error, "cannot resolve the gateway's address");
-            return Ok(None);
+            tracing::warn!(%gateway, %error, "cannot resolve the gateway's address");
+            return Outcome::Failed;
         }
     };
-    let mut reached = None;
-    for address in addresses
+    let family = if target.ipv4 { "IPv4" } else { "IPv6" };
+    let addresses: Vec<SocketAddr> = addresses
         .into_iter()
         .filter(|address| address.is_ipv4() == target.ipv4)
-    {
+        .collect();
+    if addresses.is_empty() {
+        tracing::warn!(%gateway, "the gateway has no {family} address, the family of the agent's socket (that of the first --gateway)");
+        return Outcome::Failed;
+    }
+    let mut reached = None;
+    for address in addresses {
+        // A poisoned lock only means another task panicked; the set is still sound.
+        let first = attempt
+            .dialled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(address);
+        if !first {
+            tracing::debug!(%gateway, %address, "dialled already for another --gateway");
+            continue;
+        }
         match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect(address, &expected)).await {
-            Ok(Ok(pair)) => {
-                reached = Some(pair);
+            Ok(Ok((connection, inbox))) => {
+                reached = Some((connection, inbox, address));
                 break;
             }
-            Ok(Err(error)) => tracing::warn!(%address, %error, "cannot reach the gateway"),
+            Ok(Err(error)) => {
+                tracing::warn!(%gateway, %address, %error, "cannot reach the gateway")
+            }
             Err(_) => {
-                tracing::warn!(gateway = %target.gateway, %address, "no handshake within {CONNECT_TIMEOUT:?}")
+                tracing::warn!(%gateway, %address, "no handshake within {CONNECT_TIMEOUT:?}")
             }
         }
     }
-    let Some((connection, inbox)) = reached else {
-        return Ok(None);
+    let Some((connection, inbox, address)) = reached else {
+        return Outcome::Failed;
     };
-    let (running, highest_epoch) = server
-        .send(DescribeForRegistration)
-        .await
-        .map_err(|_| Gone)?;
+    let described = attempt
+        .description
+        .get_or_try_init(|| server.send(DescribeForRegistration))
+        .await;
+    let Ok((running, highest_epoch)) = described.cloned() else {
+        connection.close(0, "the agent is stopping");
+        return Outcome::Gone;
+    };
+    if attempt.settled.load(Ordering::SeqCst) {
+        tracing::debug!(%gateway, "not registering: another gateway accepted first");
+        connection.close(0, CLOSED_FOR_ANOTHER);
+        return Outcome::Failed;
+    }
     let request = RegisterServer {
         server: target.server.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -130,28 +321,34 @@ async fn register(
             renew_interval_ms,
             service_addr,
         }) => {
-            tracing::debug!(%site, heartbeat_interval_ms, lease_ttl_ms, renew_interval_ms, %service_addr, "registration accepted");
-            Ok(Some((
+            tracing::debug!(%gateway, %site, heartbeat_interval_ms, lease_ttl_ms, renew_interval_ms, %service_addr, "registration accepted");
+            Outcome::Accepted(Box::new(Registered {
+                gateway,
                 connection,
                 inbox,
-                Accepted {
+                accepted: Accepted {
                     // Zero would be a busy loop; a gateway never means that.
                     heartbeat_interval: Duration::from_millis(heartbeat_interval_ms.max(10)),
                     renew_interval: Duration::from_millis(renew_interval_ms.max(10)),
                     service_addr,
                 },
-            )))
+            }))
         }
         Ok(Registration::Refused(refusal)) => {
-            tracing::warn!(%refusal, "the gateway refused registration");
+            if several {
+                // A standby saying which gateway is active: normal.
+                tracing::info!(%gateway, %refusal, "the gateway refused registration");
+            } else {
+                tracing::warn!(%gateway, %refusal, "the gateway refused registration");
+            }
             connection.close(0, "registration refused");
-            Ok(None)
+            Outcome::Refused(address)
         }
         Err(error) => {
             // With TLS 1.3 a refused client certificate shows up here, on first use.
-            tracing::warn!(%error, "registration failed (refused certificate?)");
+            tracing::warn!(%gateway, %error, "registration failed (refused certificate?)");
             connection.close(0, "registration failed");
-            Ok(None)
+            Outcome::Failed
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Actor;
+use leasehold_federation::addr::HostPort;
 use leasehold_federation::ids::ServerId;
 use leasehold_federation::transport::Alpn;
 use leasehold_federation::transport::certs::{CertError, load_node_identity};
@@ -37,9 +38,10 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
-    /// The gateway's management address: an IP literal, or a DNS name resolved at every
-    /// connect.
-    pub gateway: leasehold_federation::addr::HostPort,
+    /// The management address of every gateway of the site (one active, the others
+    /// standby), in any order: IP literals, or DNS names resolved at every connect. Not
+    /// empty; the agent registers with the one that accepts.
+    pub gateways: Vec<HostPort>,
     pub server: ServerId,
     pub certs: PathBuf,
     pub work: PathBuf,
@@ -57,6 +59,19 @@ pub struct AgentOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    #[error("no gateway to register with: give --gateway at least once")]
+    NoGateway,
+    #[error("--gateway {0} is given twice; name each gateway of the site once")]
+    GatewayTwice(HostPort),
+    #[error(
+        "--gateway {first} is an IPv{first_family} address and --gateway {other} an IPv{other_family} one: the agent dials every gateway from one socket, of one family"
+    )]
+    MixedFamilies {
+        first: HostPort,
+        first_family: u8,
+        other: HostPort,
+        other_family: u8,
+    },
     #[error("cannot load the node's certificate: {0}")]
     Identity(#[from] CertError),
     #[error("the certificate for {server} names {name}, not a node")]
@@ -87,6 +102,7 @@ pub enum AgentError {
 
 /// Runs the agent until SIGTERM or SIGINT; returns once the workload is stopped.
 pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
+    check_gateways(&options.gateways)?;
     let identity = load_node_identity(&options.certs, &options.server)?;
     let site = match &identity.name {
         PeerName::Node { site, .. } => site.clone(),
@@ -158,19 +174,27 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             })
             .await;
         }
-        // The socket's family follows the gateway's address; a name is resolved until it
-        // resolves, and an IPv4 address is preferred when it has both.
-        let ipv4 = gateway_family(&options.gateway).await;
+        // The socket's family follows the first gateway's address; a name is resolved until
+        // it resolves, and an IPv4 address is preferred when it has both.
+        let ipv4 = gateway_family(&options.gateways[0]).await;
         // The quinn endpoint must live inside this runtime, for the life of the process.
         let bind: SocketAddr = if ipv4 {
             ([0, 0, 0, 0], 0).into()
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let limits = Limits {
+        let mut limits = Limits {
             only_version: options.node_protocol,
             ..Limits::management()
         };
+        if options.gateways.len() > 1 {
+            // A site of standby gateways: when the active one dies, the one that takes
+            // over listens on another address, so no stateless reset tells this agent its
+            // connection is gone; only the idle timeout does, and it must come well inside
+            // the lease (docs/ha.md, "The timing").
+            limits.idle_timeout = SEVERAL_GATEWAYS_IDLE;
+            limits.keep_alive = SEVERAL_GATEWAYS_IDLE / 4;
+        }
         let endpoint = Arc::new(Endpoint::dial_only(bind, &identity, Alpn::Node, limits)?);
         let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
@@ -226,7 +250,7 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             None => None,
         };
         let target = LinkTarget {
-            gateway: options.gateway.clone(),
+            gateways: options.gateways.clone(),
             ipv4,
             site,
             server: options.server.clone(),
@@ -330,9 +354,45 @@ fn absolute_work_dir(work: &Path) -> Result<PathBuf, AgentError> {
     std::fs::canonicalize(work).map_err(failed)
 }
 
+/// Refuses a list of gateways that is empty, names one twice, or mixes IPv4 and IPv6
+/// literals: every gateway is dialled from one socket, whose family is the first one's (a
+/// name's family is known only once it resolves; an address of the other family is then
+/// skipped at every attempt, and logged).
+fn check_gateways(gateways: &[HostPort]) -> Result<(), AgentError> {
+    let family = |address: SocketAddr| if address.is_ipv4() { 4 } else { 6 };
+    if gateways.is_empty() {
+        return Err(AgentError::NoGateway);
+    }
+    let mut first_literal: Option<(&HostPort, u8)> = None;
+    for (index, gateway) in gateways.iter().enumerate() {
+        if gateways[..index].contains(gateway) {
+            return Err(AgentError::GatewayTwice(gateway.clone()));
+        }
+        let Some(address) = gateway.socket_addr() else {
+            continue;
+        };
+        match first_literal {
+            None => first_literal = Some((gateway, family(address))),
+            Some((first, first_family)) if first_family != family(address) => {
+                return Err(AgentError::MixedFamilies {
+                    first: first.clone(),
+                    first_family,
+                    other: gateway.clone(),
+                    other_family: family(address),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The idle timeout of the management connection when the agent has several gateways.
+const SEVERAL_GATEWAYS_IDLE: Duration = Duration::from_secs(2);
+
 /// Whether to dial the gateway over IPv4: resolves its address, again with backoff while it
 /// does not resolve (logged), and prefers IPv4 when it has both.
-async fn gateway_family(gateway: &leasehold_federation::addr::HostPort) -> bool {
+async fn gateway_family(gateway: &HostPort) -> bool {
     let mut backoff = Duration::from_millis(100);
     loop {
         match gateway.resolve().await {
@@ -375,4 +435,55 @@ fn reload_certificates(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateways(list: &[&str]) -> Vec<HostPort> {
+        list.iter()
+            .map(|gateway| gateway.parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn one_gateway_or_several_of_one_family_are_taken() {
+        for list in [
+            &["127.0.0.1:7301"][..],
+            &["gw-1.example.net:7301"],
+            &["127.0.0.1:7301", "127.0.0.1:7302", "10.0.0.3:7301"],
+            &["[::1]:7301", "[2001:db8::2]:7301"],
+            // A name's family is known only when it resolves.
+            &["gw-1.example.net:7301", "[::1]:7302"],
+        ] {
+            assert!(check_gateways(&gateways(list)).is_ok(), "{list:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_list_a_gateway_given_twice_and_mixed_families_are_refused() {
+        assert!(matches!(check_gateways(&[]), Err(AgentError::NoGateway)));
+        let twice = check_gateways(&gateways(&[
+            "gw-1.example.net:7301",
+            "10.0.0.2:7301",
+            "gw-1.example.net:7301",
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            twice.to_string(),
+            "--gateway gw-1.example.net:7301 is given twice; name each gateway of the site once"
+        );
+        let mixed = check_gateways(&gateways(&[
+            "gw-1.example.net:7301",
+            "127.0.0.1:7301",
+            "127.0.0.2:7301",
+            "[::1]:7302",
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            mixed.to_string(),
+            "--gateway 127.0.0.1:7301 is an IPv4 address and --gateway [::1]:7302 an IPv6 one: the agent dials every gateway from one socket, of one family"
+        );
+    }
 }

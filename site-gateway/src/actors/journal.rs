@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::journal::{AuditRecord, Journal, JournalError};
+use std::sync::Arc;
+
+use crate::ha::{Elector, EtcdJournal};
+use crate::journal::{AuditRecord, Journal, JournalError, Pruned};
 use crate::model::effects::{AuditEntry, JournalOp};
 
 /// How often old audit records are looked for; retention is counted in days.
@@ -17,13 +20,65 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const PRUNE_BATCH: usize = 5_000;
 
 pub struct JournalWriter {
-    journal: Journal,
+    journal: SiteJournal,
     /// `journal.audit_retention_days`, in days.
     retention_days: u32,
 }
 
+/// Where the site's journal is: a redb file of this gateway's, or etcd shared by the
+/// site's gateways, written only while this one acts (docs/ha.md).
+pub enum SiteJournal {
+    Redb(Journal),
+    Etcd {
+        journal: EtcdJournal,
+        election: Arc<Elector>,
+    },
+}
+
+impl SiteJournal {
+    fn persist(
+        &mut self,
+        ops: &[JournalOp],
+        audits: &[AuditEntry],
+        wall_ms: u64,
+    ) -> Result<Vec<AuditRecord>, JournalError> {
+        match self {
+            SiteJournal::Redb(journal) => {
+                if ops.is_empty() && audits.is_empty() {
+                    return Ok(Vec::new());
+                }
+                journal.persist(ops, audits, wall_ms)
+            }
+            // Asked even with nothing to write: a batch of commands or peer messages alone
+            // goes out only if this gateway still acts.
+            SiteJournal::Etcd { journal, election } => {
+                let generation = election.acting().ok_or(JournalError::NotActing)?;
+                if ops.is_empty() && audits.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Ok(journal.persist(generation, ops, audits, wall_ms)?)
+            }
+        }
+    }
+
+    fn prune_audit(
+        &mut self,
+        cutoff: u64,
+        now: u64,
+        why: &str,
+    ) -> Result<Option<Pruned>, JournalError> {
+        match self {
+            SiteJournal::Redb(journal) => journal.prune_audit(cutoff, PRUNE_BATCH, now, why),
+            SiteJournal::Etcd { journal, election } => {
+                let generation = election.acting().ok_or(JournalError::NotActing)?;
+                Ok(journal.prune_audit(generation, cutoff, PRUNE_BATCH, now, why)?)
+            }
+        }
+    }
+}
+
 impl JournalWriter {
-    pub fn new(journal: Journal, retention_days: u32) -> Self {
+    pub fn new(journal: SiteJournal, retention_days: u32) -> Self {
         JournalWriter {
             journal,
             retention_days,
@@ -56,7 +111,7 @@ impl Handler<PruneAudit> for JournalWriter {
             "older than {} days (journal.audit_retention_days)",
             self.retention_days
         );
-        match self.journal.prune_audit(cutoff, PRUNE_BATCH, now, &why) {
+        match self.journal.prune_audit(cutoff, now, &why) {
             Ok(Some(pruned)) => {
                 tracing::info!(
                     first = pruned.first_seq,
@@ -84,7 +139,10 @@ impl Handler<Snapshot> for JournalWriter {
     type Result = Result<redb::ReadTransaction, JournalError>;
 
     fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
-        self.journal.snapshot()
+        match &self.journal {
+            SiteJournal::Redb(journal) => journal.snapshot(),
+            SiteJournal::Etcd { .. } => Err(JournalError::BackupOfEtcd),
+        }
     }
 }
 
@@ -101,9 +159,6 @@ impl Handler<Persist> for JournalWriter {
     type Result = Result<Vec<AuditRecord>, JournalError>;
 
     fn handle(&mut self, message: Persist, _: &mut Context<Self>) -> Self::Result {
-        if message.ops.is_empty() && message.audits.is_empty() {
-            return Ok(Vec::new());
-        }
         self.journal
             .persist(&message.ops, &message.audits, message.wall_ms)
     }
@@ -121,9 +176,13 @@ impl Handler<ReadAudit> for JournalWriter {
     type Result = Result<Vec<AuditRecord>, JournalError>;
 
     fn handle(&mut self, message: ReadAudit, _: &mut Context<Self>) -> Self::Result {
-        match message.after {
-            Some(after) => self.journal.audit_after(after, message.limit),
-            None => self.journal.audit_tail(message.limit),
+        match (&self.journal, message.after) {
+            (SiteJournal::Redb(journal), Some(after)) => journal.audit_after(after, message.limit),
+            (SiteJournal::Redb(journal), None) => journal.audit_tail(message.limit),
+            (SiteJournal::Etcd { journal, .. }, Some(after)) => {
+                Ok(journal.audit_after(after, message.limit)?)
+            }
+            (SiteJournal::Etcd { journal, .. }, None) => Ok(journal.audit_tail(message.limit)?),
         }
     }
 }

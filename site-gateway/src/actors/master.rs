@@ -90,6 +90,9 @@ pub struct SiteMaster {
     agents: HashMap<ServerId, AgentSeen>,
     /// Workload secrets, added to pointers and loan requests as they leave.
     pub(super) secrets: crate::secrets::SecretStore,
+    /// The site's election, when its gateways share a journal in etcd: renewals go out
+    /// only while this gateway acts (docs/ha.md).
+    election: Option<Arc<crate::ha::Elector>>,
     /// The management listener, whose admitted servers follow live edits of the inventory;
     /// `None` in tests that run no listener.
     management: Option<Arc<leasehold_federation::transport::endpoint::Endpoint>>,
@@ -138,6 +141,12 @@ impl SiteMaster {
         self
     }
 
+    /// The site's election: this gateway renews only while it acts.
+    pub fn with_election(mut self, election: Option<Arc<crate::ha::Elector>>) -> Self {
+        self.election = election;
+        self
+    }
+
     /// The workload secrets the config names, read at start.
     pub fn with_secrets(mut self, secrets: crate::secrets::SecretStore) -> Self {
         self.secrets = secrets;
@@ -178,6 +187,7 @@ impl SiteMaster {
             machines: None,
             management: None,
             secrets: crate::secrets::SecretStore::default(),
+            election: None,
             agents: HashMap::new(),
             demand_trace: None,
             // 1 ms .. 10 min, 3 significant digits; the bounds are constants, so this
@@ -392,6 +402,16 @@ impl SiteMaster {
         let renewals = self.board.take_renewals();
         if renewals.is_empty() {
             return;
+        }
+        // A renewal is not journaled, so the journal's fence does not stop it: the
+        // election is asked here, just before they go out.
+        if let Some(election) = &self.election
+            && election.acting().is_none()
+        {
+            tracing::error!(
+                "this gateway no longer acts for its site; it renews nothing and exits, to start again as a standby"
+            );
+            std::process::exit(crate::gateway::EXIT_DEPOSED);
         }
         let now = self.now();
         for (server, ask) in renewals {

@@ -154,6 +154,13 @@ pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
         s.boot_addr.map_or("(none)".to_owned(), |a| a.to_string()),
         t.boot_addr.map_or("(none)".to_owned(), |a| a.to_string()),
     );
+    // The store and the election are set up at start (docs/ha.md).
+    restart("store", format!("{:?}", s.store), format!("{:?}", t.store));
+    restart(
+        "gateways",
+        format!("{:?}", s.gateways),
+        format!("{:?}", t.gateways),
+    );
     // The listener's TLS, the token file's path and the access log are bound at start; the
     // token file's contents are read again on every edit (`crate::reload`).
     restart("[admin]", old.admin.to_string(), new.admin.to_string());
@@ -348,6 +355,8 @@ mod tests {
                 advertise_federation_addr: None,
                 initial_members: None,
                 departed: Vec::new(),
+                store: Default::default(),
+                gateways: Vec::new(),
             },
             timings: Timings::default(),
             lending: Default::default(),

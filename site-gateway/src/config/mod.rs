@@ -11,6 +11,7 @@ mod admin;
 pub mod diff;
 mod error;
 mod federation;
+mod ha;
 mod machine;
 mod parse;
 pub use leasehold_federation::placeholders;
@@ -24,10 +25,11 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrors};
+pub use ha::TAKEOVER_ALLOWANCE;
 pub use machine::normal_mac;
 pub use types::{
-    Account, AdminSection, AdminTls, Image, JournalSection, Lending, Machine, Peer, Server,
-    SiteConfig, SiteSection, Timings, Workload,
+    Account, AdminSection, AdminTls, EtcdStore, GatewayAddrs, Image, JournalSection, Lending,
+    Machine, Peer, Server, SiteConfig, SiteSection, SiteStore, Timings, Workload,
 };
 
 use error::Source;

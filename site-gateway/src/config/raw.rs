@@ -50,6 +50,29 @@ pub(crate) struct RawSiteSection {
     pub initial_members: Option<Spanned<Vec<String>>>,
     /// Sites removed while down for good: their answer is not waited for.
     pub departed: Option<Spanned<Vec<String>>>,
+    /// Where the journal lives: `redb` (default) or `etcd` (docs/ha.md; checked in
+    /// `ha.rs`, like the rest of the standby gateways' keys).
+    pub store: Option<Spanned<String>>,
+    pub etcd_endpoints: Option<Spanned<Vec<String>>>,
+    pub etcd_ca: Option<Spanned<String>>,
+    pub etcd_cert: Option<Spanned<String>>,
+    pub etcd_key: Option<Spanned<String>>,
+    pub etcd_lease_ttl_s: Option<Spanned<u64>>,
+    /// The name of the gateway whose addresses `[site]` gives, when the site has others.
+    pub gateway_name: Option<Spanned<String>>,
+    /// The site's other gateways (`[[site.gateway]]`).
+    #[serde(default, rename = "gateway")]
+    pub gateways: Vec<RawGateway>,
+}
+
+/// `[[site.gateway]]`: another gateway of the site, a standby while one acts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGateway {
+    pub name: Spanned<String>,
+    pub admin_addr: Spanned<String>,
+    pub federation_addr: Spanned<String>,
+    pub management_addr: Spanned<String>,
 }
 
 /// `[admin]` (checked in `admin.rs`).

@@ -83,6 +83,11 @@ pub struct SiteSection {
     /// does not wait for its answer (docs/ownership.md, "Removing a site that is down
     /// for good"). Never this site or one of its peers.
     pub departed: Vec<SiteId>,
+    /// Where the journal lives.
+    pub store: SiteStore,
+    /// Every gateway of the site, the one whose addresses `[site]` gives first; empty
+    /// for a site of one gateway that names none.
+    pub gateways: Vec<GatewayAddrs>,
 }
 
 /// `[admin]`: how the admin address is secured (docs/operations.md, "Securing the admin
@@ -117,6 +122,45 @@ impl AdminSection {
             access_log: None,
         }
     }
+}
+
+/// Where a site's journal lives (`[site] store`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SiteStore {
+    /// A redb file in the gateway's state directory: one gateway, nothing to install.
+    #[default]
+    Redb,
+    /// etcd, shared by the site's gateways (docs/ha.md).
+    Etcd(EtcdStore),
+}
+
+/// `[site] etcd_*`: the cluster that holds the site's journal and election.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdStore {
+    /// Client URLs, `http://` or `https://`.
+    pub endpoints: Vec<String>,
+    /// The CA of the cluster's certificates (https).
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key, where the cluster asks for one.
+    pub client: Option<(PathBuf, PathBuf)>,
+    /// The TTL of each gateway's etcd lease: how long a dead active gateway holds the
+    /// election key.
+    pub lease_ttl_s: u64,
+}
+
+impl EtcdStore {
+    /// etcd's shortest lease with its default election timeout.
+    pub const DEFAULT_LEASE_TTL_S: u64 = 2;
+    pub const MAX_LEASE_TTL_S: u64 = 60;
+}
+
+/// One gateway of a site and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayAddrs {
+    pub name: String,
+    pub admin_addr: SocketAddr,
+    pub federation_addr: SocketAddr,
+    pub management_addr: SocketAddr,
 }
 
 impl SiteSection {
@@ -331,6 +375,52 @@ pub struct Workload {
 }
 
 impl SiteConfig {
+    /// This config as gateway `name` of the site runs it: `[site]`'s addresses are that
+    /// gateway's. A site that lists its gateways must be run as one of them; one that
+    /// lists none, without a name.
+    pub fn as_gateway(mut self, name: Option<&str>) -> Result<SiteConfig, String> {
+        let names = || {
+            self.site
+                .gateways
+                .iter()
+                .map(|g| g.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match name {
+            None if self.site.gateways.is_empty() => Ok(self),
+            None => Err(format!(
+                "{}: site `{}` has the gateways {}: start each with --name NAME",
+                self.path.display(),
+                self.site.name,
+                names()
+            )),
+            Some(name) => {
+                let Some(gateway) = self.site.gateways.iter().find(|g| g.name == name) else {
+                    return Err(if self.site.gateways.is_empty() {
+                        format!(
+                            "{}: --name {name}, but site `{}` lists no gateways ([[site.gateway]], docs/ha.md); start it without --name",
+                            self.path.display(),
+                            self.site.name
+                        )
+                    } else {
+                        format!(
+                            "{}: site `{}` has no gateway `{name}`; its gateways are {}",
+                            self.path.display(),
+                            self.site.name,
+                            names()
+                        )
+                    });
+                };
+                let gateway = gateway.clone();
+                self.site.admin_addr = gateway.admin_addr;
+                self.site.federation_addr = gateway.federation_addr;
+                self.site.management_addr = gateway.management_addr;
+                Ok(self)
+            }
+        }
+    }
+
     /// One line for `config check` and logs, e.g.
     /// `site-a: 4 servers, 2 accounts (shop, blog), 2 peers (site-b, site-c), lease TTL 2000 ms`.
     pub fn summary(&self) -> String {

@@ -66,7 +66,7 @@ impl Checker<'_> {
         }
     }
 
-    fn addr(&mut self, raw: &Spanned<String>, subject: &str) -> Option<SocketAddr> {
+    pub(crate) fn addr(&mut self, raw: &Spanned<String>, subject: &str) -> Option<SocketAddr> {
         match raw.get_ref().parse() {
             Ok(addr) => Some(addr),
             Err(e) => {
@@ -89,9 +89,18 @@ pub(crate) fn validate(source: &Source, raw: &RawSite) -> Result<SiteConfig, Vec
         site: raw.site.name.get_ref(),
         errors: Vec::new(),
     };
-    let site = site_section(&mut c, raw);
+    let mut site = site_section(&mut c, raw);
     let admin = super::admin::admin(&mut c, raw);
     let timings = timings(&mut c, &raw.timings, raw.servers.len());
+    let store = super::ha::store(&mut c, raw);
+    let own = site
+        .as_ref()
+        .map(|s| (s.admin_addr, s.federation_addr, s.management_addr));
+    let gateways = super::ha::gateways(&mut c, raw, &store, own, timings.lease_ttl);
+    if let Some(site) = site.as_mut() {
+        site.store = store;
+        site.gateways = gateways;
+    }
     let peers = peers(&mut c, raw);
     let peer_names: Vec<&str> = raw
         .peers
@@ -191,6 +200,8 @@ fn site_section(c: &mut Checker<'_>, raw: &RawSite) -> Option<SiteSection> {
         advertise_federation_addr,
         initial_members: initial_members(c, raw),
         departed: departed(c, raw),
+        store: Default::default(),
+        gateways: Vec::new(),
     })
 }
 

@@ -50,7 +50,7 @@ struct Shared {
 /// A running campaign; dropped, it resigns and ends.
 pub struct Elector {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Elector {
@@ -75,7 +75,10 @@ impl Elector {
             .name("election".to_owned())
             .spawn(move || campaign.run())
             .ok();
-        Elector { shared, thread }
+        Elector {
+            shared,
+            thread: Mutex::new(thread),
+        }
     }
 
     /// The generation this gateway may act under now, if it is active.
@@ -104,12 +107,26 @@ impl Elector {
     }
 }
 
-impl Drop for Elector {
-    fn drop(&mut self) {
+impl Elector {
+    /// Ends the campaign: an active gateway gives the key up (its lease revoked, so a
+    /// standby takes over at once rather than when the lease would have ended). Blocks
+    /// until done, at most one etcd request's deadline.
+    pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = thread {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for Elector {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -3,6 +3,7 @@
 //! these are their shells, blocking, on threads of their own.
 
 pub mod elector;
+pub mod standby;
 pub mod store;
 
 pub use elector::{Elector, ElectorConfig};

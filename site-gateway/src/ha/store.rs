@@ -16,7 +16,7 @@ use std::sync::Arc;
 use leasehold_etcd::{Compare, Etcd, KeyValue, Op};
 use leasehold_federation::ids::{Epoch, ServerId, SiteId};
 
-use crate::journal::{AuditRecord, BorrowedRecord, LeaseRecord, mono_now_ns};
+use crate::journal::{AuditRecord, BorrowedRecord, LeaseRecord, Pruned, mono_now_ns};
 use crate::journal_state::JournalState;
 use crate::model::effects::{AuditEntry, JournalOp, MaintenanceRecord};
 use crate::model::election::Generation;
@@ -312,6 +312,56 @@ impl EtcdJournal {
         self.state = state;
         self.next_seq += records.len() as u64;
         Ok(records)
+    }
+
+    /// Removes up to `batch` of the oldest audit records written before `cutoff_wall_ms`
+    /// and records that it did (`audit_pruned`), as the redb journal does; fenced like
+    /// every write.
+    pub fn prune_audit(
+        &mut self,
+        generation: Generation,
+        cutoff_wall_ms: u64,
+        batch: usize,
+        wall_ms: u64,
+        why: &str,
+    ) -> Result<Option<Pruned>, StoreError> {
+        let audit = self.keys.audit();
+        let oldest = self.etcd.range(
+            audit.as_bytes(),
+            &leasehold_etcd::prefix_end(audit.as_bytes()),
+            batch,
+            false,
+        )?;
+        let mut old = Vec::new();
+        for record in &oldest {
+            let record = audit_record(record)?;
+            // Numbered in the order written: the first young enough ends the run.
+            if record.wall_ms >= cutoff_wall_ms {
+                break;
+            }
+            old.push(record.seq);
+        }
+        let Some(pruned) = Pruned::of(&old) else {
+            return Ok(None);
+        };
+        let entry = pruned.audit(why);
+        let fence = [Compare::CreatedAt {
+            key: self.keys.active(),
+            revision: generation.0,
+        }];
+        let removals: Vec<Op> = old
+            .iter()
+            .map(|seq| Op::Delete {
+                key: self.keys.audit_key(*seq),
+            })
+            .collect();
+        for chunk in removals.chunks(TXN_OPS) {
+            if !self.etcd.txn(&fence, chunk, &[])?.succeeded {
+                return Err(StoreError::Fenced { generation });
+            }
+        }
+        self.persist(generation, &[], &[entry], wall_ms)?;
+        Ok(Some(pruned))
     }
 
     /// Audit records with `seq > after`, oldest first, at most `limit`.

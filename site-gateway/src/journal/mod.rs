@@ -12,6 +12,7 @@ mod backup;
 #[cfg(test)]
 mod backup_tests;
 mod retention;
+pub use retention::Pruned;
 
 pub use backup::{
     BackupError, BackupSummary, RestoreSummary, restore, rfc3339, verify_backup, write_backup,
@@ -75,6 +76,17 @@ pub enum JournalError {
         key: String,
         detail: String,
     },
+    /// The site's journal in etcd (docs/ha.md).
+    #[error(transparent)]
+    Shared(#[from] crate::ha::StoreError),
+    #[error(
+        "this gateway no longer acts for its site (its etcd lease could have ended): it writes nothing"
+    )]
+    NotActing,
+    #[error(
+        "the site's journal is in etcd, shared by its gateways: back it up with etcd's own `etcdctl snapshot save` (docs/ha.md)"
+    )]
+    BackupOfEtcd,
 }
 
 /// A lease as the journal keeps it, in redb and in etcd.

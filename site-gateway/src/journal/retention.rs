@@ -16,6 +16,31 @@ pub struct Pruned {
     pub count: u64,
 }
 
+impl Pruned {
+    /// What removing the records numbered `seqs` (oldest first) removes; `None` for none.
+    pub(crate) fn of(seqs: &[u64]) -> Option<Pruned> {
+        let (Some(&first_seq), Some(&last_seq)) = (seqs.first(), seqs.last()) else {
+            return None;
+        };
+        Some(Pruned {
+            first_seq,
+            last_seq,
+            count: seqs.len() as u64,
+        })
+    }
+
+    /// The audit record of the removal.
+    pub(crate) fn audit(&self, why: &str) -> AuditEntry {
+        AuditEntry::site_wide(
+            AuditKind::AuditPruned,
+            format!(
+                "{} audit records removed, {} to {}: {why}",
+                self.count, self.first_seq, self.last_seq
+            ),
+        )
+    }
+}
+
 impl Journal {
     /// Removes up to `batch` of the oldest audit records written before `cutoff_wall_ms`,
     /// and records that it did (`audit_pruned`, `why` in its reason), in one transaction.
@@ -51,21 +76,10 @@ impl Journal {
             }
             old
         };
-        let (Some(&first_seq), Some(&last_seq)) = (old.first(), old.last()) else {
+        let Some(pruned) = Pruned::of(&old) else {
             return Ok(None);
         };
-        let pruned = Pruned {
-            first_seq,
-            last_seq,
-            count: old.len() as u64,
-        };
-        let entry = AuditEntry::site_wide(
-            AuditKind::AuditPruned,
-            format!(
-                "{} audit records removed, {first_seq} to {last_seq}: {why}",
-                pruned.count
-            ),
-        );
+        let entry = pruned.audit(why);
         let record = AuditRecord {
             seq: self.next_seq,
             wall_ms,

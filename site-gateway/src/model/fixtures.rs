@@ -68,6 +68,8 @@ pub(crate) fn site_config(
             advertise_federation_addr: None,
             initial_members: None,
             departed: Vec::new(),
+            store: Default::default(),
+            gateways: Vec::new(),
         },
         timings: Timings::default(),
         lending,

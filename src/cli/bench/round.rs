@@ -462,6 +462,8 @@ fn synthetic_site(servers: u32, accounts: u32) -> anyhow::Result<SiteConfig> {
             advertise_federation_addr: None,
             initial_members: None,
             departed: Vec::new(),
+            store: Default::default(),
+            gateways: Vec::new(),
         },
         timings: Timings::default(),
         lending: Lending::default(),

@@ -2,6 +2,7 @@
 
 mod admin;
 mod federation;
+mod ha;
 mod machine;
 mod site;
 mod syntax;

@@ -63,6 +63,7 @@ impl SiteModel {
         let entry = &mut self.servers[ix];
         entry.connected = true;
         entry.last_heartbeat = Some(now);
+        entry.back_by = None;
         // The node may have seen an epoch we never journaled (e.g. a journal restored from
         // an old copy).
         effects.extend(self.epoch_seen(ix, highest_epoch));

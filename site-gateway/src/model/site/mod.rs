@@ -334,8 +334,11 @@ impl SiteModel {
                         loan,
                     });
                     entry.phase = Phase::Serving;
-                    // Counts as heard from: the node gets one TTL to come back.
+                    // Counts as heard from: the node gets one TTL to come back, however
+                    // few heartbeats that is (a restart, or a standby gateway taking over
+                    // on another address: docs/ha.md).
                     entry.last_heartbeat = Some(now);
+                    entry.back_by = Some(now + ttl);
                     // A machine's lease is granted before its re-image, so the image that
                     // may be running is the one of this lease's epoch: its agent, coming
                     // back with that boot's claim, reconnects as the same image (M-1 still

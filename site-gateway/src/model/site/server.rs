@@ -83,6 +83,10 @@ pub struct ServerEntry {
     pub service_addr: String,
     pub connected: bool,
     pub last_heartbeat: Option<Millis>,
+    /// A lease recovered from the journal whose node has not registered since: silence
+    /// until then is the gateway's own absence, not the server's failure, so heartbeat
+    /// misses are not counted before it (the lease's expiry still is).
+    pub back_by: Option<Millis>,
     pub health: Health,
     pub load: Option<f64>,
     /// The highest epoch ever issued to or seen from this server (invariant S-2).
@@ -107,6 +111,7 @@ impl ServerEntry {
             service_addr,
             connected: false,
             last_heartbeat: None,
+            back_by: None,
             health: Health::Idle,
             load: None,
             highest_epoch: Epoch::NONE,

@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use super::{Phase, Recovered, SiteModel};
 use crate::config::{Lending, SiteConfig, Timings};
 use crate::model::Millis;
-use crate::model::effects::{Command, Effect, JournalOp};
+use crate::model::effects::{AuditKind, Command, Effect, JournalOp};
 
 fn server_id(n: usize) -> ServerId {
     ServerId::parse(&format!("a{n}")).unwrap()
@@ -420,6 +420,40 @@ fn recovered_leases_are_kept_when_their_nodes_still_run_them() {
     assert_eq!(
         granted,
         vec![(server_id(2), account_id("shop"), Epoch::from_journal(4))]
+    );
+}
+
+#[test]
+fn a_recovered_lease_waits_one_ttl_for_its_node_however_many_heartbeats_that_misses() {
+    // Heartbeats every 250 ms, failed after 4 misses (1 s); the lease is 2 s.
+    let config = config(1, &[("shop", 1, 1, 10)]);
+    let epoch = Epoch::from_journal(7);
+    let recovered = Recovered {
+        leases: vec![(server_id(1), account_id("shop"), epoch)],
+        epochs: vec![(server_id(1), epoch)],
+        ..Recovered::default()
+    };
+    let (mut model, _) = SiteModel::new(&config, &recovered, Millis(0));
+    let failed = |effects: &[Effect]| {
+        effects.iter().any(|effect| {
+            matches!(effect, Effect::Audit(entry) if entry.kind == AuditKind::ServerFailed)
+        })
+    };
+    // 1.5 s without a word: more than the misses allow, less than the lease. The node of a
+    // gateway that restarted, or whose standby took over elsewhere, is still on its way.
+    assert!(!failed(&model.tick(Millis(1_500))), "failed before its TTL");
+    let running = RunningWorkload {
+        account: account_id("shop"),
+        epoch,
+    };
+    model
+        .register(&server_id(1), Some(&running), epoch, Millis(1_600))
+        .unwrap();
+    // Registered, it is judged by its heartbeats again.
+    assert!(!failed(&model.tick(Millis(2_500))));
+    assert!(
+        failed(&model.tick(Millis(2_700))),
+        "silent for 1.1 s once back"
     );
 }
 

@@ -46,6 +46,9 @@ impl SiteModel {
                 Some(last) => now.since(last) > silence_limit,
                 None => false,
             };
+            if entry.back_by.is_some_and(|back_by| now < back_by) {
+                continue;
+            }
             if !silent || matches!(entry.phase, Phase::Failed { .. } | Phase::Offline) {
                 continue;
             }

@@ -1,0 +1,126 @@
+//! A standby gateway, until it acts: its admin address answers `/live`, and `/ready` with
+//! 503 saying it is standby and who is active; every other request gets 503 naming the
+//! active gateway's admin address. Its management listener is open and refuses every
+//! registration, naming the active gateway (a node agent given every gateway dials them
+//! all and registers with the one that accepts, docs/node.md); once it acts, the same
+//! listener serves its nodes. It binds no federation listener until it acts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use leasehold_federation::transport::endpoint::Endpoint;
+use leasehold_federation::wire::common::{Refusal, RefusalCause};
+use leasehold_federation::wire::node::Registration;
+use leasehold_federation::wire::{Inbound, InboundRequest};
+
+use super::Elector;
+use crate::model::election::Generation;
+
+/// How long a standby waits for a node to read its refusal and close.
+const REFUSAL_READ: Duration = Duration::from_secs(2);
+
+/// How often a standby looks whether it acts now.
+const LOOK_EVERY: Duration = Duration::from_millis(20);
+
+/// Serves the standby's admin address until `election` says this gateway acts: then stops
+/// serving (freeing the address for the active gateway's API) and returns its generation.
+pub async fn until_active(
+    site: &str,
+    name: &str,
+    admin_addr: SocketAddr,
+    management: Arc<Endpoint>,
+    election: Arc<Elector>,
+) -> std::io::Result<Generation> {
+    let site = site.to_owned();
+    let name = name.to_owned();
+    let refusing = tokio::spawn(refuse_registrations(
+        management,
+        site.clone(),
+        name.clone(),
+        election.clone(),
+    ));
+    let answers = election.clone();
+    let server = HttpServer::new(move || {
+        let election = answers.clone();
+        let site = site.clone();
+        let name = name.clone();
+        App::new()
+            .route(
+                "/live",
+                web::get().to(|| async { HttpResponse::Ok().body("live\n") }),
+            )
+            .default_service(web::to(move || {
+                let words = standby_words(&site, &name, &election);
+                async move { HttpResponse::ServiceUnavailable().body(words) }
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(admin_addr)?
+    .run();
+    let handle = server.handle();
+    let serving = actix::spawn(server);
+    let generation = loop {
+        if let Some(generation) = election.acting() {
+            break generation;
+        }
+        tokio::time::sleep(LOOK_EVERY).await;
+    };
+    handle.stop(true).await;
+    let _ = serving.await;
+    // The listener stays open for the active gateway's own accept loop.
+    refusing.abort();
+    Ok(generation)
+}
+
+/// Answers every registration on the management listener with a refusal that names the
+/// active gateway, then closes the connection.
+async fn refuse_registrations(
+    management: Arc<Endpoint>,
+    site: String,
+    name: String,
+    election: Arc<Elector>,
+) {
+    while let Some(handshake) = management.accept().await {
+        let words = standby_words(&site, &name, &election);
+        tokio::spawn(async move {
+            let Ok((connection, mut inbox)) = handshake.finish().await else {
+                return;
+            };
+            while let Some(Ok(message)) = inbox.next().await {
+                if let Inbound::Request(InboundRequest::RegisterServer(_, reply)) = message {
+                    let refused = Registration::Refused(Refusal {
+                        cause: RefusalCause::NotAllowed,
+                        detail: words.trim_end().to_owned(),
+                    });
+                    let _ = reply.send(&refused).await;
+                    // The node closes once it has read the refusal; closing first could
+                    // drop the answer in flight.
+                    let _ = tokio::time::timeout(REFUSAL_READ, async {
+                        while let Some(Ok(_)) = inbox.next().await {}
+                    })
+                    .await;
+                    break;
+                }
+            }
+            connection.close(0, "standby gateway");
+        });
+    }
+}
+
+/// "standby: …", with the active gateway's name and admin address where known.
+fn standby_words(site: &str, name: &str, election: &Elector) -> String {
+    match election.active_record() {
+        Some(record) => format!(
+            "standby: gateway {name} of site {site} is a standby; the active gateway is {} (admin http://{}, management {})\n",
+            record["name"].as_str().unwrap_or("?"),
+            record["admin_addr"].as_str().unwrap_or("?"),
+            record["management_addr"].as_str().unwrap_or("?"),
+        ),
+        None => format!(
+            "standby: gateway {name} of site {site} is a standby; no gateway of the site is active yet\n"
+        ),
+    }
+}
