@@ -4,11 +4,13 @@
 //! `leasehold bench round` (bench/round.rs) times the whole round around it;
 //! `leasehold bench reimage` (bench/reimage.rs) the control plane's part of moving
 //! machines; `leasehold bench gateway` (bench/gateway.rs) what a gateway costs per server
-//! of a fleet.
+//! of a fleet; `leasehold bench takeover` (bench/takeover.rs) how long a site of standby
+//! gateways goes without renewals when the one that acts dies.
 
 mod gateway;
 mod reimage;
 mod round;
+mod takeover;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -51,6 +53,10 @@ enum BenchCommand {
     /// registered and settled, measure the gateway's CPU, memory and renewals; prints one
     /// JSON line.
     Gateway(gateway::GatewayArgs),
+    /// kill -9 of the active gateway of a site of standby gateways on etcd, again and
+    /// again; the time from each kill to every node renewed by the new active; prints one
+    /// JSON line.
+    Takeover(takeover::TakeoverArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +109,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::Reimage(args) => reimage::run(&args),
         BenchCommand::Round(args) => round::run(&args),
         BenchCommand::Gateway(args) => gateway::run(&args),
+        BenchCommand::Takeover(args) => takeover::run(&args),
     }
 }
 
