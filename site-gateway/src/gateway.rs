@@ -307,7 +307,7 @@ async fn serve(
     let (journal, recovered, election) = match store {
         Store::Redb { journal, recovered } => (SiteJournal::Redb(*journal), recovered, None),
         Store::Etcd(etcd) => {
-            let (journal, recovered, election) = elected(&config, etcd, endpoint.clone()).await?;
+            let (journal, recovered, election) = elected(&config, etcd, endpoint.clone(), admin.tls.clone()).await?;
             (journal, recovered, Some(election))
         }
     };
@@ -477,6 +477,7 @@ async fn elected(
     config: &SiteConfig,
     etcd: Arc<leasehold_etcd::Etcd>,
     management: Arc<Endpoint>,
+    admin_tls: Option<rustls::ServerConfig>,
 ) -> Result<(SiteJournal, crate::model::site::Recovered, Arc<Elector>), GatewayError> {
     let SiteStore::Etcd(store) = &config.site.store else {
         return Err(GatewayError::Etcd(
@@ -511,6 +512,7 @@ async fn elected(
         config.site.name.as_str(),
         &name,
         config.site.admin_addr,
+        admin_tls,
         management,
         election.clone(),
     )

@@ -30,6 +30,7 @@ pub async fn until_active(
     site: &str,
     name: &str,
     admin_addr: SocketAddr,
+    admin_tls: Option<rustls::ServerConfig>,
     management: Arc<Endpoint>,
     election: Arc<Elector>,
 ) -> std::io::Result<Generation> {
@@ -57,8 +58,12 @@ pub async fn until_active(
             }))
     })
     .workers(1)
-    .disable_signals()
-    .bind(admin_addr)?
+    .disable_signals();
+    // Over TLS where the admin address is configured so, as the active gateway serves it.
+    let server = match admin_tls {
+        Some(tls) => server.bind_rustls_0_23(admin_addr, tls)?,
+        None => server.bind(admin_addr)?,
+    }
     .run();
     let handle = server.handle();
     let serving = actix::spawn(server);
