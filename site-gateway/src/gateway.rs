@@ -307,7 +307,8 @@ async fn serve(
     let (journal, recovered, election) = match store {
         Store::Redb { journal, recovered } => (SiteJournal::Redb(*journal), recovered, None),
         Store::Etcd(etcd) => {
-            let (journal, recovered, election) = elected(&config, etcd, endpoint.clone(), admin.tls.clone()).await?;
+            let (journal, recovered, election) =
+                elected(&config, etcd, endpoint.clone(), admin.tls.clone()).await?;
             (journal, recovered, Some(election))
         }
     };
