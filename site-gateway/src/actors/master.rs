@@ -316,6 +316,9 @@ impl SiteMaster {
         ctx.spawn(persisted.into_actor(self).map(move |result, master, ctx| {
             match result {
                 Ok(Ok(_)) => {
+                    // Journaled while this gateway acted; asked again as its commands go
+                    // out, for a process paused between the two (docs/ha.md).
+                    master.exit_unless_acting("sends nothing");
                     master.metrics.journal_written(sent.elapsed()); // metrics
                     if let Some(durable) = durable {
                         let _ = durable.send(());
@@ -405,14 +408,7 @@ impl SiteMaster {
         }
         // A renewal is not journaled, so the journal's fence does not stop it: the
         // election is asked here, just before they go out.
-        if let Some(election) = &self.election
-            && election.acting().is_none()
-        {
-            tracing::error!(
-                "this gateway no longer acts for its site; it renews nothing and exits, to start again as a standby"
-            );
-            std::process::exit(crate::gateway::EXIT_DEPOSED);
-        }
+        self.exit_unless_acting("renews nothing");
         let now = self.now();
         for (server, ask) in renewals {
             // A node pulses only once registered; a pulse of a connection that never was
@@ -761,6 +757,20 @@ impl SiteMaster {
             server.agent_version = Some(agent.version.clone());
             server.agent_protocol = Some(Alpn::Node.name_of(agent.protocol));
             server.certificate_expires = agent.certificate_expires;
+        }
+    }
+
+    /// On a site of standby gateways, exits unless this gateway still acts: what it was
+    /// about to do could race its successor's. Its supervisor starts it again as a
+    /// standby.
+    fn exit_unless_acting(&self, instead: &str) {
+        if let Some(election) = &self.election
+            && election.acting().is_none()
+        {
+            tracing::error!(
+                "this gateway no longer acts for its site; it {instead} and exits, to start again as a standby"
+            );
+            std::process::exit(crate::gateway::EXIT_DEPOSED);
         }
     }
 
