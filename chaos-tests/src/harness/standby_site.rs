@@ -298,6 +298,17 @@ impl StandbySite {
         ))
     }
 
+    /// Starts again, without waiting, every gateway that has exited (a deposed one exits,
+    /// to come back as a standby, as its supervisor would start it).
+    pub fn restart_exited(&mut self) -> Result<(), String> {
+        for gateway in &mut self.gateways {
+            if gateway.exited() {
+                gateway.start(&self.binary)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Starts gateway `ix` again and waits until it stands by.
     pub fn restart_standby(&mut self, ix: usize) -> Result<(), String> {
         self.gateways[ix].start(&self.binary)?;

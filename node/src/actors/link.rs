@@ -11,7 +11,9 @@
 //! warning. Every other connection of the attempt is closed with a reason, one that is
 //! accepted later too: the node is registered with one gateway at a time. The actor is
 //! asked once per attempt what it runs, when the first handshake completes, and every
-//! gateway is told the same. When no gateway accepts, the attempt ends once each has
+//! gateway is told the same. A gateway of several that refuses is asked again every
+//! 200 ms, for up to 5 s, while no other has accepted: a standby acts as soon as the dead
+//! gateway's etcd lease ends. When no gateway accepts, the attempt ends once each has
 //! answered or failed.
 
 use std::collections::HashSet;
