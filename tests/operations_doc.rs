@@ -965,6 +965,16 @@ fn walk_backups(op: &mut Operator, admin: SocketAddr, backups: &str, gateway_a: 
     quote(backups, "paths shortened");
     let doc_state = op.file(flag_value(&restore.line, "--state"));
     let state = op.file(flag_value(&gateway_a.line, "--state"));
+    // The gateway has exited; its lock on the journal goes with the last of it, which a
+    // loaded machine may take a moment over (CI once saw the restore refused as "in use").
+    let free = wait_for("site-a's journal to be free", WAIT, || {
+        leasehold_site_gateway::journal::Journal::open_existing(&state)
+            .map(drop)
+            .map_err(|error| error.to_string())
+    });
+    if let Err(error) = free {
+        panic!("{error}");
+    }
     std::fs::rename(&state, &doc_state).expect("name site-a's state directory as the doc does");
     op.run(&restore, Fit::Whole);
     std::fs::rename(&doc_state, &state).expect("give site-a's state directory its name back");
