@@ -189,11 +189,11 @@ impl EtcdCluster {
     }
 
     /// Waits until every running member reports the cluster healthy (it has a leader and
-    /// a quorum).
+    /// a quorum). Over TLS the harness has no client to ask `/health` with; there each
+    /// member's log says when it serves clients, which it does only once the cluster has a
+    /// leader.
     pub fn wait_healthy(&mut self, timeout: Duration) -> Result<(), String> {
-        if self.tls.is_some() {
-            return self.wait_serving(timeout);
-        }
+        let tls = self.tls.is_some();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(2)))
             .http_status_as_error(false)
@@ -212,6 +212,12 @@ impl EtcdCluster {
                         tail(&guard.output())
                     ));
                 }
+                if tls {
+                    if !guard.output().contains("serving client traffic securely") {
+                        return Err(format!("{} not serving yet", member.name));
+                    }
+                    continue;
+                }
                 let body = agent
                     .get(format!("http://{}/health", member.client))
                     .call()
@@ -221,30 +227,6 @@ impl EtcdCluster {
                     .map_err(|error| format!("{}: {error}", member.name))?;
                 if !body.contains("\"health\":\"true\"") {
                     return Err(format!("{}: {body}", member.name));
-                }
-            }
-            Ok(())
-        })
-    }
-
-    /// Over TLS the harness has no client to ask `/health` with; each member's log says
-    /// when it serves clients, which it does only once the cluster has a leader.
-    fn wait_serving(&mut self, timeout: Duration) -> Result<(), String> {
-        let members = &mut self.members;
-        super::wait_for("etcd to serve clients", timeout, || {
-            for member in members.iter_mut() {
-                let Some(guard) = member.guard.as_mut() else {
-                    continue;
-                };
-                if guard.exited() {
-                    return Err(format!(
-                        "etcd member {} exited: {}",
-                        member.name,
-                        tail(&guard.output())
-                    ));
-                }
-                if !guard.output().contains("serving client traffic securely") {
-                    return Err(format!("{} not serving yet", member.name));
                 }
             }
             Ok(())
