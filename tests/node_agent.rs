@@ -101,6 +101,9 @@ struct Gateway {
     answer_renewals: Arc<AtomicBool>,
     /// The lease TTL it grants (`TTL_MS` unless a test says otherwise).
     ttl_ms: Arc<AtomicU64>,
+    /// The generation it stamps on acceptances, commands and renewals, as the active
+    /// gateway of a site of standbys does; 0: none, as a site of one gateway.
+    generation: Arc<AtomicU64>,
     _endpoint: Arc<Endpoint>,
 }
 
@@ -124,11 +127,13 @@ impl Gateway {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let answer_renewals = Arc::new(AtomicBool::new(true));
         let ttl_ms = Arc::new(AtomicU64::new(TTL_MS));
-        let (listener, state, answering, ttl) = (
+        let generation = Arc::new(AtomicU64::new(0));
+        let (listener, state, answering, ttl, stamp) = (
             endpoint.clone(),
             seen.clone(),
             answer_renewals.clone(),
             ttl_ms.clone(),
+            generation.clone(),
         );
         tokio::spawn(async move {
             while let Some(handshake) = listener.accept().await {
@@ -139,7 +144,7 @@ impl Gateway {
                     inbox,
                     state.clone(),
                     answering.clone(),
-                    ttl.clone(),
+                    (ttl.clone(), stamp.clone()),
                     service_addr.to_string(),
                 ));
             }
@@ -149,6 +154,7 @@ impl Gateway {
             seen,
             answer_renewals,
             ttl_ms,
+            generation,
             _endpoint: endpoint,
         }
     }
@@ -162,17 +168,41 @@ impl Gateway {
             .expect("connected")
     }
 
+    /// The generation it stamps now, if any.
+    fn stamp(&self) -> Option<u64> {
+        stamp_of(&self.generation)
+    }
+
     async fn apply(&self, server: ServerId, pointer: InitPointer) -> PointerApplication {
-        let request = ApplyPointer { server, pointer };
+        self.apply_as(self.stamp(), server, pointer).await
+    }
+
+    /// [`Gateway::apply`] stamped with `generation`, whatever the gateway's own is.
+    async fn apply_as(
+        &self,
+        generation: Option<u64>,
+        server: ServerId,
+        pointer: InitPointer,
+    ) -> PointerApplication {
+        let request = ApplyPointer {
+            server,
+            pointer,
+            generation,
+        };
         self.connection().request(&request).await.unwrap()
     }
 
     async fn stop(&self, at: Epoch, drain_ms: u64) -> StopOutcome {
+        self.stop_as(self.stamp(), at, drain_ms).await
+    }
+
+    async fn stop_as(&self, generation: Option<u64>, at: Epoch, drain_ms: u64) -> StopOutcome {
         let request = StopWorkload {
             server: a1(),
             epoch: at,
             drain_ms,
             reason: "test".into(),
+            generation,
         };
         self.connection().request(&request).await.unwrap()
     }
@@ -223,12 +253,16 @@ impl Gateway {
     }
 }
 
+fn stamp_of(generation: &AtomicU64) -> Option<u64> {
+    Some(generation.load(Ordering::SeqCst)).filter(|g| *g > 0)
+}
+
 async fn serve(
     connection: Connection,
     mut inbox: Inbox,
     seen: Arc<Mutex<Seen>>,
     answer_renewals: Arc<AtomicBool>,
-    ttl_ms: Arc<AtomicU64>,
+    (ttl_ms, generation): (Arc<AtomicU64>, Arc<AtomicU64>),
     service_addr: String,
 ) {
     while let Some(Ok(message)) = inbox.next().await {
@@ -241,6 +275,7 @@ async fn serve(
                     lease_ttl_ms: ttl_ms.load(Ordering::SeqCst),
                     renew_interval_ms: RENEW_MS,
                     service_addr: service_addr.clone(),
+                    generation: stamp_of(&generation),
                 };
                 reply.send(&accepted).await.unwrap();
             }
@@ -253,6 +288,7 @@ async fn serve(
                                 epoch,
                                 ttl_ms: ttl_ms.load(Ordering::SeqCst),
                             },
+                            generation: stamp_of(&generation),
                         };
                         let _ = connection.send_datagram(&answer);
                     } else {
@@ -671,6 +707,94 @@ async fn stale_epochs_and_wrong_server_ids_are_refused_and_change_nothing() {
         http_get(world.service, "/")
             .unwrap_or_default()
             .contains("account: shop")
+    );
+    world.assert_no_violation();
+}
+
+/// A site of standby gateways (docs/ha.md): the agent registers under the active gateway's
+/// generation and refuses what a gateway of an older one sends, a deposed gateway's: its
+/// commands, and its acceptance of a registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_and_acceptances_of_an_older_gateway_generation_are_refused() {
+    let world = World::start().await;
+    let gateway = &world.gateway;
+    gateway.wait_registrations(1).await;
+    // Long leases: the agent spends a while refusing a deposed gateway below.
+    gateway.ttl_ms.store(10_000, Ordering::SeqCst);
+    gateway.generation.store(7, Ordering::SeqCst);
+    gateway
+        .connection()
+        .close(0, "the test moves to generation 7");
+    gateway.wait_registrations(2).await;
+    let pid = world.run("shop", 2).await;
+
+    match gateway.stop_as(Some(5), epoch(2), 0).await {
+        StopOutcome::Refused(Refusal {
+            cause: RefusalCause::NotAllowed,
+            detail,
+        }) => assert!(
+            detail.contains("deposed") && detail.contains("g5"),
+            "{detail}"
+        ),
+        outcome => panic!("{outcome:?}"),
+    }
+    match gateway
+        .apply_as(Some(5), a1(), world.pointer("blog", 3))
+        .await
+    {
+        PointerApplication::Refused(Refusal {
+            cause: RefusalCause::NotAllowed,
+            detail,
+        }) => assert!(detail.contains("g7"), "{detail}"),
+        outcome => panic!("{outcome:?}"),
+    }
+    let agent = &world.agent;
+    agent
+        .wait_event("the deposed gateway's apply refused", |kind| {
+            matches!(kind, EventKind::CommandRefused { kind, reason, .. }
+                if kind == "ApplyPointer" && reason.contains("deposed"))
+        })
+        .await;
+
+    // The same address answering as generation 5 again, as a deposed gateway woken from a
+    // pause: the agent does not register with it.
+    let registrations = gateway.seen.lock().unwrap().registrations.len();
+    gateway.generation.store(5, Ordering::SeqCst);
+    gateway
+        .connection()
+        .close(0, "the test plays a deposed gateway");
+    wait_for(
+        "the agent to refuse generation 5's acceptance",
+        Duration::from_secs(20),
+        || {
+            agent
+                .output()
+                .contains("not registering with a deposed gateway")
+                .then_some(())
+        },
+        || agent.output(),
+    )
+    .await;
+    assert!(gateway.seen.lock().unwrap().registrations.len() > registrations);
+    // A newer generation takes the agent back, its workload never stopped: the refused
+    // connections carried no pulse, so a new one is the agent's under generation 8.
+    let pulses = gateway.seen.lock().unwrap().pulses.len();
+    gateway.generation.store(8, Ordering::SeqCst);
+    wait_for(
+        "a pulse under generation 8",
+        Duration::from_secs(20),
+        || (gateway.seen.lock().unwrap().pulses.len() > pulses).then_some(()),
+        || agent.output(),
+    )
+    .await;
+    assert!(running(pid), "the workload runs on");
+    assert!(
+        !agent
+            .events()
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::WorkloadStopped { .. })),
+        "{:#?}",
+        agent.events()
     );
     world.assert_no_violation();
 }

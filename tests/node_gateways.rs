@@ -209,6 +209,7 @@ async fn serve(mut inbox: Inbox, answering: Answering) {
                     lease_ttl_ms: 2000,
                     renew_interval_ms: 500,
                     service_addr: "127.0.0.1:9".into(),
+                    generation: None,
                 }
             }
             Role::Standby => {

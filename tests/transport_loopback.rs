@@ -379,6 +379,7 @@ async fn a_node_and_its_gateway_exchange_every_management_message() {
                             lease_ttl_ms: 2000,
                             renew_interval_ms: 500,
                             service_addr: "127.0.0.1:8101".into(),
+                            generation: None,
                         })
                         .await
                         .unwrap();
@@ -392,6 +393,7 @@ async fn a_node_and_its_gateway_exchange_every_management_message() {
                                 epoch,
                                 ttl_ms: 2000,
                             },
+                            generation: None,
                         };
                         answering.send_datagram(&answer).unwrap();
                     }
@@ -460,6 +462,7 @@ async fn a_node_and_its_gateway_exchange_every_management_message() {
                 epoch: epoch(),
                 secrets: Default::default(),
             },
+            generation: None,
         })
         .await
         .unwrap();
@@ -518,6 +521,7 @@ async fn a_node_and_its_gateway_exchange_every_management_message() {
             epoch: epoch(),
             drain_ms: 0,
             reason: "test".into(),
+            generation: None,
         })
         .await
         .unwrap();

@@ -122,6 +122,15 @@ fn samples() -> Vec<Envelope> {
             lease_ttl_ms: 2000,
             renew_interval_ms: 500,
             service_addr: "127.0.0.1:8101".into(),
+            generation: None,
+        }),
+        round_trip(Registration::Accepted {
+            site: site(),
+            heartbeat_interval_ms: 250,
+            lease_ttl_ms: 8000,
+            renew_interval_ms: 500,
+            service_addr: "127.0.0.1:8101".into(),
+            generation: Some(41),
         }),
         round_trip(Registration::Refused(refusal())),
         // node → gateway, protocol 1 only
@@ -176,14 +185,22 @@ fn samples() -> Vec<Envelope> {
                 epoch: epoch(),
                 ttl_ms: 2000,
             },
+            generation: None,
         }),
         round_trip(PulseAnswer {
             seq: 13,
             renewal: LeaseRenewal::Refused(refusal()),
+            generation: Some(41),
+        }),
+        round_trip(ApplyPointer {
+            server: server(),
+            pointer: pointer.clone(),
+            generation: None,
         }),
         round_trip(ApplyPointer {
             server: server(),
             pointer,
+            generation: Some(41),
         }),
         round_trip(PointerApplication::Accepted { epoch: epoch() }),
         round_trip(PointerApplication::Refused(refusal())),
@@ -192,6 +209,7 @@ fn samples() -> Vec<Envelope> {
             epoch: epoch(),
             drain_ms: 1000,
             reason: "moving to blog".into(),
+            generation: Some(41),
         }),
         round_trip(StopOutcome::Stopped { epoch: epoch() }),
         // site ↔ site
@@ -459,6 +477,7 @@ fn golden_encodings_do_not_change() {
                 epoch: epoch(),
                 ttl_ms: 2000,
             },
+            generation: None,
         },
     )
     .unwrap();
@@ -592,4 +611,66 @@ fn fields_added_in_version_1_default_when_an_older_peer_leaves_them_out() {
     assert_eq!(register.boot, None);
     // A process agent's registration (no claim) is an older build's bytes exactly.
     assert_eq!(encode(&register).unwrap(), older);
+}
+
+/// Fields added within a version, read both ways across builds: a newer receiver takes an
+/// older sender's message without the field as absent, and an older receiver (a struct
+/// without the field, as its build had it) reads a newer sender's message, ignoring it.
+#[test]
+fn added_fields_are_read_both_ways_between_builds_one_apart() {
+    use leasehold_federation::wire::codec::{decode, encode};
+    // Site channel: `members` on ownership claims.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct OlderClaimOwnership {
+        claims: Vec<OwnershipClaim>,
+    }
+    let claims = vec![OwnershipClaim {
+        account: account(),
+        term: Term::NONE.next(),
+        round: 3,
+    }];
+    let older = encode(&OlderClaimOwnership {
+        claims: claims.clone(),
+    })
+    .unwrap();
+    let claim: ClaimOwnership = decode(&older).unwrap();
+    assert_eq!(claim.members, None);
+    assert_eq!(claim.claims, claims);
+    let newer = encode(&ClaimOwnership {
+        claims: claims.clone(),
+        members: Some(MembershipReport {
+            running: vec![site()],
+            wanted: vec![site()],
+            change: 2,
+            seen: Vec::new(),
+        }),
+    })
+    .unwrap();
+    let read_by_older: OlderClaimOwnership = decode(&newer).unwrap();
+    assert_eq!(read_by_older, OlderClaimOwnership { claims });
+
+    // Management channel: the gateway's generation on commands and renewals.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct OlderStopWorkload {
+        server: ServerId,
+        epoch: Epoch,
+        drain_ms: u64,
+        reason: String,
+    }
+    let older = OlderStopWorkload {
+        server: server(),
+        epoch: epoch(),
+        drain_ms: 500,
+        reason: "moving".into(),
+    };
+    let stop: StopWorkload = decode(&encode(&older).unwrap()).unwrap();
+    assert_eq!(stop.generation, None);
+    // A site of one gateway sends an older build's bytes exactly.
+    assert_eq!(encode(&stop).unwrap(), encode(&older).unwrap());
+    let stamped = StopWorkload {
+        generation: Some(12),
+        ..stop
+    };
+    let read_by_older: OlderStopWorkload = decode(&encode(&stamped).unwrap()).unwrap();
+    assert_eq!(read_by_older, older);
 }

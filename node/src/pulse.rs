@@ -190,7 +190,8 @@ mod tests {
         assert!(
             p.answered(PulseAnswer {
                 seq: pulse.seq + 1,
-                renewal: renewal.clone()
+                renewal: renewal.clone(),
+                generation: None,
             })
             .is_none()
         );
@@ -198,6 +199,7 @@ mod tests {
             .answered(PulseAnswer {
                 seq: pulse.seq,
                 renewal: renewal.clone(),
+                generation: None,
             })
             .unwrap();
         assert_eq!(

@@ -134,6 +134,7 @@ async fn serve(endpoint: Arc<Endpoint>, stand: Stand, replayed: Arc<Mutex<Replay
                 lease_ttl_ms,
                 renew_interval_ms,
                 service_addr: "127.0.0.1:9".to_owned(),
+                generation: None,
             };
             if reply.send(&accepted).await.is_err() {
                 break;
@@ -158,6 +159,7 @@ async fn serve(endpoint: Arc<Endpoint>, stand: Stand, replayed: Arc<Mutex<Replay
                     epoch: request.highest_epoch,
                     secrets: Default::default(),
                 },
+                generation: None,
             };
             let answer = connection.request(&replay).await;
             note(match answer {

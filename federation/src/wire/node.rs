@@ -56,6 +56,10 @@ pub enum Registration {
         renew_interval_ms: u64,
         /// Where this server's workload serves customer traffic (`{service_addr}`).
         service_addr: String,
+        /// The generation of the site's active gateway (docs/ha.md, "Generations"); absent
+        /// from a site of one gateway.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        generation: Option<u64>,
     },
     Refused(Refusal),
 }
@@ -81,6 +85,11 @@ pub struct PulseAnswer {
     /// The `seq` of the pulse that asked.
     pub seq: u64,
     pub renewal: LeaseRenewal,
+    /// The generation of the site's active gateway that sends this (docs/ha.md): absent
+    /// from a site of one gateway. An agent refuses a command, a renewal or an acceptance
+    /// of a generation older than one it has registered with: a deposed gateway's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +107,11 @@ pub enum LeaseRenewal {
 pub struct ApplyPointer {
     pub server: ServerId,
     pub pointer: InitPointer,
+    /// The generation of the site's active gateway that sends this (docs/ha.md): absent
+    /// from a site of one gateway. An agent refuses a command, a renewal or an acceptance
+    /// of a generation older than one it has registered with: a deposed gateway's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +130,11 @@ pub struct StopWorkload {
     pub epoch: Epoch,
     pub drain_ms: u64,
     pub reason: String,
+    /// The generation of the site's active gateway that sends this (docs/ha.md): absent
+    /// from a site of one gateway. An agent refuses a command, a renewal or an acceptance
+    /// of a generation older than one it has registered with: a deposed gateway's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

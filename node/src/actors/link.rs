@@ -24,19 +24,19 @@ use std::time::Duration;
 
 use actix::Addr;
 use leasehold_federation::addr::HostPort;
-use leasehold_federation::ids::{Epoch, ServerId, SiteId};
+use leasehold_federation::ids::{ServerId, SiteId};
 use leasehold_federation::transport::connection::{Connection, Inbox};
 use leasehold_federation::transport::endpoint::Endpoint;
 use leasehold_federation::transport::identity::PeerName;
-use leasehold_federation::wire::node::{RegisterServer, Registration, RunningWorkload};
+use leasehold_federation::wire::node::{RegisterServer, Registration};
 use leasehold_federation::wire::{Inbound, InboundOneWay, InboundRequest};
 use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
 
 use super::Server;
 use super::messages::{
-    ApplyPointerReceived, Connected, DescribeForRegistration, Disconnected, PulseAnswered,
-    StopWorkloadReceived,
+    ApplyPointerReceived, Connected, DescribeForRegistration, Described, Disconnected,
+    PulseAnswered, StopWorkloadReceived,
 };
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -92,6 +92,7 @@ pub async fn run_link(endpoint: Arc<Endpoint>, target: LinkTarget, server: Addr<
                     heartbeat_interval: accepted.heartbeat_interval,
                     renew_interval: accepted.renew_interval,
                     service_addr: accepted.service_addr,
+                    gateway_generation: accepted.generation,
                 });
                 let ended = serve(inbox, &server).await;
                 tracing::warn!(%gateway, reason = %ended, "management channel lost; reconnecting");
@@ -109,6 +110,7 @@ pub async fn run_link(endpoint: Arc<Endpoint>, target: LinkTarget, server: Addr<
 struct Gone;
 
 struct Accepted {
+    generation: Option<u64>,
     heartbeat_interval: Duration,
     renew_interval: Duration,
     service_addr: String,
@@ -136,7 +138,7 @@ enum Outcome {
 #[derive(Default)]
 struct Attempt {
     /// What the actor said it runs: asked once, when the first handshake completes.
-    description: OnceCell<(Option<RunningWorkload>, Epoch)>,
+    description: OnceCell<Described>,
     /// A gateway has accepted (or the actor is gone): the others register no more.
     settled: AtomicBool,
     /// Addresses already dialled in this attempt: two `--gateway` that resolve to one
@@ -299,7 +301,12 @@ async fn register_with(
         .description
         .get_or_try_init(|| server.send(DescribeForRegistration))
         .await;
-    let Ok((running, highest_epoch)) = described.cloned() else {
+    let Ok(Described {
+        running,
+        highest_epoch,
+        fence,
+    }) = described.cloned()
+    else {
         connection.close(0, "the agent is stopping");
         return Outcome::Gone;
     };
@@ -322,13 +329,23 @@ async fn register_with(
             lease_ttl_ms,
             renew_interval_ms,
             service_addr,
+            generation,
         }) => {
-            tracing::debug!(%gateway, %site, heartbeat_interval_ms, lease_ttl_ms, renew_interval_ms, %service_addr, "registration accepted");
+            if let Err(refusal) = fence.check("an acceptance", generation) {
+                tracing::warn!(%gateway, %refusal, "not registering with a deposed gateway");
+                connection.close(
+                    0,
+                    "a deposed gateway: its generation is older than one registered with",
+                );
+                return Outcome::Failed;
+            }
+            tracing::debug!(%gateway, %site, heartbeat_interval_ms, lease_ttl_ms, renew_interval_ms, %service_addr, ?generation, "registration accepted");
             Outcome::Accepted(Box::new(Registered {
                 gateway,
                 connection,
                 inbox,
                 accepted: Accepted {
+                    generation,
                     // Zero would be a busy loop; a gateway never means that.
                     heartbeat_interval: Duration::from_millis(heartbeat_interval_ms.max(10)),
                     renew_interval: Duration::from_millis(renew_interval_ms.max(10)),

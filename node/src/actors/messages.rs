@@ -21,6 +21,8 @@ pub struct Connected {
     pub heartbeat_interval: Duration,
     pub renew_interval: Duration,
     pub service_addr: String,
+    /// The generation of the gateway registered with (a site of standby gateways).
+    pub gateway_generation: Option<u64>,
 }
 
 #[derive(Debug, actix::Message)]
@@ -29,10 +31,18 @@ pub struct Disconnected {
     pub generation: u64,
 }
 
-/// What a `RegisterServer` should say: what runs, and the highest epoch applied.
+/// What a `RegisterServer` should say: what runs, and the highest epoch applied; and the
+/// highest gateway generation registered under, which an acceptance must not be below.
 #[derive(Debug, actix::Message)]
-#[rtype(result = "(Option<RunningWorkload>, Epoch)")]
+#[rtype(result = "Described")]
 pub struct DescribeForRegistration;
+
+#[derive(Debug, Clone)]
+pub struct Described {
+    pub running: Option<RunningWorkload>,
+    pub highest_epoch: Epoch,
+    pub fence: crate::model::gateway_fence::GatewayFence,
+}
 
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]

@@ -19,8 +19,8 @@ use leasehold_federation::wire::{Inbound, InboundOneWay, InboundRequest};
 
 use super::stats::FleetStats;
 use crate::actors::messages::{
-    ApplyPointerReceived, Connected, DescribeForRegistration, Disconnected, PulseAnswered,
-    StopWorkloadReceived,
+    ApplyPointerReceived, Connected, DescribeForRegistration, Described, Disconnected,
+    PulseAnswered, StopWorkloadReceived,
 };
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -72,6 +72,8 @@ pub async fn run_sim_link(
                     heartbeat_interval: accepted.heartbeat_interval,
                     renew_interval: accepted.renew_interval,
                     service_addr: accepted.service_addr,
+                    // The fleet drives a site of one gateway, which stamps none.
+                    gateway_generation: None,
                 });
                 let ended = serve(inbox, &ports).await;
                 stats.registered.fetch_sub(1, Ordering::Relaxed);
@@ -139,15 +141,18 @@ async fn register(
         connection.close(0, why);
         Ok(None)
     };
-    let (running, highest_epoch) =
-        ports
-            .describe
-            .send(DescribeForRegistration)
-            .await
-            .map_err(|_| {
-                stats.connected.fetch_sub(1, Ordering::Relaxed);
-                Gone
-            })?;
+    let Described {
+        running,
+        highest_epoch,
+        ..
+    } = ports
+        .describe
+        .send(DescribeForRegistration)
+        .await
+        .map_err(|_| {
+            stats.connected.fetch_sub(1, Ordering::Relaxed);
+            Gone
+        })?;
     let request = RegisterServer {
         server: target.server.clone(),
         agent_version: format!("{}-fleet", env!("CARGO_PKG_VERSION")),

@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::load::{Census, LoadModel, start_delay};
 use super::stats::FleetStats;
 use crate::actors::messages::{
-    ApplyPointerReceived, Connected, DescribeForRegistration, Disconnected, PulseAnswered,
-    Shutdown, StopWorkloadReceived,
+    ApplyPointerReceived, Connected, DescribeForRegistration, Described, Disconnected,
+    PulseAnswered, Shutdown, StopWorkloadReceived,
 };
 use crate::clock::{MonoTime, mono_now};
 use crate::event_log::{EventKind, EventLog, StopReason};
@@ -316,7 +316,11 @@ impl Handler<DescribeForRegistration> for SimServer {
     type Result = MessageResult<DescribeForRegistration>;
 
     fn handle(&mut self, _: DescribeForRegistration, _: &mut Context<Self>) -> Self::Result {
-        MessageResult((self.model.running(), self.model.highest_epoch()))
+        MessageResult(Described {
+            running: self.model.running(),
+            highest_epoch: self.model.highest_epoch(),
+            fence: Default::default(),
+        })
     }
 }
 

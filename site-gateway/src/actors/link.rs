@@ -89,6 +89,8 @@ pub struct ServerLink {
     reader: Option<tokio::task::JoinHandle<()>>,
     /// How long a command may take before its answer counts as lost.
     command_timeout: Duration,
+    /// The generation every command is stamped with (a site of standby gateways).
+    generation: Option<u64>,
 }
 
 impl ServerLink {
@@ -98,6 +100,7 @@ impl ServerLink {
         (connection, inbox): (Connection, Inbox),
         (master, board): (Addr<SiteMaster>, Arc<PulseBoard>),
         command_timeout: Duration,
+        generation: Option<u64>,
     ) -> Self {
         ServerLink {
             server,
@@ -109,6 +112,7 @@ impl ServerLink {
             renewal_v1: PendingRenewal::default(),
             reader: None,
             command_timeout,
+            generation,
         }
     }
 }
@@ -161,6 +165,7 @@ impl Handler<Deliver> for ServerLink {
                 let request = ApplyPointer {
                     server: server.clone(),
                     pointer,
+                    generation: self.generation,
                 };
                 self.ask(ctx, request, timeout, move |answer| PointerAnswered {
                     server,
@@ -179,6 +184,7 @@ impl Handler<Deliver> for ServerLink {
                     epoch,
                     drain_ms,
                     reason,
+                    generation: self.generation,
                 };
                 // The node drains, then stops (up to its stop timeout), then answers.
                 let timeout = timeout + Duration::from_millis(drain_ms);

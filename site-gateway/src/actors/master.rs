@@ -93,6 +93,9 @@ pub struct SiteMaster {
     /// The site's election, when its gateways share a journal in etcd: renewals go out
     /// only while this gateway acts (docs/ha.md).
     election: Option<Arc<crate::ha::Elector>>,
+    /// The generation this gateway acts under, stamped on every acceptance, command and
+    /// renewal it sends its nodes, which refuse an older one (docs/ha.md, "Generations").
+    generation: Option<u64>,
     /// The management listener, whose admitted servers follow live edits of the inventory;
     /// `None` in tests that run no listener.
     management: Option<Arc<leasehold_federation::transport::endpoint::Endpoint>>,
@@ -143,6 +146,14 @@ impl SiteMaster {
 
     /// The site's election: this gateway renews only while it acts.
     pub fn with_election(mut self, election: Option<Arc<crate::ha::Elector>>) -> Self {
+        self.generation = election
+            .as_ref()
+            .and_then(|election| match election.role() {
+                crate::model::election::Role::Active { generation, .. } => {
+                    u64::try_from(generation.0).ok()
+                }
+                crate::model::election::Role::Standby { .. } => None,
+            });
         self.election = election;
         self
     }
@@ -188,6 +199,7 @@ impl SiteMaster {
             management: None,
             secrets: crate::secrets::SecretStore::default(),
             election: None,
+            generation: None,
             agents: HashMap::new(),
             demand_trace: None,
             // 1 ms .. 10 min, 3 significant digits; the bounds are constants, so this
@@ -427,6 +439,7 @@ impl SiteMaster {
             let answer = PulseAnswer {
                 seq: ask.seq,
                 renewal,
+                generation: self.generation,
             };
             if let Err(error) = link.connection.send_datagram(&answer) {
                 tracing::debug!(%server, %error, "renewal answer not sent");
@@ -549,6 +562,7 @@ impl Handler<LinkUp> for SiteMaster {
             (message.connection, message.inbox),
             (ctx.address(), self.board.clone()),
             timeout,
+            self.generation,
         )
         .start();
     }
@@ -641,6 +655,10 @@ impl Handler<RegisterServer> for SiteMaster {
             },
         );
         self.perform(effects, ctx);
+        let mut registration = registration;
+        if let Registration::Accepted { generation, .. } = &mut registration {
+            *generation = self.generation;
+        }
         Ok(registration)
     }
 }

@@ -3,7 +3,7 @@
 use actix::{ActorFutureExt, AsyncContext, Context, Handler, MessageResult, WrapFuture};
 use leasehold_federation::ids::Epoch;
 use leasehold_federation::wire::common::Refusal;
-use leasehold_federation::wire::node::{PointerApplication, StopOutcome};
+use leasehold_federation::wire::node::{LeaseRenewal, PointerApplication, StopOutcome};
 
 use super::{Link, Probes, Server, answer, spawn_reporter};
 use crate::actors::messages::*;
@@ -28,6 +28,7 @@ impl Handler<Connected> for Server {
 
     fn handle(&mut self, msg: Connected, ctx: &mut Context<Self>) {
         self.metrics.connected();
+        self.fence.registered(msg.gateway_generation);
         self.model.set_renew_interval(msg.renew_interval);
         self.pulser
             .connected(msg.heartbeat_interval, msg.renew_interval);
@@ -79,7 +80,11 @@ impl Handler<DescribeForRegistration> for Server {
     type Result = MessageResult<DescribeForRegistration>;
 
     fn handle(&mut self, _: DescribeForRegistration, _: &mut Context<Self>) -> Self::Result {
-        MessageResult((self.model.running(), self.model.highest_epoch()))
+        MessageResult(Described {
+            running: self.model.running(),
+            highest_epoch: self.model.highest_epoch(),
+            fence: self.fence.clone(),
+        })
     }
 }
 
@@ -96,10 +101,11 @@ impl Handler<ApplyPointerReceived> for Server {
             return;
         }
         let (account, epoch) = (request.pointer.account.clone(), request.pointer.epoch);
-        match self
-            .model
-            .apply(&request.server, request.pointer, mono_now())
-        {
+        let fenced = self.fence.check("ApplyPointer", request.generation);
+        match fenced.and_then(|()| {
+            self.model
+                .apply(&request.server, request.pointer, mono_now())
+        }) {
             Err(refusal) => {
                 self.record_refusal("ApplyPointer", epoch, &refusal);
                 answer(reply, PointerApplication::Refused(refusal));
@@ -135,10 +141,11 @@ impl Handler<StopWorkloadReceived> for Server {
             return;
         }
         let drain = std::time::Duration::from_millis(request.drain_ms);
-        match self
-            .model
-            .stop_requested(&request.server, request.epoch, drain)
-        {
+        let fenced = self.fence.check("StopWorkload", request.generation);
+        match fenced.and_then(|()| {
+            self.model
+                .stop_requested(&request.server, request.epoch, drain)
+        }) {
             Err(refusal) => {
                 self.record_refusal("StopWorkload", request.epoch, &refusal);
                 answer(reply, StopOutcome::Refused(refusal));
@@ -159,6 +166,13 @@ impl Handler<PulseAnswered> for Server {
     type Result = ();
 
     fn handle(&mut self, PulseAnswered(answer): PulseAnswered, ctx: &mut Context<Self>) {
+        if let Err(refusal) = self.fence.check("a renewal", answer.generation) {
+            // Not taken: the lease runs on as it was, and the pulser asks again.
+            if let LeaseRenewal::Renewed { epoch, .. } = &answer.renewal {
+                self.record_refusal("PulseAnswer", *epoch, &refusal);
+            }
+            return;
+        }
         if let Some(answered) = self.pulser.answered(answer) {
             self.renewal_answered(answered.epoch, answered.sent_at, Ok(answered.renewal), ctx);
         }

@@ -24,6 +24,7 @@ use crate::driver::Driver;
 use crate::driver::probe::{self, CpuReading};
 use crate::event_log::{EventKind, EventLog};
 use crate::metrics::NodeMetrics;
+use crate::model::gateway_fence::GatewayFence;
 use crate::model::{Effect, NodeModel, Report};
 use crate::pulse::Pulser;
 
@@ -68,6 +69,8 @@ pub struct Server {
     /// Between a handover's preparation and the `exec` (or its failure): commands wait
     /// for the new image.
     replacing: bool,
+    /// The generation of the site's gateways registered under (a site of standbys).
+    fence: GatewayFence,
 }
 
 impl Server {
@@ -94,6 +97,7 @@ impl Server {
             shutdown_waiters: Vec::new(),
             metrics,
             replacing: false,
+            fence: GatewayFence::default(),
         }
     }
 
@@ -216,7 +220,11 @@ impl Server {
                     // No answer (refused ownership, a lost stream) leaves the renewal to
                     // the pulser's timeout, as a lost datagram would.
                     if let Ok(renewal) = asking.request(&RenewLease { server, epoch }).await {
-                        me.do_send(PulseAnswered(PulseAnswer { seq, renewal }));
+                        me.do_send(PulseAnswered(PulseAnswer {
+                            seq,
+                            renewal,
+                            generation: None,
+                        }));
                     }
                 });
             }

@@ -121,6 +121,7 @@ impl SiteModel {
             lease_ttl_ms: millis(self.timings.lease_ttl),
             renew_interval_ms: millis(self.timings.renew_interval),
             service_addr: entry.service_addr.clone(),
+            generation: None,
         };
         Ok((registration, effects))
     }

@@ -360,6 +360,7 @@ impl SiteModel {
             lease_ttl_ms: millis(ttl),
             renew_interval_ms: millis(self.timings.renew_interval),
             service_addr,
+            generation: None,
         };
         (Ok(registration), effects)
     }

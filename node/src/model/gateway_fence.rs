@@ -1,0 +1,87 @@
+//! Which of a site's gateways this agent takes commands from: a site of standby gateways
+//! (docs/ha.md) stamps every acceptance, command and renewal with the *generation* of the
+//! gateway that acts, and a later active gateway always has a higher one. The agent keeps
+//! the highest generation it has registered under and refuses anything of a lower one: a
+//! deposed gateway's. A site of one gateway sends no generation, and nothing is refused
+//! for lacking one.
+//!
+//! Kept in memory: an agent that restarts learns the generation again at its next
+//! registration. A deposed gateway stops acting before its successor is elected and exits
+//! at once (docs/ha.md, "A deposed gateway exits"), so this is the second line, for what a
+//! paused gateway might still send between its last check and its pause.
+
+use leasehold_federation::wire::common::{Refusal, RefusalCause};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayFence {
+    highest: Option<u64>,
+}
+
+impl GatewayFence {
+    /// The highest generation registered under, if any.
+    pub fn highest(&self) -> Option<u64> {
+        self.highest
+    }
+
+    /// Whether `what`, stamped with `generation`, comes from a gateway that still acts as
+    /// far as this agent knows. `Err` names both generations.
+    pub fn check(&self, what: &str, generation: Option<u64>) -> Result<(), Refusal> {
+        match (generation, self.highest) {
+            (Some(sent), Some(highest)) if sent < highest => Err(Refusal {
+                cause: RefusalCause::NotAllowed,
+                detail: format!(
+                    "{what} from a gateway of generation g{sent}, but this agent registered with generation g{highest} of its site: the sender is a deposed gateway"
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The agent registered with a gateway of `generation` (checked first with
+    /// [`GatewayFence::check`]).
+    pub fn registered(&mut self, generation: Option<u64>) {
+        if let Some(generation) = generation {
+            self.highest = Some(self.highest.map_or(generation, |h| h.max(generation)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_generation_is_refused_once_a_newer_one_is_registered() {
+        let mut fence = GatewayFence::default();
+        assert!(
+            fence.check("ApplyPointer", Some(5)).is_ok(),
+            "nothing known yet"
+        );
+        fence.registered(Some(7));
+        let refusal = fence.check("ApplyPointer", Some(5)).unwrap_err();
+        assert_eq!(refusal.cause, RefusalCause::NotAllowed);
+        assert!(
+            refusal.detail.contains("g5") && refusal.detail.contains("g7"),
+            "{refusal}"
+        );
+        assert!(
+            fence.check("StopWorkload", Some(7)).is_ok(),
+            "the same generation"
+        );
+        assert!(fence.check("StopWorkload", Some(9)).is_ok(), "a newer one");
+    }
+
+    #[test]
+    fn the_highest_never_goes_back_and_no_generation_refuses_nothing() {
+        let mut fence = GatewayFence::default();
+        fence.registered(Some(9));
+        fence.registered(Some(4));
+        fence.registered(None);
+        assert_eq!(fence.highest(), Some(9));
+        assert!(
+            fence.check("PulseAnswer", None).is_ok(),
+            "a site of one gateway"
+        );
+        assert!(fence.check("PulseAnswer", Some(8)).is_err());
+    }
+}
