@@ -20,6 +20,8 @@ pub struct AccountReport {
     /// Leasehold's SLA violation, server-seconds.
     pub violation_server_s: f64,
     pub moves: u64,
+    /// Server-seconds it held beyond its need: servers idle for it.
+    pub idle_server_s: f64,
     /// The servers the static split gives it, and what that split loses.
     pub static_servers: u32,
     pub static_violation_server_s: f64,
@@ -78,6 +80,7 @@ pub fn report(
             priority: sla.priority,
             violation_server_s: ran.violation_server_s,
             moves: ran.moves,
+            idle_server_s: ran.idle_server_s,
             static_servers: *given,
             static_violation_server_s: *lost,
         })
@@ -142,24 +145,26 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "\n  {:<10} {:>9} {:>8} {:>14} {:>7} {:>14} {:>14}",
+            "\n  {:<10} {:>9} {:>8} {:>14} {:>7} {:>12} {:>14} {:>14}",
             "account",
             "min..max",
             "priority",
             "violation s",
             "moves",
+            "idle s",
             "static servers",
             "static viol. s"
         );
         for account in &self.accounts {
             let _ = writeln!(
                 out,
-                "  {:<10} {:>9} {:>8} {:>14.1} {:>7} {:>14} {:>14.1}",
+                "  {:<10} {:>9} {:>8} {:>14.1} {:>7} {:>12.1} {:>14} {:>14.1}",
                 account.name,
                 format!("{}..{}", account.min_servers, account.max_servers),
                 account.priority,
                 account.violation_server_s,
                 account.moves,
+                account.idle_server_s,
                 account.static_servers,
                 account.static_violation_server_s
             );

@@ -40,6 +40,9 @@ pub struct AccountRun {
     pub violation_server_s: f64,
     /// Servers re-initialized into it (pointers applied).
     pub moves: u64,
+    /// Σ max(0, servers serving it − need) × time: servers it held that its load did not
+    /// need, idle for it.
+    pub idle_server_s: f64,
 }
 
 /// What the site did over the trace.
@@ -64,8 +67,11 @@ enum Phase {
         account: AccountId,
         epoch: Epoch,
     },
+    /// Told to stop; serving its account until it stops only if it had joined (a server
+    /// stopped while starting never served).
     Draining {
         account: AccountId,
+        joined: bool,
         epoch: Epoch,
         stops_at: Millis,
     },
@@ -178,6 +184,7 @@ pub fn replay(
     let end_ms = trace.duration_s() * 1000;
     // In server-milliseconds, whole: a day's sum stays exact.
     let mut violation = vec![0u64; slas.len()];
+    let mut surplus = vec![0u64; slas.len()];
     let mut idle_ms = 0u64;
     let mut rounds = 0u64;
     let mut next_progress = 3_600_000;
@@ -194,6 +201,7 @@ pub fn replay(
             let need = need(sla, trace.load_at(&sla.name, t));
             let have = serving.get(sla.name.as_str()).copied().unwrap_or(0);
             violation[ix] += u64::from(need.saturating_sub(have)) * round_ms;
+            surplus[ix] += u64::from(have.saturating_sub(need)) * round_ms;
         }
         idle_ms += site.idle() as u64 * round_ms;
         rounds += 1;
@@ -205,14 +213,15 @@ pub fn replay(
     Ok(Run {
         accounts: slas
             .iter()
-            .zip(violation)
-            .map(|(sla, violation_ms)| {
+            .zip(violation.into_iter().zip(surplus))
+            .map(|(sla, (violation_ms, surplus_ms))| {
                 let moves = site.moves.get(sla.name.as_str()).copied().unwrap_or(0);
                 (
                     sla.name.clone(),
                     AccountRun {
                         violation_server_s: violation_ms as f64 / 1000.0,
                         moves,
+                        idle_server_s: surplus_ms as f64 / 1000.0,
                     },
                 )
             })
@@ -290,7 +299,12 @@ impl Site {
     fn serving(&self) -> HashMap<String, u32> {
         let mut count = HashMap::new();
         for played in &self.servers {
-            if let Phase::Serving { account, .. } | Phase::Draining { account, .. } = &played.phase
+            if let Phase::Serving { account, .. }
+            | Phase::Draining {
+                account,
+                joined: true,
+                ..
+            } = &played.phase
             {
                 *count.entry(account.to_string()).or_default() += 1;
             }
@@ -313,7 +327,9 @@ impl Site {
             .map(|played| {
                 let (health, load) = match &played.phase {
                     Phase::Idle => (Health::Idle, None),
-                    Phase::Starting { .. } => (Health::Starting, None),
+                    Phase::Starting { .. } | Phase::Draining { joined: false, .. } => {
+                        (Health::Starting, None)
+                    }
                     Phase::Serving { account, .. } | Phase::Draining { account, .. } => {
                         let name = account.to_string();
                         let share = f64::from(serving.get(&name).copied().unwrap_or(1).max(1));
@@ -370,15 +386,18 @@ impl Site {
                         let Some(&ix) = self.index.get(&server) else {
                             continue;
                         };
-                        let account = match &self.servers[ix].phase {
-                            Phase::Serving { account, epoch: e }
-                            | Phase::Starting {
+                        let (account, joined) = match &self.servers[ix].phase {
+                            Phase::Serving { account, epoch: e } if *e == epoch => {
+                                (account.clone(), true)
+                            }
+                            Phase::Starting {
                                 account, epoch: e, ..
-                            } if *e == epoch => account.clone(),
+                            } if *e == epoch => (account.clone(), false),
                             _ => continue,
                         };
                         self.servers[ix].phase = Phase::Draining {
                             account,
+                            joined,
                             epoch,
                             stops_at: Millis(self.now.0 + drain_ms),
                         };

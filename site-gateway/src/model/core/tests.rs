@@ -116,7 +116,22 @@ fn an_unserved_account_is_not_measured_and_a_shortfall_presses_the_next_round() 
     assert!(!start.pressed, "no round has been short yet");
     let demands = groups.decide(&start, now);
     assert_eq!(demands, vec![(0, 2), (1, 1)]);
-    let _ = core.finish_round(&demands, now);
+    let (effects, _) = core.finish_round(&demands, now);
+    let shortfall = effects
+        .iter()
+        .find_map(|effect| match effect {
+            crate::model::effects::Effect::Audit(entry)
+                if entry.kind == crate::model::effects::AuditKind::Shortfall =>
+            {
+                Some(entry.reason.clone())
+            }
+            _ => None,
+        })
+        .expect("shop's shortfall audited");
+    assert!(
+        shortfall.contains("shop") && shortfall.ends_with(crate::model::site::tick::PRESSED),
+        "the audit says why demands fall from now on: {shortfall}"
+    );
     let now = Millis(300);
     let start = core.begin_round(beats(2, load, now), now);
     assert!(start.pressed, "shop was short with no server free");

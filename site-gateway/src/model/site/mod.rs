@@ -22,7 +22,7 @@ pub use maintenance::MaintenanceRefusal;
 mod reconfigure;
 mod server;
 mod snapshot;
-mod tick;
+pub(crate) mod tick;
 
 #[cfg(test)]
 mod handback_tests;

@@ -287,7 +287,10 @@ impl SiteModel {
                 continue;
             }
             account.shortfall = counts;
-            if let Some((_, reason)) = now_short {
+            if let Some((_, mut reason)) = now_short {
+                // Why demands elsewhere fall from the next round on (D-44), in the audit
+                // log where an operator reads the moves that follow.
+                reason.push_str(PRESSED);
                 let name = account.config.name.clone();
                 effects.push(audit(
                     AuditKind::Shortfall,
@@ -302,6 +305,9 @@ impl SiteModel {
         effects
     }
 }
+
+/// Said with every shortfall: while any account is short, demands are pressed.
+pub const PRESSED: &str = "; demands keep no headroom while an account is short";
 
 /// Owned views, so that the borrowed [`SiteView`] can be built from them.
 pub struct Views {
