@@ -155,6 +155,7 @@ async fn answer_site_request(request: InboundRequest<ReplyPort>) {
             .send(&PeerWelcome {
                 site: site("site-a"),
                 config_version: hello.config_version + 1,
+                generation: None,
             })
             .await
             .unwrap(),
@@ -234,6 +235,7 @@ async fn sites_exchange_every_site_message_both_ways() {
         .request(&PeerHello {
             site: site("site-b"),
             config_version: 4,
+            generation: None,
         })
         .await
         .unwrap();

@@ -1,6 +1,7 @@
 //! Everything that crosses a process boundary in Leasehold, and nothing else.
 //!
 //! - [`addr`]: `HOST:PORT` addresses to dial, names resolved at each dial.
+//! - [`generation`]: which gateway of a site of standbys to take messages from.
 //! - [`ids`]: the newtypes for sites, servers, accounts and epochs.
 //! - [`placeholders`]: the `{name}` grammar of workload commands, shared by config check
 //!   and the node agent.
@@ -11,6 +12,7 @@
 //! config files. The gateway and the node agent depend on it; it depends on neither.
 
 pub mod addr;
+pub mod generation;
 pub mod ids;
 pub mod placeholders;
 pub mod transport;

@@ -216,10 +216,17 @@ fn samples() -> Vec<Envelope> {
         round_trip(PeerHello {
             site: site(),
             config_version: 3,
+            generation: None,
+        }),
+        round_trip(PeerHello {
+            site: site(),
+            config_version: 3,
+            generation: Some(41),
         }),
         round_trip(PeerWelcome {
             site: SiteId::parse("site-b").unwrap(),
             config_version: 5,
+            generation: None,
         }),
         round_trip(Ping {
             seq: 1,

@@ -41,6 +41,9 @@ pub fn catalogue(config: &SiteConfig) -> AccountCatalogue {
     }
 }
 
+/// A peer's `[[peer]] addr` and `other_addrs`.
+type PeerAddrs = (HostPort, Vec<HostPort>);
+
 /// The Peer actors of this site by peer name, shared by the accept loop, the admin API and
 /// the status page; a live config edit changes it.
 pub type PeerDirectory = Arc<RwLock<BTreeMap<SiteId, Addr<Peer>>>>;
@@ -51,7 +54,7 @@ pub struct Federation {
     endpoint: Arc<Endpoint>,
     local: Mutex<Local>,
     peers: PeerDirectory,
-    addrs: Mutex<BTreeMap<SiteId, HostPort>>,
+    addrs: Mutex<BTreeMap<SiteId, PeerAddrs>>,
     /// Where the peers it keeps are, across restarts (see [`PeerBook`]).
     book: Arc<PeerBook>,
 }
@@ -110,20 +113,33 @@ impl Federation {
             Ok(peers) => peers,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let mut wanted: BTreeMap<SiteId, HostPort> = config
+        let mut wanted: BTreeMap<SiteId, PeerAddrs> = config
             .peers
             .iter()
-            .map(|peer| (peer.name.clone(), peer.addr.clone()))
+            .map(|peer| {
+                (
+                    peer.name.clone(),
+                    (peer.addr.clone(), peer.other_addrs.clone()),
+                )
+            })
             .collect();
         for site in keep {
             if *site != config.site.name
                 && !wanted.contains_key(site)
-                && let Some(addr) = addrs.get(site).cloned().or_else(|| self.book.get(site))
+                && let Some(addrs) = addrs
+                    .get(site)
+                    .cloned()
+                    .or_else(|| self.book.get(site).map(|addr| (addr, Vec::new())))
             {
-                wanted.insert(site.clone(), addr);
+                wanted.insert(site.clone(), addrs);
             }
         }
-        if self.book.set(wanted.clone()) {
+        // The book keeps each peer's first address: enough to reach a site being removed.
+        let book: BTreeMap<SiteId, HostPort> = wanted
+            .iter()
+            .map(|(site, (addr, _))| (site.clone(), addr.clone()))
+            .collect();
+        if self.book.set(book) {
             // The file is written on the blocking pool, never on an actor's thread.
             let book = self.book.clone();
             tokio::task::spawn_blocking(move || {
@@ -146,14 +162,14 @@ impl Federation {
             addrs.remove(&name);
             tracing::info!(peer = %name, "peer removed from the config");
         }
-        for (name, addr) in &wanted {
+        for (name, peer_addrs) in &wanted {
             match peers.get(name) {
                 Some(peer) => peer.do_send(Announce(catalogue.clone())),
                 None => {
-                    let peer = Peer::new(name.clone(), addr.clone(), local.clone()).start();
+                    let peer = Peer::new(name.clone(), peer_addrs.clone(), local.clone()).start();
                     peers.insert(name.clone(), peer);
-                    addrs.insert(name.clone(), addr.clone());
-                    tracing::info!(peer = %name, %addr, "peer added by a config edit");
+                    addrs.insert(name.clone(), peer_addrs.clone());
+                    tracing::info!(peer = %name, addr = %peer_addrs.0, "peer added by a config edit");
                 }
             }
         }
@@ -171,21 +187,26 @@ fn policy(config: &SiteConfig) -> PeerPolicy {
     PeerPolicy::Sites(config.peers.iter().map(|peer| peer.name.clone()).collect())
 }
 
-/// Listens on `federation_addr` for the configured peers only, starts a Peer actor per
-/// peer, and hands each peer's inbound connections to its actor.
-pub fn start(
-    config: &SiteConfig,
-    identity: &Identity,
-    started: Instant,
-    book: PeerBook,
-) -> Result<Arc<Federation>, EndpointError> {
-    let endpoint = Arc::new(Endpoint::listen(
+/// Listens on `federation_addr` for the configured peers only. A standby gateway refuses
+/// them on it (docs/ha.md) until it acts and [`start`]s the federation on it.
+pub fn listen(config: &SiteConfig, identity: &Identity) -> Result<Arc<Endpoint>, EndpointError> {
+    Ok(Arc::new(Endpoint::listen(
         config.site.federation_addr,
         identity,
         Alpn::Site,
         policy(config),
         Limits::default(),
-    )?);
+    )?))
+}
+
+/// Starts a Peer actor per peer, and hands each peer's inbound connections on `endpoint`
+/// (from [`listen`]) to its actor.
+pub fn start(
+    config: &SiteConfig,
+    (endpoint, generation): (Arc<Endpoint>, Option<u64>),
+    started: Instant,
+    book: PeerBook,
+) -> Arc<Federation> {
     let local = Local {
         site: config.site.name.clone(),
         endpoint: endpoint.clone(),
@@ -193,24 +214,26 @@ pub fn start(
         ping_interval: config.timings.heartbeat_interval,
         misses: config.timings.heartbeat_misses_before_failed,
         started,
+        generation,
         master: Arc::new(OnceLock::new()),
     };
     let mut peers = BTreeMap::new();
     let mut addrs = BTreeMap::new();
     for peer in &config.peers {
-        let actor = Peer::new(peer.name.clone(), peer.addr.clone(), local.clone()).start();
+        let peer_addrs = (peer.addr.clone(), peer.other_addrs.clone());
+        let actor = Peer::new(peer.name.clone(), peer_addrs.clone(), local.clone()).start();
         peers.insert(peer.name.clone(), actor);
-        addrs.insert(peer.name.clone(), peer.addr.clone());
+        addrs.insert(peer.name.clone(), peer_addrs);
     }
     let directory: PeerDirectory = Arc::new(RwLock::new(peers));
     tokio::spawn(accept_peers(endpoint.clone(), directory.clone()));
-    Ok(Arc::new(Federation {
+    Arc::new(Federation {
         endpoint,
         local: Mutex::new(local),
         peers: directory,
         addrs: Mutex::new(addrs),
         book: Arc::new(book),
-    }))
+    })
 }
 
 async fn accept_peers(endpoint: Arc<Endpoint>, peers: PeerDirectory) {

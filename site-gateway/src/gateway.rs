@@ -302,19 +302,31 @@ async fn serve(
     )?
     .with_datagram_sink(board.clone());
     let endpoint = Arc::new(endpoint);
+    let federation_endpoint = crate::federation::listen(&config, &identity)?;
     // A gateway of a site whose journal is in etcd acts only once elected: until then it
     // is a standby (docs/ha.md), and it reads the journal only once it acts.
     let (journal, recovered, election) = match store {
         Store::Redb { journal, recovered } => (SiteJournal::Redb(*journal), recovered, None),
         Store::Etcd(etcd) => {
-            let (journal, recovered, election) =
-                elected(&config, etcd, endpoint.clone(), admin.tls.clone()).await?;
+            let (journal, recovered, election) = elected(
+                &config,
+                etcd,
+                (endpoint.clone(), federation_endpoint.clone()),
+                admin.tls.clone(),
+            )
+            .await?;
             (journal, recovered, Some(election))
         }
     };
     // The clock of the core starts now: a standby may have waited long before it acts.
     let started = Instant::now();
-    let peers = crate::federation::start(&config, &identity, started, peer_book)?;
+    let generation = election.as_ref().and_then(|election| election.stamp());
+    let peers = crate::federation::start(
+        &config,
+        (federation_endpoint, generation),
+        started,
+        peer_book,
+    );
     let journal_thread = Arbiter::new();
     let retention_days = config.journal.audit_retention_days;
     let journal = JournalWriter::start_in_arbiter(&journal_thread.handle(), move |_| {
@@ -477,7 +489,7 @@ fn etcd_client(store: &EtcdStore) -> Result<leasehold_etcd::Etcd, GatewayError> 
 async fn elected(
     config: &SiteConfig,
     etcd: Arc<leasehold_etcd::Etcd>,
-    management: Arc<Endpoint>,
+    (management, federation): (Arc<Endpoint>, Arc<Endpoint>),
     admin_tls: Option<rustls::ServerConfig>,
 ) -> Result<(SiteJournal, crate::model::site::Recovered, Arc<Elector>), GatewayError> {
     let SiteStore::Etcd(store) = &config.site.store else {
@@ -514,7 +526,7 @@ async fn elected(
         &name,
         config.site.admin_addr,
         admin_tls,
-        management,
+        (management, federation),
         election.clone(),
     )
     .await

@@ -160,6 +160,7 @@ pub fn member_config(
             .map(|peer| Peer {
                 name: peer.clone(),
                 addr: addr(site, 50).into(),
+                other_addrs: Vec::new(),
             })
             .collect(),
         servers: (0..servers)

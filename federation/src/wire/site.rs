@@ -12,12 +12,22 @@ use crate::ids::{AccountId, Epoch, ServerId, SiteId, Term};
 pub struct PeerHello {
     pub site: SiteId,
     pub config_version: u64,
+    /// The generation of the sending site's active gateway, on a site of standby
+    /// gateways (docs/ha.md, "Generations"); a receiver refuses one older than it has
+    /// taken from that site. Added within version 1: absent from a site of one gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerWelcome {
     pub site: SiteId,
     pub config_version: u64,
+    /// The generation of the sending site's active gateway, on a site of standby
+    /// gateways (docs/ha.md, "Generations"); a receiver refuses one older than it has
+    /// taken from that site. Added within version 1: absent from a site of one gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 /// Liveness and RTT probe; the answer echoes `seq` and `sent_at_us`.

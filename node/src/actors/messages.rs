@@ -41,7 +41,7 @@ pub struct DescribeForRegistration;
 pub struct Described {
     pub running: Option<RunningWorkload>,
     pub highest_epoch: Epoch,
-    pub fence: crate::model::gateway_fence::GatewayFence,
+    pub fence: leasehold_federation::generation::GenerationFence,
 }
 
 #[derive(Debug, actix::Message)]

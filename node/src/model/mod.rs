@@ -21,8 +21,6 @@ use leasehold_federation::wire::node::{
 use crate::clock::MonoTime;
 use crate::event_log::StopReason;
 
-pub mod gateway_fence;
-
 /// How long to wait before asking again when a renewal got no answer.
 pub const RENEW_RETRY: Duration = Duration::from_millis(100);
 

@@ -146,14 +146,7 @@ impl SiteMaster {
 
     /// The site's election: this gateway renews only while it acts.
     pub fn with_election(mut self, election: Option<Arc<crate::ha::Elector>>) -> Self {
-        self.generation = election
-            .as_ref()
-            .and_then(|election| match election.role() {
-                crate::model::election::Role::Active { generation, .. } => {
-                    u64::try_from(generation.0).ok()
-                }
-                crate::model::election::Role::Standby { .. } => None,
-            });
+        self.generation = election.as_ref().and_then(|election| election.stamp());
         self.election = election;
         self
     }

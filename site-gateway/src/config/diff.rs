@@ -365,6 +365,7 @@ mod tests {
             peers: vec![Peer {
                 name: "site-b".parse().expect("a valid site name"),
                 addr: "127.0.0.1:4".parse().expect("an address"),
+                other_addrs: Vec::new(),
             }],
             servers: vec![Server {
                 id: "a1".parse().expect("a valid server id"),
@@ -415,6 +416,7 @@ mod tests {
         new.peers.push(Peer {
             name: "site-c".parse().expect("a valid site name"),
             addr: "127.0.0.1:8".parse().expect("an address"),
+            other_addrs: Vec::new(),
         });
         new.timings.lease_ttl = Duration::from_secs(5);
         new.timings.failback_after = Duration::from_secs(60);

@@ -59,6 +59,7 @@ pub(crate) fn check_with_warnings(files: &[File]) -> (Vec<ConfigError>, Vec<Conf
     for f in files {
         references(f, &sites, &mut errors);
         addresses(f, &sites, &mut errors, &mut warnings);
+        standby_addresses(f, &sites, &mut errors);
     }
     unique(files, &mut errors);
     listeners(files, &mut errors);
@@ -109,13 +110,7 @@ fn addresses(
         ) else {
             continue;
         };
-        // A site listening on every interface can be reached at any of its IPs.
-        let matches = if theirs.ip().is_unspecified() {
-            addr.port() == theirs.port()
-        } else {
-            addr == theirs
-        };
-        if !matches {
+        if !reaches(addr, theirs) {
             warnings.push(f.source.error_at(
                 p.addr.span(),
                 format!(
@@ -126,6 +121,73 @@ fn addresses(
                     other.name()
                 ),
             ));
+        }
+    }
+}
+
+/// Whether dialling `addr` reaches a listener on `listener`: a site listening on every
+/// interface can be reached at any of its IPs.
+fn reaches(addr: SocketAddr, listener: SocketAddr) -> bool {
+    if listener.ip().is_unspecified() {
+        addr.port() == listener.port()
+    } else {
+        addr == listener
+    }
+}
+
+/// A peer of standby gateways is dialled at every gateway's address (docs/ha.md): each
+/// `[[site.gateway]]`'s `federation_addr` must be among a peer entry's `addr` and
+/// `other_addrs`, or a takeover would cut this site off from that one. Names are not
+/// resolved here; an address given by name is taken to cover its gateway.
+fn standby_addresses(f: &File, sites: &BTreeMap<&str, &File>, errors: &mut Vec<ConfigError>) {
+    for p in &f.raw.peers {
+        let Some(other) = sites.get(p.name.get_ref().as_str()) else {
+            continue;
+        };
+        if other.raw.site.gateways.is_empty() {
+            continue;
+        }
+        let listed: Vec<HostPort> = std::iter::once(&p.addr)
+            .chain(&p.other_addrs)
+            .filter_map(|addr| addr.get_ref().parse::<HostPort>().ok())
+            .collect();
+        if listed.iter().any(|addr| addr.socket_addr().is_none()) {
+            continue;
+        }
+        let own = other
+            .raw
+            .site
+            .gateway_name
+            .as_ref()
+            .map_or("of [site]", |name| name.get_ref().as_str());
+        let gateways = std::iter::once((own, &other.raw.site.federation_addr)).chain(
+            other
+                .raw
+                .site
+                .gateways
+                .iter()
+                .map(|g| (g.name.get_ref().as_str(), &g.federation_addr)),
+        );
+        for (gateway, raw) in gateways {
+            let Ok(theirs) = raw.get_ref().parse::<SocketAddr>() else {
+                continue;
+            };
+            let covered = listed
+                .iter()
+                .filter_map(HostPort::socket_addr)
+                .any(|addr| reaches(addr, theirs));
+            if !covered {
+                errors.push(f.source.error_at(
+                    p.name.span(),
+                    format!(
+                        "peer `{}` of site `{}` does not list the federation_addr {theirs} of its gateway `{gateway}` ({}): a site of standby gateways is dialled at each, or a takeover cuts `{}` off from it; add it to other_addrs",
+                        other.name(),
+                        f.name(),
+                        other.source.place(&raw.span()),
+                        f.name()
+                    ),
+                ));
+            }
         }
     }
 }

@@ -160,7 +160,7 @@ pub(crate) fn gateways(
     raw: &RawSite,
     store: &SiteStore,
     own: Option<(SocketAddr, SocketAddr, SocketAddr)>,
-    lease_ttl: Duration,
+    (lease_ttl, ownership_ttl): (Duration, Duration),
 ) -> Vec<GatewayAddrs> {
     let s = &raw.site;
     if s.gateways.is_empty() {
@@ -196,19 +196,22 @@ pub(crate) fn gateways(
         );
         return Vec::new();
     };
-    if let Some(peer) = raw.peers.first() {
-        // Peers dial one address per site; until they dial every gateway of a site, a
-        // takeover would cut the site off from its peers and start failovers.
+    let needed = Duration::from_secs(etcd.lease_ttl_s) + TAKEOVER_ALLOWANCE;
+    if !raw.peers.is_empty() && ownership_ttl <= needed {
+        // The peers' grants to this site must outlast a takeover, or a failover site
+        // takes its accounts over while its next gateway comes up.
         c.error(
             first_span.clone(),
             format!(
-                "site `{}`: standby gateways are not yet supported on a site with peers (peer `{}`): peers dial one address per site (docs/ha.md, \"Where this stands\")",
+                "site `{}`: with standby gateways and peers, [timings] ownership_ttl_ms ({} ms) must be more than etcd_lease_ttl_s ({} s) plus {} ms, or a takeover lets a peer take the site's accounts over (docs/ha.md, \"The timing\"); give ownership_ttl_ms = {} or more, in every site's file",
                 c.site,
-                peer.name.get_ref()
+                ownership_ttl.as_millis(),
+                etcd.lease_ttl_s,
+                TAKEOVER_ALLOWANCE.as_millis(),
+                needed.as_millis() + 1
             ),
         );
     }
-    let needed = Duration::from_secs(etcd.lease_ttl_s) + TAKEOVER_ALLOWANCE;
     if lease_ttl <= needed {
         c.error(
             first_span.clone(),

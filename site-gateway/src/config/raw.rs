@@ -127,6 +127,9 @@ pub(crate) struct RawLending {
 pub(crate) struct RawPeer {
     pub name: Spanned<String>,
     pub addr: Spanned<String>,
+    /// The federation addresses of the peer's other gateways, when it runs standbys.
+    #[serde(default)]
+    pub other_addrs: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -296,6 +296,16 @@ pub struct Peer {
     pub name: SiteId,
     /// Where to dial it: an IP literal, or a DNS name resolved at every dial.
     pub addr: leasehold_federation::addr::HostPort,
+    /// Its other gateways' federation addresses, for a peer of standby gateways
+    /// (docs/ha.md): it is dialled at each in turn until the one that acts answers.
+    pub other_addrs: Vec<leasehold_federation::addr::HostPort>,
+}
+
+impl Peer {
+    /// Every address of the peer, `addr` first.
+    pub fn addrs(&self) -> impl Iterator<Item = &leasehold_federation::addr::HostPort> {
+        std::iter::once(&self.addr).chain(&self.other_addrs)
+    }
 }
 
 /// `[[server]]`: one server of this site's inventory.

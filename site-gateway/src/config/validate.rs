@@ -96,7 +96,13 @@ pub(crate) fn validate(source: &Source, raw: &RawSite) -> Result<SiteConfig, Vec
     let own = site
         .as_ref()
         .map(|s| (s.admin_addr, s.federation_addr, s.management_addr));
-    let gateways = super::ha::gateways(&mut c, raw, &store, own, timings.lease_ttl);
+    let gateways = super::ha::gateways(
+        &mut c,
+        raw,
+        &store,
+        own,
+        (timings.lease_ttl, timings.ownership_ttl),
+    );
     if let Some(site) = site.as_mut() {
         site.store = store;
         site.gateways = gateways;
@@ -425,8 +431,33 @@ fn peers(c: &mut Checker<'_>, raw: &RawSite) -> Option<Vec<Peer>> {
             c.error(p.name.span(), msg);
         }
         let addr = c.host_port(&p.addr, &format!("addr of peer `{name}`"));
-        match (id, addr, out.as_mut()) {
-            (Some(name), Some(addr), Some(list)) => list.push(Peer { name, addr }),
+        let mut other_addrs = Some(Vec::new());
+        for (j, other) in p.other_addrs.iter().enumerate() {
+            let parsed = c.host_port(other, &format!("other_addrs of peer `{name}`"));
+            let listed_before = std::iter::once(&p.addr)
+                .chain(&p.other_addrs[..j])
+                .any(|before| before.get_ref() == other.get_ref());
+            if listed_before {
+                c.error(
+                    other.span(),
+                    format!(
+                        "peer `{name}` of site `{}`: address `{}` is listed twice",
+                        c.site,
+                        other.get_ref()
+                    ),
+                );
+            }
+            match (parsed, other_addrs.as_mut()) {
+                (Some(parsed), Some(list)) => list.push(parsed),
+                _ => other_addrs = None,
+            }
+        }
+        match (id, addr, other_addrs, out.as_mut()) {
+            (Some(name), Some(addr), Some(other_addrs), Some(list)) => list.push(Peer {
+                name,
+                addr,
+                other_addrs,
+            }),
             _ => out = None,
         }
     }

@@ -91,6 +91,15 @@ impl Elector {
         self.shared.candidate().role().clone()
     }
 
+    /// The generation this gateway was elected under, as stamped on what it sends its
+    /// nodes and peers (docs/ha.md, "Generations"); `None` while standby.
+    pub fn stamp(&self) -> Option<u64> {
+        match self.role() {
+            Role::Active { generation, .. } => u64::try_from(generation.0).ok(),
+            Role::Standby { .. } => None,
+        }
+    }
+
     /// The active gateway's record (name and addresses), as last read, while standby.
     pub fn active_record(&self) -> Option<Value> {
         self.shared

@@ -3,13 +3,15 @@
 //! active gateway's admin address. Its management listener is open and refuses every
 //! registration, naming the active gateway (a node agent given every gateway dials them
 //! all and registers with the one that accepts, docs/node.md); once it acts, the same
-//! listener serves its nodes. It binds no federation listener until it acts.
+//! listener serves its nodes. Its federation listener closes every peer's connection as
+//! soon as it is made, with the same words; once it acts, it serves its peers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
+use leasehold_federation::transport::connection::close_code;
 use leasehold_federation::transport::endpoint::Endpoint;
 use leasehold_federation::wire::common::{Refusal, RefusalCause};
 use leasehold_federation::wire::node::Registration;
@@ -31,13 +33,19 @@ pub async fn until_active(
     name: &str,
     admin_addr: SocketAddr,
     admin_tls: Option<rustls::ServerConfig>,
-    management: Arc<Endpoint>,
+    (management, federation): (Arc<Endpoint>, Arc<Endpoint>),
     election: Arc<Elector>,
 ) -> std::io::Result<Generation> {
     let site = site.to_owned();
     let name = name.to_owned();
     let refusing = tokio::spawn(refuse_registrations(
         management,
+        site.clone(),
+        name.clone(),
+        election.clone(),
+    ));
+    let refusing_peers = tokio::spawn(refuse_peers(
+        federation,
         site.clone(),
         name.clone(),
         election.clone(),
@@ -75,8 +83,9 @@ pub async fn until_active(
     };
     handle.stop(true).await;
     let _ = serving.await;
-    // The listener stays open for the active gateway's own accept loop.
+    // The listeners stay open for the active gateway's own accept loops.
     refusing.abort();
+    refusing_peers.abort();
     Ok(generation)
 }
 
@@ -111,6 +120,25 @@ async fn refuse_registrations(
                 }
             }
             connection.close(0, "standby gateway");
+        });
+    }
+}
+
+/// Closes every peer's connection on the federation listener as soon as it is made,
+/// naming the active gateway: a peer dials every gateway of a site of standbys in turn
+/// and talks to the one whose hello is answered.
+async fn refuse_peers(
+    federation: Arc<Endpoint>,
+    site: String,
+    name: String,
+    election: Arc<Elector>,
+) {
+    while let Some(handshake) = federation.accept().await {
+        let words = standby_words(&site, &name, &election);
+        tokio::spawn(async move {
+            if let Ok((connection, _inbox)) = handshake.finish().await {
+                connection.close(close_code::REFUSED, words.trim_end());
+            }
         });
     }
 }

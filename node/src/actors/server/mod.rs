@@ -24,9 +24,9 @@ use crate::driver::Driver;
 use crate::driver::probe::{self, CpuReading};
 use crate::event_log::{EventKind, EventLog};
 use crate::metrics::NodeMetrics;
-use crate::model::gateway_fence::GatewayFence;
 use crate::model::{Effect, NodeModel, Report};
 use crate::pulse::Pulser;
+use leasehold_federation::generation::GenerationFence;
 
 /// How often the model is ticked: lease expiry is acted on at most this late.
 const TICK: Duration = Duration::from_millis(20);
@@ -70,7 +70,7 @@ pub struct Server {
     /// for the new image.
     replacing: bool,
     /// The generation of the site's gateways registered under (a site of standbys).
-    fence: GatewayFence,
+    fence: GenerationFence,
 }
 
 impl Server {
@@ -97,7 +97,7 @@ impl Server {
             shutdown_waiters: Vec::new(),
             metrics,
             replacing: false,
-            fence: GatewayFence::default(),
+            fence: GenerationFence::default(),
         }
     }
 

@@ -6,8 +6,32 @@ use super::*;
 /// Answers what a peer sends on one connection. Hello and ping need no state and are
 /// answered here; a loan request goes to the Peer actor (it holds the peer's catalogue),
 /// the rest of the loan protocol to the master.
-pub(super) async fn serve_inbound(name: SiteId, local: Local, mut inbox: Inbox, peer: Addr<Peer>) {
+///
+/// On a peer of standby gateways, what a connection carries is its sender's generation,
+/// the hello's (or the welcome's, on a connection we dialled): a connection of a deposed
+/// gateway, older than one taken since, is closed, and nothing more on it is taken.
+pub(super) async fn serve_inbound(
+    name: SiteId,
+    local: Local,
+    (connection, mut inbox): (Connection, Inbox),
+    peer: Addr<Peer>,
+    (fence, mut sender): (Arc<std::sync::Mutex<GenerationFence>>, Option<u64>),
+) {
     while let Some(message) = inbox.next().await {
+        let taken = match &message {
+            Ok(Inbound::Request(InboundRequest::PeerHello(hello, _))) => {
+                sender = hello.generation;
+                take_generation(&fence, "a hello", sender)
+            }
+            Ok(Inbound::Request(request)) => take_generation(&fence, request.kind(), sender),
+            Ok(Inbound::OneWay(message)) => take_generation(&fence, message.kind(), sender),
+            Err(_) => Ok(()),
+        };
+        if let Err(refusal) = taken {
+            tracing::warn!(peer = %name, %refusal, "refused: a connection of a deposed gateway");
+            connection.close(close_code::REFUSED, &refusal.detail);
+            break;
+        }
         match message {
             Ok(Inbound::Request(request)) => answer(&name, &local, request, &peer).await,
             Ok(Inbound::OneWay(InboundOneWay::AccountCatalogue(catalogue))) => {
@@ -71,6 +95,7 @@ async fn answer(
                 .send(&PeerWelcome {
                     site: local.site.clone(),
                     config_version: local.catalogue.version,
+                    generation: local.generation,
                 })
                 .await
         }

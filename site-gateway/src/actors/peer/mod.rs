@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use leasehold_federation::addr::HostPort;
+use leasehold_federation::generation::GenerationFence;
 use leasehold_federation::ids::SiteId;
 use leasehold_federation::transport::connection::{Connection, Inbox, ReplyPort, close_code};
 use leasehold_federation::transport::endpoint::Endpoint;
@@ -55,6 +56,8 @@ pub struct Local {
     pub ping_interval: Duration,
     pub misses: u32,
     pub started: Instant,
+    /// This gateway's generation, on a site of standby gateways: in hellos and welcomes.
+    pub generation: Option<u64>,
     /// The site's master, set once it has started (after the peers).
     pub master: Arc<OnceLock<Addr<SiteMaster>>>,
 }
@@ -63,6 +66,8 @@ pub struct Peer {
     name: SiteId,
     /// As configured: a name is resolved at every dial.
     addr: HostPort,
+    /// Its other gateways' addresses (a peer of standby gateways), dialled after `addr`.
+    other_addrs: Vec<HostPort>,
     /// The address the connection we dialled is to.
     dialled_addr: Option<SocketAddr>,
     local: Local,
@@ -76,14 +81,19 @@ pub struct Peer {
     /// Refusals and failures are logged when they change, not on every retry.
     last_failure: Option<String>,
     catalogue: Option<AccountCatalogue>,
+    /// The highest generation of the peer's gateways taken (a peer of standbys): shared
+    /// with the tasks that serve its connections, which refuse a deposed gateway's.
+    fence: Arc<std::sync::Mutex<GenerationFence>>,
 }
 
 impl Peer {
-    pub fn new(name: SiteId, addr: HostPort, local: Local) -> Self {
+    /// `addr` and `other_addrs` as `[[peer]]` gives them.
+    pub fn new(name: SiteId, (addr, other_addrs): (HostPort, Vec<HostPort>), local: Local) -> Self {
         let health = PeerHealth::new(local.ping_interval, local.misses);
         Peer {
             name,
             addr,
+            other_addrs,
             dialled_addr: None,
             local,
             health,
@@ -95,6 +105,7 @@ impl Peer {
             seq: 0,
             last_failure: None,
             catalogue: None,
+            fence: Arc::default(),
         }
     }
 
@@ -110,46 +121,73 @@ impl Peer {
         self.generation += 1;
         let generation = self.generation;
         let endpoint = self.local.endpoint.clone();
-        let (addr, name) = (self.addr.clone(), PeerName::Site(self.name.clone()));
+        let addrs: Vec<HostPort> = std::iter::once(self.addr.clone())
+            .chain(self.other_addrs.iter().cloned())
+            .collect();
+        let name = PeerName::Site(self.name.clone());
         let hello = PeerHello {
             site: self.local.site.clone(),
             config_version: self.local.catalogue.version,
+            generation: self.local.generation,
         };
         let catalogue = self.local.catalogue.clone();
         let timeout = self.local.ping_interval * self.local.misses;
+        let several = addrs.len() > 1;
         let dialled = async move {
-            // Resolved again at every dial: a site whose address changed is found at the
-            // new one. Each address is tried in turn (`localhost` may be ::1 first).
-            let targets = addr.resolve().await.map_err(|error| error.to_string())?;
+            // Every address of the peer in turn (one for a site of one gateway; every
+            // gateway of a site of standbys, of which only the one that acts answers our
+            // hello). Each is resolved again at every dial: a site whose address changed
+            // is found at the new one; each address a name has is tried in turn
+            // (`localhost` may be ::1 first).
             let mut failures = Vec::new();
-            let mut reached = None;
-            for target in targets {
-                match endpoint.connect(target, &name).await {
-                    Ok(connected) => {
-                        reached = Some((target, connected));
-                        break;
+            for addr in &addrs {
+                let targets = match addr.resolve().await {
+                    Ok(targets) => targets,
+                    Err(error) => {
+                        failures.push(format!("{addr}: {error}"));
+                        continue;
                     }
-                    Err(error) => failures.push(format!("{target}: {error}")),
+                };
+                for target in targets {
+                    // A dead gateway of several must not hold the dial up past the time
+                    // a peer is judged down.
+                    let connecting = endpoint.connect(target, &name);
+                    let connected = if several {
+                        match tokio::time::timeout(timeout, connecting).await {
+                            Ok(connected) => connected,
+                            Err(_) => {
+                                failures.push(format!("{target}: no handshake within {timeout:?}"));
+                                continue;
+                            }
+                        }
+                    } else {
+                        connecting.await
+                    };
+                    let (connection, inbox) = match connected {
+                        Ok(connected) => connected,
+                        Err(error) => {
+                            failures.push(format!("{target}: {error}"));
+                            continue;
+                        }
+                    };
+                    // With TLS 1.3 a refusal of our certificate shows up on first use, so
+                    // the hello doubles as the check that the peer accepted us; a standby
+                    // gateway closes the connection instead, naming the active one.
+                    match connection.request_within(&hello, timeout).await {
+                        Ok(welcome) => {
+                            connection
+                                .send(catalogue.as_ref())
+                                .await
+                                .map_err(|error| error.to_string())?;
+                            return Ok::<_, String>((target, connection, inbox, welcome));
+                        }
+                        Err(error) => failures.push(format!(
+                            "{target}: the peer did not answer our hello (it may refuse our certificate, or be a standby): {error}"
+                        )),
+                    }
                 }
             }
-            let Some((target, (connection, inbox))) = reached else {
-                return Err(failures.join("; "));
-            };
-            // With TLS 1.3 a refusal of our certificate shows up on first use, so the
-            // hello doubles as the check that the peer accepted us.
-            let welcome = connection
-                .request_within(&hello, timeout)
-                .await
-                .map_err(|error| {
-                    format!(
-                        "the peer did not answer our hello (it may refuse our certificate): {error}"
-                    )
-                })?;
-            connection
-                .send(catalogue.as_ref())
-                .await
-                .map_err(|error| error.to_string())?;
-            Ok::<_, String>((target, connection, inbox, welcome))
+            Err(failures.join("; "))
         };
         ctx.spawn(dialled.into_actor(self).map(move |result, peer, ctx| {
             peer.dialing = false;
@@ -176,6 +214,11 @@ impl Peer {
             connection.close(close_code::REFUSED, "wrong site in welcome");
             return;
         }
+        if let Err(refusal) = take_generation(&self.fence, "a welcome", welcome.generation) {
+            connection.close(close_code::REFUSED, &refusal.detail);
+            self.dial_failed(refusal.detail, ctx);
+            return;
+        }
         tracing::info!(peer = %self.name, addr = %self.addr, at = ?self.dialled_addr, "peer connected");
         self.last_failure = None;
         self.backoff = BACKOFF_FIRST;
@@ -184,8 +227,9 @@ impl Peer {
         tokio::spawn(serve_inbound(
             self.name.clone(),
             self.local.clone(),
-            inbox,
+            (connection.clone(), inbox),
             ctx.address(),
+            (self.fence.clone(), welcome.generation),
         ));
         let watched = connection.clone();
         ctx.spawn(
@@ -303,14 +347,17 @@ impl Handler<DialledIn> for Peer {
 
     fn handle(&mut self, message: DialledIn, ctx: &mut Context<Self>) {
         self.generation += 1;
+        let connection = message.connection.clone();
         if let Some((_, old)) = self.inbound.replace((self.generation, message.connection)) {
             old.close(close_code::DONE, "replaced by a newer connection");
         }
+        // Its generation is the hello's, the first thing a peer sends on it.
         tokio::spawn(serve_inbound(
             self.name.clone(),
             self.local.clone(),
-            message.inbox,
+            (connection, message.inbox),
             ctx.address(),
+            (self.fence.clone(), None),
         ));
     }
 }
@@ -447,6 +494,22 @@ impl Handler<GetPeerStatus> for Peer {
 
 mod inbound;
 mod outgoing;
+
+/// Takes `generation` from the peer if it is not older than one taken before; `Err` says
+/// why not (a deposed gateway of the peer's site).
+fn take_generation(
+    fence: &std::sync::Mutex<GenerationFence>,
+    what: &str,
+    generation: Option<u64>,
+) -> Result<(), Refusal> {
+    // Each update is whole; a panic elsewhere leaves nothing half-set.
+    let mut fence = fence
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    fence.check(what, generation)?;
+    fence.registered(generation);
+    Ok(())
+}
 
 use inbound::serve_inbound;
 pub use outgoing::Outgoing;

@@ -307,3 +307,27 @@ fn ownership_timings_must_be_the_same_at_every_site() {
         found[0]
     );
 }
+
+/// site-a runs two gateways (docs/ha.md): site-b must dial both.
+#[test]
+fn a_peer_of_standby_gateways_must_list_every_gateway() {
+    let standbys = edit(
+        BASE,
+        "management_addr = \"127.0.0.1:7301\"\n",
+        "management_addr = \"127.0.0.1:7301\"\nstore = \"etcd\"\netcd_endpoints = [\"http://127.0.0.1:2379\"]\ngateway_name = \"gw-1\"\n",
+    );
+    let standbys = format!(
+        "{standbys}\n[[site.gateway]]\nname = \"gw-2\"\nadmin_addr = \"127.0.0.1:7111\"\nfederation_addr = \"127.0.0.1:7211\"\nmanagement_addr = \"127.0.0.1:7311\"\n"
+    );
+    let found = cross(&standbys, &site_b());
+    assert_one(
+        &found,
+        "peer `site-a` of site `site-b` does not list the federation_addr 127.0.0.1:7211 of its gateway `gw-2`",
+    );
+    let listing = edit(
+        &site_b(),
+        "name = \"site-a\"\naddr = \"127.0.0.1:7201\"",
+        "name = \"site-a\"\naddr = \"127.0.0.1:7201\"\nother_addrs = [\"127.0.0.1:7211\"]",
+    );
+    assert_eq!(cross(&standbys, &listing), Vec::<String>::new());
+}

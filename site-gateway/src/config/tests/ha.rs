@@ -3,8 +3,7 @@
 use super::{BASE, check, edit, one_error};
 use crate::config::types::SiteStore;
 
-/// BASE without its peer (standby gateways need a site without peers, for now), with
-/// `extra` added to `[site]` and `tail` at the end.
+/// BASE without its peer, with `extra` added to `[site]` and `tail` at the end.
 fn site(extra: &str, tail: &str) -> String {
     let text = edit(
         BASE,
@@ -100,16 +99,23 @@ fn standbys_need_etcd_a_name_for_site_s_own_and_distinct_addresses() {
 }
 
 #[test]
-fn standbys_on_a_site_with_peers_are_refused_for_now() {
+fn standbys_with_peers_need_an_ownership_lease_that_outlasts_a_takeover() {
     let text = edit(
         BASE,
         "management_addr = \"127.0.0.1:7301\"\n",
         &format!("management_addr = \"127.0.0.1:7301\"\n{ETCD}gateway_name = \"gw-1\"\n"),
     );
-    one_error(
+    let error = one_error(
         &format!("{text}\n{LONG_LEASE}\n{GW2}"),
-        "not yet supported on a site with peers (peer `site-b`)",
+        "ownership_ttl_ms (3000 ms) must be more than etcd_lease_ttl_s (2 s) plus 3000 ms",
     );
+    assert!(error.contains("ownership_ttl_ms = 5001"), "{error}");
+    let longer = edit(
+        LONG_LEASE,
+        "renew_interval_ms = 1000\n",
+        "renew_interval_ms = 1000\nownership_ttl_ms = 6000\n",
+    );
+    check(&format!("{text}\n{longer}\n{GW2}")).unwrap_or_else(|errors| panic!("{errors:#?}"));
 }
 
 #[test]

@@ -198,6 +198,7 @@ fn ownership_edits_apply_failback_and_members_live_and_report_what_needs_a_resta
     let peer = |name: &str, port: u16| Peer {
         name: SiteId::parse(name).expect("a valid site name"),
         addr: format!("127.0.0.1:{port}").parse().expect("an address"),
+        other_addrs: Vec::new(),
     };
     let mut config = site_config("site-a", 'a', 1, &[("shop", 1, 1, 10)], Lending::default());
     config.peers = vec![peer("site-b", 9002)];

@@ -1,23 +1,23 @@
-//! Which of a site's gateways this agent takes commands from: a site of standby gateways
-//! (docs/ha.md) stamps every acceptance, command and renewal with the *generation* of the
-//! gateway that acts, and a later active gateway always has a higher one. The agent keeps
-//! the highest generation it has registered under and refuses anything of a lower one: a
-//! deposed gateway's. A site of one gateway sends no generation, and nothing is refused
-//! for lacking one.
+//! Which of a site's gateways to take messages from: a site of standby gateways
+//! (docs/ha.md) stamps what it sends with the *generation* of the gateway that acts, and a
+//! later active gateway always has a higher one. A receiver (a node agent of the site, a
+//! peer site) keeps the highest generation it has taken and refuses anything of a lower
+//! one: a deposed gateway's. A site of one gateway sends no generation, and nothing is
+//! refused for lacking one.
 //!
-//! Kept in memory: an agent that restarts learns the generation again at its next
-//! registration. A deposed gateway stops acting before its successor is elected and exits
-//! at once (docs/ha.md, "A deposed gateway exits"), so this is the second line, for what a
-//! paused gateway might still send between its last check and its pause.
+//! Kept in memory: a receiver that restarts learns the generation again. A deposed gateway
+//! stops acting before its successor is elected and exits at once (docs/ha.md, "A deposed
+//! gateway exits"), so this is the second line, for what a paused gateway might still send
+//! between its last check and its pause.
 
-use leasehold_federation::wire::common::{Refusal, RefusalCause};
+use crate::wire::common::{Refusal, RefusalCause};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GatewayFence {
+pub struct GenerationFence {
     highest: Option<u64>,
 }
 
-impl GatewayFence {
+impl GenerationFence {
     /// The highest generation registered under, if any.
     pub fn highest(&self) -> Option<u64> {
         self.highest
@@ -30,15 +30,15 @@ impl GatewayFence {
             (Some(sent), Some(highest)) if sent < highest => Err(Refusal {
                 cause: RefusalCause::NotAllowed,
                 detail: format!(
-                    "{what} from a gateway of generation g{sent}, but this agent registered with generation g{highest} of its site: the sender is a deposed gateway"
+                    "{what} from a gateway of generation g{sent}, but generation g{highest} of its site has been heard from: the sender is a deposed gateway"
                 ),
             }),
             _ => Ok(()),
         }
     }
 
-    /// The agent registered with a gateway of `generation` (checked first with
-    /// [`GatewayFence::check`]).
+    /// A gateway of `generation` was taken (an agent registered with it, a peer's hello
+    /// answered), checked first with [`GenerationFence::check`].
     pub fn registered(&mut self, generation: Option<u64>) {
         if let Some(generation) = generation {
             self.highest = Some(self.highest.map_or(generation, |h| h.max(generation)));
@@ -52,7 +52,7 @@ mod tests {
 
     #[test]
     fn an_older_generation_is_refused_once_a_newer_one_is_registered() {
-        let mut fence = GatewayFence::default();
+        let mut fence = GenerationFence::default();
         assert!(
             fence.check("ApplyPointer", Some(5)).is_ok(),
             "nothing known yet"
@@ -73,7 +73,7 @@ mod tests {
 
     #[test]
     fn the_highest_never_goes_back_and_no_generation_refuses_nothing() {
-        let mut fence = GatewayFence::default();
+        let mut fence = GenerationFence::default();
         fence.registered(Some(9));
         fence.registered(Some(4));
         fence.registered(None);
