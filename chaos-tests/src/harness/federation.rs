@@ -156,6 +156,11 @@ impl Federation {
     }
 
     /// The directory every file of the federation lives in.
+    /// The `leasehold` binary every process runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

@@ -16,6 +16,7 @@ pub mod machines;
 pub mod onesite;
 pub mod process;
 pub mod site;
+pub mod standby_federation;
 pub mod standby_site;
 pub mod sweep;
 pub mod tagged;

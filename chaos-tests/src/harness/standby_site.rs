@@ -30,6 +30,24 @@ pub struct StandbyGateway {
 }
 
 impl StandbyGateway {
+    /// Gateway `name` of a site of standbys, run with `args` (which name it), logging to
+    /// `log`; not started.
+    pub fn new(
+        name: &str,
+        (admin, management): (SocketAddr, SocketAddr),
+        args: Vec<String>,
+        log: PathBuf,
+    ) -> StandbyGateway {
+        StandbyGateway {
+            name: name.to_owned(),
+            admin,
+            management,
+            args,
+            log,
+            guard: None,
+        }
+    }
+
     pub fn start(&mut self, binary: &Path) -> Result<(), String> {
         self.guard = Some(ProcessGuard::spawn(
             &self.name, binary, &self.args, &self.log,
@@ -135,14 +153,12 @@ impl StandbySite {
                 &site.path(&format!("state-{name}")),
             );
             args.extend(["--name".to_owned(), name.to_owned()]);
-            StandbyGateway {
-                name: name.to_owned(),
-                admin,
-                management,
+            StandbyGateway::new(
+                name,
+                (admin, management),
                 args,
-                log: site.path(&format!("{name}.log")),
-                guard: None,
-            }
+                site.path(&format!("{name}.log")),
+            )
         };
         let gateways = vec![
             gateway("gw-1", site.site.admin, site.site.management),
@@ -171,18 +187,7 @@ impl StandbySite {
             let work = self.site.work(server);
             std::fs::create_dir_all(&work)
                 .map_err(|error| format!("cannot create {}: {error}", work.display()))?;
-            let mut args = vec!["node".to_owned(), "run".to_owned()];
-            for gateway in &self.gateways {
-                args.extend(["--gateway".to_owned(), gateway.management.to_string()]);
-            }
-            args.extend([
-                "--id".to_owned(),
-                server.clone(),
-                "--certs".to_owned(),
-                self.site.path("certs").display().to_string(),
-                "--work".to_owned(),
-                work.display().to_string(),
-            ]);
+            let args = agent_args(&self.gateways, server, &self.site.path("certs"), &work);
             let log = self.site.path(&format!("node-{server}.log"));
             self.nodes
                 .push(ProcessGuard::spawn(server, &self.binary, &args, &log)?);
@@ -192,23 +197,12 @@ impl StandbySite {
 
     /// Every gateway's log, for failure messages.
     pub fn logs(&self) -> String {
-        self.gateways
-            .iter()
-            .map(|g| format!("--- {} ---\n{}", g.name, g.output()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        logs(&self.gateways)
     }
 
     /// The one gateway that is ready (acts); an error if none is, or both are.
     pub fn active(&self) -> Result<usize, String> {
-        let ready: Vec<usize> = (0..self.gateways.len())
-            .filter(|ix| self.gateways[*ix].ready())
-            .collect();
-        match ready.as_slice() {
-            [one] => Ok(*one),
-            [] => Err("no gateway ready".to_owned()),
-            many => Err(format!("{} gateways ready at once", many.len())),
-        }
+        active(&self.gateways)
     }
 
     pub fn wait_active(&self, what: &str) -> Result<usize, String> {
@@ -280,16 +274,7 @@ impl StandbySite {
     /// and the time from the kill to the last node's first renewal.
     pub fn kill_active(&mut self, acting: usize) -> Result<(usize, Duration), String> {
         let killed_at = mono_now_ns();
-        self.gateways[acting].signal(Signal::SIGKILL)?;
-        let next = wait_for("the standby to act", STEP, || {
-            let now = self.active()?;
-            if now == acting {
-                Err("the killed gateway still answers".to_owned())
-            } else {
-                Ok(now)
-            }
-        })
-        .map_err(|error| format!("{error}\n{}", self.logs()))?;
+        let next = kill_and_wait_successor(&self.gateways, acting)?;
         let renewed =
             self.wait_renewed_since(killed_at, 1, "every node renewed by the new active")?;
         Ok((
@@ -311,12 +296,81 @@ impl StandbySite {
 
     /// Starts gateway `ix` again and waits until it stands by.
     pub fn restart_standby(&mut self, ix: usize) -> Result<(), String> {
-        self.gateways[ix].start(&self.binary)?;
-        let gateway = &self.gateways[ix];
-        wait_for("the restarted gateway to stand by", STEP, || {
-            gateway.standing_by()
-        })
-        .map(|_| ())
-        .map_err(|error| format!("{error}\n{}", self.logs()))
+        restart_standby(&self.binary, &mut self.gateways, ix)
     }
+}
+
+/// `leasehold node run` of `server`, given every one of `gateways`.
+pub fn agent_args(
+    gateways: &[StandbyGateway],
+    server: &str,
+    certs: &Path,
+    work: &Path,
+) -> Vec<String> {
+    let mut args = vec!["node".to_owned(), "run".to_owned()];
+    for gateway in gateways {
+        args.extend(["--gateway".to_owned(), gateway.management.to_string()]);
+    }
+    args.extend([
+        "--id".to_owned(),
+        server.to_owned(),
+        "--certs".to_owned(),
+        certs.display().to_string(),
+        "--work".to_owned(),
+        work.display().to_string(),
+    ]);
+    args
+}
+
+/// Every gateway's log, for failure messages.
+pub fn logs(gateways: &[StandbyGateway]) -> String {
+    gateways
+        .iter()
+        .map(|g| format!("--- {} ---\n{}", g.name, g.output()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The one gateway of `gateways` that is ready (acts); an error if none is, or several.
+pub fn active(gateways: &[StandbyGateway]) -> Result<usize, String> {
+    let ready: Vec<usize> = (0..gateways.len())
+        .filter(|ix| gateways[*ix].ready())
+        .collect();
+    match ready.as_slice() {
+        [one] => Ok(*one),
+        [] => Err("no gateway ready".to_owned()),
+        many => Err(format!("{} gateways ready at once", many.len())),
+    }
+}
+
+/// kill -9 of gateway `acting`; waits until another acts, and returns it.
+pub fn kill_and_wait_successor(
+    gateways: &[StandbyGateway],
+    acting: usize,
+) -> Result<usize, String> {
+    gateways[acting].signal(Signal::SIGKILL)?;
+    wait_for("the standby to act", STEP, || {
+        let now = active(gateways)?;
+        if now == acting {
+            Err("the killed gateway still answers".to_owned())
+        } else {
+            Ok(now)
+        }
+    })
+    .map_err(|error| format!("{error}\n{}", logs(gateways)))
+}
+
+/// Starts gateway `ix` of `gateways` again and waits until it stands by.
+pub fn restart_standby(
+    binary: &Path,
+    gateways: &mut [StandbyGateway],
+    ix: usize,
+) -> Result<(), String> {
+    gateways[ix].start(binary)?;
+    let gateway = &gateways[ix];
+    wait_for("the restarted gateway to stand by", STEP, || {
+        gateway.standing_by()
+    })
+    .map(|_| ())
+    .map_err(|error| format!("{error}\n{}", logs(gateways)))
 }
