@@ -1,6 +1,7 @@
 //! A federation of three sites whose first, site-a, runs two gateways on etcd (docs/ha.md),
 //! its peers dialling both. kill -9 of site-a's acting gateway, three times: its peers
-//! find whichever gateway acts, and site-a keeps its account through each takeover. No
+//! find whichever gateway acts, and site-a keeps its account through each takeover, under
+//! the same ownership term (the new active claims it under the term in the store). No
 //! other site takes shop over, no workload of site-a stops, and nothing unsafe happens:
 //! judged from the node agents' event logs and the peers' audit logs.
 
@@ -87,12 +88,16 @@ fn takeovers_at_a_site_of_standbys_are_seen_by_no_peer() {
     let mut acting = check(federation.start(), "start");
     let owned_at_home =
         |account: &Value| account["owner"] == "site-a" && account["servers"].as_u64() >= Some(1);
-    check(
+    let home = check(
         wait_for("shop served by site-a", STEP, || {
             account_where(federation.gateways[acting].admin, "shop", owned_at_home)
         }),
         "shop at home",
     );
+    // The term site-a owns shop under: every takeover keeps it (the new active claims
+    // under the term in the store, docs/ha.md).
+    let term = home["ownership_term"].clone();
+    assert!(term.is_u64(), "{home}");
     for site in 1..3 {
         let admin = federation.federation.admin(site);
         check(
@@ -118,7 +123,9 @@ fn takeovers_at_a_site_of_standbys_are_seen_by_no_peer() {
         // The new active owns shop again, as site-a: its peers answered its claim.
         check(
             wait_for("shop owned by site-a under the new active", STEP, || {
-                account_where(federation.gateways[next].admin, "shop", owned_at_home)
+                account_where(federation.gateways[next].admin, "shop", |account| {
+                    owned_at_home(account) && account["ownership_term"] == term
+                })
             }),
             &format!("kill {kill}: ownership"),
         );

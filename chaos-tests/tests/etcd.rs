@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use leasehold_chaos_tests::harness::etcd::{EtcdCluster, EtcdTls, etcd_available};
 use leasehold_chaos_tests::harness::wait_for;
 use leasehold_etcd::{Compare, Etcd, EtcdConfig, Op};
-use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
+use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId, Term};
 use leasehold_site_gateway::ha::{Elector, ElectorConfig, EtcdJournal, StoreError};
 use leasehold_site_gateway::model::effects::{AuditEntry, AuditKind, JournalOp};
 use leasehold_site_gateway::model::election::Generation;
@@ -361,6 +361,15 @@ fn the_store_in_etcd_recovers_what_the_redb_journal_recovers_from_the_same_recor
             JournalOp::Members {
                 running: vec![site(), peer.clone()],
             },
+            // The later term of an account replaces the earlier.
+            JournalOp::Owned {
+                account: AccountId::parse("shop").expect("an account name"),
+                term: Term::from_journal(4),
+            },
+            JournalOp::Owned {
+                account: AccountId::parse("shop").expect("an account name"),
+                term: Term::from_journal(6),
+            },
         ],
     ];
     let (mut store, _) = EtcdJournal::load(etcd.clone(), &site()).expect("an empty journal");
@@ -392,6 +401,13 @@ fn the_store_in_etcd_recovers_what_the_redb_journal_recovers_from_the_same_recor
     }
     assert_eq!(from_etcd, from_redb);
     assert_eq!(from_etcd.leases.len(), 1, "{from_etcd:?}");
+    assert_eq!(
+        from_etcd.terms,
+        vec![(
+            AccountId::parse("shop").expect("an account name"),
+            Term::from_journal(6)
+        )]
+    );
 
     // Retention: the audit records written before the cutoff go, oldest first, and the
     // removal is itself audited; the active gateway's generation only.

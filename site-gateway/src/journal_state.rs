@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
+use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId, Term};
 
 use crate::model::effects::{JournalOp, LoanHolder, MaintenanceRecord};
 use crate::model::site::{BorrowRecord, Recovered};
@@ -18,6 +18,7 @@ pub struct JournalState {
     borrowed: BTreeMap<ServerId, BorrowRecord>,
     members: Option<Vec<SiteId>>,
     maintenance: BTreeMap<ServerId, MaintenanceRecord>,
+    terms: BTreeMap<AccountId, Term>,
 }
 
 impl JournalState {
@@ -74,6 +75,9 @@ impl JournalState {
                     self.maintenance.remove(server);
                 }
             },
+            JournalOp::Owned { account, term } => {
+                self.terms.insert(account.clone(), *term);
+            }
             JournalOp::BorrowEnded { server, epoch } => {
                 if self
                     .borrowed
@@ -112,6 +116,11 @@ impl JournalState {
             .collect();
         recovered.borrowed = self.borrowed.values().cloned().collect();
         recovered.members = self.members.clone();
+        recovered.terms = self
+            .terms
+            .iter()
+            .map(|(account, term)| (account.clone(), *term))
+            .collect();
         recovered.maintenance = self
             .maintenance
             .iter()
@@ -145,6 +154,11 @@ impl JournalState {
 
     pub fn members(&self) -> Option<&[SiteId]> {
         self.members.as_deref()
+    }
+
+    /// The term this site last came to own `account` under.
+    pub fn term(&self, account: &AccountId) -> Option<Term> {
+        self.terms.get(account).copied()
     }
 
     /// The highest epoch the journal holds for `server`.
@@ -222,6 +236,18 @@ mod tests {
                 server: server("b2"),
                 epoch: epoch(5),
             },
+            JournalOp::Owned {
+                account: account("shop"),
+                term: Term::from_journal(3),
+            },
+            JournalOp::Owned {
+                account: account("shop"),
+                term: Term::from_journal(5),
+            },
+            JournalOp::Owned {
+                account: account("blog"),
+                term: Term::from_journal(2),
+            },
         ];
         let mut state = JournalState::default();
         for op in &ops {
@@ -242,6 +268,13 @@ mod tests {
             recovered.borrowed.sort_by(|a, b| a.server.cmp(&b.server));
         }
         assert_eq!(ours, expected);
+        assert_eq!(
+            ours.terms,
+            vec![
+                (account("blog"), Term::from_journal(2)),
+                (account("shop"), Term::from_journal(5))
+            ]
+        );
         assert_eq!(state.highest_epoch(&server("a3")), Some(epoch(7)));
         assert_eq!(
             state.lease(&server("a2")),

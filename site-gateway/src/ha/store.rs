@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use leasehold_etcd::{Compare, Etcd, KeyValue, Op};
-use leasehold_federation::ids::{Epoch, ServerId, SiteId};
+use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId, Term};
 
 use crate::journal::{AuditRecord, BorrowedRecord, LeaseRecord, Pruned, mono_now_ns};
 use crate::journal_state::JournalState;
@@ -79,6 +79,7 @@ enum Slot {
     Borrowed(ServerId),
     Maintenance(ServerId),
     Members,
+    Term(AccountId),
 }
 
 impl Slot {
@@ -90,6 +91,7 @@ impl Slot {
             Slot::Borrowed(server) => format!("{journal}borrowed/{server}"),
             Slot::Maintenance(server) => format!("{journal}maintenance/{server}"),
             Slot::Members => format!("{journal}members"),
+            Slot::Term(account) => format!("{journal}term/{account}"),
         }
         .into_bytes()
     }
@@ -106,6 +108,7 @@ impl Slot {
             }
             JournalOp::Maintenance { server, .. } => vec![Slot::Maintenance(server.clone())],
             JournalOp::Members { .. } => vec![Slot::Members],
+            JournalOp::Owned { account, .. } => vec![Slot::Term(account.clone())],
         }
     }
 
@@ -132,6 +135,7 @@ impl Slot {
             }),
             Slot::Maintenance(server) => serde_json::to_vec(state.maintenance(server)?),
             Slot::Members => serde_json::to_vec(state.members()?),
+            Slot::Term(account) => Ok(state.term(account)?.value().to_string().into_bytes()),
         };
         // Our own types always serialize.
         json.ok()
@@ -237,6 +241,16 @@ impl EtcdJournal {
                 JournalOp::Maintenance {
                     server: server(name)?,
                     record: Some(record),
+                }
+            }
+            Some(("term", name)) => {
+                let value: u64 = String::from_utf8_lossy(&record.value)
+                    .parse()
+                    .map_err(|_| unreadable("not a term".to_owned()))?;
+                JournalOp::Owned {
+                    account: AccountId::parse(name)
+                        .map_err(|error| unreadable(error.to_string()))?,
+                    term: Term::from_journal(value),
                 }
             }
             None if rest == "members" => JournalOp::Members {

@@ -35,6 +35,10 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const BORROWED: TableDefinition<&str, &[u8]> = TableDefinition::new("borrowed");
 /// Servers in maintenance: server id -> `MaintenanceRecord` (JSON).
 const MAINTENANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("maintenance");
+/// `meta` keys of the terms this site came to own accounts under: `term/<account>`.
+const TERM_PREFIX: &str = "term/";
+/// Just past every `term/` key (`0` follows `/`).
+const TERM_END: &str = "term0";
 
 const FORMAT_VERSION: &str = "1";
 
@@ -357,6 +361,27 @@ impl Journal {
                 })?;
             recovered.epoch_floor = Epoch::from_journal(floor);
         }
+        for entry in meta
+            .range(TERM_PREFIX..TERM_END)
+            .map_err(|e| self.store_error(e))?
+        {
+            let (key, value) = entry.map_err(|e| self.store_error(e))?;
+            let key = key.value();
+            let unreadable = |detail: String| JournalError::Record {
+                path: self.path.clone(),
+                key: format!("meta/{key}"),
+                detail,
+            };
+            let account = AccountId::parse(&key[TERM_PREFIX.len()..])
+                .map_err(|error| unreadable(error.to_string()))?;
+            let term = value
+                .value()
+                .parse::<u64>()
+                .map_err(|error| unreadable(error.to_string()))?;
+            recovered
+                .terms
+                .push((account, leasehold_federation::ids::Term::from_journal(term)));
+        }
         if let Some(members) = meta.get("members").map_err(|e| self.store_error(e))? {
             let mut running = Vec::new();
             for name in members.value().split(',').filter(|name| !name.is_empty()) {
@@ -491,6 +516,12 @@ impl Journal {
                         let names: Vec<&str> = running.iter().map(SiteId::as_str).collect();
                         let mut meta = txn.open_table(META).map_err(|e| self.store_error(e))?;
                         meta.insert("members", names.join(",").as_str())
+                            .map_err(|e| self.store_error(e))?;
+                    }
+                    JournalOp::Owned { account, term } => {
+                        let mut meta = txn.open_table(META).map_err(|e| self.store_error(e))?;
+                        let key = format!("{TERM_PREFIX}{account}");
+                        meta.insert(key.as_str(), term.value().to_string().as_str())
                             .map_err(|e| self.store_error(e))?;
                     }
                     JournalOp::BorrowEnded { server, epoch } => {

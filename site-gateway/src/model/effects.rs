@@ -93,6 +93,10 @@ pub enum JournalOp {
         server: ServerId,
         record: Option<MaintenanceRecord>,
     },
+    /// This site came to own `account` under `term` (docs/ownership.md): a gateway that
+    /// starts on the journal, a standby taking over above all, claims it under that term
+    /// first, which its peers grant as a renewal while their grants to this site last.
+    Owned { account: AccountId, term: Term },
 }
 
 /// Why and since when a server is out of use, as the journal keeps it.

@@ -119,6 +119,7 @@ impl SiteCore {
                 now,
             ));
             ownership.set_departed(config.site.departed.clone());
+            ownership.resume_terms(&recovered.terms);
         }
         let mut core = SiteCore {
             model,

@@ -53,6 +53,10 @@ struct Claim {
     /// The highest term seen for the account, in a grant or a refusal.
     highest: Term,
     round: Option<Round>,
+    /// The term this site owned the account under before it started (from its journal):
+    /// the first claim asks for it again, which acceptors still holding this site's grant
+    /// take as a renewal. Used once.
+    resume: Option<Term>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,9 +126,11 @@ impl Claimant {
     pub fn start_round(&mut self, account: &AccountId, now: Millis) -> (u64, Term) {
         let standing = self.standing(account, now);
         let claim = self.claims.entry(account.clone()).or_default();
-        let (term, renewal) = match standing {
-            Standing::Owner { term, .. } => (term, true),
-            Standing::NotOwner => (claim.highest.next(), false),
+        let (term, renewal) = match (standing, claim.resume.take()) {
+            (Standing::Owner { term, .. }, _) => (term, true),
+            // Not a renewal as this site counts it: it owns once a majority grants.
+            (Standing::NotOwner, Some(resumed)) if resumed >= claim.highest => (resumed, false),
+            (Standing::NotOwner, _) => (claim.highest.next(), false),
         };
         claim.highest = claim.highest.max(term);
         let id = self.next_round;
@@ -139,6 +145,15 @@ impl Claimant {
             refused: BTreeSet::new(),
         });
         (id, term)
+    }
+
+    /// This site owned `account` under `term` before it started (its journal says so):
+    /// its first claim asks for that term again (a standby taking over keeps the term its
+    /// predecessor held, docs/ha.md).
+    pub fn resume(&mut self, account: &AccountId, term: Term) {
+        let claim = self.claims.entry(account.clone()).or_default();
+        claim.highest = claim.highest.max(term);
+        claim.resume = Some(term);
     }
 
     /// The acceptors to ask in a round.

@@ -15,7 +15,7 @@ use leasehold_federation::wire::site::{
 use super::members::{MemberSet, Members};
 use super::{Acceptor, Change, Claimant, Standing, Term, Timing, Vote};
 use crate::model::Millis;
-use crate::model::effects::{AuditEntry, AuditKind, Effect, PeerMessage};
+use crate::model::effects::{AuditEntry, AuditKind, Effect, JournalOp, PeerMessage};
 
 /// Where this site stands with an account, as the site core needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -541,6 +541,11 @@ impl SiteOwnership {
                     ),
                 };
                 let home = self.adopted.get(account).map(|spec| spec.home.clone());
+                // Journaled with the audit, before anything is done as its owner.
+                effects.push(Effect::Journal(JournalOp::Owned {
+                    account: account.clone(),
+                    term,
+                }));
                 effects.push(audit(kind, account, home.as_ref(), term, reason));
             }
             Some(Change::Failed { term, release }) => {
@@ -559,6 +564,14 @@ impl SiteOwnership {
             Some(Change::Renewed { .. }) | None => {}
         }
         effects
+    }
+
+    /// The terms this site owned accounts under, from its journal: each is claimed again
+    /// under its term first (docs/ha.md, "The timing").
+    pub fn resume_terms(&mut self, terms: &[(AccountId, Term)]) {
+        for (account, term) in terms {
+            self.claimant.resume(account, *term);
+        }
     }
 
     /// A peer claims accounts: this site's acceptor votes on each.

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use leasehold_federation::ids::{AccountId, SiteId};
 
-use super::{Owner, SiteOwnership, Timing};
+use super::{Owner, SiteOwnership, Term, Timing};
 use crate::model::Millis;
-use crate::model::effects::{AuditKind, Effect, PeerMessage};
+use crate::model::effects::{AuditKind, Effect, JournalOp, PeerMessage};
 use crate::model::fixtures::spec;
 
 const STEP: Duration = Duration::from_millis(50);
@@ -31,6 +31,8 @@ struct World {
     down: Vec<bool>,
     now: Millis,
     audits: Vec<(usize, AuditKind, AccountId)>,
+    /// The terms each site journaled, as (site, account, term).
+    journaled: Vec<(usize, AccountId, Term)>,
 }
 
 impl World {
@@ -58,6 +60,7 @@ impl World {
             down: vec![false; 3],
             now: Millis(0),
             audits: Vec::new(),
+            journaled: Vec::new(),
         };
         world.share_catalogues();
         world.see_peers();
@@ -118,6 +121,9 @@ impl World {
                     if let Some(account) = entry.account {
                         self.audits.push((from, entry.kind, account));
                     }
+                }
+                Effect::Journal(JournalOp::Owned { account, term }) => {
+                    self.journaled.push((from, account, term));
                 }
                 _ => {}
             }
@@ -287,4 +293,55 @@ fn a_lender_finds_a_taken_over_accounts_spec_in_its_homes_catalogue() {
     let spec = world.sites[2].spec_of(&account("shop")).unwrap();
     assert_eq!(spec.home, site("site-a"));
     assert!(world.sites[2].spec_of(&account("nope")).is_none());
+}
+
+/// site-a's gateway is replaced within the grants' TTL, as a standby takes over (docs/ha.md):
+/// started on its journal, the new one claims shop under the journaled term, which its
+/// peers grant as a renewal of site-a's own grants: the same term, no other owner meanwhile.
+/// Started without it, it would have had to go one term up.
+#[test]
+fn a_site_started_on_its_journal_owns_its_account_again_under_the_journaled_term() {
+    let mut world = World::new();
+    world.run(Duration::from_millis(2500));
+    let Owner::Here { term, .. } = world.sites[0].owner(&account("shop"), world.now) else {
+        panic!("site-a owns shop");
+    };
+    assert!(
+        world.journaled.contains(&(0, account("shop"), term)),
+        "the term is journaled as site-a comes to own shop: {:?}",
+        world.journaled
+    );
+    let restart = |world: &mut World, terms: &[(AccountId, Term)]| {
+        let peers = vec![site("site-b"), site("site-c")];
+        let mut fresh = SiteOwnership::new(
+            site("site-a"),
+            peers,
+            vec![account("shop")],
+            timing(),
+            Duration::from_secs(3),
+            world.now,
+        );
+        fresh.resume_terms(terms);
+        world.sites[0] = fresh;
+        world.share_catalogues();
+        world.see_peers();
+        // Less than the grants' TTL: the peers still hold site-a's grants.
+        world.run(Duration::from_millis(600));
+        match world.sites[0].owner(&account("shop"), world.now) {
+            Owner::Here { term, .. } => term,
+            other => panic!("site-a does not own shop again: {other:?}"),
+        }
+    };
+    assert_eq!(restart(&mut world, &[(account("shop"), term)]), term);
+    assert_eq!(world.owners("shop"), vec![0]);
+    // Without the journaled term, the first claim is refused as stale and the next goes up.
+    assert_eq!(restart(&mut world, &[]), term.next());
+    assert!(
+        !world
+            .audits
+            .iter()
+            .any(|(at, kind, _)| *at != 0 && *kind == AuditKind::Takeover),
+        "{:?}",
+        world.audits
+    );
 }

@@ -77,6 +77,8 @@ pub struct Recovered {
     pub members: Option<Vec<SiteId>>,
     /// Servers in maintenance, and why.
     pub maintenance: Vec<(ServerId, crate::model::effects::MaintenanceRecord)>,
+    /// The term this site last came to own each account under.
+    pub terms: Vec<(AccountId, leasehold_federation::ids::Term)>,
     /// The journal was created by this start (no site had used it).
     pub new_journal: bool,
     /// Every lease from now on gets an epoch above this: set when the journal was restored
@@ -95,6 +97,7 @@ impl Default for Recovered {
             borrowed: Vec::new(),
             members: None,
             maintenance: Vec::new(),
+            terms: Vec::new(),
             new_journal: false,
             epoch_floor: Epoch::NONE,
         }
