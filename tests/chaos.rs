@@ -343,6 +343,39 @@ fn a_members_campaign_adds_and_removes_a_site_while_a_gateway_is_killed() {
     );
 }
 
+/// The first site runs two gateways on etcd (docs/ha.md); its acting gateway is killed
+/// again and again. Nobody sees it: no peer comes to own its account (their audit logs),
+/// none of its workloads stops (its node logs), and every other invariant holds.
+#[test]
+fn a_gateway_takeover_campaign_is_seen_by_nobody() {
+    let _turn = turn();
+    let (output, report) = chaos("gateway-takeover", 1, 40, None);
+    let summary = context(&output);
+    assert!(output.status.success(), "{summary}");
+    assert_eq!(failed(&report), Vec::<String>::new(), "{summary}");
+    let faults = faults_as_scheduled(&report, "gateway-takeover", 1, 40, &summary);
+    assert!(!faults.is_empty(), "{summary}");
+    for fault in faults {
+        assert_eq!(fault["kind"], "gateway-takeover", "{fault}");
+        assert_eq!(fault["target"], "site-a", "{fault}");
+        let notes = fault["notes"].to_string();
+        assert!(
+            notes.contains("killed;") && notes.contains("back as a standby"),
+            "{notes}"
+        );
+    }
+    let seen = invariant(&report, "takeovers-seen-by-nobody");
+    assert_eq!(seen["passed"], true, "{seen}");
+    let evidence = seen["evidence"].to_string();
+    for line in [
+        "site-b never owned shop",
+        "site-c never owned shop",
+        "no workload stopped",
+    ] {
+        assert!(evidence.contains(line), "{evidence}");
+    }
+}
+
 /// site-a (or whichever site the seed isolates) counts renewals on its own grant alone:
 /// cut off, it keeps serving its account while the majority takes it over.
 #[test]

@@ -12,8 +12,8 @@ use std::time::Duration;
 use leasehold_chaos_tests::harness::admin::get_json;
 use leasehold_chaos_tests::harness::etcd::{EtcdCluster, etcd_available};
 use leasehold_chaos_tests::harness::evidence::{mono_now_ns, node_events};
+use leasehold_chaos_tests::harness::federation::Federation;
 use leasehold_chaos_tests::harness::site::SiteSpec;
-use leasehold_chaos_tests::harness::standby_federation::{STANDBY_SITE, StandbyFederation};
 use leasehold_chaos_tests::harness::wait_for;
 use leasehold_node::event_log::EventKind;
 use serde_json::Value;
@@ -21,6 +21,8 @@ use serde_json::Value;
 const BINARY: &str = env!("CARGO_BIN_EXE_leasehold");
 const KILLS: usize = 3;
 const STEP: Duration = Duration::from_secs(30);
+/// site-a, the site of two gateways.
+const A: usize = 0;
 
 fn check<T>(result: Result<T, String>, step: &str) -> T {
     result.unwrap_or_else(|error| panic!("{step}: {error}"))
@@ -82,15 +84,33 @@ fn takeovers_at_a_site_of_standbys_are_seen_by_no_peer() {
     })
     .collect();
     let mut federation = check(
-        StandbyFederation::prepare(Path::new(BINARY), specs, &etcd.endpoints()),
+        Federation::prepare(Path::new(BINARY), specs),
         "the federation",
     );
-    let mut acting = check(federation.start(), "start");
+    check(
+        federation.add_standby(A, &etcd.endpoints()),
+        "site-a's gateways",
+    );
+    for site in 0..3 {
+        check(federation.start_gateway(site), "a gateway");
+    }
+    check(federation.start_all_nodes(), "the node agents");
+    let gateways = |federation: &Federation| -> Vec<(SocketAddr, SocketAddr)> {
+        let standby = federation.standby.as_ref().expect("site-a's gateways");
+        standby
+            .gateways
+            .iter()
+            .map(|g| g.admin)
+            .zip(standby.federation_addrs.iter().copied())
+            .collect()
+    };
+    let addrs = gateways(&federation);
+    let mut acting = check(federation.standby_active("one to act"), "start");
     let owned_at_home =
         |account: &Value| account["owner"] == "site-a" && account["servers"].as_u64() >= Some(1);
     let home = check(
         wait_for("shop served by site-a", STEP, || {
-            account_where(federation.gateways[acting].admin, "shop", owned_at_home)
+            account_where(addrs[acting].0, "shop", owned_at_home)
         }),
         "shop at home",
     );
@@ -99,7 +119,7 @@ fn takeovers_at_a_site_of_standbys_are_seen_by_no_peer() {
     let term = home["ownership_term"].clone();
     assert!(term.is_u64(), "{home}");
     for site in 1..3 {
-        let admin = federation.federation.admin(site);
+        let admin = federation.admin(site);
         check(
             wait_for("site-a's peers to see it up", STEP, || {
                 site_a_at(admin, |p| p["state"] == "up")
@@ -107,12 +127,13 @@ fn takeovers_at_a_site_of_standbys_are_seen_by_no_peer() {
             "peers up",
         );
     }
-    let a1 = federation.federation.work("a1");
+    let a1 = federation.work("a1");
 
     let mut times = Vec::new();
     for kill in 0..KILLS {
         let killed_at = mono_now_ns();
-        let next = check(federation.kill_active(acting), &format!("kill {kill}"));
+        let (killed, next) = check(federation.kill_acting_standby(), &format!("kill {kill}"));
+        assert_eq!(killed, acting);
         let renewed = check(
             wait_for("a1 renewed by the new active gateway", STEP, || {
                 renewed_since(&a1, killed_at)
@@ -123,16 +144,16 @@ fn takeovers_at_a_site_of_standbys_are_seen_by_no_peer() {
         // The new active owns shop again, as site-a: its peers answered its claim.
         check(
             wait_for("shop owned by site-a under the new active", STEP, || {
-                account_where(federation.gateways[next].admin, "shop", |account| {
+                account_where(addrs[next].0, "shop", |account| {
                     owned_at_home(account) && account["ownership_term"] == term
                 })
             }),
             &format!("kill {kill}: ownership"),
         );
         // Each peer has dialled the new active gateway, at its own address.
-        let dialled = federation.federation_addrs[next].to_string();
+        let dialled = addrs[next].1.to_string();
         for site in 1..3 {
-            let admin = federation.federation.admin(site);
+            let admin = federation.admin(site);
             check(
                 wait_for("a peer to dial the new active gateway", STEP, || {
                     site_a_at(admin, |p| {
@@ -152,7 +173,7 @@ fn takeovers_at_a_site_of_standbys_are_seen_by_no_peer() {
 
     // No peer took shop over, or owned it at any time.
     for site in 1..3 {
-        let admin = federation.federation.admin(site);
+        let admin = federation.admin(site);
         let audit = check(
             get_json(admin, "/v1/audit?limit=1000"),
             "a peer's audit log",
@@ -165,7 +186,7 @@ fn takeovers_at_a_site_of_standbys_are_seen_by_no_peer() {
         assert!(
             shop.is_empty(),
             "site {site} recorded something of shop: {shop:#?}\n{}",
-            federation.logs()
+            federation.outputs()
         );
     }
     // a1's workload never stopped, and took one pointer in all.
@@ -181,9 +202,9 @@ fn takeovers_at_a_site_of_standbys_are_seen_by_no_peer() {
         .count();
     assert_eq!(pointers, 1, "a1: one pointer in all, at the start");
     let found = check(
-        federation.federation.violations(Duration::from_millis(500)),
+        federation.violations(Duration::from_millis(500)),
         "the node logs",
     );
     assert!(found.is_empty(), "{found:?}");
-    assert_eq!(federation.federation.nodes[0].0, STANDBY_SITE);
+    assert_eq!(federation.nodes[0].0, A);
 }

@@ -75,6 +75,8 @@ pub struct InForce {
     stand_in: Option<StaleGrant>,
     killed_node: Option<String>,
     edited_from: Option<(u32, u32)>,
+    /// Which gateway of the site of standbys a takeover killed.
+    killed_gateway: Option<usize>,
 }
 
 pub fn wall_ms() -> u64 {
@@ -113,6 +115,28 @@ fn try_apply(
         }
         (FaultKind::Restart, Target::Site(site)) => {
             stop_gateway(federation, record, *site, Signal::SIGTERM)
+        }
+        (FaultKind::GatewayTakeover, Target::Site(site)) => {
+            if federation.standby_site() != Some(*site) {
+                return Err(format!(
+                    "{} runs no standby gateways",
+                    federation.sites[*site].name
+                ));
+            }
+            // Judged as a restart of the site: what the acting gateway listed, and the
+            // leases its successor must recover from the store.
+            let mut restarted = listed_before(federation, *site);
+            // The successor recovers the leases only once the killed one's etcd lease has
+            // ended, seconds after the kill.
+            restarted.stopped_wall_ms = wall_ms();
+            let (killed, acting) = federation.kill_acting_standby()?;
+            restarted.restarted_wall_ms = Some(wall_ms());
+            record.restarted = Some(restarted);
+            record
+                .notes
+                .push(format!("gw-{} killed; gw-{} acts", killed + 1, acting + 1));
+            held.killed_gateway = Some(killed);
+            Ok(())
         }
         (FaultKind::GatewayPause, Target::Site(site)) => {
             federation.signal_gateway(*site, Signal::SIGSTOP)
@@ -224,6 +248,16 @@ fn try_heal(
             None => Ok(()),
         },
         (FaultKind::WorkloadKill, _) => Ok(()),
+        (FaultKind::GatewayTakeover, Target::Site(_)) => match held.killed_gateway.take() {
+            Some(killed) => {
+                federation.restart_standby(killed)?;
+                record
+                    .notes
+                    .push(format!("gw-{} back as a standby", killed + 1));
+                Ok(())
+            }
+            None => Ok(()),
+        },
         (
             FaultKind::PartitionIsolate
             | FaultKind::PartitionSplit

@@ -28,6 +28,12 @@ pub const RECOVERY_BOUND_MS: u64 = 6000;
 /// minimum after each fault" judges that fault alone.
 pub const RECOVERY_GAP_MS: u64 = RECOVERY_BOUND_MS + FAILBACK_AFTER_MS + RECOVERY_BOUND_MS;
 
+/// The timings of every site when the first runs standby gateways (`gateway-takeover`):
+/// node leases and ownership grants that outlast a takeover (docs/ha.md, "The timing": at
+/// least etcd's 2 s lease plus 3 s), the same ownership TTL at every site. A whole site
+/// fails over after the longer TTL; this scenario fails none over.
+pub const STANDBY_TIMINGS: [(&str, u64); 2] = [("lease_ttl_ms", 8000), ("ownership_ttl_ms", 6000)];
+
 /// The largest federation a campaign builds (site letters a..z).
 pub const MAX_SITES: usize = 26;
 

@@ -1,6 +1,8 @@
 //! The admin API polls of a campaign: one thread per site asks its gateway for
 //! `/v1/accounts` every [`POLL_EVERY`] and records what each account's owner and servers
-//! were, or that the gateway did not answer (killed, stopped, restarting).
+//! were, or that the gateway did not answer (killed, stopped, restarting). A site of
+//! standby gateways is asked at each gateway's address in turn until one answers (a
+//! standby answers 503).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,11 +45,13 @@ pub struct Pollers {
 }
 
 impl Pollers {
-    pub fn start(admins: &[SocketAddr], start: Instant) -> Result<Pollers, String> {
+    /// `admins`: each site's admin addresses (one, or one per gateway of a site of
+    /// standbys).
+    pub fn start(admins: &[Vec<SocketAddr>], start: Instant) -> Result<Pollers, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
-        for (site, admin) in admins.iter().copied().enumerate() {
+        for (site, addrs) in admins.iter().cloned().enumerate() {
             let (stop, samples) = (stop.clone(), samples.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("poll-{site}"))
@@ -58,7 +62,7 @@ impl Pollers {
                         .into();
                     while !stop.load(Ordering::Relaxed) {
                         let asked = Instant::now();
-                        let accounts = poll(&agent, admin);
+                        let accounts = addrs.iter().find_map(|admin| poll(&agent, *admin));
                         let at_ms = asked.saturating_duration_since(start).as_millis() as u64;
                         if let Ok(mut samples) = samples.lock() {
                             samples.push(Sample {

@@ -10,13 +10,14 @@ use serde_json::Value;
 
 use super::checks::{Evidence, check_all};
 use super::faults::{Applied, InForce, apply, heal};
-use super::layout::{account_name, specs};
+use super::layout::{STANDBY_TIMINGS, account_name, specs};
 use super::members;
 use super::poll::Pollers;
 use super::report::{FaultReport, Outcome, Report};
 use super::schedule::{Fault, Scenario, schedule};
 use super::timeline;
 use crate::harness::admin::get_json;
+use crate::harness::etcd::{EtcdCluster, etcd_available};
 use crate::harness::evidence::mono_now_ns;
 use crate::harness::federation::Federation;
 use crate::harness::load::LoadDriver;
@@ -58,8 +59,9 @@ pub fn run_campaign(options: &CampaignOptions) -> Result<Report, String> {
         options.sites,
         faults.len()
     );
-    let mut federation = match prepare(options) {
-        Ok(federation) => federation,
+    // etcd, for a site of standby gateways, outlives the federation's processes.
+    let (mut federation, etcd) = match prepare(options) {
+        Ok(prepared) => prepared,
         Err(error) => {
             let outcome = interrupted_or(Outcome::CouldNotStart);
             return Ok(Report::unjudged(options, outcome, error, Vec::new()));
@@ -73,6 +75,7 @@ pub fn run_campaign(options: &CampaignOptions) -> Result<Report, String> {
         report.kept = Some(federation.keep_files().display().to_string());
     }
     drop(federation);
+    drop(etcd);
     // The guards have stopped their processes; anything of ours still running now would
     // outlive the campaign, so it is killed and said.
     let left = sweep::kill_all_of_this_harness();
@@ -88,7 +91,7 @@ pub fn run_campaign(options: &CampaignOptions) -> Result<Report, String> {
 /// The federation of `options`, written and not started: its sites, and for the
 /// `members` scenario a spare after them that homes no account and that the founders
 /// start without.
-fn prepare(options: &CampaignOptions) -> Result<Federation, String> {
+fn prepare(options: &CampaignOptions) -> Result<(Federation, Option<EtcdCluster>), String> {
     let mut sites = specs(options.sites + usize::from(options.scenario.members));
     if options.scenario.members
         && let Some(spare) = sites.last_mut()
@@ -96,11 +99,31 @@ fn prepare(options: &CampaignOptions) -> Result<Federation, String> {
         // A removed site's accounts must have moved elsewhere first: it homes none.
         spare.accounts.clear();
     }
-    let federation = Federation::prepare_with_relays(&options.binary, sites, options.seed)?;
+    if options.scenario.standbys {
+        for site in &mut sites {
+            site.timings
+                .retain(|(key, _)| !STANDBY_TIMINGS.iter().any(|(k, _)| k == key));
+            site.timings.extend(STANDBY_TIMINGS);
+        }
+    }
+    let mut federation = Federation::prepare_with_relays(&options.binary, sites, options.seed)?;
     if options.scenario.members {
         members::prepare(&federation)?;
     }
-    Ok(federation)
+    let etcd = if options.scenario.standbys {
+        etcd_available().map_err(|why| {
+            format!(
+                "the {} scenario runs the first site's gateways on etcd: {why}",
+                options.scenario.name
+            )
+        })?;
+        let etcd = EtcdCluster::start(&federation.path("etcd"), 1)?;
+        federation.add_standby(0, &etcd.endpoints())?;
+        Some(etcd)
+    } else {
+        None
+    };
+    Ok((federation, etcd))
 }
 
 /// Why a campaign ended before it was judged, with the faults applied by then.
@@ -156,8 +179,8 @@ fn run_started(
 
     let start = Instant::now();
     let start_mono_ns = mono_now_ns();
-    let admins: Vec<_> = (0..options.sites)
-        .map(|site| federation.admin(site))
+    let admins: Vec<Vec<_>> = (0..options.sites)
+        .map(|site| federation.admins(site))
         .collect();
     let pollers = Pollers::start(&admins, start).map_err(not_started)?;
     let mut loads = Vec::new();
@@ -165,6 +188,7 @@ fn run_started(
         // The home first: it serves the account unless a fault moved it.
         let mut order = admins.clone();
         order.rotate_left(site);
+        let order: Vec<_> = order.into_iter().flatten().collect();
         loads.push(
             LoadDriver::start_any(order, &account_name(site), LOAD_RATE).map_err(not_started)?,
         );

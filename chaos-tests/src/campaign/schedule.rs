@@ -49,6 +49,10 @@ pub enum FaultKind {
     /// end it is removed: their configs leave it out, and once every founder runs the set
     /// without it, it stops (docs/ownership.md, "Members"). Only in `members`.
     MemberChange,
+    /// kill -9 of the acting gateway of the site of standby gateways (the first, in the
+    /// `gateway-takeover` scenario: docs/ha.md); the other takes over, and the killed one
+    /// is started again as a standby at the fault's end. Only in `gateway-takeover`.
+    GatewayTakeover,
 }
 
 impl FaultKind {
@@ -82,6 +86,7 @@ impl FaultKind {
             FaultKind::ConfigEdit => "config-edit",
             FaultKind::StaleGrant => "stale-grant",
             FaultKind::MemberChange => "member-change",
+            FaultKind::GatewayTakeover => "gateway-takeover",
         }
     }
 
@@ -104,6 +109,8 @@ impl FaultKind {
             FaultKind::StaleGrant => (2000, 3000),
             // Time for a founder killed meanwhile to come back and every site to step.
             FaultKind::MemberChange => (14000, 18000),
+            // The killed gateway stays down a while after its successor acts.
+            FaultKind::GatewayTakeover => (3000, 6000),
         }
     }
 }
@@ -178,6 +185,9 @@ pub struct Scenario {
     /// The federation has a spare site after the founders, which faults add to the
     /// members and remove again.
     pub members: bool,
+    /// The first site runs two gateways on etcd (docs/ha.md), with the timings that
+    /// allows ([`super::layout::STANDBY_TIMINGS`]).
+    pub standbys: bool,
 }
 
 /// Where the second fault of a pair hits, relative to the first one's site (a link's
@@ -267,6 +277,7 @@ impl Scenario {
             "restart",
             "config-edit",
             "members",
+            "gateway-takeover",
         ];
         for kind in FaultKind::ALL {
             if !names.contains(&kind.name()) {
@@ -291,6 +302,7 @@ impl Scenario {
                     kinds,
                     compound: true,
                     members: false,
+                    standbys: false,
                 });
             }
             "members" => {
@@ -299,6 +311,16 @@ impl Scenario {
                     kinds: vec![FaultKind::MemberChange, FaultKind::GatewayKill],
                     compound: false,
                     members: true,
+                    standbys: false,
+                });
+            }
+            "gateway-takeover" => {
+                return Ok(Scenario {
+                    name: name.to_owned(),
+                    kinds: vec![FaultKind::GatewayTakeover],
+                    compound: false,
+                    members: false,
+                    standbys: true,
                 });
             }
             "partition" => vec![
@@ -317,6 +339,7 @@ impl Scenario {
             kinds,
             compound: false,
             members: false,
+            standbys: false,
         })
     }
 }
@@ -492,6 +515,8 @@ fn target_at(kind: FaultKind, site: usize, sites: usize, rng: &mut SplitMix64) -
         FaultKind::SlowNetwork => Target::Everything,
         // The spare, after the founders.
         FaultKind::MemberChange => Target::Site(sites),
+        // The site of standbys is the first.
+        FaultKind::GatewayTakeover => Target::Site(0),
     }
 }
 
@@ -601,8 +626,8 @@ mod tests {
                     FaultKind::PartitionPair => matches!(fault.target, Target::Pair { .. }),
                     FaultKind::PartitionSplit => matches!(fault.target, Target::Minority(_)),
                     FaultKind::SlowNetwork => fault.target == Target::Everything,
-                    // Not drawn by `all`: the members scenario's own test covers it.
-                    FaultKind::MemberChange => false,
+                    // Not drawn by `all`: their scenarios' own tests cover them.
+                    FaultKind::MemberChange | FaultKind::GatewayTakeover => false,
                 };
                 assert!(fits, "{fault:?}");
             }
@@ -611,6 +636,25 @@ mod tests {
 
     fn compound() -> Scenario {
         Scenario::parse("compound").unwrap()
+    }
+
+    /// Every fault of `gateway-takeover` kills the acting gateway of the first site, one
+    /// at a time, with the recovery gap between.
+    #[test]
+    fn gateway_takeover_hits_the_site_of_standbys_only() {
+        let scenario = Scenario::parse("gateway-takeover").unwrap();
+        assert!(scenario.standbys && !scenario.members && !scenario.compound);
+        let faults = schedule(&scenario, 7, 120_000, 3).unwrap();
+        assert!(faults.len() >= 3, "{faults:?}");
+        for pair in faults.windows(2) {
+            assert!(
+                pair[1].start_ms >= pair[0].end_ms + RECOVERY_GAP_MS,
+                "{pair:?}"
+            );
+        }
+        assert!(faults.iter().all(
+            |fault| fault.kind == FaultKind::GatewayTakeover && fault.target == Target::Site(0)
+        ));
     }
 
     fn is_network(kind: FaultKind) -> bool {

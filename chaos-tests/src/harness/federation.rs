@@ -17,6 +17,7 @@ use super::process::ProcessGuard;
 use super::site::{
     PreparedSite, SiteSpec, create_certs, prepare_federation, rewrite_site, rewrite_site_via,
 };
+use super::standby_federation::Standby;
 use super::wait_for;
 use crate::relay::{Faults, Relay};
 
@@ -36,6 +37,8 @@ pub struct Federation {
     /// A program and its arguments that every gateway runs under, when not empty (the
     /// gateway's own command follows them): [`super::hosts::HostsFile::prefix`].
     pub gateway_prefix: Vec<String>,
+    /// A site run by two gateways on etcd, once [`Federation::add_standby`] made it so.
+    pub standby: Option<Standby>,
 }
 
 impl Federation {
@@ -72,6 +75,7 @@ impl Federation {
             sites,
             specs,
             nodes: Vec::new(),
+            standby: None,
         })
     }
 
@@ -169,8 +173,31 @@ impl Federation {
         self.dir.path().join(name)
     }
 
+    /// Site `index`'s admin address: for the site of standbys, the acting gateway's (the
+    /// first gateway's while none acts).
     pub fn admin(&self, index: usize) -> SocketAddr {
-        self.sites[index].admin
+        match self
+            .standby
+            .as_ref()
+            .filter(|standby| standby.site == index)
+        {
+            Some(standby) => super::standby_site::active(&standby.gateways)
+                .map_or(standby.gateways[0].admin, |ix| standby.gateways[ix].admin),
+            None => self.sites[index].admin,
+        }
+    }
+
+    /// Every admin address of site `index`: one, or one per gateway of the site of
+    /// standbys (only the acting one answers more than `/live`).
+    pub fn admins(&self, index: usize) -> Vec<SocketAddr> {
+        match self
+            .standby
+            .as_ref()
+            .filter(|standby| standby.site == index)
+        {
+            Some(standby) => standby.gateways.iter().map(|g| g.admin).collect(),
+            None => vec![self.sites[index].admin],
+        }
     }
 
     pub fn index(&self, site: &str) -> usize {
@@ -181,7 +208,12 @@ impl Federation {
     }
 
     /// Starts the gateway of site `index` on its journal and waits until `/ready` answers.
+    /// For the site of standbys: starts each of its gateways that is not running and waits
+    /// until one acts.
     pub fn start_gateway(&mut self, index: usize) -> Result<(), String> {
+        if self.standby_site() == Some(index) {
+            return self.start_standby_gateways();
+        }
         let site = &self.sites[index];
         let args = gateway_args(
             &site.config,
@@ -212,6 +244,11 @@ impl Federation {
         })
         .map(|_| ())
         .map_err(|error| format!("{error}\n--- gateway log ---\n{}", self.output(index)))
+    }
+
+    /// The site run by two gateways, if any.
+    pub fn standby_site(&self) -> Option<usize> {
+        self.standby.as_ref().map(|standby| standby.site)
     }
 
     /// kill -9 of the gateway of site `index`; its node agents keep running.
@@ -296,12 +333,24 @@ impl Federation {
         let work = self.work(server);
         std::fs::create_dir_all(&work)
             .map_err(|error| format!("cannot create {}: {error}", work.display()))?;
-        let args = node_args(
-            self.sites[index].management,
-            server,
-            &self.path("certs"),
-            &work,
-        );
+        let args = match self
+            .standby
+            .as_ref()
+            .filter(|standby| standby.site == index)
+        {
+            Some(standby) => super::standby_site::agent_args(
+                &standby.gateways,
+                server,
+                &self.path("certs"),
+                &work,
+            ),
+            None => node_args(
+                self.sites[index].management,
+                server,
+                &self.path("certs"),
+                &work,
+            ),
+        };
         let log = self.path(&format!("node-{server}.log"));
         let node = ProcessGuard::spawn(server, &self.binary, &args, &log)?;
         self.nodes.push((index, server.to_owned(), node));
@@ -313,8 +362,16 @@ impl Federation {
         self.path(&format!("nodes/{server}"))
     }
 
-    /// The log of site `index`'s gateway (also after it was killed).
+    /// The log of site `index`'s gateway (also after it was killed); both gateways' for the
+    /// site of standbys.
     pub fn output(&self, index: usize) -> String {
+        if let Some(standby) = self
+            .standby
+            .as_ref()
+            .filter(|standby| standby.site == index)
+        {
+            return super::standby_site::logs(&standby.gateways);
+        }
         std::fs::read_to_string(self.path(&format!("gateway-{}.log", self.sites[index].name)))
             .unwrap_or_default()
     }

@@ -11,6 +11,8 @@
 //! - [`requests`]: (f) failed requests only within outages, from the load and the polls.
 //! - [`applied`]: every fault applied; config edits refused or applied.
 //! - [`members`]: (g) member changes took effect and settled, from audit logs.
+//! - [`takeover`]: (h) takeovers at a site of standbys seen by nobody, from audit logs
+//!   and node logs.
 
 mod applied;
 mod members;
@@ -18,6 +20,7 @@ mod nodes;
 mod requests;
 mod restart;
 mod sla;
+mod takeover;
 
 use std::path::PathBuf;
 
@@ -96,6 +99,13 @@ pub fn check_all(evidence: &Evidence) -> Judgement {
     }
     if evidence.faults.iter().any(|record| record.member.is_some()) {
         verdicts.push(members::member_changes_took_effect(evidence));
+    }
+    if evidence
+        .faults
+        .iter()
+        .any(|record| record.fault.kind == super::schedule::FaultKind::GatewayTakeover)
+    {
+        verdicts.push(takeover::takeovers_seen_by_nobody(evidence));
     }
     Judgement {
         verdicts,
