@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use leasehold_chaos_tests::harness::admin::get_text;
 use leasehold_chaos_tests::harness::etcd::{EtcdCluster, etcd_available};
 use leasehold_chaos_tests::harness::evidence::{mono_now_ns, node_events, violations};
 use leasehold_chaos_tests::harness::onesite::account;
@@ -50,6 +51,40 @@ fn a_site_of_two_gateways_survives_kills_a_pause_a_lost_etcd_member_and_a_handov
     let placed = check(
         site.wait_placement(acting, "both accounts served"),
         "placement",
+    );
+    // The standby reads the store as it would to take over, and says what it read; its
+    // metrics say it does not act, the active's that it does.
+    check(
+        wait_for(
+            "the standby's view of the store",
+            Duration::from_secs(30),
+            || {
+                let text = site.gateways[1 - acting].standing_by()?;
+                if text.contains("its view of the site's store: 2 leases, read") {
+                    Ok(text)
+                } else {
+                    Err(text)
+                }
+            },
+        ),
+        "the standby's view",
+    );
+    let metrics = check(
+        get_text(site.gateways[1 - acting].admin, "/metrics"),
+        "the standby's metrics",
+    );
+    assert!(
+        metrics.contains("leasehold_gateway_active{site=\"site-a\"} 0")
+            && metrics.contains("leasehold_standby_store_leases{site=\"site-a\"} 2"),
+        "{metrics}"
+    );
+    let metrics = check(
+        get_text(site.gateways[acting].admin, "/metrics"),
+        "the active gateway's metrics",
+    );
+    assert!(
+        metrics.contains("leasehold_gateway_active{site=\"site-a\"} 1"),
+        "{metrics}"
     );
 
     // One etcd member of three lost, then back: the site goes on. A gateway may be

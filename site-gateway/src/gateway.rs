@@ -304,7 +304,8 @@ async fn serve(
     let endpoint = Arc::new(endpoint);
     let federation_endpoint = crate::federation::listen(&config, &identity)?;
     // A gateway of a site whose journal is in etcd acts only once elected: until then it
-    // is a standby (docs/ha.md), and it reads the journal only once it acts.
+    // is a standby (docs/ha.md): it reads the journal to keep its view warm, and again
+    // to act on once it acts.
     let (journal, recovered, election) = match store {
         Store::Redb { journal, recovered } => (SiteJournal::Redb(*journal), recovered, None),
         Store::Etcd(etcd) => {
@@ -527,7 +528,7 @@ async fn elected(
         config.site.admin_addr,
         admin_tls,
         (management, federation),
-        election.clone(),
+        (election.clone(), etcd.clone()),
     )
     .await
     .map_err(|source| GatewayError::Admin {

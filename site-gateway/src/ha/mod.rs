@@ -5,6 +5,7 @@
 pub mod elector;
 pub mod standby;
 pub mod store;
+pub mod warm;
 
 pub use elector::{Elector, ElectorConfig};
 pub use store::{EtcdJournal, SiteKeys, StoreError};

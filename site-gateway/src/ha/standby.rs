@@ -1,6 +1,7 @@
-//! A standby gateway, until it acts: its admin address answers `/live`, and `/ready` with
-//! 503 saying it is standby and who is active; every other request gets 503 naming the
-//! active gateway's admin address. Its management listener is open and refuses every
+//! A standby gateway, until it acts: its admin address answers `/live`, `/metrics` (that it
+//! does not act, and its view of the site's store, [`super::warm`]), and `/ready` with 503
+//! saying it is standby, who is active, and what it last read of the store; every other
+//! request gets 503 naming the active gateway's admin address. Its management listener is open and refuses every
 //! registration, naming the active gateway (a node agent given every gateway dials them
 //! all and registers with the one that accepts, docs/node.md); once it acts, the same
 //! listener serves its nodes. Its federation listener closes every peer's connection as
@@ -18,7 +19,9 @@ use leasehold_federation::wire::node::Registration;
 use leasehold_federation::wire::{Inbound, InboundRequest};
 
 use super::Elector;
+use super::warm::WarmView;
 use crate::model::election::Generation;
+use leasehold_federation::ids::SiteId;
 
 /// How long a standby waits for a node to read its refusal and close.
 const REFUSAL_READ: Duration = Duration::from_secs(2);
@@ -34,8 +37,12 @@ pub async fn until_active(
     admin_addr: SocketAddr,
     admin_tls: Option<rustls::ServerConfig>,
     (management, federation): (Arc<Endpoint>, Arc<Endpoint>),
-    election: Arc<Elector>,
+    (election, etcd): (Arc<Elector>, Arc<leasehold_etcd::Etcd>),
 ) -> std::io::Result<Generation> {
+    // The config's site name, checked when it was read.
+    let site_id = SiteId::parse(site).map_err(|error| std::io::Error::other(error.to_string()))?;
+    let view = WarmView::default();
+    let reading = tokio::spawn(view.clone().keep_reading(etcd, site_id.clone()));
     let site = site.to_owned();
     let name = name.to_owned();
     let refusing = tokio::spawn(refuse_registrations(
@@ -51,17 +58,42 @@ pub async fn until_active(
         election.clone(),
     ));
     let answers = election.clone();
+    let shown = view.clone();
     let server = HttpServer::new(move || {
         let election = answers.clone();
         let site = site.clone();
         let name = name.clone();
+        let view = shown.clone();
+        let metrics_view = shown.clone();
+        let metrics_site = site_id.clone();
         App::new()
             .route(
                 "/live",
                 web::get().to(|| async { HttpResponse::Ok().body("live\n") }),
             )
+            .route(
+                "/metrics",
+                web::get().to(move || {
+                    let text = metrics_view.metrics(&metrics_site);
+                    async move {
+                        match text {
+                            Ok(text) => HttpResponse::Ok()
+                                .content_type(
+                                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                                )
+                                .body(text),
+                            Err(_) => HttpResponse::InternalServerError()
+                                .body("cannot encode the metrics\n"),
+                        }
+                    }
+                }),
+            )
             .default_service(web::to(move || {
-                let words = standby_words(&site, &name, &election);
+                let words = format!(
+                    "{}; {}\n",
+                    standby_words(&site, &name, &election).trim_end(),
+                    view.words()
+                );
                 async move { HttpResponse::ServiceUnavailable().body(words) }
             }))
     })
@@ -84,6 +116,7 @@ pub async fn until_active(
     handle.stop(true).await;
     let _ = serving.await;
     // The listeners stay open for the active gateway's own accept loops.
+    reading.abort();
     refusing.abort();
     refusing_peers.abort();
     Ok(generation)

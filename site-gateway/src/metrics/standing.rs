@@ -43,6 +43,8 @@ pub struct StandingInputs<'a> {
 
 #[derive(Debug, Default)]
 pub(super) struct Standing {
+    /// 1: this gateway acts (a standby's own `/metrics` says 0, `ha/warm.rs`).
+    active: Gauge,
     build: Family<BuildLabels, Gauge>,
     owned: Family<AccountLabels, Gauge>,
     term: Family<AccountLabels, Gauge>,
@@ -56,6 +58,12 @@ pub(super) struct Standing {
 
 impl Standing {
     pub(super) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gateway_active",
+            "1 while this gateway acts for its site; 0: a standby",
+            self.active.clone(),
+        );
+        self.active.set(1);
         registry.register(
             "build_info",
             "1, labelled with the build's version and the protocols it speaks",
