@@ -18,13 +18,13 @@ pub struct GenerationFence {
 }
 
 impl GenerationFence {
-    /// The highest generation registered under, if any.
+    /// The highest generation taken, if any.
     pub fn highest(&self) -> Option<u64> {
         self.highest
     }
 
     /// Whether `what`, stamped with `generation`, comes from a gateway that still acts as
-    /// far as this agent knows. `Err` names both generations.
+    /// far as this receiver knows. `Err` names both generations.
     pub fn check(&self, what: &str, generation: Option<u64>) -> Result<(), Refusal> {
         match (generation, self.highest) {
             (Some(sent), Some(highest)) if sent < highest => Err(Refusal {

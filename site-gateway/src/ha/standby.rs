@@ -1,10 +1,10 @@
 //! A standby gateway, until it acts: its admin address answers `/live`, `/metrics` (that it
 //! does not act, and its view of the site's store, [`super::warm`]), and `/ready` with 503
 //! saying it is standby, who is active, and what it last read of the store; every other
-//! request gets 503 naming the active gateway's admin address. Its management listener is open and refuses every
-//! registration, naming the active gateway (a node agent given every gateway dials them
-//! all and registers with the one that accepts, docs/node.md); once it acts, the same
-//! listener serves its nodes. Its federation listener closes every peer's connection as
+//! request gets 503 naming the active gateway's admin address. Its management listener is
+//! open and refuses every registration, naming the active gateway (a node agent given
+//! every gateway dials them all and registers with the one that accepts, docs/node.md);
+//! once it acts, the same listener serves its nodes. Its federation listener closes every peer's connection as
 //! soon as it is made, with the same words; once it acts, it serves its peers.
 
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
+use leasehold_federation::ids::SiteId;
 use leasehold_federation::transport::connection::close_code;
 use leasehold_federation::transport::endpoint::Endpoint;
 use leasehold_federation::wire::common::{Refusal, RefusalCause};
@@ -21,7 +22,6 @@ use leasehold_federation::wire::{Inbound, InboundRequest};
 use super::Elector;
 use super::warm::WarmView;
 use crate::model::election::Generation;
-use leasehold_federation::ids::SiteId;
 
 /// How long a standby waits for a node to read its refusal and close.
 const REFUSAL_READ: Duration = Duration::from_secs(2);
