@@ -160,6 +160,16 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// Free loopback (admin, federation, management) addresses for one more gateway of a site.
+pub fn gateway_addrs() -> Result<(SocketAddr, SocketAddr, SocketAddr), String> {
+    let mut ports = PortPicker::default();
+    Ok((
+        loopback(ports.pick()?),
+        loopback(ports.pick()?),
+        loopback(ports.pick()?),
+    ))
+}
+
 /// Writes `dir/<site>.toml` for `spec` with fresh ports.
 pub fn prepare_site(dir: &Path, spec: &SiteSpec) -> Result<PreparedSite, String> {
     let mut sites = prepare_federation(dir, std::slice::from_ref(spec))?;

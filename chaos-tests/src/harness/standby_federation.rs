@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::federation::Federation;
 use super::onesite::{SETTLE, gateway_args};
-use super::site::{PortPicker, save_config};
+use super::site::{gateway_addrs, save_config};
 use super::standby_site::{self, StandbyGateway};
 
 /// The site of two gateways.
@@ -29,14 +29,7 @@ impl Federation {
     /// relay). Its timings must allow standbys, at every site: node leases and ownership
     /// TTL above the etcd lease plus 3 s (docs/ha.md).
     pub fn add_standby(&mut self, site: usize, endpoints: &[String]) -> Result<(), String> {
-        let mut picker = PortPicker::default();
-        let mut pick = || -> Result<SocketAddr, String> {
-            format!("127.0.0.1:{}", picker.pick()?)
-                .parse()
-                .map_err(|error| format!("{error}"))
-        };
-        let (admin, federation_addr, management) = (pick()?, pick()?, pick()?);
-        drop(picker);
+        let (admin, federation_addr, management) = gateway_addrs()?;
         let prepared = self.sites[site].clone();
         let endpoints = endpoints
             .iter()

@@ -13,7 +13,7 @@ use super::admin::{get_json, get_text};
 use super::evidence::{mono_now_ns, node_events};
 use super::onesite::{OneSite, gateway_args};
 use super::process::ProcessGuard;
-use super::site::{AccountSpec, PortPicker};
+use super::site::{AccountSpec, gateway_addrs};
 use super::wait_for;
 
 /// Long enough for any step of a takeover on a loaded machine.
@@ -111,14 +111,7 @@ impl StandbySite {
         lease_ttl_ms: u64,
     ) -> Result<StandbySite, String> {
         let site = OneSite::prepare(binary, dir, "site-a", servers, accounts)?;
-        let mut picker = PortPicker::default();
-        let mut pick = || -> Result<SocketAddr, String> {
-            format!("127.0.0.1:{}", picker.pick()?)
-                .parse()
-                .map_err(|error| format!("{error}"))
-        };
-        let (admin, federation, management) = (pick()?, pick()?, pick()?);
-        drop(picker);
+        let (admin, federation, management) = gateway_addrs()?;
         let config = std::fs::read_to_string(&site.site.config)
             .map_err(|error| format!("cannot read the site's config: {error}"))?;
         let endpoints = endpoints
