@@ -324,7 +324,7 @@ impl Site {
         let t = self.now.0.saturating_sub(1);
         self.servers
             .iter()
-            .map(|played| {
+            .filter_map(|played| {
                 let (health, load) = match &played.phase {
                     Phase::Idle => (Health::Idle, None),
                     Phase::Starting { .. } | Phase::Draining { joined: false, .. } => {
@@ -336,12 +336,13 @@ impl Site {
                         (Health::Healthy, Some(trace.load_at(&name, t) / share))
                     }
                 };
-                Heartbeat {
-                    server: played.id.clone(),
+                let server = self.core.server_ix(&played.id)?;
+                Some(Heartbeat {
+                    server,
                     health,
                     load,
                     at: self.now,
-                }
+                })
             })
             .collect()
     }

@@ -352,11 +352,13 @@ impl SimGateway {
         let Some(up) = &mut self.up else { return };
         let heartbeats = std::mem::take(&mut up.board)
             .into_iter()
-            .map(|(server, (health, load, at))| Heartbeat {
-                server,
-                health,
-                load,
-                at,
+            .filter_map(|(server, (health, load, at))| {
+                Some(Heartbeat {
+                    server: up.core.server_ix(&server)?,
+                    health,
+                    load,
+                    at,
+                })
             })
             .collect();
         let effects = up.groups.round(&mut up.core, heartbeats, now);

@@ -358,8 +358,7 @@ impl Reader {
                         load: heartbeat.load,
                         renew: None,
                     };
-                    self.board
-                        .record(self.server.clone(), pulse, Instant::now());
+                    self.board.record(&self.server, pulse, Instant::now());
                 }
             }
             InboundOneWay::WorkloadJoined(joined) => {

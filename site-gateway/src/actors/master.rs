@@ -638,6 +638,10 @@ impl Handler<RegisterServer> for SiteMaster {
         if let Some(old) = self.links.insert(message.server.clone(), link) {
             old.actor.do_send(CloseLink);
         }
+        // Its pulses count from now: the board records them by its place in the core.
+        if let Some(place) = self.core.server_ix(&message.server) {
+            self.board.admit(message.server.clone(), place);
+        }
         tracing::info!(server = %message.server, agent_version = %message.agent_version, protocol, "node registered");
         self.agents.insert(
             message.server.clone(),

@@ -28,6 +28,9 @@ use leasehold_federation::transport::identity::PeerName;
 use leasehold_federation::wire::InboundOneWay;
 use leasehold_federation::wire::common::Health;
 use leasehold_federation::wire::node::Pulse;
+use rustc_hash::FxHashMap;
+
+use crate::model::site::ServerIx;
 
 /// Wall-clock milliseconds since the Unix epoch, for audit records, config status and
 /// catalogue versions: what people and peers read, never what decisions are timed by.
@@ -43,11 +46,18 @@ pub(crate) fn wall_ms() -> u64 {
 /// never queues behind other work in a mailbox; the master takes the renewals every
 /// [`master::RENEWAL_BATCH`] and the heartbeats every round. Bounded: one heartbeat and
 /// one renewal per server, a newer pulse overwriting an older one.
+///
+/// Heartbeats are kept by the server's place in the site core ([`ServerIx`]), which the
+/// master hands the board when the server registers: a round takes them as they are, with
+/// no lookup by name (issue #14: the master's round at 100,000 servers).
 #[derive(Debug, Default)]
 pub struct PulseBoard {
-    /// Sharded: many connection tasks write, the master reads ten times a second.
-    heartbeats: DashMap<ServerId, HeartbeatSample>,
-    /// Swapped out whole by each batch, so a batch costs what it holds, not the site's size.
+    /// Each registered server's place in the site core. Written at registration, read by
+    /// every pulse: sharded, so that connection tasks on several threads read at once.
+    places: DashMap<ServerId, ServerIx>,
+    /// Swapped out whole by each round, so a round costs what it holds, not the site's size.
+    heartbeats: Mutex<FxHashMap<ServerIx, HeartbeatSample>>,
+    /// Swapped out whole by each batch, likewise.
     renewals: Mutex<HashMap<ServerId, RenewAsk>>,
 }
 
@@ -71,59 +81,60 @@ impl DatagramSink for PulseBoard {
     fn take(&self, peer: &PeerName, message: InboundOneWay) {
         // The listener admits only nodes, and a node may send no other datagram kind.
         if let (PeerName::Node { server, .. }, InboundOneWay::Pulse(pulse)) = (peer, message) {
-            self.record(server.clone(), pulse, Instant::now());
+            self.record(server, pulse, Instant::now());
         }
     }
 }
 
 impl PulseBoard {
-    /// A pulse from `server`, arrived at `at`.
-    pub fn record(&self, server: ServerId, pulse: Pulse, at: Instant) {
+    /// `server` registered, at `place` in the site core: its pulses count from now on.
+    pub fn admit(&self, server: ServerId, place: ServerIx) {
+        self.places.insert(server, place);
+    }
+
+    /// A pulse from `server`, arrived at `at`. A server that never registered has no
+    /// place: its heartbeat is dropped (its renewal is kept, and the master renews
+    /// nothing for a server it holds no link of).
+    pub fn record(&self, server: &ServerId, pulse: Pulse, at: Instant) {
         if let Some(epoch) = pulse.renew {
             let ask = RenewAsk {
                 epoch,
                 seq: pulse.seq,
             };
-            self.lock_renewals().insert(server.clone(), ask);
+            self.lock(&self.renewals).insert(server.clone(), ask);
         }
+        let Some(place) = self.places.get(server).map(|place| *place) else {
+            return;
+        };
         let sample = HeartbeatSample {
             at,
             health: pulse.health,
             load: pulse.load,
         };
-        self.heartbeats.insert(server, sample);
+        self.lock(&self.heartbeats).insert(place, sample);
     }
 
     /// A renewal asked for on its own (by a node of `leasehold-node/1`, whose heartbeats
     /// come apart from its renewals).
     pub fn ask_renewal(&self, server: ServerId, epoch: Epoch, seq: u64) {
-        self.lock_renewals().insert(server, RenewAsk { epoch, seq });
+        self.lock(&self.renewals)
+            .insert(server, RenewAsk { epoch, seq });
     }
 
     /// Takes the renewals asked since the last call.
     pub fn take_renewals(&self) -> Vec<(ServerId, RenewAsk)> {
-        let taken = std::mem::take(&mut *self.lock_renewals());
+        let taken = std::mem::take(&mut *self.lock(&self.renewals));
         taken.into_iter().collect()
     }
 
-    /// Takes the heartbeats recorded since the last call.
-    pub fn take_heartbeats(&self) -> Vec<(ServerId, HeartbeatSample)> {
-        let servers: Vec<ServerId> = self
-            .heartbeats
-            .iter()
-            .map(|entry| entry.key().clone())
-            .collect();
-        servers
-            .into_iter()
-            .filter_map(|server| self.heartbeats.remove(&server))
-            .collect()
+    /// Takes the heartbeats recorded since the last call, by place.
+    pub fn take_heartbeats(&self) -> FxHashMap<ServerIx, HeartbeatSample> {
+        std::mem::take(&mut *self.lock(&self.heartbeats))
     }
 
-    fn lock_renewals(&self) -> std::sync::MutexGuard<'_, HashMap<ServerId, RenewAsk>> {
+    fn lock<'a, T>(&self, map: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
         // Each write is one insert, so a panic elsewhere cannot leave the map half-written.
-        self.renewals
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -152,6 +163,8 @@ mod tests {
     #[test]
     fn the_board_keeps_each_servers_latest_pulse_and_renewal_until_taken() {
         let board = PulseBoard::default();
+        board.admit(ServerId::parse("a1").unwrap(), ServerIx::at(0));
+        board.admit(ServerId::parse("a2").unwrap(), ServerIx::at(1));
         board.take(&node("a1"), pulse(1, Some(7)));
         board.take(&node("a1"), pulse(2, None));
         board.take(&node("a2"), pulse(5, Some(3)));
@@ -161,6 +174,8 @@ mod tests {
             &PeerName::Site(SiteId::parse("site-b").unwrap()),
             pulse(9, Some(1)),
         );
+        // A server that never registered has no place: its heartbeat is not kept.
+        board.take(&node("a3"), pulse(4, None));
 
         let mut renewals = board.take_renewals();
         renewals.sort_by(|a, b| a.0.cmp(&b.0));
@@ -175,13 +190,13 @@ mod tests {
             "each renewal is taken once"
         );
 
-        let mut heartbeats = board.take_heartbeats();
-        heartbeats.sort_by(|a, b| a.0.cmp(&b.0));
-        let loads: Vec<(&str, Option<f64>)> = heartbeats
+        let mut heartbeats: Vec<_> = board.take_heartbeats().into_iter().collect();
+        heartbeats.sort_by_key(|(place, _)| *place);
+        let loads: Vec<(usize, Option<f64>)> = heartbeats
             .iter()
-            .map(|(server, sample)| (server.as_str(), sample.load))
+            .map(|(place, sample)| (place.index(), sample.load))
             .collect();
-        assert_eq!(loads, [("a1", Some(2.0)), ("a2", Some(6.0))]);
+        assert_eq!(loads, [(0, Some(2.0)), (1, Some(6.0))]);
         assert!(board.take_heartbeats().is_empty());
     }
 }

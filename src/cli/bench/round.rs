@@ -32,7 +32,7 @@ use leasehold_site_gateway::model::Millis;
 use leasehold_site_gateway::model::core::{Groups, Heartbeat, SiteCore, WorkloadEvent};
 use leasehold_site_gateway::model::effects::{Command, Effect, JournalOp};
 use leasehold_site_gateway::model::ownership::SiteOwnership;
-use leasehold_site_gateway::model::site::Recovered;
+use leasehold_site_gateway::model::site::{Recovered, ServerIx};
 
 use super::SplitMix64;
 
@@ -60,6 +60,11 @@ pub struct RoundArgs {
     /// Seed of the accounts' loads and their drift: same seed, same rounds.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// How often each node pulses, in ms. By default what a site of this size gets when
+    /// its config sets no `heartbeat_interval_ms` (docs/node.md): 500 ms from 4,000
+    /// servers on.
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
 }
 
 /// What the synthetic nodes owe the core: the answers to its commands.
@@ -74,6 +79,8 @@ struct Bench {
     groups: Groups,
     journal: Journal,
     servers: Vec<ServerId>,
+    /// Each server's place in the core, as the gateway's pulse board keeps it.
+    places: Vec<Option<ServerIx>>,
     /// Each server's account and epoch while it serves one.
     serving: HashMap<ServerId, (AccountId, Epoch)>,
     /// Each account's total load; its servers report an equal share.
@@ -161,6 +168,7 @@ pub fn run(args: &RoundArgs) -> anyhow::Result<ExitCode> {
         "begin_ms_p50": ms(&parts[0], 0.5),
         "demand_ms_p50": ms(&parts[1], 0.5),
         "finish_ms_p50": ms(&parts[2], 0.5),
+        "heartbeat_ms": bench.core.model().timings().node_heartbeat_interval.as_millis() as u64,
         "heartbeats_per_round": heartbeats / u64::from(args.rounds),
         "effects_per_round_mean": (effects as f64 / f64::from(args.rounds) * 10.0).round() / 10.0,
         "journal_ms_p50": ms(&journal, 0.5),
@@ -176,7 +184,7 @@ pub fn run(args: &RoundArgs) -> anyhow::Result<ExitCode> {
 
 impl Bench {
     fn new(args: &RoundArgs, random: &mut SplitMix64, dir: PathBuf) -> anyhow::Result<Bench> {
-        let config = synthetic_site(args.servers, args.accounts)?;
+        let config = synthetic_site(args.servers, args.accounts, args.heartbeat_ms)?;
         let site = config.site.name.clone();
         let ownership = SiteOwnership::new(
             site.clone(),
@@ -213,6 +221,7 @@ impl Bench {
             core,
             groups: Groups::default(),
             journal,
+            places: Vec::new(),
             servers,
             serving: HashMap::new(),
             load,
@@ -230,6 +239,11 @@ impl Bench {
                 .map_err(|refusal| anyhow::anyhow!("{server} refused: {}", refusal.detail))?;
             bench.take(effects);
         }
+        bench.places = bench
+            .servers
+            .iter()
+            .map(|server| bench.core.server_ix(server))
+            .collect();
         bench.persist()?;
         Ok(bench)
     }
@@ -262,15 +276,18 @@ impl Bench {
         };
         let beats: Vec<Heartbeat> = due
             .into_iter()
-            .map(|ix| &self.servers[ix])
-            .map(|server| Heartbeat {
-                server: server.clone(),
-                health: Health::Healthy,
-                load: self
-                    .serving
-                    .get(server)
-                    .and_then(|(account, _)| shares.get(account).copied()),
-                at: self.now,
+            .filter_map(|ix| {
+                let server = &self.servers[ix];
+                Some(Heartbeat {
+                    // As the gateway's board does: looked up once, at registration.
+                    server: self.places[ix]?,
+                    health: Health::Healthy,
+                    load: self
+                        .serving
+                        .get(server)
+                        .and_then(|(account, _)| shares.get(account).copied()),
+                    at: self.now,
+                })
             })
             .collect();
         let count = beats.len();
@@ -409,8 +426,21 @@ impl Bench {
 }
 
 /// A site of `servers` servers and `accounts` accounts, each account allowed a band of
-/// servers around its share, with the default timings.
-fn synthetic_site(servers: u32, accounts: u32) -> anyhow::Result<SiteConfig> {
+/// servers around its share, with the default timings: the node heartbeat interval is
+/// `heartbeat_ms`, or what a config of that many servers that sets none gets.
+fn synthetic_site(
+    servers: u32,
+    accounts: u32,
+    heartbeat_ms: Option<u64>,
+) -> anyhow::Result<SiteConfig> {
+    let defaults = Timings::default();
+    let timings = Timings {
+        node_heartbeat_interval: match heartbeat_ms {
+            Some(ms) => Duration::from_millis(ms.max(1)),
+            None => Timings::default_heartbeat_interval(servers as usize, defaults.renew_interval),
+        },
+        ..defaults
+    };
     let share = (servers / accounts).max(1);
     let site = SiteId::parse("bench").context("the bench site's name")?;
     let addr = |i: u32| SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + i), 8080));
@@ -465,7 +495,7 @@ fn synthetic_site(servers: u32, accounts: u32) -> anyhow::Result<SiteConfig> {
             store: Default::default(),
             gateways: Vec::new(),
         },
-        timings: Timings::default(),
+        timings,
         lending: Lending::default(),
         journal: Default::default(),
         failover_secrets: Default::default(),

@@ -31,7 +31,7 @@ use super::arbiter::AccountIx;
 use super::demand::{DemandModel, Sla};
 use super::effects::Effect;
 use super::ownership::{Owner, SiteOwnership};
-use super::site::{Recovered, SiteModel};
+use super::site::{Recovered, ServerIx, SiteModel};
 use crate::config::{Account, SiteConfig};
 
 pub struct SiteCore {
@@ -47,10 +47,11 @@ pub struct SiteCore {
     rounds: u64,
 }
 
-/// One heartbeat, as the shell read it off the heartbeat board.
+/// One heartbeat, as the shell read it off the heartbeat board: the server by its place
+/// in the site ([`SiteCore::server_ix`]), which the shell learnt when it registered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Heartbeat {
-    pub server: ServerId,
+    pub server: ServerIx,
     pub health: Health,
     pub load: Option<f64>,
     pub at: Millis,
@@ -149,6 +150,11 @@ impl SiteCore {
         &self.model
     }
 
+    /// Where `server` stands in this site, for its heartbeats ([`Heartbeat::server`]).
+    pub fn server_ix(&self, server: &ServerId) -> Option<ServerIx> {
+        self.model.server_ix(server)
+    }
+
     pub fn ownership(&self) -> Option<&SiteOwnership> {
         self.ownership.as_ref()
     }
@@ -181,7 +187,7 @@ impl SiteCore {
     pub fn begin_round(&mut self, heartbeats: Vec<Heartbeat>, now: Millis) -> RoundLoads {
         for beat in heartbeats {
             self.model
-                .heartbeat(&beat.server, beat.health, beat.load, beat.at);
+                .heartbeat_at(beat.server, beat.health, beat.load, beat.at);
         }
         if let Some(ownership) = &mut self.ownership {
             self.round.extend(ownership.tick(now));
@@ -251,21 +257,18 @@ impl SiteCore {
             .map(|spec| (spec.clone(), ownership.owner(&spec.name, now)))
             .filter(|(_, owner)| matches!(owner, Owner::Here { .. }))
             .collect();
-        let owners: Vec<_> = self
-            .model
-            .accounts()
-            .iter()
-            .filter(|account| account.guest.is_none())
-            .map(|account| {
-                let name = account.config.name.clone();
-                let owner = ownership.owner(&name, now);
-                let handing_back = ownership.handing_back(&name).cloned();
-                (name, owner, handing_back)
-            })
-            .collect();
-        for (name, owner, handing_back) in owners {
-            self.model.set_owner(&name, owner);
-            self.model.set_handing_back(&name, handing_back.as_ref());
+        // By index, and cloning no name: this runs for every account in every round.
+        for ix in 0..self.model.accounts().len() {
+            let account = &self.model.accounts()[ix];
+            if account.guest.is_some() {
+                continue;
+            }
+            let name = &account.config.name;
+            let owner = ownership.owner(name, now);
+            let handing_back = ownership.handing_back(name).cloned();
+            self.model.set_owner_at(ix as AccountIx, owner);
+            self.model
+                .set_handing_back_at(ix as AccountIx, handing_back.as_ref());
         }
         for (spec, owner) in adopted {
             if let Some(ix) = self.model.adopt(&spec, owner) {

@@ -38,10 +38,15 @@ fn site(servers: usize, accounts: &[(&str, u32, u32, u32)]) -> (SiteCore, Groups
     (core, groups)
 }
 
-fn beats(servers: usize, load: impl Fn(usize) -> f64, at: Millis) -> Vec<Heartbeat> {
+fn beats(
+    core: &SiteCore,
+    servers: usize,
+    load: impl Fn(usize) -> f64,
+    at: Millis,
+) -> Vec<Heartbeat> {
     (1..=servers)
         .map(|n| Heartbeat {
-            server: server(n),
+            server: core.server_ix(&server(n)).expect("a server of the site"),
             health: Health::Healthy,
             load: Some(load(n)),
             at,
@@ -52,7 +57,8 @@ fn beats(servers: usize, load: impl Fn(usize) -> f64, at: Millis) -> Vec<Heartbe
 #[test]
 fn a_round_arbitrates_on_the_demand_its_groups_decided_from_this_rounds_load() {
     let (mut core, mut groups) = site(3, &[("shop", 1, 3, 10)]);
-    let first = applies(&groups.round(&mut core, beats(3, |_| 0.0, Millis(100)), Millis(100)));
+    let heartbeats = beats(&core, 3, |_| 0.0, Millis(100));
+    let first = applies(&groups.round(&mut core, heartbeats, Millis(100)));
     assert_eq!(first.len(), 1, "the minimum first");
     let (serving, epoch) = first[0].clone();
     core.workload_reported(&serving, epoch, &super::WorkloadEvent::Joined, Millis(150));
@@ -61,7 +67,8 @@ fn a_round_arbitrates_on_the_demand_its_groups_decided_from_this_rounds_load() {
     let mut now = Millis(200);
     while now < quiet_until {
         core.renew(&serving, epoch, now).expect("the owner renews");
-        let effects = groups.round(&mut core, beats(3, |_| 0.0, now), now);
+        let heartbeats = beats(&core, 3, |_| 0.0, now);
+        let effects = groups.round(&mut core, heartbeats, now);
         assert!(applies(&effects).is_empty(), "{effects:#?}");
         now = now + Duration::from_millis(100);
     }
@@ -69,7 +76,7 @@ fn a_round_arbitrates_on_the_demand_its_groups_decided_from_this_rounds_load() {
     // The serving server reports 2.5 times the target load: three servers wanted, and the
     // same round assigns the two more (the demand is not a round late).
     let load = |n: usize| if server(n) == serving { 25.0 } else { 0.0 };
-    let start = core.begin_round(beats(3, load, now), now);
+    let start = core.begin_round(beats(&core, 3, load, now), now);
     assert_eq!(start.loads, vec![(0, 25.0)]);
     let demands = groups.decide(&start, now);
     assert_eq!(demands, vec![(0, 3)]);
@@ -84,7 +91,7 @@ fn a_round_arbitrates_on_the_demand_its_groups_decided_from_this_rounds_load() {
 fn an_unserved_account_is_not_measured_and_a_shortfall_presses_the_next_round() {
     let (mut core, mut groups) = site(2, &[("shop", 1, 2, 20), ("blog", 1, 2, 10)]);
     let now = Millis(100);
-    let start = core.begin_round(beats(2, |_| 0.0, now), now);
+    let start = core.begin_round(beats(&core, 2, |_| 0.0, now), now);
     assert!(start.loads.is_empty(), "{:?}", start.loads);
     assert!(!start.pressed);
     let demands = groups.decide(&start, now);
@@ -111,7 +118,7 @@ fn an_unserved_account_is_not_measured_and_a_shortfall_presses_the_next_round() 
     for (server, epoch) in &placed {
         core.renew(server, *epoch, now).expect("the owner renews");
     }
-    let start = core.begin_round(beats(2, load, now), now);
+    let start = core.begin_round(beats(&core, 2, load, now), now);
     assert_eq!(start.loads.len(), 2);
     assert!(!start.pressed, "no round has been short yet");
     let demands = groups.decide(&start, now);
@@ -133,7 +140,7 @@ fn an_unserved_account_is_not_measured_and_a_shortfall_presses_the_next_round() 
         "the audit says why demands fall from now on: {shortfall}"
     );
     let now = Millis(300);
-    let start = core.begin_round(beats(2, load, now), now);
+    let start = core.begin_round(beats(&core, 2, load, now), now);
     assert!(start.pressed, "shop was short with no server free");
 }
 
@@ -181,7 +188,8 @@ fn config_edits_go_through_the_core_and_a_refusal_changes_nothing_but_the_status
     );
     // Both accounts are served by the next round.
     let now = Millis(40) + Duration::from_millis(100);
-    let effects = groups.round(&mut core, beats(2, |_| 0.0, now), now);
+    let heartbeats = beats(&core, 2, |_| 0.0, now);
+    let effects = groups.round(&mut core, heartbeats, now);
     assert_eq!(applies(&effects).len(), 2, "{effects:#?}");
 }
 

@@ -2,7 +2,11 @@
 //! the answers of one round at a time, and owns an account from a majority of grants until
 //! the round's send time plus [`super::Timing::held_for`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+// Account names, from our config and our peers' catalogues (sites we authenticated): looked
+// up for every account in every round.
+use rustc_hash::FxHashMap;
 
 use leasehold_federation::ids::{AccountId, SiteId};
 
@@ -65,7 +69,7 @@ pub struct Claimant {
     /// Every site of the federation, this one included: the acceptors.
     sites: Vec<SiteId>,
     timing: Timing,
-    claims: HashMap<AccountId, Claim>,
+    claims: FxHashMap<AccountId, Claim>,
     next_round: u64,
     /// A planted bug, in debug builds only (the release build has no such field): a
     /// renewal counts as granted on this site's own grant, without a majority. The
@@ -80,7 +84,7 @@ impl Claimant {
             site,
             sites,
             timing,
-            claims: HashMap::new(),
+            claims: FxHashMap::default(),
             next_round: 1,
             #[cfg(debug_assertions)]
             plant_renew_without_majority: false,

@@ -3,8 +3,10 @@
 //! are down), when it gives one back (its home site has been up for `failback_after`), and
 //! what it tells its peers. Plain state: `now` in, messages and audit entries out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+
+use rustc_hash::FxHashSet;
 
 use leasehold_federation::ids::{AccountId, SiteId};
 use leasehold_federation::wire::site::{
@@ -54,7 +56,8 @@ pub struct SiteOwnership {
     pub(super) solo: bool,
     acceptor: Acceptor,
     pub(super) claimant: Claimant,
-    home: BTreeSet<AccountId>,
+    /// Looked up for every account in every round; only ever iterated into a sorted map.
+    home: FxHashSet<AccountId>,
     pub(super) peers: BTreeMap<SiteId, PeerState>,
     catalogues: BTreeMap<SiteId, Vec<AccountSpec>>,
     failback_after: Duration,

@@ -110,7 +110,12 @@ impl SiteModel {
         effects.extend(self.renew_borrowed(now));
         // Counted once for all accounts: one pass over the servers, not one per account
         // (at 100,000 servers and 10,000 accounts that was most of a round).
-        let incoming = self.incoming();
+        // Only borrowed servers are returned on it: with none, no pass over the servers.
+        let incoming = if self.borrowing.loans.is_empty() {
+            Vec::new()
+        } else {
+            self.incoming()
+        };
         for account in 0..self.accounts.len() {
             // A loan never outlives our ownership of its account: one we do not own now
             // gives its loans back and asks for none.

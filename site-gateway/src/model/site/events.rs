@@ -12,7 +12,7 @@ use std::time::Duration;
 use leasehold_federation::wire::site::LentServerStatus;
 
 use super::server::{Lease, LoanTerms, Next, Phase};
-use super::{SiteModel, audit, millis};
+use super::{ServerIx, SiteModel, audit, millis};
 use crate::model::Millis;
 use crate::model::arbiter::AccountIx;
 use crate::model::effects::{
@@ -127,19 +127,27 @@ impl SiteModel {
     }
 
     pub fn heartbeat(&mut self, server: &ServerId, health: Health, load: Option<f64>, now: Millis) {
-        if let Some(entry) = self.server_mut(server) {
-            // A machine being re-imaged: the old image's agent may still talk until the
-            // power goes; only the new image's registration counts.
-            if entry.machine.as_ref().is_some_and(|m| m.boot.is_some()) {
-                return;
-            }
-            entry.connected = true;
-            entry.last_heartbeat = Some(now);
-            entry.health = health;
-            entry.load = load;
-            if matches!(entry.phase, Phase::Failed { .. }) && entry.lease.is_none() {
-                entry.phase = Phase::Free;
-            }
+        if let Some(ix) = self.server_ix(server) {
+            self.heartbeat_at(ix, health, load, now);
+        }
+    }
+
+    /// [`Self::heartbeat`] of the server at `ix`, with no lookup by name.
+    pub fn heartbeat_at(&mut self, ix: ServerIx, health: Health, load: Option<f64>, now: Millis) {
+        let Some(entry) = self.servers.get_mut(ix.index()) else {
+            return;
+        };
+        // A machine being re-imaged: the old image's agent may still talk until the
+        // power goes; only the new image's registration counts.
+        if entry.machine.as_ref().is_some_and(|m| m.boot.is_some()) {
+            return;
+        }
+        entry.connected = true;
+        entry.last_heartbeat = Some(now);
+        entry.health = health;
+        entry.load = load;
+        if matches!(entry.phase, Phase::Failed { .. }) && entry.lease.is_none() {
+            entry.phase = Phase::Free;
         }
     }
 
@@ -421,6 +429,7 @@ impl SiteModel {
         } = why;
         let ttl = self.timings.lease_ttl;
         let floor = self.epoch_floor;
+        self.rare.loans |= loan.is_some();
         let entry = &mut self.servers[ix];
         debug_assert!(
             entry.lease.is_none(),
@@ -434,7 +443,7 @@ impl SiteModel {
             expires_at: now + ttl,
             granted_at: now,
             revoked: false,
-            loan,
+            loan: loan.map(Box::new),
         });
         entry.phase = Phase::Starting { decided_at };
         let server = entry.id.clone();

@@ -23,10 +23,16 @@ use crate::model::ownership::Owner;
 impl SiteModel {
     /// From the master: the home `account` is being handed back to, or none.
     pub fn set_handing_back(&mut self, account: &AccountId, home: Option<&SiteId>) {
-        let Some(ix) = self.account_index.get(account).copied() else {
+        if let Some(ix) = self.account_index.get(account).copied() {
+            self.set_handing_back_at(ix, home);
+        }
+    }
+
+    /// [`Self::set_handing_back`] of the account at `ix`.
+    pub fn set_handing_back_at(&mut self, ix: AccountIx, home: Option<&SiteId>) {
+        let Some(entry) = self.accounts.get_mut(ix as usize) else {
             return;
         };
-        let entry = &mut self.accounts[ix as usize];
         match (home, &entry.handing_back) {
             (Some(home), Some(handing)) if handing.home == *home => {}
             (Some(home), _) => {

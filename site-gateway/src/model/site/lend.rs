@@ -48,7 +48,7 @@ impl SiteModel {
             entry
                 .lease
                 .as_ref()
-                .and_then(|lease| lease.loan.as_ref())
+                .and_then(|lease| lease.loan.as_deref())
                 .map(|loan| (ix, loan))
         })
     }

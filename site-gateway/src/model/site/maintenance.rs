@@ -42,7 +42,7 @@ impl SiteModel {
         let mut effects = Vec::new();
         match record {
             Some(record) => {
-                if entry.maintenance.as_ref() == Some(&record) {
+                if entry.maintenance.as_deref() == Some(&record) {
                     return Ok(effects);
                 }
                 if let Some(loan) = entry.lease.as_ref().and_then(|lease| lease.loan.as_ref()) {
@@ -81,7 +81,8 @@ impl SiteModel {
                     epoch,
                     reason,
                 ));
-                self.servers[ix].maintenance = Some(record);
+                self.servers[ix].maintenance = Some(Box::new(record));
+                self.rare.out_of_use = true;
                 effects.extend(self.drain_for_maintenance(now));
             }
             None => {

@@ -181,7 +181,7 @@ fn maintenance_is_journaled_and_survives_a_restart_and_unknown_servers_are_refus
     );
     assert_eq!(
         restarted.server(&server).unwrap().maintenance,
-        Some(record(false))
+        Some(Box::new(record(false)))
     );
     let unknown = ServerId::parse("z9").unwrap();
     assert!(matches!(

@@ -38,6 +38,10 @@ mod tests;
 use std::collections::HashMap;
 use std::time::Duration;
 
+// Keyed by names from the config, not chosen by a client: the hash need not resist
+// collisions made on purpose, and is taken for every heartbeat and renewal.
+use rustc_hash::FxHashMap;
+
 use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};
 use leasehold_federation::wire::common::{DataRef, InitPointer, Software};
 use leasehold_federation::wire::site::AccountSpec;
@@ -62,6 +66,23 @@ use crate::config::{Account, Lending, SiteConfig, Timings, Workload};
 
 /// How long a server is not offered again to an account whose workload failed on it.
 pub const AVOID_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+/// A server's place in its [`SiteModel`], from [`SiteModel::server_ix`]. Good for that
+/// model's whole life: servers keep their place, removed ones too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerIx(u32);
+
+impl ServerIx {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// A place made up, for the shell's own unit tests (a real one comes from the model).
+    #[cfg(test)]
+    pub(crate) fn at(index: u32) -> ServerIx {
+        ServerIx(index)
+    }
+}
 
 /// What the journal held when the gateway started.
 #[derive(Debug, Clone, PartialEq)]
@@ -215,9 +236,11 @@ pub struct SiteModel {
     site: SiteId,
     timings: Timings,
     accounts: Vec<AccountEntry>,
-    account_index: HashMap<AccountId, AccountIx>,
+    account_index: FxHashMap<AccountId, AccountIx>,
     servers: Vec<ServerEntry>,
-    server_index: HashMap<ServerId, usize>,
+    /// A server's place in `servers`, which it keeps for the model's life (a server removed
+    /// from the config stays at its index), so a [`ServerIx`] handed out stays good.
+    server_index: FxHashMap<ServerId, usize>,
     /// Guest accounts by (borrowing site, account): an index into `accounts`.
     guests: HashMap<(SiteId, AccountId), AccountIx>,
     lending: Lending,
@@ -227,6 +250,10 @@ pub struct SiteModel {
     borrow_after: Millis,
     /// Scratch buffers only; no state carries from one round to the next.
     arbiter: Arbiter,
+    /// The arbiter's input, rebuilt in every round into the same buffers.
+    views: tick::Views,
+    /// Which rare kinds of server a round must look for.
+    rare: tick::Rare,
     /// No lease gets an epoch at or below this ([`Recovered::epoch_floor`]).
     epoch_floor: Epoch,
 }
@@ -279,6 +306,9 @@ impl SiteModel {
             borrowing: Borrowing::default(),
             borrow_after: now + startup_grace(&config.timings),
             arbiter: Arbiter::default(),
+            views: tick::Views::default(),
+            // Counted by the first round.
+            rare: tick::Rare::ALL,
             epoch_floor: recovered.epoch_floor,
         };
         let effects = model.recover(recovered, now);
@@ -289,7 +319,7 @@ impl SiteModel {
         let mut effects = Vec::new();
         for (server, record) in &recovered.maintenance {
             if let Some(entry) = self.server_mut(server) {
-                entry.maintenance = Some(record.clone());
+                entry.maintenance = Some(Box::new(record.clone()));
             }
         }
         for (server, epoch) in &recovered.epochs {
@@ -334,7 +364,7 @@ impl SiteModel {
                         expires_at: now + ttl,
                         granted_at: now,
                         revoked: false,
-                        loan,
+                        loan: loan.map(Box::new),
                     });
                     entry.phase = Phase::Serving;
                     // Counts as heard from: the node gets one TTL to come back, however
@@ -414,6 +444,12 @@ impl SiteModel {
         self.server_index.get(id).map(|ix| &self.servers[*ix])
     }
 
+    /// Where `id` stands in this model, for inputs that come often (heartbeats): the shell
+    /// looks a server up once, when it registers, and hands the index in after.
+    pub fn server_ix(&self, id: &ServerId) -> Option<ServerIx> {
+        self.server_index.get(id).map(|ix| ServerIx(*ix as u32))
+    }
+
     fn server_mut(&mut self, id: &ServerId) -> Option<&mut ServerEntry> {
         self.server_index
             .get(id)
@@ -434,7 +470,14 @@ impl SiteModel {
     /// next round (docs/ownership.md).
     pub fn set_owner(&mut self, account: &AccountId, owner: Owner) {
         if let Some(ix) = self.account_index.get(account).copied() {
-            self.accounts[ix as usize].owner = owner;
+            self.set_owner_at(ix, owner);
+        }
+    }
+
+    /// [`Self::set_owner`] of the account at `ix`.
+    pub fn set_owner_at(&mut self, ix: AccountIx, owner: Owner) {
+        if let Some(entry) = self.accounts.get_mut(ix as usize) {
+            entry.owner = owner;
         }
     }
 

@@ -177,6 +177,7 @@ impl SiteModel {
                 continue;
             }
             entry.removed = true;
+            self.rare.out_of_use = true;
             summary.push(format!("-{}", entry.id));
             let then = if entry.lease.is_some() {
                 "it drains once its account has its minimum without it, then leaves the inventory"

@@ -2,7 +2,7 @@
 //! arbiter decide and turn its decisions into leases, drains and commands.
 
 use super::events::Grant;
-use super::server::{Next, Phase};
+use super::server::{Next, Phase, ServerEntry};
 use super::{AVOID_AFTER_FAILURE, SiteModel, audit};
 use crate::model::Millis;
 use crate::model::arbiter::{AccountIx, AccountView, Decision, Round, ServerView, SiteView, Slot};
@@ -11,107 +11,181 @@ use crate::model::ownership::Owner;
 
 impl SiteModel {
     pub fn tick(&mut self, now: Millis) -> Vec<Effect> {
+        // A pass over every server costs a millisecond or more at 100,000 of them: the
+        // passes for what most sites have none of (loans, machines, servers out of use)
+        // are skipped while the census knows there are none.
+        let census = self.census();
+        let mut effects = Vec::new();
         // Servers lent for an account we own again are ours before the round counts them.
-        let mut effects = self.take_home_loans(now);
-        effects.extend(self.detect_failures(now));
-        // Booting machines hold their leases before expiry is looked at; fences wait for
-        // it (a machine is fenced only once its lease has ended).
-        effects.extend(self.tick_machines(now));
-        // Loans first: a lent server's lease runs out with its loan, and the loan's end is
-        // what the audit log should say.
-        effects.extend(self.tick_lent(now));
-        effects.extend(self.expire_leases(now));
-        let views = self.view(now);
+        if census.loans {
+            effects.extend(self.take_home_loans(now));
+        }
+        // The views' buffers are kept from round to round: at 100,000 servers, allocating
+        // them afresh cost page faults in every round.
+        let mut views = std::mem::take(&mut self.views);
+        if census.machines || census.loans {
+            effects.extend(self.detect_failures(now));
+            // Booting machines hold their leases before expiry is looked at; fences wait
+            // for it (a machine is fenced only once its lease has ended).
+            if census.machines {
+                effects.extend(self.tick_machines(now));
+            }
+            // Loans first: a lent server's lease runs out with its loan, and the loan's
+            // end is what the audit log should say.
+            if census.loans {
+                effects.extend(self.tick_lent(now));
+            }
+            effects.extend(self.expire_leases(now));
+            self.server_views(now, &mut views.servers);
+        } else {
+            // Nothing comes between them: one pass does all three, its effects in the same
+            // order as three passes would make them.
+            effects.extend(self.detect_expire_and_view(now, &mut views.servers));
+        }
+        self.account_views(now, &mut views);
         let round = self
             .arbiter
             .round(&views.as_view(now, self.timings.move_cooldown));
+        self.views = views;
         effects.extend(self.apply(round, now));
-        effects.extend(self.drain_for_maintenance(now));
+        if census.out_of_use {
+            effects.extend(self.drain_for_maintenance(now));
+        }
         // Loans follow what the round left short: our own lent servers first, then peers.
-        effects.extend(self.recall_if_short(now));
+        if census.loans {
+            effects.extend(self.recall_if_short(now));
+        }
         effects.extend(self.tick_borrowed(now));
         effects
+    }
+
+    /// Which rare kinds of server the site has now ([`Rare`]). A release build looks only
+    /// when one may have appeared since the last census found none; a debug build (tests,
+    /// the simulation) always looks, and fails if a kind appeared that nothing flagged.
+    fn census(&mut self) -> Rare {
+        if !cfg!(debug_assertions) && !self.rare.any() {
+            return self.rare;
+        }
+        let mut found = Rare::default();
+        for entry in &self.servers {
+            found.loans |= entry
+                .lease
+                .as_ref()
+                .is_some_and(|lease| lease.loan.is_some());
+            found.machines |= entry.machine.is_some();
+            found.out_of_use |= entry.out_of_use().is_some();
+        }
+        debug_assert!(
+            (!found.loans || self.rare.loans)
+                && (!found.machines || self.rare.machines)
+                && (!found.out_of_use || self.rare.out_of_use),
+            "a rare kind of server appeared unflagged: found {found:?}, flagged {:?}",
+            self.rare
+        );
+        self.rare = found;
+        found
     }
 
     /// A server silent for `heartbeat_misses_before_failed` intervals is failed: its lease
     /// is revoked (no more renewals), so its node stops by itself, and the arbiter finds
     /// its account a replacement now.
     fn detect_failures(&mut self, now: Millis) -> Vec<Effect> {
+        (0..self.servers.len())
+            .filter_map(|ix| self.fail_if_silent(ix, now))
+            .collect()
+    }
+
+    /// [`Self::detect_failures`], [`Self::expire_leases`] and [`Self::server_views`] in
+    /// one pass over the servers. A server's failure, expiry and view depend on its own
+    /// entry alone, so doing all three per server changes none of them.
+    fn detect_expire_and_view(&mut self, now: Millis, views: &mut Vec<ServerView>) -> Vec<Effect> {
+        views.clear();
+        let (mut failed, mut expired) = (Vec::new(), Vec::new());
+        for ix in 0..self.servers.len() {
+            failed.extend(self.fail_if_silent(ix, now));
+            expired.extend(self.expire_if_due(ix, now));
+            views.push(Self::server_view(&self.servers[ix], now));
+        }
+        failed.extend(expired);
+        failed
+    }
+
+    fn fail_if_silent(&mut self, ix: usize, now: Millis) -> Option<Effect> {
         let silence_limit =
             self.timings.node_heartbeat_interval * self.timings.heartbeat_misses_before_failed;
-        let mut effects = Vec::new();
-        for ix in 0..self.servers.len() {
-            let entry = &mut self.servers[ix];
-            let silent = match entry.last_heartbeat {
-                Some(last) => now.since(last) > silence_limit,
-                None => false,
-            };
-            if entry.back_by.is_some_and(|back_by| now < back_by) {
-                continue;
-            }
-            if !silent || matches!(entry.phase, Phase::Failed { .. } | Phase::Offline) {
-                continue;
-            }
-            entry.phase = Phase::Failed { since: now };
-            entry.connected = false;
-            let revoked = entry.lease.as_mut().map(|lease| {
-                lease.revoked = true;
-                (lease.account, lease.epoch)
-            });
-            let server = entry.id.clone();
-            let reason = match revoked {
-                Some((account, epoch)) => format!(
-                    "{server} sent no heartbeat for over {} ms; its lease {epoch} of {} is revoked and the account gets a replacement if that leaves it short",
-                    silence_limit.as_millis(),
-                    self.account_name(account)
-                ),
-                None => format!(
-                    "{server} sent no heartbeat for over {} ms",
-                    silence_limit.as_millis()
-                ),
-            };
-            let account = revoked.map(|(account, _)| self.account_name(account).clone());
-            effects.push(audit(
-                AuditKind::ServerFailed,
-                Some(&server),
-                account.as_ref(),
-                None,
-                revoked.map(|(_, epoch)| epoch),
-                reason,
-            ));
+        let entry = &mut self.servers[ix];
+        let silent = match entry.last_heartbeat {
+            Some(last) => now.since(last) > silence_limit,
+            None => false,
+        };
+        if entry.back_by.is_some_and(|back_by| now < back_by) {
+            return None;
         }
-        effects
+        if !silent || matches!(entry.phase, Phase::Failed { .. } | Phase::Offline) {
+            return None;
+        }
+        entry.phase = Phase::Failed { since: now };
+        entry.connected = false;
+        let revoked = entry.lease.as_mut().map(|lease| {
+            lease.revoked = true;
+            (lease.account, lease.epoch)
+        });
+        let server = entry.id.clone();
+        let reason = match revoked {
+            Some((account, epoch)) => format!(
+                "{server} sent no heartbeat for over {} ms; its lease {epoch} of {} is revoked and the account gets a replacement if that leaves it short",
+                silence_limit.as_millis(),
+                self.account_name(account)
+            ),
+            None => format!(
+                "{server} sent no heartbeat for over {} ms",
+                silence_limit.as_millis()
+            ),
+        };
+        let account = revoked.map(|(account, _)| self.account_name(account).clone());
+        Some(audit(
+            AuditKind::ServerFailed,
+            Some(&server),
+            account.as_ref(),
+            None,
+            revoked.map(|(_, epoch)| epoch),
+            reason,
+        ))
     }
 
     fn expire_leases(&mut self, now: Millis) -> Vec<Effect> {
-        let mut effects = Vec::new();
-        for ix in 0..self.servers.len() {
-            let expired = self.servers[ix]
-                .lease
-                .as_ref()
-                .is_some_and(|lease| lease.expires_at < now);
-            if expired {
-                effects.extend(self.end_lease(
-                    ix,
-                    LeaseEndCause::Expired,
-                    "it expired without renewal",
-                    now,
-                ));
-            }
-        }
-        effects
+        (0..self.servers.len())
+            .flat_map(|ix| self.expire_if_due(ix, now))
+            .collect()
     }
 
-    /// What the arbiter sees: index-based views of accounts and servers.
-    pub fn view(&self, now: Millis) -> Views {
-        let servers = self.server_views(now);
+    fn expire_if_due(&mut self, ix: usize, now: Millis) -> Vec<Effect> {
+        let expired = self.servers[ix]
+            .lease
+            .as_ref()
+            .is_some_and(|lease| lease.expires_at < now);
+        if !expired {
+            return Vec::new();
+        }
+        self.end_lease(
+            ix,
+            LeaseEndCause::Expired,
+            "it expired without renewal",
+            now,
+        )
+    }
+
+    /// What the arbiter sees of the accounts, from the servers' views already in `views`
+    /// (its buffers reused).
+    fn account_views(&self, now: Millis, views: &mut Views) {
         // What the arbiter counts as an account's: held and incoming servers.
         let mut held = vec![0u32; self.accounts.len()];
-        for server in &servers {
+        for server in &views.servers {
             if let Slot::Held { account, .. } | Slot::Incoming { account } = server.slot {
                 held[account as usize] += 1;
             }
         }
+        views.accounts.clear();
         let accounts = self
             .accounts
             .iter()
@@ -161,49 +235,52 @@ impl SiteModel {
                     // Owned elsewhere, or a taken-over account no longer ours: let go.
                     _ => nothing,
                 }
-            })
-            .collect();
-        Views { accounts, servers }
+            });
+        views.accounts.extend(accounts);
     }
 
-    fn server_views(&self, now: Millis) -> Vec<ServerView> {
-        self.servers
-            .iter()
-            .map(|entry| {
-                let slot = match (&entry.phase, &entry.lease) {
-                    // In maintenance: given to no one, and no longer counted where it
-                    // serves, so that its account gets a replacement before it drains.
-                    _ if entry.out_of_use().is_some() => Slot::Unavailable,
-                    (Phase::Free | Phase::Offline, None) if entry.assignable() => Slot::Free,
-                    (Phase::Starting { .. } | Phase::Serving, Some(lease))
-                        if !lease.revoked && lease.loan.is_none() =>
-                    {
-                        Slot::Held {
-                            account: lease.account,
-                            since: lease.granted_at,
-                        }
-                    }
-                    (
-                        Phase::Draining {
-                            next: Next::Join(to),
-                            ..
-                        },
-                        _,
-                    ) => Slot::Incoming { account: *to },
-                    _ => Slot::Unavailable,
-                };
-                let avoid = entry
-                    .avoid
-                    .filter(|(_, at)| now.since(*at) < AVOID_AFTER_FAILURE)
-                    .map(|(account, _)| account);
-                ServerView {
-                    slot,
-                    load: entry.load.unwrap_or(0.0) as f32,
-                    avoid,
-                    machine: entry.machine.is_some(),
+    fn server_views(&self, now: Millis, views: &mut Vec<ServerView>) {
+        views.clear();
+        views.extend(
+            self.servers
+                .iter()
+                .map(|entry| Self::server_view(entry, now)),
+        );
+    }
+
+    fn server_view(entry: &ServerEntry, now: Millis) -> ServerView {
+        let slot = match (&entry.phase, &entry.lease) {
+            // In maintenance: given to no one, and no longer counted where it
+            // serves, so that its account gets a replacement before it drains.
+            _ if entry.out_of_use().is_some() => Slot::Unavailable,
+            (Phase::Free | Phase::Offline, None) if entry.assignable() => Slot::Free,
+            (Phase::Starting { .. } | Phase::Serving, Some(lease))
+                if !lease.revoked && lease.loan.is_none() =>
+            {
+                Slot::Held {
+                    account: lease.account,
+                    since: lease.granted_at,
                 }
-            })
-            .collect()
+            }
+            (
+                Phase::Draining {
+                    next: Next::Join(to),
+                    ..
+                },
+                _,
+            ) => Slot::Incoming { account: *to },
+            _ => Slot::Unavailable,
+        };
+        let avoid = entry
+            .avoid
+            .filter(|(_, at)| now.since(*at) < AVOID_AFTER_FAILURE)
+            .map(|(account, _)| account);
+        ServerView {
+            slot,
+            load: entry.load.unwrap_or(0.0) as f32,
+            avoid,
+            machine: entry.machine.is_some(),
+        }
     }
 
     fn apply(&mut self, round: Round, now: Millis) -> Vec<Effect> {
@@ -309,7 +386,32 @@ impl SiteModel {
 /// Said with every shortfall: while any account is short, demands are pressed.
 pub const PRESSED: &str = "; demands keep no headroom while an account is short";
 
+/// Kinds of server most sites have none of, that some passes of a round look for: lent
+/// to a peer, a machine behind a BMC, out of use (in maintenance or removed from the
+/// config). Set where one may appear (a loan granted, the site built or recovered, a
+/// server drained or removed), cleared by a census that finds none (`tick`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Rare {
+    pub(super) loans: bool,
+    pub(super) machines: bool,
+    pub(super) out_of_use: bool,
+}
+
+impl Rare {
+    /// Look for everything: what a site has not been counted yet.
+    pub(super) const ALL: Rare = Rare {
+        loans: true,
+        machines: true,
+        out_of_use: true,
+    };
+
+    fn any(self) -> bool {
+        self.loans || self.machines || self.out_of_use
+    }
+}
+
 /// Owned views, so that the borrowed [`SiteView`] can be built from them.
+#[derive(Debug, Default)]
 pub struct Views {
     pub accounts: Vec<AccountView>,
     pub servers: Vec<ServerView>,
