@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 // Keyed by names from the config, not chosen by a client: the hash need not resist
-// collisions made on purpose, and is taken for every heartbeat and renewal.
+// collisions made on purpose, and is taken for every renewal and node report.
 use rustc_hash::FxHashMap;
 
 use leasehold_federation::ids::{AccountId, Epoch, ServerId, SiteId};

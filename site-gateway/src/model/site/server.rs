@@ -80,7 +80,7 @@ impl Phase {
 
 /// Fields in the order written: what every round reads of every server comes first
 /// (failure detection and expiry read the first four, the arbiter's views and the loads
-/// the rest up to `maintenance`), so that a round's passes touch two or three cache lines
+/// the rest up to `removed`), so that a round's passes touch two or three cache lines
 /// of an entry, not all of it. Names, addresses and health, which a round reads for few
 /// servers, come last.
 #[derive(Debug, Clone)]
