@@ -13,7 +13,7 @@
 //! stopped) come back between rounds, untimed. Progress goes to stderr, one JSON line to
 //! stdout.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,8 +83,9 @@ struct Bench {
     places: Vec<Option<ServerIx>>,
     /// Each server's account and epoch while it serves one.
     serving: HashMap<ServerId, (AccountId, Epoch)>,
-    /// Each account's total load; its servers report an equal share.
-    load: HashMap<AccountId, f64>,
+    /// Each account's total load; its servers report an equal share. In name order, so
+    /// that the drift draws its random numbers in the same order for the same seed.
+    load: BTreeMap<AccountId, f64>,
     answers: VecDeque<Answer>,
     now: Millis,
     /// Journal ops and audit entries of the batch not yet made durable.
