@@ -101,7 +101,7 @@ impl PulseBoard {
                 epoch,
                 seq: pulse.seq,
             };
-            self.lock(&self.renewals).insert(server.clone(), ask);
+            lock(&self.renewals).insert(server.clone(), ask);
         }
         let Some(place) = self.places.get(server).map(|place| *place) else {
             return;
@@ -111,31 +111,31 @@ impl PulseBoard {
             health: pulse.health,
             load: pulse.load,
         };
-        self.lock(&self.heartbeats).insert(place, sample);
+        lock(&self.heartbeats).insert(place, sample);
     }
 
     /// A renewal asked for on its own (by a node of `leasehold-node/1`, whose heartbeats
     /// come apart from its renewals).
     pub fn ask_renewal(&self, server: ServerId, epoch: Epoch, seq: u64) {
-        self.lock(&self.renewals)
-            .insert(server, RenewAsk { epoch, seq });
+        lock(&self.renewals).insert(server, RenewAsk { epoch, seq });
     }
 
     /// Takes the renewals asked since the last call.
     pub fn take_renewals(&self) -> Vec<(ServerId, RenewAsk)> {
-        let taken = std::mem::take(&mut *self.lock(&self.renewals));
+        let taken = std::mem::take(&mut *lock(&self.renewals));
         taken.into_iter().collect()
     }
 
     /// Takes the heartbeats recorded since the last call, by place.
     pub fn take_heartbeats(&self) -> FxHashMap<ServerIx, HeartbeatSample> {
-        std::mem::take(&mut *self.lock(&self.heartbeats))
+        std::mem::take(&mut *lock(&self.heartbeats))
     }
+}
 
-    fn lock<'a, T>(&self, map: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
-        // Each write is one insert, so a panic elsewhere cannot leave the map half-written.
-        map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+/// One of the board's maps, locked. Each write is one insert, so a panic elsewhere cannot
+/// leave a map half-written: a poisoned lock is taken as it is.
+fn lock<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
