@@ -195,7 +195,7 @@ impl SiteCore {
         let groups = self.sync_ownership(now);
         let loads = self
             .model
-            .account_loads()
+            .begin_tick(now, &mut self.round)
             .into_iter()
             .zip(self.model.accounts())
             .enumerate()
@@ -226,7 +226,7 @@ impl SiteCore {
             self.model.set_demand(*account, *demand);
         }
         let mut effects = std::mem::take(&mut self.round);
-        effects.extend(self.model.tick(now));
+        self.model.tick_into(now, &mut effects);
         let mut groups = GroupChanges::default();
         if let Some(ownership) = &mut self.ownership {
             let ready = self.model.ready_to_hand_over(now);

@@ -254,6 +254,9 @@ pub struct SiteModel {
     views: tick::Views,
     /// Which rare kinds of server a round must look for.
     rare: tick::Rare,
+    /// The round whose failures, expiries and views its start already found
+    /// ([`SiteModel::begin_tick`]), so that its `tick` does not pass over the servers again.
+    scanned: Option<Millis>,
     /// No lease gets an epoch at or below this ([`Recovered::epoch_floor`]).
     epoch_floor: Epoch,
 }
@@ -309,6 +312,7 @@ impl SiteModel {
             views: tick::Views::default(),
             // Counted by the first round.
             rare: tick::Rare::ALL,
+            scanned: None,
             epoch_floor: recovered.epoch_floor,
         };
         let effects = model.recover(recovered, now);
@@ -529,19 +533,19 @@ impl SiteModel {
     pub fn account_loads(&self) -> Vec<(f64, u32)> {
         let mut loads = vec![(0.0, 0u32); self.accounts.len()];
         for server in &self.servers {
-            if let Some(account) = server.serving() {
-                let slot = &mut loads[account as usize];
-                slot.0 += server.load.unwrap_or(0.0).max(0.0);
-                slot.1 += 1;
-            }
+            add_load(&mut loads, server);
         }
+        self.add_borrowed_loads(&mut loads);
+        loads
+    }
+
+    fn add_borrowed_loads(&self, loads: &mut [(f64, u32)]) {
         for loan in self.borrowing.serving() {
             if let Some(slot) = loads.get_mut(loan.account as usize) {
                 slot.0 += loan.load.unwrap_or(0.0).max(0.0);
                 slot.1 += 1;
             }
         }
-        loads
     }
 
     /// The pointer that makes a server run `account` under `epoch`.
@@ -555,6 +559,16 @@ impl SiteModel {
             // The shell adds them as the pointer leaves for its node: the core holds none.
             secrets: Default::default(),
         }
+    }
+}
+
+/// Counts a server's load to the account it serves, if it serves one.
+#[inline]
+fn add_load(loads: &mut [(f64, u32)], server: &ServerEntry) {
+    if let Some(account) = server.serving() {
+        let slot = &mut loads[account as usize];
+        slot.0 += server.load.unwrap_or(0.0).max(0.0);
+        slot.1 += 1;
     }
 }
 

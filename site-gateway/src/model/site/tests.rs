@@ -617,6 +617,48 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// A round whose start already passed over the servers (`begin_tick`, as the site core
+    /// runs it) counts the same loads and asks for the same effects, in the same order, as
+    /// one that counts the loads and then ticks.
+    #[test]
+    fn a_round_begun_by_one_pass_decides_as_a_round_counted_apart(steps in proptest::collection::vec(step(), 1..120)) {
+        let accounts = [("shop", 1, 3, 10), ("blog", 1, 2, 5)];
+        let (mut apart, mut begun) = (running_site(4, &accounts), running_site(4, &accounts));
+        let mut now = Millis(0);
+        for step in steps {
+            let id = |n: usize| server_id(n + 1);
+            let current = |model: &SiteModel, n: usize| model.server(&id(n)).and_then(|s| s.lease.as_ref().map(|l| l.epoch));
+            if let Step::Tick = step {
+                let loads = apart.account_loads();
+                let effects = apart.tick(now);
+                let mut begun_effects = Vec::new();
+                let begun_loads = begun.begin_tick(now, &mut begun_effects);
+                begun.tick_into(now, &mut begun_effects);
+                prop_assert_eq!(loads, begun_loads);
+                prop_assert_eq!(effects, begun_effects);
+                continue;
+            }
+            for model in [&mut apart, &mut begun] {
+                match step {
+                    Step::Heartbeat(n) => model.heartbeat(&id(n), Health::Healthy, Some(n as f64 + 0.5), now),
+                    Step::Renew(n) => { if let Some(e) = current(model, n) { model.renew(&id(n), e, now); } }
+                    Step::Join(n) => { if let Some(e) = current(model, n) { model.workload_joined(&id(n), e, now); } }
+                    Step::Stopped(n) => { if let Some(e) = current(model, n) { model.stop_answered(&id(n), e, Ok(StopOutcome::Stopped { epoch: e }), now); } }
+                    Step::Failed(n) => { if let Some(e) = current(model, n) { model.workload_failed(&id(n), e, "crash", now); } }
+                    Step::Demand(a, d) => model.set_demand(a, d),
+                    Step::Tick | Step::Wait(_) | Step::StopLost(_) | Step::Reconnect(..) => {}
+                }
+            }
+            if let Step::Wait(ms) = step {
+                now = Millis(now.0 + ms);
+            }
+        }
+    }
+}
+
 /// Servers joined and renewed at `now`, so the next round sees them serving.
 fn settle(model: &mut SiteModel, granted: &[(ServerId, AccountId, Epoch)], now: Millis) {
     heartbeat_all(model, now);
