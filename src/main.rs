@@ -106,8 +106,14 @@ fn quiet_on_closed_pipe() {
 fn main() -> ExitCode {
     quiet_on_closed_pipe();
     let cli = Cli::parse();
+    // A fleet runs thousands of the agent's `Server` actors: their lines for each pointer and
+    // workload would drown its progress; it counts what they would say (D-50).
+    let default_filter = match cli.command {
+        Command::Fleet(_) => "info,leasehold_node::actors::server=warn",
+        _ => "info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEASEHOLD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     // Colours for a person at a terminal; none in a file or a journal.
     let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs = tracing_subscriber::fmt()

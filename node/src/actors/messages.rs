@@ -59,13 +59,6 @@ pub struct PulseAnswered(pub PulseAnswer);
 
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
-pub struct HealthChecked {
-    pub epoch: Epoch,
-    pub outcome: Result<(), String>,
-}
-
-#[derive(Debug, actix::Message)]
-#[rtype(result = "()")]
 pub struct LoadSampled {
     pub epoch: Epoch,
     pub load: Option<f64>,

@@ -23,6 +23,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::actors::Server;
 use crate::actors::link::{LinkTarget, run_link};
 use crate::actors::messages::{Adopt, GetNodeStatus, Shutdown};
+use crate::actors::server::ProcessWorkloads;
 use crate::driver::{Driver, DriverSetup, PID_FILE};
 use crate::event_log::{
     EVENT_LOG_FILE, EventKind, EventLog, EventLogError, Rotation, StopReason, read_log,
@@ -224,9 +225,10 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
         }
         let metrics = Arc::new(NodeMetrics::new(&site, &options.server));
         let server_log = log.clone();
-        let server = Server::create(|ctx| {
+        let server = Server::<ProcessWorkloads>::create(|ctx| {
             let driver = Driver::spawn(setup, actix::AsyncContext::address(ctx).recipient());
-            Server::new(model, server_log, driver, options.start_timeout, metrics.clone())
+            let workloads = ProcessWorkloads::new(driver, options.start_timeout);
+            Server::new(model, Some(server_log), workloads, metrics.clone())
         });
         if let Some(handover) = adopted {
             let pointer = &handover.pointer;

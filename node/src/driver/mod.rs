@@ -30,18 +30,15 @@ pub const PID_FILE: &str = "workload.pid";
 /// How long a guard may take to report its workload's pid.
 const PID_FILE_WAIT: Duration = Duration::from_secs(5);
 
-/// What the driver tells the `Server` actor. Low rate (a few per workload), so it goes by
-/// `do_send`.
+/// What a driver tells the `Server` actor: this one, or the fleet's simulated one. Low
+/// rate (a few per workload), so it goes by `do_send`.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
 pub enum DriverReport {
     Started {
         epoch: Epoch,
-        pid: u32,
-        /// Its guard's pid, which is the workload's process group.
-        guard_pid: u32,
-        health_url: Option<String>,
-        metrics: Option<(String, String)>,
+        /// `None` from a simulated driver, which has no process to name.
+        process: Option<StartedProcess>,
     },
     StartFailed {
         epoch: Epoch,
@@ -53,6 +50,16 @@ pub enum DriverReport {
         reason: StopReason,
         exit_code: Option<i32>,
     },
+}
+
+/// The process a start made, and what probes it.
+#[derive(Debug, Clone)]
+pub struct StartedProcess {
+    pub pid: u32,
+    /// Its guard's pid, which is the workload's process group.
+    pub guard_pid: u32,
+    pub health_url: Option<String>,
+    pub metrics: Option<(String, String)>,
 }
 
 enum Order {
@@ -277,10 +284,12 @@ impl DriverTask {
                 });
                 self.report(DriverReport::Started {
                     epoch,
-                    pid,
-                    guard_pid: pgid,
-                    health_url: plan.health_url,
-                    metrics: plan.metrics,
+                    process: Some(StartedProcess {
+                        pid,
+                        guard_pid: pgid,
+                        health_url: plan.health_url,
+                        metrics: plan.metrics,
+                    }),
                 });
             }
             Err(reason) => {

@@ -1,5 +1,5 @@
 //! One simulated server's management channel: dial, register, hand the gateway's commands
-//! to its `SimServer`, reconnect with backoff. The same steps and timings as the node
+//! to its `Server` actor, reconnect with backoff. The same steps and timings as the node
 //! agent's link (`actors::link`), but it reaches its actor through `Recipient`s of the
 //! shared messages, and it tells refusals (the gateway's policy, `Registration::Refused`)
 //! apart from an unreachable gateway so that the fleet can say why nothing is admitted.

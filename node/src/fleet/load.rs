@@ -104,7 +104,7 @@ impl LoadModel {
 }
 
 /// How many of the fleet's servers serve each account now: the sine model divides an
-/// account's curve by it, and the status line prints it. Shared by every `SimServer`; a
+/// account's curve by it, and the status line prints it. Shared by every simulated server; a
 /// server changes it only when what it serves changes, so the lock is rarely taken for
 /// writing.
 #[derive(Debug, Clone, Default)]

@@ -1,10 +1,11 @@
 //! `leasehold fleet`: N simulated servers in one process, for scale tests and the demo.
-//! Each is a [`SimServer`] actor that runs the real [`NodeModel`] and speaks the real
-//! management protocol over its own QUIC connection with its own node certificate; only the
-//! workload (its start, its stop, its load) is simulated. See docs/fleet.md.
+//! Each is the node agent's own `Server` actor, with the real [`NodeModel`], speaking the
+//! real management protocol over its own QUIC connection with its own node certificate;
+//! only the workload (its start, its stop, its load) is simulated, behind the actor's
+//! `Workloads` seam (D-50). See docs/fleet.md.
 //!
 //! - [`load`]: the synthetic load models, the census of who serves what, seeded draws.
-//! - [`sim_server`]: the actor and its simulated driver.
+//! - [`sim_driver`]: the simulated workloads and their driver.
 //! - [`link`]: dial, register, reconnect; refusals told apart from silence.
 //! - [`certs`]: load the node certificates, issuing missing ones when the CA key is here.
 //! - [`stats`]: counters, and the process's own memory and CPU for the status line.
@@ -12,7 +13,7 @@
 pub mod certs;
 pub mod link;
 pub mod load;
-pub mod sim_server;
+pub mod sim_driver;
 pub mod stats;
 
 use std::io::Write as _;
@@ -30,6 +31,7 @@ use leasehold_federation::transport::endpoint::{Endpoint, EndpointError, Limits}
 use leasehold_federation::transport::identity::PeerName;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::actors::Server;
 use crate::actors::messages::Shutdown;
 use crate::agent::recover;
 use crate::event_log::{
@@ -38,7 +40,7 @@ use crate::event_log::{
 use crate::model::NodeModel;
 use link::{SimLinkPorts, SimLinkTarget, run_sim_link};
 use load::{Census, LoadModel};
-use sim_server::{SimServer, SimShared};
+use sim_driver::{SimShared, SimWorkloads};
 use stats::{FleetStats, Usage, status_line};
 
 /// Until the gateway says otherwise at registration (as in the agent).
@@ -199,7 +201,7 @@ pub fn run_fleet(options: FleetOptions) -> Result<(), FleetError> {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
         let mut endpoints: Vec<Arc<Endpoint>> = Vec::new();
-        let mut actors: Vec<Addr<SimServer>> = Vec::with_capacity(servers.len());
+        let mut actors: Vec<Addr<Server<SimWorkloads>>> = Vec::with_capacity(servers.len());
         for (index, ((server, identity), (highest_epoch, log))) in
             servers.iter().zip(&identities).zip(logs).enumerate()
         {
@@ -226,14 +228,11 @@ pub fn run_fleet(options: FleetOptions) -> Result<(), FleetError> {
             };
             let presents = endpoint.dial_identity(identity).map_err(endpoint_error)?;
             let model = NodeModel::new(server.clone(), highest_epoch, DEFAULT_RENEW_INTERVAL);
-            let actor = SimServer::create(|ctx| {
-                SimServer::new(
-                    server.clone(),
-                    model,
-                    log,
-                    shared.clone(),
-                    ctx.address().recipient(),
-                )
+            let actor = Server::<SimWorkloads>::create(|ctx| {
+                let reports = ctx.address().recipient();
+                let workloads =
+                    SimWorkloads::new(server.clone(), shared.clone(), log.clone(), reports);
+                Server::new(model, log, workloads, stats.clone())
             });
             let ports = SimLinkPorts {
                 connected: actor.clone().recipient(),
@@ -350,7 +349,7 @@ async fn watch(
 
 /// Stops every simulated workload (lease-respecting, as the agent does on SIGTERM); returns
 /// how many confirmed.
-async fn shutdown(actors: &[Addr<SimServer>]) -> (usize, usize) {
+async fn shutdown(actors: &[Addr<Server<SimWorkloads>>]) -> (usize, usize) {
     let waits: Vec<_> = actors
         .iter()
         .map(|actor| {

@@ -5,17 +5,17 @@ use leasehold_federation::ids::Epoch;
 use leasehold_federation::wire::common::Refusal;
 use leasehold_federation::wire::node::{LeaseRenewal, PointerApplication, StopOutcome};
 
-use super::{Link, Probes, Server, answer, spawn_reporter};
+use super::{Link, Server, Workloads, answer, spawn_reporter};
 use crate::actors::messages::*;
 use crate::clock::mono_now;
-use crate::driver::{DriverReport, probe};
+use crate::driver::DriverReport;
 use crate::event_log::EventKind;
 
-impl Server {
+impl<W: Workloads> Server<W> {
     /// A refused command changes nothing; it is logged with its reason and recorded.
     fn record_refusal(&self, kind: &str, epoch: Epoch, refusal: &Refusal) {
-        tracing::warn!(kind, %epoch, %refusal, "command refused");
-        self.log.append(EventKind::CommandRefused {
+        tracing::warn!(server = %self.model.server(), kind, %epoch, %refusal, "command refused");
+        self.record(EventKind::CommandRefused {
             kind: kind.to_owned(),
             epoch,
             reason: refusal.to_string(),
@@ -23,17 +23,17 @@ impl Server {
     }
 }
 
-impl Handler<Connected> for Server {
+impl<W: Workloads> Handler<Connected> for Server<W> {
     type Result = ();
 
     fn handle(&mut self, msg: Connected, ctx: &mut Context<Self>) {
-        self.metrics.connected();
+        self.counters.connected();
         self.fence.registered(msg.gateway_generation);
         self.model.set_renew_interval(msg.renew_interval);
         self.pulser
             .connected(msg.heartbeat_interval, msg.renew_interval);
         self.service_addr = msg.service_addr;
-        let reports = spawn_reporter(msg.connection.clone());
+        let reports = spawn_reporter(msg.connection.clone(), self.counters.clone());
         self.link = Some(Link {
             generation: msg.generation,
             connection: msg.connection,
@@ -43,7 +43,7 @@ impl Handler<Connected> for Server {
     }
 }
 
-impl Handler<Disconnected> for Server {
+impl<W: Workloads> Handler<Disconnected> for Server<W> {
     type Result = ();
 
     fn handle(&mut self, msg: Disconnected, ctx: &mut Context<Self>) {
@@ -61,7 +61,7 @@ impl Handler<Disconnected> for Server {
     }
 }
 
-impl Handler<GetNodeStatus> for Server {
+impl<W: Workloads> Handler<GetNodeStatus> for Server<W> {
     type Result = MessageResult<GetNodeStatus>;
 
     fn handle(&mut self, _: GetNodeStatus, _: &mut Context<Self>) -> Self::Result {
@@ -76,7 +76,7 @@ impl Handler<GetNodeStatus> for Server {
     }
 }
 
-impl Handler<DescribeForRegistration> for Server {
+impl<W: Workloads> Handler<DescribeForRegistration> for Server<W> {
     type Result = MessageResult<DescribeForRegistration>;
 
     fn handle(&mut self, _: DescribeForRegistration, _: &mut Context<Self>) -> Self::Result {
@@ -88,7 +88,7 @@ impl Handler<DescribeForRegistration> for Server {
     }
 }
 
-impl Handler<ApplyPointerReceived> for Server {
+impl<W: Workloads> Handler<ApplyPointerReceived> for Server<W> {
     type Result = ();
 
     fn handle(&mut self, msg: ApplyPointerReceived, ctx: &mut Context<Self>) {
@@ -116,8 +116,10 @@ impl Handler<ApplyPointerReceived> for Server {
                 // before anything is acted on.
                 let log = self.log.clone();
                 let journal = async move {
-                    log.append_synced(EventKind::PointerAccepted { account, epoch })
-                        .await;
+                    if let Some(log) = log {
+                        log.append_synced(EventKind::PointerAccepted { account, epoch })
+                            .await;
+                    }
                 };
                 ctx.spawn(journal.into_actor(self).map(move |(), actor, ctx| {
                     answer(reply, PointerApplication::Accepted { epoch });
@@ -128,7 +130,7 @@ impl Handler<ApplyPointerReceived> for Server {
     }
 }
 
-impl Handler<StopWorkloadReceived> for Server {
+impl<W: Workloads> Handler<StopWorkloadReceived> for Server<W> {
     type Result = ();
 
     fn handle(&mut self, msg: StopWorkloadReceived, ctx: &mut Context<Self>) {
@@ -162,7 +164,7 @@ impl Handler<StopWorkloadReceived> for Server {
     }
 }
 
-impl Handler<PulseAnswered> for Server {
+impl<W: Workloads> Handler<PulseAnswered> for Server<W> {
     type Result = ();
 
     fn handle(&mut self, PulseAnswered(answer): PulseAnswered, ctx: &mut Context<Self>) {
@@ -179,35 +181,29 @@ impl Handler<PulseAnswered> for Server {
     }
 }
 
-impl Handler<DriverReport> for Server {
+impl<W: Workloads> Handler<DriverReport> for Server<W> {
     type Result = ();
 
     fn handle(&mut self, msg: DriverReport, ctx: &mut Context<Self>) {
         let now = mono_now();
         let effects = match msg {
-            DriverReport::Started {
-                epoch,
-                pid,
-                guard_pid,
-                health_url,
-                metrics,
-            } => {
-                self.model.workload_started(epoch, pid);
-                let addr = ctx.address();
-                let timeout = self.start_timeout;
-                let url = health_url.clone();
-                let health = tokio::spawn(async move {
-                    let outcome = probe::wait_healthy(url, timeout).await;
-                    addr.do_send(HealthChecked { epoch, outcome });
+            DriverReport::Started { epoch, process } => {
+                if let Some(process) = &process {
+                    self.model.workload_started(epoch, process.pid);
+                }
+                let check = self.workloads.started(epoch, process);
+                let checked = check.into_actor(self).map(move |outcome, actor, ctx| {
+                    if actor.health.as_ref().is_some_and(|(e, _)| *e == epoch) {
+                        actor.health = None;
+                    }
+                    let effects = match outcome {
+                        Ok(()) => actor.model.health_passed(epoch, mono_now()),
+                        Err(reason) => actor.model.health_failed(epoch, reason),
+                    };
+                    actor.perform(effects, ctx);
                 });
-                self.replace_probes(Some(Probes {
-                    epoch,
-                    pid,
-                    guard_pid,
-                    health_url,
-                    metrics,
-                    health: Some(health),
-                }));
+                self.cancel_health(None, ctx);
+                self.health = Some((epoch, ctx.spawn(checked)));
                 Vec::new()
             }
             DriverReport::StartFailed { epoch, reason } => {
@@ -218,9 +214,8 @@ impl Handler<DriverReport> for Server {
                 reason,
                 exit_code,
             } => {
-                if self.probes.as_ref().is_some_and(|p| p.epoch == epoch) {
-                    self.replace_probes(None);
-                }
+                self.cancel_health(Some(epoch), ctx);
+                self.workloads.gone(epoch);
                 self.model.workload_gone(epoch, reason, exit_code, now)
             }
         };
@@ -228,123 +223,26 @@ impl Handler<DriverReport> for Server {
     }
 }
 
-impl Server {
-    fn replace_probes(&mut self, probes: Option<Probes>) {
-        if let Some(old) = self.probes.take()
-            && let Some(health) = old.health
-        {
-            health.abort();
-        }
-        self.probes = probes;
-        self.load = None;
-        self.cpu = None;
-    }
-}
-
-impl Handler<HealthChecked> for Server {
-    type Result = ();
-
-    fn handle(&mut self, msg: HealthChecked, ctx: &mut Context<Self>) {
-        let effects = match msg.outcome {
-            Ok(()) => self.model.health_passed(msg.epoch, mono_now()),
-            Err(reason) => self.model.health_failed(msg.epoch, reason),
-        };
-        self.perform(effects, ctx);
-    }
-}
-
-impl Handler<LoadSampled> for Server {
-    type Result = ();
-
-    fn handle(&mut self, msg: LoadSampled, _: &mut Context<Self>) {
-        self.load_in_flight = false;
-        if self.probes.as_ref().is_some_and(|p| p.epoch == msg.epoch) {
-            self.load = msg.load;
-            self.cpu = msg.cpu;
+impl<W: Workloads> Server<W> {
+    /// Drops the pending health check: of `epoch`, or whichever there is.
+    pub(super) fn cancel_health(&mut self, epoch: Option<Epoch>, ctx: &mut Context<Self>) {
+        if let Some((pending, handle)) = self.health.take() {
+            if epoch.is_none_or(|epoch| epoch == pending) {
+                ctx.cancel_future(handle);
+            } else {
+                self.health = Some((pending, handle));
+            }
         }
     }
 }
 
-impl Handler<Shutdown> for Server {
+impl<W: Workloads> Handler<Shutdown> for Server<W> {
     type Result = ();
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
         tracing::info!("shutting down: stopping the workload");
         self.shutdown_waiters.push(msg.done);
         let effects = self.model.shutdown();
-        self.perform(effects, ctx);
-    }
-}
-
-impl Handler<PrepareHandover> for Server {
-    type Result = MessageResult<PrepareHandover>;
-
-    fn handle(&mut self, _: PrepareHandover, _: &mut Context<Self>) -> Self::Result {
-        let prepared = match self.model.handover() {
-            Ok(None) => Ok(None),
-            Ok(Some((pointer, pid, lease_until))) => match self
-                .probes
-                .as_ref()
-                .filter(|probes| probes.epoch == pointer.epoch && probes.pid == pid)
-            {
-                Some(probes) => Ok(Some(crate::handover::Handover::new(
-                    &pointer,
-                    lease_until,
-                    pid,
-                    probes.guard_pid,
-                    probes.health_url.clone(),
-                    probes.metrics.clone(),
-                ))),
-                None => Err(format!(
-                    "the driver has not reported the workload (pid {pid}) yet"
-                )),
-            },
-            Err(why) => Err(why),
-        };
-        // From here to the `exec` no command is acted on: what the handover says must be
-        // what the new image finds.
-        self.replacing = prepared.is_ok();
-        MessageResult(prepared)
-    }
-}
-
-impl Handler<ReplacementFailed> for Server {
-    type Result = ();
-
-    fn handle(&mut self, _: ReplacementFailed, _: &mut Context<Self>) {
-        self.replacing = false;
-    }
-}
-
-impl Handler<Adopt> for Server {
-    type Result = ();
-
-    fn handle(&mut self, Adopt(handover): Adopt, ctx: &mut Context<Self>) {
-        let pointer = handover.pointer;
-        let epoch = pointer.epoch;
-        // The driver first: the model's first effect may be to stop it (a lease that ended
-        // during the replacement), and orders reach the driver in turn.
-        self.driver.adopt(crate::driver::Adopted {
-            account: pointer.account.clone(),
-            epoch,
-            pid: handover.workload_pid,
-            guard_pid: handover.guard_pid,
-            stop_timeout: std::time::Duration::from_millis(pointer.software.stop_timeout_ms),
-        });
-        self.replace_probes(Some(Probes {
-            epoch,
-            pid: handover.workload_pid,
-            guard_pid: handover.guard_pid,
-            health_url: handover.health_url,
-            metrics: handover.metrics,
-            health: None,
-        }));
-        let effects = self.model.adopt(
-            pointer,
-            handover.workload_pid,
-            handover.lease_until,
-            mono_now(),
-        );
         self.perform(effects, ctx);
     }
 }

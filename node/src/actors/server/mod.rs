@@ -1,14 +1,24 @@
 //! The `Server` actor: owns the node model and the management connection, and performs
 //! the model's effects. It never waits on a disk, a process or the network itself: those
-//! go to the event-log thread, the driver task, or tokio tasks that answer by message.
+//! go to the event-log thread, the driver task, or tasks and futures of its own that
+//! answer by message or when they end.
+//!
+//! The node agent and `leasehold fleet` run this same actor; where their workloads run is
+//! behind [`Workloads`] ([`ProcessWorkloads`] here, `fleet::sim_driver` for the fleet), and
+//! what they count behind [`Counters`].
 
 mod handlers;
+mod process;
+mod workloads;
+
+pub use process::ProcessWorkloads;
+pub use workloads::{Counters, Workloads};
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, AsyncContext, Context};
+use actix::{Actor, AsyncContext, Context, SpawnHandle};
 use leasehold_federation::ids::Epoch;
 use leasehold_federation::transport::connection::{Connection, ReplyPort};
 use leasehold_federation::wire::Reply;
@@ -18,12 +28,9 @@ use leasehold_federation::wire::node::{
 use leasehold_federation::wire::node_v1::{Heartbeat, RenewLease};
 use tokio::sync::{mpsc, oneshot};
 
-use super::messages::{LoadSampled, PulseAnswered};
+use super::messages::PulseAnswered;
 use crate::clock::mono_now;
-use crate::driver::Driver;
-use crate::driver::probe::{self, CpuReading};
 use crate::event_log::{EventKind, EventLog};
-use crate::metrics::NodeMetrics;
 use crate::model::{Effect, NodeModel, Report};
 use crate::pulse::Pulser;
 use leasehold_federation::generation::GenerationFence;
@@ -39,33 +46,20 @@ struct Link {
     reports: mpsc::UnboundedSender<Report>,
 }
 
-/// What is probed of the running workload.
-struct Probes {
-    epoch: Epoch,
-    pid: u32,
-    /// Kept for a handover: the guard the successor waits for, and what it probes.
-    guard_pid: u32,
-    health_url: Option<String>,
-    metrics: Option<(String, String)>,
-    health: Option<tokio::task::JoinHandle<()>>,
-}
-
-pub struct Server {
+pub struct Server<W: Workloads = ProcessWorkloads> {
     model: NodeModel,
-    log: EventLog,
-    driver: Driver,
-    start_timeout: Duration,
+    /// Always one in the agent; in the fleet only with `--work`.
+    log: Option<EventLog>,
+    workloads: W,
+    counters: Arc<dyn Counters>,
     link: Option<Link>,
     /// From the last registration; kept across reconnects.
     service_addr: String,
     pulser: Pulser,
-    probes: Option<Probes>,
-    load: Option<f64>,
-    load_in_flight: bool,
-    cpu: Option<CpuReading>,
+    /// The pending health check of the workload that is starting.
+    health: Option<(Epoch, SpawnHandle)>,
     stop_replies: HashMap<Epoch, Vec<Reply<StopWorkload, ReplyPort>>>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
-    metrics: Arc<NodeMetrics>,
     /// Between a handover's preparation and the `exec` (or its failure): commands wait
     /// for the new image.
     replacing: bool,
@@ -73,31 +67,32 @@ pub struct Server {
     fence: GenerationFence,
 }
 
-impl Server {
+impl<W: Workloads> Server<W> {
     pub fn new(
         model: NodeModel,
-        log: EventLog,
-        driver: Driver,
-        start_timeout: Duration,
-        metrics: Arc<NodeMetrics>,
-    ) -> Server {
+        log: Option<EventLog>,
+        workloads: W,
+        counters: Arc<dyn Counters>,
+    ) -> Server<W> {
         Server {
             model,
             log,
-            driver,
-            start_timeout,
+            workloads,
+            counters,
             link: None,
             service_addr: String::new(),
             pulser: Pulser::new(),
-            probes: None,
-            load: None,
-            load_in_flight: false,
-            cpu: None,
+            health: None,
             stop_replies: HashMap::new(),
             shutdown_waiters: Vec::new(),
-            metrics,
             replacing: false,
             fence: GenerationFence::default(),
+        }
+    }
+
+    fn record(&self, kind: EventKind) {
+        if let Some(log) = &self.log {
+            log.append(kind);
         }
     }
 
@@ -106,12 +101,12 @@ impl Server {
         for effect in effects {
             match effect {
                 Effect::StartWorkload { pointer } => {
-                    self.metrics.workload_started();
-                    self.driver.start(pointer, self.service_addr.clone());
+                    self.counters.workload_started();
+                    self.workloads.start(pointer, &self.service_addr);
                 }
                 Effect::StopWorkload { epoch, cause } => {
                     tracing::info!(%epoch, ?cause, "stopping the workload");
-                    self.driver.stop(epoch, cause);
+                    self.workloads.stop(epoch, cause);
                 }
                 Effect::SendRenew { epoch } => self.send_renew(epoch, ctx),
                 Effect::StartDrain { epoch, drain } => {
@@ -125,22 +120,21 @@ impl Server {
                         answer(reply, StopOutcome::Stopped { epoch });
                     }
                 }
-                Effect::RecordLease { epoch, until } => self.log.append(EventKind::LeaseExtended {
+                Effect::RecordLease { epoch, until } => self.record(EventKind::LeaseExtended {
                     epoch,
                     until_mono_ns: until.as_nanos(),
                 }),
                 Effect::RecordHealthy { account, epoch } => {
                     tracing::info!(%account, %epoch, "workload healthy");
-                    self.log
-                        .append(EventKind::WorkloadHealthy { account, epoch });
+                    self.record(EventKind::WorkloadHealthy { account, epoch });
                 }
                 Effect::RecordFailed {
                     account,
                     epoch,
                     reason,
                 } => {
-                    tracing::warn!(%account, %epoch, %reason, "workload failed");
-                    self.log.append(EventKind::WorkloadFailed {
+                    tracing::warn!(server = %self.model.server(), %account, %epoch, %reason, "workload failed");
+                    self.record(EventKind::WorkloadFailed {
                         account,
                         epoch,
                         reason,
@@ -160,6 +154,7 @@ impl Server {
                 }
             }
         }
+        self.workloads.performed(&self.model);
     }
 
     /// The model wants its lease renewed: a pulse carries the renewal at once.
@@ -178,20 +173,24 @@ impl Server {
         let Some(link) = &self.link else {
             return;
         };
-        let (model, load) = (&self.model, self.probes.as_ref().and(self.load));
-        let Some(pulse) = self.pulser.due(mono_now(), || (model.health(), load)) else {
+        let (model, workloads) = (&self.model, &self.workloads);
+        let reading = || (model.health(), workloads.load());
+        let Some(pulse) = self.pulser.due(mono_now(), reading) else {
             return;
         };
         if link.connection.version() == 1 {
             self.pulse_v1(pulse, ctx);
         } else {
             match link.connection.send_datagram(&pulse) {
-                Ok(()) => self.metrics.pulse_sent(),
+                Ok(()) => self.counters.pulse_sent(),
                 // A renewal it carried is unanswered at its timeout, and asked again.
-                Err(error) => tracing::debug!(%error, "pulse not sent"),
+                Err(error) => {
+                    self.counters.pulse_not_sent();
+                    tracing::debug!(%error, "pulse not sent");
+                }
             }
         }
-        self.sample_load(ctx);
+        self.workloads.pulsed(ctx);
     }
 
     /// A pulse, said as a gateway of `leasehold-node/1` hears it (docs/wire.md,
@@ -211,7 +210,7 @@ impl Server {
             load: pulse.load,
         };
         let (connection, me) = (link.connection.clone(), ctx.address());
-        self.metrics.pulse_sent();
+        self.counters.pulse_sent();
         tokio::spawn(async move {
             if let Some(epoch) = pulse.renew {
                 let asking = connection.clone();
@@ -244,7 +243,7 @@ impl Server {
         ctx: &mut Context<Self>,
     ) {
         let now = mono_now();
-        self.metrics.renewal(match &outcome {
+        self.counters.renewal(match &outcome {
             Ok(LeaseRenewal::Renewed { epoch: got, .. }) if *got == epoch => "renewed",
             Ok(LeaseRenewal::Refused(_)) => "refused",
             _ => "unanswered",
@@ -254,12 +253,12 @@ impl Server {
                 .model
                 .lease_renewed(epoch, sent_at, Duration::from_millis(ttl_ms), now),
             Ok(LeaseRenewal::Renewed { epoch: got, .. }) => {
-                tracing::warn!(asked = %epoch, %got, "renewal answered for another epoch");
+                tracing::warn!(server = %self.model.server(), asked = %epoch, %got, "renewal answered for another epoch");
                 self.model.renew_unanswered(epoch, now);
                 Vec::new()
             }
             Ok(LeaseRenewal::Refused(refusal)) => {
-                tracing::warn!(%epoch, %refusal, "lease refused");
+                tracing::warn!(server = %self.model.server(), %epoch, %refusal, "lease refused");
                 self.model.lease_refused(epoch, &refusal)
             }
             Err(why) => {
@@ -270,30 +269,9 @@ impl Server {
         };
         self.perform(effects, ctx);
     }
-
-    /// Starts the next load sample for the next heartbeat, unless one is under way.
-    fn sample_load(&mut self, ctx: &mut Context<Self>) {
-        let Some(probes) = &self.probes else {
-            return;
-        };
-        if self.load_in_flight {
-            return;
-        }
-        self.load_in_flight = true;
-        let (epoch, pid, metrics, previous) =
-            (probes.epoch, probes.pid, probes.metrics.clone(), self.cpu);
-        let addr = ctx.address();
-        tokio::spawn(async move {
-            let (load, cpu) = match metrics {
-                Some((url, metric)) => (probe::metric_load(url, metric).await, None),
-                None => probe::cpu_load(pid, previous).await,
-            };
-            addr.do_send(LoadSampled { epoch, load, cpu });
-        });
-    }
 }
 
-impl Actor for Server {
+impl<W: Workloads> Actor for Server<W> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -326,7 +304,10 @@ where
 /// purpose: reports come one per workload event (a handful per pointer), the actor must not
 /// wait on the network to record one, and a report dropped for lack of room would leave
 /// the gateway wrong about a workload.
-fn spawn_reporter(connection: Connection) -> mpsc::UnboundedSender<Report> {
+fn spawn_reporter(
+    connection: Connection,
+    counters: Arc<dyn Counters>,
+) -> mpsc::UnboundedSender<Report> {
     let (sender, mut receiver) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(report) = receiver.recv().await {
@@ -336,6 +317,7 @@ fn spawn_reporter(connection: Connection) -> mpsc::UnboundedSender<Report> {
                 Report::Stopped(message) => connection.send(message).await,
             };
             if let Err(error) = sent {
+                counters.report_not_delivered();
                 tracing::warn!(%error, ?report, "report not delivered");
             }
         }
