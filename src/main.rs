@@ -106,10 +106,13 @@ fn quiet_on_closed_pipe() {
 fn main() -> ExitCode {
     quiet_on_closed_pipe();
     let cli = Cli::parse();
-    // A fleet runs thousands of the agent's `Server` actors: their lines for each pointer and
-    // workload would drown its progress; it counts what they would say (D-50).
+    // A fleet runs thousands of the agent's `Server` actors and links: their lines for each
+    // pointer, workload and dial would drown its progress, and it counts what they would say
+    // (D-50).
     let default_filter = match cli.command {
-        Command::Fleet(_) => "info,leasehold_node::actors::server=warn",
+        Command::Fleet(_) => {
+            "info,leasehold_node::actors::server=warn,leasehold_node::actors::link=error"
+        }
         _ => "info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEASEHOLD_LOG")

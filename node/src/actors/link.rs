@@ -15,6 +15,11 @@
 //! 200 ms, for up to 5 s, while no other has accepted: a standby acts as soon as the dead
 //! gateway's etcd lease ends. When no gateway accepts, the attempt ends once each has
 //! answered or failed.
+//!
+//! `leasehold fleet` runs this link for each simulated server (D-50): its servers share
+//! endpoints, each presenting its own certificate (`LinkTarget::presents`), and what an
+//! attempt meets is counted through [`LinkWatch`], so that the fleet tells a gateway that
+//! refuses apart from one it cannot reach.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -25,19 +30,19 @@ use std::time::Duration;
 use actix::Addr;
 use leasehold_federation::addr::HostPort;
 use leasehold_federation::ids::{ServerId, SiteId};
-use leasehold_federation::transport::connection::{Connection, Inbox};
-use leasehold_federation::transport::endpoint::Endpoint;
+use leasehold_federation::transport::connection::{Connection, Inbox, RequestError};
+use leasehold_federation::transport::endpoint::{ConnectError, DialIdentity, Endpoint};
 use leasehold_federation::transport::identity::PeerName;
 use leasehold_federation::wire::node::{RegisterServer, Registration};
 use leasehold_federation::wire::{Inbound, InboundOneWay, InboundRequest};
 use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
 
-use super::Server;
 use super::messages::{
     ApplyPointerReceived, Connected, DescribeForRegistration, Described, Disconnected,
     PulseAnswered, StopWorkloadReceived,
 };
+use super::server::{Server, Workloads};
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -59,7 +64,32 @@ pub struct LinkTarget {
     pub server: ServerId,
     /// A machine's boot claim, sent with every registration.
     pub boot: Option<leasehold_federation::wire::node::BootClaim>,
+    /// The certificate to present from an endpoint that servers share (the fleet's);
+    /// `None`: the endpoint's own.
+    pub presents: Option<DialIdentity>,
+    pub agent_version: String,
 }
+
+/// What a link's attempts meet, for whoever counts them: the fleet's progress and status
+/// lines, and its "every server refused". The agent only logs.
+pub trait LinkWatch: Send + Sync + 'static {
+    /// A handshake completed: a connection is open.
+    fn reached(&self) {}
+    /// A connection reached was closed without a registration.
+    fn left(&self) {}
+    /// The gateway said no: its TLS policy, or `Registration::Refused`.
+    fn refused(&self, _server: &ServerId, _why: String) {}
+    /// Unreachable, no answer in time, or closed for another reason.
+    fn failed(&self) {}
+    fn registered(&self, _server: &ServerId, _first_time: bool) {}
+    /// A registered connection was lost.
+    fn lost(&self) {}
+}
+
+/// The agent's: it logs what it meets, and counts nothing.
+pub struct Unwatched;
+
+impl LinkWatch for Unwatched {}
 
 impl LinkTarget {
     /// Several gateways: a refusal (a standby's) is normal, not a warning.
@@ -69,12 +99,17 @@ impl LinkTarget {
 }
 
 /// Runs until the `Server` actor is gone.
-pub async fn run_link(endpoint: Arc<Endpoint>, target: LinkTarget, server: Addr<Server>) {
+pub async fn run_link<W: Workloads>(
+    endpoint: Arc<Endpoint>,
+    target: LinkTarget,
+    server: Addr<Server<W>>,
+    watch: Arc<dyn LinkWatch>,
+) {
     let target = Arc::new(target);
     let mut backoff = BACKOFF_FIRST;
     let mut generation = 0;
     loop {
-        match register(&endpoint, &target, &server).await {
+        match register(&endpoint, &target, &server, &watch).await {
             Ok(Some(Registered {
                 gateway,
                 connection,
@@ -83,9 +118,10 @@ pub async fn run_link(endpoint: Arc<Endpoint>, target: LinkTarget, server: Addr<
             })) => {
                 backoff = BACKOFF_FIRST;
                 generation += 1;
+                watch.registered(&target.server, generation == 1);
                 let protocol = connection.version();
                 let address = connection.remote_address();
-                tracing::info!(%gateway, %address, site = %target.site, protocol, "registered");
+                tracing::info!(server = %target.server, %gateway, %address, site = %target.site, protocol, "registered");
                 server.do_send(Connected {
                     generation,
                     connection,
@@ -95,7 +131,8 @@ pub async fn run_link(endpoint: Arc<Endpoint>, target: LinkTarget, server: Addr<
                     gateway_generation: accepted.generation,
                 });
                 let ended = serve(inbox, &server).await;
-                tracing::warn!(%gateway, reason = %ended, "management channel lost; reconnecting");
+                watch.lost();
+                tracing::warn!(server = %target.server, %gateway, reason = %ended, "management channel lost; reconnecting");
                 server.do_send(Disconnected { generation });
             }
             Ok(None) => {}
@@ -147,23 +184,54 @@ struct Attempt {
     dialled: Mutex<HashSet<SocketAddr>>,
 }
 
+/// Everything one gateway's part of an attempt uses.
+struct Dial<W: Workloads> {
+    endpoint: Arc<Endpoint>,
+    target: Arc<LinkTarget>,
+    server: Addr<Server<W>>,
+    watch: Arc<dyn LinkWatch>,
+    attempt: Arc<Attempt>,
+}
+
+impl<W: Workloads> Clone for Dial<W> {
+    fn clone(&self) -> Self {
+        Dial {
+            endpoint: self.endpoint.clone(),
+            target: self.target.clone(),
+            server: self.server.clone(),
+            watch: self.watch.clone(),
+            attempt: self.attempt.clone(),
+        }
+    }
+}
+
 /// One attempt: dial every gateway at once and register with the first that accepts.
 /// `Ok(None)`: none did (each failure logged), worth retrying.
-async fn register(
+async fn register<W: Workloads>(
     endpoint: &Arc<Endpoint>,
     target: &Arc<LinkTarget>,
-    server: &Addr<Server>,
+    server: &Addr<Server<W>>,
+    watch: &Arc<dyn LinkWatch>,
 ) -> Result<Option<Registered>, Gone> {
-    let attempt = Arc::new(Attempt::default());
+    let dial = Dial {
+        endpoint: endpoint.clone(),
+        target: target.clone(),
+        server: server.clone(),
+        watch: watch.clone(),
+        attempt: Arc::new(Attempt::default()),
+    };
+    if let [gateway] = target.gateways.as_slice() {
+        // No task for one gateway: a fleet makes thousands of these attempts at its start.
+        return match register_with(dial, gateway.clone()).await {
+            Outcome::Accepted(registered) => Ok(Some(*registered)),
+            Outcome::Gone => Err(Gone),
+            Outcome::Failed | Outcome::Refused(_) => Ok(None),
+        };
+    }
+    let attempt = dial.attempt.clone();
     let mut dialling = JoinSet::new();
     for gateway in &target.gateways {
-        dialling.spawn(register_until_accepted(
-            endpoint.clone(),
-            target.clone(),
-            server.clone(),
-            gateway.clone(),
-            attempt.clone(),
-        ));
+        dialling.spawn(register_until_accepted(dial.clone(), gateway.clone()));
     }
     while let Some(joined) = dialling.join_next().await {
         let settled = match joined {
@@ -178,7 +246,7 @@ async fn register(
         attempt.settled.store(true, Ordering::SeqCst);
         if !dialling.is_empty() {
             // Not aborted: a connection they reach must be closed, never left open.
-            tokio::spawn(close_the_rest(dialling));
+            tokio::spawn(close_the_rest(dialling, watch.clone()));
         }
         return settled;
     }
@@ -187,12 +255,13 @@ async fn register(
 
 /// Waits for the rest of an attempt that has settled, closing any gateway that accepts
 /// late: the node keeps the registration it took first.
-async fn close_the_rest(mut dialling: JoinSet<Outcome>) {
+async fn close_the_rest(mut dialling: JoinSet<Outcome>, watch: Arc<dyn LinkWatch>) {
     while let Some(joined) = dialling.join_next().await {
         if let Ok(Outcome::Accepted(late)) = joined {
             // Two gateways of one site accepting the same server: worth an operator's look.
             tracing::warn!(gateway = %late.gateway, "a second gateway accepted registration; closing that connection");
             late.connection.close(0, CLOSED_FOR_ANOTHER);
+            watch.left();
         }
     }
 }
@@ -206,35 +275,22 @@ const REFUSED_RETRY_EVERY: Duration = Duration::from_millis(200);
 
 /// [`register_with`], asked again while a gateway of several refuses and no other has
 /// accepted.
-async fn register_until_accepted(
-    endpoint: Arc<Endpoint>,
-    target: Arc<LinkTarget>,
-    server: Addr<Server>,
-    gateway: HostPort,
-    attempt: Arc<Attempt>,
-) -> Outcome {
+async fn register_until_accepted<W: Workloads>(dial: Dial<W>, gateway: HostPort) -> Outcome {
     let until = tokio::time::Instant::now() + REFUSED_RETRY_FOR;
     loop {
-        let outcome = register_with(
-            endpoint.clone(),
-            target.clone(),
-            server.clone(),
-            gateway.clone(),
-            attempt.clone(),
-        )
-        .await;
+        let outcome = register_with(dial.clone(), gateway.clone()).await;
         let Outcome::Refused(address) = outcome else {
             return outcome;
         };
-        if !target.several()
-            || attempt.settled.load(Ordering::SeqCst)
+        if !dial.target.several()
+            || dial.attempt.settled.load(Ordering::SeqCst)
             || tokio::time::Instant::now() + REFUSED_RETRY_EVERY > until
         {
             return outcome;
         }
         tokio::time::sleep(REFUSED_RETRY_EVERY).await;
         // Dialled again by this task, on purpose.
-        attempt
+        dial.attempt
             .dialled
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -243,13 +299,14 @@ async fn register_until_accepted(
 }
 
 /// One gateway's part of an attempt: resolve, connect, register.
-async fn register_with(
-    endpoint: Arc<Endpoint>,
-    target: Arc<LinkTarget>,
-    server: Addr<Server>,
-    gateway: HostPort,
-    attempt: Arc<Attempt>,
-) -> Outcome {
+async fn register_with<W: Workloads>(dial: Dial<W>, gateway: HostPort) -> Outcome {
+    let Dial {
+        endpoint,
+        target,
+        server,
+        watch,
+        attempt,
+    } = dial;
     let several = target.several();
     let expected = PeerName::Site(target.site.clone());
     // Resolved again at every connect: a gateway whose address changed is found there.
@@ -257,6 +314,7 @@ async fn register_with(
         Ok(addresses) => addresses,
         Err(error) => {
             tracing::warn!(%gateway, %error, "cannot resolve the gateway's address");
+            watch.failed();
             return Outcome::Failed;
         }
     };
@@ -267,6 +325,7 @@ async fn register_with(
         .collect();
     if addresses.is_empty() {
         tracing::warn!(%gateway, "the gateway has no {family} address, the family of the agent's socket (that of the first --gateway)");
+        watch.failed();
         return Outcome::Failed;
     }
     let mut reached = None;
@@ -281,16 +340,34 @@ async fn register_with(
             tracing::debug!(%gateway, %address, "dialled already for another --gateway");
             continue;
         }
-        match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect(address, &expected)).await {
+        let connecting = async {
+            match &target.presents {
+                Some(identity) => endpoint.connect_as(identity, address, &expected).await,
+                None => endpoint.connect(address, &expected).await,
+            }
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Ok(Ok((connection, inbox))) => {
+                watch.reached();
                 reached = Some((connection, inbox, address));
                 break;
             }
             Ok(Err(error)) => {
-                tracing::warn!(%gateway, %address, %error, "cannot reach the gateway")
+                // Our own timeout fires long before quinn's idle timeout, so a handshake or
+                // identity error is the gateway answering no.
+                if matches!(
+                    error,
+                    ConnectError::Handshake { .. } | ConnectError::Identity { .. }
+                ) {
+                    watch.refused(&target.server, error.to_string());
+                } else {
+                    watch.failed();
+                }
+                tracing::warn!(server = %target.server, %gateway, %address, %error, "cannot reach the gateway")
             }
             Err(_) => {
-                tracing::warn!(%gateway, %address, "no handshake within {CONNECT_TIMEOUT:?}")
+                watch.failed();
+                tracing::warn!(server = %target.server, %gateway, %address, "no handshake within {CONNECT_TIMEOUT:?}")
             }
         }
     }
@@ -308,16 +385,18 @@ async fn register_with(
     }) = described.cloned()
     else {
         connection.close(0, "the agent is stopping");
+        watch.left();
         return Outcome::Gone;
     };
     if attempt.settled.load(Ordering::SeqCst) {
         tracing::debug!(%gateway, "not registering: another gateway accepted first");
         connection.close(0, CLOSED_FOR_ANOTHER);
+        watch.left();
         return Outcome::Failed;
     }
     let request = RegisterServer {
         server: target.server.clone(),
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        agent_version: target.agent_version.clone(),
         running,
         highest_epoch,
         boot: target.boot.clone(),
@@ -337,6 +416,8 @@ async fn register_with(
                     0,
                     "a deposed gateway: its generation is older than one registered with",
                 );
+                watch.left();
+                watch.failed();
                 return Outcome::Failed;
             }
             tracing::debug!(%gateway, %site, heartbeat_interval_ms, lease_ttl_ms, renew_interval_ms, %service_addr, ?generation, "registration accepted");
@@ -358,22 +439,32 @@ async fn register_with(
                 // A standby saying which gateway is active: normal.
                 tracing::info!(%gateway, %refusal, "the gateway refused registration");
             } else {
-                tracing::warn!(%gateway, %refusal, "the gateway refused registration");
+                tracing::warn!(server = %target.server, %gateway, %refusal, "the gateway refused registration");
             }
+            watch.refused(&target.server, format!("registration refused: {refusal}"));
             connection.close(0, "registration refused");
+            watch.left();
             Outcome::Refused(address)
         }
         Err(error) => {
-            // With TLS 1.3 a refused client certificate shows up here, on first use.
-            tracing::warn!(%gateway, %error, "registration failed (refused certificate?)");
+            // With TLS 1.3 a refused client certificate shows up here, on first use: the
+            // gateway closes the connection with its policy's reason, within
+            // CONNECT_TIMEOUT, far inside the idle timeout: closed by it, not by silence.
+            if matches!(error, RequestError::ConnectionLost { .. }) {
+                watch.refused(&target.server, error.to_string());
+            } else {
+                watch.failed();
+            }
+            tracing::warn!(server = %target.server, %gateway, %error, "registration failed (refused certificate?)");
             connection.close(0, "registration failed");
+            watch.left();
             Outcome::Failed
         }
     }
 }
 
 /// Hands the gateway's commands to the actor until the connection ends; returns why.
-async fn serve(mut inbox: Inbox, server: &Addr<Server>) -> String {
+async fn serve<W: Workloads>(mut inbox: Inbox, server: &Addr<Server<W>>) -> String {
     while let Some(item) = inbox.next().await {
         match item {
             Ok(Inbound::Request(InboundRequest::ApplyPointer(request, reply))) => {

@@ -21,7 +21,7 @@ use leasehold_federation::transport::identity::PeerName;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::actors::Server;
-use crate::actors::link::{LinkTarget, run_link};
+use crate::actors::link::{LinkTarget, Unwatched, run_link};
 use crate::actors::messages::{Adopt, GetNodeStatus, Shutdown};
 use crate::actors::server::ProcessWorkloads;
 use crate::driver::{Driver, DriverSetup, PID_FILE};
@@ -257,8 +257,11 @@ pub fn run_agent(options: AgentOptions) -> Result<(), AgentError> {
             site,
             server: options.server.clone(),
             boot: options.boot.clone(),
+            presents: None,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         };
-        tokio::spawn(run_link(endpoint.clone(), target, server.clone()));
+        let watch = Arc::new(Unwatched);
+        tokio::spawn(run_link(endpoint.clone(), target, server.clone(), watch));
         reload_certificates(
             options.certs.clone(),
             options.server.clone(),

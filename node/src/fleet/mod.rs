@@ -1,17 +1,15 @@
 //! `leasehold fleet`: N simulated servers in one process, for scale tests and the demo.
-//! Each is the node agent's own `Server` actor, with the real [`NodeModel`], speaking the
-//! real management protocol over its own QUIC connection with its own node certificate;
-//! only the workload (its start, its stop, its load) is simulated, behind the actor's
-//! `Workloads` seam (D-50). See docs/fleet.md.
+//! Each is the node agent's own `Server` actor and link, with the real [`NodeModel`],
+//! speaking the real management protocol over its own QUIC connection with its own node
+//! certificate; only the workload (its start, its stop, its load) is simulated, behind the
+//! actor's `Workloads` seam (D-50). See docs/fleet.md.
 //!
 //! - [`load`]: the synthetic load models, the census of who serves what, seeded draws.
 //! - [`sim_driver`]: the simulated workloads and their driver.
-//! - [`link`]: dial, register, reconnect; refusals told apart from silence.
 //! - [`certs`]: load the node certificates, issuing missing ones when the CA key is here.
 //! - [`stats`]: counters, and the process's own memory and CPU for the status line.
 
 pub mod certs;
-pub mod link;
 pub mod load;
 pub mod sim_driver;
 pub mod stats;
@@ -32,13 +30,13 @@ use leasehold_federation::transport::identity::PeerName;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::actors::Server;
+use crate::actors::link::{LinkTarget, run_link};
 use crate::actors::messages::Shutdown;
 use crate::agent::recover;
 use crate::event_log::{
     EVENT_LOG_FILE, EventKind, EventLog, EventLogError, Rotation, StopReason, read_log,
 };
 use crate::model::NodeModel;
-use link::{SimLinkPorts, SimLinkTarget, run_sim_link};
 use load::{Census, LoadModel};
 use sim_driver::{SimShared, SimWorkloads};
 use stats::{FleetStats, Usage, status_line};
@@ -234,27 +232,22 @@ pub fn run_fleet(options: FleetOptions) -> Result<(), FleetError> {
                     SimWorkloads::new(server.clone(), shared.clone(), log.clone(), reports);
                 Server::new(model, log, workloads, stats.clone())
             });
-            let ports = SimLinkPorts {
-                connected: actor.clone().recipient(),
-                disconnected: actor.clone().recipient(),
-                describe: actor.clone().recipient(),
-                apply: actor.clone().recipient(),
-                stop: actor.clone().recipient(),
-                answered: actor.clone().recipient(),
-            };
-            let target = SimLinkTarget {
-                gateway: options.gateway,
+            let target = LinkTarget {
+                gateways: vec![options.gateway.into()],
+                ipv4: options.gateway.is_ipv4(),
                 site: site.clone(),
                 server: server.clone(),
+                boot: None,
+                presents: Some(presents),
+                agent_version: format!("{}-fleet", env!("CARGO_PKG_VERSION")),
             };
-            tokio::spawn(run_sim_link(
-                endpoint,
-                presents,
-                target,
-                ports,
-                stats.clone(),
-                DIAL_SPACING * u32::try_from(index).unwrap_or(u32::MAX),
-            ));
+            let (linked, counts) = (actor.clone(), stats.clone());
+            // Spread: a gateway handed a thousand handshakes in one millisecond drops some.
+            let delay = DIAL_SPACING * u32::try_from(index).unwrap_or(u32::MAX);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                run_link(endpoint, target, linked, counts).await;
+            });
             actors.push(actor);
         }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use leasehold_federation::ids::{AccountId, ServerId};
 
+use crate::actors::link::LinkWatch;
 use crate::driver::os;
 
 /// Shared by every simulated server's link and actor; counters only, so atomics suffice.
@@ -27,6 +28,35 @@ pub struct FleetStats {
     pub errors: AtomicU64,
     /// Per server that has never registered: how often, and why, the gateway refused it.
     refusals: Mutex<BTreeMap<ServerId, (u32, String)>>,
+}
+
+/// Each simulated server's link (the agent's own, `actors::link`) counts here.
+impl LinkWatch for FleetStats {
+    fn reached(&self) {
+        self.connected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn left(&self) {
+        self.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn refused(&self, server: &ServerId, why: String) {
+        FleetStats::refused(self, server, why);
+    }
+
+    fn failed(&self) {
+        self.error();
+    }
+
+    fn registered(&self, server: &ServerId, first_time: bool) {
+        FleetStats::registered(self, server, first_time);
+    }
+
+    fn lost(&self) {
+        self.registered.fetch_sub(1, Ordering::Relaxed);
+        self.connected.fetch_sub(1, Ordering::Relaxed);
+        self.error();
+    }
 }
 
 impl FleetStats {
