@@ -43,4 +43,11 @@ fn bench_gateway_measures_a_small_fleet_and_prints_one_json_line() {
     // 16 of the 20 hold leases (the account's minimum), each renewed twice a second.
     assert!(line["renewals_per_s"].as_f64().unwrap() > 5.0, "{line}");
     assert!(line["errors_total"].is_u64(), "{line}");
+    // The kinds that happened in the window add up to its errors (when the fleet printed a
+    // status line before and after it: one every 5 s).
+    if let Some(errors) = line["errors"].as_u64() {
+        let kinds = line["errors_by_kind"].as_object().expect("errors_by_kind");
+        let by_kind: u64 = kinds.values().filter_map(|count| count.as_u64()).sum();
+        assert_eq!(by_kind, errors, "{line}");
+    }
 }

@@ -23,11 +23,61 @@ pub struct FleetStats {
     pub ever_registered: AtomicUsize,
     pub renewals: AtomicU64,
     pub renewals_refused: AtomicU64,
-    /// Failed dials and registrations, lost connections, unanswered renewals, undelivered
-    /// heartbeats and reports.
-    pub errors: AtomicU64,
+    pub errors: Errors,
     /// Per server that has never registered: how often, and why, the gateway refused it.
     refusals: Mutex<BTreeMap<ServerId, (u32, String)>>,
+}
+
+/// What went wrong, by kind: a fleet that counts thousands of errors under load should say
+/// whether its servers cannot reach the gateway, lose their connections, or go unanswered.
+#[derive(Debug, Default)]
+pub struct Errors {
+    /// Dials and registrations that failed: unreachable, no answer in time, or closed.
+    pub dials: AtomicU64,
+    /// Refusals by the gateway: its TLS policy, or `Registration::Refused`.
+    pub refused: AtomicU64,
+    /// Registered connections lost.
+    pub lost: AtomicU64,
+    /// Renewals with no answer within their timeout, or answered for another epoch.
+    pub unanswered: AtomicU64,
+    /// Pulses that could not be sent.
+    pub pulses: AtomicU64,
+    /// Reports (joined, failed, stopped) not delivered.
+    pub reports: AtomicU64,
+}
+
+impl Errors {
+    /// Each kind by the name the status line gives it.
+    pub fn kinds(&self) -> [(&'static str, u64); 6] {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        [
+            ("dials", load(&self.dials)),
+            ("refused", load(&self.refused)),
+            ("lost", load(&self.lost)),
+            ("unanswered", load(&self.unanswered)),
+            ("pulses", load(&self.pulses)),
+            ("reports", load(&self.reports)),
+        ]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.kinds().iter().map(|(_, count)| count).sum()
+    }
+
+    /// `17 (dials 3, unanswered 14)`: the total, then each kind that happened.
+    fn describe(&self) -> String {
+        let happened: Vec<String> = self
+            .kinds()
+            .iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(kind, count)| format!("{kind} {count}"))
+            .collect();
+        if happened.is_empty() {
+            "0".to_owned()
+        } else {
+            format!("{} ({})", self.total(), happened.join(", "))
+        }
+    }
 }
 
 /// Each simulated server's link (the agent's own, `actors::link`) counts here.
@@ -45,7 +95,7 @@ impl LinkWatch for FleetStats {
     }
 
     fn failed(&self) {
-        self.error();
+        self.errors.dials.fetch_add(1, Ordering::Relaxed);
     }
 
     fn registered(&self, server: &ServerId, first_time: bool) {
@@ -55,18 +105,14 @@ impl LinkWatch for FleetStats {
     fn lost(&self) {
         self.registered.fetch_sub(1, Ordering::Relaxed);
         self.connected.fetch_sub(1, Ordering::Relaxed);
-        self.error();
+        self.errors.lost.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 impl FleetStats {
-    pub fn error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// The gateway refused `server` (its TLS policy, or `Registration::Refused`).
     pub fn refused(&self, server: &ServerId, reason: String) {
-        self.error();
+        self.errors.refused.fetch_add(1, Ordering::Relaxed);
         let mut refusals = self.lock_refusals();
         let entry = refusals.entry(server.clone()).or_insert((0, String::new()));
         entry.0 += 1;
@@ -192,7 +238,7 @@ pub fn status_line(
     format!(
         "registered {}/{count}, serving {serving}, renewals {renewals_per_second:.0}/s, errors {}{refused}; {usage}",
         stats.registered.load(Ordering::Relaxed),
-        stats.errors.load(Ordering::Relaxed),
+        stats.errors.describe(),
     )
 }
 
@@ -220,5 +266,19 @@ mod tests {
         stats.registered(&g1, true);
         assert_eq!(stats.refused_everywhere(1, 1), None);
         assert_eq!(stats.refused_now(), 1);
+    }
+
+    #[test]
+    fn the_status_line_says_which_errors_happened() {
+        let stats = FleetStats::default();
+        let line = |stats: &FleetStats| status_line(3, stats, &BTreeMap::new(), 6.0, "rss 1 MiB");
+        assert!(line(&stats).contains(", errors 0;"), "{}", line(&stats));
+        stats.errors.dials.fetch_add(3, Ordering::Relaxed);
+        stats.errors.unanswered.fetch_add(14, Ordering::Relaxed);
+        assert!(
+            line(&stats).contains(", errors 17 (dials 3, unanswered 14);"),
+            "{}",
+            line(&stats)
+        );
     }
 }

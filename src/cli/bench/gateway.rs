@@ -6,6 +6,7 @@
 //! on stdout; progress on stderr. Both processes run on this machine, so the fleet's own
 //! CPU is not the gateway's but competes with it for the cores.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -113,13 +114,30 @@ pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
 
     let before = Usage::of(gateway_pid);
     let renewed_before = counter(site.admin, "leasehold_leases_renewed_total")?;
-    let errors_before = fleet_errors(&fleet.output());
+    let (errors_before, kinds_before) = (
+        fleet_errors(&fleet.output()),
+        fleet_error_kinds(&fleet.output()),
+    );
     let window = Duration::from_secs(args.seconds);
     eprintln!("  measuring the gateway for {} s", args.seconds);
     sleep_watching(window, &mut fleet, &mut gateway)?;
     let after = Usage::of(gateway_pid);
     let renewed_after = counter(site.admin, "leasehold_leases_renewed_total")?;
-    let errors_after = fleet_errors(&fleet.output());
+    let (errors_after, kinds_after) = (
+        fleet_errors(&fleet.output()),
+        fleet_error_kinds(&fleet.output()),
+    );
+    // In the window, as `errors`: only with a status line before it and one after.
+    let errors_by_kind = errors_before.and(errors_after).map(|_| {
+        kinds_after
+            .iter()
+            .map(|(kind, after)| {
+                let before = kinds_before.get(kind).copied().unwrap_or(0);
+                (kind.clone(), json!(after.saturating_sub(before)))
+            })
+            .filter(|(_, count)| count.as_u64() != Some(0))
+            .collect::<serde_json::Map<String, serde_json::Value>>()
+    });
 
     let (Some(cpu_before), Some(cpu_after), Some(rss)) = (before.cpu, after.cpu, after.rss_bytes)
     else {
@@ -140,6 +158,7 @@ pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
         "kib_per_server": round(rss as f64 / 1024.0 / n, 1),
         "renewals_per_s": round((renewed_after - renewed_before) / wall, 0),
         "errors": errors_after.zip(errors_before).map(|(after, before)| after.saturating_sub(before)),
+        "errors_by_kind": errors_by_kind,
         "errors_total": errors_after,
         "machine": machine(),
     });
@@ -317,6 +336,31 @@ fn fleet_errors(output: &str) -> Option<u64> {
     })
 }
 
+/// The fleet's cumulative errors by kind, from its last status line
+/// (`errors 17 (dials 3, unanswered 14)`; none for `errors 0`).
+fn fleet_error_kinds(output: &str) -> BTreeMap<String, u64> {
+    let Some(rest) = output
+        .lines()
+        .rev()
+        .find_map(|line| line.split(", errors ").nth(1))
+    else {
+        return BTreeMap::new();
+    };
+    let kinds = rest
+        .split(';')
+        .next()
+        .and_then(|errors| errors.split_once(" ("))
+        .and_then(|(_, kinds)| kinds.split_once(')'))
+        .map_or("", |(kinds, _)| kinds);
+    kinds
+        .split(", ")
+        .filter_map(|kind| {
+            let (name, count) = kind.rsplit_once(' ')?;
+            Some((name.to_owned(), count.parse().ok()?))
+        })
+        .collect()
+}
+
 /// What the figures were measured on.
 fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -347,5 +391,19 @@ mod tests {
             registered 3/3, serving acct0=3, renewals 6/s, errors 17, refused 1; rss 1 MiB\n";
         assert_eq!(fleet_errors(output), Some(17));
         assert_eq!(fleet_errors("all 3 registered in 1.0 s"), None);
+    }
+
+    #[test]
+    fn the_fleets_errors_by_kind_come_from_its_last_status_line_that_has_them() {
+        let output = "registered 3/3, serving acct0=3, renewals 6/s, errors 2 (dials 2); rss 1 MiB
+            registered 3/3, serving acct0=3, renewals 6/s, errors 17 (dials 3, unanswered 14), refused 1; rss 1 MiB
+";
+        let kinds = fleet_error_kinds(output);
+        assert_eq!(kinds.get("dials"), Some(&3));
+        assert_eq!(kinds.get("unanswered"), Some(&14));
+        assert_eq!(kinds.len(), 2);
+        let later =
+            format!("{output}registered 3/3, serving none, renewals 0/s, errors 0; rss 1 MiB\n");
+        assert!(fleet_error_kinds(&later).is_empty());
     }
 }
