@@ -128,11 +128,10 @@ impl SiteModel {
     /// [`Self::detect_failures`], [`Self::expire_leases`] and [`Self::server_views`] in
     /// one pass over the servers, the effects pushed onto `effects`, with each account's
     /// load (of before the failures and expiries) added up in `loads` if given. A
-    /// server's failure,
-    /// expiry and view depend on its own entry alone, so doing all three per server
-    /// changes none of them. The cheap tests come first: almost no server fails or
-    /// expires in a round, and asking the full steps of every one built (and copied) an
-    /// empty effect per server, 29 MB a round at 100,000 servers.
+    /// server's failure, expiry and view depend on its own entry alone, so doing all
+    /// three per server changes none of them. The cheap tests come first: almost no
+    /// server fails or expires in a round, and asking the full steps of every one built
+    /// (and copied) an empty effect per server, 29 MB a round at 100,000 servers.
     fn detect_expire_and_view(
         &mut self,
         now: Millis,
