@@ -131,7 +131,7 @@ impl SiteModel {
     /// server's failure, expiry and view depend on its own entry alone, so doing all
     /// three per server changes none of them. The cheap tests come first: almost no
     /// server fails or expires in a round, and asking the full steps of every one built
-    /// (and copied) an empty effect per server, 29 MB a round at 100,000 servers.
+    /// (and copied) an empty effect (280 bytes) per server, 28 MB a round at 100,000.
     fn detect_expire_and_view(
         &mut self,
         now: Millis,
