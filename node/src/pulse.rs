@@ -5,7 +5,10 @@
 //! A pulse goes every heartbeat interval, and at once when the model wants a renewal (the
 //! renewal rides on it, so a node that holds a lease sends one message where it sent two).
 //! One renewal is in flight at a time, as the model asks for one at a time; it is
-//! unanswered when no answer came within its timeout, or when the connection went.
+//! unanswered when no answer came within its timeout, or when the connection went. An
+//! answer that comes after its timeout still counts, from its own pulse's send time: a
+//! busy gateway's late answer is as good as a prompt one, and asking again meanwhile only
+//! adds a chance.
 
 use std::time::Duration;
 
@@ -15,7 +18,10 @@ use leasehold_federation::wire::node::{LeaseRenewal, Pulse, PulseAnswer};
 
 use crate::clock::MonoTime;
 
-/// How long a renewal waits for its answer: its renew interval, within these bounds.
+/// How long a renewal waits for its answer before it is asked again: half its renew
+/// interval, within these bounds. A renewal lost at half the lease TTL (the longest renew
+/// interval the defaults give, docs/node.md) is then asked again before the lease ends,
+/// and its answer, if it only came late, still counts.
 const ANSWER_TIMEOUT_MIN: Duration = Duration::from_millis(100);
 const ANSWER_TIMEOUT_MAX: Duration = Duration::from_secs(1);
 
@@ -27,7 +33,14 @@ pub struct Pulser {
     last_sent: Option<MonoTime>,
     renew_due: Option<Epoch>,
     in_flight: Option<InFlight>,
+    /// Renewals given up on at their timeout on this connection, newest last, at most
+    /// [`LATE_KEPT`]: their answers still count if they come.
+    late: Vec<InFlight>,
 }
+
+/// How many given-up renewals an answer may still come for: more than fit in a lease at
+/// the shortest answer timeout would be of no use.
+const LATE_KEPT: usize = 4;
 
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
@@ -60,14 +73,16 @@ impl Pulser {
             last_sent: None,
             renew_due: None,
             in_flight: None,
+            late: Vec::new(),
         }
     }
 
     /// A registration gave these intervals; the next check pulses at once.
     pub fn connected(&mut self, heartbeat_interval: Duration, renew_interval: Duration) {
         self.interval = heartbeat_interval;
-        self.answer_timeout = renew_interval.clamp(ANSWER_TIMEOUT_MIN, ANSWER_TIMEOUT_MAX);
+        self.answer_timeout = (renew_interval / 2).clamp(ANSWER_TIMEOUT_MIN, ANSWER_TIMEOUT_MAX);
         self.last_sent = None;
+        self.late.clear();
     }
 
     /// The model asks to renew `epoch` (its `SendRenew`): the next pulse carries it.
@@ -109,11 +124,20 @@ impl Pulser {
         })
     }
 
-    /// The gateway answered a pulse. `None` when it answers no renewal in flight (a late
-    /// answer, after its timeout: the model asked again meanwhile).
+    /// The gateway answered a pulse. `None` when it answers no renewal asked on this
+    /// connection (or one answered already). An answer to a renewal given up on counts as
+    /// well, from when its own pulse was sent (S-1); the model takes it as it takes any.
     pub fn answered(&mut self, answer: PulseAnswer) -> Option<Answered> {
-        let in_flight = self.in_flight.filter(|f| f.seq == answer.seq)?;
-        self.in_flight = None;
+        let in_flight = match self.in_flight.filter(|f| f.seq == answer.seq) {
+            Some(in_flight) => {
+                self.in_flight = None;
+                in_flight
+            }
+            None => {
+                let at = self.late.iter().position(|f| f.seq == answer.seq)?;
+                self.late.remove(at)
+            }
+        };
         Some(Answered {
             epoch: in_flight.epoch,
             sent_at: in_flight.sent_at,
@@ -127,12 +151,17 @@ impl Pulser {
             .in_flight
             .filter(|f| now.since(f.sent_at) >= self.answer_timeout)?;
         self.in_flight = None;
+        if self.late.len() == LATE_KEPT {
+            self.late.remove(0);
+        }
+        self.late.push(in_flight);
         Some(in_flight.epoch)
     }
 
     /// The connection went: what was asked on it and what waited to be asked are
     /// unanswered.
     pub fn disconnected(&mut self) -> Vec<Epoch> {
+        self.late.clear();
         let mut unanswered: Vec<Epoch> =
             self.in_flight.take().map(|f| f.epoch).into_iter().collect();
         unanswered.extend(self.renew_due.take());
@@ -218,9 +247,10 @@ mod tests {
         let mut p = pulser();
         p.renew(Epoch::from_journal(3));
         p.due(at(0), || (Health::Healthy, None)).unwrap();
-        assert!(p.overdue(at(499)).is_none());
-        assert_eq!(p.overdue(at(500)), Some(Epoch::from_journal(3)));
-        assert!(p.overdue(at(501)).is_none(), "given up once");
+        // Half the 500 ms renew interval.
+        assert!(p.overdue(at(249)).is_none());
+        assert_eq!(p.overdue(at(250)), Some(Epoch::from_journal(3)));
+        assert!(p.overdue(at(251)).is_none(), "given up once");
 
         p.renew(Epoch::from_journal(4));
         p.due(at(600), || (Health::Healthy, None)).unwrap();
@@ -232,5 +262,46 @@ mod tests {
             "asked for, never sent"
         );
         assert!(p.disconnected().is_empty());
+    }
+    #[test]
+    fn a_late_answer_still_counts_from_its_own_pulse() {
+        let mut p = pulser();
+        let renewed = |seq| PulseAnswer {
+            seq,
+            renewal: LeaseRenewal::Renewed {
+                epoch: Epoch::from_journal(3),
+                ttl_ms: 2_000,
+            },
+            generation: None,
+        };
+        p.renew(Epoch::from_journal(3));
+        let first = p.due(at(0), || (Health::Healthy, None)).unwrap();
+        assert_eq!(p.overdue(at(250)), Some(Epoch::from_journal(3)));
+        p.renew(Epoch::from_journal(3));
+        let second = p.due(at(350), || (Health::Healthy, None)).unwrap();
+        // The first pulse's answer comes after its timeout, while the second waits.
+        let late = p.answered(renewed(first.seq)).unwrap();
+        assert_eq!(late.sent_at, at(0), "counted from the first pulse");
+        assert!(p.answered(renewed(first.seq)).is_none(), "taken once");
+        assert_eq!(p.answered(renewed(second.seq)).unwrap().sent_at, at(350));
+
+        // Only the last few given up are kept, and none across connections.
+        let mut seqs = Vec::new();
+        for i in 0..=LATE_KEPT as u64 {
+            p.renew(Epoch::from_journal(3));
+            let at_ms = 1_000 + i * 300;
+            seqs.push(p.due(at(at_ms), || (Health::Healthy, None)).unwrap().seq);
+            assert!(p.overdue(at(at_ms + 250)).is_some());
+        }
+        assert!(
+            p.answered(renewed(seqs[0])).is_none(),
+            "the oldest was let go"
+        );
+        assert!(p.answered(renewed(seqs[1])).is_some());
+        p.disconnected();
+        assert!(
+            p.answered(renewed(seqs[2])).is_none(),
+            "asked on a connection gone"
+        );
     }
 }

@@ -56,6 +56,7 @@ pub fn timings() -> Timings {
     Timings {
         lease_ttl: ms("lease_ttl_ms"),
         renew_interval: ms("renew_interval_ms"),
+        node_renew_interval: ms("renew_interval_ms"),
         heartbeat_interval: ms("heartbeat_interval_ms"),
         node_heartbeat_interval: ms("heartbeat_interval_ms"),
         heartbeat_misses_before_failed: fast["heartbeat_misses_before_failed"] as u32,

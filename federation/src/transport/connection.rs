@@ -89,6 +89,11 @@ pub enum SendError {
     Wire(#[from] WireError),
 }
 
+/// One item of an inbox, boxed: the channel allocates its slots in blocks of 32 up front,
+/// and an unboxed message (352 bytes) made that block 11 KiB on every connection, the
+/// largest single part of what a management connection cost the gateway.
+type Delivery = Box<Result<InboundMessage, InboxError>>;
+
 /// Why the inbox ended. After any of these the connection is closed.
 #[derive(Debug, thiserror::Error)]
 pub enum InboxError {
@@ -138,7 +143,7 @@ impl std::fmt::Debug for Connection {
 /// when its owner falls behind, the peer's streams wait (QUIC flow control), so a flood
 /// cannot grow our memory.
 pub struct Inbox {
-    receiver: mpsc::Receiver<Result<InboundMessage, InboxError>>,
+    receiver: mpsc::Receiver<Delivery>,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -152,7 +157,7 @@ impl std::fmt::Debug for Inbox {
 impl Inbox {
     /// The next message, an error that ended the connection, or `None` once it has ended.
     pub async fn next(&mut self) -> Option<Result<InboundMessage, InboxError>> {
-        self.receiver.recv().await
+        self.receiver.recv().await.map(|delivery| *delivery)
     }
 }
 
@@ -365,7 +370,7 @@ async fn write_frame(stream: &mut quinn::SendStream, frame: &[u8]) -> Result<(),
 async fn read_inbound(
     connection: Connection,
     remote_role: Sender,
-    inbox: mpsc::Sender<Result<InboundMessage, InboxError>>,
+    inbox: mpsc::Sender<Delivery>,
     sink: Option<Arc<dyn DatagramSink>>,
 ) {
     let ended = loop {
@@ -397,10 +402,10 @@ async fn read_inbound(
     // accept loop then sees LocallyClosed, which needs no second report.
     if !matches!(ended, quinn::ConnectionError::LocallyClosed) {
         let _ = inbox
-            .send(Err(InboxError::Closed {
+            .send(Box::new(Err(InboxError::Closed {
                 peer,
                 source: ended,
-            }))
+            })))
             .await;
     }
 }
@@ -412,7 +417,7 @@ fn take_datagram(
     connection: &Connection,
     remote_role: Sender,
     bytes: &[u8],
-    inbox: &mpsc::Sender<Result<InboundMessage, InboxError>>,
+    inbox: &mpsc::Sender<Delivery>,
     sink: Option<&dyn DatagramSink>,
 ) -> bool {
     // QUIC bounds a datagram's size (one packet), so no frame limit applies.
@@ -424,7 +429,10 @@ fn take_datagram(
             match sink {
                 Some(sink) => sink.take(&connection.peer, message),
                 None => {
-                    if inbox.try_send(Ok(Inbound::OneWay(message))).is_err() {
+                    if inbox
+                        .try_send(Box::new(Ok(Inbound::OneWay(message))))
+                        .is_err()
+                    {
                         tracing::debug!(peer = %connection.peer, "inbox full: a datagram dropped");
                     }
                 }
@@ -433,10 +441,10 @@ fn take_datagram(
         }
         Err(error) => {
             connection.close_for(&error);
-            let _ = inbox.try_send(Err(InboxError::ProtocolViolation {
+            let _ = inbox.try_send(Box::new(Err(InboxError::ProtocolViolation {
                 peer: connection.peer.to_string(),
                 source: error,
-            }));
+            })));
             false
         }
     }
@@ -446,7 +454,7 @@ async fn read_one_way(
     connection: Connection,
     remote_role: Sender,
     mut stream: quinn::RecvStream,
-    inbox: mpsc::Sender<Result<InboundMessage, InboxError>>,
+    inbox: mpsc::Sender<Delivery>,
 ) {
     let limits = &connection.limits;
     let decoded = read_envelope(&mut stream, limits)
@@ -461,7 +469,7 @@ async fn read_request(
     remote_role: Sender,
     send: quinn::SendStream,
     mut receive: quinn::RecvStream,
-    inbox: mpsc::Sender<Result<InboundMessage, InboxError>>,
+    inbox: mpsc::Sender<Delivery>,
 ) {
     let limits = &connection.limits;
     let port = ReplyPort {
@@ -501,7 +509,7 @@ async fn read_envelope(
 async fn deliver(
     connection: &Connection,
     decoded: Result<InboundMessage, WireError>,
-    inbox: &mpsc::Sender<Result<InboundMessage, InboxError>>,
+    inbox: &mpsc::Sender<Delivery>,
 ) {
     let item = match decoded {
         Ok(message) => Ok(message),
@@ -521,5 +529,5 @@ async fn deliver(
         }
     };
     // The owner dropped the inbox: nobody will read this, and the connection is going away.
-    let _ = inbox.send(item).await;
+    let _ = inbox.send(Box::new(item)).await;
 }

@@ -265,10 +265,14 @@ struct Reader {
 
 impl Reader {
     async fn run(self, mut inbox: Inbox) {
+        // Each message's handling is boxed: the task, which every connection keeps for its
+        // lifetime, is then as small as its wait for the next message, not as large as its
+        // largest request's future (the registration's), and messages are rare (pulses
+        // go to the board, not here).
         while let Some(message) = inbox.next().await {
             match message {
-                Ok(Inbound::Request(request)) => self.answer(request).await,
-                Ok(Inbound::OneWay(message)) => self.take(message).await,
+                Ok(Inbound::Request(request)) => Box::pin(self.answer(request)).await,
+                Ok(Inbound::OneWay(message)) => Box::pin(self.take(message)).await,
                 Err(error) => {
                     tracing::warn!(server = %self.server, %error, "management connection ended");
                     break;

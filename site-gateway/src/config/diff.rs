@@ -69,7 +69,10 @@ pub fn diff(old: &SiteConfig, new: &SiteConfig) -> ConfigDiff {
     let (a, b) = (&old.timings, &new.timings);
     let timings = [
         ("lease_ttl_ms", a.lease_ttl != b.lease_ttl),
-        ("renew_interval_ms", a.renew_interval != b.renew_interval),
+        (
+            "renew_interval_ms",
+            a.renew_interval != b.renew_interval || a.node_renew_interval != b.node_renew_interval,
+        ),
         (
             "heartbeat_interval_ms",
             a.heartbeat_interval != b.heartbeat_interval

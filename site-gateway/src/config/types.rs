@@ -177,7 +177,12 @@ impl SiteSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timings {
     pub lease_ttl: Duration,
+    /// `renew_interval_ms` as the config gives it (500 ms where it gives none): how often
+    /// this site renews what it borrows and relays what it lends.
     pub renew_interval: Duration,
+    /// How often node agents renew their leases: `renew_interval_ms` where the config
+    /// gives it, else [`Timings::default_node_renew_interval`] of the site's size.
+    pub node_renew_interval: Duration,
     /// `heartbeat_interval_ms` as the config gives it (250 ms where it gives none): how
     /// often peers are pinged.
     pub heartbeat_interval: Duration,
@@ -228,18 +233,44 @@ impl Timings {
     /// interval grows with the site (2,000 servers at 250 ms).
     pub const HEARTBEAT_BUDGET_PER_S: u64 = 8_000;
 
+    /// The longest interval the defaults give a node's pulses: every server is heard from
+    /// at least once a second, however large the site (issue #14's target).
+    pub const MAX_DEFAULT_NODE_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// The interval that keeps a site of `servers` at [`Self::HEARTBEAT_BUDGET_PER_S`]
+    /// pulses a second.
+    fn paced(servers: usize) -> Duration {
+        let servers = u64::try_from(servers).unwrap_or(u64::MAX);
+        Duration::from_micros(servers.saturating_mul(1_000_000) / Self::HEARTBEAT_BUDGET_PER_S)
+    }
+
     /// The heartbeat interval of a site of `servers` whose config sets none: 250 ms up to
     /// 2,000 servers, then as long as keeps the site's heartbeats at
-    /// [`Self::HEARTBEAT_BUDGET_PER_S`], up to the renew interval (where every pulse of a
-    /// server that holds a lease carries its renewal anyway: 4,000 servers at the default
-    /// renewal). A silent server is still noticed after its misses; its lease, which
-    /// decides when its account may be served elsewhere, is timed apart (docs/node.md).
-    pub fn default_heartbeat_interval(servers: usize, renew_interval: Duration) -> Duration {
+    /// [`Self::HEARTBEAT_BUDGET_PER_S`], up to the nodes' renew interval (where every
+    /// pulse of a server that holds a lease carries its renewal anyway) and to a second.
+    /// A silent server is still noticed after its misses; its lease, which decides when its
+    /// account may be served elsewhere, is timed apart (docs/node.md).
+    pub fn default_heartbeat_interval(servers: usize, node_renew_interval: Duration) -> Duration {
         let base = Duration::from_millis(Self::DEFAULT_HEARTBEAT_INTERVAL_MS);
-        let servers = u64::try_from(servers).unwrap_or(u64::MAX);
-        let paced =
-            Duration::from_micros(servers.saturating_mul(1_000_000) / Self::HEARTBEAT_BUDGET_PER_S);
-        base.max(paced).min(renew_interval.max(base))
+        base.max(Self::paced(servers))
+            .min(node_renew_interval.max(base))
+            .min(Self::MAX_DEFAULT_NODE_INTERVAL.max(base))
+    }
+
+    /// The renew interval a site of `servers` gives its nodes where the config sets none:
+    /// `renew_interval` (500 ms at the defaults) until the site's pulses pass
+    /// [`Self::HEARTBEAT_BUDGET_PER_S`] at that interval (4,000 servers), then the paced
+    /// interval, up to a second and to half the lease TTL (1 s at the defaults, from 8,000
+    /// servers). Each renewal is one pulse and one answer, and a packet is what a gateway
+    /// pays for (docs/benchmarks.md), so a large site renews less often; half the TTL
+    /// still leaves the node its retries before the lease ends (docs/node.md).
+    pub fn default_node_renew_interval(
+        servers: usize,
+        renew_interval: Duration,
+        lease_ttl: Duration,
+    ) -> Duration {
+        let longest = Self::MAX_DEFAULT_NODE_INTERVAL.min(lease_ttl / 2);
+        renew_interval.max(Self::paced(servers).min(longest))
     }
 
     /// The ownership timing these timings give (docs/ownership.md).
@@ -258,6 +289,7 @@ impl Default for Timings {
         Self {
             lease_ttl: Duration::from_millis(Self::DEFAULT_LEASE_TTL_MS),
             renew_interval: Duration::from_millis(Self::DEFAULT_RENEW_INTERVAL_MS),
+            node_renew_interval: Duration::from_millis(Self::DEFAULT_RENEW_INTERVAL_MS),
             heartbeat_interval: Duration::from_millis(Self::DEFAULT_HEARTBEAT_INTERVAL_MS),
             node_heartbeat_interval: Duration::from_millis(Self::DEFAULT_HEARTBEAT_INTERVAL_MS),
             heartbeat_misses_before_failed: Self::DEFAULT_HEARTBEAT_MISSES_BEFORE_FAILED,

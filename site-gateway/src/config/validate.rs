@@ -356,6 +356,7 @@ fn timings(c: &mut Checker<'_>, raw: &RawTimings, servers: usize) -> Timings {
         ),
         heartbeat_misses_before_failed: Timings::DEFAULT_HEARTBEAT_MISSES_BEFORE_FAILED,
         node_heartbeat_interval: Duration::from_millis(Timings::DEFAULT_HEARTBEAT_INTERVAL_MS),
+        node_renew_interval: Duration::from_millis(Timings::DEFAULT_RENEW_INTERVAL_MS),
     };
     if let Err(why) = t.ownership().check() {
         let span = raw
@@ -399,12 +400,17 @@ fn timings(c: &mut Checker<'_>, raw: &RawTimings, servers: usize) -> Timings {
             ),
         );
     }
+    let node_renew_interval = match raw.renew_interval_ms {
+        Some(_) => t.renew_interval,
+        None => Timings::default_node_renew_interval(servers, t.renew_interval, t.lease_ttl),
+    };
     let node_heartbeat_interval = match raw.heartbeat_interval_ms {
         Some(_) => t.heartbeat_interval,
-        None => Timings::default_heartbeat_interval(servers, t.renew_interval),
+        None => Timings::default_heartbeat_interval(servers, node_renew_interval),
     };
     Timings {
         heartbeat_misses_before_failed: misses,
+        node_renew_interval,
         node_heartbeat_interval,
         ..t
     }

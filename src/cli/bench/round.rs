@@ -170,6 +170,7 @@ pub fn run(args: &RoundArgs) -> anyhow::Result<ExitCode> {
         "demand_ms_p50": ms(&parts[1], 0.5),
         "finish_ms_p50": ms(&parts[2], 0.5),
         "heartbeat_ms": bench.core.model().timings().node_heartbeat_interval.as_millis() as u64,
+        "renew_ms": bench.core.model().timings().node_renew_interval.as_millis() as u64,
         "heartbeats_per_round": heartbeats / u64::from(args.rounds),
         "effects_per_round_mean": (effects as f64 / f64::from(args.rounds) * 10.0).round() / 10.0,
         "journal_ms_p50": ms(&journal, 0.5),
@@ -406,10 +407,10 @@ impl Bench {
             .collect()
     }
 
-    /// Every serving server renews its lease once per renew interval, spread over the
-    /// rounds: how many, and how long the core took for them.
+    /// Every serving server renews its lease once per renew interval its node was given,
+    /// spread over the rounds: how many, and how long the core took for them.
     fn renewals(&mut self) -> (usize, Duration) {
-        let interval = self.core.model().timings().renew_interval;
+        let interval = self.core.model().timings().node_renew_interval;
         let due: Vec<(ServerId, Epoch)> = self
             .due(interval)
             .into_iter()
@@ -435,10 +436,16 @@ fn synthetic_site(
     heartbeat_ms: Option<u64>,
 ) -> anyhow::Result<SiteConfig> {
     let defaults = Timings::default();
+    let node_renew_interval = Timings::default_node_renew_interval(
+        servers as usize,
+        defaults.renew_interval,
+        defaults.lease_ttl,
+    );
     let timings = Timings {
+        node_renew_interval,
         node_heartbeat_interval: match heartbeat_ms {
             Some(ms) => Duration::from_millis(ms.max(1)),
-            None => Timings::default_heartbeat_interval(servers as usize, defaults.renew_interval),
+            None => Timings::default_heartbeat_interval(servers as usize, node_renew_interval),
         },
         ..defaults
     };

@@ -26,7 +26,8 @@ fn base_config_is_valid_and_gets_defaults() {
 }
 
 #[test]
-fn the_default_heartbeat_interval_grows_with_the_site_up_to_the_renew_interval() {
+fn the_default_node_intervals_grow_with_the_site_up_to_a_second() {
+    // (node heartbeat, node renew) in ms, for a site of `count` servers.
     let with_servers = |count: usize, timings: &str| {
         let mut text = format!("{BASE}\n{timings}\n");
         for index in 3..=count {
@@ -38,33 +39,44 @@ fn the_default_heartbeat_interval_grows_with_the_site_up_to_the_renew_interval()
         }
         match check(&text) {
             Ok(config) => {
+                let t = config.timings;
                 // Peers are pinged at the configured interval, whatever the site's size.
                 assert_eq!(
-                    config.timings.heartbeat_interval,
+                    t.heartbeat_interval,
                     if timings.contains("heartbeat_interval_ms") {
                         Duration::from_millis(100)
                     } else {
                         Duration::from_millis(250)
                     }
                 );
-                config.timings.node_heartbeat_interval
+                // The site's own renewals (of loans) keep the configured interval.
+                if !timings.contains("renew_interval_ms") {
+                    assert_eq!(t.renew_interval, Duration::from_millis(500));
+                }
+                (
+                    t.node_heartbeat_interval.as_millis(),
+                    t.node_renew_interval.as_millis(),
+                )
             }
             Err(errors) => panic!("{errors:#?}"),
         }
     };
-    assert_eq!(with_servers(2, ""), Duration::from_millis(250));
-    assert_eq!(with_servers(2_000, ""), Duration::from_millis(250));
-    assert_eq!(with_servers(3_000, ""), Duration::from_millis(375));
-    assert_eq!(
-        with_servers(6_000, ""),
-        Duration::from_millis(500),
-        "the renew interval"
-    );
+    assert_eq!(with_servers(2, ""), (250, 500));
+    assert_eq!(with_servers(2_000, ""), (250, 500));
+    assert_eq!(with_servers(3_000, ""), (375, 500));
+    assert_eq!(with_servers(4_000, ""), (500, 500), "one pulse per renewal");
+    assert_eq!(with_servers(6_000, ""), (750, 750), "paced, both");
+    assert_eq!(with_servers(10_000, ""), (1000, 1000), "at most a second");
+    // At most half the lease TTL, so a lost renewal is asked again before the lease ends.
+    let short_ttl = "[timings]\nlease_ttl_ms = 1500";
+    assert_eq!(with_servers(10_000, short_ttl), (750, 750));
+    // The operator's own intervals are kept, whatever the site's size.
     let slower = "[timings]\nrenew_interval_ms = 1000\nlease_ttl_ms = 4000";
-    assert_eq!(with_servers(6_000, slower), Duration::from_millis(750));
-    // The operator's own interval is kept, whatever the site's size.
+    assert_eq!(with_servers(6_000, slower), (750, 1000));
     let set = "[timings]\nheartbeat_interval_ms = 100";
-    assert_eq!(with_servers(6_000, set), Duration::from_millis(100));
+    assert_eq!(with_servers(6_000, set), (100, 750));
+    let renew_set = "[timings]\nrenew_interval_ms = 500";
+    assert_eq!(with_servers(10_000, renew_set), (500, 500));
 }
 
 #[test]

@@ -358,7 +358,7 @@ impl SiteModel {
             site: self.site.clone(),
             heartbeat_interval_ms: millis(self.timings.node_heartbeat_interval),
             lease_ttl_ms: millis(ttl),
-            renew_interval_ms: millis(self.timings.renew_interval),
+            renew_interval_ms: millis(self.timings.node_renew_interval),
             service_addr,
             generation: None,
         };
