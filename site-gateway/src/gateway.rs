@@ -575,12 +575,38 @@ async fn exit_when_deposed(site: String, election: Arc<Elector>) {
     }
 }
 
+/// Node handshakes in progress at once; a node that dials beyond them is refused at once
+/// and dials again after its backoff (docs/node.md, "When every node dials at once").
+const HANDSHAKES_AT_ONCE: usize = 64;
+
 async fn accept_nodes(endpoint: Arc<Endpoint>, master: Addr<SiteMaster>) {
+    // When thousands of nodes dial at once (the gateway restarted, a site powered up),
+    // handshakes beyond what the gateway finishes within the nodes' 2 s connect timeout
+    // are abandoned by them and dialled again: the gateway's work on them is lost, the
+    // redials cost more handshakes, and the registered nodes' pulses wait behind them.
+    // At 20,000 nodes that fed on itself until fewer stayed registered than at the start.
+    // Refusing the excess costs a packet, and each handshake let in finishes promptly.
+    let admitted = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_AT_ONCE));
+    let mut refused: u64 = 0;
     while let Some(handshake) = endpoint.accept().await {
+        let Ok(permit) = admitted.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::info!(
+                    refused,
+                    at_once = HANDSHAKES_AT_ONCE,
+                    "node handshakes refused while others finish; they dial again after their backoff"
+                );
+            }
+            handshake.refuse();
+            continue;
+        };
         let master = master.clone();
         tokio::spawn(async move {
             // A refusal is logged by `finish` with its reason.
-            if let Ok((connection, inbox)) = handshake.finish().await {
+            let finished = handshake.finish().await;
+            drop(permit);
+            if let Ok((connection, inbox)) = finished {
                 master.do_send(LinkUp { connection, inbox });
             }
         });

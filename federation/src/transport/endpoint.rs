@@ -415,6 +415,13 @@ impl Handshake {
         self.incoming.remote_address()
     }
 
+    /// Refuses the connection before any cryptography: one packet back
+    /// (`CONNECTION_REFUSED`), which the peer's dial reports as a failed handshake. For a
+    /// listener that sheds load: a handshake costs far more than the refusal.
+    pub fn refuse(self) {
+        self.incoming.refuse();
+    }
+
     /// Completes the handshake. A refusal (foreign CA, expired certificate, a peer the
     /// policy does not admit, a wrong ALPN) is logged with its reason and returned.
     pub async fn finish(self) -> Result<(Connection, Inbox), AcceptError> {

@@ -1,6 +1,8 @@
 //! The management channel's connection loop: dial the site's gateways, register with the
 //! one that accepts, hand its commands to the `Server` actor, and on any loss reconnect
-//! with backoff (100 ms doubling to 2 s). The workload keeps running meanwhile, as long as
+//! with backoff (100 ms doubling to 2 s, each wait drawn between half and all of it, so
+//! that the nodes of a site that lost its gateway do not all dial again in the same
+//! instant). The workload keeps running meanwhile, as long as
 //! its lease is valid: the lease, not the connection, decides.
 //!
 //! A site may run several gateways, one active and the others standby (`--gateway` given
@@ -108,6 +110,7 @@ pub async fn run_link<W: Workloads>(
     let target = Arc::new(target);
     let mut backoff = BACKOFF_FIRST;
     let mut generation = 0;
+    let mut attempt: u64 = 0;
     loop {
         match register(&endpoint, &target, &server, &watch).await {
             Ok(Some(Registered {
@@ -138,9 +141,22 @@ pub async fn run_link<W: Workloads>(
             Ok(None) => {}
             Err(Gone) => return,
         }
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(jittered(backoff, &target.server, generation, attempt)).await;
+        attempt += 1;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// A wait between half of `backoff` and all of it, drawn from the server's name and the
+/// attempt: spread across a site's nodes, and the same for a server each run (no random
+/// source to seed).
+fn jittered(backoff: Duration, server: &ServerId, generation: u64, attempt: u64) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (server.as_str(), generation, attempt).hash(&mut hasher);
+    let half = backoff / 2;
+    let spread = u64::try_from(half.as_micros()).unwrap_or(u64::MAX).max(1);
+    half + Duration::from_micros(hasher.finish() % spread)
 }
 
 /// The `Server` actor has stopped.
@@ -483,4 +499,30 @@ async fn serve<W: Workloads>(mut inbox: Inbox, server: &Addr<Server<W>>) -> Stri
         }
     }
     "the inbox ended".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backoff_is_drawn_between_half_and_all_of_it_and_differs_between_servers() {
+        let backoff = Duration::from_millis(800);
+        let waits: HashSet<Duration> = (0..200)
+            .map(|i| {
+                let server = ServerId::parse(&format!("f{i}")).expect("a valid server id");
+                let wait = jittered(backoff, &server, 1, 3);
+                assert!(wait >= backoff / 2 && wait < backoff, "{wait:?}");
+                wait
+            })
+            .collect();
+        assert!(
+            waits.len() > 150,
+            "spread over the site: {} distinct",
+            waits.len()
+        );
+        let one = ServerId::parse("f1").expect("a valid server id");
+        assert_eq!(jittered(backoff, &one, 1, 3), jittered(backoff, &one, 1, 3));
+        assert_ne!(jittered(backoff, &one, 1, 3), jittered(backoff, &one, 1, 4));
+    }
 }

@@ -102,15 +102,14 @@ impl Workloads for SimWorkloads {
 
     /// Keeps the census (serving per account, the sine model's divisor) up to date.
     fn performed(&mut self, model: &NodeModel) {
-        let serving = match (model.phase(), model.running()) {
-            (Some(Phase::Healthy | Phase::Draining), Some(running)) => Some(running.account),
+        // Called after every tick: the account is compared where it is, not cloned.
+        let serving = match model.phase() {
+            Some(Phase::Healthy | Phase::Draining) => model.running_account(),
             _ => None,
         };
-        if serving != self.counted {
-            self.shared
-                .census
-                .moved(self.counted.as_ref(), serving.as_ref());
-            self.counted = serving;
+        if serving != self.counted.as_ref() {
+            self.shared.census.moved(self.counted.as_ref(), serving);
+            self.counted = serving.cloned();
         }
     }
 }

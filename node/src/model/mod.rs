@@ -214,6 +214,13 @@ impl NodeModel {
     }
 
     /// What heartbeats and registrations say runs: the current epoch's process, if any.
+    /// The account of [`Self::running`], borrowed.
+    pub fn running_account(&self) -> Option<&AccountId> {
+        let current = self.current.as_ref()?;
+        let process = self.process.as_ref()?;
+        (process.epoch == current.pointer.epoch).then_some(&process.account)
+    }
+
     pub fn running(&self) -> Option<RunningWorkload> {
         let current = self.current.as_ref()?;
         let process = self.process.as_ref()?;
