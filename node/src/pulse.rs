@@ -263,6 +263,7 @@ mod tests {
         );
         assert!(p.disconnected().is_empty());
     }
+
     #[test]
     fn a_late_answer_still_counts_from_its_own_pulse() {
         let mut p = pulser();

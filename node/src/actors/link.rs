@@ -2,8 +2,8 @@
 //! one that accepts, hand its commands to the `Server` actor, and on any loss reconnect
 //! with backoff (100 ms doubling to 2 s, each wait drawn between half and all of it, so
 //! that the nodes of a site that lost its gateway do not all dial again in the same
-//! instant). The workload keeps running meanwhile, as long as
-//! its lease is valid: the lease, not the connection, decides.
+//! instant). The workload keeps running meanwhile, as long as its lease is valid: the
+//! lease, not the connection, decides.
 //!
 //! A site may run several gateways, one active and the others standby (`--gateway` given
 //! once for each). Every attempt dials them all at once, each on its own task (resolve,

@@ -213,7 +213,6 @@ impl NodeModel {
         &self.server
     }
 
-    /// What heartbeats and registrations say runs: the current epoch's process, if any.
     /// The account of [`Self::running`], borrowed.
     pub fn running_account(&self) -> Option<&AccountId> {
         let current = self.current.as_ref()?;
@@ -221,6 +220,7 @@ impl NodeModel {
         (process.epoch == current.pointer.epoch).then_some(&process.account)
     }
 
+    /// What heartbeats and registrations say runs: the current epoch's process, if any.
     pub fn running(&self) -> Option<RunningWorkload> {
         let current = self.current.as_ref()?;
         let process = self.process.as_ref()?;
