@@ -15,18 +15,26 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// Whether a process with this pid exists (and is not a zombie).
+/// Whether a process with this pid exists and any of its threads has not exited yet.
+/// The process's own state is not enough: its main thread shows as a zombie as soon as it
+/// has exited, while its other threads may still be exiting (one in an fsync cannot be
+/// interrupted), and the files, the journal's lock among them, are released only when
+/// the last one has. A gateway started again on the same journal in that window found it
+/// "in use by another process".
 pub fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // The state follows the parenthesised command name.
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next());
-            state != Some("Z")
-        }
-        Err(_) => false,
-    }
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.flatten().any(|thread| {
+        std::fs::read_to_string(thread.path().join("stat"))
+            .is_ok_and(|stat| state_of(&stat).is_some_and(|state| state != "Z" && state != "X"))
+    })
+}
+
+/// The state in a `/proc/.../stat` line: it follows the parenthesised command name.
+fn state_of(stat: &str) -> Option<&str> {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
 }
 
 /// The environment variable that marks a harness's processes.
@@ -152,6 +160,39 @@ mod tests {
         assert_eq!(value_in(b"PATH=/bin\0", MARKER), None);
         assert_eq!(owner_of("12.3"), Some(12));
         assert_eq!(owner_of("garbage"), None);
+    }
+
+    #[test]
+    fn a_running_child_is_alive_and_one_that_exited_unreaped_is_not() {
+        assert_eq!(
+            state_of("42 (a) b) S 1 42"),
+            Some("S"),
+            "the last parenthesis"
+        );
+        let mut running = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        assert!(process_alive(running.id()));
+        let _ = running.kill();
+        let _ = running.wait();
+        // Exited and not reaped: a zombie, whose every thread has exited.
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        let pid = exited.id();
+        super::super::wait_for("the child to exit", Duration::from_secs(10), || {
+            if process_alive(pid) {
+                Err("alive".to_owned())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+        assert!(
+            std::fs::metadata(format!("/proc/{pid}")).is_ok(),
+            "not reaped yet"
+        );
+        let _ = exited.wait();
+        assert!(!process_alive(pid));
     }
 
     #[test]
