@@ -114,25 +114,20 @@ pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
 
     let before = Usage::of(gateway_pid);
     let renewed_before = counter(site.admin, "leasehold_leases_renewed_total")?;
-    let (errors_before, kinds_before) = (
-        fleet_errors(&fleet.output()),
-        fleet_error_kinds(&fleet.output()),
-    );
+    let errors_before = fleet_errors(&fleet.output());
     let window = Duration::from_secs(args.seconds);
     eprintln!("  measuring the gateway for {} s", args.seconds);
     sleep_watching(window, &mut fleet, &mut gateway)?;
     let after = Usage::of(gateway_pid);
     let renewed_after = counter(site.admin, "leasehold_leases_renewed_total")?;
-    let (errors_after, kinds_after) = (
-        fleet_errors(&fleet.output()),
-        fleet_error_kinds(&fleet.output()),
-    );
-    // In the window, as `errors`: only with a status line before it and one after.
-    let errors_by_kind = errors_before.and(errors_after).map(|_| {
-        kinds_after
+    let errors_after = fleet_errors(&fleet.output());
+    // In the window: only with a status line before it and one after.
+    let errors = errors_after.as_ref().zip(errors_before.as_ref());
+    let errors_by_kind = errors.map(|((_, after), (_, before))| {
+        after
             .iter()
             .map(|(kind, after)| {
-                let before = kinds_before.get(kind).copied().unwrap_or(0);
+                let before = before.get(kind).copied().unwrap_or(0);
                 (kind.clone(), json!(after.saturating_sub(before)))
             })
             .filter(|(_, count)| count.as_u64() != Some(0))
@@ -157,9 +152,9 @@ pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
         "cpu_us_per_server_s": round(cpu_core_fraction * 1e6 / n, 1),
         "kib_per_server": round(rss as f64 / 1024.0 / n, 1),
         "renewals_per_s": round((renewed_after - renewed_before) / wall, 0),
-        "errors": errors_after.zip(errors_before).map(|(after, before)| after.saturating_sub(before)),
+        "errors": errors.map(|((after, _), (before, _))| after.saturating_sub(*before)),
         "errors_by_kind": errors_by_kind,
-        "errors_total": errors_after,
+        "errors_total": errors_after.map(|(total, _)| total),
         "machine": machine(),
     });
     println!("{line}");
@@ -325,40 +320,31 @@ fn counter(admin: SocketAddr, name: &str) -> anyhow::Result<f64> {
     Ok(values.iter().sum())
 }
 
-/// The fleet's cumulative error count, from its last status line.
-fn fleet_errors(output: &str) -> Option<u64> {
+/// The fleet's cumulative errors, from its last status line: the total, and each kind that
+/// happened (`errors 17 (dials 3, unanswered 14)`; no kinds for `errors 0`).
+fn fleet_errors(output: &str) -> Option<(u64, BTreeMap<String, u64>)> {
     output.lines().rev().find_map(|line| {
         let rest = line.split(", errors ").nth(1)?;
-        rest.split(|c: char| !c.is_ascii_digit())
+        let total = rest
+            .split(|c: char| !c.is_ascii_digit())
             .next()?
             .parse()
-            .ok()
+            .ok()?;
+        let kinds = rest
+            .split(';')
+            .next()
+            .and_then(|errors| errors.split_once(" ("))
+            .and_then(|(_, kinds)| kinds.split_once(')'))
+            .map_or("", |(kinds, _)| kinds);
+        let kinds = kinds
+            .split(", ")
+            .filter_map(|kind| {
+                let (name, count) = kind.rsplit_once(' ')?;
+                Some((name.to_owned(), count.parse().ok()?))
+            })
+            .collect();
+        Some((total, kinds))
     })
-}
-
-/// The fleet's cumulative errors by kind, from its last status line
-/// (`errors 17 (dials 3, unanswered 14)`; none for `errors 0`).
-fn fleet_error_kinds(output: &str) -> BTreeMap<String, u64> {
-    let Some(rest) = output
-        .lines()
-        .rev()
-        .find_map(|line| line.split(", errors ").nth(1))
-    else {
-        return BTreeMap::new();
-    };
-    let kinds = rest
-        .split(';')
-        .next()
-        .and_then(|errors| errors.split_once(" ("))
-        .and_then(|(_, kinds)| kinds.split_once(')'))
-        .map_or("", |(kinds, _)| kinds);
-    kinds
-        .split(", ")
-        .filter_map(|kind| {
-            let (name, count) = kind.rsplit_once(' ')?;
-            Some((name.to_owned(), count.parse().ok()?))
-        })
-        .collect()
 }
 
 /// What the figures were measured on.
@@ -389,7 +375,7 @@ mod tests {
         let output = "all 3 registered in 1.0 s; rss 1 MiB, cpu 1% of a core\n\
             registered 3/3, serving acct0=3, renewals 6/s, errors 2; rss 1 MiB, cpu 1% of a core\n\
             registered 3/3, serving acct0=3, renewals 6/s, errors 17, refused 1; rss 1 MiB\n";
-        assert_eq!(fleet_errors(output), Some(17));
+        assert_eq!(fleet_errors(output).map(|(total, _)| total), Some(17));
         assert_eq!(fleet_errors("all 3 registered in 1.0 s"), None);
     }
 
@@ -398,12 +384,12 @@ mod tests {
         let output = "registered 3/3, serving acct0=3, renewals 6/s, errors 2 (dials 2); rss 1 MiB
             registered 3/3, serving acct0=3, renewals 6/s, errors 17 (dials 3, unanswered 14), refused 1; rss 1 MiB
 ";
-        let kinds = fleet_error_kinds(output);
+        let (_, kinds) = fleet_errors(output).expect("a status line");
         assert_eq!(kinds.get("dials"), Some(&3));
         assert_eq!(kinds.get("unanswered"), Some(&14));
         assert_eq!(kinds.len(), 2);
         let later =
             format!("{output}registered 3/3, serving none, renewals 0/s, errors 0; rss 1 MiB\n");
-        assert!(fleet_error_kinds(&later).is_empty());
+        assert!(fleet_errors(&later).expect("a status line").1.is_empty());
     }
 }
