@@ -149,8 +149,63 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", chain_text(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes, each joined with ": ", but without a cause whose words the
+/// message already carries: many of our errors say their source in their own words and
+/// also name it as their source, which would print it twice.
+fn chain_text(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let words = cause.to_string();
+        if !text.contains(&words) {
+            text.push_str(": ");
+            text.push_str(&words);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain_text;
+
+    /// An error that says its source in its message and also names it as its source.
+    #[derive(Debug)]
+    struct SaysItsSource {
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for SaysItsSource {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot listen on 127.0.0.1:7000: {}", self.source)
+        }
+    }
+
+    impl std::error::Error for SaysItsSource {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn a_cause_is_printed_once_even_when_the_message_already_says_it() {
+        let said = anyhow::Error::new(SaysItsSource {
+            source: std::io::Error::other("Address already in use"),
+        });
+        assert_eq!(
+            chain_text(&said),
+            "cannot listen on 127.0.0.1:7000: Address already in use"
+        );
+        let unsaid = anyhow::Error::new(std::io::Error::other("Address already in use"))
+            .context("cannot listen for the admin API");
+        assert_eq!(
+            chain_text(&unsaid),
+            "cannot listen for the admin API: Address already in use"
+        );
     }
 }

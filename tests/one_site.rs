@@ -529,6 +529,46 @@ fn a_config_that_check_refuses_is_refused_by_the_gateway_with_the_same_message()
     );
 }
 
+/// A gateway whose admin address another process holds stops before it opens its journal:
+/// one line names the address, the cause is said once, nothing panics, nothing is written.
+#[test]
+fn a_gateway_whose_admin_address_is_taken_says_so_and_changes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let site = prepare_site(dir.path(), &SiteSpec::one_server("site-a", "a1", "shop")).unwrap();
+    create_certs(&dir.path().join("certs"), &[("site-a", vec!["a1".into()])]).unwrap();
+    // A port the picker holds bound is taken on both TCP and UDP; this holds TCP alone.
+    let _taken = std::net::TcpListener::bind(site.admin).expect("the admin port is free");
+    let state = dir.path().join("state");
+    let gateway = std::process::Command::new(BINARY)
+        .args(["gateway", "run", "--config"])
+        .arg(&site.config)
+        .arg("--certs")
+        .arg(dir.path().join("certs"))
+        .arg("--state")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&gateway.stderr);
+    assert!(!gateway.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: cannot listen for the admin API on {} (is another process using it?): ",
+            site.admin
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !state.exists(),
+        "a gateway that cannot start must change nothing"
+    );
+}
+
 #[test]
 fn with_log_format_json_every_log_line_is_one_json_object() {
     let dir = TempDir::new().unwrap();

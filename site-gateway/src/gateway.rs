@@ -52,7 +52,7 @@ pub enum GatewayError {
     Journal(#[from] JournalError),
     #[error("management or federation listener: {0}")]
     Listener(#[from] EndpointError),
-    #[error("admin API on {addr}: {source} (is another process using it?)")]
+    #[error("cannot listen for the admin API on {addr} (is another process using it?)")]
     Admin {
         addr: std::net::SocketAddr,
         #[source]
@@ -74,7 +74,7 @@ pub enum GatewayError {
     Tokens(#[from] crate::admin::tokens::TokenFileError),
     #[error(transparent)]
     AccessLog(#[from] crate::admin::access::AccessLogError),
-    #[error("boot service on {addr}: {source} (is another process using it?)")]
+    #[error("cannot listen for the boot service on {addr} (is another process using it?)")]
     Boot {
         addr: std::net::SocketAddr,
         #[source]
@@ -94,6 +94,24 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         .map(|bytes| crate::reload::hash(&bytes))
         .unwrap_or_default();
     let identity = load_site_identity(&options.certs, &config.site.name)?;
+    // The TCP addresses are bound before the journal opens (QUIC's two are bound in
+    // `serve`, before its first actor): an address another process holds stops the start,
+    // named, and changes nothing.
+    let admin_addr = config.site.admin_addr;
+    let admin_listener =
+        std::net::TcpListener::bind(admin_addr).map_err(|source| GatewayError::Admin {
+            addr: admin_addr,
+            source,
+        })?;
+    let machines_configured = config.servers.iter().any(|server| server.machine.is_some());
+    let boot_listener = match config.site.boot_addr {
+        Some(addr) if machines_configured => Some((
+            addr,
+            std::net::TcpListener::bind(addr)
+                .map_err(|source| GatewayError::Boot { addr, source })?,
+        )),
+        _ => None,
+    };
     let state = options
         .state
         .clone()
@@ -138,7 +156,7 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         )?;
         Some((Arc::new(machines), Arc::new(key)))
     };
-    let admin = admin_security(&config, &state, &identity)?;
+    let admin = admin_security(&config, &state, &identity, admin_listener)?;
     let book_path = crate::peer_book::PeerBook::file_in(&state);
     let peer_book = crate::peer_book::PeerBook::load(book_path.clone()).unwrap_or_else(|error| {
         tracing::warn!(%error, "starting from the config's peers alone; the file is written again at the next change");
@@ -170,6 +188,7 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
         certs: options.certs.clone(),
         peer_book,
         node_protocol: options.node_protocol,
+        boot_listener,
         gateway_name: options.name.clone(),
         demand_trace,
     };
@@ -189,6 +208,8 @@ struct FromDisk {
     certs: PathBuf,
     peer_book: crate::peer_book::PeerBook,
     node_protocol: Option<u16>,
+    /// The boot service's address, bound.
+    boot_listener: Option<(std::net::SocketAddr, std::net::TcpListener)>,
     demand_trace: Option<crate::demand_trace::TraceSender>,
     /// `--name`: which of the site's gateways this is.
     gateway_name: Option<String>,
@@ -200,6 +221,7 @@ fn admin_security(
     config: &SiteConfig,
     state: &std::path::Path,
     identity: &leasehold_federation::transport::certs::Identity,
+    listener: std::net::TcpListener,
 ) -> Result<crate::api::AdminServe, GatewayError> {
     let addr = config.site.admin_addr;
     let (tls, admin_certificate, certificate_expiry) = match &config.admin.tls {
@@ -244,6 +266,7 @@ fn admin_security(
     );
     Ok(crate::api::AdminServe {
         addr,
+        listener,
         tls,
         certificate: admin_certificate,
         site: config.site.name.clone(),
@@ -277,6 +300,7 @@ async fn serve(
         certs,
         peer_book,
         node_protocol,
+        boot_listener,
         demand_trace,
         gateway_name,
     } = read;
@@ -313,7 +337,7 @@ async fn serve(
                 &config,
                 etcd,
                 (endpoint.clone(), federation_endpoint.clone()),
-                admin.tls.clone(),
+                (standby_admin(&admin)?, admin.tls.clone()),
             )
             .await?;
             (journal, recovered, Some(election))
@@ -363,10 +387,10 @@ async fn serve(
         master = master.with_machines(machines.clone(), key.clone());
     }
     let master = master.start();
-    let boot = match (&machines, config.site.boot_addr) {
-        (Some((_, key)), Some(addr)) => {
+    let boot = match (&machines, boot_listener) {
+        (Some((_, key)), Some((addr, listener))) => {
             let server = crate::machines::boot_service::serve(
-                addr,
+                listener,
                 master.clone(),
                 key.clone(),
                 config.site.name.clone(),
@@ -486,12 +510,24 @@ fn etcd_client(store: &EtcdStore) -> Result<leasehold_etcd::Etcd, GatewayError> 
     .map_err(|error| GatewayError::Etcd(error.to_string()))
 }
 
+/// The admin address for the standby's own API: the same socket as the active API's, so
+/// that it stays bound in between (a request then waits in its backlog, never refused).
+fn standby_admin(admin: &crate::api::AdminServe) -> Result<std::net::TcpListener, GatewayError> {
+    admin
+        .listener
+        .try_clone()
+        .map_err(|source| GatewayError::Admin {
+            addr: admin.addr,
+            source,
+        })
+}
+
 /// Campaigns, serving as a standby until elected; then reads the journal from etcd.
 async fn elected(
     config: &SiteConfig,
     etcd: Arc<leasehold_etcd::Etcd>,
     (management, federation): (Arc<Endpoint>, Arc<Endpoint>),
-    admin_tls: Option<rustls::ServerConfig>,
+    (admin, admin_tls): (std::net::TcpListener, Option<rustls::ServerConfig>),
 ) -> Result<(SiteJournal, crate::model::site::Recovered, Arc<Elector>), GatewayError> {
     let SiteStore::Etcd(store) = &config.site.store else {
         return Err(GatewayError::Etcd(
@@ -525,7 +561,7 @@ async fn elected(
     let generation = crate::ha::standby::until_active(
         config.site.name.as_str(),
         &name,
-        config.site.admin_addr,
+        admin,
         admin_tls,
         (management, federation),
         (election.clone(), etcd.clone()),

@@ -88,6 +88,13 @@ pub fn free_port() -> Result<u16, String> {
 /// process that binds it, any socket bound to port 0 on this machine (a QUIC client, a
 /// relay's upstream socket, an HTTP client) may be handed a port of the ephemeral range,
 /// which once made a campaign's gateway fail to start ("Address already in use").
+///
+/// A plan's picker is dropped once its configs are written, well before every process of
+/// the plan has bound its ports; a second picker of the same process (a standby gateway's
+/// addresses, picked after the federation's) could then take a port the first handed out
+/// and a gateway not yet started still waits to bind, which once made a campaign's site
+/// fail to start for its admin address. So no port is handed out twice in one process
+/// while the range has others ([`handed_out`]).
 #[derive(Default)]
 pub struct PortPicker {
     held: Vec<(TcpListener, UdpSocket)>,
@@ -123,16 +130,41 @@ fn pick_seed() -> u64 {
     z ^ (z >> 31)
 }
 
+/// The ports this process has handed out, each kept from a second pick.
+fn handed_out() -> std::sync::MutexGuard<'static, std::collections::HashSet<u16>> {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static HANDED: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    HANDED
+        .get_or_init(|| Mutex::new(HashSet::new()))
+        .lock()
+        // A set of numbers is whole even if a holder panicked.
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl PortPicker {
     pub fn pick(&mut self) -> Result<u16, String> {
+        self.pick_from(pick_seed())
+    }
+
+    /// A pick whose walk through the range starts at `start`.
+    fn pick_from(&mut self, start: u64) -> Result<u16, String> {
         let end = ephemeral_start();
         if end > PICK_FROM + 1000 {
             let span = u64::from(end - PICK_FROM);
-            let start = pick_seed();
-            for step in 0..200u64 {
+            let mut handed = handed_out();
+            // Once most of the range has been handed out, a port may come round again.
+            if handed.len() as u64 > span * 3 / 4 {
+                handed.clear();
+            }
+            for step in 0..400u64 {
                 let port = PICK_FROM + ((start.wrapping_add(step * 7919)) % span) as u16;
+                if handed.contains(&port) {
+                    continue;
+                }
                 if let Some(pair) = bind_both(port) {
                     self.held.push(pair);
+                    handed.insert(port);
                     return Ok(port);
                 }
             }
@@ -389,4 +421,21 @@ pub fn save_config(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(&temporary, text)
         .and_then(|()| std::fs::rename(&temporary, path))
         .map_err(|error| format!("cannot write {}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two pickers walking from the same start, the first dropped (its ports released)
+    /// before the second picks: the second still does not hand out the first's port.
+    #[test]
+    fn a_port_is_not_handed_out_twice_in_one_process() {
+        let start = pick_seed();
+        let first = PortPicker::default().pick_from(start).expect("a port");
+        let second = PortPicker::default().pick_from(start).expect("a port");
+        assert_ne!(first, second);
+        let handed = handed_out();
+        assert!(handed.contains(&first) && handed.contains(&second));
+    }
 }

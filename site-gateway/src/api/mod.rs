@@ -42,6 +42,9 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// Where and how the admin API serves.
 pub struct AdminServe {
     pub addr: SocketAddr,
+    /// `addr`, bound before anything starts: an address another process holds stops the
+    /// start, named, before any actor runs.
+    pub listener: std::net::TcpListener,
     /// HTTPS with this config; `None` is plain HTTP (said explicitly in the config).
     pub tls: Option<rustls::ServerConfig>,
     /// What `tls` presents, read again when its files change.
@@ -155,8 +158,8 @@ pub fn serve(
     .max_connections(MAX_CONNECTIONS)
     .max_connection_rate(64);
     let server = match serve.tls {
-        Some(tls) => server.bind_rustls_0_23(serve.addr, tls)?,
-        None => server.bind(serve.addr)?,
+        Some(tls) => server.listen_rustls_0_23(serve.listener, tls)?,
+        None => server.listen(serve.listener)?,
     };
     Ok(server.run())
 }

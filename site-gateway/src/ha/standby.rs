@@ -7,7 +7,6 @@
 //! once it acts, the same listener serves its nodes. Its federation listener closes every peer's connection as
 //! soon as it is made, with the same words; once it acts, it serves its peers.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,12 +28,13 @@ const REFUSAL_READ: Duration = Duration::from_secs(2);
 /// How often a standby looks whether it acts now.
 const LOOK_EVERY: Duration = Duration::from_millis(20);
 
-/// Serves the standby's admin address until `election` says this gateway acts: then stops
-/// serving (freeing the address for the active gateway's API) and returns its generation.
+/// Serves the standby's admin API on `admin` (a second handle of the admin socket) until
+/// `election` says this gateway acts: then stops serving, leaving the socket bound for the
+/// active gateway's API, and returns its generation.
 pub async fn until_active(
     site: &str,
     name: &str,
-    admin_addr: SocketAddr,
+    admin: std::net::TcpListener,
     admin_tls: Option<rustls::ServerConfig>,
     (management, federation): (Arc<Endpoint>, Arc<Endpoint>),
     (election, etcd): (Arc<Elector>, Arc<leasehold_etcd::Etcd>),
@@ -101,8 +101,8 @@ pub async fn until_active(
     .disable_signals();
     // Over TLS where the admin address is configured so, as the active gateway serves it.
     let server = match admin_tls {
-        Some(tls) => server.bind_rustls_0_23(admin_addr, tls)?,
-        None => server.bind(admin_addr)?,
+        Some(tls) => server.listen_rustls_0_23(admin, tls)?,
+        None => server.listen(admin)?,
     }
     .run();
     let handle = server.handle();

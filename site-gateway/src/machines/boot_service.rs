@@ -5,7 +5,6 @@
 //! when no re-image is pending. The answer comes from the site core at the moment of the
 //! request, so a machine never gets a script for an epoch that is not current.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix::Addr;
@@ -28,7 +27,7 @@ struct Boot {
 }
 
 pub fn serve(
-    addr: SocketAddr,
+    listener: std::net::TcpListener,
     master: Addr<SiteMaster>,
     key: Arc<BootKey>,
     site: SiteId,
@@ -47,7 +46,7 @@ pub fn serve(
     })
     .workers(1)
     .disable_signals()
-    .bind(addr)?
+    .listen(listener)?
     .run();
     Ok(server)
 }
