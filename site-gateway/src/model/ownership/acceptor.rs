@@ -42,6 +42,16 @@ impl Acceptor {
         }
     }
 
+    /// Whether a claim of `account` by `candidate` would be refused here for a live grant
+    /// another site holds (one not handed to `candidate`).
+    pub fn held_against(&self, account: &AccountId, candidate: &SiteId, now: Millis) -> bool {
+        self.grants.get(account).is_some_and(|grant| {
+            grant.expires_at > now
+                && grant.holder != *candidate
+                && grant.successor.as_ref() != Some(candidate)
+        })
+    }
+
     /// `candidate` asks to own `account` under `term`. Granted if no other site holds an
     /// unexpired grant here, and `term` is the current holder's (a renewal) or above any
     /// term this acceptor granted for the account (a takeover).

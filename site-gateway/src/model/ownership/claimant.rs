@@ -58,8 +58,11 @@ struct Claim {
     highest: Term,
     round: Option<Round>,
     /// The term this site owned the account under before it started (from its journal):
-    /// the first claim asks for it again, which acceptors still holding this site's grant
-    /// take as a renewal. Used once.
+    /// claims ask for it again, which acceptors still holding this site's grant take as a
+    /// renewal, until a round under it is acquired or refused. A round no peer answered
+    /// (a standby's first, sent before its peer links are up) asks for it once more: had
+    /// it gone one term up, the acceptors would refuse every claim until this site's own
+    /// grants ran out, and the site's leases with them.
     resume: Option<Term>,
 }
 
@@ -130,7 +133,7 @@ impl Claimant {
     pub fn start_round(&mut self, account: &AccountId, now: Millis) -> (u64, Term) {
         let standing = self.standing(account, now);
         let claim = self.claims.entry(account.clone()).or_default();
-        let (term, renewal) = match (standing, claim.resume.take()) {
+        let (term, renewal) = match (standing, claim.resume) {
             (Standing::Owner { term, .. }, _) => (term, true),
             // Not a renewal as this site counts it: it owns once a majority grants.
             (Standing::NotOwner, Some(resumed)) if resumed >= claim.highest => (resumed, false),
@@ -152,8 +155,8 @@ impl Claimant {
     }
 
     /// This site owned `account` under `term` before it started (its journal says so):
-    /// its first claim asks for that term again (a standby taking over keeps the term its
-    /// predecessor held, docs/ha.md).
+    /// its claims ask for that term again until one is acquired or refused (a standby
+    /// taking over keeps the term its predecessor held, docs/ha.md).
     pub fn resume(&mut self, account: &AccountId, term: Term) {
         let claim = self.claims.entry(account.clone()).or_default();
         claim.highest = claim.highest.max(term);
@@ -204,6 +207,7 @@ impl Claimant {
             if hopeless && !round.renewal {
                 let (term, release) = (round.term, round.granted.iter().cloned().collect());
                 claim.round = None;
+                claim.resume = None;
                 return Some(Change::Failed { term, release });
             }
             return None;
@@ -228,6 +232,7 @@ impl Claimant {
         if until <= now {
             return None;
         }
+        claim.resume = None;
         let was_owner =
             matches!(claim.owner, Some((owned, current)) if owned == term && current > now);
         claim.owner = Some((term, until));

@@ -311,6 +311,15 @@ impl SiteOwnership {
             if !self.claimant.due(&account, now) {
                 continue;
             }
+            // A takeover this site's own acceptor would refuse, for the live grant it holds
+            // for another site, is not claimed until that grant ends: the claim could take
+            // only the grants of the other acceptors, and those the holder must have to
+            // renew. A holder whose gateway was replaced before every acceptor had granted
+            // it, and its failover site, would otherwise take each other's acceptors turn
+            // by turn until the holder's own acceptor woke from its quiet start.
+            if spec.is_some() && !owner && self.acceptor.held_against(&account, &self.site, now) {
+                continue;
+            }
             if !owner && self.next_claim.get(&account).is_some_and(|at| now < *at) {
                 continue;
             }

@@ -29,6 +29,9 @@ struct World {
     sites: Vec<SiteOwnership>,
     names: Vec<SiteId>,
     down: Vec<bool>,
+    /// Sites whose messages to their peers are lost, while the peers see them up (a
+    /// gateway whose peer links are not up yet).
+    mute: Vec<bool>,
     now: Millis,
     audits: Vec<(usize, AuditKind, AccountId)>,
     /// The terms each site journaled, as (site, account, term).
@@ -58,6 +61,7 @@ impl World {
             sites,
             names,
             down: vec![false; 3],
+            mute: vec![false; 3],
             now: Millis(0),
             audits: Vec::new(),
             journaled: Vec::new(),
@@ -100,7 +104,7 @@ impl World {
             match effect {
                 Effect::ToPeer { to, message } => {
                     let j = self.names.iter().position(|n| *n == to).unwrap();
-                    if self.down[j] || self.down[from] {
+                    if self.down[j] || self.down[from] || (self.mute[from] && j != from) {
                         continue;
                     }
                     let sender = self.names[from].clone();
@@ -128,6 +132,31 @@ impl World {
                 _ => {}
             }
         }
+    }
+
+    /// Site `i` started afresh now (a restarted or replaced gateway): its acceptor quiet,
+    /// its claims resuming `terms`.
+    fn restart(&mut self, i: usize, terms: &[(AccountId, Term)]) {
+        let homes = ["shop", "wiki", "mail"];
+        let peers = self
+            .names
+            .iter()
+            .filter(|p| **p != self.names[i])
+            .cloned()
+            .collect();
+        let mut fresh = SiteOwnership::new(
+            self.names[i].clone(),
+            peers,
+            vec![account(homes[i])],
+            timing(),
+            Duration::from_secs(3),
+            self.now,
+        );
+        fresh.resume_terms(terms);
+        self.sites[i] = fresh;
+        self.down[i] = false;
+        self.share_catalogues();
+        self.see_peers();
     }
 
     fn owners(&self, name: &str) -> Vec<usize> {
@@ -311,31 +340,31 @@ fn a_site_started_on_its_journal_owns_its_account_again_under_the_journaled_term
         "the term is journaled as site-a comes to own shop: {:?}",
         world.journaled
     );
-    let restart = |world: &mut World, terms: &[(AccountId, Term)]| {
-        let peers = vec![site("site-b"), site("site-c")];
-        let mut fresh = SiteOwnership::new(
-            site("site-a"),
-            peers,
-            vec![account("shop")],
-            timing(),
-            Duration::from_secs(3),
-            world.now,
-        );
-        fresh.resume_terms(terms);
-        world.sites[0] = fresh;
-        world.share_catalogues();
-        world.see_peers();
-        // Less than the grants' TTL: the peers still hold site-a's grants.
+    let restart = |world: &mut World, terms: &[(AccountId, Term)], muted: Duration| {
+        world.restart(0, terms);
+        // Its claims lost for a while, as a standby's first ones before its peer links
+        // are up.
+        world.mute[0] = true;
+        world.run(muted);
+        world.mute[0] = false;
+        // Less than the grants' TTL in all: the peers still hold site-a's grants.
         world.run(Duration::from_millis(600));
         match world.sites[0].owner(&account("shop"), world.now) {
             Owner::Here { term, .. } => term,
             other => panic!("site-a does not own shop again: {other:?}"),
         }
     };
-    assert_eq!(restart(&mut world, &[(account("shop"), term)]), term);
+    assert_eq!(
+        restart(&mut world, &[(account("shop"), term)], Duration::ZERO),
+        term
+    );
+    assert_eq!(world.owners("shop"), vec![0]);
+    // Rounds that no peer answered ask for the journaled term again.
+    let muted = Duration::from_millis(600);
+    assert_eq!(restart(&mut world, &[(account("shop"), term)], muted), term);
     assert_eq!(world.owners("shop"), vec![0]);
     // Without the journaled term, the first claim is refused as stale and the next goes up.
-    assert_eq!(restart(&mut world, &[]), term.next());
+    assert_eq!(restart(&mut world, &[], Duration::ZERO), term.next());
     assert!(
         !world
             .audits
@@ -344,4 +373,32 @@ fn a_site_started_on_its_journal_owns_its_account_again_under_the_journaled_term
         "{:?}",
         world.audits
     );
+}
+
+/// site-c restarts, and site-a's gateway is replaced before site-c's acceptor has woken to
+/// grant it shop: only site-b holds site-a's grant. site-b, next in shop's failover list,
+/// does not claim shop while its own acceptor holds that grant, so site-c stays free, and
+/// the replaced site-a owns shop again under its journaled term (site-b's grant, site-c's
+/// fresh one) long before its own acceptor wakes. Had site-b claimed, site-c would have
+/// granted it, and site-a could not have owned shop until its own acceptor woke.
+#[test]
+fn a_failover_site_does_not_claim_an_account_its_own_acceptor_holds_for_another() {
+    let mut world = World::new();
+    world.run(Duration::from_millis(3500));
+    let Owner::Here { term, .. } = world.sites[0].owner(&account("shop"), world.now) else {
+        panic!("site-a owns shop");
+    };
+    world.restart(2, &[]);
+    // site-a dies before site-c's acceptor wakes (the TTL, 1,500 ms, after its start).
+    world.run(Duration::from_millis(1400));
+    world.down[0] = true;
+    world.run(Duration::from_millis(700));
+    world.restart(0, &[(account("shop"), term)]);
+    // Well within site-a's own acceptor's quiet start.
+    world.run(Duration::from_millis(600));
+    match world.sites[0].owner(&account("shop"), world.now) {
+        Owner::Here { term: now_term, .. } => assert_eq!(now_term, term),
+        other => panic!("site-a does not own shop again: {other:?}"),
+    }
+    assert_eq!(world.owners("shop"), vec![0]);
 }
