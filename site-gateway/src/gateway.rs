@@ -98,17 +98,15 @@ pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
     // `serve`, before its first actor): an address another process holds stops the start,
     // named, and changes nothing.
     let admin_addr = config.site.admin_addr;
-    let admin_listener =
-        std::net::TcpListener::bind(admin_addr).map_err(|source| GatewayError::Admin {
-            addr: admin_addr,
-            source,
-        })?;
+    let admin_listener = tcp_listener(admin_addr).map_err(|source| GatewayError::Admin {
+        addr: admin_addr,
+        source,
+    })?;
     let machines_configured = config.servers.iter().any(|server| server.machine.is_some());
     let boot_listener = match config.site.boot_addr {
         Some(addr) if machines_configured => Some((
             addr,
-            std::net::TcpListener::bind(addr)
-                .map_err(|source| GatewayError::Boot { addr, source })?,
+            tcp_listener(addr).map_err(|source| GatewayError::Boot { addr, source })?,
         )),
         _ => None,
     };
@@ -510,6 +508,21 @@ fn etcd_client(store: &EtcdStore) -> Result<leasehold_etcd::Etcd, GatewayError> 
     .map_err(|error| GatewayError::Etcd(error.to_string()))
 }
 
+/// How many connections wait to be accepted: what actix-web's own `bind` gives (std's
+/// `TcpListener::bind` gives 128); the admin API serves 256 at once and the rest wait here.
+const TCP_BACKLOG: i32 = 2048;
+
+/// `addr` bound and listening, as actix-web's `bind` would have it (address reuse, its
+/// backlog), but before anything starts.
+fn tcp_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(TCP_BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// The admin address for the standby's own API: the same socket as the active API's, so
 /// that it stays bound in between (a request then waits in its backlog, never refused).
 fn standby_admin(admin: &crate::api::AdminServe) -> Result<std::net::TcpListener, GatewayError> {
@@ -700,4 +713,21 @@ fn ownership(config: &SiteConfig) -> crate::model::ownership::SiteOwnership {
         ownership.plant_renew_without_majority();
     }
     ownership
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tcp_listener;
+
+    /// Address reuse lets a restarted gateway bind past its old connections' TIME_WAIT,
+    /// never past a process that listens there.
+    #[test]
+    fn an_address_another_listener_holds_is_refused() {
+        let first = tcp_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = tcp_listener(addr).unwrap_err();
+        assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
+        drop(first);
+        assert!(tcp_listener(addr).is_ok());
+    }
 }
