@@ -60,9 +60,9 @@ struct Claim {
     /// The term this site owned the account under before it started (from its journal):
     /// claims ask for it again, which acceptors still holding this site's grant take as a
     /// renewal, until a round under it is acquired or refused. A round no peer answered
-    /// (a standby's first, sent before its peer links are up) asks for it once more: had
-    /// it gone one term up, the acceptors would refuse every claim until this site's own
-    /// grants ran out, and the site's leases with them.
+    /// (a standby's first, sent before its peer links are up) asks for it once more, so
+    /// that the site's peers see the same owner under the same term; used once, the next
+    /// claim went one term up.
     resume: Option<Term>,
 }
 
