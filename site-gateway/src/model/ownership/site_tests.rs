@@ -159,6 +159,14 @@ impl World {
         self.see_peers();
     }
 
+    /// The term site `i` owns account `name` under now; the test cannot go on otherwise.
+    fn owned_term(&self, i: usize, name: &str) -> Term {
+        match self.sites[i].owner(&account(name), self.now) {
+            Owner::Here { term, .. } => term,
+            other => panic!("{} does not own {name}: {other:?}", self.names[i]),
+        }
+    }
+
     fn owners(&self, name: &str) -> Vec<usize> {
         (0..3)
             .filter(|i| !self.down[*i])
@@ -332,9 +340,7 @@ fn a_lender_finds_a_taken_over_accounts_spec_in_its_homes_catalogue() {
 fn a_site_started_on_its_journal_owns_its_account_again_under_the_journaled_term() {
     let mut world = World::new();
     world.run(Duration::from_millis(2500));
-    let Owner::Here { term, .. } = world.sites[0].owner(&account("shop"), world.now) else {
-        panic!("site-a owns shop");
-    };
+    let term = world.owned_term(0, "shop");
     assert!(
         world.journaled.contains(&(0, account("shop"), term)),
         "the term is journaled as site-a comes to own shop: {:?}",
@@ -349,10 +355,7 @@ fn a_site_started_on_its_journal_owns_its_account_again_under_the_journaled_term
         world.mute[0] = false;
         // Less than the grants' TTL in all: the peers still hold site-a's grants.
         world.run(Duration::from_millis(600));
-        match world.sites[0].owner(&account("shop"), world.now) {
-            Owner::Here { term, .. } => term,
-            other => panic!("site-a does not own shop again: {other:?}"),
-        }
+        world.owned_term(0, "shop")
     };
     assert_eq!(
         restart(&mut world, &[(account("shop"), term)], Duration::ZERO),
@@ -385,9 +388,7 @@ fn a_site_started_on_its_journal_owns_its_account_again_under_the_journaled_term
 fn a_failover_site_does_not_claim_an_account_its_own_acceptor_holds_for_another() {
     let mut world = World::new();
     world.run(Duration::from_millis(3500));
-    let Owner::Here { term, .. } = world.sites[0].owner(&account("shop"), world.now) else {
-        panic!("site-a owns shop");
-    };
+    let term = world.owned_term(0, "shop");
     world.restart(2, &[]);
     // site-a dies before site-c's acceptor wakes (the TTL, 1,500 ms, after its start).
     world.run(Duration::from_millis(1400));
@@ -396,9 +397,6 @@ fn a_failover_site_does_not_claim_an_account_its_own_acceptor_holds_for_another(
     world.restart(0, &[(account("shop"), term)]);
     // Well within site-a's own acceptor's quiet start.
     world.run(Duration::from_millis(600));
-    match world.sites[0].owner(&account("shop"), world.now) {
-        Owner::Here { term: now_term, .. } => assert_eq!(now_term, term),
-        other => panic!("site-a does not own shop again: {other:?}"),
-    }
+    assert_eq!(world.owned_term(0, "shop"), term);
     assert_eq!(world.owners("shop"), vec![0]);
 }
