@@ -319,7 +319,7 @@ async fn serve(
         policy,
         Limits {
             only_version: node_protocol,
-            ..Limits::management()
+            ..Limits::management_listener()
         },
     )?
     .with_datagram_sink(board.clone());

@@ -36,6 +36,12 @@ pub struct Limits {
     /// The round-trip time assumed before one is measured; `None` keeps quinn's 333 ms,
     /// right for the unknown paths between sites.
     pub initial_rtt: Option<Duration>,
+    /// The longest the peer is asked to wait before it acknowledges a packet it has no
+    /// answer for (QUIC's ACK-frequency extension); `None` keeps QUIC's 25 ms. Longer than
+    /// the interval between a connection's messages, an acknowledgement rides on the next
+    /// message instead of a packet of its own; the price is that a lost packet with none
+    /// after it is resent about this much later.
+    pub ack_delay: Option<Duration>,
     /// Speak only this version of the endpoint's protocol, not every version this build
     /// speaks: to stand in for a build one version apart, or to hold a site at the older
     /// version while it is upgraded (docs/wire.md, "Versioning").
@@ -67,6 +73,7 @@ impl Default for Limits {
             inbox_capacity: 1024,
             windows: None,
             initial_rtt: None,
+            ack_delay: None,
             only_version: None,
         }
     }
@@ -91,7 +98,26 @@ impl Limits {
             // default), and the node's lease runs meanwhile. 50 ms brings the resend
             // within 200 ms of the gateway's return.
             initial_rtt: Some(Duration::from_millis(50)),
+            // A node pulses at least once a second and the gateway acknowledges every
+            // pulse: the pulses keep the connection alive. A keep-alive at the pulse
+            // interval raced them and cost a PING and its acknowledgement now and then.
+            keep_alive: Duration::from_secs(3),
             ..Limits::default()
+        }
+    }
+
+    /// A gateway's, for the connections of its nodes. A node pulses at least once a
+    /// second and a leased node's pulse is answered: the node is asked to hold its
+    /// acknowledgement of an answer for up to 1.25 s, a quarter more than the longest
+    /// pulse interval, so that it rides on the next pulse, even one sent a tick late,
+    /// instead of taking a packet of its own (D-55). Only the gateway asks: a delay asked
+    /// of the gateway would lengthen the node's probe timeout, and with it the idle
+    /// timeout by which a node of standby gateways notices that its gateway is gone
+    /// (QUIC keeps that at least three probe timeouts).
+    pub fn management_listener() -> Limits {
+        Limits {
+            ack_delay: Some(Duration::from_millis(1250)),
+            ..Limits::management()
         }
     }
 }
@@ -578,6 +604,11 @@ fn transport_config(limits: &Limits) -> Result<Arc<quinn::TransportConfig>, Endp
     if let Some(rtt) = limits.initial_rtt {
         config.initial_rtt(rtt);
     }
+    if let Some(delay) = limits.ack_delay {
+        let mut ack = quinn::AckFrequencyConfig::default();
+        ack.max_ack_delay(Some(delay));
+        config.ack_frequency_config(Some(ack));
+    }
     if let Some(windows) = limits.windows {
         config
             .stream_receive_window(windows.stream_receive.into())
@@ -942,6 +973,99 @@ mod tests {
         assert_eq!(
             from.first().map(|a| a.port()),
             Some(shared.local_addr().unwrap().port())
+        );
+    }
+
+    /// Packets the listener receives while a node sends `pulses` pulses 150 ms apart and the
+    /// listener answers each, counted from the first pulse's arrival, leaving out those of
+    /// the search for the path's MTU.
+    async fn packets_over_answered_pulses(listener_limits: Limits, pulses: u64) -> u64 {
+        use crate::ids::Epoch;
+        use crate::wire::catalogue::{Inbound, InboundOneWay};
+        use crate::wire::common::Health;
+        use crate::wire::node::{LeaseRenewal, Pulse, PulseAnswer};
+
+        let certs = certs();
+        let listener = Endpoint::listen(
+            loopback(),
+            &certs.site,
+            Alpn::Node,
+            nodes_policy(),
+            listener_limits,
+        )
+        .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let agent =
+            Endpoint::dial_only(loopback(), &certs.node, Alpn::Node, Limits::management()).unwrap();
+        let node = tokio::spawn(async move {
+            let (connection, mut inbox) =
+                agent.connect(addr, &PeerName::Site(site())).await.unwrap();
+            for seq in 0..=pulses {
+                let pulse = Pulse {
+                    seq,
+                    health: Health::Healthy,
+                    load: None,
+                    renew: Some(Epoch::from_journal(1)),
+                };
+                connection.send_datagram(&pulse).unwrap();
+                match inbox.next().await {
+                    Some(Ok(Inbound::OneWay(InboundOneWay::PulseAnswer(answer)))) => {
+                        assert_eq!(answer.seq, seq)
+                    }
+                    other => panic!("pulse {seq}: expected its answer, got {other:?}"),
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            // Kept open until the listener has counted.
+            (agent, connection)
+        });
+        let (connection, mut inbox) = listener.accept().await.unwrap().finish().await.unwrap();
+        let mut first = connection.inner.stats();
+        for seq in 0..=pulses {
+            match inbox.next().await {
+                Some(Ok(Inbound::OneWay(InboundOneWay::Pulse(pulse)))) => {
+                    assert_eq!(pulse.seq, seq)
+                }
+                other => panic!("expected pulse {seq}, got {other:?}"),
+            }
+            if seq == 0 {
+                first = connection.inner.stats();
+            }
+            let answer = PulseAnswer {
+                seq,
+                renewal: LeaseRenewal::Renewed {
+                    epoch: Epoch::from_journal(1),
+                    ttl_ms: 2_000,
+                },
+                generation: None,
+            };
+            connection.send_datagram(&answer).unwrap();
+        }
+        let after = connection.inner.stats();
+        // Each end searches for the path's MTU at the start: a probe of the node's, or the
+        // node's acknowledgement of one of the listener's, is not what is counted here.
+        let probing = (after.frame_rx.immediate_ack - first.frame_rx.immediate_ack)
+            + (after.path.sent_plpmtud_probes - first.path.sent_plpmtud_probes);
+        let received = (after.udp_rx.datagrams - first.udp_rx.datagrams).saturating_sub(probing);
+        drop(node.await.unwrap());
+        received
+    }
+
+    /// A gateway asks its nodes to hold the acknowledgement of an answer until their next
+    /// pulse (D-55): it then receives a packet per pulse, not two. QUIC's own 25 ms, kept
+    /// by `Limits::management()`, is the contrast that shows the count can tell them apart.
+    #[tokio::test]
+    async fn a_node_acknowledges_its_gateways_answer_on_its_next_pulse() {
+        let pulses = 10;
+        let held = packets_over_answered_pulses(Limits::management_listener(), pulses).await;
+        assert!(
+            held <= pulses + 2,
+            "{held} packets for {pulses} pulses: the acknowledgements went on their own"
+        );
+        let own = packets_over_answered_pulses(Limits::management(), pulses).await;
+        assert!(
+            own >= pulses + pulses / 2,
+            "{own} packets for {pulses} pulses without the delay: the count cannot tell"
         );
     }
 
