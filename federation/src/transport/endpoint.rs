@@ -729,15 +729,8 @@ mod tests {
         }
     }
 
-    fn management_listener(certs: &Certs) -> Endpoint {
-        Endpoint::listen(
-            loopback(),
-            &certs.site,
-            Alpn::Node,
-            nodes_policy(),
-            Limits::management(),
-        )
-        .unwrap()
+    fn nodes_listener(certs: &Certs, limits: Limits) -> Endpoint {
+        Endpoint::listen(loopback(), &certs.site, Alpn::Node, nodes_policy(), limits).unwrap()
     }
 
     /// A renewed certificate is presented from the next handshake on, and the connection made
@@ -888,7 +881,7 @@ mod tests {
         Fut: std::future::Future<Output = ()> + Send,
     {
         let certs = certs();
-        let listener = management_listener(&certs);
+        let listener = nodes_listener(&certs, Limits::management());
         let addr = listener.local_addr().unwrap();
         let agent =
             Endpoint::dial_only(loopback(), &certs.node, Alpn::Node, Limits::management()).unwrap();
@@ -986,14 +979,7 @@ mod tests {
         use crate::wire::node::{LeaseRenewal, Pulse, PulseAnswer};
 
         let certs = certs();
-        let listener = Endpoint::listen(
-            loopback(),
-            &certs.site,
-            Alpn::Node,
-            nodes_policy(),
-            listener_limits,
-        )
-        .unwrap();
+        let listener = nodes_listener(&certs, listener_limits);
         let addr = listener.local_addr().unwrap();
         let agent =
             Endpoint::dial_only(loopback(), &certs.node, Alpn::Node, Limits::management()).unwrap();
